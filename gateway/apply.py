@@ -1,0 +1,51 @@
+"""Apply a translation inside one store transaction, then re-derive entitlements."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Translation
+from gateway.domain.entitlements import derive
+from gateway.domain.model import Subscription, absorb, adopt, reassign
+from gateway.store.port import Transaction
+
+
+def apply_translation(tx: Transaction, translation: Translation, catalog: Catalog, now: datetime) -> set[str]:
+    """Write the changes; returns the users whose entitlements were re-derived.
+
+    Links go first so that a snapshot in the same delivery finds its owner. Subscriptions
+    are locked in key order, users after all subscriptions, so writers never deadlock.
+    """
+    users: set[str] = set()
+
+    def save(current: Subscription | None, updated: Subscription) -> None:
+        if updated != current:
+            tx.save_subscription(updated, now)
+            users.update(s.owner for s in (current, updated) if s is not None and s.owner)
+
+    for link in translation.links:
+        tx.link(link.source, link.account, link.user_sub, now)
+        for key in tx.keys_held_by(link.source, (link.account,), ()):
+            current = tx.lock_subscription(link.source, key)
+            save(current, adopt(current, link.user_sub))
+
+    for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
+        current = tx.lock_subscription(snapshot.source, snapshot.key)
+        updated = absorb(current, snapshot)
+        account = updated.snapshot.account
+        if updated.owner is None and account:
+            owner = tx.resolve(snapshot.source, account)
+            updated = adopt(updated, owner) if owner else updated
+        save(current, updated)
+
+    for transfer in translation.transfers:
+        accounts = transfer.from_accounts
+        for key in tx.keys_held_by(transfer.source, accounts, accounts):
+            current = tx.lock_subscription(transfer.source, key)
+            save(current, reassign(current, transfer.to_user, transfer.as_of))
+
+    tx.lock_users(sorted(users))
+    for user in users:
+        held = [s.snapshot for s in tx.subscriptions_of(user)]
+        tx.replace_entitlements(user, list(derive(held, catalog).values()), now)
+    return users

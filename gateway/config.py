@@ -1,0 +1,163 @@
+"""Settings, read once from the environment (and a ``.env`` file) and validated.
+
+Each variable is documented in the README; a bad value stops the start with an error
+that names the variable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+DEFAULT_DATABASE_URL = "sqlite:///instance/gateway.db"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    api_keys: tuple[str, ...] = ()
+    catalog_path: str | None = None
+    max_body_bytes: int = 1_048_576
+    cognito_user_pool_id: str | None = None
+    cognito_region: str | None = None
+    cognito_app_client_ids: tuple[str, ...] = ()
+    cognito_jwks_url: str | None = None
+    stripe_api_key: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_api_base: str | None = None
+    apple_bundle_id: str | None = None
+    apple_app_apple_id: int | None = None
+    apple_environments: tuple[str, ...] = ("Production", "Sandbox")
+    apple_root_certs: tuple[str, ...] = ()
+    apple_online_checks: bool = False
+    apple_issuer_id: str | None = None
+    apple_key_id: str | None = None
+    apple_private_key: str | None = None
+    apple_api_base: str | None = None
+    google_package_name: str | None = None
+    google_pubsub_audience: str | None = None
+    google_pubsub_service_account: str | None = None
+    google_oidc_certs_url: str | None = None
+    google_service_account_json: str | None = None
+    google_play_access_token: str | None = None
+    google_play_api_base: str | None = None
+    revenuecat_webhook_auth: tuple[str, ...] = ()
+    revenuecat_api_key: str | None = None
+    revenuecat_api_base: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def cognito_issuer(self) -> str | None:
+        if not (self.cognito_user_pool_id and self.cognito_region):
+            return None
+        return f"https://cognito-idp.{self.cognito_region}.amazonaws.com/{self.cognito_user_pool_id}"
+
+    @property
+    def cognito_jwks(self) -> str | None:
+        issuer = self.cognito_issuer
+        return self.cognito_jwks_url or (f"{issuer}/.well-known/jwks.json" if issuer else None)
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (_text(env, name) or "").lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def database_url(raw: str | None) -> str:
+    url = raw or DEFAULT_DATABASE_URL
+    if url.startswith("postgres://"):  # Heroku's spelling
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):  # the driver we ship
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if not url.startswith(("sqlite", "postgresql")):
+        raise ConfigError(f"DATABASE_URL must be a PostgreSQL or SQLite URL, got scheme {url.split(':')[0]!r}")
+    return url
+
+
+def _check(settings: Settings) -> Settings:
+    for secret in settings.stripe_webhook_secrets:
+        if not secret.startswith("whsec_"):
+            raise ConfigError("STRIPE_WEBHOOK_SECRETS must hold whsec_... secrets")
+    unknown = set(settings.apple_environments) - {"Production", "Sandbox", "Xcode", "LocalTesting"}
+    if unknown:
+        raise ConfigError(f"APPLE_ENVIRONMENTS has unknown environments: {', '.join(sorted(unknown))}")
+    if bool(settings.cognito_user_pool_id) != bool(settings.cognito_region):
+        raise ConfigError("COGNITO_USER_POOL_ID and COGNITO_REGION must be set together")
+    if settings.cognito_user_pool_id and not settings.cognito_app_client_ids:
+        raise ConfigError("COGNITO_APP_CLIENT_IDS must list the app clients whose tokens are accepted")
+    if settings.catalog_path and not os.path.isfile(settings.catalog_path):
+        raise ConfigError(f"CATALOG_PATH {settings.catalog_path!r} is not a file")
+    return settings
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``env`` (default: the process environment plus ``.env``)."""
+    if env is None:
+        from dotenv import dotenv_values
+
+        env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
+    return _check(Settings(
+        database_url=database_url(_text(env, "DATABASE_URL")),
+        api_keys=_list(env, "GATEWAY_API_KEYS"),
+        catalog_path=_text(env, "CATALOG_PATH"),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_048_576),
+        cognito_user_pool_id=_text(env, "COGNITO_USER_POOL_ID"),
+        cognito_region=_text(env, "COGNITO_REGION"),
+        cognito_app_client_ids=_list(env, "COGNITO_APP_CLIENT_IDS"),
+        cognito_jwks_url=_text(env, "COGNITO_JWKS_URL"),
+        stripe_api_key=_text(env, "STRIPE_API_KEY"),
+        stripe_webhook_secrets=_list(env, "STRIPE_WEBHOOK_SECRETS"),
+        stripe_api_base=_text(env, "STRIPE_API_BASE"),
+        apple_bundle_id=_text(env, "APPLE_BUNDLE_ID"),
+        apple_app_apple_id=_int(env, "APPLE_APP_APPLE_ID", None),
+        apple_environments=_list(env, "APPLE_ENVIRONMENTS") or ("Production", "Sandbox"),
+        apple_root_certs=_list(env, "APPLE_ROOT_CERTS"),
+        apple_online_checks=_bool(env, "APPLE_ONLINE_CHECKS", False),
+        apple_issuer_id=_text(env, "APPLE_ISSUER_ID"),
+        apple_key_id=_text(env, "APPLE_KEY_ID"),
+        apple_private_key=_text(env, "APPLE_PRIVATE_KEY"),
+        apple_api_base=_text(env, "APPLE_API_BASE"),
+        google_package_name=_text(env, "GOOGLE_PACKAGE_NAME"),
+        google_pubsub_audience=_text(env, "GOOGLE_PUBSUB_AUDIENCE"),
+        google_pubsub_service_account=_text(env, "GOOGLE_PUBSUB_SERVICE_ACCOUNT"),
+        google_oidc_certs_url=_text(env, "GOOGLE_OIDC_CERTS_URL"),
+        google_service_account_json=_text(env, "GOOGLE_SERVICE_ACCOUNT_JSON"),
+        google_play_access_token=_text(env, "GOOGLE_PLAY_ACCESS_TOKEN"),
+        google_play_api_base=_text(env, "GOOGLE_PLAY_API_BASE"),
+        revenuecat_webhook_auth=_list(env, "REVENUECAT_WEBHOOK_AUTH"),
+        revenuecat_api_key=_text(env, "REVENUECAT_API_KEY"),
+        revenuecat_api_base=_text(env, "REVENUECAT_API_BASE"),
+        log_level=(_text(env, "LOG_LEVEL") or "INFO").upper(),
+    ))

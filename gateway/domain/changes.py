@@ -1,0 +1,44 @@
+"""What a verified delivery asks the store to change."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from .model import Snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A store-side account (Stripe customer, RevenueCat app user id, Apple original
+    transaction id, Google purchase token) belongs to a Cognito user."""
+
+    source: str
+    account: str
+    user_sub: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer:
+    """Subscriptions held by ``from_accounts`` now belong to ``to_user`` (RevenueCat)."""
+
+    source: str
+    from_accounts: tuple[str, ...]
+    to_user: str
+    as_of: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Translation:
+    snapshots: tuple[Snapshot, ...] = ()
+    links: tuple[Link, ...] = ()
+    transfers: tuple[Transfer, ...] = ()
+    #: Why nothing is applied, for a verified delivery of no interest.
+    ignored_reason: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.snapshots or self.links or self.transfers)
+
+
+def ignored(reason: str) -> Translation:
+    return Translation(ignored_reason=reason)

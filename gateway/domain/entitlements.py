@@ -1,0 +1,75 @@
+"""Entitlements derived from a user's subscriptions, judged at an instant."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+
+from .catalog import Catalog
+from .model import GRANTING, Snapshot, Status
+
+_FAR_FUTURE = datetime.max
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """One entitlement of one user, as granted by the best of its subscriptions."""
+
+    name: str
+    status: Status
+    expires_at: datetime | None
+    will_renew: bool
+    source: str
+    product_id: str | None
+    subscription_key: str
+
+    def is_active(self, now: datetime) -> bool:
+        return self.status in GRANTING and (self.expires_at is None or now < self.expires_at)
+
+    def status_at(self, now: datetime) -> Status:
+        """The status a reader sees: a granting status past its end has expired."""
+        if self.status in GRANTING and not self.is_active(now):
+            return Status.EXPIRED
+        return self.status
+
+
+def _strength(grant: Grant) -> tuple:
+    # Time-independent order: a granting status beats any other, then the latest end
+    # (no end is the latest), then a stable order of the rest so ties are deterministic.
+    end = grant.expires_at.astimezone(timezone.utc).replace(tzinfo=None) if grant.expires_at else _FAR_FUTURE
+    return (
+        grant.status in GRANTING,
+        end,
+        grant.will_renew,
+        grant.source,
+        grant.subscription_key,
+    )
+
+
+def derive(subscriptions: list[Snapshot], catalog: Catalog) -> dict[str, Grant]:
+    """The entitlement table rows of one user, from all of that user's subscriptions.
+
+    Among the granting subscriptions the one with the latest end wins, so the stored
+    choice stays right as time passes: when it has lapsed, so has every other.
+    """
+    best: dict[str, Grant] = {}
+    for snapshot in subscriptions:
+        names = snapshot.entitlements
+        if names is None:
+            names = catalog.entitlements_for(snapshot.source, snapshot.product_id)
+        for name in names:
+            grant = Grant(
+                name=name,
+                status=snapshot.status,
+                expires_at=snapshot.expires_at,
+                will_renew=snapshot.will_renew,
+                source=snapshot.source,
+                product_id=snapshot.product_id,
+                subscription_key=snapshot.key,
+            )
+            if name not in best or _strength(grant) > _strength(best[name]):
+                best[name] = grant
+    return best
+
+
+def is_premium(grants, now: datetime) -> bool:
+    return any(grant.is_active(now) for grant in grants)

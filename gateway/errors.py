@@ -1,0 +1,51 @@
+"""Errors with a known answer. ``web.errors`` turns each into its JSON response."""
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        if code:
+            self.code = code
+
+
+class Malformed(GatewayError):
+    status, code = 400, "malformed"
+
+
+class Unauthorized(GatewayError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(GatewayError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(GatewayError):
+    status, code = 404, "not_found"
+
+
+class Conflict(GatewayError):
+    status, code = 409, "conflict"
+
+
+class TooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+
+
+class NotConfigured(GatewayError):
+    status, code = 503, "source_not_configured"
+
+
+class Unavailable(GatewayError):
+    """A dependency (database, store API) cannot answer now; the caller may retry."""
+
+    status, code = 503, "unavailable"
+
+
+class StoreApiError(Exception):
+    """A store's API failed or timed out: applying is deferred, never lost."""

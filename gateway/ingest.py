@@ -1,0 +1,117 @@
+"""The one use case of a webhook: verify, record, apply, answer.
+
+Transaction boundaries: recording is a transaction of its own and is committed before
+anything else happens, so a delivery we answer 200 for is never lost. Translating may
+call a store's API and so runs outside any transaction. Applying and marking the event
+processed commit together; if applying fails, a separate transaction marks the event
+``deferred`` with its error for the retry worker.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+
+from gateway.apply import apply_translation
+from gateway.domain.catalog import Catalog
+from gateway.errors import Malformed, Unavailable
+from gateway.providers import Lookup, Provider
+from gateway.store.port import Event, Store, StoreUnavailable
+
+log = logging.getLogger("gateway.ingest")
+
+PROCESSED, DUPLICATE, IGNORED, DEFERRED, FAILED = "processed", "duplicate", "ignored", "deferred", "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def backoff(attempts: int, base: float = 30.0, cap: float = 6 * 3600.0) -> timedelta:
+    """Exponential backoff with full jitter: 30 s, 60 s, 120 s ... capped at six hours."""
+    return timedelta(seconds=random.uniform(base / 2, min(cap, base * 2 ** max(0, attempts - 1))))
+
+
+class StoreLookup(Lookup):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def subscription(self, source, key):
+        with self.store.transaction() as tx:
+            return tx.get_subscription(source, key)
+
+    def resolve(self, source, account):
+        with self.store.transaction() as tx:
+            return tx.resolve(source, account)
+
+
+class Ingest:
+    def __init__(self, store: Store, catalog: Catalog, clock: Callable[[], datetime] = utcnow,
+                 max_attempts: int = 15) -> None:
+        self.store = store
+        self.max_attempts = max_attempts
+        self.catalog = catalog
+        self.clock = clock
+        self.lookup = StoreLookup(store)
+
+    def receive(self, provider: Provider, body: bytes, headers: Mapping[str, str]) -> str:
+        started = time.perf_counter()
+        delivery = provider.verify(body, headers)
+        try:
+            with self.store.transaction() as tx:
+                event = tx.record_event(
+                    source=delivery.source, event_id=delivery.event_id,
+                    event_type=delivery.event_type, received_at=self.clock(),
+                    payload=delivery.payload, data=delivery.data,
+                )
+        except StoreUnavailable as exc:
+            log.warning("could not record delivery", extra={"fields": {
+                "source": delivery.source, "event_id": delivery.event_id, "error": str(exc)}})
+            raise Unavailable("the event could not be stored; retry later", code="store_unavailable") from exc
+        outcome = DUPLICATE if event is None else self.process(provider, event)
+        log.info("delivery", extra={"fields": {
+            "source": delivery.source, "event_id": delivery.event_id, "type": delivery.event_type,
+            "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1)}})
+        return outcome
+
+    def process(self, provider: Provider, event: Event) -> str:
+        """Translate and apply a recorded event; also the retry worker's entry point."""
+        attempts = event.attempts + 1
+        try:
+            translation = provider.translate(event, self.lookup)
+            now = self.clock()
+            with self.store.transaction() as tx:
+                users = apply_translation(tx, translation, self.catalog, now)
+                outcome = IGNORED if translation.is_empty else PROCESSED
+                tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
+                                last_error=translation.ignored_reason, next_attempt_at=None)
+        except Malformed as exc:
+            self._mark(event, FAILED, attempts, f"malformed: {exc.message}")
+            raise
+        except Exception as exc:  # anything else is retried: the event log is our inbox
+            outcome = FAILED if attempts >= self.max_attempts else DEFERRED
+            retry_at = self.clock() + backoff(attempts) if outcome == DEFERRED else None
+            self._mark(event, outcome, attempts, _error_text(exc), retry_at)
+            log.warning("applying failed", extra={"fields": {
+                "source": event.source, "event_id": event.event_id, "outcome": outcome,
+                "attempts": attempts, "error": _error_text(exc)}})
+            return outcome
+        log.debug("applied", extra={"fields": {"event_id": event.event_id, "users": sorted(users)}})
+        return outcome
+
+    def _mark(self, event: Event, status: str, attempts: int, error: str, next_at=None) -> None:
+        try:
+            with self.store.transaction() as tx:
+                tx.update_event(event.id, status=status, attempts=attempts, last_error=error,
+                                next_attempt_at=next_at)
+        except StoreUnavailable:
+            # The row stays "received"; the retry worker also picks up stale received events.
+            log.error("could not mark event", extra={"fields": {"event_id": event.event_id, "status": status}})
+
+
+def _error_text(exc: BaseException) -> str:
+    lines = traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).strip()[:2000]

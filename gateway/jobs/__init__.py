@@ -1,0 +1,1 @@
+"""Background work run from the command line: retries, migrations."""

@@ -1,0 +1,173 @@
+"""RevenueCat webhooks: shared-secret ``Authorization`` header, one event per delivery.
+
+Wire format: https://www.revenuecat.com/docs/integrations/webhooks/event-types-and-fields
+Body ``{"api_version": "1.0", "event": {...}}``; a retry carries the same ``event.id``.
+RevenueCat counts only HTTP 200 as delivered.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+import marshmallow as ma
+
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Link, Transfer, Translation, ignored
+from gateway.domain.model import Snapshot, Status
+from gateway.errors import Malformed, NotConfigured, Unauthorized
+from gateway.providers import Delivery, Lookup
+from gateway.store.port import Event
+
+SOURCE = "revenuecat"
+ANONYMOUS_PREFIX = "$RCAnonymousID:"
+
+# Types that grant until expiration_at_ms, with whether they renew by themselves.
+_GRANTING = {
+    "INITIAL_PURCHASE": True, "RENEWAL": True, "UNCANCELLATION": True, "PRODUCT_CHANGE": True,
+    "SUBSCRIPTION_EXTENDED": True, "REFUND_REVERSED": True,
+    "NON_RENEWING_PURCHASE": False, "TEMPORARY_ENTITLEMENT_GRANT": False,
+}
+_STATE_TYPES = set(_GRANTING) | {"CANCELLATION", "BILLING_ISSUE", "SUBSCRIPTION_PAUSED", "EXPIRATION"}
+
+
+class _EventSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=255))
+    type = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
+    event_timestamp_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
+    app_user_id = ma.fields.String(load_default=None, allow_none=True)
+    original_app_user_id = ma.fields.String(load_default=None, allow_none=True)
+    aliases = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
+    product_id = ma.fields.String(load_default=None, allow_none=True)
+    entitlement_ids = ma.fields.List(ma.fields.String(), load_default=None, allow_none=True)
+    entitlement_id = ma.fields.String(load_default=None, allow_none=True)
+    expiration_at_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
+    grace_period_expiration_at_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
+    original_transaction_id = ma.fields.String(load_default=None, allow_none=True)
+    transaction_id = ma.fields.String(load_default=None, allow_none=True)
+    environment = ma.fields.String(load_default=None, allow_none=True)
+    cancel_reason = ma.fields.String(load_default=None, allow_none=True)
+    expiration_reason = ma.fields.String(load_default=None, allow_none=True)
+    transferred_from = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
+    transferred_to = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def is_anonymous(app_user_id: str | None) -> bool:
+    return not app_user_id or app_user_id.startswith(ANONYMOUS_PREFIX)
+
+
+def _owner(event: dict) -> str | None:
+    """The Cognito sub: the first id that is not an anonymous RevenueCat id."""
+    candidates = [event["app_user_id"], event["original_app_user_id"], *(event["aliases"] or [])]
+    return next((c for c in candidates if not is_anonymous(c)), None)
+
+
+class RevenueCatEvents:
+    source = SOURCE
+
+    def __init__(self, accepted_auth: tuple[str, ...], catalog: Catalog) -> None:
+        self.accepted = [value.encode() for value in accepted_auth]
+        self.catalog = catalog
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        if not self.accepted:
+            raise NotConfigured("RevenueCat is not configured (REVENUECAT_WEBHOOK_AUTH)")
+        given = (headers.get("Authorization") or "").encode()
+        # Compare against every accepted value, so timing says nothing about which matched.
+        matched = [hmac.compare_digest(given, value) for value in self.accepted]
+        if not given or not any(matched):
+            raise Unauthorized("the Authorization header does not match", code="invalid_authorization")
+        raw = _parse(body)
+        event = _load(raw)
+        self.translate_event(event)  # a delivery that cannot apply is refused before it is stored
+        return Delivery(SOURCE, event["id"], event["type"], body.decode("utf-8"), raw)
+
+    def translate(self, event: Event, lookup: Lookup) -> Translation:
+        return self.translate_event(_load(event.data))
+
+    def translate_event(self, event: dict) -> Translation:
+        kind = event["type"]
+        if kind == "TRANSFER":
+            return self._transfer(event)
+        if kind not in _STATE_TYPES:
+            return ignored(f"{kind} carries no subscription state")
+        return self._snapshot(event)
+
+    def _snapshot(self, event: dict) -> Translation:
+        key = event["original_transaction_id"] or event["transaction_id"]
+        as_of = _time(event["event_timestamp_ms"])
+        if not key or as_of is None or not event["app_user_id"]:
+            raise Malformed(f"{event['type']} needs original_transaction_id, app_user_id and event_timestamp_ms")
+        owner = _owner(event)
+        status, expires_at, will_renew = self._state(event)
+        ids = event["entitlement_ids"] or ([event["entitlement_id"]] if event["entitlement_id"] else None)
+        snapshot = Snapshot(
+            source=SOURCE, key=key, as_of=as_of, status=status, product_id=event["product_id"],
+            expires_at=expires_at, will_renew=will_renew, user_sub=owner,
+            account=event["app_user_id"], environment=event["environment"],
+            raw_status=_raw_status(event),
+            entitlements=self.catalog.map_names(SOURCE, ids) if ids is not None else None,
+        )
+        aliases = {a for a in [event["app_user_id"], event["original_app_user_id"], *(event["aliases"] or [])] if a}
+        links = tuple(Link(SOURCE, alias, owner) for alias in sorted(aliases) if owner and alias != owner)
+        return Translation(snapshots=(snapshot,), links=links)
+
+    @staticmethod
+    def _state(event: dict) -> tuple[Status, datetime | None, bool]:
+        kind, expires_at = event["type"], _time(event["expiration_at_ms"])
+        if kind in _GRANTING:
+            return Status.ACTIVE, expires_at, _GRANTING[kind]
+        if kind == "CANCELLATION":
+            if event["cancel_reason"] == "CUSTOMER_SUPPORT":  # a refund: access ends now
+                return Status.REVOKED, expires_at, False
+            return Status.ACTIVE, expires_at, False
+        if kind == "BILLING_ISSUE":
+            grace_end = _time(event["grace_period_expiration_at_ms"])
+            if grace_end is not None:
+                return Status.GRACE_PERIOD, grace_end, True
+            return Status.BILLING_RETRY, expires_at, True
+        if kind == "SUBSCRIPTION_PAUSED":  # pauses at the end of the period, not before
+            return Status.ACTIVE, expires_at, False
+        if event["expiration_reason"] == "SUBSCRIPTION_PAUSED":
+            return Status.PAUSED, expires_at, False
+        return Status.EXPIRED, expires_at, False
+
+    @staticmethod
+    def _transfer(event: dict) -> Translation:
+        as_of = _time(event["event_timestamp_ms"])
+        sources, targets = event["transferred_from"] or [], event["transferred_to"] or []
+        if as_of is None or not sources or not targets:
+            raise Malformed("TRANSFER needs transferred_from, transferred_to and event_timestamp_ms")
+        # An anonymous target still takes the access away from the old user.
+        to_user = next((t for t in targets if not is_anonymous(t)), targets[0])
+        return Translation(transfers=(Transfer(SOURCE, tuple(sources), to_user, as_of),))
+
+
+def _raw_status(event: dict) -> str:
+    reason = event["cancel_reason"] or event["expiration_reason"]
+    return f"{event['type']}:{reason}" if reason else event["type"]
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
+    if not isinstance(document, dict) or not isinstance(document.get("event"), dict):
+        raise Malformed('the body must be {"api_version", "event": {...}}', code="malformed_event")
+    return document["event"]
+
+
+def _load(event: dict) -> dict:
+    try:
+        return _EventSchema().load(event)
+    except ma.ValidationError as exc:
+        raise Malformed(f"invalid event: {exc.messages}", code="malformed_event") from None

@@ -1,0 +1,1 @@
+"""Persistence behind a small port: a SQL implementation and an in-memory fake."""

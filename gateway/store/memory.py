@@ -1,0 +1,101 @@
+"""An in-memory store for unit tests: the same port, whole-store transactions."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import itertools
+import threading
+from datetime import datetime
+from typing import Any, Iterator
+
+from gateway.domain.entitlements import Grant
+from gateway.domain.model import Subscription
+
+from .port import Event, Store, StoreUnavailable, Transaction
+
+
+@dataclasses.dataclass
+class _State:
+    events: dict[int, Event] = dataclasses.field(default_factory=dict)
+    subscriptions: dict[tuple[str, str], Subscription] = dataclasses.field(default_factory=dict)
+    identities: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
+
+
+class MemoryStore(Store):
+    def __init__(self) -> None:
+        self.state = _State()
+        self.refuse_writes = False
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        if self.refuse_writes:
+            raise StoreUnavailable("the in-memory store refuses writes")
+        with self._lock:
+            draft = copy.deepcopy(self.state)
+            yield _MemoryTransaction(draft, self._ids)
+            self.state = draft
+
+
+class _MemoryTransaction(Transaction):
+    def __init__(self, state: _State, ids) -> None:
+        self.state = state
+        self.ids = ids
+
+    def record_event(self, *, source, event_id, event_type, received_at, payload, data) -> Event | None:
+        if self.find_event(source, event_id) is not None:
+            return None
+        event = Event(next(self.ids), source, event_id, event_type, received_at, payload, data, "received")
+        self.state.events[event.id] = event
+        return event
+
+    def get_event(self, event_pk: int) -> Event | None:
+        return self.state.events.get(event_pk)
+
+    def find_event(self, source: str, event_id: str) -> Event | None:
+        return next((e for e in self.state.events.values()
+                     if (e.source, e.event_id) == (source, event_id)), None)
+
+    def update_event(self, event_pk: int, **fields: Any) -> None:
+        self.state.events[event_pk] = dataclasses.replace(self.state.events[event_pk], **fields)
+
+    def get_subscription(self, source: str, key: str) -> Subscription | None:
+        return self.state.subscriptions.get((source, key))
+
+    def save_subscription(self, subscription: Subscription, now: datetime) -> None:
+        snapshot = subscription.snapshot
+        self.state.subscriptions[(snapshot.source, snapshot.key)] = subscription
+
+    def subscriptions_of(self, user_sub: str) -> list[Subscription]:
+        return [s for s in self.state.subscriptions.values() if s.owner == user_sub]
+
+    def keys_held_by(self, source, accounts, owners) -> list[str]:
+        return sorted(key for (src, key), s in self.state.subscriptions.items()
+                      if src == source and (s.snapshot.account in accounts or s.owner in owners))
+
+    def resolve(self, source: str, account: str) -> str | None:
+        return self.state.identities.get((source, account))
+
+    def link(self, source: str, account: str, user_sub: str, now: datetime) -> None:
+        self.state.identities[(source, account)] = user_sub
+
+    def lock_users(self, user_subs: list[str]) -> None:
+        pass  # the whole store is locked for the transaction
+
+    def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
+        self.state.entitlements[user_sub] = list(grants)
+
+    def entitlements_of(self, user_sub: str) -> list[Grant]:
+        return list(self.state.entitlements.get(user_sub, []))
+
+
+def _due(event: Event, now: datetime, stale_before: datetime) -> bool:
+    if event.status == "deferred":
+        return event.next_attempt_at is None or event.next_attempt_at <= now
+    if event.status == "received":
+        leased = event.next_attempt_at is not None and event.next_attempt_at > now
+        return event.received_at < stale_before and not leased
+    return False

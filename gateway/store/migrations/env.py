@@ -1,0 +1,27 @@
+"""Alembic environment: the URL comes from the caller or from DATABASE_URL."""
+from __future__ import annotations
+
+from alembic import context
+
+from gateway import config as gateway_config
+from gateway.store.sql import make_engine
+from gateway.store.tables import metadata
+
+url = context.config.attributes.get("url") or gateway_config.from_env().database_url
+
+
+def run() -> None:
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=url.startswith("sqlite"))
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run()

@@ -1,0 +1,110 @@
+"""The store port the use cases speak to.
+
+A ``Store`` hands out transactions. Inside one, ``lock_subscription`` and ``lock_users``
+serialize writers of the same subscription or user until the transaction ends, so two
+concurrent deliveries never both read the old state and write over each other.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from gateway.domain.entitlements import Grant
+from gateway.domain.model import Subscription
+
+
+class StoreUnavailable(Exception):
+    """The database cannot durably store or read right now."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    id: int
+    source: str
+    event_id: str
+    event_type: str
+    received_at: datetime
+    payload: str
+    data: Any
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    processed_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
+class Transaction(abc.ABC):
+    # Event log.
+    @abc.abstractmethod
+    def record_event(self, *, source: str, event_id: str, event_type: str, received_at: datetime,
+                     payload: str, data: Any) -> Event | None:
+        """Insert a delivery; ``None`` if (source, event_id) is already recorded."""
+
+    @abc.abstractmethod
+    def get_event(self, event_pk: int) -> Event | None: ...
+
+    @abc.abstractmethod
+    def find_event(self, source: str, event_id: str) -> Event | None: ...
+
+    @abc.abstractmethod
+    def update_event(self, event_pk: int, **fields: Any) -> None: ...
+
+    @abc.abstractmethod
+    def claim_due_events(self, *, now: datetime, stale_before: datetime, lease_until: datetime,
+                         limit: int) -> list[Event]:
+        """Deferred events whose time has come, and received events left unapplied since
+        before ``stale_before``; each is leased until ``lease_until`` so that concurrent
+        workers never take the same event."""
+
+    # Subscriptions.
+    @abc.abstractmethod
+    def get_subscription(self, source: str, key: str) -> Subscription | None: ...
+
+    def lock_subscription(self, source: str, key: str) -> Subscription | None:
+        """The stored subscription, locked against other writers until the end."""
+        return self.get_subscription(source, key)
+
+    @abc.abstractmethod
+    def save_subscription(self, subscription: Subscription, now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def subscriptions_of(self, user_sub: str) -> list[Subscription]: ...
+
+    @abc.abstractmethod
+    def keys_held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[str]:
+        """Keys of the subscriptions of ``source`` whose account or owner is listed."""
+
+    # Identities.
+    @abc.abstractmethod
+    def resolve(self, source: str, account: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def link(self, source: str, account: str, user_sub: str, now: datetime) -> None: ...
+
+    # Entitlements.
+    @abc.abstractmethod
+    def lock_users(self, user_subs: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None: ...
+
+    @abc.abstractmethod
+    def entitlements_of(self, user_sub: str) -> list[Grant]: ...
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        """Commit on a clean exit, roll back on an exception.
+
+        Raises ``StoreUnavailable`` when the database cannot be reached or written.
+        """
+
+    def ping(self) -> None:
+        with self.transaction():
+            pass
+
+

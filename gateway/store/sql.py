@@ -1,0 +1,216 @@
+"""The SQLAlchemy store, for PostgreSQL and the embedded SQLite database.
+
+Serialization: on PostgreSQL every writer of a subscription or a user takes a
+transaction-scoped advisory lock on it first, so concurrent deliveries queue instead of
+both reading the old state; a new row needs no existing row to lock. SQLite has one
+writer at a time: every transaction starts with BEGIN IMMEDIATE.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.domain.entitlements import Grant
+from gateway.domain.model import Snapshot, Status, Subscription
+
+from . import tables as t
+from .port import Event, Store, StoreUnavailable, Transaction
+
+_SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
+
+
+def make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            connect_args={"connect_timeout": 5})
+
+
+def _sqlite_engine(url: str) -> sa.Engine:
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class SqlStore(Store):
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        try:
+            connection = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise StoreUnavailable(_describe(exc)) from exc
+        try:
+            with connection.begin():
+                yield _SqlTransaction(connection)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StoreUnavailable(_describe(exc)) from exc
+        finally:
+            connection.close()
+
+
+def _describe(exc: sa.exc.DBAPIError) -> str:
+    return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0] if str(exc.orig) else ''}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class _SqlTransaction(Transaction):
+    def __init__(self, connection: sa.Connection) -> None:
+        self.db = connection
+        self.postgres = connection.dialect.name == "postgresql"
+
+    def _upsert(self, table: sa.Table, values: dict, keys: list[str]) -> None:
+        insert = (postgresql.insert if self.postgres else sqlite.insert)(table).values(**values)
+        changes = {k: v for k, v in values.items() if k not in keys}
+        self.db.execute(insert.on_conflict_do_update(index_elements=keys, set_=changes))
+
+    def _advisory_lock(self, space: int, name: str) -> None:
+        if self.postgres:
+            self.db.execute(sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+                            {"space": space, "name": name})
+
+    # Event log.
+    def record_event(self, *, source, event_id, event_type, received_at, payload, data) -> Event | None:
+        insert = (postgresql.insert if self.postgres else sqlite.insert)(t.events).values(
+            source=source, event_id=event_id, event_type=event_type, received_at=received_at,
+            payload=payload, data=data, status="received", attempts=0,
+        ).on_conflict_do_nothing(index_elements=["source", "event_id"]).returning(t.events.c.id)
+        row = self.db.execute(insert).first()
+        return None if row is None else self.get_event(row.id)
+
+    def get_event(self, event_pk: int) -> Event | None:
+        return _event(self.db.execute(sa.select(t.events).where(t.events.c.id == event_pk)).first())
+
+    def find_event(self, source: str, event_id: str) -> Event | None:
+        query = sa.select(t.events).where(t.events.c.source == source, t.events.c.event_id == event_id)
+        return _event(self.db.execute(query).first())
+
+    def update_event(self, event_pk: int, **fields: Any) -> None:
+        self.db.execute(sa.update(t.events).where(t.events.c.id == event_pk).values(**fields))
+
+    def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
+        c = t.events.c
+        not_leased = sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)
+        query = sa.select(c.id).where(sa.or_(
+            sa.and_(c.status == "deferred", not_leased),
+            sa.and_(c.status == "received", c.received_at < stale_before, not_leased),
+        )).order_by(c.id).limit(limit)
+        if self.postgres:  # concurrent workers skip each other's rows instead of waiting
+            query = query.with_for_update(skip_locked=True)
+        ids = list(self.db.execute(query).scalars())
+        if ids:
+            self.db.execute(sa.update(t.events).where(c.id.in_(ids)).values(next_attempt_at=lease_until))
+        return [self.get_event(event_pk) for event_pk in ids]
+
+    # Subscriptions.
+    def lock_subscription(self, source: str, key: str) -> Subscription | None:
+        self._advisory_lock(_SUBSCRIPTION_LOCK, f"{source}:{key}")
+        return self.get_subscription(source, key)
+
+    def get_subscription(self, source: str, key: str) -> Subscription | None:
+        query = sa.select(t.subscriptions).where(
+            t.subscriptions.c.source == source, t.subscriptions.c.key == key)
+        return _subscription(self.db.execute(query).first())
+
+    def save_subscription(self, subscription: Subscription, now: datetime) -> None:
+        s = subscription.snapshot
+        self._upsert(t.subscriptions, {
+            "source": s.source, "key": s.key, "user_sub": subscription.owner,
+            "owner_as_of": subscription.owner_as_of, "account": s.account,
+            "product_id": s.product_id, "status": s.status.value, "raw_status": s.raw_status,
+            "expires_at": s.expires_at, "will_renew": s.will_renew, "environment": s.environment,
+            "entitlement_names": list(s.entitlements) if s.entitlements is not None else None,
+            "as_of": s.as_of, "updated_at": now,
+        }, ["source", "key"])
+
+    def subscriptions_of(self, user_sub: str) -> list[Subscription]:
+        query = sa.select(t.subscriptions).where(t.subscriptions.c.user_sub == user_sub)
+        return [_subscription(row) for row in self.db.execute(query)]
+
+    def keys_held_by(self, source, accounts, owners) -> list[str]:
+        c = t.subscriptions.c
+        query = sa.select(c.key).where(
+            c.source == source, sa.or_(c.account.in_(list(accounts)), c.user_sub.in_(list(owners)))
+        ).order_by(c.key)
+        return list(self.db.execute(query).scalars())
+
+    # Identities.
+    def resolve(self, source: str, account: str) -> str | None:
+        c = t.identities.c
+        query = sa.select(c.user_sub).where(c.source == source, c.account == account)
+        return self.db.execute(query).scalar()
+
+    def link(self, source: str, account: str, user_sub: str, now: datetime) -> None:
+        self._upsert(t.identities, {"source": source, "account": account, "user_sub": user_sub,
+                                    "created_at": now}, ["source", "account"])
+
+    # Entitlements.
+    def lock_users(self, user_subs: list[str]) -> None:
+        for user_sub in sorted(set(user_subs)):
+            self._advisory_lock(_USER_LOCK, user_sub)
+
+    def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
+        self.db.execute(sa.delete(t.entitlements).where(t.entitlements.c.user_sub == user_sub))
+        if grants:
+            self.db.execute(sa.insert(t.entitlements), [{
+                "user_sub": user_sub, "name": g.name, "status": g.status.value,
+                "expires_at": g.expires_at, "will_renew": g.will_renew, "source": g.source,
+                "product_id": g.product_id, "subscription_key": g.subscription_key,
+                "updated_at": now,
+            } for g in grants])
+
+    def entitlements_of(self, user_sub: str) -> list[Grant]:
+        c = t.entitlements.c
+        rows = self.db.execute(sa.select(t.entitlements).where(c.user_sub == user_sub).order_by(c.name))
+        return [Grant(name=r.name, status=Status(r.status), expires_at=_utc(r.expires_at),
+                      will_renew=r.will_renew, source=r.source, product_id=r.product_id,
+                      subscription_key=r.subscription_key) for r in rows]
+
+
+def _event(row) -> Event | None:
+    if row is None:
+        return None
+    return Event(id=row.id, source=row.source, event_id=row.event_id, event_type=row.event_type,
+                 received_at=_utc(row.received_at), payload=row.payload, data=row.data,
+                 status=row.status, attempts=row.attempts, last_error=row.last_error,
+                 processed_at=_utc(row.processed_at), next_attempt_at=_utc(row.next_attempt_at))
+
+
+def _subscription(row) -> Subscription | None:
+    if row is None:
+        return None
+    names = row.entitlement_names
+    snapshot = Snapshot(
+        source=row.source, key=row.key, as_of=_utc(row.as_of), status=Status(row.status),
+        product_id=row.product_id, expires_at=_utc(row.expires_at), will_renew=row.will_renew,
+        user_sub=None, account=row.account, environment=row.environment,
+        raw_status=row.raw_status, entitlements=tuple(names) if names is not None else None,
+    )
+    return Subscription(snapshot, owner=row.user_sub, owner_as_of=_utc(row.owner_as_of))

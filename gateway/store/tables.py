@@ -1,0 +1,74 @@
+"""The database schema. Alembic migrations under ``gateway/store/migrations`` build it."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+Time = sa.DateTime(timezone=True)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.String(255), nullable=False),
+    sa.Column("event_type", sa.String(128), nullable=False),
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("data", Json, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("processed_at", Time, nullable=True),
+    sa.Column("next_attempt_at", Time, nullable=True),
+    sa.UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
+    sa.Index("ix_events_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_events_received_at", "received_at"),
+)
+
+subscriptions = sa.Table(
+    "subscriptions", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("user_sub", sa.String(255), nullable=True, index=True),
+    sa.Column("owner_as_of", Time, nullable=True),
+    sa.Column("account", sa.String(255), nullable=True),
+    sa.Column("product_id", sa.String(255), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("raw_status", sa.String(64), nullable=True),
+    sa.Column("expires_at", Time, nullable=True),
+    sa.Column("will_renew", sa.Boolean(), nullable=False),
+    sa.Column("environment", sa.String(32), nullable=True),
+    sa.Column("entitlement_names", Json, nullable=True),
+    sa.Column("as_of", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_subscriptions_source_account", "source", "account"),
+    sa.Index("ix_subscriptions_expires_at", "expires_at"),
+)
+
+entitlements = sa.Table(
+    "entitlements", metadata,
+    sa.Column("user_sub", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("expires_at", Time, nullable=True),
+    sa.Column("will_renew", sa.Boolean(), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("product_id", sa.String(255), nullable=True),
+    sa.Column("subscription_key", sa.String(255), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+identities = sa.Table(
+    "identities", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("account", sa.String(255), primary_key=True),
+    sa.Column("user_sub", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", Time, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Thin Flask views: bytes in, one call, status out."""
