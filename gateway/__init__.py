@@ -11,7 +11,6 @@ from gateway.auth import ApiKeys, CognitoTokens
 from gateway.domain.catalog import Catalog, load_catalog
 from gateway.ingest import Ingest
 from gateway.providers import Provider
-from gateway.providers.unconfigured import Unconfigured
 from gateway.store.port import Store
 
 
@@ -27,11 +26,12 @@ class Services:
 
 
 def build_providers(settings: config.Settings, catalog: Catalog) -> dict[str, Provider]:
-    from gateway.providers.revenuecat_events import RevenueCatEvents
+    """One adapter per source; each module's ``build`` decides whether it is configured."""
+    from gateway.providers import (apple_notifications, google_play_notifications,
+                                   revenuecat_events, stripe_events)
 
-    providers: dict[str, Provider] = {name: Unconfigured(name) for name in ("stripe", "apple", "google")}
-    providers["revenuecat"] = RevenueCatEvents(settings.revenuecat_webhook_auth, catalog)
-    return providers
+    modules = (stripe_events, apple_notifications, google_play_notifications, revenuecat_events)
+    return {module.SOURCE: module.build(settings, catalog) for module in modules}
 
 
 def create_app(settings: config.Settings | None = None, *, store: Store | None = None,
@@ -55,11 +55,12 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     app.json.sort_keys = False
     app.extensions["gateway"] = services
 
-    from gateway.web import entitlements, health, webhooks
-    from gateway.web.errors import register_error_handlers
     from gateway.jobs import cli
+    from gateway.web import apple_purchases, checkout, entitlements, google_purchases, health, webhooks
+    from gateway.web.errors import register_error_handlers
 
-    for blueprint in (health.bp, webhooks.bp, entitlements.bp):
+    for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, apple_purchases.bp,
+                      google_purchases.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     cli.register(app)

@@ -171,3 +171,7 @@ def _load(event: dict) -> dict:
         return _EventSchema().load(event)
     except ma.ValidationError as exc:
         raise Malformed(f"invalid event: {exc.messages}", code="malformed_event") from None
+
+
+def build(settings, catalog: Catalog) -> RevenueCatEvents:
+    return RevenueCatEvents(settings.revenuecat_webhook_auth, catalog)

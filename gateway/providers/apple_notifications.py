@@ -1,0 +1,10 @@
+"""The apple source: not built yet, so it refuses every delivery (503)."""
+from __future__ import annotations
+
+from gateway.providers.unconfigured import Unconfigured
+
+SOURCE = "apple"
+
+
+def build(settings, catalog):
+    return Unconfigured(SOURCE)

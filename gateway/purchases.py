@@ -1,0 +1,42 @@
+"""Purchase registration: a signed-in user claims a store purchase made in the app.
+
+Used where the store does not name our user (Apple without ``appAccountToken``, Google
+without ``obfuscatedExternalAccountId``). The purchase's key is linked to the caller,
+and any subscription stored before its owner was known attaches at that moment.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.apply import apply_translation
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Link, Translation
+from gateway.domain.entitlements import Grant
+from gateway.errors import Conflict, Unavailable
+from gateway.store.port import Store, StoreUnavailable
+
+
+def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], datetime], *,
+                      source: str, key: str, user_sub: str, translation: Translation) -> list[Grant]:
+    """Link ``key`` of ``source`` to ``user_sub`` and apply ``translation``; the user's grants.
+
+    Raises ``Conflict`` when the purchase already belongs to another user.
+    """
+    claimed = {s.user_sub for s in translation.snapshots if s.user_sub}
+    if claimed - {user_sub}:
+        raise Conflict("the purchase was made for another user", code="purchase_owned_by_another_user")
+    snapshots = tuple(dataclasses.replace(s, account=s.account or key) for s in translation.snapshots)
+    translation = dataclasses.replace(
+        translation, snapshots=snapshots, links=translation.links + (Link(source, key, user_sub),))
+    try:
+        with store.transaction() as tx:
+            current = tx.lock_subscription(source, key)
+            owners = {current.owner if current else None, tx.resolve(source, key)} - {None, user_sub}
+            if owners:
+                raise Conflict("the purchase is linked to another user", code="purchase_owned_by_another_user")
+            apply_translation(tx, translation, catalog, clock())
+            return tx.entitlements_of(user_sub)
+    except StoreUnavailable as exc:
+        raise Unavailable("the purchase cannot be stored right now", code="store_unavailable") from exc

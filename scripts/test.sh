@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test on the embedded SQLite database, then the store and end-to-end tests
+# again on PostgreSQL. Under CI=true PostgreSQL must be there; elsewhere its pass is
+# skipped, with a message, when no server can be reached or started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== tests on SQLite"
+TEST_DATABASE=sqlite python -m pytest -q "$@"
+
+if url=$(scripts/postgres.sh); then
+  echo "== store and end-to-end tests on PostgreSQL"
+  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$url" python -m pytest -q tests/integration tests/e2e "$@"
+elif [ "${CI:-}" = "true" ]; then
+  echo "PostgreSQL could not be started: CI needs it" >&2
+  exit 1
+else
+  echo "== PostgreSQL pass skipped: no server reachable (set TEST_POSTGRES_URL, or run as root with PostgreSQL 15 installed)"
+fi
