@@ -69,3 +69,12 @@ def make_app(database_url):
         store = app.extensions["gateway"].store
         if hasattr(store, "engine"):
             store.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def cognito():
+    """Mints Cognito-shaped ID and access tokens; ``cognito.env()`` configures the gateway."""
+    from tests.support.cognito import CognitoIssuer
+
+    with CognitoIssuer() as issuer:
+        yield issuer
