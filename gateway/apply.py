@@ -24,18 +24,18 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
             users.update(s.owner for s in (current, updated) if s is not None and s.owner)
 
     for link in translation.links:
-        tx.link(link.source, link.account, link.user_sub, now)
+        tx.link(link.source, link.account, link.user_sub, link.as_of, now)
+        owner = tx.resolve(link.source, link.account)  # the newest link holds
         for key in tx.keys_held_by(link.source, (link.account,), ()):
             current = tx.lock_subscription(link.source, key)
-            save(current, adopt(current, link.user_sub))
+            save(current, adopt(current, owner))
 
     for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
         current = tx.lock_subscription(snapshot.source, snapshot.key)
         updated = absorb(current, snapshot)
         account = updated.snapshot.account
-        if updated.owner is None and account:
-            owner = tx.resolve(snapshot.source, account)
-            updated = adopt(updated, owner) if owner else updated
+        if updated.owner_as_of is None:
+            updated = adopt(updated, tx.resolve(snapshot.source, account) if account else None)
         save(current, updated)
 
     for transfer in translation.transfers:

@@ -10,11 +10,16 @@ from .model import Snapshot
 @dataclasses.dataclass(frozen=True)
 class Link:
     """A store-side account (Stripe customer, RevenueCat app user id, Apple original
-    transaction id, Google purchase token) belongs to a Cognito user."""
+    transaction id, Google purchase token) belongs to a Cognito user, as of ``as_of``.
+
+    When two links name different users for one account, the newer one holds (no stamp
+    is the oldest), so the mapping does not depend on the order links arrive in.
+    """
 
     source: str
     account: str
     user_sub: str
+    as_of: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)

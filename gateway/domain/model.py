@@ -65,8 +65,9 @@ def precedence(snapshot: Snapshot) -> tuple:
     """Total order of snapshots of one subscription: newer first, then more final.
 
     Every field of the state takes part, so two different snapshots never tie and the
-    newest-wins register converges whatever the order of arrival. The user a snapshot
-    names is not state: ownership is a register of its own (``Subscription``).
+    newest-wins register converges whatever the order of arrival. Who holds the
+    subscription is not state: the user and the store account are registers of their
+    own (``Subscription``).
     """
     return (
         snapshot.as_of,
@@ -75,7 +76,6 @@ def precedence(snapshot: Snapshot) -> tuple:
         snapshot.expires_at or snapshot.as_of,
         not snapshot.will_renew,
         snapshot.product_id or "",
-        snapshot.account or "",
         snapshot.environment or "",
         snapshot.raw_status or "",
         snapshot.entitlements or (),
@@ -98,13 +98,15 @@ class Subscription:
 
     The owner is a register of its own, stamped with the time of the delivery that
     named it (``owner_as_of``): a delivery that names a user moves ownership only if it
-    is at least as new, so a late delivery never undoes a transfer. An owner found
-    through an identity mapping carries no stamp and yields to any delivery that names one.
+    is at least as new, so a late delivery never undoes a transfer. Without a named
+    owner, the owner is whoever the identity mapping gives for the store account
+    (``snapshot.account``, the newest account any delivery gave, at ``account_as_of``).
     """
 
     snapshot: Snapshot
     owner: str | None = None
     owner_as_of: datetime | None = None
+    account_as_of: datetime | None = None
 
 
 def _owner_claim(as_of: datetime | None, owner: str | None) -> tuple:
@@ -117,9 +119,14 @@ def absorb(current: Subscription | None, snapshot: Snapshot) -> Subscription:
     """The subscription after seeing ``snapshot``; commutative and idempotent."""
     named, stripped = snapshot.user_sub, dataclasses.replace(snapshot, user_sub=None)
     if current is None:
-        return Subscription(stripped, named, snapshot.as_of if named else None)
+        return Subscription(stripped, named, snapshot.as_of if named else None,
+                            snapshot.as_of if snapshot.account else None)
     state = stripped if supersedes(stripped, current.snapshot) else current.snapshot
-    updated = dataclasses.replace(current, snapshot=state)
+    account, account_as_of = current.snapshot.account, current.account_as_of
+    if snapshot.account and _owner_claim(snapshot.as_of, snapshot.account) > _owner_claim(account_as_of, account):
+        account, account_as_of = snapshot.account, snapshot.as_of
+    updated = Subscription(dataclasses.replace(state, account=account), current.owner,
+                           current.owner_as_of, account_as_of)
     return reassign(updated, named, snapshot.as_of) if named else updated
 
 
@@ -130,8 +137,13 @@ def reassign(current: Subscription, owner: str, as_of: datetime) -> Subscription
     return current
 
 
-def adopt(current: Subscription, owner: str) -> Subscription:
-    """An owner found through an identity mapping fills only an unknown owner."""
-    if current.owner is None:
+def adopt(current: Subscription, owner: str | None) -> Subscription:
+    """The owner the identity mapping gives for the account, unless a delivery named one."""
+    if current.owner_as_of is None:
         return dataclasses.replace(current, owner=owner)
     return current
+
+
+def link_claim(as_of: datetime | None, user_sub: str) -> tuple:
+    """Order of competing identity links for one account: newest, then by name."""
+    return _owner_claim(as_of, user_sub)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from gateway.domain.entitlements import Grant
-from gateway.domain.model import Subscription
+from gateway.domain.model import Subscription, link_claim
 
 from .port import Event, Store, StoreUnavailable, Transaction
 
@@ -19,7 +19,7 @@ from .port import Event, Store, StoreUnavailable, Transaction
 class _State:
     events: dict[int, Event] = dataclasses.field(default_factory=dict)
     subscriptions: dict[tuple[str, str], Subscription] = dataclasses.field(default_factory=dict)
-    identities: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    identities: dict[tuple[str, str], tuple[str, datetime | None]] = dataclasses.field(default_factory=dict)
     entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
 
 
@@ -62,6 +62,13 @@ class _MemoryTransaction(Transaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.state.events[event_pk] = dataclasses.replace(self.state.events[event_pk], **fields)
 
+    def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
+        due = sorted((e for e in self.state.events.values() if _due(e, now, stale_before)),
+                     key=lambda e: e.id)[:limit]
+        for event in due:
+            self.update_event(event.id, next_attempt_at=lease_until)
+        return due
+
     def get_subscription(self, source: str, key: str) -> Subscription | None:
         return self.state.subscriptions.get((source, key))
 
@@ -77,10 +84,13 @@ class _MemoryTransaction(Transaction):
                       if src == source and (s.snapshot.account in accounts or s.owner in owners))
 
     def resolve(self, source: str, account: str) -> str | None:
-        return self.state.identities.get((source, account))
+        user_sub, _ = self.state.identities.get((source, account), (None, None))
+        return user_sub
 
-    def link(self, source: str, account: str, user_sub: str, now: datetime) -> None:
-        self.state.identities[(source, account)] = user_sub
+    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> None:
+        held = self.state.identities.get((source, account))
+        if held is None or link_claim(as_of, user_sub) > link_claim(held[1], held[0]):
+            self.state.identities[(source, account)] = (user_sub, as_of)
 
     def lock_users(self, user_subs: list[str]) -> None:
         pass  # the whole store is locked for the transaction

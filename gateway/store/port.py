@@ -82,7 +82,8 @@ class Transaction(abc.ABC):
     def resolve(self, source: str, account: str) -> str | None: ...
 
     @abc.abstractmethod
-    def link(self, source: str, account: str, user_sub: str, now: datetime) -> None: ...
+    def link(self, source: str, account: str, user_sub: str, as_of: datetime | None, now: datetime) -> None:
+        """Map ``account`` to ``user_sub`` unless a newer link (``link_claim``) holds it."""
 
     # Entitlements.
     @abc.abstractmethod

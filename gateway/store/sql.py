@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.domain.entitlements import Grant
-from gateway.domain.model import Snapshot, Status, Subscription
+from gateway.domain.model import Snapshot, Status, Subscription, link_claim
 
 from . import tables as t
 from .port import Event, Store, StoreUnavailable, Transaction
 
-_SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
+_SUBSCRIPTION_LOCK, _USER_LOCK, _IDENTITY_LOCK = 1, 2, 3
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -144,6 +144,7 @@ class _SqlTransaction(Transaction):
         self._upsert(t.subscriptions, {
             "source": s.source, "key": s.key, "user_sub": subscription.owner,
             "owner_as_of": subscription.owner_as_of, "account": s.account,
+            "account_as_of": subscription.account_as_of,
             "product_id": s.product_id, "status": s.status.value, "raw_status": s.raw_status,
             "expires_at": s.expires_at, "will_renew": s.will_renew, "environment": s.environment,
             "entitlement_names": list(s.entitlements) if s.entitlements is not None else None,
@@ -167,9 +168,14 @@ class _SqlTransaction(Transaction):
         query = sa.select(c.user_sub).where(c.source == source, c.account == account)
         return self.db.execute(query).scalar()
 
-    def link(self, source: str, account: str, user_sub: str, now: datetime) -> None:
-        self._upsert(t.identities, {"source": source, "account": account, "user_sub": user_sub,
-                                    "created_at": now}, ["source", "account"])
+    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> None:
+        self._advisory_lock(_IDENTITY_LOCK, f"{source}:{account}")
+        c = t.identities.c
+        held = self.db.execute(sa.select(c.user_sub, c.as_of).where(
+            c.source == source, c.account == account)).first()
+        if held is None or link_claim(as_of, user_sub) > link_claim(_utc(held.as_of), held.user_sub):
+            self._upsert(t.identities, {"source": source, "account": account, "user_sub": user_sub,
+                                        "as_of": as_of, "created_at": now}, ["source", "account"])
 
     # Entitlements.
     def lock_users(self, user_subs: list[str]) -> None:
@@ -213,4 +219,5 @@ def _subscription(row) -> Subscription | None:
         user_sub=None, account=row.account, environment=row.environment,
         raw_status=row.raw_status, entitlements=tuple(names) if names is not None else None,
     )
-    return Subscription(snapshot, owner=row.user_sub, owner_as_of=_utc(row.owner_as_of))
+    return Subscription(snapshot, owner=row.user_sub, owner_as_of=_utc(row.owner_as_of),
+                        account_as_of=_utc(row.account_as_of))

@@ -39,6 +39,7 @@ subscriptions = sa.Table(
     sa.Column("user_sub", sa.String(255), nullable=True, index=True),
     sa.Column("owner_as_of", Time, nullable=True),
     sa.Column("account", sa.String(255), nullable=True),
+    sa.Column("account_as_of", Time, nullable=True),
     sa.Column("product_id", sa.String(255), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("raw_status", sa.String(64), nullable=True),
@@ -70,5 +71,6 @@ identities = sa.Table(
     sa.Column("source", sa.String(32), primary_key=True),
     sa.Column("account", sa.String(255), primary_key=True),
     sa.Column("user_sub", sa.String(255), nullable=False, index=True),
+    sa.Column("as_of", Time, nullable=True),
     sa.Column("created_at", Time, nullable=False),
 )

@@ -50,6 +50,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('account', sa.String(length=255), nullable=False),
     sa.Column('user_sub', sa.String(length=255), nullable=False),
+    sa.Column('as_of', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('source', 'account', name=op.f('pk_identities'))
     )
@@ -61,6 +62,7 @@ def upgrade() -> None:
     sa.Column('user_sub', sa.String(length=255), nullable=True),
     sa.Column('owner_as_of', sa.DateTime(timezone=True), nullable=True),
     sa.Column('account', sa.String(length=255), nullable=True),
+    sa.Column('account_as_of', sa.DateTime(timezone=True), nullable=True),
     sa.Column('product_id', sa.String(length=255), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('raw_status', sa.String(length=64), nullable=True),

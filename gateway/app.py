@@ -1,0 +1,67 @@
+"""Wiring: settings, store, providers and blueprints, composed once."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from flask import Flask
+
+from gateway import config, logs
+from gateway.auth import ApiKeys, CognitoTokens
+from gateway.domain.catalog import Catalog, load_catalog
+from gateway.ingest import Ingest
+from gateway.providers import Provider
+from gateway.store.port import Store
+
+
+@dataclasses.dataclass
+class Services:
+    settings: config.Settings
+    store: Store
+    catalog: Catalog
+    ingest: Ingest
+    providers: dict[str, Provider]
+    api_keys: ApiKeys
+    cognito: CognitoTokens
+
+
+def build_providers(settings: config.Settings, catalog: Catalog) -> dict[str, Provider]:
+    """One adapter per source; each module's ``build`` decides whether it is configured."""
+    from gateway.providers import (apple_notifications, google_play_notifications,
+                                   revenuecat_events, stripe_events)
+
+    modules = (stripe_events, apple_notifications, google_play_notifications, revenuecat_events)
+    return {module.SOURCE: module.build(settings, catalog) for module in modules}
+
+
+def create_app(settings: config.Settings | None = None, *, store: Store | None = None,
+               overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the gateway. Tests pass ``settings`` and may pass a ``store`` or providers."""
+    settings = settings or config.from_env()
+    logs.configure(settings.log_level)
+    if store is None:
+        from gateway.store.sql import SqlStore, make_engine
+
+        store = SqlStore(make_engine(settings.database_url))
+    catalog = load_catalog(settings.catalog_path)
+    providers = build_providers(settings, catalog)
+    providers.update((overrides or {}).get("providers", {}))
+    services = Services(
+        settings=settings, store=store, catalog=catalog, ingest=Ingest(store, catalog),
+        providers=providers, api_keys=ApiKeys(settings.api_keys), cognito=CognitoTokens(settings),
+    )
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.json.sort_keys = False
+    app.extensions["gateway"] = services
+
+    from gateway.jobs import cli
+    from gateway.web import apple_purchases, checkout, entitlements, google_purchases, health, webhooks
+    from gateway.web.errors import register_error_handlers
+
+    for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, apple_purchases.bp,
+                      google_purchases.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    cli.register(app)
+    return app

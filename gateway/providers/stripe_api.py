@@ -1,0 +1,94 @@
+"""The Stripe API calls the gateway makes, behind a small port.
+
+Every call is bounded (``TIMEOUT`` seconds, no automatic retries): the webhook request
+must not wait on Stripe, and a failed call defers the event to our own retry worker.
+Answers are plain dicts parsed from Stripe's JSON (``StripeResponse.data``), because
+from stripe-python 15 on Stripe objects are no longer dicts.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import stripe
+
+from gateway.errors import StoreApiError
+
+log = logging.getLogger("gateway.stripe")
+
+#: The API version the gateway reads and writes: the one stripe-python is generated for.
+PINNED_VERSION = stripe.api_version
+TIMEOUT = 5.0
+
+
+class StripeApiError(StoreApiError):
+    """Stripe did not answer, or answered with an error."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        #: Stripe answered 4xx other than 429: retrying the same call will not help.
+        self.refused = refused
+
+
+class StripeApi(Protocol):
+    def subscription(self, subscription_id: str) -> dict: ...
+
+    def customer(self, customer_id: str) -> dict: ...
+
+    def invoice(self, invoice_id: str) -> dict: ...
+
+    def charge(self, charge_id: str) -> dict: ...
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None: ...
+
+    def create_checkout_session(self, params: dict, idempotency_key: str | None = None) -> dict: ...
+
+    def create_portal_session(self, params: dict) -> dict: ...
+
+
+class StripeHttpApi:
+    def __init__(self, api_key: str, api_base: str | None = None, timeout: float = TIMEOUT) -> None:
+        bases = {"api": api_base.rstrip("/")} if api_base else None
+        self.client = stripe.StripeClient(
+            api_key, stripe_version=PINNED_VERSION, base_addresses=bases, max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+
+    def _call(self, method: str, path: str, **params) -> dict:
+        try:
+            return self.client.raw_request(method, path, **params).data
+        except stripe.StripeError as exc:
+            status = exc.http_status
+            refused = status is not None and 400 <= status < 500 and status != 429
+            raise StripeApiError(f"Stripe {method.upper()} {path} failed ({status or 'no answer'}): "
+                                 f"{exc.user_message or type(exc).__name__}", refused=refused) from None
+
+    def subscription(self, subscription_id: str) -> dict:
+        return self._call("get", f"/v1/subscriptions/{subscription_id}")
+
+    def customer(self, customer_id: str) -> dict:
+        return self._call("get", f"/v1/customers/{customer_id}")
+
+    def invoice(self, invoice_id: str) -> dict:
+        return self._call("get", f"/v1/invoices/{invoice_id}")
+
+    def charge(self, charge_id: str) -> dict:
+        return self._call("get", f"/v1/charges/{charge_id}")
+
+    def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None:
+        """The invoice a PaymentIntent paid, through the Invoice Payments API (basil+).
+
+        https://docs.stripe.com/api/invoice-payment/list
+        """
+        answer = self._call("get", "/v1/invoice_payments", limit=1,
+                            payment={"type": "payment_intent", "payment_intent": payment_intent_id})
+        data = answer.get("data") or []
+        invoice = data[0].get("invoice") if data and isinstance(data[0], dict) else None
+        return invoice.get("id") if isinstance(invoice, dict) else invoice
+
+    def create_checkout_session(self, params: dict, idempotency_key: str | None = None) -> dict:
+        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        return self._call("post", "/v1/checkout/sessions", **params, **options)
+
+    def create_portal_session(self, params: dict) -> dict:
+        return self._call("post", "/v1/billing_portal/sessions", **params)

@@ -1,0 +1,117 @@
+"""Readers of Stripe's JSON objects, in every API version we may receive.
+
+Webhook endpoints render events in their own pinned API version, and our API client
+pins another, so each reader accepts both shapes:
+
+- Subscription: since 2025-03-31.basil the billing period lives on the items
+  (``items.data[].current_period_end``), not on the subscription.
+  https://docs.stripe.com/changelog/basil/2025-03-31/deprecate-subscription-current-period-start-and-end
+- Invoice: ``invoice.subscription`` moved to ``invoice.parent.subscription_details.subscription``
+  in basil; ``payment_intent`` and ``charge`` were removed from the invoice, and ``invoice``
+  from the Charge and the PaymentIntent (found through the Invoice Payments API instead).
+  https://docs.stripe.com/changelog/basil/2025-03-31/add-support-for-multiple-partial-payments-on-invoices
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from gateway.domain.catalog import Catalog
+from gateway.domain.model import Status
+
+SOURCE = "stripe"
+
+# https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses
+STATUSES = {
+    "active": Status.ACTIVE,
+    "trialing": Status.ACTIVE,
+    "past_due": Status.GRACE_PERIOD,
+    "unpaid": Status.BILLING_RETRY,
+    "paused": Status.PAUSED,
+    "canceled": Status.EXPIRED,
+    "incomplete_expired": Status.EXPIRED,
+    "incomplete": Status.PENDING,
+}
+ENDED = frozenset({"canceled", "incomplete_expired"})
+
+
+def when(seconds) -> datetime | None:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc) if isinstance(seconds, int) else None
+
+
+def ref(value) -> str | None:
+    """An expandable field: the id whether Stripe sent the id or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def cognito_sub(obj: dict) -> str | None:
+    metadata = obj.get("metadata")
+    value = metadata.get("cognito_sub") if isinstance(metadata, dict) else None
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _items(subscription: dict) -> list[dict]:
+    items = subscription.get("items")
+    data = items.get("data") if isinstance(items, dict) else None
+    return [item for item in data or [] if isinstance(item, dict)]
+
+
+def period_end(subscription: dict) -> datetime | None:
+    """The end of the paid period: the latest item period (basil+), else the subscription's."""
+    ends = [item.get("current_period_end") for item in _items(subscription)]
+    ends = [end for end in ends if isinstance(end, int)]
+    return when(max(ends)) if ends else when(subscription.get("current_period_end"))
+
+
+def expires_at(subscription: dict) -> datetime | None:
+    """Access ends when the subscription ended (an immediate cancel), else with the period."""
+    ended = when(subscription.get("ended_at"))
+    if subscription.get("status") in ENDED and ended is not None:
+        return ended
+    end = period_end(subscription)
+    cancel_at = when(subscription.get("cancel_at"))
+    return min(end, cancel_at) if end and cancel_at else end or cancel_at
+
+
+def will_renew(subscription: dict) -> bool:
+    if subscription.get("status") in ENDED or subscription.get("cancel_at_period_end"):
+        return False
+    return subscription.get("cancel_at") is None and subscription.get("pause_collection") is None
+
+
+def _product_ids(item: dict) -> list[str]:
+    price = item.get("price") if isinstance(item.get("price"), dict) else item.get("plan")
+    if not isinstance(price, dict):
+        return []
+    return [i for i in (ref(price), ref(price.get("product"))) if i]
+
+
+def products(subscription: dict, catalog: Catalog) -> tuple[str | None, tuple[str, ...] | None]:
+    """The product id to report (a price or product the catalog knows, else the first
+    price) and, when the items are known to the catalog, every entitlement they grant."""
+    ids = [_product_ids(item) for item in _items(subscription)]
+    known = [i for item_ids in ids for i in item_ids if catalog.knows(SOURCE, i)]
+    if not known:
+        first = next((item_ids[0] for item_ids in ids if item_ids), None)
+        return first, None
+    granted: list[str] = []
+    for product_id in known:
+        granted += [name for name in catalog.entitlements_for(SOURCE, product_id) if name not in granted]
+    return known[0], tuple(granted)
+
+
+def invoice_subscription(invoice: dict) -> str | None:
+    """The subscription an invoice bills: basil+ ``parent``, else the top-level field."""
+    parent = invoice.get("parent")
+    details = parent.get("subscription_details") if isinstance(parent, dict) else None
+    if isinstance(details, dict) and ref(details.get("subscription")):
+        return ref(details.get("subscription"))
+    return ref(invoice.get("subscription"))
+
+
+def fully_refunded(charge: dict) -> bool:
+    amount, refunded = charge.get("amount"), charge.get("amount_refunded")
+    if isinstance(amount, int) and isinstance(refunded, int):
+        return refunded >= amount > 0
+    return charge.get("refunded") is True

@@ -1,0 +1,126 @@
+"""The pure rules: newest-wins, ownership, entitlement merge, expiry at read time."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway.domain.catalog import Catalog, CatalogError, parse_catalog
+from gateway.domain.entitlements import derive, is_premium
+from gateway.domain.model import Snapshot, Status, Subscription, absorb, adopt, newest, reassign, supersedes
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def snap(seconds=0, status=Status.ACTIVE, days=30, source="revenuecat", key="k1", **kw) -> Snapshot:
+    as_of = T0 + timedelta(seconds=seconds)
+    return Snapshot(source=source, key=key, as_of=as_of, status=status,
+                    expires_at=kw.pop("expires_at", as_of + timedelta(days=days)),
+                    product_id=kw.pop("product_id", "monthly"), **kw)
+
+
+def test_newer_snapshot_replaces_older():
+    assert supersedes(snap(10), snap(5))
+    assert not supersedes(snap(5), snap(10))
+
+
+def test_late_renewal_does_not_undo_refund():
+    refund, renewal = snap(20, Status.REVOKED), snap(10, Status.ACTIVE, days=60)
+    assert absorb(absorb(None, refund), renewal).snapshot.status is Status.REVOKED
+
+
+def test_same_second_ties_resolve_to_the_more_final_state_in_either_order():
+    active, expired = snap(5, Status.ACTIVE), snap(5, Status.EXPIRED)
+    assert newest([active, expired]) == newest([expired, active]) == expired
+
+
+def test_naive_datetimes_are_refused():
+    with pytest.raises(ValueError):
+        Snapshot(source="stripe", key="k", as_of=datetime(2026, 1, 1), status=Status.ACTIVE)
+
+
+def test_owner_named_by_a_newer_delivery_wins_and_a_late_one_does_not_undo_it():
+    first = absorb(None, snap(1, user_sub="alice"))
+    moved = reassign(first, "bob", T0 + timedelta(seconds=5))
+    late = absorb(moved, snap(3, user_sub="alice"))
+    assert (moved.owner, late.owner) == ("bob", "bob")
+
+
+def test_owner_found_through_identity_fills_only_an_unknown_owner():
+    unknown = absorb(None, snap(1, account="cus_1"))
+    assert adopt(unknown, "alice").owner == "alice"
+    assert adopt(absorb(None, snap(1, user_sub="bob")), "alice").owner == "bob"
+
+
+def test_a_named_owner_replaces_one_found_through_identity():
+    adopted = adopt(absorb(None, snap(1, account="x")), "alice")
+    assert absorb(adopted, snap(0, user_sub="bob")).owner == "bob"
+
+
+CATALOG = parse_catalog({
+    "entitlements": {
+        "premium": {"stripe": ["price_m"], "apple": ["com.x.monthly"], "revenuecat": ["pro"]},
+        "family": {"stripe": ["price_f"]},
+    },
+    "default": None,
+})
+
+
+def test_catalog_maps_products_and_falls_back_to_default():
+    assert CATALOG.entitlements_for("stripe", "price_m") == ("premium",)
+    assert CATALOG.entitlements_for("stripe", "price_unknown") == ()
+    assert Catalog(products={}).entitlements_for("google", "anything") == ("premium",)
+    assert CATALOG.map_names("revenuecat", ["pro", "extra"]) == ("premium", "extra")
+
+
+@pytest.mark.parametrize("document", [[], {"entitlements": []}, {"entitlements": {"p": {"nope": ["x"]}}},
+                                      {"entitlements": {"p": {"stripe": "x"}}}, {"entitlements": {}, "default": 3}])
+def test_catalog_rejects_malformed_documents(document):
+    with pytest.raises(CatalogError):
+        parse_catalog(document)
+
+
+def test_active_beats_inactive_then_latest_expiry_wins():
+    now = T0 + timedelta(days=1)
+    stripe = snap(0, Status.ACTIVE, days=10, source="stripe", key="sub_1", product_id="price_m")
+    apple = snap(0, Status.GRACE_PERIOD, days=20, source="apple", key="100", product_id="com.x.monthly")
+    revoked = snap(0, Status.REVOKED, days=90, source="revenuecat", key="r1", product_id="p",
+                   entitlements=("premium",))
+    grant = derive([stripe, apple, revoked], CATALOG)["premium"]
+    assert (grant.source, grant.is_active(now)) == ("apple", True)
+
+
+def test_expiry_is_judged_at_read_time():
+    grants = derive([snap(0, Status.ACTIVE, days=30, source="stripe", product_id="price_m")], CATALOG)
+    grant = grants["premium"]
+    assert is_premium(grants.values(), T0 + timedelta(days=29))
+    assert not is_premium(grants.values(), T0 + timedelta(days=31))
+    assert grant.status_at(T0 + timedelta(days=31)) is Status.EXPIRED
+
+
+def test_no_end_means_active_for_good_and_paused_never_grants():
+    lifetime = snap(0, Status.ACTIVE, expires_at=None, source="stripe", product_id="price_m")
+    paused = snap(0, Status.PAUSED, days=30, source="stripe", key="k2", product_id="price_f")
+    grants = derive([lifetime, paused], CATALOG)
+    assert grants["premium"].is_active(T0 + timedelta(days=3650))
+    assert not grants["family"].is_active(T0)
+
+
+def test_product_in_no_entitlement_grants_nothing_without_default():
+    assert derive([snap(0, source="stripe", product_id="price_unknown")], CATALOG) == {}
+
+
+def test_domain_imports_only_the_standard_library():
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('flask', 'sqlalchemy', 'stripe', 'jwt', 'marshmallow'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import gateway.domain.model, gateway.domain.entitlements, gateway.domain.catalog, gateway.domain.changes\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
