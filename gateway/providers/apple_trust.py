@@ -1,0 +1,137 @@
+"""Verify App Store signed data with Apple's app-store-server-library.
+
+One ``SignedDataVerifier`` per accepted environment (App Review buys in Sandbox against
+production servers, so both are accepted by default). A JWS whose x5c chain is not yet in
+``VerifiedChains`` goes through the library in full: chain to a configured root, Apple's
+certificate OIDs, optional OCSP, signature, bundle id, app id and environment. A chain
+already verified needs only its ES256 signature checked; the claim checks below mirror
+the library's and run on both paths. With online checks on, every JWS goes through the
+library, whose own chain cache bounds OCSP freshness to 15 minutes.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jwt
+from appstoreserverlibrary.models.Environment import Environment
+from appstoreserverlibrary.signed_data_verifier import (SignedDataVerifier, VerificationException,
+                                                         VerificationStatus)
+
+from gateway.errors import Malformed, Unauthorized, Unavailable
+from gateway.providers.apple_chains import VerifiedChains
+
+ALGORITHMS = ["ES256"]  # what Apple signs with; never taken from the token header
+
+
+class AppleVerifier:
+    def __init__(self, roots: list[bytes], *, bundle_id: str, app_apple_id: int | None,
+                 environments: tuple[str, ...], online_checks: bool = False,
+                 chains: VerifiedChains | None = None) -> None:
+        self.bundle_id, self.app_apple_id, self.online = bundle_id, app_apple_id, online_checks
+        self.chains = chains if chains is not None else VerifiedChains(roots)
+        # Raises ValueError for Production without an app id, as Apple's verifier requires.
+        self.library = {env: SignedDataVerifier(roots, online_checks, Environment(env), bundle_id, app_apple_id)
+                        for env in environments}
+
+    def notification(self, signed: str) -> dict:
+        """A responseBodyV2DecodedPayload, verified for this app in an accepted environment."""
+        claims, environment = self._verify(signed, "verify_and_decode_notification", _notification_environment)
+        bundle_id, app_apple_id = _notification_app(claims)
+        self._check_app(bundle_id, app_apple_id if environment == "Production" else self.app_apple_id)
+        return claims
+
+    def transaction(self, signed: str, environment: str | None = None) -> dict:
+        """A JWSTransactionDecodedPayload of this app (in ``environment`` when given)."""
+        claims, found = self._verify(signed, "verify_and_decode_signed_transaction", _own_environment, environment)
+        self._check_app(claims.get("bundleId"), self.app_apple_id)
+        return claims
+
+    def renewal(self, signed: str, environment: str | None = None) -> dict:
+        """A JWSRenewalInfoDecodedPayload (the library checks its environment only)."""
+        return self._verify(signed, "verify_and_decode_renewal_info", _own_environment, environment)[0]
+
+    def _verify(self, signed: str, method: str, environment_of: Callable[[dict], str | None],
+                expected: str | None = None) -> tuple[dict, str]:
+        header, unverified = _unverified(signed)
+        environment = environment_of(unverified)
+        library = self.library.get(environment)
+        if library is None or (expected and environment != expected):
+            raise Unauthorized(f"signed data of environment {environment!r} is not accepted here",
+                               code="apple_invalid_environment")
+        x5c = _chain_key(header)
+        key = None if self.online else self.chains.key_for(x5c, _effective_time(unverified))
+        if key is None:
+            _call_library(getattr(library, method), signed)
+            key = self.chains.remember(x5c)
+        try:
+            return jwt.decode(signed, key, algorithms=ALGORITHMS), environment
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"the signature does not verify: {exc}", code="apple_verification_failure") from None
+
+    def _check_app(self, bundle_id, app_apple_id) -> None:
+        if bundle_id != self.bundle_id or app_apple_id != self.app_apple_id:
+            raise Unauthorized("the signed data is for another app", code="apple_invalid_app_identifier")
+
+
+def _call_library(verify: Callable[[str], object], signed: str) -> None:
+    try:
+        verify(signed)
+    except VerificationException as exc:
+        if exc.status == VerificationStatus.RETRYABLE_VERIFICATION_FAILURE:
+            # The OCSP responder could not be reached: Apple retries the notification later.
+            raise Unavailable("a certificate revocation check could not be made",
+                              code="apple_revocation_check_unavailable") from exc
+        raise Unauthorized(f"App Store signed data rejected: {exc.status.name}",
+                           code=f"apple_{exc.status.name.lower()}") from None
+    except Exception as exc:  # verified, but the library could not read its fields
+        raise Malformed(f"the signed data is not of Apple's shape: {exc}", code="apple_malformed") from None
+
+
+def _unverified(signed: str) -> tuple[dict, dict]:
+    """Header and claims before verification, only to pick the verifier and cache entry."""
+    try:
+        return jwt.get_unverified_header(signed), jwt.decode(signed, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"not a JWS: {exc}", code="apple_verification_failure") from None
+
+
+def _chain_key(header: dict) -> tuple[str, ...] | None:
+    x5c = header.get("x5c")
+    if isinstance(x5c, list) and len(x5c) == 3 and all(isinstance(c, str) for c in x5c):
+        return tuple(x5c)
+    return None
+
+
+def _effective_time(claims: dict) -> float:
+    """The instant the library validates the chain at when offline: the JWS's own date."""
+    signed = claims.get("signedDate") or claims.get("receiptCreationDate")
+    return int(signed) / 1000 if isinstance(signed, (int, float)) else time.time()
+
+
+def _own_environment(claims: dict) -> str | None:
+    return claims.get("environment")
+
+
+def _notification_parts(claims: dict) -> tuple[dict, str | None]:
+    # data, summary, externalPurchaseToken and appData are mutually exclusive; the
+    # library reads them in this order.
+    for field in ("data", "summary"):
+        if isinstance(claims.get(field), dict):
+            return claims[field], claims[field].get("environment")
+    token = claims.get("externalPurchaseToken")
+    if isinstance(token, dict):
+        sandbox = str(token.get("externalPurchaseId") or "").startswith("SANDBOX")
+        return token, "Sandbox" if sandbox else "Production"
+    if isinstance(claims.get("appData"), dict):
+        return claims["appData"], claims["appData"].get("environment")
+    return {}, None
+
+
+def _notification_environment(claims: dict) -> str | None:
+    return _notification_parts(claims)[1]
+
+
+def _notification_app(claims: dict) -> tuple[str | None, int | None]:
+    part = _notification_parts(claims)[0]
+    return part.get("bundleId"), part.get("appAppleId")

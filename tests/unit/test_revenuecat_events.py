@@ -1,0 +1,143 @@
+"""RevenueCat events into snapshots, links and transfers (no I/O)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.domain.catalog import Catalog, parse_catalog
+from gateway.domain.model import Status
+from gateway.errors import Malformed, NotConfigured, Unauthorized
+from gateway.providers.revenuecat_events import RevenueCatEvents
+from gateway.store.port import Event
+from tests.support import revenuecat as rc
+
+CATALOG = parse_catalog({"entitlements": {"premium": {"revenuecat": ["pro"]}}, "default": "premium"})
+SOURCE = RevenueCatEvents((rc.AUTH, "Bearer next-secret"), CATALOG)
+HEADERS = {"Authorization": rc.AUTH}
+
+
+def translate(evt: dict):
+    """What the gateway applies for a delivery: verified, recorded, then translated."""
+    delivery = SOURCE.verify(rc.body(evt), HEADERS)
+    recorded = Event(1, delivery.source, delivery.event_id, delivery.event_type,
+                     datetime.now(timezone.utc), delivery.payload, delivery.data, "received")
+    return SOURCE.translate(recorded, lookup=None)
+
+
+def only_snapshot(evt: dict):
+    (snapshot,) = translate(evt).snapshots
+    return snapshot
+
+
+@pytest.mark.parametrize("kind", ["INITIAL_PURCHASE", "RENEWAL", "UNCANCELLATION", "PRODUCT_CHANGE",
+                                  "SUBSCRIPTION_EXTENDED", "REFUND_REVERSED"])
+def test_granting_events_are_active_and_renewing(kind):
+    snapshot = only_snapshot(rc.event(kind, at_ms=1_700_000_000_000))
+    assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, True)
+    assert snapshot.expires_at.timestamp() * 1000 == 1_700_000_000_000 + rc.MONTH_MS
+    assert snapshot.key == "1000001" and snapshot.user_sub == "user-1"
+
+
+def test_non_renewing_purchase_grants_without_renewal():
+    snapshot = only_snapshot(rc.event("NON_RENEWING_PURCHASE", expiration_at_ms=None))
+    assert (snapshot.status, snapshot.will_renew, snapshot.expires_at) == (Status.ACTIVE, False, None)
+
+
+def test_cancellation_keeps_access_until_expiry_without_renewal():
+    snapshot = only_snapshot(rc.event("CANCELLATION", cancel_reason="UNSUBSCRIBE"))
+    assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, False)
+
+
+def test_cancellation_by_customer_support_is_a_refund_and_revokes():
+    snapshot = only_snapshot(rc.event("CANCELLATION", cancel_reason="CUSTOMER_SUPPORT"))
+    assert snapshot.status is Status.REVOKED and snapshot.raw_status == "CANCELLATION:CUSTOMER_SUPPORT"
+
+
+def test_billing_issue_is_a_grace_period_until_its_end_when_given():
+    grace = only_snapshot(rc.event("BILLING_ISSUE", at_ms=1_700_000_000_000,
+                                   grace_period_expiration_at_ms=1_700_000_000_000 + 16 * 86_400_000))
+    retry = only_snapshot(rc.event("BILLING_ISSUE"))
+    assert grace.status is Status.GRACE_PERIOD
+    assert grace.expires_at.timestamp() * 1000 == 1_700_000_000_000 + 16 * 86_400_000
+    assert retry.status is Status.BILLING_RETRY
+
+
+def test_subscription_paused_does_not_revoke_before_expiry_but_the_expiration_pauses():
+    paused = only_snapshot(rc.event("SUBSCRIPTION_PAUSED"))
+    expired = only_snapshot(rc.event("EXPIRATION", expiration_reason="SUBSCRIPTION_PAUSED"))
+    assert (paused.status, paused.will_renew) == (Status.ACTIVE, False)
+    assert expired.status is Status.PAUSED
+
+
+def test_expiration_ends_access():
+    assert only_snapshot(rc.event("EXPIRATION", expiration_reason="BILLING_ERROR")).status is Status.EXPIRED
+
+
+def test_entitlement_ids_are_mapped_through_the_catalog():
+    assert only_snapshot(rc.event("RENEWAL", entitlement_ids=["pro", "extra"])).entitlements == ("premium", "extra")
+    assert only_snapshot(rc.event("RENEWAL", entitlement_ids=None)).entitlements is None
+
+
+def test_anonymous_ids_are_not_users_but_are_linked_to_the_user():
+    anonymous = "$RCAnonymousID:abc"
+    translation = translate(rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous,
+                                     aliases=[anonymous, "user-9"]))
+    (snapshot,) = translation.snapshots
+    assert snapshot.user_sub == "user-9" and snapshot.account == anonymous
+    assert {(link.account, link.user_sub) for link in translation.links} == {(anonymous, "user-9")}
+
+
+def test_only_anonymous_ids_leave_the_owner_unknown():
+    anonymous = "$RCAnonymousID:abc"
+    snapshot = only_snapshot(rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous,
+                                      aliases=[anonymous]))
+    assert snapshot.user_sub is None and snapshot.account == anonymous
+
+
+def test_transfer_moves_access_to_the_first_real_user():
+    translation = translate(rc.transfer(["user-1"], ["$RCAnonymousID:x", "user-2"], at_ms=1_700_000_000_000))
+    (move,) = translation.transfers
+    assert (move.from_accounts, move.to_user) == (("user-1",), "user-2")
+
+
+@pytest.mark.parametrize("kind", ["TEST", "INVOICE_ISSUANCE", "EXPERIMENT_ENROLLMENT", "SOMETHING_NEW"])
+def test_events_without_subscription_state_are_ignored(kind):
+    assert translate(rc.event(kind)).ignored_reason
+
+
+def test_unconfigured_source_refuses():
+    with pytest.raises(NotConfigured):
+        RevenueCatEvents((), Catalog(products={})).verify(rc.body(rc.event("RENEWAL")), HEADERS)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": rc.AUTH + " "},
+                                     {"Authorization": ""}])
+def test_wrong_or_missing_authorization_is_refused(headers):
+    with pytest.raises(Unauthorized):
+        SOURCE.verify(rc.body(rc.event("RENEWAL")), headers)
+
+
+def test_any_of_the_rotated_secrets_is_accepted():
+    assert SOURCE.verify(rc.body(rc.event("RENEWAL")), {"Authorization": "Bearer next-secret"}).event_type == "RENEWAL"
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'{"event": []}', b'{"event": {"type": "RENEWAL"}}',
+                                 b'{"event": {"id": "x", "type": "RENEWAL", "event_timestamp_ms": "soon"}}',
+                                 b"\xff\xfe"])
+def test_malformed_bodies_are_refused(raw):
+    with pytest.raises(Malformed):
+        SOURCE.verify(raw, HEADERS)
+
+
+@pytest.mark.parametrize("missing", ["original_transaction_id", "app_user_id", "event_timestamp_ms"])
+def test_state_events_missing_what_they_need_are_refused(missing):
+    evt = rc.event("RENEWAL", transaction_id=None)
+    evt[missing] = None
+    with pytest.raises(Malformed):
+        SOURCE.verify(rc.body(evt), HEADERS)
+
+
+def test_transfer_without_parties_is_refused():
+    with pytest.raises(Malformed):
+        SOURCE.verify(rc.body(rc.transfer([], ["user-2"])), HEADERS)
