@@ -40,9 +40,11 @@ class CognitoTokens:
         self.issuer = settings.cognito_issuer
         self.clients = set(settings.cognito_app_client_ids)
         url = settings.cognito_jwks
-        # PyJWKClient caches the key set and fetches it again once when a kid is unknown,
-        # which is how Cognito key rotation shows up.
-        self.jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=5) if url else None
+        # PyJWKClient caches the key set and fetches it again when a kid is unknown, which
+        # is how Cognito key rotation shows up; the cooldown stops tokens with made-up kids
+        # from turning into a stream of fetches.
+        self.jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=5,
+                                    cooldown_duration=settings.cognito_jwks_refresh_cooldown) if url else None
 
     def user_sub(self, authorization: str | None) -> str:
         if self.jwks is None or self.issuer is None:

@@ -26,6 +26,7 @@ class Settings:
     cognito_region: str | None = None
     cognito_app_client_ids: tuple[str, ...] = ()
     cognito_jwks_url: str | None = None
+    cognito_jwks_refresh_cooldown: int = 30
     stripe_api_key: str | None = None
     stripe_webhook_secrets: tuple[str, ...] = ()
     stripe_api_base: str | None = None
@@ -137,6 +138,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         cognito_region=_text(env, "COGNITO_REGION"),
         cognito_app_client_ids=_list(env, "COGNITO_APP_CLIENT_IDS"),
         cognito_jwks_url=_text(env, "COGNITO_JWKS_URL"),
+        cognito_jwks_refresh_cooldown=_int(env, "COGNITO_JWKS_REFRESH_COOLDOWN", 30, minimum=0),
         stripe_api_key=_text(env, "STRIPE_API_KEY"),
         stripe_webhook_secrets=_list(env, "STRIPE_WEBHOOK_SECRETS"),
         stripe_api_base=_text(env, "STRIPE_API_BASE"),

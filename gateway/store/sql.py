@@ -65,7 +65,7 @@ class SqlStore(Store):
         try:
             with connection.begin():
                 yield _SqlTransaction(connection)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        except sa.exc.DBAPIError as exc:  # whatever the database refused, nothing was committed
             raise StoreUnavailable(_describe(exc)) from exc
         finally:
             connection.close()

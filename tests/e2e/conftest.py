@@ -1,0 +1,56 @@
+"""End-to-end fixtures: the WSGI app with every source it can verify configured."""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+API_KEY = "gk_test_" + "k" * 24
+
+
+@pytest.fixture
+def api(make_app):
+    """Read entitlements the way a backend would."""
+
+    def read(client, user_sub: str):
+        response = client.get(f"/v1/users/{user_sub}/entitlements", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+    return read
+
+
+@pytest.fixture
+def refuse_writes(database_url):
+    """Make the database refuse every new delivery, as a full disk or a read-only failover would."""
+    engine = sa.create_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        create = ["CREATE OR REPLACE FUNCTION refuse_writes() RETURNS trigger AS $$ BEGIN "
+                  "RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ LANGUAGE plpgsql",
+                  "CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON events "
+                  "FOR EACH ROW EXECUTE FUNCTION refuse_writes()"]
+        drop = ["DROP TRIGGER refuse_writes ON events", "DROP FUNCTION refuse_writes()"]
+    else:
+        create = ["CREATE TRIGGER refuse_writes BEFORE INSERT ON events "
+                  "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"]
+        drop = ["DROP TRIGGER refuse_writes"]
+
+    def run(statements):
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+
+    class Switch:
+        def on(self):
+            run(create)
+
+        def off(self):
+            run(drop)
+
+    yield Switch()
+    engine.dispose()
+
+
+def count_events(app) -> int:
+    store = app.extensions["gateway"].store
+    with store.engine.connect() as connection:
+        return connection.execute(sa.text("SELECT count(*) FROM events")).scalar()

@@ -1,0 +1,214 @@
+"""RevenueCat deliveries through the WSGI app, read back through the entitlement API."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+
+import pytest
+from werkzeug.test import EnvironBuilder
+
+from tests.e2e.conftest import API_KEY, count_events
+from tests.support import revenuecat as rc
+
+HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
+NOW_MS = int(time.time() * 1000)
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(REVENUECAT_WEBHOOK_AUTH=f"{rc.AUTH},Bearer rotated", GATEWAY_API_KEYS=API_KEY,
+                    MAX_BODY_BYTES=4096)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def send(client, evt, headers=HEADERS):
+    return client.post("/webhooks/revenuecat", data=rc.body(evt), headers=headers)
+
+
+def premium(api, client, user="user-1"):
+    return api(client, user)["entitlements"].get("premium")
+
+
+def test_purchase_grants_premium_with_the_contract_shape(client, api):
+    response = send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS, product_id="com.example.premium.monthly"))
+    assert (response.status_code, response.get_json()) == (200, {"status": "processed"})
+    answer = api(client, "user-1")
+    assert answer["user_id"] == "user-1" and answer["is_premium"] is True
+    assert answer["entitlements"]["premium"] == {
+        "active": True, "status": "active",
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((NOW_MS + rc.MONTH_MS) / 1000))
+        + (f".{(NOW_MS + rc.MONTH_MS) % 1000:03d}Z" if (NOW_MS + rc.MONTH_MS) % 1000 else "Z"),
+        "will_renew": True, "source": "revenuecat", "product_id": "com.example.premium.monthly",
+    }
+
+
+@pytest.mark.parametrize("kind, fields, active, status, will_renew", [
+    ("RENEWAL", {}, True, "active", True),
+    ("UNCANCELLATION", {}, True, "active", True),
+    ("PRODUCT_CHANGE", {"new_product_id": "yearly"}, True, "active", True),
+    ("NON_RENEWING_PURCHASE", {}, True, "active", False),
+    ("SUBSCRIPTION_EXTENDED", {}, True, "active", True),
+    ("TEMPORARY_ENTITLEMENT_GRANT", {}, True, "active", False),
+    ("REFUND_REVERSED", {}, True, "active", True),
+    ("CANCELLATION", {"cancel_reason": "UNSUBSCRIBE"}, True, "active", False),
+    ("CANCELLATION", {"cancel_reason": "BILLING_ERROR"}, True, "active", False),
+    ("CANCELLATION", {"cancel_reason": "CUSTOMER_SUPPORT"}, False, "revoked", False),
+    ("BILLING_ISSUE", {"grace_period_expiration_at_ms": NOW_MS + 6 * DAY_MS}, True, "grace_period", True),
+    ("BILLING_ISSUE", {"expiration_at_ms": NOW_MS - DAY_MS}, False, "billing_retry", True),
+    ("SUBSCRIPTION_PAUSED", {}, True, "active", False),
+    ("EXPIRATION", {"expiration_reason": "UNSUBSCRIBE", "expiration_at_ms": NOW_MS}, False, "expired", False),
+    ("EXPIRATION", {"expiration_reason": "SUBSCRIPTION_PAUSED", "expiration_at_ms": NOW_MS}, False, "paused", False),
+])
+def test_each_event_type_after_a_purchase(client, api, kind, fields, active, status, will_renew):
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS - DAY_MS))
+    assert send(client, rc.event(kind, at_ms=NOW_MS, **fields)).get_json() == {"status": "processed"}
+    grant = premium(api, client)
+    assert (grant["active"], grant["status"], grant["will_renew"]) == (active, status, will_renew)
+
+
+@pytest.mark.parametrize("kind", ["TEST", "INVOICE_ISSUANCE", "VIRTUAL_CURRENCY_TRANSACTION",
+                                  "EXPERIMENT_ENROLLMENT", "A_TYPE_FROM_THE_FUTURE"])
+def test_events_of_no_interest_are_recorded_and_ignored(app, client, api, kind):
+    assert send(client, rc.event(kind)).get_json() == {"status": "ignored"}
+    assert count_events(app) == 1 and api(client, "user-1")["entitlements"] == {}
+
+
+def test_transfer_moves_access_to_the_new_user(client, api):
+    send(client, rc.event("INITIAL_PURCHASE", user="user-1", at_ms=NOW_MS - 1000))
+    assert send(client, rc.transfer(["user-1"], ["user-2"], at_ms=NOW_MS)).get_json() == {"status": "processed"}
+    assert api(client, "user-1")["is_premium"] is False
+    assert api(client, "user-2")["is_premium"] is True
+    # A late renewal stamped before the transfer does not take access back.
+    send(client, rc.event("RENEWAL", user="user-1", at_ms=NOW_MS - 500))
+    assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (False, True)
+
+
+def test_anonymous_purchase_attaches_when_an_event_aliases_the_user(client, api):
+    anonymous = "$RCAnonymousID:0a1b2c"
+    send(client, rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous,
+                          aliases=[anonymous], at_ms=NOW_MS - 2000, transaction="42"))
+    assert api(client, anonymous)["is_premium"] is False  # an anonymous id is nobody's sub
+    send(client, rc.event("RENEWAL", user="user-7", original_app_user_id=anonymous,
+                          aliases=[anonymous, "user-7"], at_ms=NOW_MS - 1000, transaction="99"))
+    assert api(client, "user-7")["entitlements"]["premium"]["active"] is True
+    # Both subscriptions are user-7's now: the anonymous one was attached through the alias.
+    send(client, rc.event("EXPIRATION", user="user-7", aliases=[anonymous, "user-7"], at_ms=NOW_MS,
+                          transaction="99", expiration_at_ms=NOW_MS))
+    assert api(client, "user-7")["entitlements"]["premium"]["active"] is True
+
+
+def test_redelivery_is_a_duplicate_and_changes_nothing(app, client, api):
+    evt = rc.event("INITIAL_PURCHASE", at_ms=NOW_MS)
+    send(client, evt)
+    before = api(client, "user-1")
+    assert send(client, evt).get_json() == {"status": "duplicate"}
+    assert api(client, "user-1") == before and count_events(app) == 1
+
+
+def test_late_purchase_after_expiration_does_not_restore_access(client, api):
+    send(client, rc.event("EXPIRATION", at_ms=NOW_MS, expiration_at_ms=NOW_MS))
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS - 5 * DAY_MS))
+    assert premium(api, client)["status"] == "expired"
+
+
+def test_any_order_of_a_lifecycle_ends_in_the_same_answer(make_app, api):
+    lifecycle = [
+        rc.event("INITIAL_PURCHASE", at_ms=NOW_MS - 40 * DAY_MS),
+        rc.event("RENEWAL", at_ms=NOW_MS - 10 * DAY_MS),
+        rc.event("BILLING_ISSUE", at_ms=NOW_MS - 5 * DAY_MS, grace_period_expiration_at_ms=NOW_MS + DAY_MS),
+        rc.event("CANCELLATION", at_ms=NOW_MS - 2 * DAY_MS, cancel_reason="BILLING_ERROR"),
+        rc.event("RENEWAL", at_ms=NOW_MS - DAY_MS),
+    ]
+    answers = []
+    for seed in range(4):
+        order = lifecycle[:]
+        random.Random(seed).shuffle(order)
+        client = make_app(REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY).test_client()
+        for evt in order:
+            send(client, evt)
+        answers.append(api(client, "user-1"))
+        client.application.extensions["gateway"].store.engine.dispose()
+        # The next order starts from an empty database.
+        with client.application.extensions["gateway"].store.transaction() as tx:
+            for table in ("events", "subscriptions", "entitlements", "identities"):
+                tx.db.exec_driver_sql(f"DELETE FROM {table}")
+    assert all(answer == answers[0] for answer in answers)
+    assert answers[0]["entitlements"]["premium"]["status"] == "active"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Content-Type": "application/json"},
+    {"Authorization": "Bearer forged", "Content-Type": "application/json"},
+    {"Authorization": rc.AUTH.lower(), "Content-Type": "application/json"},
+])
+def test_forged_or_missing_authorization_is_401_and_stores_nothing(app, client, api, headers):
+    response = send(client, rc.event("INITIAL_PURCHASE"), headers)
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_authorization"
+    assert count_events(app) == 0 and api(client, "user-1")["is_premium"] is False
+
+
+def test_rotated_secret_is_accepted(client):
+    headers = {**HEADERS, "Authorization": "Bearer rotated"}
+    assert send(client, rc.event("INITIAL_PURCHASE"), headers).status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"api_version": "1.0"}', b'{"event": {"type": "RENEWAL"}}',
+                                 json.dumps({"event": {"id": "x", "type": "RENEWAL", "app_user_id": "u",
+                                                       "event_timestamp_ms": 1}}).encode()])
+def test_malformed_deliveries_are_400_and_store_nothing(app, client, raw):
+    response = client.post("/webhooks/revenuecat", data=raw, headers=HEADERS)
+    assert response.status_code == 400 and response.get_json()["error"].startswith("malformed")
+    assert count_events(app) == 0
+
+
+def test_body_over_the_limit_is_413_before_anything_else(app, client):
+    response = client.post("/webhooks/revenuecat", data=b"x" * 5000, headers=HEADERS)
+    assert response.status_code == 413 and count_events(app) == 0
+
+
+def test_chunked_body_over_the_limit_is_413_without_reading_it_whole(app):
+    class Chunks(io.RawIOBase):
+        """A chunked body as gunicorn hands it over: no Content-Length, read in pieces."""
+
+        def __init__(self):
+            self.served = 0
+
+        def read(self, size=-1):
+            if self.served >= 10_000_000:
+                return b""
+            self.served += size
+            return b" " * size
+
+    body = Chunks()
+    environ = EnvironBuilder(path="/webhooks/revenuecat", method="POST", headers=HEADERS).get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": body, "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
+    statuses = []
+    app(environ, lambda status, headers: statuses.append(status))
+    assert statuses == ["413 REQUEST ENTITY TOO LARGE"] and count_events(app) == 0
+    assert body.served <= 4097  # refused at the first byte past MAX_BODY_BYTES
+
+
+def test_database_refusing_writes_answers_503_and_the_retry_succeeds(app, client, api, refuse_writes):
+    evt = rc.event("INITIAL_PURCHASE", at_ms=NOW_MS)
+    refuse_writes.on()
+    response = send(client, evt)
+    assert response.status_code == 503 and response.get_json()["error"] == "store_unavailable"
+    refuse_writes.off()
+    assert count_events(app) == 0
+    assert send(client, evt).get_json() == {"status": "processed"}
+    assert api(client, "user-1")["is_premium"] is True
+
+
+def test_unknown_source_is_404_and_unconfigured_source_is_503(make_app):
+    client = make_app().test_client()
+    assert client.post("/webhooks/paypal", data=b"{}").status_code == 404
+    response = client.post("/webhooks/revenuecat", data=rc.body(rc.event("RENEWAL")), headers=HEADERS)
+    assert (response.status_code, response.get_json()["error"]) == (503, "source_not_configured")

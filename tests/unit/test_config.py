@@ -1,0 +1,60 @@
+"""Settings from the environment: defaults, Heroku URLs, and errors that name the variable."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import ConfigError, from_env
+
+
+def test_defaults_need_no_configuration():
+    settings = from_env({})
+    assert settings.database_url == "sqlite:///instance/gateway.db"
+    assert settings.max_body_bytes == 1_048_576 and settings.apple_environments == ("Production", "Sandbox")
+    assert settings.api_keys == () and settings.cognito_issuer is None
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("postgres://u:p@db.example:5432/d", "postgresql+psycopg://u:p@db.example:5432/d"),
+    ("postgresql://u:p@h/d", "postgresql+psycopg://u:p@h/d"),
+    ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
+])
+def test_heroku_postgres_urls_are_accepted(url, expected):
+    assert from_env({"DATABASE_URL": url}).database_url == expected
+
+
+def test_lists_are_comma_separated_and_trimmed():
+    settings = from_env({"GATEWAY_API_KEYS": " a, b ,,c", "STRIPE_WEBHOOK_SECRETS": "whsec_1,whsec_2"})
+    assert settings.api_keys == ("a", "b", "c") and settings.stripe_webhook_secrets == ("whsec_1", "whsec_2")
+
+
+def test_cognito_issuer_and_jwks_url_come_from_region_and_pool():
+    settings = from_env({"COGNITO_USER_POOL_ID": "eu-west-1_abc", "COGNITO_REGION": "eu-west-1",
+                         "COGNITO_APP_CLIENT_IDS": "c1"})
+    assert settings.cognito_issuer == "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"
+    assert settings.cognito_jwks == settings.cognito_issuer + "/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"MAX_BODY_BYTES": "lots"}, "MAX_BODY_BYTES"),
+    ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"),
+    ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+    ({"STRIPE_WEBHOOK_SECRETS": "sk_live_oops"}, "STRIPE_WEBHOOK_SECRETS"),
+    ({"APPLE_ENVIRONMENTS": "Production,Staging"}, "APPLE_ENVIRONMENTS"),
+    ({"APPLE_APP_APPLE_ID": "12ab"}, "APPLE_APP_APPLE_ID"),
+    ({"APPLE_ONLINE_CHECKS": "maybe"}, "APPLE_ONLINE_CHECKS"),
+    ({"COGNITO_USER_POOL_ID": "eu-west-1_abc"}, "COGNITO_REGION"),
+    ({"COGNITO_USER_POOL_ID": "p", "COGNITO_REGION": "r"}, "COGNITO_APP_CLIENT_IDS"),
+    ({"CATALOG_PATH": "/nonexistent/catalog.json"}, "CATALOG_PATH"),
+])
+def test_bad_values_stop_the_start_naming_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        from_env(env)
+
+
+def test_a_dotenv_file_supplies_what_the_environment_lacks(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("GATEWAY_API_KEYS=from-file\nMAX_BODY_BYTES=2048\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAX_BODY_BYTES", "4096")
+    monkeypatch.delenv("GATEWAY_API_KEYS", raising=False)
+    settings = from_env()
+    assert settings.api_keys == ("from-file",) and settings.max_body_bytes == 4096
