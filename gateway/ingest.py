@@ -1,10 +1,15 @@
 """The one use case of a webhook: verify, record, apply, answer.
 
-Transaction boundaries: recording is a transaction of its own and is committed before
-anything else happens, so a delivery we answer 200 for is never lost. Translating may
-call a store's API and so runs outside any transaction. Applying and marking the event
-processed commit together; if applying fails, a separate transaction marks the event
-``deferred`` with its error for the retry worker.
+Transaction boundaries. A provider whose deliveries carry their whole truth
+(``translates_offline``) is recorded, applied and marked processed in ONE transaction:
+either all of it commits or none of it does. If that transaction fails, the delivery
+takes the two-step path below, so a failure to apply still leaves it recorded.
+
+Two steps, for the rest (and as the fallback): recording is a transaction of its own,
+committed before anything else, so a delivery we answer 200 for is never lost.
+Translating may call a store's API and so runs outside any transaction. Applying and
+marking the event processed commit together; if applying fails, a separate transaction
+marks the event ``deferred`` with its error for the retry worker.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.errors import Malformed, Unavailable
-from gateway.providers import Lookup, Provider
+from gateway.providers import Delivery, Lookup, Provider
 from gateway.store.port import Event, Store, StoreUnavailable
 
 log = logging.getLogger("gateway.ingest")
@@ -60,9 +65,21 @@ class Ingest:
     def receive(self, provider: Provider, body: bytes, headers: Mapping[str, str]) -> str:
         started = time.perf_counter()
         delivery = provider.verify(body, headers)
+        outcome = None
+        if getattr(provider, "translates_offline", False):
+            outcome = self._record_and_apply(provider, delivery)
+        if outcome is None:
+            event = self._record(delivery)
+            outcome = DUPLICATE if event is None else self.process(provider, event)
+        log.info("delivery", extra={"fields": {
+            "source": delivery.source, "event_id": delivery.event_id, "type": delivery.event_type,
+            "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1)}})
+        return outcome
+
+    def _record(self, delivery: Delivery) -> Event | None:
         try:
             with self.store.transaction() as tx:
-                event = tx.record_event(
+                return tx.record_event(
                     source=delivery.source, event_id=delivery.event_id,
                     event_type=delivery.event_type, received_at=self.clock(),
                     payload=delivery.payload, data=delivery.data,
@@ -71,11 +88,28 @@ class Ingest:
             log.warning("could not record delivery", extra={"fields": {
                 "source": delivery.source, "event_id": delivery.event_id, "error": str(exc)}})
             raise Unavailable("the event could not be stored; retry later", code="store_unavailable") from exc
-        outcome = DUPLICATE if event is None else self.process(provider, event)
-        log.info("delivery", extra={"fields": {
-            "source": delivery.source, "event_id": delivery.event_id, "type": delivery.event_type,
-            "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1)}})
-        return outcome
+
+    def _record_and_apply(self, provider: Provider, delivery: Delivery) -> str | None:
+        """The one-transaction path; ``None`` when it failed and nothing was committed."""
+        now = self.clock()
+        try:
+            # Translated first (it needs nothing from the store), so the event row is
+            # written once with its outcome; a duplicate rolls back before applying.
+            translation = provider.translate(_unrecorded(delivery, now), self.lookup)
+            outcome = IGNORED if translation.is_empty else PROCESSED
+            with self.store.transaction() as tx:
+                event = tx.record_event(
+                    source=delivery.source, event_id=delivery.event_id, event_type=delivery.event_type,
+                    received_at=now, payload=delivery.payload, data=delivery.data,
+                    status=outcome, processed_at=now, last_error=translation.ignored_reason)
+                if event is None:
+                    return DUPLICATE
+                apply_translation(tx, translation, self.catalog, now)
+                return outcome
+        except Exception:  # rolled back whole: the two-step path records it, then defers
+            log.info("one-transaction apply failed; recording first", exc_info=True,
+                     extra={"fields": {"source": delivery.source, "event_id": delivery.event_id}})
+            return None
 
     def process(self, provider: Provider, event: Event) -> str:
         """Translate and apply a recorded event; also the retry worker's entry point."""
@@ -110,6 +144,11 @@ class Ingest:
         except StoreUnavailable:
             # The row stays "received"; the retry worker also picks up stale received events.
             log.error("could not mark event", extra={"fields": {"event_id": event.event_id, "status": status}})
+
+
+def _unrecorded(delivery: Delivery, now: datetime) -> Event:
+    return Event(0, delivery.source, delivery.event_id, delivery.event_type, now, delivery.payload,
+                 delivery.data, "received")
 
 
 def _error_text(exc: BaseException) -> str:

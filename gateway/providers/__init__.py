@@ -36,6 +36,9 @@ class Lookup(Protocol):
 
 class Provider(Protocol):
     source: str
+    #: True when ``translate`` needs no store API: the delivery is then recorded and
+    #: applied in one transaction.
+    translates_offline: bool
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
         """Raise ``NotConfigured``, ``Unauthorized`` or ``Malformed``, or return the delivery."""

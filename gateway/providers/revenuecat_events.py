@@ -72,6 +72,7 @@ def _owner(event: dict) -> str | None:
 
 class RevenueCatEvents:
     source = SOURCE
+    translates_offline = True
 
     def __init__(self, accepted_auth: tuple[str, ...], catalog: Catalog) -> None:
         self.accepted = [value.encode() for value in accepted_auth]

@@ -5,6 +5,8 @@ from gateway.errors import NotConfigured
 
 
 class Unconfigured:
+    translates_offline = True
+
     def __init__(self, source: str) -> None:
         self.source = source
 

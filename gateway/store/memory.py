@@ -45,10 +45,13 @@ class _MemoryTransaction(Transaction):
         self.state = state
         self.ids = ids
 
-    def record_event(self, *, source, event_id, event_type, received_at, payload, data) -> Event | None:
+    def record_event(self, *, source, event_id, event_type, received_at, payload, data,
+                     status="received", processed_at=None, last_error=None) -> Event | None:
         if self.find_event(source, event_id) is not None:
             return None
-        event = Event(next(self.ids), source, event_id, event_type, received_at, payload, data, "received")
+        event = Event(next(self.ids), source, event_id, event_type, received_at, payload, data, status,
+                      attempts=0 if status == "received" else 1, last_error=last_error,
+                      processed_at=processed_at)
         self.state.events[event.id] = event
         return event
 

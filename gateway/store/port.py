@@ -40,8 +40,13 @@ class Transaction(abc.ABC):
     # Event log.
     @abc.abstractmethod
     def record_event(self, *, source: str, event_id: str, event_type: str, received_at: datetime,
-                     payload: str, data: Any) -> Event | None:
-        """Insert a delivery; ``None`` if (source, event_id) is already recorded."""
+                     payload: str, data: Any, status: str = "received",
+                     processed_at: datetime | None = None, last_error: str | None = None) -> Event | None:
+        """Insert a delivery; ``None`` if (source, event_id) is already recorded.
+
+        A delivery applied in the same transaction is recorded with its outcome
+        (``status``, ``processed_at``) and counts as its first attempt.
+        """
 
     @abc.abstractmethod
     def get_event(self, event_pk: int) -> Event | None: ...

@@ -97,13 +97,14 @@ class _SqlTransaction(Transaction):
                             {"space": space, "name": name})
 
     # Event log.
-    def record_event(self, *, source, event_id, event_type, received_at, payload, data) -> Event | None:
+    def record_event(self, *, source, event_id, event_type, received_at, payload, data,
+                     status="received", processed_at=None, last_error=None) -> Event | None:
         insert = (postgresql.insert if self.postgres else sqlite.insert)(t.events).values(
             source=source, event_id=event_id, event_type=event_type, received_at=received_at,
-            payload=payload, data=data, status="received", attempts=0,
-        ).on_conflict_do_nothing(index_elements=["source", "event_id"]).returning(t.events.c.id)
-        row = self.db.execute(insert).first()
-        return None if row is None else self.get_event(row.id)
+            payload=payload, data=data, status=status, attempts=0 if status == "received" else 1,
+            processed_at=processed_at, last_error=last_error,
+        ).on_conflict_do_nothing(index_elements=["source", "event_id"]).returning(*t.events.c)
+        return _event(self.db.execute(insert).first())
 
     def get_event(self, event_pk: int) -> Event | None:
         return _event(self.db.execute(sa.select(t.events).where(t.events.c.id == event_pk)).first())
@@ -131,13 +132,21 @@ class _SqlTransaction(Transaction):
 
     # Subscriptions.
     def lock_subscription(self, source: str, key: str) -> Subscription | None:
-        self._advisory_lock(_SUBSCRIPTION_LOCK, f"{source}:{key}")
-        return self.get_subscription(source, key)
+        if not self.postgres:
+            return self.get_subscription(source, key)
+        # An existing row is locked by FOR UPDATE. A row that does not exist yet cannot be,
+        # so its creators queue on an advisory lock, then lock the row as the first one
+        # creates it: every writer of a subscription ends up serialized on its row.
+        found = self.get_subscription(source, key, for_update=True)
+        if found is None:
+            self._advisory_lock(_SUBSCRIPTION_LOCK, f"{source}:{key}")
+            found = self.get_subscription(source, key, for_update=True)
+        return found
 
-    def get_subscription(self, source: str, key: str) -> Subscription | None:
+    def get_subscription(self, source: str, key: str, for_update: bool = False) -> Subscription | None:
         query = sa.select(t.subscriptions).where(
             t.subscriptions.c.source == source, t.subscriptions.c.key == key)
-        return _subscription(self.db.execute(query).first())
+        return _subscription(self.db.execute(query.with_for_update() if for_update else query).first())
 
     def save_subscription(self, subscription: Subscription, now: datetime) -> None:
         s = subscription.snapshot
@@ -183,14 +192,23 @@ class _SqlTransaction(Transaction):
             self._advisory_lock(_USER_LOCK, user_sub)
 
     def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
-        self.db.execute(sa.delete(t.entitlements).where(t.entitlements.c.user_sub == user_sub))
-        if grants:
-            self.db.execute(sa.insert(t.entitlements), [{
-                "user_sub": user_sub, "name": g.name, "status": g.status.value,
-                "expires_at": g.expires_at, "will_renew": g.will_renew, "source": g.source,
-                "product_id": g.product_id, "subscription_key": g.subscription_key,
-                "updated_at": now,
-            } for g in grants])
+        c = t.entitlements.c
+        stale = sa.delete(t.entitlements).where(c.user_sub == user_sub, c.name.not_in([g.name for g in grants]))
+        if not grants:
+            self.db.execute(stale)
+            return
+        rows = [{"user_sub": user_sub, "name": g.name, "status": g.status.value, "expires_at": g.expires_at,
+                 "will_renew": g.will_renew, "source": g.source, "product_id": g.product_id,
+                 "subscription_key": g.subscription_key, "updated_at": now} for g in grants]
+        insert = (postgresql.insert if self.postgres else sqlite.insert)(t.entitlements).values(rows)
+        upsert = insert.on_conflict_do_update(
+            index_elements=["user_sub", "name"],
+            set_={name: insert.excluded[name] for name in rows[0] if name not in ("user_sub", "name")})
+        if self.postgres:  # one round trip: the delete runs as a data-modifying CTE
+            self.db.execute(upsert.add_cte(stale.cte("stale")))
+        else:
+            self.db.execute(stale)
+            self.db.execute(upsert)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         c = t.entitlements.c

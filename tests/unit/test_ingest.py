@@ -28,9 +28,10 @@ class Clock:
 class Flaky(RevenueCatEvents):
     """RevenueCat, with a store API behind it that fails the first ``failures`` times."""
 
-    def __init__(self, failures: int, error: Exception | None = None) -> None:
+    def __init__(self, failures: int, error: Exception | None = None, offline: bool = False) -> None:
         super().__init__((rc.AUTH,), Catalog(products={}))
         self.failures, self.error = failures, error or StoreApiError("store API timed out")
+        self.translates_offline = offline
 
     def translate(self, event, lookup):
         if self.failures:
@@ -136,3 +137,19 @@ def test_a_claimed_event_is_not_handed_to_a_second_worker(world):
         first = tx.claim_due_events(now=clock.now, stale_before=clock.now, lease_until=clock.now + timedelta(minutes=5), limit=10)
         second = tx.claim_due_events(now=clock.now, stale_before=clock.now, lease_until=clock.now + timedelta(minutes=5), limit=10)
     assert len(first) == 1 and second == []
+
+
+def test_offline_source_is_recorded_and_applied_in_one_go(world):
+    store, _, ingest = world
+    assert ingest.receive(Flaky(0, offline=True), purchase(), HEADERS) == "processed"
+    (event,) = events(store)
+    assert (event.status, event.attempts) == ("processed", 1)
+
+
+def test_offline_source_whose_apply_fails_is_still_recorded_and_deferred(world):
+    store, _, ingest = world
+    # The first failure rolls the one-transaction path back; the second defers the recorded event.
+    assert ingest.receive(Flaky(2, RuntimeError("bug"), offline=True), purchase(), HEADERS) == "deferred"
+    (event,) = events(store)
+    assert (event.status, event.attempts) == ("deferred", 1) and "bug" in event.last_error
+    assert "user-1" not in store.state.entitlements

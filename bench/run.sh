@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Load benchmark on loopback: a bare Flask hello, the entitlement read and RevenueCat
+# ingest, each served by gunicorn.conf.py's settings, measured with wrk in one run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null
+DURATION=${BENCH_DURATION:-15s}
+CONNECTIONS=${BENCH_CONNECTIONS:-16}
+export BENCH_RC_AUTH="Bearer bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export BENCH_API_KEY="bench-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+if url=$(BENCH=1 scripts/postgres.sh); then
+  database_url="${url%/*}/gateway_bench"
+  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='gateway_bench'\"" | grep -q 1 \
+    || su postgres -c "createdb -O gateway gateway_bench"
+  su postgres -c "psql -q -d gateway_bench -c 'TRUNCATE events, subscriptions, entitlements, identities'" 2>/dev/null || true
+else
+  database_url="sqlite:///$(mktemp -d)/bench.db"
+fi
+mkdir -p bench/results
+out=bench/results/latest
+: > "$out.txt"
+port=18080
+start() {  # $1: wsgi app
+  PORT=$port DATABASE_URL="$database_url" REVENUECAT_WEBHOOK_AUTH="$BENCH_RC_AUTH" GATEWAY_API_KEYS="$BENCH_API_KEY" \
+    LOG_LEVEL=WARNING gunicorn "$1" -c gunicorn.conf.py --bind "127.0.0.1:$port" --access-logfile /dev/null \
+    >/dev/null 2>&1 &
+  server=$!
+  for _ in $(seq 1 50); do curl -sf "127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+    curl -sf "127.0.0.1:$port/hello" >/dev/null 2>&1 && break; sleep 0.2; done
+}
+stop() { kill "$server"; wait "$server" 2>/dev/null || true; }
+measure() {  # $1: name, $2: path or script
+  echo "== $1" >> "$out.txt"
+  if [[ "$2" == *.lua ]]; then
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$2" "http://127.0.0.1:$port" >> "$out.txt"
+  else
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port$2" >> "$out.txt"
+  fi
+}
+DATABASE_URL="$database_url" flask --app wsgi migrate >/dev/null
+start bench.hello:app; measure hello /hello; stop
+start wsgi:app; measure ingest bench/ingest.lua; measure read bench/read.lua; stop
+python bench/report.py "$out.txt" "$database_url"
