@@ -1,5 +1,8 @@
-"""``flask --app wsgi ...`` commands."""
+"""``flask --app wsgi ...`` commands: migrate, and the event log's retry and replay."""
 from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
 
 import click
 from flask import Flask, current_app
@@ -8,11 +11,25 @@ from flask.cli import AppGroup
 from gateway.jobs import retry
 from gateway.store.migrate import upgrade
 
-events = AppGroup("events", help="The event log: retry deferred deliveries.")
+events = AppGroup("events", help="The event log: list, show, retry and replay deliveries.")
 
 
 def _services():
     return current_app.extensions["gateway"]
+
+
+class _Time(click.ParamType):
+    name = "time"
+
+    def convert(self, value, param, ctx):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-22T10:00:00Z", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+SOURCES = click.Choice(["stripe", "apple", "google", "revenuecat"])
 
 
 @click.command("migrate")
@@ -22,10 +39,60 @@ def migrate_command() -> None:
     click.echo("database schema is up to date")
 
 
+@events.command("list")
+@click.option("--source", type=SOURCES)
+@click.option("--status", type=click.Choice(["received", "processed", "ignored", "deferred", "failed"]))
+@click.option("--since", type=_Time(), help="received at or after this time")
+@click.option("--limit", default=50, show_default=True)
+def list_command(source, status, since, limit) -> None:
+    """Recent deliveries, newest first."""
+    with _services().store.transaction() as tx:
+        found = tx.list_events(source=source, status=status, since=since, limit=limit)
+    for e in found:
+        error = f"  {e.last_error.splitlines()[0][:80]}" if e.last_error else ""
+        click.echo(f"{e.id:>8}  {e.received_at:%Y-%m-%dT%H:%M:%SZ}  {e.source:<10} {e.status:<9} "
+                   f"{e.attempts:>2}  {e.event_type}  {e.event_id}{error}")
+
+
+@events.command("show")
+@click.argument("event_pk", type=int)
+def show_command(event_pk: int) -> None:
+    """One delivery with its payload and outcome."""
+    with _services().store.transaction() as tx:
+        event = tx.get_event(event_pk)
+    if event is None:
+        raise click.ClickException(f"no event {event_pk}")
+    fields = {k: (v.isoformat() if isinstance(v, datetime) else v)
+              for k, v in vars(event).items() if k not in ("payload", "data")}
+    click.echo(json.dumps({**fields, "data": event.data}, indent=2, default=str))
+
+
+@events.command("replay")
+@click.argument("event_pks", nargs=-1, type=int)
+@click.option("--failed", is_flag=True, help="every failed delivery")
+@click.option("--since", type=_Time(), help="every delivery received at or after this time")
+@click.option("--source", type=SOURCES)
+def replay_command(event_pks, failed, since, source) -> None:
+    """Apply stored deliveries again: safe, since applying is idempotent and newest-wins."""
+    if not (event_pks or failed or since):
+        raise click.UsageError("name event ids, or use --failed or --since")
+    services = _services()
+    with services.store.transaction() as tx:
+        chosen = [tx.get_event(pk) for pk in event_pks]
+        if failed or since:
+            chosen += tx.list_events(source=source, status="failed" if failed else None, since=since,
+                                     limit=1_000_000)
+    missing = [pk for pk, e in zip(event_pks, chosen) if e is None]
+    if missing:
+        raise click.ClickException(f"no event {', '.join(map(str, missing))}")
+    outcomes = retry.replay(services.ingest, services.providers, sorted(chosen, key=lambda e: e.id))
+    click.echo(", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "nothing to replay")
+
+
 @events.command("retry")
 @click.option("--limit", default=100, show_default=True)
 def retry_command(limit: int) -> None:
-    """Apply the deferred events that are due, once."""
+    """Apply the deferred deliveries that are due, once."""
     services = _services()
     outcomes = retry.retry_due(services.ingest, services.providers, limit=limit)
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "nothing due")
@@ -34,7 +101,7 @@ def retry_command(limit: int) -> None:
 @events.command("work")
 @click.option("--idle-seconds", default=5.0, show_default=True)
 def work_command(idle_seconds: float) -> None:
-    """Retry deferred events until stopped (the Procfile's worker)."""
+    """Retry deferred deliveries until stopped (the Procfile's worker)."""
     services = _services()
     retry.work(services.ingest, services.providers, idle_seconds=idle_seconds)
 

@@ -23,8 +23,13 @@ def retry_due(ingest: Ingest, providers: dict[str, Provider], limit: int = 100) 
     with ingest.store.transaction() as tx:
         due = tx.claim_due_events(now=now, stale_before=now - STALE_AFTER, lease_until=now + LEASE,
                                   limit=limit)
+    return replay(ingest, providers, due)
+
+
+def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:
+    """Apply each stored event again; returns the outcomes counted."""
     outcomes: Counter = Counter()
-    for event in due:
+    for event in events:
         try:
             outcomes[ingest.process(providers[event.source], event)] += 1
         except Exception as exc:  # a malformed event is marked failed by process()

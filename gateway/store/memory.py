@@ -65,6 +65,12 @@ class _MemoryTransaction(Transaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.state.events[event_pk] = dataclasses.replace(self.state.events[event_pk], **fields)
 
+    def list_events(self, *, source=None, status=None, since=None, limit=100) -> list[Event]:
+        chosen = [e for e in self.state.events.values()
+                  if (source is None or e.source == source) and (status is None or e.status == status)
+                  and (since is None or e.received_at >= since)]
+        return sorted(chosen, key=lambda e: e.id, reverse=True)[:limit]
+
     def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
         due = sorted((e for e in self.state.events.values() if _due(e, now, stale_before)),
                      key=lambda e: e.id)[:limit]

@@ -58,6 +58,11 @@ class Transaction(abc.ABC):
     def update_event(self, event_pk: int, **fields: Any) -> None: ...
 
     @abc.abstractmethod
+    def list_events(self, *, source: str | None = None, status: str | None = None,
+                    since: datetime | None = None, limit: int = 100) -> list[Event]:
+        """The newest events first, filtered."""
+
+    @abc.abstractmethod
     def claim_due_events(self, *, now: datetime, stale_before: datetime, lease_until: datetime,
                          limit: int) -> list[Event]:
         """Deferred events whose time has come, and received events left unapplied since

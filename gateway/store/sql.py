@@ -116,6 +116,16 @@ class _SqlTransaction(Transaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.db.execute(sa.update(t.events).where(t.events.c.id == event_pk).values(**fields))
 
+    def list_events(self, *, source=None, status=None, since=None, limit=100) -> list[Event]:
+        c = t.events.c
+        query = sa.select(t.events).order_by(c.id.desc()).limit(limit)
+        for column, value in ((c.source, source), (c.status, status)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(c.received_at >= since)
+        return [_event(row) for row in self.db.execute(query)]
+
     def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
         c = t.events.c
         not_leased = sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now)

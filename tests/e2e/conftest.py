@@ -21,18 +21,9 @@ def api(make_app):
 
 @pytest.fixture
 def refuse_writes(database_url):
-    """Make the database refuse every new delivery, as a full disk or a read-only failover would."""
+    """Make the database refuse writes to a table, as a full disk or a read-only failover would."""
     engine = sa.create_engine(database_url)
-    if engine.dialect.name == "postgresql":
-        create = ["CREATE OR REPLACE FUNCTION refuse_writes() RETURNS trigger AS $$ BEGIN "
-                  "RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ LANGUAGE plpgsql",
-                  "CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON events "
-                  "FOR EACH ROW EXECUTE FUNCTION refuse_writes()"]
-        drop = ["DROP TRIGGER refuse_writes ON events", "DROP FUNCTION refuse_writes()"]
-    else:
-        create = ["CREATE TRIGGER refuse_writes BEFORE INSERT ON events "
-                  "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"]
-        drop = ["DROP TRIGGER refuse_writes"]
+    postgres = engine.dialect.name == "postgresql"
 
     def run(statements):
         with engine.begin() as connection:
@@ -40,11 +31,20 @@ def refuse_writes(database_url):
                 connection.exec_driver_sql(statement)
 
     class Switch:
-        def on(self):
-            run(create)
+        def on(self, table: str = "events"):
+            self.table = table
+            if postgres:
+                run(["CREATE OR REPLACE FUNCTION refuse_writes() RETURNS trigger AS $$ BEGIN "
+                     "RAISE EXCEPTION 'could not extend file: No space left on device'; END $$ LANGUAGE plpgsql",
+                     f"CREATE TRIGGER refuse_writes BEFORE INSERT OR UPDATE ON {table} "
+                     "FOR EACH ROW EXECUTE FUNCTION refuse_writes()"])
+            else:
+                run([f"CREATE TRIGGER refuse_writes BEFORE INSERT ON {table} "
+                     "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"])
 
         def off(self):
-            run(drop)
+            run([f"DROP TRIGGER refuse_writes ON {self.table}", "DROP FUNCTION refuse_writes()"] if postgres
+                else ["DROP TRIGGER refuse_writes"])
 
     yield Switch()
     engine.dispose()
