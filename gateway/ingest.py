@@ -95,7 +95,7 @@ class Ingest:
         try:
             # Translated first (it needs nothing from the store), so the event row is
             # written once with its outcome; a duplicate rolls back before applying.
-            translation = provider.translate(_unrecorded(delivery, now), self.lookup)
+            translation = delivery.translation or provider.translate(_unrecorded(delivery, now), self.lookup)
             outcome = IGNORED if translation.is_empty else PROCESSED
             with self.store.transaction() as tx:
                 event = tx.record_event(

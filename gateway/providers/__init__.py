@@ -24,6 +24,8 @@ class Delivery:
     event_type: str
     payload: str
     data: Any
+    #: What applying it changes, when the delivery alone tells (``translates_offline``).
+    translation: Translation | None = None
 
 
 class Lookup(Protocol):

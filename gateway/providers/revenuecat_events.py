@@ -88,8 +88,8 @@ class RevenueCatEvents:
             raise Unauthorized("the Authorization header does not match", code="invalid_authorization")
         raw = _parse(body)
         event = _load(raw)
-        self.translate_event(event)  # a delivery that cannot apply is refused before it is stored
-        return Delivery(SOURCE, event["id"], event["type"], body.decode("utf-8"), raw)
+        translation = self.translate_event(event)  # one that cannot apply is refused unstored
+        return Delivery(SOURCE, event["id"], event["type"], body.decode("utf-8"), raw, translation)
 
     def translate(self, event: Event, lookup: Lookup) -> Translation:
         return self.translate_event(_load(event.data))

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from gateway.domain.entitlements import Grant
 from gateway.domain.model import Snapshot, Status, Subscription, link_claim
 
+from . import statements
 from . import tables as t
 from .port import Event, Store, StoreUnavailable, Transaction
 
@@ -85,6 +86,7 @@ class _SqlTransaction(Transaction):
     def __init__(self, connection: sa.Connection) -> None:
         self.db = connection
         self.postgres = connection.dialect.name == "postgresql"
+        self.q = statements.for_dialect(connection.dialect.name)
 
     def _upsert(self, table: sa.Table, values: dict, keys: list[str]) -> None:
         insert = (postgresql.insert if self.postgres else sqlite.insert)(table).values(**values)
@@ -93,21 +95,19 @@ class _SqlTransaction(Transaction):
 
     def _advisory_lock(self, space: int, name: str) -> None:
         if self.postgres:
-            self.db.execute(sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
-                            {"space": space, "name": name})
+            self.db.execute(self.q.advisory_lock, {"space": space, "name": name})
 
     # Event log.
     def record_event(self, *, source, event_id, event_type, received_at, payload, data,
                      status="received", processed_at=None, last_error=None) -> Event | None:
-        insert = (postgresql.insert if self.postgres else sqlite.insert)(t.events).values(
-            source=source, event_id=event_id, event_type=event_type, received_at=received_at,
-            payload=payload, data=data, status=status, attempts=0 if status == "received" else 1,
-            processed_at=processed_at, last_error=last_error,
-        ).on_conflict_do_nothing(index_elements=["source", "event_id"]).returning(*t.events.c)
-        return _event(self.db.execute(insert).first())
+        return _event(self.db.execute(self.q.record_event, {
+            "source": source, "event_id": event_id, "event_type": event_type, "received_at": received_at,
+            "payload": payload, "data": data, "status": status,
+            "attempts": 0 if status == "received" else 1, "processed_at": processed_at,
+            "last_error": last_error, "next_attempt_at": None}).first())
 
     def get_event(self, event_pk: int) -> Event | None:
-        return _event(self.db.execute(sa.select(t.events).where(t.events.c.id == event_pk)).first())
+        return _event(self.db.execute(self.q.select_event, {"id": event_pk}).first())
 
     def find_event(self, source: str, event_id: str) -> Event | None:
         query = sa.select(t.events).where(t.events.c.source == source, t.events.c.event_id == event_id)
@@ -154,13 +154,12 @@ class _SqlTransaction(Transaction):
         return found
 
     def get_subscription(self, source: str, key: str, for_update: bool = False) -> Subscription | None:
-        query = sa.select(t.subscriptions).where(
-            t.subscriptions.c.source == source, t.subscriptions.c.key == key)
-        return _subscription(self.db.execute(query.with_for_update() if for_update else query).first())
+        query = self.q.lock_subscription if for_update else self.q.select_subscription
+        return _subscription(self.db.execute(query, {"source": source, "key": key}).first())
 
     def save_subscription(self, subscription: Subscription, now: datetime) -> None:
         s = subscription.snapshot
-        self._upsert(t.subscriptions, {
+        self.db.execute(self.q.upsert_subscription, {
             "source": s.source, "key": s.key, "user_sub": subscription.owner,
             "owner_as_of": subscription.owner_as_of, "account": s.account,
             "account_as_of": subscription.account_as_of,
@@ -168,11 +167,10 @@ class _SqlTransaction(Transaction):
             "expires_at": s.expires_at, "will_renew": s.will_renew, "environment": s.environment,
             "entitlement_names": list(s.entitlements) if s.entitlements is not None else None,
             "as_of": s.as_of, "updated_at": now,
-        }, ["source", "key"])
+        })
 
     def subscriptions_of(self, user_sub: str) -> list[Subscription]:
-        query = sa.select(t.subscriptions).where(t.subscriptions.c.user_sub == user_sub)
-        return [_subscription(row) for row in self.db.execute(query)]
+        return [_subscription(row) for row in self.db.execute(self.q.subscriptions_of, {"user_sub": user_sub})]
 
     def keys_held_by(self, source, accounts, owners) -> list[str]:
         c = t.subscriptions.c
@@ -202,27 +200,19 @@ class _SqlTransaction(Transaction):
             self._advisory_lock(_USER_LOCK, user_sub)
 
     def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
-        c = t.entitlements.c
-        stale = sa.delete(t.entitlements).where(c.user_sub == user_sub, c.name.not_in([g.name for g in grants]))
-        if not grants:
-            self.db.execute(stale)
-            return
+        names = [g.name for g in grants]
         rows = [{"user_sub": user_sub, "name": g.name, "status": g.status.value, "expires_at": g.expires_at,
                  "will_renew": g.will_renew, "source": g.source, "product_id": g.product_id,
                  "subscription_key": g.subscription_key, "updated_at": now} for g in grants]
-        insert = (postgresql.insert if self.postgres else sqlite.insert)(t.entitlements).values(rows)
-        upsert = insert.on_conflict_do_update(
-            index_elements=["user_sub", "name"],
-            set_={name: insert.excluded[name] for name in rows[0] if name not in ("user_sub", "name")})
-        if self.postgres:  # one round trip: the delete runs as a data-modifying CTE
-            self.db.execute(upsert.add_cte(stale.cte("stale")))
-        else:
-            self.db.execute(stale)
-            self.db.execute(upsert)
+        if len(rows) == 1 and self.q.replace_one_entitlement is not None:
+            self.db.execute(self.q.replace_one_entitlement, {**rows[0], "owner": user_sub, "keep": names})
+            return
+        self.db.execute(self.q.stale_entitlements, {"owner": user_sub, "keep": names})
+        if rows:
+            self.db.execute(self.q.upsert_entitlement, rows)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
-        c = t.entitlements.c
-        rows = self.db.execute(sa.select(t.entitlements).where(c.user_sub == user_sub).order_by(c.name))
+        rows = self.db.execute(self.q.select_entitlements, {"user_sub": user_sub})
         return [Grant(name=r.name, status=Status(r.status), expires_at=_utc(r.expires_at),
                       will_renew=r.will_renew, source=r.source, product_id=r.product_id,
                       subscription_key=r.subscription_key) for r in rows]

@@ -1,0 +1,48 @@
+"""The store's hot statements, built once per dialect and executed with parameters.
+
+Building a SQLAlchemy statement costs more than running a cached one; these run on every
+delivery, so they are built once.
+"""
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import tables as t
+
+
+def _upsert(insert, table: sa.Table, keys: list[str]):
+    statement = insert(table)
+    changes = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
+@functools.cache
+def for_dialect(name: str) -> SimpleNamespace:
+    insert = postgresql.insert if name == "postgresql" else sqlite.insert
+    events, subs, ents = t.events.c, t.subscriptions.c, t.entitlements.c
+    select_subscription = sa.select(t.subscriptions).where(
+        subs.source == sa.bindparam("source"), subs.key == sa.bindparam("key"))
+    stale_entitlements = sa.delete(t.entitlements).where(
+        ents.user_sub == sa.bindparam("owner"), ents.name.not_in(sa.bindparam("keep", expanding=True)))
+    upsert_entitlement = _upsert(insert, t.entitlements, ["user_sub", "name"])
+    return SimpleNamespace(
+        record_event=insert(t.events).on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(*t.events.c),
+        select_event=sa.select(t.events).where(events.id == sa.bindparam("id")),
+        select_subscription=select_subscription,
+        lock_subscription=select_subscription.with_for_update(),
+        upsert_subscription=_upsert(insert, t.subscriptions, ["source", "key"]),
+        subscriptions_of=sa.select(t.subscriptions).where(subs.user_sub == sa.bindparam("user_sub")),
+        stale_entitlements=stale_entitlements,
+        upsert_entitlement=upsert_entitlement,
+        # One round trip on PostgreSQL: the delete runs as a data-modifying CTE.
+        replace_one_entitlement=upsert_entitlement.add_cte(stale_entitlements.cte("stale"))
+        if name == "postgresql" else None,
+        select_entitlements=sa.select(t.entitlements).where(ents.user_sub == sa.bindparam("user_sub"))
+        .order_by(ents.name),
+        advisory_lock=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+    )
