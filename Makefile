@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test test-unit bench migrate clean
+.PHONY: run test test-unit bench migrate lambda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test-unit: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bench/run.sh
+
+lambda: | $(BIN)/python
+	$(BIN)/python deploy/build_lambda.py
 
 clean:
 	rm -rf $(VENV) instance/gateway.db* .pytest_cache

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from gateway.jobs import retry
 from gateway.store.migrate import upgrade
@@ -33,6 +33,7 @@ SOURCES = click.Choice(["stripe", "apple", "google", "revenuecat"])
 
 
 @click.command("migrate")
+@with_appcontext
 def migrate_command() -> None:
     """Bring the database schema up to date (idempotent)."""
     upgrade(_services().settings.database_url)
@@ -107,5 +108,8 @@ def work_command(idle_seconds: float) -> None:
 
 
 def register(app: Flask) -> None:
+    from gateway.jobs.backfill import backfill_command
+
     app.cli.add_command(migrate_command)
     app.cli.add_command(events)
+    app.cli.add_command(backfill_command)

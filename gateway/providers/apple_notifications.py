@@ -1,10 +1,121 @@
-"""The apple source: not built yet, so it refuses every delivery (503)."""
+"""App Store Server Notifications V2: ``POST /webhooks/apple`` with ``{"signedPayload": JWS}``.
+
+Wire format: https://developer.apple.com/documentation/appstoreservernotifications/responsebodyv2
+The decoded payload (responseBodyV2DecodedPayload) carries its own signed transaction and
+renewal info, verified here too. A retry carries the same ``notificationUUID``; Apple
+retries a notification that is not answered 200 (in Production five more times, from one
+to 72 hours apart), so 503 is the answer for "try again later".
+"""
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
+from gateway.config import ConfigError
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Translation, ignored
+from gateway.errors import Malformed
+from gateway.providers import Delivery, Lookup
+from gateway.providers.apple_chains import load_roots
+from gateway.providers.apple_state import SOURCE, instant, translate_transaction
+from gateway.providers.apple_trust import AppleVerifier
 from gateway.providers.unconfigured import Unconfigured
+from gateway.store.port import Event
 
-SOURCE = "apple"
+# Types whose signed transaction and renewal info describe a subscription (or a
+# non-consumable) as of the notification; the state is read from those, not from the type.
+# https://developer.apple.com/documentation/appstoreservernotifications/notificationtype
+STATE_TYPES = frozenset({
+    "SUBSCRIBED", "DID_RENEW", "DID_CHANGE_RENEWAL_PREF", "DID_CHANGE_RENEWAL_STATUS", "OFFER_REDEEMED",
+    "DID_FAIL_TO_RENEW", "GRACE_PERIOD_EXPIRED", "EXPIRED", "REFUND", "REFUND_DECLINED", "REFUND_REVERSED",
+    "REVOKE", "PRICE_INCREASE", "RENEWAL_EXTENDED", "RENEWAL_EXTENSION", "ONE_TIME_CHARGE",
+    # Advanced Commerce API subscriptions: the transaction is the state all the same.
+    "METADATA_UPDATE", "MIGRATION", "PRICE_CHANGE",
+})
+# Everything else is recorded and ignored: TEST, CONSUMPTION_REQUEST (Apple asks for
+# consumption data; the refund decision comes as REFUND or REFUND_DECLINED),
+# EXTERNAL_PURCHASE_TOKEN, RESCIND_CONSENT, RENEWAL_EXTENSION:SUMMARY (no transaction),
+# and types Apple adds later.
+PURCHASE_REGISTRATION = "PURCHASE_REGISTRATION"
 
 
-def build(settings, catalog):
-    return Unconfigured(SOURCE)
+def event_type(notification: dict) -> str:
+    kind, subtype = notification.get("notificationType"), notification.get("subtype")
+    return f"{kind}:{subtype}" if subtype else str(kind)
+
+
+class AppleNotifications:
+    source = SOURCE
+
+    def __init__(self, verifier: AppleVerifier, catalog: Catalog) -> None:
+        self.verifier = verifier
+        self.catalog = catalog
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        text, signed = _signed_payload(body)
+        notification = self.verifier.notification(signed)
+        data = {"notification": notification, **self._signed_parts(notification)}
+        event_id = notification.get("notificationUUID")
+        if not isinstance(event_id, str) or not 0 < len(event_id) <= 255:
+            raise Malformed("the notification has no notificationUUID", code="apple_malformed")
+        self.translate_data(data)  # a delivery that cannot apply is refused before it is stored
+        return Delivery(SOURCE, event_id, event_type(notification)[:128], text, data)
+
+    def translate(self, event: Event, lookup: Lookup) -> Translation:
+        return self.translate_data(event.data)
+
+    def translate_data(self, data: dict) -> Translation:
+        notification, transaction = data["notification"], data.get("transaction")
+        kind = event_type(notification)
+        if notification.get("notificationType") not in STATE_TYPES:
+            return ignored(f"{kind} carries no subscription state")
+        if not transaction:
+            return ignored(f"{kind} carries no transaction")
+        as_of = instant(notification.get("signedDate"))
+        return translate_transaction(transaction, data.get("renewal"), as_of, kind, self.catalog)
+
+    def purchase(self, signed_transaction: str) -> tuple[str, Translation]:
+        """A StoreKit 2 transaction the app sends: its key and the snapshot as of its signing."""
+        transaction = self.verifier.transaction(signed_transaction)
+        key = transaction.get("originalTransactionId")
+        if not isinstance(key, str) or not key:
+            raise Malformed("the transaction has no originalTransactionId", code="apple_malformed")
+        as_of = instant(transaction.get("signedDate"))
+        return key, translate_transaction(transaction, None, as_of, PURCHASE_REGISTRATION, self.catalog)
+
+    def _signed_parts(self, notification: dict) -> dict:
+        """The notification's transaction and renewal info, verified in its environment."""
+        part = notification.get("data")
+        if not isinstance(part, dict):
+            return {}
+        environment, found = part.get("environment"), {}
+        if isinstance(part.get("signedTransactionInfo"), str):
+            found["transaction"] = self.verifier.transaction(part["signedTransactionInfo"], environment)
+        if isinstance(part.get("signedRenewalInfo"), str):
+            found["renewal"] = self.verifier.renewal(part["signedRenewalInfo"], environment)
+        return found
+
+
+def _signed_payload(body: bytes) -> tuple[str, str]:
+    try:
+        text = body.decode("utf-8")
+        document = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
+    if not isinstance(document, dict) or not isinstance(document.get("signedPayload"), str):
+        raise Malformed('the body must be {"signedPayload": "<JWS>"}', code="malformed_notification")
+    return text, document["signedPayload"]
+
+
+def build(settings, catalog: Catalog):
+    if not settings.apple_bundle_id:
+        return Unconfigured(SOURCE)
+    roots = load_roots(settings.apple_root_certs)
+    try:
+        verifier = AppleVerifier(
+            roots, bundle_id=settings.apple_bundle_id,
+            app_apple_id=settings.apple_app_apple_id, environments=settings.apple_environments,
+            online_checks=settings.apple_online_checks)
+    except ValueError as exc:  # Apple's verifier needs the app id to check Production data
+        raise ConfigError(f"APPLE_APP_APPLE_ID is required when APPLE_ENVIRONMENTS includes Production ({exc})") from None
+    return AppleNotifications(verifier, catalog)

@@ -10,6 +10,8 @@ library, whose own chain cache bounds OCSP freshness to 15 minutes.
 """
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable
 
@@ -22,6 +24,8 @@ from gateway.errors import Malformed, Unauthorized, Unavailable
 from gateway.providers.apple_chains import VerifiedChains
 
 ALGORITHMS = ["ES256"]  # what Apple signs with; never taken from the token header
+#: StoreKit testing environments, whose data Apple's verifier accepts unsigned.
+UNSIGNED_ENVIRONMENTS = frozenset({"Xcode", "LocalTesting"})
 
 
 class AppleVerifier:
@@ -38,13 +42,15 @@ class AppleVerifier:
         """A responseBodyV2DecodedPayload, verified for this app in an accepted environment."""
         claims, environment = self._verify(signed, "verify_and_decode_notification", _notification_environment)
         bundle_id, app_apple_id = _notification_app(claims)
-        self._check_app(bundle_id, app_apple_id if environment == "Production" else self.app_apple_id)
+        self._check_bundle(bundle_id)
+        if environment == "Production" and app_apple_id != self.app_apple_id:
+            raise Unauthorized("the notification is for another app id", code="apple_invalid_app_identifier")
         return claims
 
     def transaction(self, signed: str, environment: str | None = None) -> dict:
         """A JWSTransactionDecodedPayload of this app (in ``environment`` when given)."""
-        claims, found = self._verify(signed, "verify_and_decode_signed_transaction", _own_environment, environment)
-        self._check_app(claims.get("bundleId"), self.app_apple_id)
+        claims = self._verify(signed, "verify_and_decode_signed_transaction", _own_environment, environment)[0]
+        self._check_bundle(claims.get("bundleId"))
         return claims
 
     def renewal(self, signed: str, environment: str | None = None) -> dict:
@@ -55,23 +61,28 @@ class AppleVerifier:
                 expected: str | None = None) -> tuple[dict, str]:
         header, unverified = _unverified(signed)
         environment = environment_of(unverified)
-        library = self.library.get(environment)
+        library = self.library.get(environment) if isinstance(environment, str) else None
         if library is None or (expected and environment != expected):
             raise Unauthorized(f"signed data of environment {environment!r} is not accepted here",
                                code="apple_invalid_environment")
-        x5c = _chain_key(header)
-        key = None if self.online else self.chains.key_for(x5c, _effective_time(unverified))
+        if environment in UNSIGNED_ENVIRONMENTS:  # the library does not verify these; opt-in only
+            _call_library(getattr(library, method), signed)
+            return unverified, environment
+        x5c, at = _chain_key(header), _effective_time(unverified)
+        key = None if self.online or at is None else self.chains.key_for(x5c, at)
         if key is None:
             _call_library(getattr(library, method), signed)
+            if x5c is None:  # the library accepted a chain we cannot key: never expected
+                raise Unauthorized("the x5c header is not a chain of three", code="apple_invalid_chain_length")
             key = self.chains.remember(x5c)
         try:
             return jwt.decode(signed, key, algorithms=ALGORITHMS), environment
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"the signature does not verify: {exc}", code="apple_verification_failure") from None
 
-    def _check_app(self, bundle_id, app_apple_id) -> None:
-        if bundle_id != self.bundle_id or app_apple_id != self.app_apple_id:
-            raise Unauthorized("the signed data is for another app", code="apple_invalid_app_identifier")
+    def _check_bundle(self, bundle_id) -> None:
+        if bundle_id != self.bundle_id:
+            raise Unauthorized("the signed data is for another bundle id", code="apple_invalid_app_identifier")
 
 
 def _call_library(verify: Callable[[str], object], signed: str) -> None:
@@ -89,11 +100,20 @@ def _call_library(verify: Callable[[str], object], signed: str) -> None:
 
 
 def _unverified(signed: str) -> tuple[dict, dict]:
-    """Header and claims before verification, only to pick the verifier and cache entry."""
+    """Header and claims before verification, only to pick the verifier and cache entry.
+
+    Read with the standard library: PyJWT validates base64 character by character in
+    Python, which costs more than the signature check on JWS with x5c headers, and the
+    verified decode below parses the token once more anyway.
+    """
     try:
-        return jwt.get_unverified_header(signed), jwt.decode(signed, options={"verify_signature": False})
-    except jwt.InvalidTokenError as exc:
+        header, payload, _ = signed.split(".")
+        parts = [json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (header, payload)]
+    except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
         raise Unauthorized(f"not a JWS: {exc}", code="apple_verification_failure") from None
+    if not all(isinstance(part, dict) for part in parts):
+        raise Unauthorized("not a JWS: header and payload must be objects", code="apple_verification_failure")
+    return parts[0], parts[1]
 
 
 def _chain_key(header: dict) -> tuple[str, ...] | None:
@@ -103,10 +123,13 @@ def _chain_key(header: dict) -> tuple[str, ...] | None:
     return None
 
 
-def _effective_time(claims: dict) -> float:
-    """The instant the library validates the chain at when offline: the JWS's own date."""
-    signed = claims.get("signedDate") or claims.get("receiptCreationDate")
-    return int(signed) / 1000 if isinstance(signed, (int, float)) else time.time()
+def _effective_time(claims: dict) -> float | None:
+    """The instant the library validates the chain at when offline: the JWS's own date
+    (or now when it has none). ``None`` when the date is unreadable: the library decides."""
+    signed = claims.get("signedDate") if claims.get("signedDate") is not None else claims.get("receiptCreationDate")
+    if signed is None:
+        return time.time()
+    return int(signed) // 1000 if isinstance(signed, int) and not isinstance(signed, bool) else None
 
 
 def _own_environment(claims: dict) -> str | None:

@@ -1,10 +1,149 @@
-"""The google source: not built yet, so it refuses every delivery (503)."""
+"""Google Play real-time developer notifications, pushed by Cloud Pub/Sub.
+
+https://developer.android.com/google/play/billing/rtdn-reference
+A notification carries only a purchase token: for a subscription we fetch
+purchases.subscriptionsv2.get and snapshot that, stamped at fetch time.
+
+Acknowledgement: Google refunds a purchase not acknowledged within three days
+(https://developer.android.com/google/play/billing/integrate#process). ``translate``
+acknowledges a paid, unacknowledged purchase before anything is applied; if the
+acknowledgement fails it raises ``PlayApiError`` (a ``StoreApiError``), so the whole event
+is deferred and ``flask --app wsgi events retry`` fetches and acknowledges again
+(acknowledging twice is harmless). An acknowledgement is therefore never lost.
+
+A notification for another package is recorded and ignored, never applied: answering
+200 stops Pub/Sub redelivering it, and the event log keeps it for inspection.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+
+from gateway.auth import bearer
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Link, Translation, ignored
+from gateway.domain.model import Snapshot, Status
+from gateway.errors import Malformed, NotFound, Unavailable
+from gateway.providers import Delivery, Lookup
+from gateway.providers import google_play_messages as messages
+from gateway.providers import google_play_state as state
+from gateway.providers.google_play_api import PlayApi, PlayApiError, PlayHttpApi, UnknownPurchase
+from gateway.providers.google_play_credentials import access_token_source
+from gateway.providers.google_push_auth import DEFAULT_CERTS_URL, CertificateCache, PushTokenVerifier
 from gateway.providers.unconfigured import Unconfigured
+from gateway.store.port import Event
 
-SOURCE = "google"
+SOURCE = state.SOURCE
 
 
-def build(settings, catalog):
-    return Unconfigured(SOURCE)
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class GooglePlayNotifications:
+    source = SOURCE
+
+    def __init__(self, package: str, verifier: PushTokenVerifier, api: PlayApi,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.package, self.verifier, self.api, self.clock = package, verifier, api, clock
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        self.verifier.verify(bearer(headers.get("Authorization")))
+        data = messages.parse_push(body)
+        return Delivery(SOURCE, data["messageId"], messages.event_type(data["notification"]),
+                        body.decode("utf-8"), data)
+
+    def translate(self, event: Event, lookup: Lookup) -> Translation:
+        notification = event.data["notification"]
+        package = notification.get("packageName")
+        if package != self.package:
+            return ignored(f"package {package!r} is not GOOGLE_PACKAGE_NAME")
+        match messages.member(notification):
+            case "subscriptionNotification":
+                return self._subscription(notification["subscriptionNotification"]["purchaseToken"], lookup)
+            case "voidedPurchaseNotification":
+                return self._voided(notification, lookup)
+            case "oneTimeProductNotification":
+                return ignored("one-time products are not subscriptions: the app acknowledges them itself")
+            case "pendingRefundReviewNotification":
+                return ignored("a refund under review changes nothing until Google decides it")
+            case "testNotification":
+                return ignored("a test notification from the Play Console")
+            case _:
+                return ignored("no notification member this gateway knows")
+
+    def _subscription(self, token: str, lookup: Lookup) -> Translation:
+        try:
+            purchase = self.api.subscription(self.package, token)
+        except UnknownPurchase as exc:  # retrying will not make Google know it
+            return ignored(str(exc))
+        as_of = self.clock()
+        self._acknowledge(token, purchase)
+        return self.translation(token, purchase, as_of, lookup)
+
+    def translation(self, token: str, purchase: dict, as_of: datetime, lookup: Lookup) -> Translation:
+        """The purchase's snapshot; for a replacing purchase also the old token, replaced,
+        and the old owner carried over when the new purchase names no user."""
+        snapshot = state.snapshot_of(token, purchase, as_of)
+        old = state.replaces(purchase)
+        if not old or old == token:
+            return Translation(snapshots=(snapshot,))
+        current = lookup.subscription(SOURCE, old)
+        links: tuple[Link, ...] = ()
+        if snapshot.user_sub is None:
+            owner = (current.owner if current else None) or lookup.resolve(SOURCE, old)
+            links = (Link(SOURCE, token, owner),) if owner else ()
+        return Translation(snapshots=(snapshot, state.replaced(old, current, as_of)), links=links)
+
+    def _acknowledge(self, token: str, purchase: dict) -> None:
+        if not state.needs_acknowledgement(purchase):
+            return
+        product = state.acknowledged_product(purchase)
+        if product is None:
+            raise PlayApiError("the purchase awaits acknowledgement but names no product")
+        self.api.acknowledge_subscription(self.package, product, token)
+
+    def _voided(self, notification: dict, lookup: Lookup) -> Translation:
+        voided = notification["voidedPurchaseNotification"]
+        if voided.get("productType") != messages.VOIDED_SUBSCRIPTION:
+            return ignored("a voided one-time purchase: one-time products are not subscriptions")
+        token = voided["purchaseToken"]
+        current = lookup.subscription(SOURCE, token)
+        known = current.snapshot if current else None
+        # A voided subscription (refunded or charged back) is revoked as of the void.
+        return Translation(snapshots=(Snapshot(
+            source=SOURCE, key=token, as_of=messages.event_time(notification), status=Status.REVOKED,
+            product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
+            account=token, environment=known.environment if known else None,
+            raw_status=f"VOIDED:refundType={voided.get('refundType')}"),))
+
+    def purchase(self, token: str, product_id: str, lookup: Lookup) -> tuple[str, Translation, dict]:
+        """A purchase the app reports (POST /v1/purchases/google), fetched and checked."""
+        try:
+            purchase = self.api.subscription(self.package, token)
+        except PlayApiError as exc:
+            # The token is looked up under GOOGLE_PACKAGE_NAME: one of another app is unknown.
+            if exc.status in (400, 404, 410):
+                raise NotFound("Google Play does not know this purchase token", code="unknown_purchase") from None
+            raise Unavailable(f"Google Play cannot be asked now: {exc}", code="play_api_unavailable") from None
+        if product_id not in {item.get("productId") for item in state.line_items(purchase)}:
+            raise Malformed("productId is not a product of this purchase", code="product_mismatch")
+        return token, self.translation(token, purchase, self.clock(), lookup), purchase
+
+    def acknowledge(self, token: str, purchase: dict) -> None:
+        try:
+            self._acknowledge(token, purchase)
+        except PlayApiError as exc:
+            raise Unavailable(f"the purchase could not be acknowledged; retry: {exc}",
+                              code="acknowledgement_failed") from None
+
+
+def build(settings, catalog: Catalog):
+    """Configured only with the package and both push-token expectations (CONTRACT.md)."""
+    required = (settings.google_package_name, settings.google_pubsub_audience, settings.google_pubsub_service_account)
+    if not all(required):
+        return Unconfigured(SOURCE)
+    certs = CertificateCache(settings.google_oidc_certs_url or DEFAULT_CERTS_URL)
+    verifier = PushTokenVerifier(settings.google_pubsub_audience, settings.google_pubsub_service_account, certs)
+    api = PlayHttpApi(access_token_source(settings), settings.google_play_api_base)
+    return GooglePlayNotifications(settings.google_package_name, verifier, api)

@@ -1,0 +1,75 @@
+"""Link every existing Cognito user to a Stripe customer: the repair for users the post
+confirmation trigger missed (Stripe was down, AdminCreateUser users, users from before it).
+
+The gateway's ``flask --app wsgi backfill-stripe-customers`` command wires this to real clients.
+Safe to re-run: linked users are skipped, and ``StripeCustomers.ensure_customer`` finds
+before it creates. No Flask here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from cognito_triggers import logs
+from cognito_triggers.events import display_name
+from cognito_triggers.settings import DEFAULT_ATTRIBUTE
+
+#: ListUsers' largest page (https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_ListUsers.html).
+PAGE_SIZE = 60
+
+
+@dataclass
+class Summary:
+    seen: int = 0
+    already_linked: int = 0
+    created_or_linked: int = 0
+    skipped_unconfirmed: int = 0
+    failed: int = 0
+
+
+def backfill_customers(cognito_client, customers, user_pool_id: str, attribute: str = DEFAULT_ATTRIBUTE,
+                       dry_run: bool = False, echo: Callable[[str], None] = print) -> Summary:
+    """``customers`` is a ``StripeCustomers`` (or anything with ``find_customer``/``ensure_customer``)."""
+    attribute = attribute if attribute.startswith("custom:") else f"custom:{attribute}"
+    summary = Summary()
+    for user in _users(cognito_client, user_pool_id):
+        summary.seen += 1
+        attributes = {item["Name"]: item["Value"] for item in user.get("Attributes", [])}
+        if attributes.get(attribute):
+            summary.already_linked += 1
+        elif user.get("UserStatus") == "UNCONFIRMED":
+            # Not signed up yet: the post confirmation trigger links them when they confirm.
+            summary.skipped_unconfirmed += 1
+        else:
+            _link(cognito_client, customers, user_pool_id, attribute, user["Username"], attributes,
+                  dry_run, echo, summary)
+    echo(f"{'dry run: ' if dry_run else ''}{summary}")
+    return summary
+
+
+def _link(cognito_client, customers, pool_id, attribute, username, attributes, dry_run, echo, summary) -> None:
+    sub = attributes.get("sub", "")
+    try:
+        if dry_run:
+            existing = customers.find_customer(sub)
+            echo(f"{username}: would {'link ' + existing if existing else 'create a customer'}")
+        else:
+            customer_id = customers.ensure_customer(sub, attributes.get("email"), display_name(attributes), username)
+            cognito_client.admin_update_user_attributes(
+                UserPoolId=pool_id, Username=username, UserAttributes=[{"Name": attribute, "Value": customer_id}])
+            echo(f"{username}: linked {customer_id}")
+        summary.created_or_linked += 1
+    except Exception as error:  # noqa: BLE001 - one user's failure must not stop the run
+        summary.failed += 1
+        echo(f"{username}: failed: {logs.describe(error)['error']}: {logs.describe(error)['detail']}")
+
+
+def _users(cognito_client, user_pool_id: str) -> Iterator[dict]:
+    token = None
+    while True:
+        page = cognito_client.list_users(UserPoolId=user_pool_id, Limit=PAGE_SIZE,
+                                         **({"PaginationToken": token} if token else {}))
+        yield from page.get("Users", [])
+        token = page.get("PaginationToken")
+        if not token:
+            return

@@ -1,0 +1,97 @@
+"""One Stripe customer per Cognito user, shared by the post confirmation trigger and the
+gateway's checkout. Imports neither Flask nor SQLAlchemy.
+
+Two guards keep a user from getting a second customer:
+
+- a search by ``metadata['cognito_sub']`` first (https://docs.stripe.com/api/customers/search),
+  which finds a customer made at any time by anyone who set that metadata;
+- creation under a fixed idempotency key per sub (https://docs.stripe.com/api/idempotent_requests),
+  because search results can lag a write by up to a minute
+  (https://docs.stripe.com/search#data-freshness) while Cognito retries within seconds.
+  Stripe keeps keys for at least 24 hours; after that the search has long caught up.
+"""
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import requests
+import stripe
+
+IDEMPOTENCY_PREFIX = "cognito-customer-"
+MAX_CONNECT_TIMEOUT = 1.0
+
+#: Seconds for a whole call, or a function giving them call by call (a caller's deadline).
+Timeout = Union[float, Callable[[], float]]
+
+
+def search_query(sub: str) -> str:
+    """Stripe search syntax; quotes inside a value are escaped with a backslash."""
+    value = sub.replace("\\", "\\\\").replace("'", "\\'")
+    return f"metadata['cognito_sub']:'{value}'"
+
+
+class _TimedSession(requests.Session):
+    """Sets each request's timeout itself, so it can shrink as a caller's deadline nears.
+
+    ``stripe.RequestsClient`` accepts a session; that is the library's public seam for this.
+    """
+
+    def __init__(self, timeout: Timeout) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, method, url, **kwargs):
+        seconds = self._timeout() if callable(self._timeout) else self._timeout
+        connect = min(MAX_CONNECT_TIMEOUT, seconds / 3)
+        kwargs["timeout"] = (connect, seconds - connect)
+        return super().request(method, url, **kwargs)
+
+
+class StripeCustomers:
+    def __init__(self, api_key: str, api_base: str | None = None, timeout: Timeout = 10.0) -> None:
+        # No retries: Stripe's are for long-lived servers; the trigger has 5 seconds and
+        # Cognito retries the whole invocation anyway.
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(session=_TimedSession(timeout)),
+        )
+
+    def find_customer(self, sub: str) -> str | None:
+        """The id of the user's customer, the oldest one if several carry the sub."""
+        found = self._client.v1.customers.search(params={"query": search_query(sub), "limit": 10})
+        ranked = sorted(found.data, key=lambda customer: (customer.created, customer.id))
+        return ranked[0].id if ranked else None
+
+    def ensure_customer(self, sub: str, email: str | None = None, name: str | None = None,
+                        username: str | None = None) -> str:
+        """The user's customer id, creating the customer if no search finds one."""
+        existing = self.find_customer(sub)
+        if existing:
+            return existing
+        try:
+            customer = self._client.v1.customers.create(
+                params=_customer_params(sub, email, name, username),
+                options={"idempotency_key": IDEMPOTENCY_PREFIX + sub},
+            )
+        except stripe.IdempotencyError:
+            # The key was first used with other parameters (say, an email changed between
+            # attempts): that first request made the customer, so look for it again.
+            existing = self.find_customer(sub)
+            if existing:
+                return existing
+            raise
+        return customer.id
+
+
+def _customer_params(sub: str, email: str | None, name: str | None, username: str | None) -> dict:
+    metadata = {"cognito_sub": sub}
+    if username:
+        metadata["cognito_username"] = username
+    params: dict = {"metadata": metadata}
+    if email:
+        params["email"] = email
+    if name:
+        params["name"] = name
+    return params

@@ -1,0 +1,34 @@
+"""``flask --app wsgi backfill-stripe-customers``: a Stripe customer for every Cognito user.
+
+The logic lives in ``cognito_triggers.backfill`` (shared with the Lambda package); this
+wires it to a Cognito client and the gateway's Stripe settings.
+"""
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from cognito_triggers.backfill import backfill_customers
+from cognito_triggers.settings import DEFAULT_ATTRIBUTE
+from cognito_triggers.stripe_customers import StripeCustomers
+
+
+@click.command("backfill-stripe-customers")
+@with_appcontext
+@click.option("--user-pool-id", required=True, help="the Cognito user pool to page through")
+@click.option("--attribute", envvar="COGNITO_STRIPE_ATTRIBUTE", default=DEFAULT_ATTRIBUTE, show_default=True)
+@click.option("--dry-run", is_flag=True, help="search Stripe and report, change nothing")
+def backfill_command(user_pool_id: str, attribute: str, dry_run: bool) -> None:
+    """Ensure a Stripe customer for each user without one and write its id back (safe to re-run)."""
+    import boto3
+
+    settings = current_app.extensions["gateway"].settings
+    if not settings.stripe_api_key:
+        raise click.ClickException("STRIPE_API_KEY is not set")
+    region = settings.cognito_region or user_pool_id.split("_", 1)[0]
+    cognito = boto3.client("cognito-idp", region_name=region)
+    customers = StripeCustomers(settings.stripe_api_key, settings.stripe_api_base, timeout=10.0)
+    summary = backfill_customers(cognito, customers, user_pool_id, attribute, dry_run=dry_run, echo=click.echo)
+    if summary.failed:
+        raise click.ClickException(f"{summary.failed} users could not be linked; run again to retry them")

@@ -1,0 +1,86 @@
+"""Snapshots from verified App Store transaction and renewal info (plain dicts, raw values).
+
+The state comes from the signed data, not from the notification type: Apple documents the
+transaction (https://developer.apple.com/documentation/appstoreserverapi/jwstransactiondecodedpayload)
+and renewal info (.../jwsrenewalinfodecodedpayload) as the truth of the subscription as of
+their signing, and a type such as DID_FAIL_TO_RENEW says only what changed.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Translation, ignored
+from gateway.domain.model import Snapshot, Status
+from gateway.errors import Malformed
+
+SOURCE = "apple"
+AUTO_RENEWABLE = "Auto-Renewable Subscription"
+NON_CONSUMABLE = "Non-Consumable"
+
+
+def instant(ms) -> datetime | None:
+    """An Apple timestamp (UNIX milliseconds) as an aware datetime."""
+    if ms is None:
+        return None
+    if not isinstance(ms, int) or isinstance(ms, bool):
+        raise Malformed(f"an App Store timestamp must be milliseconds, got {ms!r}", code="apple_malformed")
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def owner_of(transaction: dict) -> str | None:
+    """appAccountToken is the UUID the app set at purchase: our Cognito sub, lower case.
+    Anything else names no one; purchase registration can still link the subscription."""
+    token = transaction.get("appAccountToken")
+    try:
+        return str(uuid.UUID(token.strip())) if isinstance(token, str) else None
+    except ValueError:
+        return None
+
+
+def _text(value) -> bool:
+    """A non-empty string that fits the store's identifier columns."""
+    return isinstance(value, str) and 0 < len(value) <= 255
+
+
+def _subscription_state(transaction: dict, renewal: dict, as_of: datetime) -> tuple[Status, datetime | None, bool]:
+    expires_at = instant(transaction.get("expiresDate"))
+    will_renew = renewal.get("autoRenewStatus") == 1
+    if transaction.get("revocationDate") is not None:  # refunded or revoked: access ends now
+        return Status.REVOKED, expires_at, False
+    if expires_at is None or as_of < expires_at:  # no end: a non-consumable, held for good
+        return Status.ACTIVE, expires_at, will_renew
+    if renewal.get("isInBillingRetryPeriod") is True:
+        grace_end = instant(renewal.get("gracePeriodExpiresDate"))
+        if grace_end is not None and as_of < grace_end:
+            return Status.GRACE_PERIOD, grace_end, will_renew
+        return Status.BILLING_RETRY, expires_at, will_renew
+    return Status.EXPIRED, expires_at, False
+
+
+def translate_transaction(transaction: dict, renewal: dict | None, as_of: datetime | None,
+                          raw_status: str, catalog: Catalog) -> Translation:
+    """The snapshot of the subscription ``transaction`` belongs to, as of ``as_of``."""
+    kind, product_id = transaction.get("type"), transaction.get("productId")
+    if not (product_id is None or _text(product_id)):
+        raise Malformed("the transaction's productId must be a string", code="apple_malformed")
+    if transaction.get("isUpgraded") is True:
+        return ignored("an upgraded transaction: the transaction that replaced it carries the state")
+    if kind == NON_CONSUMABLE and not catalog.knows(SOURCE, product_id or ""):
+        return ignored(f"non-consumable {product_id!r} is not in the catalog")
+    if kind not in (AUTO_RENEWABLE, NON_CONSUMABLE):
+        return ignored(f"a {kind or 'typeless'} purchase grants no subscription")
+    key = transaction.get("originalTransactionId")
+    if not _text(key) or as_of is None:
+        raise Malformed("the transaction needs an originalTransactionId and a signedDate",
+                        code="apple_malformed")
+    if kind == AUTO_RENEWABLE and transaction.get("expiresDate") is None:
+        raise Malformed("a subscription transaction needs an expiresDate", code="apple_malformed")
+    status, expires_at, will_renew = _subscription_state(transaction, renewal or {}, as_of)
+    snapshot = Snapshot(
+        source=SOURCE, key=key, as_of=as_of, status=status, product_id=product_id,
+        expires_at=expires_at, will_renew=will_renew, user_sub=owner_of(transaction),
+        account=key, environment=transaction.get("environment"), raw_status=raw_status[:64],
+    )
+    return Translation(snapshots=(snapshot,))

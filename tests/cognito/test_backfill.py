@@ -1,0 +1,79 @@
+"""The backfill that links existing users, against moto's Cognito and the local Stripe."""
+from __future__ import annotations
+
+import pytest
+
+from cognito_triggers import backfill
+from cognito_triggers.backfill import Summary, backfill_customers
+from cognito_triggers.stripe_customers import StripeCustomers
+
+
+@pytest.fixture
+def customers(stripe_api):
+    return StripeCustomers(stripe_api.api_key, stripe_api.url, timeout=2.0)
+
+
+@pytest.fixture(autouse=True)
+def small_pages(monkeypatch):
+    monkeypatch.setattr(backfill, "PAGE_SIZE", 2)
+
+
+@pytest.fixture
+def users(user_pool, stripe_api):
+    made = [user_pool.add_user(f"user{n}@example.com", name=f"User {n}") for n in range(4)]
+    linked = user_pool.add_user("linked@example.com")
+    user_pool.client.admin_update_user_attributes(
+        UserPoolId=user_pool.id, Username=linked["username"],
+        UserAttributes=[{"Name": "custom:stripe_customer_id", "Value": "cus_Linked"}])
+    user_pool.add_user("pending@example.com", status="UNCONFIRMED")
+    return made
+
+
+def run(user_pool, customers, **kwargs) -> tuple[Summary, list[str]]:
+    printed: list[str] = []
+    summary = backfill_customers(user_pool.client, customers, user_pool.id, echo=printed.append, **kwargs)
+    return summary, printed
+
+
+def test_links_every_user_without_a_customer_across_pages(user_pool, customers, stripe_api, users):
+    summary, printed = run(user_pool, customers)
+
+    assert summary == Summary(seen=6, already_linked=1, created_or_linked=4, skipped_unconfirmed=1, failed=0)
+    for user in users:
+        customer_id = user_pool.attributes(user["username"])["custom:stripe_customer_id"]
+        assert stripe_api.state.get("customer", customer_id)["metadata"]["cognito_sub"] == user["sub"]
+    assert any("linked cus_" in line for line in printed)
+
+
+def test_rerun_changes_nothing(user_pool, customers, stripe_api, users):
+    run(user_pool, customers)
+    summary, _ = run(user_pool, customers)
+
+    assert summary == Summary(seen=6, already_linked=5, created_or_linked=0, skipped_unconfirmed=1, failed=0)
+    assert len(stripe_api.customers) == 4
+
+
+def test_dry_run_writes_nothing_and_says_what_it_would_do(user_pool, customers, stripe_api, users):
+    existing = stripe_api.add_customer(metadata={"cognito_sub": users[0]["sub"]})
+
+    summary, printed = run(user_pool, customers, dry_run=True)
+
+    assert summary.created_or_linked == 4 and len(stripe_api.customers) == 1
+    assert stripe_api.calls("POST", "/v1/customers") == 0
+    assert "custom:stripe_customer_id" not in user_pool.attributes(users[0]["username"])
+    assert f"would link {existing['id']}" in "\n".join(printed)
+
+
+def test_a_failing_user_is_counted_and_the_run_goes_on(user_pool, customers, stripe_api, users):
+    stripe_api.fail_with(500)
+
+    summary, printed = run(user_pool, customers)
+
+    assert summary.failed == 4 and summary.seen == 6
+    assert stripe_api.api_key not in "\n".join(printed)
+
+
+def test_attribute_name_without_prefix_is_accepted(user_pool, customers, users):
+    summary, _ = run(user_pool, customers, attribute="stripe_customer_id")
+
+    assert summary.already_linked == 1 and summary.created_or_linked == 4

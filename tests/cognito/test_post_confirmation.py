@@ -1,0 +1,220 @@
+"""The post confirmation handler, called as Lambda calls it, against moto's Cognito and a local Stripe."""
+from __future__ import annotations
+
+import copy
+import time
+from types import SimpleNamespace
+
+import boto3
+import pytest
+
+from cognito_triggers import aws
+from cognito_triggers.post_confirmation import handler
+from cognito_triggers.stripe_customers import IDEMPOTENCY_PREFIX
+from tests.cognito.conftest import REGION, LambdaContext, UserPool, load_event, log_lines
+
+pytestmark = pytest.mark.usefixtures("stripe_configured")
+
+
+@pytest.fixture
+def ada(user_pool):
+    return user_pool.add_user("ada@example.com", name="Ada Lovelace")
+
+
+def test_confirmed_user_gets_a_customer_with_metadata_and_the_attribute(user_pool, ada, stripe_api, cognito_writes):
+    event = user_pool.confirmation_event(ada["username"])
+
+    assert handler(event, LambdaContext()) is event
+
+    [customer] = stripe_api.customers
+    assert customer["email"] == "ada@example.com" and customer["name"] == "Ada Lovelace"
+    assert customer["metadata"] == {"cognito_sub": ada["sub"], "cognito_username": "ada@example.com"}
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == customer["id"]
+    [create] = [r for r in stripe_api.requests if (r.method, r.path) == ("POST", "/v1/customers")]
+    assert create.headers["idempotency-key"] == IDEMPOTENCY_PREFIX + ada["sub"]
+    assert len(cognito_writes) == 1
+
+
+def test_cognito_retries_make_one_customer_and_one_attribute_value(user_pool, ada, stripe_api, cognito_writes):
+    event = user_pool.confirmation_event(ada["username"])
+
+    for _ in range(3):  # Cognito makes up to three attempts, each with the same payload
+        handler(copy.deepcopy(event), LambdaContext())
+
+    [customer] = stripe_api.customers
+    assert stripe_api.state.counts["customer.created"] == 1
+    assert {write["UserAttributes"][0]["Value"] for write in cognito_writes} == {customer["id"]}
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == customer["id"]
+
+
+def test_a_retry_that_lost_the_search_race_replays_the_first_create(user_pool, ada, stripe_api):
+    stripe_api.search_lag(60)  # Stripe's search may not show a customer made seconds ago
+    event = user_pool.confirmation_event(ada["username"])
+
+    handler(copy.deepcopy(event), LambdaContext())
+    handler(copy.deepcopy(event), LambdaContext())
+
+    assert stripe_api.calls("POST", "/v1/customers") == 2
+    assert stripe_api.state.counts["customer.created"] == 1
+
+
+def test_rerun_after_the_link_writes_nothing(user_pool, ada, stripe_api, cognito_writes):
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+    requests_before = len(stripe_api.requests)
+
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+
+    assert len(cognito_writes) == 1
+    assert len(stripe_api.requests) == requests_before
+
+
+def test_admin_confirmation_is_treated_like_a_sign_up(user_pool, stripe_api, cognito_writes):
+    user = user_pool.add_user("grace@example.com")
+    event = load_event("post_confirmation_admin_confirm_sign_up")
+    event.update(userPoolId=user_pool.id, userName=user["username"])
+    event["request"]["userAttributes"].update(sub=user["sub"], email="grace@example.com")
+
+    handler(event, LambdaContext())
+
+    [customer] = stripe_api.customers
+    assert customer["name"] == "Ada Lovelace"  # given_name and family_name of the fixture
+    assert user_pool.attributes(user["username"])["custom:stripe_customer_id"] == customer["id"]
+
+
+def test_forgot_password_confirmation_does_nothing(user_pool, ada, stripe_api, cognito_writes):
+    event = user_pool.confirmation_event(ada["username"], "post_confirmation_confirm_forgot_password")
+    original = copy.deepcopy(event)
+
+    assert handler(event, LambdaContext()) is event
+
+    assert event == original
+    assert stripe_api.requests == [] and cognito_writes == []
+
+
+def test_existing_customer_with_the_sub_is_linked_not_duplicated(user_pool, ada, stripe_api):
+    existing = stripe_api.add_customer(email="ada@old.example", metadata={"cognito_sub": ada["sub"]})
+
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+
+    assert [customer["id"] for customer in stripe_api.customers] == [existing["id"]]
+    assert stripe_api.calls("POST", "/v1/customers") == 0
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == existing["id"]
+
+
+def test_attribute_already_set_means_no_stripe_call_and_no_write(user_pool, ada, stripe_api, cognito_writes):
+    event = user_pool.confirmation_event(ada["username"])
+    event["request"]["userAttributes"]["custom:stripe_customer_id"] = "cus_LinkedBefore"
+
+    assert handler(event, LambdaContext()) is event
+
+    assert stripe_api.requests == [] and cognito_writes == []
+
+
+@pytest.mark.parametrize("configured", ["billing_customer", "custom:billing_customer"])
+def test_attribute_name_is_configurable_with_or_without_prefix(monkeypatch, aws_mock, stripe_api, configured):
+    monkeypatch.setenv("COGNITO_STRIPE_ATTRIBUTE", configured)
+    pool = UserPool(boto3.client("cognito-idp", region_name=REGION), attribute="billing_customer")
+    user = pool.add_user("ada@example.com")
+
+    handler(pool.confirmation_event(user["username"]), LambdaContext())
+
+    assert pool.attributes(user["username"])["custom:billing_customer"] == stripe_api.customers[0]["id"]
+
+
+def test_stripe_outage_returns_the_event_at_once(user_pool, ada, stripe_api, cognito_writes, capsys):
+    stripe_api.fail_with(500)
+    event = user_pool.confirmation_event(ada["username"])
+    original = copy.deepcopy(event)
+
+    started = time.monotonic()
+    assert handler(event, LambdaContext()) is event
+    assert time.monotonic() - started < 1.0
+
+    assert event == original and cognito_writes == []
+    [warning] = [line for line in log_lines(capsys.readouterr().err) if line["level"] == "warning"]
+    assert warning["sub"] == ada["sub"] and warning["http_status"] == 500
+
+
+def test_hanging_stripe_is_cut_off_within_cognitos_budget(user_pool, ada, stripe_api, cognito_writes):
+    stripe_api.hang(30)
+
+    started = time.monotonic()
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5.0, elapsed
+    assert elapsed < 2.0, "one Stripe call should time out after STRIPE_TIMEOUT_SECONDS (1.5)"
+    assert cognito_writes == []
+
+
+def test_little_time_left_in_the_invocation_shortens_every_call(user_pool, ada, stripe_api):
+    stripe_api.hang(30)
+
+    started = time.monotonic()
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext(timeout=2.0))
+
+    assert time.monotonic() - started < 2.0
+
+
+def test_unknown_user_in_cognito_is_logged_not_raised(user_pool, stripe_api, capsys):
+    event = user_pool.confirmation_event(user_pool.add_user("ada@example.com")["username"])
+    event["userName"] = "deleted-meanwhile"
+
+    assert handler(event, LambdaContext()) is event
+
+    [warning] = [line for line in log_lines(capsys.readouterr().err) if line["level"] == "warning"]
+    assert warning["error"] == "UserNotFoundException"
+
+
+def test_attribute_missing_from_the_schema_is_logged_not_raised(user_pool, ada, stripe_api, capsys):
+    # moto does not check custom attributes against the schema; answer as Cognito does.
+    def refuse(**kwargs):
+        error = {"Error": {"Code": "InvalidParameterException",
+                           "Message": "Attribute does not exist in the schema."}}
+        return SimpleNamespace(status_code=400, headers={}), error
+    aws.client("cognito-idp").meta.events.register(
+        "before-call.cognito-identity-provider.AdminUpdateUserAttributes", refuse)
+
+    assert handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+
+    [warning] = [line for line in log_lines(capsys.readouterr().err) if line["level"] == "warning"]
+    assert warning["error"] == "InvalidParameterException" and warning["sub"] == ada["sub"]
+
+
+def test_stripe_key_is_read_from_ssm_once_per_container(monkeypatch, user_pool, stripe_api):
+    ssm = boto3.client("ssm", region_name=REGION)
+    ssm.put_parameter(Name="/gateway/stripe-key", Value=stripe_api.api_key, Type="SecureString")
+    monkeypatch.delenv("STRIPE_API_KEY")
+    monkeypatch.setenv("STRIPE_API_KEY_PARAMETER", "/gateway/stripe-key")
+    first, second = user_pool.add_user("ada@example.com"), user_pool.add_user("alan@example.com")
+
+    handler(user_pool.confirmation_event(first["username"]), LambdaContext())
+    ssm.delete_parameter(Name="/gateway/stripe-key")
+    handler(user_pool.confirmation_event(second["username"]), LambdaContext())
+
+    assert len(stripe_api.customers) == 2
+    assert "custom:stripe_customer_id" in user_pool.attributes(second["username"])
+
+
+def test_unconfigured_stripe_leaves_sign_up_alone(monkeypatch, user_pool, ada, stripe_api, cognito_writes):
+    monkeypatch.delenv("STRIPE_API_KEY")
+
+    event = user_pool.confirmation_event(ada["username"])
+    assert handler(event, LambdaContext()) is event
+
+    assert stripe_api.requests == [] and cognito_writes == []
+
+
+def test_logs_are_json_and_never_carry_the_key(monkeypatch, user_pool, ada, stripe_api, capsys):
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_wrongKey51Hx")
+    handler(user_pool.confirmation_event(user_pool.add_user("alan@example.com")["username"]), LambdaContext())
+    stripe_api.fail_with(500)
+    handler(user_pool.confirmation_event(user_pool.add_user("mary@example.com")["username"]), LambdaContext())
+
+    captured = capsys.readouterr().err
+    lines = log_lines(captured)
+    assert [line["message"] for line in lines] == [
+        "stripe customer linked", "stripe customer not linked", "stripe customer not linked"]
+    assert stripe_api.api_key not in captured and "sk_test_wrongKey51Hx" not in captured
+    assert "wrongKey" not in captured

@@ -1,0 +1,76 @@
+"""``StripeCustomers``, the module the trigger shares with the gateway's checkout, on the local Stripe."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import stripe
+
+from cognito_triggers.stripe_customers import IDEMPOTENCY_PREFIX, StripeCustomers, search_query
+
+
+@pytest.fixture
+def customers(stripe_api):
+    return StripeCustomers(stripe_api.api_key, stripe_api.url, timeout=2.0)
+
+
+def test_ensure_creates_once_then_finds(customers, stripe_api):
+    first = customers.ensure_customer("sub-1", "ada@example.com", "Ada", "ada")
+    again = customers.ensure_customer("sub-1", "ada@example.com", "Ada", "ada")
+
+    assert first == again and len(stripe_api.customers) == 1
+    assert stripe_api.customers[0]["metadata"] == {"cognito_sub": "sub-1", "cognito_username": "ada"}
+
+
+def test_create_carries_the_fixed_idempotency_key(customers, stripe_api):
+    customers.ensure_customer("sub-1")
+
+    [create] = [r for r in stripe_api.requests if r.method == "POST"]
+    assert create.headers["idempotency-key"] == f"{IDEMPOTENCY_PREFIX}sub-1"
+    assert create.params == {"metadata": {"cognito_sub": "sub-1"}}
+
+
+def test_changed_details_inside_the_search_lag_are_refused_by_stripe(customers, stripe_api):
+    stripe_api.search_lag(60)
+    customers.ensure_customer("sub-1", "ada@example.com")
+
+    with pytest.raises(stripe.IdempotencyError):
+        customers.ensure_customer("sub-1", "ada@new.example")
+    assert len(stripe_api.customers) == 1
+
+
+def test_changed_details_after_the_lag_find_the_first_customer(customers, stripe_api):
+    first = customers.ensure_customer("sub-1", "ada@example.com")
+
+    assert customers.ensure_customer("sub-1", "ada@new.example") == first
+
+
+def test_find_returns_the_oldest_of_duplicates(customers, stripe_api):
+    older = stripe_api.add_customer(metadata={"cognito_sub": "sub-1"})
+    older["created"] -= 100
+    stripe_api.add_customer(metadata={"cognito_sub": "sub-1"})
+
+    assert customers.find_customer("sub-1") == older["id"]
+    assert customers.find_customer("sub-2") is None
+
+
+def test_quotes_in_the_sub_are_escaped(customers, stripe_api):
+    assert search_query("it's") == "metadata['cognito_sub']:'it\\'s'"
+    made = customers.ensure_customer("it's")
+
+    assert customers.find_customer("it's") == made
+
+
+def test_each_call_is_bounded_by_the_timeout(stripe_api):
+    stripe_api.hang(30)
+    customers = StripeCustomers(stripe_api.api_key, stripe_api.url, timeout=lambda: 0.5)
+
+    started = time.monotonic()
+    with pytest.raises(stripe.APIConnectionError):
+        customers.find_customer("sub-1")
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_wrong_key_is_an_authentication_error(stripe_api):
+    with pytest.raises(stripe.AuthenticationError):
+        StripeCustomers("sk_test_wrong", stripe_api.url).find_customer("sub-1")

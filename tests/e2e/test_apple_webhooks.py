@@ -1,0 +1,144 @@
+"""POST /webhooks/apple through the WSGI app, with notifications signed by a chain minted
+for the test and trusted through APPLE_ROOT_CERTS; state read back through the API."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from tests.e2e.conftest import API_KEY, count_events
+from tests.support.apple_pki import mint_chain
+from tests.support.apple_store import AppStore, now
+
+USER = str(uuid.uuid4())
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return mint_chain()
+
+
+@pytest.fixture
+def store(chain):
+    return AppStore(chain)
+
+
+@pytest.fixture
+def app(make_app, store, chain, tmp_path):
+    return make_app(GATEWAY_API_KEYS=API_KEY, **store.env(chain.write_root(tmp_path)))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, body: bytes):
+    return client.post("/webhooks/apple", data=body, content_type="application/json")
+
+
+def premium(api, client, user=USER) -> dict | None:
+    return api(client, user)["entitlements"].get("premium")
+
+
+def subscription(app, key: str):
+    with app.extensions["gateway"].store.transaction() as tx:
+        return tx.get_subscription("apple", key)
+
+
+def test_subscribed_notification_makes_the_token_owner_premium(client, api, store):
+    expires = now() + timedelta(days=30)
+    transaction = store.transaction("1000", token=USER.upper(), expires=expires)
+    body = store.body(store.notification("SUBSCRIBED", "INITIAL_BUY", transaction=transaction,
+                                         renewal=store.renewal("1000")))
+    response = post(client, body)
+    assert response.status_code == 200 and response.get_json() == {"status": "processed"}
+    answer = api(client, USER)
+    assert answer["is_premium"] is True
+    assert answer["entitlements"]["premium"] == {
+        "active": True, "status": "active", "expires_at": expires.isoformat().replace("+00:00", "Z"),
+        "will_renew": True, "source": "apple", "product_id": "com.example.premium.monthly"}
+
+
+def test_environment_and_raw_type_are_recorded_on_the_subscription(app, client, store):
+    body = store.body(store.notification("DID_RENEW", transaction=store.transaction("1001", token=USER)))
+    assert post(client, body).status_code == 200
+    stored = subscription(app, "1001")
+    assert (stored.snapshot.environment, stored.snapshot.raw_status, stored.owner) == ("Sandbox", "DID_RENEW", USER)
+
+
+def test_production_notification_is_accepted_with_the_app_id(client, api, chain):
+    production = AppStore(chain, environment="Production")
+    body = production.body(production.notification("DID_RENEW", transaction=production.transaction("1002", token=USER)))
+    assert post(client, body).get_json() == {"status": "processed"}
+    assert premium(api, client)["active"] is True
+
+
+def test_redelivery_of_a_notification_is_a_duplicate(app, client, api, store):
+    body = store.body(store.notification("DID_RENEW", transaction=store.transaction("1003", token=USER)))
+    assert post(client, body).get_json() == {"status": "processed"}
+    assert post(client, body).get_json() == {"status": "duplicate"}
+    assert count_events(app) == 1
+    assert premium(api, client)["active"] is True
+
+
+def test_late_renewal_does_not_undo_refund(client, api, store):
+    renewed_at, refunded_at = now() - timedelta(minutes=10), now() - timedelta(minutes=5)
+    renew = store.notification("DID_RENEW", signed=renewed_at,
+                               transaction=store.transaction("1004", token=USER, signed=renewed_at))
+    refund = store.notification("REFUND", signed=refunded_at, transaction=store.transaction(
+        "1004", token=USER, signed=refunded_at, revoked=refunded_at))
+    assert post(client, store.body(refund)).get_json() == {"status": "processed"}
+    assert post(client, store.body(renew)).get_json() == {"status": "processed"}
+    assert premium(api, client) == {**premium(api, client), "active": False, "status": "revoked"}
+    assert api(client, USER)["is_premium"] is False
+
+
+def test_grace_period_grants_until_its_end_then_billing_retry_does_not(client, api, store):
+    lapsed, grace_end = now() - timedelta(hours=1), now() + timedelta(days=6)
+    failed = store.notification("DID_FAIL_TO_RENEW", "GRACE_PERIOD",
+                                transaction=store.transaction("1005", token=USER, expires=lapsed),
+                                renewal=store.renewal("1005", retry=True, grace_until=grace_end))
+    assert post(client, store.body(failed)).get_json() == {"status": "processed"}
+    granted = premium(api, client)
+    assert (granted["status"], granted["active"]) == ("grace_period", True)
+    assert granted["expires_at"] == grace_end.isoformat().replace("+00:00", "Z")
+    expired = store.notification("GRACE_PERIOD_EXPIRED", signed=now() + timedelta(seconds=1),
+                                 transaction=store.transaction("1005", token=USER, expires=lapsed),
+                                 renewal=store.renewal("1005", retry=True, grace_until=now() - timedelta(seconds=1)))
+    assert post(client, store.body(expired)).get_json() == {"status": "processed"}
+    assert (premium(api, client)["status"], api(client, USER)["is_premium"]) == ("billing_retry", False)
+
+
+def test_billing_retry_without_grace_period_takes_access_away(client, api, store):
+    failed = store.notification("DID_FAIL_TO_RENEW", transaction=store.transaction(
+        "1006", token=USER, expires=now() - timedelta(hours=1)), renewal=store.renewal("1006", retry=True))
+    assert post(client, store.body(failed)).get_json() == {"status": "processed"}
+    assert premium(api, client) == {**premium(api, client), "status": "billing_retry", "active": False,
+                                    "will_renew": True}
+
+
+def test_turning_auto_renew_off_keeps_access_until_expiry(client, api, store):
+    off = store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_DISABLED",
+                             transaction=store.transaction("1007", token=USER),
+                             renewal=store.renewal("1007", auto_renew=False))
+    assert post(client, store.body(off)).get_json() == {"status": "processed"}
+    assert premium(api, client) == {**premium(api, client), "active": True, "will_renew": False}
+
+
+def test_notification_without_app_account_token_is_stored_without_owner(app, client, api, store):
+    body = store.body(store.notification("SUBSCRIBED", "INITIAL_BUY", transaction=store.transaction("1008")))
+    assert post(client, body).get_json() == {"status": "processed"}
+    stored = subscription(app, "1008")
+    assert (stored.owner, stored.snapshot.account, stored.snapshot.status.value) == (None, "1008", "active")
+
+
+def test_event_is_logged_under_its_notification_uuid_with_type_and_subtype(app, client, store):
+    notification = store.notification("DID_CHANGE_RENEWAL_PREF", "DOWNGRADE", transaction=store.transaction("1009"))
+    body = store.body(notification)
+    assert post(client, body).status_code == 200
+    with app.extensions["gateway"].store.transaction() as tx:
+        event = tx.find_event("apple", notification["notificationUUID"])
+    assert (event.event_type, event.status, event.payload) == ("DID_CHANGE_RENEWAL_PREF:DOWNGRADE", "processed",
+                                                               body.decode())

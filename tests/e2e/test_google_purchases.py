@@ -1,0 +1,146 @@
+"""POST /v1/purchases/google, ownership by linkedPurchaseToken, and the service account."""
+from __future__ import annotations
+
+from tests.support import google_pubsub as rtdn
+from tests.support.google_gateway import API_KEY, _play_server, google, play, push_signer  # noqa: F401
+
+ALICE, BOB = "a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"
+
+
+def test_registering_a_purchase_links_acknowledges_and_answers_the_entitlements(google):
+    google.play.subscribe("tok-r")
+    answer = google.register(ALICE, "tok-r")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["user_id"] == ALICE and body["is_premium"] is True
+    assert body["entitlements"]["premium"]["product_id"] == "premium_monthly"
+    assert google.play.acks == [("premium_monthly", "tok-r")]
+    assert google.client.get("/v1/me/entitlements", headers=google.cognito.header(ALICE)).get_json() == body
+
+
+def test_a_subscription_stored_before_its_owner_is_known_attaches_on_registration(google):
+    google.play.subscribe("tok-early")
+    assert google.push(rtdn.subscription("tok-early", 4)).get_json() == {"status": "processed"}
+    assert google.entitlements(ALICE)["is_premium"] is False
+    assert google.register(ALICE, "tok-early").get_json()["is_premium"] is True
+    assert len(google.play.acks) == 1  # the notification acknowledged it already
+
+
+def test_later_notifications_of_a_registered_token_reach_its_user(google):
+    google.play.subscribe("tok-later")
+    google.register(ALICE, "tok-later")
+    google.play.subscribe("tok-later", "SUBSCRIPTION_STATE_ON_HOLD", acknowledged=True, days=-1)
+    google.push(rtdn.subscription("tok-later", 5))
+    assert google.premium(ALICE)["status"] == "billing_retry" and google.premium(ALICE)["active"] is False
+
+
+def test_a_token_linked_to_another_user_is_409(google):
+    google.play.subscribe("tok-owned")
+    assert google.register(ALICE, "tok-owned").status_code == 200
+    answer = google.register(BOB, "tok-owned")
+    assert (answer.status_code, answer.get_json()["error"]) == (409, "purchase_owned_by_another_user")
+    assert google.entitlements(BOB)["is_premium"] is False
+
+
+def test_a_purchase_made_for_another_user_is_409(google):
+    google.play.subscribe("tok-named", user=ALICE)
+    assert google.register(BOB, "tok-named").status_code == 409
+
+
+def test_an_unknown_token_is_404(google):
+    answer = google.register(ALICE, "tok-nobody")
+    assert (answer.status_code, answer.get_json()["error"]) == (404, "unknown_purchase")
+
+
+def test_a_product_the_purchase_does_not_hold_is_400(google):
+    google.play.subscribe("tok-p", product="premium_monthly")
+    assert google.register(ALICE, "tok-p", product="premium_yearly").status_code == 400
+    assert google.play.acks == []
+
+
+def test_bad_bodies_and_missing_tokens_are_refused(google):
+    assert google.register(None, "tok").status_code == 401
+    answer = google.client.post("/v1/purchases/google", json={"purchaseToken": ""}, headers=google.cognito.header(ALICE))
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "malformed_purchase")
+
+
+def test_a_failed_acknowledgement_is_503_and_the_retry_acknowledges_once(google):
+    google.play.subscribe("tok-ack")
+    google.play.fail_acks = 1
+    first = google.register(ALICE, "tok-ack")
+    assert (first.status_code, first.get_json()["error"]) == (503, "acknowledgement_failed")
+    assert google.register(ALICE, "tok-ack").status_code == 200
+    assert google.play.acks == [("premium_monthly", "tok-ack")]
+
+
+def test_the_play_api_down_is_503(google):
+    google.play.down = True
+    answer = google.register(ALICE, "tok-any")
+    assert (answer.status_code, answer.get_json()["error"]) == (503, "play_api_unavailable")
+
+
+def test_registration_without_the_google_source_is_503(make_app, cognito):
+    app = make_app(**cognito.env())
+    answer = app.test_client().post("/v1/purchases/google", json={"purchaseToken": "t", "productId": "p"},
+                                    headers=cognito.header(ALICE))
+    assert (answer.status_code, answer.get_json()["error"]) == (503, "source_not_configured")
+
+
+def test_an_upgrade_carries_the_owner_to_the_new_token_and_retires_the_old_one(google):
+    google.play.subscribe("tok-old", product="premium_monthly", days=20)
+    google.register(ALICE, "tok-old")
+    google.play.subscribe("tok-old", "SUBSCRIPTION_STATE_EXPIRED", acknowledged=True, days=20)
+    google.play.subscribe("tok-new", product="premium_yearly", days=365, linked="tok-old")
+    assert google.push(rtdn.subscription("tok-new", 4)).get_json() == {"status": "processed"}
+    premium = google.premium(ALICE)
+    assert (premium["active"], premium["product_id"]) == (True, "premium_yearly")
+    assert ("premium_yearly", "tok-new") in google.play.acks
+    # The old token no longer grants: once the new one ends, so does access, although
+    # the old token's period would still run for 20 days.
+    google.play.subscribe("tok-new", "SUBSCRIPTION_STATE_EXPIRED", acknowledged=True, days=-1, linked="tok-old")
+    google.push(rtdn.subscription("tok-new", 13))
+    assert google.entitlements(ALICE)["is_premium"] is False
+
+
+def test_a_pending_upgrade_does_not_retire_the_old_token(google):
+    google.play.subscribe("tok-paid", user=ALICE)
+    google.push(rtdn.subscription("tok-paid", 4))
+    google.play.subscribe("tok-pending", "SUBSCRIPTION_STATE_PENDING", user=ALICE, linked="tok-paid")
+    google.push(rtdn.subscription("tok-pending", 4))
+    assert google.premium(ALICE)["active"] is True
+
+
+def test_an_upgrade_registered_by_another_user_is_409(google):
+    google.play.subscribe("tok-a1", user=ALICE)
+    google.push(rtdn.subscription("tok-a1", 4))
+    google.play.subscribe("tok-a2", linked="tok-a1")
+    assert google.register(BOB, "tok-a2").status_code == 409
+
+
+def test_the_service_account_key_gets_an_access_token_once(make_app, push_signer, play, cognito):
+    app = make_app(**push_signer.env(), **play.env(service_account=True), GATEWAY_API_KEYS=API_KEY)
+    play.subscribe("tok-sa", user=ALICE)
+    play.subscribe("tok-sa2", user=ALICE)
+    client = app.test_client()
+    for token in ("tok-sa", "tok-sa2"):
+        answer = client.post("/webhooks/google", data=rtdn.envelope(rtdn.subscription(token)),
+                             headers=push_signer.headers())
+        assert answer.get_json() == {"status": "processed"}
+    assert len(play.grants) == 1 and play.grants[0]["iss"] == "play-api@example-project.iam.gserviceaccount.com"
+    assert len(play.acks) == 2
+
+
+def test_a_failing_token_endpoint_defers_the_event(make_app, push_signer, play):
+    app = make_app(**push_signer.env(), **play.env(service_account=True))
+    play.subscribe("tok-sa", user=ALICE)
+    play.key = None  # the endpoint no longer knows the key the gateway signs with
+    answer = app.test_client().post("/webhooks/google", data=rtdn.envelope(rtdn.subscription("tok-sa")),
+                                    headers=push_signer.headers())
+    assert answer.get_json() == {"status": "deferred"} and play.gets == []
+
+
+def test_without_play_api_credentials_events_are_kept_for_later(make_app, push_signer, play):
+    app = make_app(**push_signer.env())
+    answer = app.test_client().post("/webhooks/google", data=rtdn.envelope(rtdn.subscription("tok-x")),
+                                    headers=push_signer.headers())
+    assert answer.get_json() == {"status": "deferred"}

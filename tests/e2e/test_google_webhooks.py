@@ -1,0 +1,196 @@
+"""POST /webhooks/google end to end: signed pushes, the Play API fake, the public API."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support import google_pubsub as rtdn
+from tests.support.google_gateway import _play_server, google, play, push_signer  # noqa: F401
+from tests.support.google_pubsub import mint_key
+
+USER = "8d1f4e0a-1111-4c4c-9999-0123456789ab"
+
+
+def test_source_without_its_settings_refuses_with_503(make_app, push_signer):
+    app = make_app(GOOGLE_PACKAGE_NAME="com.example.app")
+    answer = app.test_client().post("/webhooks/google", data=rtdn.envelope(rtdn.console_test()),
+                                    headers=push_signer.headers())
+    assert (answer.status_code, answer.get_json()["error"]) == (503, "source_not_configured")
+
+
+@pytest.mark.parametrize("claims", [
+    {"aud": "https://elsewhere.example.com/push"},
+    {"aud": None},
+    {"email": "someone-else@example-project.iam.gserviceaccount.com"},
+    {"email_verified": False},
+    {"email_verified": None},
+    {"exp": 1_600_000_000, "iat": 1_599_996_400},
+    {"iss": "https://evil.example.com"},
+], ids=["wrong-audience", "no-audience", "wrong-service-account", "unverified-email", "no-email-verified",
+        "expired", "wrong-issuer"])
+def test_invalid_push_tokens_are_401_and_store_nothing(google, claims):
+    answer = google.push(rtdn.console_test(), message_id="m-bad", **claims)
+    assert answer.status_code == 401 and answer.get_json()["error"] == "invalid_token"
+    assert google.event("m-bad") is None
+
+
+def test_a_token_signed_by_another_key_is_401(google):
+    answer = google.push(rtdn.console_test(), message_id="m-forged", key=mint_key())
+    assert answer.status_code == 401 and google.event("m-forged") is None
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer", "Basic dXNlcjpwYXNz", "Bearer not-a-jwt"])
+def test_missing_or_garbled_authorization_is_401(google, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = google.push(rtdn.console_test(), message_id="m-none", headers=headers)
+    assert answer.status_code == 401 and google.event("m-none") is None
+
+
+@pytest.mark.parametrize("issuer", ["accounts.google.com", "https://accounts.google.com"])
+def test_both_google_issuer_spellings_are_accepted(google, issuer):
+    assert google.push(rtdn.console_test(), iss=issuer).get_json() == {"status": "ignored"}
+
+
+def test_unreachable_certificates_are_503_and_store_nothing(google):
+    google.signer.available = False
+    answer = google.push(rtdn.console_test(), message_id="m-503")
+    assert (answer.status_code, answer.get_json()["error"]) == (503, "certificates_unavailable")
+    assert google.event("m-503") is None
+
+
+def test_certificates_are_fetched_once_and_cached_for_their_max_age(google):
+    before = google.signer.fetches
+    for _ in range(3):
+        assert google.push(rtdn.console_test()).status_code == 200
+    assert google.signer.fetches == before + 1
+
+
+def test_a_purchase_naming_the_user_grants_and_is_acknowledged(google):
+    google.play.subscribe("tok-1", user=USER)
+    assert google.push(rtdn.subscription("tok-1", 4)).get_json() == {"status": "processed"}
+    premium = google.premium(USER)
+    assert premium["active"] and premium["status"] == "active" and premium["will_renew"]
+    assert (premium["source"], premium["product_id"]) == ("google", "premium_monthly")
+    assert google.play.acks == [("premium_monthly", "tok-1")]
+
+
+@pytest.mark.parametrize("kind", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 17, 18, 19, 20, 22, 99])
+def test_every_subscription_notification_type_snapshots_the_fetched_state(google, kind):
+    google.play.subscribe("tok-k", "SUBSCRIPTION_STATE_IN_GRACE_PERIOD", user=USER, acknowledged=True)
+    assert google.push(rtdn.subscription("tok-k", kind)).get_json() == {"status": "processed"}
+    assert google.premium(USER)["status"] == "grace_period" and google.play.gets == ["tok-k"]
+
+
+@pytest.mark.parametrize("state, status, active, renews", [
+    ("SUBSCRIPTION_STATE_ACTIVE", "active", True, True),
+    ("SUBSCRIPTION_STATE_CANCELED", "active", True, False),
+    ("SUBSCRIPTION_STATE_IN_GRACE_PERIOD", "grace_period", True, True),
+    ("SUBSCRIPTION_STATE_ON_HOLD", "billing_retry", False, True),
+    ("SUBSCRIPTION_STATE_PAUSED", "paused", False, True),
+    ("SUBSCRIPTION_STATE_EXPIRED", "expired", False, False),
+    ("SUBSCRIPTION_STATE_PENDING", "pending", False, True),
+    ("SUBSCRIPTION_STATE_PENDING_PURCHASE_CANCELED", "expired", False, False),
+])
+def test_subscription_states_map_to_entitlement_statuses(google, state, status, active, renews):
+    google.play.subscribe("tok-s", state, user=USER, acknowledged=True)
+    google.push(rtdn.subscription("tok-s", 2))
+    premium = google.premium(USER)
+    assert (premium["status"], premium["active"], premium["will_renew"]) == (status, active, renews)
+
+
+def test_a_redelivered_message_is_a_duplicate_and_fetches_nothing(google):
+    google.play.subscribe("tok-d", user=USER)
+    first = google.push(rtdn.subscription("tok-d"), message_id="m-dup")
+    again = google.push(rtdn.subscription("tok-d"), message_id="m-dup")
+    assert (first.get_json(), again.get_json()) == ({"status": "processed"}, {"status": "duplicate"})
+    assert google.play.gets == ["tok-d"] and len(google.play.acks) == 1
+
+
+def test_a_burst_delivered_concurrently_and_twice_converges(google):
+    google.play.subscribe("tok-burst", user=USER)
+    bodies = [rtdn.envelope(rtdn.subscription("tok-burst", kind), message_id=f"m-burst-{kind}") for kind in (4, 2, 7, 1)]
+
+    def send(body):
+        answer = google.app.test_client().post("/webhooks/google", data=body, headers=google.signer.headers())
+        return answer.status_code, answer.get_json()["status"]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = sorted(pool.map(send, bodies * 2))
+    assert outcomes == [(200, "duplicate")] * 4 + [(200, "processed")] * 4
+    assert google.premium(USER)["active"] is True and google.play.acks  # acknowledging twice is harmless
+
+
+def test_a_later_notification_moves_the_state_to_what_google_says_now(google):
+    google.play.subscribe("tok-l", user=USER)
+    google.push(rtdn.subscription("tok-l", 4))
+    google.play.subscribe("tok-l", "SUBSCRIPTION_STATE_EXPIRED", user=USER, acknowledged=True, days=-1)
+    google.push(rtdn.subscription("tok-l", 13))
+    assert google.entitlements(USER)["is_premium"] is False
+
+
+def test_an_unacknowledged_purchase_is_deferred_until_the_acknowledgement_succeeds(google):
+    google.play.subscribe("tok-a", user=USER)
+    google.play.fail_acks = 1
+    assert google.push(rtdn.subscription("tok-a", 4), message_id="m-ack").get_json() == {"status": "deferred"}
+    assert google.event("m-ack").status == "deferred" and google.play.acks == []
+    assert google.entitlements(USER)["is_premium"] is False
+    assert google.retry() == "processed: 1"
+    assert google.play.acks == [("premium_monthly", "tok-a")]
+    assert google.premium(USER)["active"] and google.event("m-ack").status == "processed"
+
+
+def test_the_play_api_down_defers_and_the_retry_applies(google):
+    google.play.subscribe("tok-down", user=USER)
+    google.play.down = True
+    assert google.push(rtdn.subscription("tok-down"), message_id="m-down").get_json() == {"status": "deferred"}
+    assert "503" in google.event("m-down").last_error
+    google.play.down = False
+    assert google.retry() == "processed: 1"
+    assert google.premium(USER)["active"] and len(google.play.acks) == 1
+
+
+def test_a_token_google_does_not_know_is_ignored(google):
+    assert google.push(rtdn.subscription("tok-unknown"), message_id="m-404").get_json() == {"status": "ignored"}
+    assert "unknown purchase token (404)" in google.event("m-404").last_error
+
+
+def test_a_voided_subscription_is_revoked(google):
+    google.play.subscribe("tok-v", user=USER)
+    google.push(rtdn.subscription("tok-v", 4))
+    assert google.push(rtdn.voided("tok-v", product_type=1, refund_type=1)).get_json() == {"status": "processed"}
+    premium = google.premium(USER)
+    assert (premium["status"], premium["active"], premium["product_id"]) == ("revoked", False, "premium_monthly")
+
+
+@pytest.mark.parametrize("notification", [
+    rtdn.console_test(),
+    rtdn.one_time("otp-1", 1),
+    rtdn.one_time("otp-1", 2),
+    rtdn.voided("otp-1", product_type=2, refund_type=2),
+    rtdn.notification(pendingRefundReviewNotification={"purchaseToken": "tok-r", "pendingRefundToken": "r-1"}),
+    rtdn.notification(futureNotification={"version": "1.0"}),
+    rtdn.notification(),
+    rtdn.notification(package="com.other.app", subscriptionNotification={"notificationType": 4,
+                                                                          "purchaseToken": "tok-x"}),
+], ids=["test", "one-time-purchased", "one-time-canceled", "voided-one-time", "pending-refund-review",
+        "unknown-member", "no-member", "another-package"])
+def test_notifications_without_subscription_state_are_recorded_and_ignored(google, notification):
+    answer = google.push(notification, message_id="m-ign")
+    assert answer.get_json() == {"status": "ignored"} and google.event("m-ign").status == "ignored"
+    assert google.play.gets == [] and google.play.acks == []
+
+
+@pytest.mark.parametrize("body", [
+    b"not json",
+    b"{}",
+    b'{"message": {"data": "e30="}}',
+    b'{"message": {"messageId": "1", "data": "%%%"}}',
+    b'{"message": {"messageId": "1", "data": "WzFd"}}',
+    rtdn.envelope(rtdn.notification(subscriptionNotification={"notificationType": 4})),
+    rtdn.envelope(rtdn.notification(voidedPurchaseNotification={"purchaseToken": "t"}) | {"eventTimeMillis": None}),
+], ids=["not-json", "no-message", "no-message-id", "data-not-base64", "data-not-an-object", "no-purchase-token",
+        "voided-without-event-time"])
+def test_malformed_pushes_are_400_and_store_nothing(google, body):
+    answer = google.client.post("/webhooks/google", data=body, headers=google.signer.headers())
+    assert answer.status_code == 400 and google.event("1") is None

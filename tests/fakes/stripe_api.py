@@ -1,0 +1,295 @@
+"""An in-memory Stripe behind a real HTTP server on 127.0.0.1, speaking Stripe's wire format.
+
+Requests carry ``Authorization: Bearer sk_test_...`` and form-encoded parameters in bracket
+notation (``metadata[cognito_sub]=...``, ``expand[]=...``, ``items[0][price]=...``); answers are
+Stripe-shaped JSON objects, and errors ``{"error": {"type", "message", ...}}``
+(https://docs.stripe.com/api/errors). POSTs honour ``Idempotency-Key``
+(https://docs.stripe.com/api/idempotent_requests).
+
+To add a resource, write functions ``(state, request, **path_params) -> (status, body)`` and
+register them with ``fake.route(method, "/v1/things/{id}")``, as ``register_customers`` does.
+Switches: ``fail_with(500)``, ``hang(seconds)``, ``recover()``. Counters: ``requests``,
+``calls(method, path)``, ``state.counts``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+
+class StripeError(Exception):
+    def __init__(self, status: int, type: str, message: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.fields = status, {"type": type, "message": message, "code": code, "param": param}
+
+    def body(self) -> dict:
+        return {"error": {k: v for k, v in self.fields.items() if v is not None}}
+
+
+def decode_form(text: str) -> dict:
+    """Stripe's bracket notation to nested dicts and lists."""
+    root: dict = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        names = [key.split("[", 1)[0]] + re.findall(r"\[([^\]]*)\]", key)
+        node = root
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+        if names[-1] == "":
+            node.setdefault("", []).append(value)
+        else:
+            node[names[-1]] = value
+    return _listify(root)
+
+
+def _listify(node):
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {""}:
+        return node[""]
+    if node and all(key.isdigit() for key in node):
+        return [_listify(node[key]) for key in sorted(node, key=int)]
+    return {key: _listify(value) for key, value in node.items()}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    params: dict
+    headers: dict
+
+
+class StripeState:
+    """Stripe's objects by kind (``"customer"`` -> id -> object) and counters of what happened."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict]] = defaultdict(dict)
+        self.counts: Counter = Counter()
+        #: Stripe's search shows new objects within a minute, not at once (https://docs.stripe.com/search#data-freshness).
+        self.search_lag = 0.0
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{uuid.uuid4().hex[:14]}"
+
+    def add(self, kind: str, obj: dict) -> dict:
+        self.objects[kind][obj["id"]] = obj
+        self.counts[f"{kind}.created"] += 1
+        return obj
+
+    def get(self, kind: str, object_id: str) -> dict:
+        if object_id not in self.objects[kind]:
+            raise StripeError(404, "invalid_request_error", f"No such {kind}: '{object_id}'", "resource_missing", "id")
+        return self.objects[kind][object_id]
+
+    def search(self, kind: str, query: str) -> list[dict]:
+        """Search query language subset: ``field:'v'`` and ``metadata['k']:'v'`` clauses joined by AND."""
+        clauses = []
+        for clause in re.split(r"\s+AND\s+", query.strip()):
+            match = re.fullmatch(r"(\w+)(?:\['([^']+)'\])?:'((?:[^'\\]|\\.)*)'", clause)
+            if not match:
+                raise StripeError(400, "invalid_request_error", f"Unsupported search query: {query}", param="query")
+            clauses.append((match[1], match[2], re.sub(r"\\(.)", r"\1", match[3])))
+        indexed_before = time.time() - self.search_lag
+        found = [obj for obj in self.objects[kind].values() if obj.get("created", 0) <= indexed_before
+                 and all(_field(obj, name, key) == value for name, key, value in clauses)]
+        return sorted(found, key=lambda obj: obj.get("created", 0), reverse=True)
+
+
+def _field(obj: dict, name: str, key: str | None):
+    value = obj.get(name)
+    return (value or {}).get(key) if key else value
+
+
+def register_customers(fake: "FakeStripe") -> None:
+    """https://docs.stripe.com/api/customers: create, search, retrieve, update."""
+
+    @fake.route("POST", "/v1/customers")
+    def create(state, request):
+        params = request.params
+        return 200, state.add("customer", {
+            "id": state.new_id("cus"), "object": "customer", "address": None, "balance": 0,
+            "created": int(time.time()), "currency": None, "default_source": None, "delinquent": False,
+            "description": params.get("description"), "email": params.get("email"), "invoice_prefix": None,
+            "livemode": False, "metadata": dict(params.get("metadata") or {}), "name": params.get("name"),
+            "phone": params.get("phone"), "preferred_locales": [], "shipping": None, "tax_exempt": "none",
+            "test_clock": None})
+
+    @fake.route("GET", "/v1/customers/search")
+    def search(state, request):
+        if "query" not in request.params:
+            raise StripeError(400, "invalid_request_error", "Missing required param: query.", "parameter_missing", "query")
+        data = state.search("customer", request.params["query"])[: int(request.params.get("limit", 10))]
+        return 200, {"object": "search_result", "url": "/v1/customers/search", "has_more": False,
+                     "next_page": None, "data": data}
+
+    @fake.route("GET", "/v1/customers/{id}")
+    def retrieve(state, request, id):
+        return 200, state.get("customer", id)
+
+    @fake.route("POST", "/v1/customers/{id}")
+    def update(state, request, id):
+        customer = state.get("customer", id)
+        for name, value in request.params.items():
+            if name == "metadata":
+                customer["metadata"].update(value)
+                customer["metadata"] = {k: v for k, v in customer["metadata"].items() if v != ""}
+            else:
+                customer[name] = value
+        return 200, customer
+
+
+class FakeStripe:
+    """``FakeStripe(api_key).start()``; point the client at ``url``; ``stop()`` when done."""
+
+    def __init__(self, api_key: str = "sk_test_fake_4242") -> None:
+        self.api_key = api_key
+        self.state = StripeState()
+        self.routes: list[tuple[str, re.Pattern, object]] = []
+        self.requests: list[Request] = []
+        self.outage_status: int | None = None
+        self.delay = 0.0
+        self._replays: dict[str, tuple[str, int, dict]] = {}
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        register_customers(self)
+
+    def route(self, method: str, pattern: str):
+        regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+        def register(function):
+            self.routes.append((method, regex, function))
+            return function
+        return register
+
+    # Switches and counters for tests.
+    def fail_with(self, status: int = 500) -> None:
+        self.outage_status = status
+
+    def hang(self, seconds: float) -> None:
+        self.delay = seconds
+
+    def search_lag(self, seconds: float) -> None:
+        self.state.search_lag = seconds
+
+    def recover(self) -> None:
+        self.outage_status, self.delay = None, 0.0
+
+    def calls(self, method: str, path: str) -> int:
+        return sum(1 for request in self.requests if (request.method, request.path) == (method, path))
+
+    @property
+    def customers(self) -> list[dict]:
+        return list(self.state.objects["customer"].values())
+
+    def add_customer(self, **fields) -> dict:
+        """A customer made out of band (the dashboard, another system), without an HTTP call."""
+        return self.handle(Request("POST", "/v1/customers", fields, {}))[1]
+
+    # The server.
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "FakeStripe":
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "FakeStripe":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def answer(self, request: Request) -> tuple[int, dict, dict]:
+        """(status, body, headers) for one HTTP request, after the switches and the key check."""
+        self.requests.append(request)
+        if self.delay:
+            self._released.wait(self.delay)
+        if self.outage_status:
+            return self.outage_status, StripeError(self.outage_status, "api_error", "Simulated outage.").body(), {}
+        try:
+            self._authorize(request.headers.get("authorization", ""))
+            return self._idempotent(request)
+        except StripeError as error:
+            return error.status, error.body(), {}
+
+    def handle(self, request: Request) -> tuple[int, dict]:
+        for method, regex, function in self.routes:
+            match = regex.match(request.path)
+            if match and method == request.method:
+                try:
+                    return function(self.state, request, **match.groupdict())
+                except StripeError as error:
+                    return error.status, error.body()
+        message = f"Unrecognized request URL ({request.method}: {request.path})."
+        return 404, StripeError(404, "invalid_request_error", message).body()
+
+    def _authorize(self, header: str) -> None:
+        if not header.startswith("Bearer "):
+            raise StripeError(401, "invalid_request_error", "You did not provide an API key.")
+        if header.removeprefix("Bearer ") != self.api_key:
+            masked = header.removeprefix("Bearer ")[:8] + "****" + header[-4:]
+            raise StripeError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
+
+    def _idempotent(self, request: Request) -> tuple[int, dict, dict]:
+        """Same key and parameters replay the first answer; same key, other parameters: 400."""
+        key = request.headers.get("idempotency-key")
+        with self._lock:
+            if request.method != "POST" or not key:
+                return (*self.handle(request), {})
+            fingerprint = json.dumps([request.path, request.params], sort_keys=True)
+            if key in self._replays:
+                first, status, body = self._replays[key]
+                if first != fingerprint:
+                    raise StripeError(400, "idempotency_error",
+                                      "Keys for idempotent requests can only be used with the same parameters they "
+                                      f"were first used with. Try using a key other than '{key}' if you meant to "
+                                      "execute a different request.")
+                return status, body, {"Idempotent-Replayed": "true"}
+            status, body = self.handle(request)
+            self._replays[key] = (fingerprint, status, body)
+            return status, body, {}
+
+
+def _handler_class(fake: FakeStripe):
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self):
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode() if length else ""
+            params = decode_form(body if self.command == "POST" else parts.query)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            status, answer, extra = fake.answer(Request(self.command, parts.path, params, headers))
+            data = json.dumps(answer).encode()
+            try:
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", "Request-Id": f"req_{uuid.uuid4().hex[:14]}",
+                                    "Content-Length": str(len(data)), **extra}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout under test); nothing to answer
+
+        do_GET = do_POST = do_DELETE = _serve
+
+        def log_message(self, *args):
+            pass
+
+    return Handler

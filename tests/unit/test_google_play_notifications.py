@@ -1,0 +1,143 @@
+"""The google source's translation, against an in-memory Play API port (no HTTP)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.domain.changes import Link
+from gateway.domain.model import Snapshot, Status, Subscription
+from gateway.errors import Malformed, NotFound, StoreApiError, Unavailable
+from gateway.providers import google_play_messages as messages
+from gateway.providers.google_play_api import PlayApiError, UnknownPurchase
+from gateway.providers.google_play_notifications import GooglePlayNotifications
+from gateway.store.port import Event
+from tests.support import google_pubsub as rtdn
+
+NOW = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+
+
+class Play:
+    """The PlayApi port in memory: purchases by token, acknowledgements recorded."""
+
+    def __init__(self, **purchases) -> None:
+        self.purchases, self.acks, self.error = purchases, [], None
+
+    def subscription(self, package, token):
+        if self.error:
+            raise self.error
+        if token not in self.purchases:
+            raise UnknownPurchase("unknown purchase token (404)", 404)
+        return self.purchases[token]
+
+    def acknowledge_subscription(self, package, product_id, token):
+        self.acks.append((package, product_id, token))
+
+
+class Lookup:
+    def __init__(self, subscriptions=None, identities=None) -> None:
+        self.subscriptions, self.identities = subscriptions or {}, identities or {}
+
+    def subscription(self, source, key):
+        return self.subscriptions.get(key)
+
+    def resolve(self, source, account):
+        return self.identities.get(account)
+
+
+def resource(state="SUBSCRIPTION_STATE_ACTIVE", acknowledged=True, **fields):
+    return {"subscriptionState": state,
+            "acknowledgementState": "ACKNOWLEDGEMENT_STATE_" + ("ACKNOWLEDGED" if acknowledged else "PENDING"),
+            "lineItems": [{"productId": "premium_monthly", "expiryTime": "2026-12-01T12:00:00Z",
+                           "autoRenewingPlan": {"autoRenewEnabled": True}}], **fields}
+
+
+def translate(play, notification, lookup=None):
+    data = messages.parse_push(rtdn.envelope(notification))
+    event = Event(1, "google", data["messageId"], messages.event_type(notification), NOW, "", data, "received")
+    return GooglePlayNotifications(rtdn.PACKAGE, None, play, clock=lambda: NOW).translate(event, lookup or Lookup())
+
+
+def test_a_pending_acknowledgement_is_made_before_anything_applies():
+    play = Play(tok=resource(acknowledged=False))
+    (snapshot,) = translate(play, rtdn.subscription("tok")).snapshots
+    assert play.acks == [(rtdn.PACKAGE, "premium_monthly", "tok")] and snapshot.as_of == NOW
+
+
+def test_a_failed_acknowledgement_fails_the_translation_so_the_event_is_retried():
+    class Refusing(Play):
+        def acknowledge_subscription(self, package, product_id, token):
+            raise PlayApiError("Play API subscriptions failed (500)", 500)
+
+    with pytest.raises(StoreApiError):
+        translate(Refusing(tok=resource(acknowledged=False)), rtdn.subscription("tok"))
+
+
+def test_a_replacing_purchase_without_a_user_carries_the_old_owner_over():
+    old = Subscription(Snapshot("google", "old", NOW, Status.ACTIVE, product_id="premium_monthly"), owner="sub-1")
+    translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"),
+                            Lookup(subscriptions={"old": old}))
+    new, replaced = translation.snapshots
+    assert translation.links == (Link("google", "new", "sub-1"),)
+    assert (new.key, replaced.key, replaced.raw_status, replaced.status) == ("new", "old", "REPLACED", Status.EXPIRED)
+
+
+def test_the_old_owner_is_found_through_identities_too():
+    translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"),
+                            Lookup(identities={"old": "sub-2"}))
+    assert translation.links == (Link("google", "new", "sub-2"),)
+
+
+def test_a_replacing_purchase_that_names_its_user_needs_no_link():
+    named = resource(linkedPurchaseToken="old", externalAccountIdentifiers={"obfuscatedExternalAccountId": "sub-3"})
+    translation = translate(Play(new=named), rtdn.subscription("new"), Lookup(identities={"old": "sub-1"}))
+    assert translation.links == () and translation.snapshots[0].user_sub == "sub-3"
+
+
+def test_a_voided_subscription_is_revoked_as_of_the_void():
+    known = Subscription(Snapshot("google", "tok", NOW, Status.ACTIVE, product_id="premium_monthly"))
+    (snapshot,) = translate(Play(), rtdn.voided("tok", at_ms=1_790_000_000_000),
+                            Lookup(subscriptions={"tok": known})).snapshots
+    assert (snapshot.status, snapshot.product_id, snapshot.raw_status) == (Status.REVOKED, "premium_monthly",
+                                                                         "VOIDED:refundType=1")
+    assert snapshot.as_of == datetime.fromtimestamp(1_790_000_000, tz=timezone.utc)
+
+
+def test_a_token_google_does_not_know_is_ignored_and_other_failures_propagate():
+    assert translate(Play(), rtdn.subscription("nope")).ignored_reason == "unknown purchase token (404)"
+    play = Play(tok=resource())
+    play.error = PlayApiError("Play API did not answer (ConnectTimeout)")
+    with pytest.raises(StoreApiError):
+        translate(play, rtdn.subscription("tok"))
+
+
+def test_another_package_is_ignored_without_asking_google():
+    play = Play()
+    play.error = AssertionError("must not be called")
+    translation = translate(play, rtdn.notification(package="com.other", subscriptionNotification={
+        "notificationType": 4, "purchaseToken": "tok"}))
+    assert "com.other" in translation.ignored_reason
+
+
+@pytest.mark.parametrize("notification, kind", [
+    (rtdn.subscription("t", 4), "subscriptionNotification.SUBSCRIPTION_PURCHASED"),
+    (rtdn.subscription("t", 22), "subscriptionNotification.SUBSCRIPTION_PRICE_STEP_UP_CONSENT_UPDATED"),
+    (rtdn.subscription("t", 42), "subscriptionNotification.42"),
+    (rtdn.one_time("t", 2), "oneTimeProductNotification.ONE_TIME_PRODUCT_CANCELED"),
+    (rtdn.voided("t"), "voidedPurchaseNotification"),
+    (rtdn.console_test(), "testNotification"),
+    (rtdn.notification(somethingNew={}), "unknown"),
+])
+def test_event_types_name_the_member_and_notification_type(notification, kind):
+    assert messages.event_type(notification) == kind
+
+
+def test_registration_maps_play_answers_to_client_errors():
+    source = GooglePlayNotifications(rtdn.PACKAGE, None, Play(tok=resource()), clock=lambda: NOW)
+    with pytest.raises(NotFound):
+        source.purchase("unknown", "premium_monthly", Lookup())
+    with pytest.raises(Malformed):
+        source.purchase("tok", "premium_yearly", Lookup())
+    source.api.error = PlayApiError("Play API failed (500)", 500)
+    with pytest.raises(Unavailable):
+        source.purchase("tok", "premium_monthly", Lookup())

@@ -1,0 +1,110 @@
+"""SubscriptionPurchaseV2 resources into snapshots (no I/O)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.domain.model import Snapshot, Status, Subscription
+from gateway.providers import google_play_state as state
+
+NOW = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+
+
+def purchase(subscription_state="SUBSCRIPTION_STATE_ACTIVE", **fields) -> dict:
+    resource = {
+        "kind": "androidpublisher#subscriptionPurchaseV2", "subscriptionState": subscription_state,
+        "acknowledgementState": "ACKNOWLEDGEMENT_STATE_PENDING",
+        "lineItems": [{"productId": "premium_monthly", "expiryTime": "2026-12-01T12:00:00.123456789Z",
+                       "autoRenewingPlan": {"autoRenewEnabled": True}}],
+    }
+    resource.update(fields)
+    return resource
+
+
+@pytest.mark.parametrize("raw, status", [
+    ("SUBSCRIPTION_STATE_ACTIVE", Status.ACTIVE),
+    ("SUBSCRIPTION_STATE_CANCELED", Status.ACTIVE),
+    ("SUBSCRIPTION_STATE_IN_GRACE_PERIOD", Status.GRACE_PERIOD),
+    ("SUBSCRIPTION_STATE_ON_HOLD", Status.BILLING_RETRY),
+    ("SUBSCRIPTION_STATE_PAUSED", Status.PAUSED),
+    ("SUBSCRIPTION_STATE_EXPIRED", Status.EXPIRED),
+    ("SUBSCRIPTION_STATE_PENDING", Status.PENDING),
+    ("SUBSCRIPTION_STATE_PENDING_PURCHASE_CANCELED", Status.EXPIRED),
+    ("SUBSCRIPTION_STATE_SOMETHING_NEW", Status.EXPIRED),
+])
+def test_states_map_to_statuses_and_the_raw_state_is_kept(raw, status):
+    snapshot = state.snapshot_of("tok", purchase(raw), NOW)
+    assert (snapshot.status, snapshot.raw_status) == (status, raw)
+
+
+def test_a_canceled_subscription_keeps_access_until_expiry_without_renewal():
+    snapshot = state.snapshot_of("tok", purchase("SUBSCRIPTION_STATE_CANCELED"), NOW)
+    assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, False)
+    assert snapshot.expires_at == datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def test_the_snapshot_is_stamped_at_fetch_time_and_keyed_by_the_token():
+    snapshot = state.snapshot_of("tok-1", purchase(), NOW)
+    assert (snapshot.key, snapshot.account, snapshot.as_of, snapshot.source) == ("tok-1", "tok-1", NOW, "google")
+    assert (snapshot.product_id, snapshot.will_renew, snapshot.user_sub) == ("premium_monthly", True, None)
+
+
+def test_expiry_and_product_come_from_the_latest_line_item_and_any_item_may_renew():
+    items = [{"productId": "base", "expiryTime": "2026-12-01T00:00:00Z", "autoRenewingPlan": {"autoRenewEnabled": False}},
+             {"productId": "addon", "expiryTime": "2027-01-01T00:00:00.5Z", "autoRenewingPlan": {"autoRenewEnabled": True}},
+             {"productId": "prepaid", "prepaidPlan": {}}]
+    snapshot = state.snapshot_of("tok", purchase(lineItems=items), NOW)
+    assert snapshot.product_id == "addon" and snapshot.will_renew is True
+    assert snapshot.expires_at == datetime(2027, 1, 1, 0, 0, 0, 500000, tzinfo=timezone.utc)
+
+
+def test_a_pending_purchase_without_line_item_dates_has_no_expiry():
+    snapshot = state.snapshot_of("tok", purchase("SUBSCRIPTION_STATE_PENDING", lineItems=[{"productId": "p"}]), NOW)
+    assert (snapshot.status, snapshot.expires_at, snapshot.product_id) == (Status.PENDING, None, "p")
+
+
+def test_the_obfuscated_account_id_names_the_user_and_test_purchases_are_test():
+    named = purchase(externalAccountIdentifiers={"obfuscatedExternalAccountId": "sub-1"}, testPurchase={})
+    snapshot = state.snapshot_of("tok", named, NOW)
+    assert (snapshot.user_sub, snapshot.environment) == ("sub-1", "Test")
+    assert state.snapshot_of("tok", purchase(), NOW).environment == "Production"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2026-01-02T03:04:05Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+    ("2026-01-02T03:04:05.987654321Z", datetime(2026, 1, 2, 3, 4, 5, 987654, tzinfo=timezone.utc)),
+    ("2026-01-02T05:04:05.1+02:00", datetime(2026, 1, 2, 3, 4, 5, 100000, tzinfo=timezone.utc)),
+    ("yesterday", None), (None, None), (1700000000, None),
+])
+def test_rfc3339_times_are_read_to_the_microsecond(value, expected):
+    assert state.parse_time(value) == expected
+
+
+def test_a_replaced_token_no_longer_grants_but_keeps_what_was_known():
+    known = Snapshot("google", "old", NOW, Status.ACTIVE, product_id="premium_monthly",
+                     expires_at=datetime(2026, 12, 1, tzinfo=timezone.utc), will_renew=True, environment="Production")
+    snapshot = state.replaced("old", Subscription(known, owner="sub-1"), NOW)
+    assert (snapshot.status, snapshot.raw_status, snapshot.will_renew) == (Status.EXPIRED, "REPLACED", False)
+    assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == ("premium_monthly", None, "old")
+    assert state.replaced("never-seen", None, NOW).product_id is None
+
+
+def test_only_a_paid_purchase_replaces_its_linked_token():
+    assert state.replaces(purchase(linkedPurchaseToken="old")) == "old"
+    assert state.replaces(purchase("SUBSCRIPTION_STATE_PENDING", linkedPurchaseToken="old")) is None
+    assert state.replaces(purchase()) is None
+
+
+@pytest.mark.parametrize("raw, acknowledgement, needed", [
+    ("SUBSCRIPTION_STATE_ACTIVE", "ACKNOWLEDGEMENT_STATE_PENDING", True),
+    ("SUBSCRIPTION_STATE_IN_GRACE_PERIOD", "ACKNOWLEDGEMENT_STATE_PENDING", True),
+    ("SUBSCRIPTION_STATE_CANCELED", "ACKNOWLEDGEMENT_STATE_PENDING", True),
+    ("SUBSCRIPTION_STATE_ACTIVE", "ACKNOWLEDGEMENT_STATE_ACKNOWLEDGED", False),
+    ("SUBSCRIPTION_STATE_PENDING", "ACKNOWLEDGEMENT_STATE_PENDING", False),
+    ("SUBSCRIPTION_STATE_EXPIRED", "ACKNOWLEDGEMENT_STATE_PENDING", False),
+])
+def test_paid_unacknowledged_purchases_need_acknowledgement(raw, acknowledgement, needed):
+    resource = purchase(raw, acknowledgementState=acknowledgement)
+    assert state.needs_acknowledgement(resource) is needed
+    assert state.acknowledged_product(resource) == "premium_monthly"
