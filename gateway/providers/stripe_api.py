@@ -60,8 +60,9 @@ class StripeHttpApi:
         except stripe.StripeError as exc:
             status = exc.http_status
             refused = status is not None and 400 <= status < 500 and status != 429
-            raise StripeApiError(f"Stripe {method.upper()} {path} failed ({status or 'no answer'}): "
-                                 f"{exc.user_message or type(exc).__name__}", refused=refused) from None
+            detail = " ".join(str(exc.user_message or type(exc).__name__).split())[:300]
+            raise StripeApiError(f"Stripe {method.upper()} {path} failed ({status or 'no answer'}): {detail}",
+                                 refused=refused) from None
 
     def subscription(self, subscription_id: str) -> dict:
         return self._call("get", f"/v1/subscriptions/{subscription_id}")

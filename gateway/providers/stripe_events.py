@@ -1,10 +1,111 @@
-"""The stripe source: not built yet, so it refuses every delivery (503)."""
+"""Stripe webhooks: one event per delivery, verified by ``stripe_webhook``, then
+translated into snapshots and links.
+
+Event types: https://docs.stripe.com/api/events/types. A retry carries the same event
+``id``; deliveries are neither ordered nor unique (https://docs.stripe.com/webhooks#event-ordering),
+which ``stripe_snapshots`` deals with.
+"""
 from __future__ import annotations
 
-from gateway.providers.unconfigured import Unconfigured
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Link, Translation, ignored
+from gateway.errors import NotConfigured
+from gateway.providers import Delivery, Lookup
+from gateway.providers import stripe_objects as so
+from gateway.providers import stripe_webhook
+from gateway.providers.stripe_api import StripeApi, StripeHttpApi
+from gateway.providers.stripe_snapshots import Snapshotter
+from gateway.store.port import Event
 
 SOURCE = "stripe"
 
+SUBSCRIPTION_TYPES = frozenset(f"customer.subscription.{kind}" for kind in
+                               ("created", "updated", "deleted", "paused", "resumed"))
+CUSTOMER_TYPES = frozenset({"customer.created", "customer.updated"})
+INVOICE_TYPES = frozenset({"invoice.paid", "invoice.payment_failed"})
+PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "disputed"}
+ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | {"checkout.session.completed"}
 
-def build(settings, catalog):
-    return Unconfigured(SOURCE)
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StripeEvents:
+    source = SOURCE
+    #: Translating reads what is stored (ordering) and may call Stripe: record first.
+    translates_offline = False
+
+    def __init__(self, secrets: tuple[str, ...], catalog: Catalog, api: StripeApi | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self.secrets = secrets
+        self.snapshots = Snapshotter(catalog, api, clock)
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
+        if not self.secrets:
+            raise NotConfigured("Stripe is not configured (STRIPE_WEBHOOK_SECRETS)")
+        text = stripe_webhook.verified_text(body, headers.get("Stripe-Signature"), self.secrets)
+        event = stripe_webhook.parse(text, ACTED_ON)
+        return Delivery(SOURCE, event["id"], event["type"], text, event)
+
+    def translate(self, event: Event, lookup: Lookup) -> Translation:
+        data = event.data
+        kind, obj, created = data["type"], data["data"]["object"], so.when(data["created"])
+        if kind in SUBSCRIPTION_TYPES:
+            return self.snapshots.from_event(obj, created, lookup)
+        if kind in CUSTOMER_TYPES:
+            sub = so.cognito_sub(obj)
+            return Translation(links=(Link(SOURCE, obj["id"], sub, created),)) if sub else \
+                ignored("the customer carries no metadata.cognito_sub")
+        if kind == "checkout.session.completed":
+            return self._checkout(obj, created, lookup)
+        if kind in INVOICE_TYPES:
+            subscription_id = so.invoice_subscription(obj)
+            return self.snapshots.fetched(subscription_id, lookup) if subscription_id else \
+                ignored("the invoice bills no subscription")
+        if kind in PAYMENT_TYPES:
+            return self._payment_returned(obj, PAYMENT_TYPES[kind], lookup)
+        return ignored(f"{kind} is not an event type the gateway acts on")
+
+    def _checkout(self, session: dict, created: datetime, lookup: Lookup) -> Translation:
+        if session.get("mode") != "subscription":
+            return ignored(f"a {session.get('mode')}-mode Checkout Session grants no subscription")
+        user_sub = session.get("client_reference_id") or so.cognito_sub(session)
+        customer, subscription_id = so.ref(session.get("customer")), so.ref(session.get("subscription"))
+        links = (Link(SOURCE, customer, user_sub, created),) if user_sub and customer else ()
+        if subscription_id is None or self.snapshots.api is None:
+            return Translation(links=links) if links else ignored("the session names no user or subscription")
+        fetched = self.snapshots.fetched(subscription_id, lookup)
+        return Translation(snapshots=fetched.snapshots, links=links + fetched.links)
+
+    def _payment_returned(self, obj: dict, reason: str, lookup: Lookup) -> Translation:
+        """A refund or dispute: find the subscription through the invoice the payment paid."""
+        if reason == "refunded" and not so.fully_refunded(obj):
+            reason = None  # a partial refund leaves access as it is
+        invoice_id = self._invoice_of_payment(obj)
+        api = self.snapshots.require_api("find the invoice of a payment")
+        subscription_id = so.invoice_subscription(api.invoice(invoice_id)) if invoice_id else None
+        if subscription_id is None:
+            return ignored("the payment paid no subscription invoice")
+        return self.snapshots.fetched(subscription_id, lookup, reason, invoice_id)
+
+    def _invoice_of_payment(self, obj: dict, fetch_charge: bool = True) -> str | None:
+        # Before basil a charge names its invoice; since basil the Invoice Payments API
+        # maps the PaymentIntent to it. A dispute names its charge and PaymentIntent.
+        invoice_id = so.ref(obj.get("invoice"))
+        if invoice_id:
+            return invoice_id
+        api = self.snapshots.require_api("find the invoice of a payment")
+        payment_intent = so.ref(obj.get("payment_intent"))
+        if payment_intent:
+            return api.invoice_of_payment_intent(payment_intent)
+        charge_id = so.ref(obj.get("charge")) if fetch_charge else None
+        return self._invoice_of_payment(api.charge(charge_id), fetch_charge=False) if charge_id else None
+
+
+def build(settings, catalog: Catalog) -> StripeEvents:
+    api = StripeHttpApi(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+    return StripeEvents(settings.stripe_webhook_secrets, catalog, api)

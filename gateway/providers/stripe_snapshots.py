@@ -61,7 +61,7 @@ class Snapshotter:
             will_renew=so.will_renew(subscription), user_sub=so.cognito_sub(subscription),
             account=so.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
-            raw_status=str(raw), entitlements=entitlements,
+            raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
         )
         if revoke:
             snapshot = _revoked(snapshot, revoke)

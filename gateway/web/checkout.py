@@ -1,6 +1,73 @@
-"""Client actions of the stripe source (not built yet)."""
+"""Client actions of the stripe source: Checkout and Customer Portal sessions."""
 from __future__ import annotations
 
-from flask import Blueprint
+import marshmallow as ma
+from flask import Blueprint, current_app, jsonify, request
+
+from gateway.errors import Malformed, NotConfigured
+from gateway.ingest import utcnow
+from gateway.providers import stripe_checkout
 
 bp = Blueprint("checkout", __name__)
+
+_URL = {"required": True, "schemes": {"http", "https"}, "require_tld": False,
+        "validate": ma.validate.Length(max=2048)}
+
+
+class CheckoutBody(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    price_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=255))
+    success_url = ma.fields.Url(**_URL)
+    cancel_url = ma.fields.Url(**_URL)
+
+
+class PortalBody(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    return_url = ma.fields.Url(**_URL)
+
+
+def _load(schema: ma.Schema) -> dict:
+    document = request.get_json(silent=True)
+    if not isinstance(document, dict):
+        raise Malformed("the body must be a JSON object", code="invalid_body")
+    try:
+        return schema.load(document)
+    except ma.ValidationError as exc:
+        problems = "; ".join(f"{field}: {' '.join(map(str, errors))}" for field, errors in exc.messages.items())
+        raise Malformed(f"invalid body: {problems}", code="invalid_body") from None
+
+
+def _checkout() -> stripe_checkout.StripeCheckout:
+    """Built once per app, on first use: only these two views need it."""
+    services = current_app.extensions["gateway"]
+    if "gateway.stripe_checkout" not in current_app.extensions:
+        current_app.extensions["gateway.stripe_checkout"] = stripe_checkout.build(
+            services.settings, services.store, services.catalog, utcnow)
+    checkout = current_app.extensions["gateway.stripe_checkout"]
+    if checkout is None:
+        raise NotConfigured("Stripe is not configured (STRIPE_API_KEY)", code="stripe_not_configured")
+    return checkout
+
+
+def _caller() -> str:
+    return current_app.extensions["gateway"].cognito.user_sub(request.headers.get("Authorization"))
+
+
+@bp.post("/v1/checkout/sessions")
+def create_checkout_session():
+    user_sub = _caller()
+    body = _load(CheckoutBody())
+    if not current_app.extensions["gateway"].catalog.knows("stripe", body["price_id"]):
+        raise Malformed(f"price {body['price_id']!r} grants no entitlement in the catalog", code="unknown_price")
+    return jsonify(_checkout().checkout_session(user_sub, **body))
+
+
+@bp.post("/v1/billing-portal/sessions")
+def create_portal_session():
+    user_sub = _caller()
+    body = _load(PortalBody())
+    return jsonify(_checkout().portal_session(user_sub, body["return_url"]))

@@ -1,0 +1,137 @@
+"""Checkout and Customer Portal sessions through the WSGI app, against the local Stripe fake."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e.conftest import API_KEY
+from tests.fakes.stripe_billing import StripeBilling
+from tests.support import stripe_objects as so
+from tests.support.stripe_harness import CATALOG_DOCUMENT
+from tests.support.stripe_signing import new_secret, signed
+
+USER = "0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"
+SECRET = new_secret()
+BODY = {"price_id": "price_monthly", "success_url": "https://app.example.com/welcome",
+        "cancel_url": "http://localhost:3000/pricing"}
+
+
+@pytest.fixture(scope="module")
+def stripe_server():
+    with StripeBilling() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(stripe_server):
+    stripe_server.reset()
+    return stripe_server
+
+
+@pytest.fixture
+def env(fake, cognito, tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(CATALOG_DOCUMENT))
+    return {**cognito.env(), "STRIPE_API_KEY": fake.api_key, "STRIPE_API_BASE": fake.url,
+            "STRIPE_WEBHOOK_SECRETS": SECRET, "GATEWAY_API_KEYS": API_KEY, "CATALOG_PATH": str(catalog)}
+
+
+@pytest.fixture
+def client(make_app, env):
+    return make_app(**env).test_client()
+
+
+def checkout(client, cognito, body=None, user=USER):
+    return client.post("/v1/checkout/sessions", json=BODY if body is None else body, headers=cognito.header(user))
+
+
+def portal(client, cognito, user=USER):
+    return client.post("/v1/billing-portal/sessions", json={"return_url": "https://app.example.com/account"},
+                       headers=cognito.header(user, use="access"))
+
+
+def test_checkout_makes_a_subscription_session_for_the_users_new_customer(client, cognito, fake):
+    response = checkout(client, cognito)
+    assert response.status_code == 200, response.get_json()
+    (session,) = fake.sessions()
+    assert response.get_json() == {"id": session["id"], "url": session["url"]}
+    (customer,) = fake.customers
+    assert customer["metadata"]["cognito_sub"] == USER
+    params = session["params"]
+    assert (params["mode"], params["customer"], params["client_reference_id"]) == ("subscription", customer["id"], USER)
+    assert params["subscription_data"]["metadata"]["cognito_sub"] == USER
+    assert params["line_items"] == [{"price": "price_monthly", "quantity": "1"}]
+    assert (params["success_url"], params["cancel_url"]) == (BODY["success_url"], BODY["cancel_url"])
+
+
+def test_a_second_checkout_reuses_the_customer(client, cognito, fake):
+    assert [checkout(client, cognito).status_code for _ in range(2)] == [200, 200]
+    assert len(fake.customers) == 1 and len({s["customer"] for s in fake.sessions()}) == 1
+
+
+def test_checkout_links_the_customer_so_webhooks_find_the_owner(client, cognito, fake, api):
+    checkout(client, cognito)
+    (customer,) = fake.customers
+    unnamed = so.subscription("basil", sub_id="sub_checkout", customer=customer["id"])  # no metadata
+    body, headers = signed(so.event("customer.subscription.created", unnamed), SECRET)
+    assert client.post("/webhooks/stripe", data=body, headers=headers).get_json() == {"status": "processed"}
+    assert api(client, USER)["entitlements"]["premium"]["active"] is True
+    assert not fake.requests_to(f"/v1/customers/{customer['id']}")  # the link answered, not Stripe
+
+
+@pytest.mark.parametrize("body, problem", [
+    ({**BODY, "price_id": "price_not_in_catalog"}, "unknown_price"),
+    ({**BODY, "success_url": "ftp://app.example.com/welcome"}, "invalid_body"),
+    ({**BODY, "cancel_url": "not a url"}, "invalid_body"),
+    ({"price_id": "price_monthly"}, "invalid_body"),
+    ([], "invalid_body"),
+])
+def test_bad_checkout_bodies_are_400_with_a_clear_error(client, cognito, fake, body, problem):
+    response = checkout(client, cognito, body)
+    assert (response.status_code, response.get_json()["error"]) == (400, problem)
+    assert response.get_json()["message"] and not fake.sessions()
+
+
+def test_a_body_that_is_not_json_is_400(client, cognito):
+    response = client.post("/v1/checkout/sessions", data="price_id=x", headers=cognito.header(USER))
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_body")
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}])
+def test_checkout_and_portal_need_a_cognito_token(client, fake, headers):
+    for path in ("/v1/checkout/sessions", "/v1/billing-portal/sessions"):
+        assert client.post(path, json=BODY, headers=headers).status_code == 401
+    assert not fake.requests
+
+
+def test_the_portal_answers_a_url_for_the_users_customer(client, cognito, fake):
+    checkout(client, cognito)
+    response = portal(client, cognito)
+    assert response.status_code == 200 and set(response.get_json()) == {"url"}
+    (session,) = fake.sessions("billing_portal.session")
+    assert response.get_json()["url"] == session["url"] and session["customer"] == fake.customers[0]["id"]
+
+
+def test_a_user_without_a_customer_gets_one_from_the_portal(client, cognito, fake):
+    assert portal(client, cognito, user="user-new").status_code == 200
+    assert [c["metadata"]["cognito_sub"] for c in fake.customers] == ["user-new"]
+
+
+def test_stripe_down_is_503_with_a_clear_error(client, cognito, fake):
+    fake.fail_with(500)
+    for response in (checkout(client, cognito), portal(client, cognito)):
+        assert (response.status_code, response.get_json()["error"]) == (503, "stripe_unavailable")
+        assert "Stripe" in response.get_json()["message"]
+
+
+def test_stripe_unconfigured_is_503(make_app, env, cognito):
+    client = make_app(**{k: v for k, v in env.items() if k != "STRIPE_API_KEY"}).test_client()
+    for response in (checkout(client, cognito), portal(client, cognito)):
+        assert (response.status_code, response.get_json()["error"]) == (503, "stripe_not_configured")
+
+
+def test_a_key_stripe_refuses_is_502_not_a_retryable_503(make_app, env, cognito):
+    client = make_app(**{**env, "STRIPE_API_KEY": "sk_test_revoked"}).test_client()
+    response = checkout(client, cognito)
+    assert (response.status_code, response.get_json()["error"]) == (502, "stripe_refused")

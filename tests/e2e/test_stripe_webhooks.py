@@ -1,0 +1,188 @@
+"""Stripe deliveries through the WSGI app, with real signatures and the local Stripe fake,
+read back through the entitlement API."""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from tests.e2e.conftest import API_KEY, count_events
+from tests.fakes.stripe_billing import StripeBilling
+from tests.support import stripe_objects as so
+from tests.support.stripe_harness import CATALOG_DOCUMENT
+from tests.support.stripe_scenarios import signup
+from tests.support.stripe_signing import new_secret, signed
+
+OLD_SECRET, SECRET = new_secret(), new_secret()
+
+
+@pytest.fixture(scope="module")
+def stripe_server():
+    with StripeBilling() as server:
+        yield server
+
+
+@pytest.fixture
+def fake(stripe_server):
+    stripe_server.reset()
+    return stripe_server
+
+
+@pytest.fixture
+def app(make_app, fake, tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(CATALOG_DOCUMENT))
+    return make_app(STRIPE_WEBHOOK_SECRETS=f"{OLD_SECRET},{SECRET}", STRIPE_API_KEY=fake.api_key,
+                    STRIPE_API_BASE=fake.url, GATEWAY_API_KEYS=API_KEY, CATALOG_PATH=str(catalog))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def send(client, event, secret=SECRET, **overrides):
+    body, headers = signed(event, secret, **overrides)
+    return client.post("/webhooks/stripe", data=body, headers=headers)
+
+
+def status_of(response) -> tuple:
+    return response.status_code, response.get_json().get("status") or response.get_json().get("error")
+
+
+def premium(api, client, user="user-1") -> dict:
+    return api(client, user)["entitlements"].get("premium") or {}
+
+
+def iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))), ids=lambda order: "".join(map(str, order)))
+def test_every_order_of_a_signup_burst_grants_the_same_premium(client, api, fake, shape, order):
+    s = signup(fake, named=False)  # only Checkout's client_reference_id names the user
+    burst = s.burst(shape)
+    assert [status_of(send(client, burst[i])) for i in order] == [(200, "processed")] * 4
+    assert api(client, s.user) == {"user_id": s.user, "is_premium": True, "entitlements": {"premium": {
+        "active": True, "status": "active", "expires_at": iso(s.end), "will_renew": True,
+        "source": "stripe", "product_id": "price_monthly"}}}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_a_burst_delivered_concurrently_and_twice_grants_premium_once(app, api, fake, shape):
+    s = signup(fake, named=False)
+    burst = s.burst(shape) * 2  # Stripe retries while the first delivery is still in flight
+    with ThreadPoolExecutor(len(burst)) as pool:
+        statuses = list(pool.map(lambda event: status_of(send(app.test_client(), event)), burst))
+    assert sorted(statuses) == [(200, "duplicate")] * 4 + [(200, "processed")] * 4
+    assert count_events(app) == 4
+    assert premium(api, app.test_client(), s.user) == {
+        "active": True, "status": "active", "expires_at": iso(s.end), "will_renew": True,
+        "source": "stripe", "product_id": "price_monthly"}
+
+
+def test_a_duplicate_delivery_changes_nothing(app, client, api, fake):
+    s = signup(fake)
+    event = so.event("invoice.paid", s.invoice())
+    assert [status_of(send(client, event)) for _ in range(2)] == [(200, "processed"), (200, "duplicate")]
+    assert count_events(app) == 1 and premium(api, client)["active"] is True
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_a_late_update_after_deletion_leaves_the_subscription_expired(client, api, fake, shape):
+    s = signup(fake)
+    t = int(time.time()) - 20
+    fake.put(s.subscription(status="canceled", ended_at=t + 10, canceled_at=t + 10))
+    send(client, so.event("customer.subscription.deleted", s.subscription(
+        shape, status="canceled", ended_at=t + 10, canceled_at=t + 10), shape=shape, created=t + 10))
+    late = send(client, so.event("customer.subscription.updated", s.subscription(shape), shape=shape, created=t))
+    assert status_of(late) == (200, "processed")
+    assert premium(api, client) == {"active": False, "status": "expired", "expires_at": iso(t + 10),
+                                    "will_renew": False, "source": "stripe", "product_id": "price_monthly"}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("kind", ["charge.refunded", "charge.dispute.created"])
+def test_a_full_refund_or_a_dispute_revokes_premium(client, api, fake, shape, kind):
+    s = signup(fake)
+    send(client, so.event("customer.subscription.created", s.subscription(shape), shape=shape))
+    assert premium(api, client)["active"] is True
+    obj = s.charge(shape, amount_refunded=999) if kind == "charge.refunded" else \
+        so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent)
+    assert status_of(send(client, so.event(kind, obj, shape=shape))) == (200, "processed")
+    assert (premium(api, client)["status"], api(client, s.user)["is_premium"]) == ("revoked", False)
+
+
+def test_cancel_at_period_end_keeps_premium_until_the_period_ends(client, api, fake):
+    s = signup(fake)
+    send(client, so.event("customer.subscription.updated", s.subscription(cancel_at_period_end=True),
+                          previous={"cancel_at_period_end": False}))
+    assert premium(api, client) == {"active": True, "status": "active", "expires_at": iso(s.end),
+                                    "will_renew": False, "source": "stripe", "product_id": "price_monthly"}
+
+
+@pytest.mark.parametrize("overrides", [
+    {"secret": new_secret()},
+    {"signature": "a" * 64},
+    {"timestamp": int(time.time()) - 301},
+])
+def test_forged_or_stale_signatures_are_401_and_store_nothing(app, client, api, fake, overrides):
+    s = signup(fake)
+    response = send(client, so.event("customer.subscription.created", s.subscription()), **overrides)
+    assert response.status_code == 401 and count_events(app) == 0
+    assert premium(api, client) == {}
+
+
+def test_a_missing_signature_is_401_and_stores_nothing(app, client, fake):
+    response = client.post("/webhooks/stripe", data=json.dumps(so.event("customer.created", so.customer(
+        customer_id="cus_1"))), headers={"Content-Type": "application/json"})
+    assert status_of(response) == (401, "missing_signature") and count_events(app) == 0
+
+
+def test_the_previous_secret_still_verifies_during_rotation(client, api, fake):
+    s = signup(fake)
+    response = send(client, so.event("customer.subscription.created", s.subscription()), secret=OLD_SECRET)
+    assert status_of(response) == (200, "processed") and premium(api, client)["active"] is True
+
+
+@pytest.mark.parametrize("payload", ["{not json", json.dumps({"id": "evt_1", "type": "invoice.paid"})])
+def test_a_signed_but_malformed_body_is_400_and_stores_nothing(app, client, payload):
+    response = send(client, payload)
+    assert response.status_code == 400 and count_events(app) == 0
+
+
+def test_an_event_type_of_no_interest_is_recorded_and_ignored(app, client):
+    event = so.event("payment_intent.succeeded", {"id": "pi_1", "object": "payment_intent"})
+    assert status_of(send(client, event)) == (200, "ignored") and count_events(app) == 1
+
+
+def test_stripe_down_defers_and_the_retry_command_applies_it_after_recovery(app, client, api, fake):
+    s = signup(fake)
+    fake.fail_with(503)
+    assert status_of(send(client, so.event("invoice.paid", s.invoice()))) == (200, "deferred")
+    assert premium(api, client) == {}
+    fake.recover()
+    _time_passes(app, timedelta(hours=7))  # past the longest backoff
+    result = app.test_cli_runner().invoke(args=["events", "retry"])
+    assert result.exit_code == 0 and "processed: 1" in result.output
+    assert premium(api, client)["active"] is True
+
+
+def test_stripe_unconfigured_answers_503(make_app):
+    client = make_app().test_client()
+    response = send(client, so.event("customer.created", so.customer(customer_id="cus_1")))
+    assert status_of(response) == (503, "source_not_configured")
+
+
+def _time_passes(app, how_long: timedelta) -> None:
+    """Move the deferred events' next attempt back in time, as waiting would."""
+    engine = app.extensions["gateway"].store.engine
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE events SET next_attempt_at = :at WHERE status = 'deferred'"),
+                           {"at": datetime.now(timezone.utc) - how_long})

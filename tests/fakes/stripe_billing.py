@@ -1,0 +1,88 @@
+"""``FakeStripe`` plus the billing endpoints the gateway calls.
+
+Adds subscriptions, invoices and charges (retrieve), the Invoice Payments list
+(https://docs.stripe.com/api/invoice-payment/list), Checkout Sessions
+(https://docs.stripe.com/api/checkout/sessions/create) and Customer Portal sessions
+(https://docs.stripe.com/api/customer_portal/sessions/create). Objects a test arranges
+are rendered as the API version our client pins renders them (basil and later).
+"""
+from __future__ import annotations
+
+import time
+
+from tests.fakes.stripe_api import FakeStripe, Request, StripeError, StripeState
+
+API_KEY = "sk_test_gateway_4242"
+
+
+def register_billing(fake: FakeStripe) -> None:
+    for kind, path in (("subscription", "subscriptions"), ("invoice", "invoices"), ("charge", "charges")):
+        fake.route("GET", f"/v1/{path}/{{id}}")(lambda state, request, id, kind=kind: (200, state.get(kind, id)))
+
+    @fake.route("GET", "/v1/invoice_payments")
+    def list_invoice_payments(state, request):
+        wanted = (request.params.get("payment") or {}).get("payment_intent")
+        data = [p for p in state.objects["invoice_payment"].values()
+                if wanted in (None, p["payment"]["payment_intent"])
+                and request.params.get("invoice") in (None, p["invoice"])]
+        limit = int(request.params.get("limit", 10))
+        return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit,
+                     "url": "/v1/invoice_payments"}
+
+    @fake.route("POST", "/v1/checkout/sessions")
+    def create_checkout_session(state, request):
+        params = request.params
+        if params.get("mode") not in ("payment", "setup", "subscription"):
+            raise StripeError(400, "invalid_request_error", "Missing required param: mode.", "parameter_missing", "mode")
+        items = params.get("line_items") or []
+        if params["mode"] == "subscription" and not (items and items[0].get("price")):
+            raise StripeError(400, "invalid_request_error", "You must provide line_items.", param="line_items")
+        if params.get("customer"):
+            state.get("customer", params["customer"])
+        session_id = state.new_id("cs_test")
+        return 200, state.add("checkout.session", {
+            "id": session_id, "object": "checkout.session", "mode": params["mode"], "status": "open",
+            "customer": params.get("customer"), "client_reference_id": params.get("client_reference_id"),
+            "metadata": params.get("metadata") or {}, "success_url": params.get("success_url"),
+            "cancel_url": params.get("cancel_url"), "subscription": None, "livemode": False,
+            "created": int(time.time()), "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "params": params})
+
+    @fake.route("POST", "/v1/billing_portal/sessions")
+    def create_portal_session(state, request):
+        customer = state.get("customer", request.params.get("customer") or "")
+        return 200, state.add("billing_portal.session", {
+            "id": state.new_id("bps"), "object": "billing_portal.session", "customer": customer["id"],
+            "return_url": request.params.get("return_url"), "livemode": False, "created": int(time.time()),
+            "url": f"https://billing.stripe.com/p/session/test_{state.new_id('ps')}"})
+
+
+class StripeBilling(FakeStripe):
+    """``with StripeBilling() as fake``: arrange objects with ``put`` and ``pay``."""
+
+    def __init__(self, api_key: str = API_KEY) -> None:
+        super().__init__(api_key)
+        register_billing(self)
+
+    def reset(self) -> None:
+        """Forget every object, request and switch, so one server can serve many tests."""
+        self.state = StripeState()
+        self.requests.clear()
+        self._replays.clear()
+        self.recover()
+
+    def put(self, obj: dict) -> dict:
+        self.state.objects[obj["object"]][obj["id"]] = obj
+        return obj
+
+    def pay(self, invoice_id: str, payment_intent: str) -> None:
+        """Record that ``payment_intent`` paid ``invoice_id``, as the Invoice Payments API shows."""
+        self.put({"id": self.state.new_id("inpay"), "object": "invoice_payment", "amount_paid": 999,
+                  "currency": "usd", "invoice": invoice_id, "is_default": True, "livemode": False,
+                  "status": "paid", "payment": {"type": "payment_intent", "payment_intent": payment_intent}})
+
+    def requests_to(self, path_prefix: str) -> list[Request]:
+        return [request for request in self.requests if request.path.startswith(path_prefix)]
+
+    def sessions(self, kind: str = "checkout.session") -> list[dict]:
+        return list(self.state.objects[kind].values())
