@@ -10,9 +10,10 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.errors import Malformed, NotConfigured
+from gateway.errors import NotConfigured
 from gateway.ingest import utcnow
 from gateway.purchases import register_purchase
+from gateway.web.bodies import load_body
 from gateway.web.presenters import entitlements_answer
 
 bp = Blueprint("apple_purchases", __name__)
@@ -32,14 +33,8 @@ def register():
     provider = services.providers.get("apple")
     if not hasattr(provider, "purchase"):
         raise NotConfigured("the apple source is not configured")
-    key, translation = provider.purchase(_load(request.get_json(silent=True, force=True))["signedTransaction"])
+    key, translation = provider.purchase(load_body(_PurchaseSchema(), "malformed_purchase")["signedTransaction"])
     grants = register_purchase(services.store, services.catalog, utcnow, source="apple", key=key,
                                user_sub=user_sub, translation=translation)
     return jsonify(entitlements_answer(user_sub, grants, utcnow()))
 
-
-def _load(body) -> dict:
-    try:
-        return _PurchaseSchema().load(body if isinstance(body, dict) else {})
-    except ma.ValidationError as exc:
-        raise Malformed(f"invalid body: {exc.messages}", code="malformed_purchase") from None

@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from gateway.errors import Malformed, NotConfigured
 from gateway.ingest import utcnow
 from gateway.providers import stripe_checkout
+from gateway.web.bodies import load_body
 
 bp = Blueprint("checkout", __name__)
 
@@ -30,17 +31,6 @@ class PortalBody(ma.Schema):
     return_url = ma.fields.Url(**_URL)
 
 
-def _load(schema: ma.Schema) -> dict:
-    document = request.get_json(silent=True)
-    if not isinstance(document, dict):
-        raise Malformed("the body must be a JSON object", code="invalid_body")
-    try:
-        return schema.load(document)
-    except ma.ValidationError as exc:
-        problems = "; ".join(f"{field}: {' '.join(map(str, errors))}" for field, errors in exc.messages.items())
-        raise Malformed(f"invalid body: {problems}", code="invalid_body") from None
-
-
 def _checkout() -> stripe_checkout.StripeCheckout:
     """Built once per app, on first use: only these two views need it."""
     services = current_app.extensions["gateway"]
@@ -60,7 +50,7 @@ def _caller() -> str:
 @bp.post("/v1/checkout/sessions")
 def create_checkout_session():
     user_sub = _caller()
-    body = _load(CheckoutBody())
+    body = load_body(CheckoutBody(), "invalid_body")
     if not current_app.extensions["gateway"].catalog.knows("stripe", body["price_id"]):
         raise Malformed(f"price {body['price_id']!r} grants no entitlement in the catalog", code="unknown_price")
     return jsonify(_checkout().checkout_session(user_sub, **body))
@@ -69,5 +59,5 @@ def create_checkout_session():
 @bp.post("/v1/billing-portal/sessions")
 def create_portal_session():
     user_sub = _caller()
-    body = _load(PortalBody())
+    body = load_body(PortalBody(), "invalid_body")
     return jsonify(_checkout().portal_session(user_sub, body["return_url"]))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.errors import Conflict, Malformed, NotConfigured
+from gateway.errors import Conflict, NotConfigured
 from gateway.ingest import utcnow
 from gateway.purchases import register_purchase
+from gateway.web.bodies import load_body
 from gateway.web.presenters import entitlements_answer
 
 bp = Blueprint("google_purchases", __name__)
@@ -36,7 +37,7 @@ def register():
     provider = services.providers.get("google")
     if not hasattr(provider, "purchase"):
         raise NotConfigured("the google source is not configured")
-    body = _load(request.get_json(silent=True, force=True))
+    body = load_body(_PurchaseSchema(), "malformed_purchase")
     key, translation, purchase = provider.purchase(body["purchaseToken"], body["productId"], services.ingest.lookup)
     if any(link.user_sub != user_sub for link in translation.links):
         raise Conflict("the purchase replaces one of another user", code="purchase_owned_by_another_user")
@@ -45,9 +46,3 @@ def register():
     provider.acknowledge(key, purchase)
     return jsonify(entitlements_answer(user_sub, grants, utcnow()))
 
-
-def _load(body) -> dict:
-    try:
-        return _PurchaseSchema().load(body if isinstance(body, dict) else {})
-    except ma.ValidationError as exc:
-        raise Malformed(f"invalid body: {exc.messages}", code="malformed_purchase") from None
