@@ -26,6 +26,7 @@ from gateway.errors import Unauthorized, Unavailable
 
 DEFAULT_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 ISSUERS = ("accounts.google.com", "https://accounts.google.com")
+ALGORITHM = "RS256"  # what Google signs ID tokens with
 TIMEOUT = (2.0, 4.0)  # connect, read: a push waits on us for its ack deadline (10 s)
 CLOCK_SKEW = 10  # seconds of tolerance on iat / exp between Google's clock and ours
 DEFAULT_MAX_AGE, LONGEST_MAX_AGE, EARLY_REFETCH = 300.0, 86_400.0, 60.0
@@ -108,5 +109,8 @@ def _kid(token: str) -> str | None:
         header = google_jwt.decode_header(token)
     except (google_exceptions.GoogleAuthError, ValueError, TypeError) as exc:
         raise Unauthorized(f"the push token is not a JWT: {exc}", code="invalid_token") from None
-    kid = header.get("kid") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
+        # google-auth would take the algorithm from the header; Google signs with RS256 only.
+        raise Unauthorized(f"the push token must be signed with {ALGORITHM}", code="invalid_token")
+    kid = header.get("kid")
     return kid if isinstance(kid, str) else None

@@ -100,3 +100,13 @@ def test_an_unreachable_endpoint_is_unavailable(verifier, signer):
 def test_a_token_that_is_not_a_jwt_is_refused(verifier):
     with pytest.raises(Unauthorized):
         verifier.verify("not.a.jwt")
+
+
+@pytest.mark.parametrize("algorithm, key", [("HS256", "a-shared-secret-long-enough-for-hs256!"), ("none", None)])
+def test_a_token_not_signed_with_rs256_is_refused(verifier, signer, algorithm, key):
+    import jwt
+
+    claims = jwt.decode(signer.token(), options={"verify_signature": False})
+    forged = jwt.encode(claims, key, algorithm=algorithm, headers={"kid": signer.kid})
+    with pytest.raises(Unauthorized, match="RS256"):
+        verifier.verify(forged)
