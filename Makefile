@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test test-unit bench migrate lambda clean
+.PHONY: run test test-unit soak bench demo migrate lambda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: $(VENV)/.dev
 
 test-unit: $(VENV)/.dev
 	$(BIN)/pytest -q tests/unit
+
+# The 10,000-delivery soak of the README, on PostgreSQL (TEST_POSTGRES_URL, or the local cluster).
+soak: $(VENV)/.dev
+	url=$$(PATH="$(CURDIR)/$(BIN):$$PATH" scripts/postgres.sh) && \
+	  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$$url" SOAK_DELIVERIES=10000 $(BIN)/pytest -q -s tests/soak
+
+# The local demo: the gateway with every source configured by locally minted credentials.
+demo: $(VENV)/.runtime
+	$(BIN)/flask --app wsgi demo serve --port $(PORT)
 
 bench: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bench/run.sh

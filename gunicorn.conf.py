@@ -9,5 +9,38 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 30
 graceful_timeout = 30
 keepalive = 5
-accesslog = "-"
-access_log_format = '{"remote":"%(h)s","request":"%(r)s","status":%(s)s,"bytes":"%(B)s","ms":%(M)s}'
+# The app writes one JSON access line per request itself (gateway/web/access.py), with
+# the route template and the verified user; gunicorn's own line would only repeat it.
+accesslog = None
+
+# Prometheus multiprocess mode (gateway/metrics.py): each worker writes its samples to
+# files in one directory and /metrics adds them up, so a scrape counts every worker.
+# Set here, before any worker imports the app, for the workers to inherit; a fresh
+# directory per run unless the platform names one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+
+
+def on_starting(server):
+    # A named directory may hold a previous run's files: counters start from zero.
+    import glob
+
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    # Only a directory made above is ours to remove; a named one is the platform's.
+    if "_own_metrics_dir" in globals():
+        import shutil
+
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

@@ -55,13 +55,18 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     app.json.sort_keys = False
     app.extensions["gateway"] = services
 
+    from gateway.demo.cli import demo_group
     from gateway.jobs import cli
-    from gateway.web import apple_purchases, checkout, entitlements, google_purchases, health, webhooks
+    from gateway.web import (access, admin, apple_purchases, checkout, entitlements, google_purchases, health,
+                             history, openapi, webhooks)
     from gateway.web.errors import register_error_handlers
 
     for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, apple_purchases.bp,
-                      google_purchases.bp):
+                      google_purchases.bp, history.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    admin.install(app, settings)  # /admin; sets the session key and cookie flags
+    access.install(app)  # access log lines, request metrics and /metrics
     register_error_handlers(app)
     cli.register(app)
+    app.cli.add_command(demo_group)  # `flask --app wsgi demo serve|send`: the local demo
     return app

@@ -50,6 +50,12 @@ class Settings:
     revenuecat_api_key: str | None = None
     revenuecat_api_base: str | None = None
     log_level: str = "INFO"
+    # Bearer token that /metrics requires when set; out of repr so a logged Settings leaks nothing.
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    # The admin pages (gateway/web/admin.py); kept out of repr so a logged Settings leaks nothing.
+    admin_password: str | None = dataclasses.field(default=None, repr=False)
+    admin_secret_key: str | None = dataclasses.field(default=None, repr=False)
+    admin_cookie_secure: str = "auto"  # "true", "false", or "auto": Secure when served over https
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -118,6 +124,12 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("COGNITO_USER_POOL_ID and COGNITO_REGION must be set together")
     if settings.cognito_user_pool_id and not settings.cognito_app_client_ids:
         raise ConfigError("COGNITO_APP_CLIENT_IDS must list the app clients whose tokens are accepted")
+    if settings.admin_password and len(settings.admin_secret_key or "") < 32:
+        # Sessions must verify in every gunicorn worker and survive restarts, so the key
+        # is configured, never random per process, nor derived from a guessable password.
+        raise ConfigError("ADMIN_SECRET_KEY of at least 32 characters is required when ADMIN_PASSWORD is set")
+    if settings.admin_cookie_secure not in ("auto", "true", "false"):
+        raise ConfigError("ADMIN_COOKIE_SECURE must be auto, true or false")
     if settings.catalog_path and not os.path.isfile(settings.catalog_path):
         raise ConfigError(f"CATALOG_PATH {settings.catalog_path!r} is not a file")
     return settings
@@ -162,4 +174,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         revenuecat_api_key=_text(env, "REVENUECAT_API_KEY"),
         revenuecat_api_base=_text(env, "REVENUECAT_API_BASE"),
         log_level=(_text(env, "LOG_LEVEL") or "INFO").upper(),
+        metrics_token=_text(env, "METRICS_TOKEN"),
+        admin_password=_text(env, "ADMIN_PASSWORD"),
+        admin_secret_key=_text(env, "ADMIN_SECRET_KEY"),
+        admin_cookie_secure=(_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
     ))

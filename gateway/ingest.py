@@ -13,13 +13,16 @@ marks the event ``deferred`` with its error for the retry worker.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
+from gateway import logs, metrics
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.errors import Malformed, Unavailable
@@ -45,11 +48,11 @@ class StoreLookup(Lookup):
         self.store = store
 
     def subscription(self, source, key):
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             return tx.get_subscription(source, key)
 
     def resolve(self, source, account):
-        with self.store.transaction() as tx:
+        with self.store.transaction(readonly=True) as tx:
             return tx.resolve(source, account)
 
 
@@ -64,7 +67,7 @@ class Ingest:
 
     def receive(self, provider: Provider, body: bytes, headers: Mapping[str, str]) -> str:
         started = time.perf_counter()
-        delivery = provider.verify(body, headers)
+        delivery = storable(provider.verify(body, headers))
         outcome = None
         if getattr(provider, "translates_offline", False):
             outcome = self._record_and_apply(provider, delivery)
@@ -73,7 +76,8 @@ class Ingest:
             outcome = DUPLICATE if event is None else self.process(provider, event)
         log.info("delivery", extra={"fields": {
             "source": delivery.source, "event_id": delivery.event_id, "type": delivery.event_type,
-            "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1)}})
+            "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1), "users": logs.take_users()}})
+        metrics.observe_delivery(delivery.source, delivery.event_type, outcome, time.perf_counter() - started)
         return outcome
 
     def _record(self, delivery: Delivery) -> Event | None:
@@ -104,7 +108,9 @@ class Ingest:
                     status=outcome, processed_at=now, last_error=translation.ignored_reason)
                 if event is None:
                     return DUPLICATE
-                apply_translation(tx, translation, self.catalog, now)
+                touched = _touched(tx, translation)
+                logs.note_users(apply_translation(tx, translation, self.catalog, now))
+                tx.link_event(event.id, touched)
                 return outcome
         except Exception:  # rolled back whole: the two-step path records it, then defers
             log.info("one-transaction apply failed; recording first", exc_info=True,
@@ -118,7 +124,9 @@ class Ingest:
             translation = provider.translate(event, self.lookup)
             now = self.clock()
             with self.store.transaction() as tx:
-                users = apply_translation(tx, translation, self.catalog, now)
+                touched = _touched(tx, translation)
+                users = logs.note_users(apply_translation(tx, translation, self.catalog, now))
+                tx.link_event(event.id, touched)  # the evidence the explain API shows
                 outcome = IGNORED if translation.is_empty else PROCESSED
                 tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
                                 last_error=translation.ignored_reason, next_attempt_at=None)
@@ -144,6 +152,64 @@ class Ingest:
         except StoreUnavailable:
             # The row stays "received"; the retry worker also picks up stale received events.
             log.error("could not mark event", extra={"fields": {"event_id": event.event_id, "status": status}})
+
+
+def _touched(tx, translation) -> list[tuple[str, str]]:
+    """The (source, key) of every subscription a translation concerns.
+
+    Found before applying: a transfer changes the owners its subscriptions are found by.
+    """
+    keys = {(s.source, s.key) for s in translation.snapshots}
+    for link in translation.links:
+        keys.update((link.source, k) for k in tx.keys_held_by(link.source, (link.account,), ()))
+    for transfer in translation.transfers:
+        held = tx.keys_held_by(transfer.source, transfer.from_accounts, transfer.from_accounts)
+        keys.update((transfer.source, k) for k in held)
+    return sorted(keys)
+
+
+# What PostgreSQL cannot hold in text or jsonb: NUL, and a surrogate code point that
+# is not half of a pair (JSON's "\ud800" escape decodes to one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(delivery: Delivery) -> Delivery:
+    """The delivery with characters the database cannot store replaced by U+FFFD.
+
+    A store may legitimately send them (a NUL typed into a customer's name). Refusing
+    the delivery would make the store resend it for days, and storing it as-is fails
+    on PostgreSQL every time; so the decoded data is cleaned, deterministically, and
+    translated again from the cleaned data. Almost every delivery has none: then it is
+    returned untouched.
+    """
+    fields = (delivery.event_id, delivery.event_type, delivery.payload)
+    if not any(_UNSTORABLE.search(text) for text in fields) and not _holds_unstorable(delivery.data):
+        return delivery
+    log.warning("delivery holds characters the database cannot store; replaced with U+FFFD",
+                extra={"fields": {"source": delivery.source, "event_id": _clean(delivery.event_id)}})
+    return dataclasses.replace(
+        delivery, event_id=_clean(delivery.event_id), event_type=_clean(delivery.event_type),
+        payload=_clean(delivery.payload), data=_clean(delivery.data), translation=None)
+
+
+def _holds_unstorable(value) -> bool:
+    if isinstance(value, str):
+        return _UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_unstorable(k) or _holds_unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_unstorable(item) for item in value)
+    return False
+
+
+def _clean(value):
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    return value
 
 
 def _unrecorded(delivery: Delivery, now: datetime) -> Event:

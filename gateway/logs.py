@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line; ``extra={"fields": {...}}`` adds keys."""
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from datetime import datetime, timezone
@@ -27,3 +28,21 @@ def configure(level: str) -> None:
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
     root.setLevel(level)
+
+
+# The users a delivery's changes concerned, for its one log line. A context variable, so
+# each gunicorn thread (and each request) sees only its own delivery's users.
+_users: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("delivery_users", default=())
+
+
+def note_users(users):
+    """Remember ``users`` for the delivery being handled; returns them unchanged."""
+    _users.set(tuple(sorted(users)))
+    return users
+
+
+def take_users() -> list[str]:
+    """The users noted since the last call, then forgets them."""
+    users = _users.get()
+    _users.set(())
+    return list(users)

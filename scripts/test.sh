@@ -9,8 +9,8 @@ echo "== tests on SQLite"
 TEST_DATABASE=sqlite python -m pytest -q "$@"
 
 if url=$(scripts/postgres.sh); then
-  echo "== store and end-to-end tests on PostgreSQL"
-  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$url" python -m pytest -q tests/integration tests/e2e "$@"
+  echo "== store, end-to-end and soak tests on PostgreSQL"
+  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$url" python -m pytest -q tests/integration tests/e2e tests/soak "$@"
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL could not be started: CI needs it" >&2
   exit 1

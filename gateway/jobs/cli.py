@@ -109,7 +109,9 @@ def work_command(idle_seconds: float) -> None:
 
 def register(app: Flask) -> None:
     from gateway.jobs.backfill import backfill_command
+    from gateway.jobs.reconcile import register as register_reconcile
 
     app.cli.add_command(migrate_command)
     app.cli.add_command(events)
     app.cli.add_command(backfill_command)
+    register_reconcile(app)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from datetime import timedelta
@@ -13,6 +14,23 @@ log = logging.getLogger("gateway.retry")
 
 #: A received event not applied after this long was abandoned mid-request (a crash).
 STALE_AFTER = timedelta(minutes=2)
+
+
+def stale_after() -> timedelta:
+    """``EVENTS_STALE_AFTER_SECONDS`` overrides the window (tests of a crash; slow deploys).
+    Keep it above the longest request (gunicorn's timeout), or live requests get retried too."""
+    raw = os.environ.get("EVENTS_STALE_AFTER_SECONDS", "").strip()
+    if not raw:
+        return STALE_AFTER
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"EVENTS_STALE_AFTER_SECONDS must be a positive number of seconds, not {raw!r}")
+    return timedelta(seconds=seconds)
+
+
 #: How long a claimed event is reserved for the worker that claimed it.
 LEASE = timedelta(minutes=5)
 
@@ -21,7 +39,7 @@ def retry_due(ingest: Ingest, providers: dict[str, Provider], limit: int = 100) 
     """Apply every due event once; returns the outcomes counted."""
     now = ingest.clock()
     with ingest.store.transaction() as tx:
-        due = tx.claim_due_events(now=now, stale_before=now - STALE_AFTER, lease_until=now + LEASE,
+        due = tx.claim_due_events(now=now, stale_before=now - stale_after(), lease_until=now + LEASE,
                                   limit=limit)
     return replay(ingest, providers, due)
 

@@ -55,6 +55,9 @@ class AppleNotifications:
         text, signed = _signed_payload(body)
         notification = self.verifier.notification(signed)
         data = {"notification": notification, **self._signed_parts(notification)}
+        if not isinstance(notification.get("notificationType"), str) or \
+                not isinstance(notification.get("subtype"), (str, type(None))):
+            raise Malformed("notificationType and subtype must be strings", code="apple_malformed")
         event_id = notification.get("notificationUUID")
         if not isinstance(event_id, str) or not 0 < len(event_id) <= 255:
             raise Malformed("the notification has no notificationUUID", code="apple_malformed")

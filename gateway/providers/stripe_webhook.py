@@ -63,7 +63,7 @@ def note_api_version(event: dict) -> None:
     version than the one we pin: both shapes are read, but the drift is worth knowing.
     https://docs.stripe.com/webhooks/versioning"""
     version = event.get("api_version")
-    if version and version != PINNED_VERSION and version not in _seen_versions:
+    if isinstance(version, str) and version and version != PINNED_VERSION and version not in _seen_versions:
         _seen_versions.add(version)
         log.warning("Stripe event API version differs from the pinned version", extra={"fields": {
             "event_id": event["id"], "api_version": version, "pinned": PINNED_VERSION}})

@@ -21,6 +21,7 @@ class _State:
     subscriptions: dict[tuple[str, str], Subscription] = dataclasses.field(default_factory=dict)
     identities: dict[tuple[str, str], tuple[str, datetime | None]] = dataclasses.field(default_factory=dict)
     entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
+    event_links: set[tuple[int, str, str]] = dataclasses.field(default_factory=set)
 
 
 class MemoryStore(Store):
@@ -31,7 +32,7 @@ class MemoryStore(Store):
         self._ids = itertools.count(1)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, readonly: bool = False) -> Iterator[Transaction]:
         if self.refuse_writes:
             raise StoreUnavailable("the in-memory store refuses writes")
         with self._lock:
@@ -78,6 +79,38 @@ class _MemoryTransaction(Transaction):
             self.update_event(event.id, next_attempt_at=lease_until)
         return due
 
+    def link_event(self, event_pk: int, keys: list[tuple[str, str]]) -> None:
+        self.state.event_links.update((event_pk, source, key) for source, key in keys)
+
+    def event_links(self, event_pks: list[int]) -> dict[int, list[tuple[str, str]]]:
+        links: dict[int, list[tuple[str, str]]] = {pk: [] for pk in event_pks}
+        for pk, source, key in sorted(self.state.event_links):
+            if pk in links:
+                links[pk].append((source, key))
+        return links
+
+    def events_touching(self, keys, *, before_pk=None, limit=100) -> list[Event]:
+        wanted = set(keys)
+        pks = {pk for pk, source, key in self.state.event_links if (source, key) in wanted
+               and (before_pk is None or pk < before_pk)}
+        return [self.state.events[pk] for pk in sorted(pks, reverse=True)[:limit]]
+
+    def search_events(self, *, source=None, status=None, event_type=None, since=None, until=None,
+                      before_pk=None, limit=50) -> list[Event]:
+        wanted = {"source": source, "status": status, "event_type": event_type}
+        chosen = [e for e in self.state.events.values()
+                  if all(v is None or getattr(e, k) == v for k, v in wanted.items())
+                  and (since is None or e.received_at >= since) and (until is None or e.received_at < until)
+                  and (before_pk is None or e.id < before_pk)]
+        return sorted(chosen, key=lambda e: e.id, reverse=True)[:limit]
+
+    def count_events(self, statuses) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for e in self.state.events.values():
+            if e.status in statuses:
+                counts[(e.source, e.status)] = counts.get((e.source, e.status), 0) + 1
+        return counts
+
     def get_subscription(self, source: str, key: str) -> Subscription | None:
         return self.state.subscriptions.get((source, key))
 
@@ -91,6 +124,14 @@ class _MemoryTransaction(Transaction):
     def keys_held_by(self, source, accounts, owners) -> list[str]:
         return sorted(key for (src, key), s in self.state.subscriptions.items()
                       if src == source and (s.snapshot.account in accounts or s.owner in owners))
+
+    def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
+        def wanted(s: Subscription) -> bool:
+            expires = s.snapshot.expires_at
+            return (s.owner is None or s.snapshot.status.value == "pending"
+                    or (expires is not None and expires_from <= expires <= expires_to))
+        chosen = [s for (src, _), s in sorted(self.state.subscriptions.items()) if src == source and wanted(s)]
+        return chosen[:limit]
 
     def resolve(self, source: str, account: str) -> str | None:
         user_sub, _ = self.state.identities.get((source, account), (None, None))

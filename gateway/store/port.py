@@ -69,6 +69,31 @@ class Transaction(abc.ABC):
         before ``stale_before``; each is leased until ``lease_until`` so that concurrent
         workers never take the same event."""
 
+    # Evidence: which subscriptions a delivery touched (the explain API, the admin).
+    @abc.abstractmethod
+    def link_event(self, event_pk: int, keys: list[tuple[str, str]]) -> None:
+        """Record that the event touched these (source, key) subscriptions; idempotent."""
+
+    @abc.abstractmethod
+    def event_links(self, event_pks: list[int]) -> dict[int, list[tuple[str, str]]]:
+        """The (source, key) pairs each listed event touched, in key order."""
+
+    @abc.abstractmethod
+    def events_touching(self, keys: list[tuple[str, str]], *, before_pk: int | None = None,
+                        limit: int = 100) -> list[Event]:
+        """Events that touched any of ``keys``, newest first, ids below ``before_pk``."""
+
+    @abc.abstractmethod
+    def search_events(self, *, source: str | None = None, status: str | None = None,
+                      event_type: str | None = None, since: datetime | None = None,
+                      until: datetime | None = None, before_pk: int | None = None,
+                      limit: int = 50) -> list[Event]:
+        """The newest events first, filtered; ``before_pk`` pages towards older ones."""
+
+    @abc.abstractmethod
+    def count_events(self, statuses: tuple[str, ...]) -> dict[tuple[str, str], int]:
+        """How many events of each (source, status), for the listed statuses."""
+
     # Subscriptions.
     @abc.abstractmethod
     def get_subscription(self, source: str, key: str) -> Subscription | None: ...
@@ -86,6 +111,13 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def keys_held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[str]:
         """Keys of the subscriptions of ``source`` whose account or owner is listed."""
+
+    @abc.abstractmethod
+    def subscriptions_to_reconcile(self, source: str, expires_from: datetime, expires_to: datetime,
+                                   limit: int = 10_000) -> list[Subscription]:
+        """Subscriptions of ``source`` worth re-reading from the store's API, in key order:
+        those expiring between ``expires_from`` and ``expires_to``, those whose owner is
+        still unknown, and those still pending (a payment may have completed unseen)."""
 
     # Identities.
     @abc.abstractmethod
@@ -108,14 +140,15 @@ class Transaction(abc.ABC):
 
 class Store(abc.ABC):
     @abc.abstractmethod
-    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+    def transaction(self, readonly: bool = False) -> contextlib.AbstractContextManager[Transaction]:
         """Commit on a clean exit, roll back on an exception.
 
+        A ``readonly`` transaction only reads, and need not wait for writers.
         Raises ``StoreUnavailable`` when the database cannot be reached or written.
         """
 
     def ping(self) -> None:
-        with self.transaction():
+        with self.transaction(readonly=True):
             pass
 
 

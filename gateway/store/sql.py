@@ -3,7 +3,8 @@
 Serialization: on PostgreSQL every writer of a subscription or a user takes a
 transaction-scoped advisory lock on it first, so concurrent deliveries queue instead of
 both reading the old state; a new row needs no existing row to lock. SQLite has one
-writer at a time: every transaction starts with BEGIN IMMEDIATE.
+writer at a time: every writing transaction starts with BEGIN IMMEDIATE, and readers
+(plain BEGIN, in WAL mode) do not wait for it.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def _sqlite_engine(url: str) -> sa.Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        readonly = connection.get_execution_options().get("gateway_readonly")
+        connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -58,9 +60,11 @@ class SqlStore(Store):
         self.engine = engine
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, readonly: bool = False) -> Iterator[Transaction]:
         try:
             connection = self.engine.connect()
+            if readonly:
+                connection = connection.execution_options(gateway_readonly=True)
         except sa.exc.DBAPIError as exc:
             raise StoreUnavailable(_describe(exc)) from exc
         try:
@@ -140,6 +144,52 @@ class _SqlTransaction(Transaction):
             self.db.execute(sa.update(t.events).where(c.id.in_(ids)).values(next_attempt_at=lease_until))
         return [self.get_event(event_pk) for event_pk in ids]
 
+    # Evidence.
+    def link_event(self, event_pk: int, keys: list[tuple[str, str]]) -> None:
+        rows = [{"event_pk": event_pk, "source": source, "key": key} for source, key in sorted(set(keys))]
+        if rows:
+            self.db.execute(self.q.link_event, rows)
+
+    def event_links(self, event_pks: list[int]) -> dict[int, list[tuple[str, str]]]:
+        c = t.event_subscriptions.c
+        links: dict[int, list[tuple[str, str]]] = {pk: [] for pk in event_pks}
+        if event_pks:
+            query = sa.select(c.event_pk, c.source, c.key).where(c.event_pk.in_(list(event_pks)))
+            for row in self.db.execute(query.order_by(c.event_pk, c.source, c.key)):
+                links[row.event_pk].append((row.source, row.key))
+        return links
+
+    def events_touching(self, keys, *, before_pk=None, limit=100) -> list[Event]:
+        if not keys:
+            return []
+        c = t.event_subscriptions.c
+        touching = sa.select(c.event_pk).where(sa.tuple_(c.source, c.key).in_(list(keys)))
+        query = sa.select(t.events).where(t.events.c.id.in_(touching))
+        if before_pk is not None:
+            query = query.where(t.events.c.id < before_pk)
+        return [_event(row) for row in self.db.execute(query.order_by(t.events.c.id.desc()).limit(limit))]
+
+    def search_events(self, *, source=None, status=None, event_type=None, since=None, until=None,
+                      before_pk=None, limit=50) -> list[Event]:
+        c = t.events.c
+        query = sa.select(t.events).order_by(c.id.desc()).limit(limit)
+        for column, value in ((c.source, source), (c.status, status), (c.event_type, event_type)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(c.received_at >= since)
+        if until is not None:
+            query = query.where(c.received_at < until)
+        if before_pk is not None:
+            query = query.where(c.id < before_pk)
+        return [_event(row) for row in self.db.execute(query)]
+
+    def count_events(self, statuses) -> dict[tuple[str, str], int]:
+        c = t.events.c
+        query = (sa.select(c.source, c.status, sa.func.count()).where(c.status.in_(list(statuses)))
+                 .group_by(c.source, c.status))
+        return {(source, status): n for source, status, n in self.db.execute(query)}
+
     # Subscriptions.
     def lock_subscription(self, source: str, key: str) -> Subscription | None:
         if not self.postgres:
@@ -178,6 +228,13 @@ class _SqlTransaction(Transaction):
             c.source == source, sa.or_(c.account.in_(list(accounts)), c.user_sub.in_(list(owners)))
         ).order_by(c.key)
         return list(self.db.execute(query).scalars())
+
+    def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
+        c = t.subscriptions.c
+        query = sa.select(t.subscriptions).where(c.source == source, sa.or_(
+            c.user_sub.is_(None), c.status == "pending", c.expires_at.between(expires_from, expires_to),
+        )).order_by(c.key).limit(limit)
+        return [_subscription(row) for row in self.db.execute(query)]
 
     # Identities.
     def resolve(self, source: str, account: str) -> str | None:

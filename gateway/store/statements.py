@@ -44,5 +44,7 @@ def for_dialect(name: str) -> SimpleNamespace:
         if name == "postgresql" else None,
         select_entitlements=sa.select(t.entitlements).where(ents.user_sub == sa.bindparam("user_sub"))
         .order_by(ents.name),
+        link_event=insert(t.event_subscriptions)
+        .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"]),
         advisory_lock=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
     )

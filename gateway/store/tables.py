@@ -74,3 +74,16 @@ identities = sa.Table(
     sa.Column("as_of", Time, nullable=True),
     sa.Column("created_at", Time, nullable=False),
 )
+
+# Which subscriptions each delivery touched, written when it is applied: the evidence the
+# explain API and the admin show. Many-to-many, since one delivery may move several
+# subscriptions (a RevenueCat transfer, an identity link) and a subscription has many.
+event_subscriptions = sa.Table(
+    "event_subscriptions", metadata,
+    sa.Column("event_pk", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+              sa.ForeignKey("events.id", ondelete="CASCADE", name="fk_event_subscriptions_event_pk"),
+              primary_key=True),
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Index("ix_event_subscriptions_source_key", "source", "key", "event_pk"),
+)

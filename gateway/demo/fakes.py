@@ -1,0 +1,71 @@
+"""The demo's stand-ins for the outside world, each a local HTTP server: Google's OIDC
+certificate endpoint, the Cognito pool's JWKS, the Play Developer API, the Stripe API,
+and a control endpoint through which ``demo send`` changes a store's state before it
+notifies, as the real store's state changes before its webhook leaves.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from urllib.parse import unquote
+
+from gateway.demo.apple_store import APP_APPLE_ID, BUNDLE_ID
+from gateway.demo.cognito import CognitoIssuer
+from gateway.demo.credentials import Credentials, google_certificate
+from gateway.demo.google_play import FakePlay
+from gateway.demo.google_pubsub import PushSigner
+from gateway.demo.servers import LocalServer
+from gateway.demo.stripe_fake import StripeFake
+
+
+def push_signer(credentials: Credentials) -> PushSigner:
+    """Google's push signer, holding the demo's key instead of a fresh one."""
+    signer = PushSigner()
+    signer.kid = credentials.google_kid
+    signer.keys = {signer.kid: (credentials.google_key(), google_certificate(credentials))}
+    return signer
+
+
+def cognito_issuer(credentials: Credentials) -> CognitoIssuer:
+    issuer = CognitoIssuer()
+    issuer.kid = credentials.cognito_kid
+    issuer.keys = {issuer.kid: credentials.cognito_key()}
+    return issuer
+
+
+class DemoFakes(contextlib.ExitStack):
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self.credentials = credentials
+        self.google, self.cognito = push_signer(credentials), cognito_issuer(credentials)
+        self.play, self.stripe = FakePlay(), StripeFake(credentials.stripe_api_key)
+        self.control = LocalServer({"*": self._control})
+
+    def __enter__(self) -> "DemoFakes":
+        for server in (self.google, self.cognito, self.play, self.stripe, self.control):
+            self.enter_context(server)
+        return self
+
+    def _control(self, request) -> tuple:
+        body = json.loads(request.body or b"null")
+        if request.method == "PUT" and request.path.startswith("/play/"):
+            return 200, self.play.subscribe(unquote(request.path[len("/play/"):]), **body), {}
+        if request.method == "GET" and request.path.startswith("/play/"):
+            found = self.play.purchases.get(unquote(request.path[len("/play/"):]))
+            return (200, found, {}) if found else (404, {"error": "unknown token"}, {})
+        if request.method == "PUT" and request.path == "/stripe":
+            self.stripe.put(*body)
+            return 200, {"stored": len(body)}, {}
+        return 404, {"error": "no such control"}, {}
+
+    def gateway_env(self, database_url: str) -> dict[str, str]:
+        """The gateway's settings: every source configured against the fakes."""
+        c = self.credentials
+        return {
+            "DATABASE_URL": database_url, "GATEWAY_API_KEYS": c.api_key,
+            "STRIPE_WEBHOOK_SECRETS": c.stripe_webhook_secret, "STRIPE_API_KEY": c.stripe_api_key,
+            "STRIPE_API_BASE": self.stripe.url, "REVENUECAT_WEBHOOK_AUTH": c.revenuecat_auth,
+            "APPLE_ROOT_CERTS": c.apple_root_path, "APPLE_BUNDLE_ID": BUNDLE_ID,
+            "APPLE_APP_APPLE_ID": str(APP_APPLE_ID), **self.google.env(), **self.play.env(),
+            **self.cognito.env(),
+        }

@@ -1,0 +1,141 @@
+"""A local HTTP fake of the Google Play Developer API and of Google's OAuth token endpoint.
+
+Speaks the real wire format of purchases.subscriptionsv2.get (SubscriptionPurchaseV2),
+purchases.subscriptions.acknowledge (empty 200) and the service-account JWT-bearer grant
+(https://developers.google.com/identity/protocols/oauth2/service-account#httprest), whose
+assertion it verifies against a service-account key minted at test time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+
+from gateway.demo.google_pubsub import PACKAGE, mint_key
+from gateway.demo.servers import LocalServer
+
+ACCESS_TOKEN = "ya29.test-play-access-token"
+SCOPE = "https://www.googleapis.com/auth/androidpublisher"
+_GET = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptionsv2/tokens/([^/]+)")
+_ACK = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptions/([^/]+)/tokens/([^/]+):acknowledge")
+
+
+def rfc3339(when: dt.datetime) -> str:
+    """Google's timestamps carry nanoseconds."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
+
+
+def _error(status: int, message: str, reason: str = "error") -> tuple:
+    return status, {"error": {"code": status, "message": message, "errors": [
+        {"message": message, "domain": "androidpublisher", "reason": reason}]}}, {}
+
+
+class FakePlay:
+    def __init__(self, package: str = PACKAGE) -> None:
+        self.package, self.key = package, None
+        self.reset()
+        self.server = LocalServer({"*": self._route})
+
+    def reset(self) -> None:
+        """Forget every purchase and call: a fresh Google for the next test."""
+        self.purchases: dict[str, dict] = {}
+        self.acks: list[tuple[str, str]] = []  # successful acknowledgements: (product, token)
+        self.fail_acks = 0  # the next N acknowledgements answer 500
+        self.down = False  # every call answers 503
+        self.gets: list[str] = []
+        self.grants: list[dict] = []  # verified service-account assertions
+
+    def subscribe(self, token: str, state: str = "SUBSCRIPTION_STATE_ACTIVE", *, product: str = "premium_monthly",
+                  user: str | None = None, acknowledged: bool = False, days: float = 30, auto_renew: bool = True,
+                  linked: str | None = None, test: bool = False) -> dict:
+        """Store (or replace) the purchase behind ``token``."""
+        now = dt.datetime.now(dt.timezone.utc)
+        purchase = {
+            "kind": "androidpublisher#subscriptionPurchaseV2", "regionCode": "US",
+            "startTime": rfc3339(now - dt.timedelta(days=1)), "subscriptionState": state,
+            "latestOrderId": "GPA.3333-4137-0319-36762",
+            "acknowledgementState": "ACKNOWLEDGEMENT_STATE_" + ("ACKNOWLEDGED" if acknowledged else "PENDING"),
+            "lineItems": [{"productId": product, "expiryTime": rfc3339(now + dt.timedelta(days=days)),
+                           "autoRenewingPlan": {"autoRenewEnabled": auto_renew},
+                           "offerDetails": {"basePlanId": "monthly"}}],
+        }
+        if user:
+            purchase["externalAccountIdentifiers"] = {"obfuscatedExternalAccountId": user}
+        if linked:
+            purchase["linkedPurchaseToken"] = linked
+        if test:
+            purchase["testPurchase"] = {}
+        self.purchases[token] = purchase
+        return purchase
+
+    def env(self, service_account: bool = False) -> dict[str, str]:
+        if service_account:
+            return {"GOOGLE_PLAY_API_BASE": self.server.url, "GOOGLE_SERVICE_ACCOUNT_JSON": json.dumps(self.key_info())}
+        return {"GOOGLE_PLAY_API_BASE": self.server.url, "GOOGLE_PLAY_ACCESS_TOKEN": ACCESS_TOKEN}
+
+    def key_info(self) -> dict:
+        """A service-account key file as the Cloud console downloads it, minted now."""
+        self.key = self.key or mint_key()
+        pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()).decode()
+        return {"type": "service_account", "project_id": "example-project", "private_key_id": "k1",
+                "private_key": pem, "client_email": "play-api@example-project.iam.gserviceaccount.com",
+                "client_id": "1", "token_uri": f"{self.server.url}/token"}
+
+    def _route(self, request) -> tuple:
+        if self.down:
+            return _error(503, "Backend Error", "backendError")
+        if request.method == "POST" and request.path == "/token":
+            return self._grant(request)
+        if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
+            return _error(401, "Request had invalid authentication credentials.", "unauthorized")
+        if request.method == "GET" and (found := _GET.fullmatch(request.path)):
+            return self._get(*found.groups())
+        if request.method == "POST" and (found := _ACK.fullmatch(request.path)):
+            return self._acknowledge(*found.groups())
+        return _error(404, "Not Found", "notFound")
+
+    def _get(self, package: str, token: str) -> tuple:
+        self.gets.append(token)
+        if package != self.package:
+            return _error(400, "Invalid Value", "invalid")
+        if token not in self.purchases:
+            return _error(404, "The purchase token was not found.", "purchaseTokenNotFound")
+        return 200, self.purchases[token], {}
+
+    def _acknowledge(self, package: str, product: str, token: str) -> tuple:
+        if self.fail_acks:
+            self.fail_acks -= 1
+            return _error(500, "Internal error encountered.", "backendError")
+        purchase = self.purchases.get(token)
+        if package != self.package or purchase is None:
+            return _error(404, "The purchase token was not found.", "purchaseTokenNotFound")
+        if product not in {item["productId"] for item in purchase["lineItems"]}:
+            return _error(400, "The subscription purchase is not owned by the user.", "subscriptionNotOwnedByUser")
+        purchase["acknowledgementState"] = "ACKNOWLEDGEMENT_STATE_ACKNOWLEDGED"
+        self.acks.append((product, token))
+        return 200, b"", {}
+
+    def _grant(self, request) -> tuple:
+        form = {name: values[0] for name, values in parse_qs(request.body.decode()).items()}
+        try:
+            # google-auth addresses the assertion to Google's token endpoint, whatever token_uri says.
+            claims = jwt.decode(form.get("assertion", ""), self.key.public_key(), algorithms=["RS256"],
+                                audience=["https://oauth2.googleapis.com/token", f"{self.server.url}/token"])
+        except (jwt.InvalidTokenError, AttributeError):
+            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, {}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or SCOPE not in claims.get("scope", ""):
+            return 400, {"error": "invalid_scope", "error_description": "Invalid OAuth scope."}, {}
+        self.grants.append(claims)
+        return 200, {"access_token": ACCESS_TOKEN, "expires_in": 3599, "token_type": "Bearer"}, {}
+
+    def __enter__(self) -> "FakePlay":
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.__exit__(*exc)

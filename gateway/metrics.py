@@ -1,0 +1,115 @@
+"""Prometheus metrics: what the gateway counts, and the exposition of ``/metrics``.
+
+Under gunicorn every worker is a process of its own, so the counters live in
+prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set
+(gunicorn.conf.py sets it): each worker writes its samples to files there and a scrape,
+whichever worker answers it, adds them all up. Without it (tests, ``flask run``) they
+live in this process. The event backlog is not counted at all: it is read from the
+event log at scrape time, so it is right whichever process changed it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger("gateway.metrics")
+
+SOURCES = ("stripe", "apple", "google", "revenuecat")
+BACKLOG_STATUSES = ("deferred", "failed")
+# Seconds. A delivery takes milliseconds when it carries its truth, up to the store
+# API timeouts (4-5 s) when it must fetch it.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# Our own registry, never prometheus_client's global one: nothing else in the process
+# (libraries, a second app in the tests) can register a clashing name into it.
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+DELIVERIES = Counter("gateway_webhook_deliveries", "Verified webhook deliveries, by outcome.",
+                     ["source", "type", "outcome"], registry=REGISTRY)
+DELIVERY_SECONDS = Histogram("gateway_webhook_processing_seconds",
+                             "Time to verify, record and apply one delivery.", ["source"],
+                             buckets=LATENCY_BUCKETS, registry=REGISTRY)
+REFUSALS = Counter("gateway_webhook_verification_failures",
+                   "Webhook deliveries refused (4xx/503), by the error code answered.",
+                   ["source", "reason"], registry=REGISTRY)
+READS = Counter("gateway_entitlement_reads", "Entitlement reads, by endpoint and result.",
+                ["endpoint", "result"], registry=REGISTRY)
+REQUESTS = Counter("gateway_http_requests", "HTTP requests, by route template and status.",
+                   ["method", "route", "status"], registry=REGISTRY)
+REQUEST_SECONDS = Histogram("gateway_http_request_seconds", "HTTP request latency, by route template.",
+                            ["route"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+
+
+def observe_delivery(source: str, event_type: str, outcome: str, seconds: float) -> None:
+    """One answered delivery (called by the ingest use case, so the retry worker's
+    replays are not counted as deliveries)."""
+    DELIVERIES.labels(source, event_type, outcome).inc()
+    DELIVERY_SECONDS.labels(source).observe(seconds)
+
+
+def observe_refusal(source: str, reason: str) -> None:
+    REFUSALS.labels(source if source in SOURCES else "unknown", reason).inc()
+
+
+def observe_read(endpoint: str, result: str) -> None:
+    READS.labels(endpoint, result).inc()
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    REQUEST_SECONDS.labels(route).observe(seconds)
+
+
+class BacklogCollector:
+    """``gateway_events_backlog{source,status}``: deferred and failed events, counted in
+    the event log when scraped. Every source and status is present, zero included, so
+    an alert on the series never sees it vanish."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self):
+        from gateway.store.port import StoreUnavailable
+
+        try:
+            with self.store.transaction() as tx:
+                counts = tx.count_events(BACKLOG_STATUSES)
+        except StoreUnavailable as exc:
+            log.warning("backlog not counted", extra={"fields": {"error": str(exc)}})
+            return
+        gauge = GaugeMetricFamily("gateway_events_backlog", "Events waiting for a retry (deferred) "
+                                  "or given up on (failed), by source.", labels=["source", "status"])
+        for source in sorted(set(SOURCES) | {s for s, _ in counts}):
+            for status in BACKLOG_STATUSES:
+                gauge.add_metric([source, status], counts.get((source, status), 0))
+        yield gauge
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition(store) -> bytes:
+    """The text of one scrape: every worker's samples (or this process's) and the backlog."""
+    registry = CollectorRegistry()
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_Forward(REGISTRY))
+    registry.register(BacklogCollector(store))
+    return generate_latest(registry)
+
+
+class _Forward:
+    """Hands a scrape registry the samples of this process's registry."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self):
+        return self.source.collect()

@@ -1,0 +1,96 @@
+"""What operators see of each request: one JSON access line, HTTP metrics, ``/metrics``.
+
+The access line names the route template (``/v1/users/<user_sub>/entitlements``), never
+the query string or a header, so no token can reach the logs through it; the user is
+the verified Cognito ``sub`` or the ``<user_sub>`` of an API-key read that passed.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from gateway import logs, metrics
+from gateway.auth import bearer
+from gateway.errors import Unauthorized
+
+log = logging.getLogger("gateway.access")
+bp = Blueprint("metrics", __name__)
+
+# Entitlement read endpoints, by the short name their metric carries.
+READ_ENDPOINTS = {"entitlements.mine": "me", "entitlements.of_user": "user"}
+
+
+@bp.get("/metrics")
+def scrape():
+    services = current_app.extensions["gateway"]
+    token = services.settings.metrics_token
+    if token and not hmac.compare_digest(bearer(request.headers.get("Authorization")).encode(), token.encode()):
+        raise Unauthorized("unknown metrics token", code="invalid_metrics_token")
+    return Response(metrics.exposition(services.store), mimetype="text/plain; version=0.0.4")
+
+
+class _NotingCognito:
+    """The app's Cognito verifier, remembering the verified ``sub`` for the access line."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def user_sub(self, authorization):
+        g.user_sub = self._inner.user_sub(authorization)
+        return g.user_sub
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def install(app: Flask) -> None:
+    services = app.extensions["gateway"]
+    services.cognito = _NotingCognito(services.cognito)
+    app.register_blueprint(bp)
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+    logs.take_users()  # a thread serves many requests: start each without a stale note
+
+
+def _finish(response: Response) -> Response:
+    seconds = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    if route == "/metrics":
+        return response  # scrapes every few seconds would drown the lines that matter
+    error = _error_code(response)
+    metrics.observe_request(request.method, route, response.status_code, seconds)
+    if request.endpoint == "webhooks.receive" and error and response.status_code != 404:
+        metrics.observe_refusal((request.view_args or {}).get("source", ""), error)
+    if request.endpoint in READ_ENDPOINTS:
+        metrics.observe_read(READ_ENDPOINTS[request.endpoint], error or "ok")
+    fields = {"method": request.method, "path": route, "status": response.status_code,
+              "ms": round(seconds * 1000, 1)}
+    user = _user(response)
+    if user:
+        fields["user"] = user
+    if error:
+        fields["error"] = error
+    log.info("request", extra={"fields": fields})
+    return response
+
+
+def _error_code(response: Response) -> str | None:
+    if response.status_code < 400 or not response.is_json:
+        return None
+    body = response.get_json(silent=True)
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def _user(response: Response) -> str | None:
+    if "user_sub" in g:
+        return g.user_sub
+    if response.status_code < 400:  # an API-key read that passed names its user in the path
+        return (request.view_args or {}).get("user_sub")
+    return None

@@ -1,0 +1,123 @@
+"""Marshmallow schemas of what the HTTP API answers, and of the webhook bodies as each
+store sends them. They describe; the views and providers stay the ones that decide
+(answers are built by ``presenters``, webhook bodies are verified on their raw bytes).
+The OpenAPI document (``openapi.py``) is generated from them.
+
+The client actions' request bodies are not here: they live beside their views
+(``checkout.CheckoutBody``...) and the document imports them from there.
+"""
+from __future__ import annotations
+
+import marshmallow as ma
+from marshmallow import fields
+
+SOURCES = ["stripe", "apple", "google", "revenuecat"]
+STATUSES = ["active", "grace_period", "billing_retry", "paused", "expired", "revoked", "pending"]
+
+
+def _text(description: str, **kwargs) -> fields.String:
+    return fields.String(metadata={"description": description}, **kwargs)
+
+
+class Entitlement(ma.Schema):
+    active = fields.Boolean(required=True, metadata={"description": "judged at read time"})
+    status = fields.String(required=True, validate=ma.validate.OneOf(STATUSES))
+    expires_at = fields.DateTime(required=True, allow_none=True, metadata={"description": "null: no end"})
+    will_renew = fields.Boolean(required=True, allow_none=True)
+    source = fields.String(required=True, validate=ma.validate.OneOf(SOURCES))
+    product_id = fields.String(required=True, allow_none=True)
+
+
+class EntitlementsAnswer(ma.Schema):
+    user_id = _text("the Cognito sub", required=True)
+    is_premium = fields.Boolean(required=True, metadata={"description": "true when any entitlement is active"})
+    entitlements = fields.Dict(keys=fields.String(), values=fields.Nested(Entitlement), required=True,
+                               metadata={"description": "by entitlement name; empty for an unknown user"})
+
+
+class HistorySubscription(ma.Schema):
+    source, key = fields.String(required=True), fields.String(required=True)
+    status, raw_status = fields.String(required=True), fields.String(allow_none=True)
+    product_id = fields.String(allow_none=True)
+    expires_at, as_of = fields.DateTime(allow_none=True), fields.DateTime(allow_none=True)
+    will_renew = fields.Boolean(allow_none=True)
+    environment = fields.String(allow_none=True)
+    owner_as_of = fields.DateTime(allow_none=True)
+    entitlements, chosen_for = fields.List(fields.String()), fields.List(fields.String())
+    explanation = fields.String(allow_none=True)
+    evidence = fields.List(fields.String())
+
+
+class HistoryDelivery(ma.Schema):
+    id = fields.Integer(required=True)
+    source, event_id, type, status = (fields.String(required=True) for _ in range(4))
+    received_at = fields.DateTime(required=True)
+    attempts = fields.Integer(required=True)
+    last_error = fields.String(allow_none=True)
+    processed_at = fields.DateTime(allow_none=True)
+    subscriptions = fields.List(fields.Dict(keys=fields.String(), values=fields.String()))
+
+
+class HistoryAnswer(EntitlementsAnswer):
+    subscriptions = fields.List(fields.Nested(HistorySubscription), required=True)
+    deliveries = fields.List(fields.Nested(HistoryDelivery), required=True)
+    next_before = fields.Integer(allow_none=True, metadata={"description": "pass as ?before= for older deliveries"})
+
+
+class Error(ma.Schema):
+    error = _text("a stable code, e.g. invalid_signature, source_not_configured", required=True)
+    message = _text("for people; may change")
+
+
+class WebhookAnswer(ma.Schema):
+    status = fields.String(required=True, validate=ma.validate.OneOf(["processed", "duplicate", "ignored", "deferred"]))
+
+
+class CheckoutSession(ma.Schema):
+    id = _text("the Checkout Session id (cs_...)", required=True)
+    url = fields.Url(required=True, metadata={"description": "where to send the user"})
+
+
+class PortalSession(ma.Schema):
+    url = fields.Url(required=True)
+
+
+class Health(ma.Schema):
+    status = fields.String(required=True, validate=ma.validate.OneOf(["ok", "unavailable"]))
+    error, message = fields.String(), fields.String()
+
+
+# Webhook bodies, as each store sends them (documentation only: verified on raw bytes).
+class _StoreBody(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE  # stores add fields; the gateway reads tolerantly
+
+
+class StripeEvent(_StoreBody):
+    id = _text("evt_...", required=True)
+    object = fields.String(validate=ma.validate.Equal("event"))
+    type = fields.String(required=True)
+    created = fields.Integer(required=True)
+    api_version = fields.String()
+    data = fields.Dict(required=True, metadata={"description": "{object, previous_attributes}"})
+
+
+class AppleNotification(_StoreBody):
+    signedPayload = _text("App Store Server Notification V2, a JWS signed with the x5c chain", required=True)
+
+
+class PubSubMessage(_StoreBody):
+    data = _text("base64 of the Play DeveloperNotification JSON", required=True)
+    messageId = fields.String(required=True)
+    publishTime = fields.String()
+    attributes = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class PubSubPush(_StoreBody):
+    message = fields.Nested(PubSubMessage, required=True)
+    subscription = fields.String()
+
+
+class RevenueCatWebhook(_StoreBody):
+    api_version = fields.String()
+    event = fields.Dict(required=True, metadata={"description": "id, type, app_user_id, event_timestamp_ms..."})

@@ -1,0 +1,190 @@
+"""The /admin pages through the Flask test client: sign-in, CSRF, cookie flags, pages."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway.config import ConfigError, from_env
+from tests.e2e.conftest import API_KEY
+from tests.support import revenuecat as rc
+
+PASSWORD = "correct horse battery staple"
+SECRET_KEY = "s" * 40
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH,
+                    GATEWAY_API_KEYS=API_KEY)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def token(client, path="/admin/login") -> str:
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def sign_in(client, password=PASSWORD, **headers):
+    return client.post("/admin/login", data={"password": password, "csrf_token": token(client)}, headers=headers)
+
+
+def send(client, evt) -> str:
+    return client.post("/webhooks/revenuecat", data=rc.body(evt), headers={"Authorization": rc.AUTH}).get_json()["status"]
+
+
+def event_row(app, pk):
+    with app.extensions["gateway"].store.transaction() as tx:
+        return tx.get_event(pk)
+
+
+def test_admin_is_disabled_without_a_password(make_app):
+    response = make_app().test_client().get("/admin/login")
+    assert response.status_code == 503 and "ADMIN_PASSWORD" in response.get_data(as_text=True)
+
+
+def test_a_password_without_a_secret_key_stops_the_start():
+    with pytest.raises(ConfigError, match="ADMIN_SECRET_KEY"):
+        from_env({"ADMIN_PASSWORD": PASSWORD})
+
+
+def test_pages_redirect_to_sign_in_when_signed_out(client):
+    for path in ("/admin/", "/admin/deliveries", "/admin/users?sub=x", "/admin/backlog", "/admin/deliveries/1"):
+        response = client.get(path)
+        assert response.status_code == 302 and response.location.startswith("/admin/login?next=")
+    assert client.post("/admin/deliveries/1/replay").status_code == 302
+
+
+def test_wrong_password_is_refused_then_right_one_signs_in_with_safe_cookie_flags(client):
+    wrong = sign_in(client, "guess")
+    assert wrong.status_code == 401 and "Wrong password." in wrong.get_data(as_text=True)
+    right = sign_in(client)
+    assert right.status_code == 302 and right.location == "/admin/deliveries"
+    cookie = right.headers["Set-Cookie"]
+    assert cookie.startswith("gateway_admin=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Path=/admin" in cookie and "Secure" not in cookie  # plain http in this test
+    assert client.get("/admin/deliveries").status_code == 200
+
+
+def test_the_cookie_is_secure_behind_an_https_proxy(client):
+    assert "Secure" in sign_in(client, **{"X-Forwarded-Proto": "https"}).headers["Set-Cookie"]
+
+
+def test_sign_in_without_csrf_token_is_refused(client):
+    client.get("/admin/login")
+    assert client.post("/admin/login", data={"password": PASSWORD}).status_code == 400
+    assert client.get("/admin/deliveries").status_code == 302
+
+
+def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(client):
+    assert sign_in(client).status_code == 302
+    client.post("/admin/logout", data={"csrf_token": token(client, "/admin/deliveries")})
+    response = client.post("/admin/login", data={"password": PASSWORD, "csrf_token": token(client),
+                                                  "next": "/admin/users?sub=u1"})
+    assert response.location == "/admin/users?sub=u1"
+    client.post("/admin/logout", data={"csrf_token": token(client, "/admin/deliveries")})
+    response = client.post("/admin/login", data={"password": PASSWORD, "csrf_token": token(client),
+                                                  "next": "//evil.example/admin"})
+    assert response.location == "/admin/deliveries"
+
+
+def test_failed_logins_are_throttled_per_address(client):
+    for _ in range(5):
+        assert sign_in(client, "guess").status_code == 401
+    assert sign_in(client).status_code == 429  # even the right password, until the window passes
+
+
+def test_logout_ends_the_session(client):
+    sign_in(client)
+    assert client.post("/admin/logout", data={"csrf_token": token(client, "/admin/deliveries")}).status_code == 302
+    assert client.get("/admin/deliveries").status_code == 302
+
+
+def test_replay_needs_the_csrf_token_and_nothing_is_replayed_without_it(app, client, refuse_writes):
+    refuse_writes.on("subscriptions")
+    assert send(client, rc.event("INITIAL_PURCHASE")) == "deferred"
+    refuse_writes.off()
+    sign_in(client)
+    with app.extensions["gateway"].store.transaction() as tx:
+        (before,) = tx.search_events()  # its id: PostgreSQL's sequence skips the rolled-back first try
+    page = f"/admin/deliveries/{before.id}"
+    assert client.post(f"{page}/replay").status_code == 400
+    assert client.post(f"{page}/replay", data={"csrf_token": "forged"}).status_code == 403
+    assert event_row(app, before.id) == before and before.status == "deferred"
+    done = client.post(f"{page}/replay", data={"csrf_token": token(client, page)}, follow_redirects=True)
+    assert f"Replayed delivery {before.id}: processed." in done.get_data(as_text=True)
+    assert event_row(app, before.id).status == "processed"
+    premium = client.get("/v1/users/user-1/entitlements", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert premium.get_json()["is_premium"] is True
+
+
+def test_deliveries_filter_and_page(client):
+    for n in range(55):
+        send(client, rc.event("INITIAL_PURCHASE", f"user-{n}", transaction=str(n)))
+    send(client, rc.event("TEST"))
+    sign_in(client)
+    page = client.get("/admin/deliveries").get_data(as_text=True)
+    assert page.count('<tr id="event-') == 50 and 'id="older"' in page
+    older = re.search(r'id="older" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert client.get(older).get_data(as_text=True).count('<tr id="event-') == 6
+    ignored = client.get("/admin/deliveries?status=ignored&source=revenuecat").get_data(as_text=True)
+    assert ignored.count('<tr id="event-') == 1 and "TEST" in ignored
+    assert client.get("/admin/deliveries?type=TEST").get_data(as_text=True).count('<tr id="event-') == 1
+    assert client.get("/admin/deliveries?until=2000-01-01T00:00").get_data(as_text=True).count('<tr id="event-') == 0
+    assert client.get("/admin/deliveries?since=2000-01-01T00:00").get_data(as_text=True).count('<tr id="event-') == 50
+    assert client.get("/admin/deliveries?since=yesterday").status_code == 400
+
+
+def test_delivery_user_and_backlog_pages(client):
+    send(client, rc.event("INITIAL_PURCHASE", "user-7", transaction="77"))
+    sign_in(client)
+    detail = client.get("/admin/deliveries/1").get_data(as_text=True)
+    assert "INITIAL_PURCHASE" in detail and "&#34;app_user_id&#34;: &#34;user-7&#34;" in detail
+    assert 'href="/admin/users?sub=user-7"' in detail
+    user = client.get("/admin/users?sub=user-7").get_data(as_text=True)
+    assert "is <span class=\"yes\">premium</span>" in user and "grants premium until" in user
+    assert 'href="/admin/deliveries/1"' in user
+    nobody = client.get("/admin/users?sub=nobody").get_data(as_text=True)
+    assert "not premium" in nobody and "No store subscription" in nobody
+    backlog = client.get("/admin/backlog").get_data(as_text=True)
+    assert 'id="total-deferred">0<' in backlog and 'id="total-failed">0<' in backlog
+    assert client.get("/admin/deliveries/999").status_code == 404
+
+
+def test_admin_pages_are_not_cached_or_framed(client):
+    sign_in(client)
+    response = client.get("/admin/deliveries")
+    assert response.headers["Cache-Control"] == "no-store" and response.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_the_cookie_secure_setting_is_checked_and_can_force_secure(make_app):
+    with pytest.raises(ConfigError, match="ADMIN_COOKIE_SECURE"):
+        from_env({"ADMIN_PASSWORD": PASSWORD, "ADMIN_SECRET_KEY": SECRET_KEY, "ADMIN_COOKIE_SECURE": "maybe"})
+    client = make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY, ADMIN_COOKIE_SECURE="true").test_client()
+    assert "Secure" in sign_in(client).headers["Set-Cookie"]
+
+
+def test_an_apple_delivery_shows_its_decoded_notification(make_app, tmp_path):
+    from tests.support.apple_pki import mint_chain
+    from tests.support.apple_store import AppStore
+
+    chain = mint_chain()
+    apple = AppStore(chain)
+    app = make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY, **apple.env(chain.write_root(tmp_path)))
+    client = app.test_client()
+    note = apple.notification("SUBSCRIBED", "INITIAL_BUY", transaction=apple.transaction("9000", token="u-apple"),
+                              renewal=apple.renewal("9000"))
+    assert client.post("/webhooks/apple", data=apple.body(note), content_type="application/json").status_code == 200
+    sign_in(client)
+    with app.extensions["gateway"].store.transaction() as tx:
+        (event,) = tx.search_events()
+    page = client.get(f"/admin/deliveries/{event.id}").get_data(as_text=True)
+    decoded = page.split('<pre id="data">')[1].split("</pre>")[0]
+    assert "&#34;notificationType&#34;: &#34;SUBSCRIBED&#34;" in decoded
+    assert "&#34;originalTransactionId&#34;: &#34;9000&#34;" in decoded
+    assert "signedPayload" in page  # the raw body is there too, for the record

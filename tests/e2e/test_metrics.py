@@ -1,0 +1,133 @@
+"""/metrics: deliveries, refusals, reads and the backlog, in one process and under gunicorn."""
+from __future__ import annotations
+
+import http.client
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import API_KEY
+from tests.support import revenuecat as rc
+from tests.support.procfile import serve
+
+HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
+
+
+def samples(text: str, name: str) -> dict[tuple, float]:
+    """``{sorted label items: value}`` of one sample name in an exposition."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def total(text: str, name: str, **labels) -> float:
+    wanted = set(labels.items())
+    return sum(v for k, v in samples(text, name).items() if wanted <= set(k))
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY)
+
+
+def scrape(client, **headers) -> str:
+    response = client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
+
+
+def test_deliveries_refusals_and_reads_are_counted(app):
+    client = app.test_client()
+    before = scrape(client)
+    for n in range(3):
+        client.post("/webhooks/revenuecat", data=rc.body(rc.event("RENEWAL", user="m1", at_ms=n + 1)), headers=HEADERS)
+    client.post("/webhooks/revenuecat", data=rc.body(rc.event("RENEWAL")), headers={"Authorization": "Bearer nope"})
+    client.get("/v1/users/m1/entitlements", headers={"Authorization": f"Bearer {API_KEY}"})
+    client.get("/v1/users/m1/entitlements", headers={"Authorization": "Bearer wrong"})
+    after = scrape(client)
+
+    def grew(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("gateway_webhook_deliveries_total", source="revenuecat", type="RENEWAL", outcome="processed") == 3
+    assert grew("gateway_webhook_processing_seconds_count", source="revenuecat") == 3
+    assert grew("gateway_webhook_verification_failures_total", source="revenuecat",
+                reason="invalid_authorization") == 1
+    assert grew("gateway_entitlement_reads_total", endpoint="user", result="ok") == 1
+    assert grew("gateway_entitlement_reads_total", endpoint="user", result="invalid_api_key") == 1
+    assert grew("gateway_http_requests_total", route="/webhooks/<source>", status="401") == 1
+
+
+def test_backlog_is_read_from_the_event_log_at_scrape_time(app):
+    with app.extensions["gateway"].store.transaction() as tx:
+        for n, status in enumerate(["deferred", "deferred", "failed", "processed"]):
+            tx.record_event(source="google", event_id=f"m{n}", event_type="4", payload="{}", data={},
+                            received_at=datetime.now(timezone.utc), status=status)
+    text = scrape(app.test_client())
+    assert total(text, "gateway_events_backlog", source="google", status="deferred") == 2
+    assert total(text, "gateway_events_backlog", source="google", status="failed") == 1
+    assert total(text, "gateway_events_backlog", source="stripe", status="failed") == 0
+
+
+def test_metrics_token_is_required_when_set(make_app):
+    client = make_app(METRICS_TOKEN="scrape-secret").test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer other"}).status_code == 401
+    assert "gateway_events_backlog" in scrape(client, Authorization="Bearer scrape-secret")
+
+
+def call(port, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    return response.status, response.read().decode()
+
+
+def burst(port, size: int, offset: int) -> list[int]:
+    """``size`` signed deliveries from 8 concurrent senders, one connection each; the statuses."""
+    events = [rc.event("RENEWAL", user=f"w{n % 6}", transaction=f"w{n % 6}", at_ms=1_900_000_000_000 + offset + n)
+              for n in range(size)]
+    statuses = []
+
+    def send(batch):
+        for evt in batch:
+            statuses.append(call(port, "POST", "/webhooks/revenuecat", rc.body(evt), HEADERS)[0])
+
+    threads = [threading.Thread(target=send, args=(events[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def test_counters_add_up_across_gunicorn_workers(database_url, tmp_path):
+    size, metrics_dir = 48, tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    env = {"DATABASE_URL": database_url, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, "LOG_LEVEL": "WARNING",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    with serve(env, workers=2) as (url, _):
+        port, sent = urlsplit(url).port, 0
+        # Until both workers have served part of it: a worker still booting may miss a burst.
+        while sent == 0 or (len(worker_files(metrics_dir)) < 2 and sent < 5 * size):
+            assert burst(port, size, sent) == [200] * size
+            sent += size
+        assert len(worker_files(metrics_dir)) == 2
+        # Whichever worker answers a scrape, it reports every worker's deliveries.
+        for _ in range(4):
+            status, text = call(port, "GET", "/metrics")
+            assert status == 200
+            assert total(text, "gateway_webhook_deliveries_total", source="revenuecat") == sent
+            assert total(text, "gateway_webhook_processing_seconds_count", source="revenuecat") == sent
+
+
+def worker_files(directory: Path) -> set[str]:
+    """The pids of the workers that have counted something (``counter_<pid>.db``)."""
+    return {p.stem.rsplit("_", 1)[-1] for p in directory.glob("counter_*.db")}

@@ -1,0 +1,91 @@
+"""/openapi.json: a valid OpenAPI 3 document of the routes the app serves, and a fuzz of
+every documented operation (schemathesis) that must never meet a 500."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from openapi_spec_validator import validate
+from schemathesis.checks import not_a_server_error
+
+from tests.e2e.conftest import API_KEY
+from tests.support import revenuecat as rc
+from tests.support.apple_pki import mint_chain
+from tests.support.apple_store import AppStore
+from tests.support.google_pubsub import PushSigner
+from tests.support.stripe_signing import new_secret
+
+# Per operation, bounded so the whole fuzz stays well under a minute.
+EXAMPLES = 30
+# 502 (a store refused the call) and 503 (not configured, or a dependency is down) are
+# documented answers; any other 5xx, a 500 above all, is a bug.
+CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
+    {"checks": {"not_a_server_error": {"expected-statuses": ["2XX", "3XX", "4XX", "502", "503"]}}})
+
+
+@pytest.fixture(scope="module")
+def signer():
+    with PushSigner() as push:
+        yield push
+
+
+@pytest.fixture
+def app(make_app, tmp_path, cognito, signer):
+    """Every source configured, so fuzzed requests reach verification and parsing."""
+    chain = mint_chain()
+    return make_app(GATEWAY_API_KEYS=API_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH, STRIPE_WEBHOOK_SECRETS=new_secret(),
+                    **AppStore(chain).env(chain.write_root(tmp_path)), **signer.env(), **cognito.env())
+
+
+def test_document_is_valid_openapi_3(app):
+    response = app.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    validate(document)
+    assert document["openapi"].startswith("3.")
+    assert {"cognito", "apiKey", "googlePubSub", "revenuecat"} <= set(document["components"]["securitySchemes"])
+
+
+def test_document_covers_every_v1_and_webhook_route(app):
+    documented = set(app.test_client().get("/openapi.json").get_json()["paths"])
+    served = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule) for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/v1/")}
+    assert served <= documented
+    assert {f"/webhooks/{s}" for s in ("stripe", "apple", "google", "revenuecat")} <= documented
+
+
+def test_request_schemas_are_the_views_own(app):
+    schemas = app.test_client().get("/openapi.json").get_json()["components"]["schemas"]
+    assert set(schemas["CheckoutBody"]["required"]) == {"price_id", "success_url", "cancel_url"}
+    assert schemas["ApplePurchaseBody"]["required"] == ["signedTransaction"]
+    assert set(schemas["GooglePurchaseBody"]["required"]) == {"productId", "purchaseToken"}
+
+
+def _credentials(path: str, cognito) -> dict[str, str]:
+    """Good credentials where one is a plain header, so fuzzed bodies reach the parsers."""
+    if path == "/webhooks/revenuecat":
+        return {"Authorization": rc.AUTH}
+    if path.startswith("/v1/users/"):
+        return {"Authorization": f"Bearer {API_KEY}"}
+    if path.startswith("/v1/"):
+        return cognito.header("fuzz-user")
+    return {}
+
+
+def test_no_documented_operation_answers_500(app, cognito):
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=CONFIG)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 13
+    for operation in operations:
+        headers = _credentials(operation.path, cognito)
+
+        @settings(max_examples=EXAMPLES, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def fuzz(case):
+            case.headers = {**(case.headers or {}), **headers}
+            case.call_and_validate(checks=[not_a_server_error])
+
+        fuzz()

@@ -1,0 +1,75 @@
+"""A local fake of RevenueCat's REST API v1 ``GET /v1/subscribers/{app_user_id}``.
+
+Answers in the Customer Info Model (https://www.revenuecat.com/docs/api-v1/customer-info-model):
+``{"request_date", "request_date_ms", "subscriber": {"original_app_user_id", "entitlements",
+"subscriptions", ...}}`` with ISO 8601 times; checks ``Authorization: Bearer <secret key>``.
+Switches: ``down`` (503), ``throttle`` (the next N calls answer 429 with Retry-After).
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from urllib.parse import unquote
+
+from tests.support.servers import LocalServer
+
+API_KEY = "sk_rc_test_reconcile"
+PREFIX = "/v1/subscribers/"
+
+
+def iso(when: datetime | None) -> str | None:
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+
+
+class FakeRevenueCat:
+    def __init__(self) -> None:
+        self.subscribers: dict[str, dict] = {}
+        self.down, self.throttle, self.retry_after = False, 0, "1"
+        self.calls: list[str] = []
+        self.server = LocalServer({"*": self._route})
+
+    def subscribe(self, user: str, product: str, *, expires: datetime, entitlement: str = "premium",
+                  refunded: datetime | None = None, unsubscribed: datetime | None = None,
+                  sandbox: bool = False) -> None:
+        subscriber = self.subscribers.setdefault(user, {
+            "original_app_user_id": user, "first_seen": iso(datetime.now(timezone.utc)),
+            "management_url": None, "non_subscriptions": {}, "other_purchases": {},
+            "entitlements": {}, "subscriptions": {}, "subscriber_attributes": {}})
+        subscriber["subscriptions"][product] = {
+            "expires_date": iso(expires), "purchase_date": iso(expires.replace(day=1)),
+            "original_purchase_date": iso(expires.replace(day=1)), "ownership_type": "PURCHASED",
+            "period_type": "normal", "store": "app_store", "is_sandbox": sandbox,
+            "unsubscribe_detected_at": iso(unsubscribed), "billing_issues_detected_at": None,
+            "grace_period_expires_date": None, "refunded_at": iso(refunded), "auto_resume_date": None,
+            "store_transaction_id": "2000000999"}
+        subscriber["entitlements"][entitlement] = {
+            "expires_date": iso(expires), "grace_period_expires_date": None,
+            "product_identifier": product, "purchase_date": iso(expires.replace(day=1))}
+
+    def env(self) -> dict[str, str]:
+        return {"REVENUECAT_API_KEY": API_KEY, "REVENUECAT_API_BASE": self.server.url}
+
+    def _route(self, request) -> tuple:
+        self.calls.append(request.path)
+        if self.down:
+            return 503, {"code": 7110, "message": "Service unavailable."}, {}
+        if self.throttle:
+            self.throttle -= 1
+            return 429, {"code": 7117, "message": "Rate limit exceeded."}, {"Retry-After": self.retry_after}
+        if request.headers.get("Authorization") != f"Bearer {API_KEY}":
+            return 401, {"code": 7225, "message": "Invalid API key."}, {}
+        if request.method != "GET" or not request.path.startswith(PREFIX):
+            return 404, {"code": 7259, "message": "Not found."}, {}
+        user = unquote(request.path[len(PREFIX):])
+        subscriber = self.subscribers.get(user) or {"original_app_user_id": user, "entitlements": {},
+                                                     "subscriptions": {}}
+        now = time.time()
+        return 200, {"request_date": iso(datetime.now(timezone.utc)), "request_date_ms": int(now * 1000),
+                     "subscriber": subscriber}, {}
+
+    def __enter__(self) -> "FakeRevenueCat":
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.__exit__(*exc)
