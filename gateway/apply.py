@@ -10,15 +10,25 @@ from gateway.domain.model import Subscription, absorb, adopt, reassign
 from gateway.store.port import Transaction
 
 
-def apply_translation(tx: Transaction, translation: Translation, catalog: Catalog, now: datetime) -> set[str]:
+def apply_translation(tx: Transaction, translation: Translation, catalog: Catalog, now: datetime,
+                      touched: set[tuple[str, str]] | None = None) -> set[str]:
     """Write the changes; returns the users whose entitlements were re-derived.
 
     Links go first so that a snapshot in the same delivery finds its owner. Subscriptions
     are locked in key order, users after all subscriptions, so writers never deadlock.
+    ``touched``, when given, receives the (source, key) of every subscription concerned:
+    the evidence the explain API shows for the delivery.
     """
     users: set[str] = set()
+    held: dict[tuple[str, str], Subscription | None] = {}  # locked in this transaction, as it now is
+
+    def lock(source: str, key: str) -> Subscription | None:
+        if (source, key) not in held:
+            held[(source, key)] = tx.lock_subscription(source, key)
+        return held[(source, key)]
 
     def save(current: Subscription | None, updated: Subscription) -> None:
+        held[(updated.snapshot.source, updated.snapshot.key)] = updated
         if updated != current:
             tx.save_subscription(updated, now)
             users.update(s.owner for s in (current, updated) if s is not None and s.owner)
@@ -27,11 +37,11 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
         tx.link(link.source, link.account, link.user_sub, link.as_of, now)
         owner = tx.resolve(link.source, link.account)  # the newest link holds
         for key in tx.keys_held_by(link.source, (link.account,), ()):
-            current = tx.lock_subscription(link.source, key)
+            current = lock(link.source, key)
             save(current, adopt(current, owner))
 
     for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
-        current = tx.lock_subscription(snapshot.source, snapshot.key)
+        current = lock(snapshot.source, snapshot.key)
         updated = absorb(current, snapshot)
         account = updated.snapshot.account
         if updated.owner_as_of is None:
@@ -41,11 +51,13 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
     for transfer in translation.transfers:
         accounts = transfer.from_accounts
         for key in tx.keys_held_by(transfer.source, accounts, accounts):
-            current = tx.lock_subscription(transfer.source, key)
+            current = lock(transfer.source, key)
             save(current, reassign(current, transfer.to_user, transfer.as_of))
 
+    if touched is not None:
+        touched.update(held)
     tx.lock_users(sorted(users))
     for user in users:
-        held = [s.snapshot for s in tx.subscriptions_of(user)]
-        tx.replace_entitlements(user, list(derive(held, catalog).values()), now)
+        subscriptions = [s.snapshot for s in tx.subscriptions_of(user)]
+        tx.replace_entitlements(user, list(derive(subscriptions, catalog).values()), now)
     return users

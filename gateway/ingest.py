@@ -108,9 +108,9 @@ class Ingest:
                     status=outcome, processed_at=now, last_error=translation.ignored_reason)
                 if event is None:
                     return DUPLICATE
-                touched = _touched(tx, translation)
-                logs.note_users(apply_translation(tx, translation, self.catalog, now))
-                tx.link_event(event.id, touched)
+                touched: set[tuple[str, str]] = set()
+                logs.note_users(apply_translation(tx, translation, self.catalog, now, touched))
+                tx.link_event(event.id, sorted(touched))
                 return outcome
         except Exception:  # rolled back whole: the two-step path records it, then defers
             log.info("one-transaction apply failed; recording first", exc_info=True,
@@ -124,9 +124,9 @@ class Ingest:
             translation = provider.translate(event, self.lookup)
             now = self.clock()
             with self.store.transaction() as tx:
-                touched = _touched(tx, translation)
-                users = logs.note_users(apply_translation(tx, translation, self.catalog, now))
-                tx.link_event(event.id, touched)  # the evidence the explain API shows
+                touched: set[tuple[str, str]] = set()
+                users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched))
+                tx.link_event(event.id, sorted(touched))  # the evidence the explain API shows
                 outcome = IGNORED if translation.is_empty else PROCESSED
                 tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
                                 last_error=translation.ignored_reason, next_attempt_at=None)
@@ -152,20 +152,6 @@ class Ingest:
         except StoreUnavailable:
             # The row stays "received"; the retry worker also picks up stale received events.
             log.error("could not mark event", extra={"fields": {"event_id": event.event_id, "status": status}})
-
-
-def _touched(tx, translation) -> list[tuple[str, str]]:
-    """The (source, key) of every subscription a translation concerns.
-
-    Found before applying: a transfer changes the owners its subscriptions are found by.
-    """
-    keys = {(s.source, s.key) for s in translation.snapshots}
-    for link in translation.links:
-        keys.update((link.source, k) for k in tx.keys_held_by(link.source, (link.account,), ()))
-    for transfer in translation.transfers:
-        held = tx.keys_held_by(transfer.source, transfer.from_accounts, transfer.from_accounts)
-        keys.update((transfer.source, k) for k in held)
-    return sorted(keys)
 
 
 # What PostgreSQL cannot hold in text or jsonb: NUL, and a surrogate code point that

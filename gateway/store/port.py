@@ -143,7 +143,9 @@ class Store(abc.ABC):
     def transaction(self, readonly: bool = False) -> contextlib.AbstractContextManager[Transaction]:
         """Commit on a clean exit, roll back on an exception.
 
-        A ``readonly`` transaction only reads, and need not wait for writers.
+        A ``readonly`` transaction must only read; it never waits for writers. As under
+        READ COMMITTED, a statement may see commits made after the previous one (on
+        PostgreSQL it runs in autocommit).
         Raises ``StoreUnavailable`` when the database cannot be reached or written.
         """
 

@@ -64,7 +64,11 @@ class SqlStore(Store):
         try:
             connection = self.engine.connect()
             if readonly:
-                connection = connection.execution_options(gateway_readonly=True)
+                # SQLite: a deferred BEGIN (a snapshot that waits for no writer). PostgreSQL:
+                # autocommit, which saves the BEGIN and COMMIT round trips; under READ
+                # COMMITTED each statement saw the latest commits anyway.
+                options = {"isolation_level": "AUTOCOMMIT"} if self.engine.dialect.name == "postgresql" else {}
+                connection = connection.execution_options(gateway_readonly=True, **options)
         except sa.exc.DBAPIError as exc:
             raise StoreUnavailable(_describe(exc)) from exc
         try:

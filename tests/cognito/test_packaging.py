@@ -1,11 +1,12 @@
-"""What Lambda and CloudFormation see: import cost, the template, the built bundle."""
+"""What Lambda and CloudFormation see: what the handlers import, the template, the built bundle.
+
+Import time (the cold start) is measured by bench/lambda_import.py, not here."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -37,14 +38,6 @@ def test_shared_customer_module_imports_without_flask_or_sqlalchemy():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("module", HANDLERS)
-def test_handler_import_stays_under_300_ms(module):
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    # Best of five: the machine may be busy with other work; the import itself is what is measured.
-    best = min(float(run_python(sys.executable, code).stdout) for _ in range(5))
-    assert best < 0.3, f"{module} took {best * 1000:.0f} ms to import"
-
-
 def test_template_passes_cfn_lint():
     result = subprocess.run([sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())",
                              str(ROOT / "deploy" / "template.yaml")], capture_output=True, text=True, timeout=300)
@@ -70,9 +63,7 @@ def test_built_bundle_runs_in_a_lambda_like_python(tmp_path):
     event = load_event("post_confirmation_confirm_forgot_password")
     code = ("import json, sys; from cognito_triggers.post_confirmation import handler; "
             "event = json.loads(sys.argv[1]); print(json.dumps(handler(event, None)))")
-    started = time.monotonic()
     result = subprocess.run([python, "-c", code, json.dumps(event)], capture_output=True, text=True, timeout=60,
                             cwd=task, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(task)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == event
-    assert time.monotonic() - started < 5.0

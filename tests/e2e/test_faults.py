@@ -7,15 +7,13 @@ import signal
 import threading
 import time
 
-import pytest
-
 from tests.e2e.conftest import API_KEY, count_events
 from tests.e2e.gunicorn_world import Gunicorn
-from tests.fakes.stripe_billing import StripeBilling
 from tests.support import revenuecat as rc
 from tests.support import stripe_objects as so
 from tests.support.google_gateway import _play_server, google, play, push_signer  # noqa: F401 (fixtures)
 from tests.support.google_pubsub import subscription
+from tests.support.stripe_gateway import stripe_server  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
 from tests.support.stripe_signing import new_secret, signed
 
@@ -69,12 +67,6 @@ def test_google_api_down_during_ingest_defers_and_the_retry_applies(google, play
     play.down = False
     assert google.retry() == "processed: 1"
     assert google.premium("user-down")["active"] is True
-
-
-@pytest.fixture(scope="module")
-def stripe_server():
-    with StripeBilling() as server:
-        yield server
 
 
 def test_a_process_killed_between_recording_and_applying_is_applied_by_the_retry_command(

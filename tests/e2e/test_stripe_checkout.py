@@ -1,14 +1,11 @@
 """Checkout and Customer Portal sessions through the WSGI app, against the local Stripe fake."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.e2e.conftest import API_KEY
-from tests.fakes.stripe_billing import StripeBilling
 from tests.support import stripe_objects as so
-from tests.support.stripe_harness import CATALOG_DOCUMENT
+from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_signing import new_secret, signed
 
 USER = "0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"
@@ -17,24 +14,10 @@ BODY = {"price_id": "price_monthly", "success_url": "https://app.example.com/wel
         "cancel_url": "http://localhost:3000/pricing"}
 
 
-@pytest.fixture(scope="module")
-def stripe_server():
-    with StripeBilling() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(stripe_server):
-    stripe_server.reset()
-    return stripe_server
-
-
-@pytest.fixture
-def env(fake, cognito, tmp_path):
-    catalog = tmp_path / "catalog.json"
-    catalog.write_text(json.dumps(CATALOG_DOCUMENT))
+def env(fake, cognito, stripe_catalog):
     return {**cognito.env(), "STRIPE_API_KEY": fake.api_key, "STRIPE_API_BASE": fake.url,
-            "STRIPE_WEBHOOK_SECRETS": SECRET, "GATEWAY_API_KEYS": API_KEY, "CATALOG_PATH": str(catalog)}
+            "STRIPE_WEBHOOK_SECRETS": SECRET, "GATEWAY_API_KEYS": API_KEY, "CATALOG_PATH": stripe_catalog}
 
 
 @pytest.fixture

@@ -12,33 +12,18 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.conftest import API_KEY, count_events
-from tests.fakes.stripe_billing import StripeBilling
 from tests.support import stripe_objects as so
-from tests.support.stripe_harness import CATALOG_DOCUMENT
+from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_scenarios import signup
 from tests.support.stripe_signing import new_secret, signed
 
 OLD_SECRET, SECRET = new_secret(), new_secret()
 
 
-@pytest.fixture(scope="module")
-def stripe_server():
-    with StripeBilling() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(stripe_server):
-    stripe_server.reset()
-    return stripe_server
-
-
-@pytest.fixture
-def app(make_app, fake, tmp_path):
-    catalog = tmp_path / "catalog.json"
-    catalog.write_text(json.dumps(CATALOG_DOCUMENT))
+def app(make_app, fake, stripe_catalog):
     return make_app(STRIPE_WEBHOOK_SECRETS=f"{OLD_SECRET},{SECRET}", STRIPE_API_KEY=fake.api_key,
-                    STRIPE_API_BASE=fake.url, GATEWAY_API_KEYS=API_KEY, CATALOG_PATH=str(catalog))
+                    STRIPE_API_BASE=fake.url, GATEWAY_API_KEYS=API_KEY, CATALOG_PATH=stripe_catalog)
 
 
 @pytest.fixture

@@ -8,22 +8,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.fakes.stripe_billing import StripeBilling
 from tests.support import stripe_objects as so
 from tests.support.stripe_harness import StripeHarness
+from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_scenarios import signup
-
-
-@pytest.fixture(scope="module")
-def stripe_server():
-    with StripeBilling() as server:
-        yield server
-
-
-@pytest.fixture
-def fake(stripe_server):
-    stripe_server.reset()
-    return stripe_server
 
 
 @pytest.fixture
