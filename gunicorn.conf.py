@@ -17,10 +17,13 @@ accesslog = None
 # files in one directory and /metrics adds them up, so a scrape counts every worker.
 # Set here, before any worker imports the app, for the workers to inherit; a fresh
 # directory per run unless the platform names one.
+# A reload (HUP) reads this file again with the variable already set: whether the
+# directory is ours is remembered in the environment too.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["GATEWAY_OWN_METRICS_DIR"] = \
+        tempfile.mkdtemp(prefix="gateway-metrics-")
 
 
 def on_starting(server):
@@ -40,7 +43,8 @@ def child_exit(server, worker):
 
 def on_exit(server):
     # Only a directory made above is ours to remove; a named one is the platform's.
-    if "_own_metrics_dir" in globals():
+    own = os.environ.get("GATEWAY_OWN_METRICS_DIR")
+    if own and own == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import shutil
 
-        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+        shutil.rmtree(own, ignore_errors=True)

@@ -27,6 +27,12 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
             held[(source, key)] = tx.lock_subscription(source, key)
         return held[(source, key)]
 
+    def lock_all(source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
+        found = tx.lock_held_by(source, accounts, owners)
+        for subscription in found:  # a row already changed here is taken as it now is
+            held.setdefault((source, subscription.snapshot.key), subscription)
+        return [held[(source, s.snapshot.key)] for s in found]
+
     def save(current: Subscription | None, updated: Subscription) -> None:
         held[(updated.snapshot.source, updated.snapshot.key)] = updated
         if updated != current:
@@ -34,10 +40,8 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
             users.update(s.owner for s in (current, updated) if s is not None and s.owner)
 
     for link in translation.links:
-        tx.link(link.source, link.account, link.user_sub, link.as_of, now)
-        owner = tx.resolve(link.source, link.account)  # the newest link holds
-        for key in tx.keys_held_by(link.source, (link.account,), ()):
-            current = lock(link.source, key)
+        owner = tx.link(link.source, link.account, link.user_sub, link.as_of, now)  # the newest link holds
+        for current in lock_all(link.source, (link.account,), ()):
             save(current, adopt(current, owner))
 
     for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
@@ -50,8 +54,7 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
 
     for transfer in translation.transfers:
         accounts = transfer.from_accounts
-        for key in tx.keys_held_by(transfer.source, accounts, accounts):
-            current = lock(transfer.source, key)
+        for current in lock_all(transfer.source, accounts, accounts):
             save(current, reassign(current, transfer.to_user, transfer.as_of))
 
     if touched is not None:

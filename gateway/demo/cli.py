@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 import requests
 
+from gateway.demo.credentials import FILE as CREDENTIALS_FILE
 from gateway.demo.credentials import Credentials, load_or_mint
 
 DIRECTORY = "instance/demo"
@@ -99,6 +100,8 @@ def send_command(source: str, scenario: str, user: str, from_user: str | None, d
     run_file = Path(directory) / RUN
     if not run_file.exists():
         raise click.ClickException(f"no demo running: start it with `make demo` ({run_file} missing)")
+    if not (Path(directory) / CREDENTIALS_FILE).exists():  # minting now would sign with keys the server lacks
+        raise click.ClickException(f"no demo credentials in {directory}: restart the demo with `make demo`")
     sender = Sender(load_or_mint(directory), json.loads(run_file.read_text()))
     extra = {"from_user": from_user} if source == "revenuecat" else {}
     SENDERS[source](sender, scenario, user, **extra)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -62,10 +63,11 @@ def load_or_mint(directory: str | Path) -> Credentials:
     if path.exists():
         return Credentials(directory=directory, **json.loads(path.read_text()))
     credentials = _mint(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fields = {k: v for k, v in dataclasses.asdict(credentials).items() if k != "directory"}
-    path.write_text(json.dumps(fields, indent=2))
-    path.chmod(0o600)  # private keys: readable by their owner only
+    # Private keys: created readable by their owner only, never for a moment by others.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(json.dumps(fields, indent=2))
     chain = credentials.apple_chain()
     (directory / APPLE_ROOT).write_bytes(chain.root.der)
     return credentials

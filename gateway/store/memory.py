@@ -121,9 +121,10 @@ class _MemoryTransaction(Transaction):
     def subscriptions_of(self, user_sub: str) -> list[Subscription]:
         return [s for s in self.state.subscriptions.values() if s.owner == user_sub]
 
-    def keys_held_by(self, source, accounts, owners) -> list[str]:
-        return sorted(key for (src, key), s in self.state.subscriptions.items()
-                      if src == source and (s.snapshot.account in accounts or s.owner in owners))
+    def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
+        held = [s for (src, _), s in self.state.subscriptions.items()
+                if src == source and (s.snapshot.account in accounts or s.owner in owners)]
+        return sorted(held, key=lambda s: s.snapshot.key)
 
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
         def wanted(s: Subscription) -> bool:
@@ -137,10 +138,12 @@ class _MemoryTransaction(Transaction):
         user_sub, _ = self.state.identities.get((source, account), (None, None))
         return user_sub
 
-    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> None:
+    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> str:
         held = self.state.identities.get((source, account))
         if held is None or link_claim(as_of, user_sub) > link_claim(held[1], held[0]):
             self.state.identities[(source, account)] = (user_sub, as_of)
+            return user_sub
+        return held[0]
 
     def lock_users(self, user_subs: list[str]) -> None:
         pass  # the whole store is locked for the transaction

@@ -109,8 +109,9 @@ class Transaction(abc.ABC):
     def subscriptions_of(self, user_sub: str) -> list[Subscription]: ...
 
     @abc.abstractmethod
-    def keys_held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[str]:
-        """Keys of the subscriptions of ``source`` whose account or owner is listed."""
+    def lock_held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
+        """The subscriptions of ``source`` whose account or owner is listed, locked for
+        update like ``lock_subscription``, in key order."""
 
     @abc.abstractmethod
     def subscriptions_to_reconcile(self, source: str, expires_from: datetime, expires_to: datetime,
@@ -124,8 +125,9 @@ class Transaction(abc.ABC):
     def resolve(self, source: str, account: str) -> str | None: ...
 
     @abc.abstractmethod
-    def link(self, source: str, account: str, user_sub: str, as_of: datetime | None, now: datetime) -> None:
-        """Map ``account`` to ``user_sub`` unless a newer link (``link_claim``) holds it."""
+    def link(self, source: str, account: str, user_sub: str, as_of: datetime | None, now: datetime) -> str:
+        """Map ``account`` to ``user_sub`` unless a newer link (``link_claim``) holds it;
+        returns the user the account maps to afterwards."""
 
     # Entitlements.
     @abc.abstractmethod

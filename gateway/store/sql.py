@@ -23,7 +23,7 @@ from . import statements
 from . import tables as t
 from .port import Event, Store, StoreUnavailable, Transaction
 
-_SUBSCRIPTION_LOCK, _USER_LOCK, _IDENTITY_LOCK = 1, 2, 3
+_SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -226,12 +226,11 @@ class _SqlTransaction(Transaction):
     def subscriptions_of(self, user_sub: str) -> list[Subscription]:
         return [_subscription(row) for row in self.db.execute(self.q.subscriptions_of, {"user_sub": user_sub})]
 
-    def keys_held_by(self, source, accounts, owners) -> list[str]:
-        c = t.subscriptions.c
-        query = sa.select(c.key).where(
-            c.source == source, sa.or_(c.account.in_(list(accounts)), c.user_sub.in_(list(owners)))
-        ).order_by(c.key)
-        return list(self.db.execute(query).scalars())
+    def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
+        # PostgreSQL locks the rows in the order the query returns them: key order.
+        query = self.q.lock_held_by if self.postgres else self.q.held_by
+        rows = self.db.execute(query, {"source": source, "accounts": list(accounts), "owners": list(owners)})
+        return [_subscription(row) for row in rows]
 
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
         c = t.subscriptions.c
@@ -246,14 +245,18 @@ class _SqlTransaction(Transaction):
         query = sa.select(c.user_sub).where(c.source == source, c.account == account)
         return self.db.execute(query).scalar()
 
-    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> None:
-        self._advisory_lock(_IDENTITY_LOCK, f"{source}:{account}")
-        c = t.identities.c
+    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> str:
+        values = {"source": source, "account": account, "user_sub": user_sub, "as_of": as_of, "created_at": now}
+        if self.postgres:  # one atomic statement; a second only when the held link won
+            won = self.db.execute(self.q.link_identity, values).scalar()
+            return won if won is not None else self.resolve(source, account)
+        c = t.identities.c  # SQLite: one writer at a time, so read, compare and write
         held = self.db.execute(sa.select(c.user_sub, c.as_of).where(
             c.source == source, c.account == account)).first()
         if held is None or link_claim(as_of, user_sub) > link_claim(_utc(held.as_of), held.user_sub):
-            self._upsert(t.identities, {"source": source, "account": account, "user_sub": user_sub,
-                                        "as_of": as_of, "created_at": now}, ["source", "account"])
+            self._upsert(t.identities, values, ["source", "account"])
+            return user_sub
+        return held.user_sub
 
     # Entitlements.
     def lock_users(self, user_subs: list[str]) -> None:

@@ -29,6 +29,9 @@ def for_dialect(name: str) -> SimpleNamespace:
     stale_entitlements = sa.delete(t.entitlements).where(
         ents.user_sub == sa.bindparam("owner"), ents.name.not_in(sa.bindparam("keep", expanding=True)))
     upsert_entitlement = _upsert(insert, t.entitlements, ["user_sub", "name"])
+    held_by = sa.select(t.subscriptions).where(subs.source == sa.bindparam("source"), sa.or_(
+        subs.account.in_(sa.bindparam("accounts", expanding=True)),
+        subs.user_sub.in_(sa.bindparam("owners", expanding=True)))).order_by(subs.key)
     return SimpleNamespace(
         record_event=insert(t.events).on_conflict_do_nothing(index_elements=["source", "event_id"])
         .returning(*t.events.c),
@@ -36,6 +39,8 @@ def for_dialect(name: str) -> SimpleNamespace:
         select_subscription=select_subscription,
         lock_subscription=select_subscription.with_for_update(),
         upsert_subscription=_upsert(insert, t.subscriptions, ["source", "key"]),
+        held_by=held_by,
+        lock_held_by=held_by.with_for_update(),
         subscriptions_of=sa.select(t.subscriptions).where(subs.user_sub == sa.bindparam("user_sub")),
         stale_entitlements=stale_entitlements,
         upsert_entitlement=upsert_entitlement,
@@ -47,4 +52,26 @@ def for_dialect(name: str) -> SimpleNamespace:
         link_event=insert(t.event_subscriptions)
         .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"]),
         advisory_lock=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+        link_identity=_link_identity() if name == "postgresql" else None,
     )
+
+
+def _link_identity():
+    """PostgreSQL: write an identity link unless the one held has a greater ``link_claim``
+    (as_of present, then as_of, then user_sub by code point, as Python orders strings,
+    whatever the database's collation); returns the user it now maps to, or no row when
+    the held link won. One atomic statement: concurrent links of one account need no lock
+    of their own."""
+    ids = t.identities.c
+    statement = postgresql.insert(t.identities)
+    new = statement.excluded
+    earliest = sa.cast(sa.literal("-infinity"), postgresql.TIMESTAMP(timezone=True))
+
+    def claim(c):
+        return sa.tuple_(c.as_of.is_not(None), sa.func.coalesce(c.as_of, earliest), c.user_sub.collate("C"))
+
+    return statement.on_conflict_do_update(
+        index_elements=["source", "account"],
+        set_={"user_sub": new.user_sub, "as_of": new.as_of, "created_at": new.created_at},
+        where=claim(new) > claim(ids),
+    ).returning(ids.user_sub)

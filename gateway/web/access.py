@@ -19,6 +19,7 @@ from gateway.errors import Unauthorized
 log = logging.getLogger("gateway.access")
 bp = Blueprint("metrics", __name__)
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Entitlement read endpoints, by the short name their metric carries.
 READ_ENDPOINTS = {"entitlements.mine": "me", "entitlements.of_user": "user"}
 
@@ -65,7 +66,8 @@ def _finish(response: Response) -> Response:
     if route == "/metrics":
         return response  # scrapes every few seconds would drown the lines that matter
     error = _error_code(response)
-    metrics.observe_request(request.method, route, response.status_code, seconds)
+    method = request.method if request.method in METHODS else "OTHER"  # any token reaches us: bound the label
+    metrics.observe_request(method, route, response.status_code, seconds)
     if request.endpoint == "webhooks.receive" and error and response.status_code != 404:
         metrics.observe_refusal((request.view_args or {}).get("source", ""), error)
     if request.endpoint in READ_ENDPOINTS:

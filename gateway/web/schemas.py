@@ -45,7 +45,7 @@ class HistorySubscription(ma.Schema):
     owner_as_of = fields.DateTime(allow_none=True)
     entitlements, chosen_for = fields.List(fields.String()), fields.List(fields.String())
     explanation = fields.String(allow_none=True)
-    evidence = fields.List(fields.String())
+    evidence = fields.List(fields.Integer())
 
 
 class HistoryDelivery(ma.Schema):

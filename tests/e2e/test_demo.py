@@ -113,3 +113,22 @@ def test_credentials_stay_local_and_private(demo):
 def test_send_without_a_running_demo_says_how_to_start_it(tmp_path):
     result = CliRunner().invoke(demo_group, ["send", "stripe", "subscribe", "--directory", str(tmp_path)])
     assert result.exit_code == 1 and "make demo" in result.output
+
+
+def test_credentials_are_never_readable_by_others_even_while_written(tmp_path):
+    from gateway.demo.credentials import load_or_mint
+
+    previous = os.umask(0o022)  # what most shells set: files 0644 unless told otherwise
+    try:
+        load_or_mint(tmp_path / "fresh")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "fresh" / "credentials.json").stat().st_mode) == 0o600
+
+
+def test_send_with_a_run_file_but_no_credentials_refuses_to_sign_with_new_keys(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"gateway": "http://127.0.0.1:9", "control": "http://127.0.0.1:9"}))
+    result = CliRunner().invoke(demo_group, ["send", "stripe", "subscribe", "--directory", str(tmp_path)])
+    assert result.exit_code == 1 and "make demo" in result.output
+    assert not (tmp_path / "credentials.json").exists()

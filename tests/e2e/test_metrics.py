@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import http.client
+import os
+import signal
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -63,6 +66,16 @@ def test_deliveries_refusals_and_reads_are_counted(app):
     assert grew("gateway_entitlement_reads_total", endpoint="user", result="ok") == 1
     assert grew("gateway_entitlement_reads_total", endpoint="user", result="invalid_api_key") == 1
     assert grew("gateway_http_requests_total", route="/webhooks/<source>", status="401") == 1
+
+
+def test_a_made_up_http_method_cannot_add_series(app):
+    client = app.test_client()
+    for method in ("FOOBAR", "XYZZY1", "PROPFIND"):
+        client.open("/v1/anything", method=method)
+    text = scrape(client)
+    methods = {dict(labels)["method"] for labels in samples(text, "gateway_http_requests_total")}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"}
+    assert total(text, "gateway_http_requests_total", method="OTHER", route="unmatched") == 3
 
 
 def test_backlog_is_read_from_the_event_log_at_scrape_time(app):
@@ -131,3 +144,26 @@ def test_counters_add_up_across_gunicorn_workers(database_url, tmp_path):
 def worker_files(directory: Path) -> set[str]:
     """The pids of the workers that have counted something (``counter_<pid>.db``)."""
     return {p.stem.rsplit("_", 1)[-1] for p in directory.glob("counter_*.db")}
+
+
+def test_a_reloaded_gunicorn_still_removes_the_metrics_directory_it_made(database_url, tmp_path):
+    """gunicorn reads its config again on HUP, with the directory's variable already set."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"DATABASE_URL": database_url, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, "LOG_LEVEL": "WARNING",
+           "TMPDIR": str(scratch)}
+    with serve(env, workers=1) as (url, web):
+        port = urlsplit(url).port
+        assert call(port, "GET", "/healthz")[0] == 200
+        assert len(list(scratch.glob("gateway-metrics-*"))) == 1
+        os.kill(gunicorn_master(web.pid), signal.SIGHUP)
+        time.sleep(2)  # the old worker stops, a new one starts from the config read again
+        assert call(port, "GET", "/healthz")[0] == 200
+    assert list(scratch.glob("gateway-metrics-*")) == []
+
+
+def gunicorn_master(pid: int) -> int:
+    """The Procfile's process itself, or the child of its shell."""
+    if Path(f"/proc/{pid}/comm").read_text().strip() not in ("sh", "dash", "bash"):
+        return pid
+    return int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
 
+from gateway.web import schemas
 from tests.e2e.conftest import API_KEY
 from tests.support import revenuecat as rc
 from tests.support.apple_pki import mint_chain
@@ -89,3 +90,22 @@ def test_no_documented_operation_answers_500(app, cognito):
             case.call_and_validate(checks=[not_a_server_error])
 
         fuzz()
+
+
+def test_real_answers_validate_against_their_documented_schemas(app):
+    """The schemas the document is generated from, checked against what the endpoints
+    answer (unknown fields fail too), so a client generated from /openapi.json parses them."""
+    client, auth = app.test_client(), {"Authorization": f"Bearer {API_KEY}"}
+    delivered = client.post("/webhooks/revenuecat", data=rc.body(rc.event("INITIAL_PURCHASE", user="doc-user")),
+                            headers={"Authorization": rc.AUTH, "Content-Type": "application/json"})
+    answers = {
+        schemas.WebhookAnswer: delivered,
+        schemas.EntitlementsAnswer: client.get("/v1/users/doc-user/entitlements", headers=auth),
+        schemas.HistoryAnswer: client.get("/v1/users/doc-user/history", headers=auth),
+        schemas.Health: client.get("/healthz"),
+        schemas.Error: client.get("/v1/users/doc-user/entitlements", headers={"Authorization": "Bearer wrong"}),
+    }
+    for schema, answer in answers.items():
+        assert schema().validate(answer.get_json()) == {}, (schema.__name__, answer.get_json())
+    history = answers[schemas.HistoryAnswer].get_json()
+    assert history["subscriptions"][0]["evidence"] == [history["deliveries"][0]["id"]]

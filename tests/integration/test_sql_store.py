@@ -10,7 +10,7 @@ import pytest
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
-from gateway.domain.model import Snapshot, Status, newest
+from gateway.domain.model import Snapshot, Status, link_claim, newest
 from gateway.store.migrate import upgrade
 from gateway.store.port import StoreUnavailable
 from gateway.store.sql import SqlStore, make_engine
@@ -72,6 +72,67 @@ def test_newer_identity_link_holds_whatever_the_order(store):
     apply(store, links=(Link("stripe", "cus_1", "alice", T0),))
     with store.transaction() as tx:
         assert tx.resolve("stripe", "cus_1") == "bob"
+
+
+# Competing links for one account: equal times, no time, and names whose order differs
+# between code points (what Python compares) and a natural-language collation.
+RIVALS = [("Zoe", T0), ("adam", T0), ("Émile", T0), ("émile", T0 + timedelta(seconds=1)),
+          ("bob", None), ("Bob", None), ("zed", T0 - timedelta(days=1))]
+
+
+@pytest.fixture
+def natural_collation(store):
+    """On PostgreSQL, identities.user_sub under an English collation, as on a database
+    created with en_US.UTF-8 (Heroku's): there "adam" sorts before "Zoe"."""
+    if store.engine.dialect.name != "postgresql":
+        yield
+        return
+    column = "ALTER TABLE identities ALTER COLUMN user_sub TYPE VARCHAR(255) COLLATE "
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(column + '"en-US-x-icu"')
+        assert connection.exec_driver_sql("SELECT 'adam' < 'Zoe' COLLATE \"en-US-x-icu\"").scalar()
+    yield
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(column + '"default"')
+
+
+@pytest.mark.usefixtures("natural_collation")
+def test_competing_links_end_with_the_greatest_link_claim_in_any_order(store):
+    winner = max(RIVALS, key=lambda rival: link_claim(rival[1], rival[0]))[0]
+    for attempt in range(3):
+        order = random.Random(attempt).sample(RIVALS, len(RIVALS))
+        account = f"cus_{attempt}"
+        with store.transaction() as tx:
+            answers = [tx.link("stripe", account, user, as_of, NOW) for user, as_of in order]
+            assert tx.resolve("stripe", account) == winner
+        best_so_far = [max(order[:i + 1], key=lambda rival: link_claim(rival[1], rival[0]))[0]
+                       for i in range(len(order))]
+        assert answers == best_so_far  # link() answers who holds the account after it
+
+
+@pytest.mark.usefixtures("natural_collation")
+def test_concurrent_links_of_one_account_attach_its_subscription_to_the_winner(store):
+    apply(store, snapshot(0, user=None, account="cus_shared"))
+    barrier, errors = threading.Barrier(len(RIVALS)), []
+
+    def send(user, as_of):
+        barrier.wait()
+        try:
+            apply(store, links=(Link("stripe", "cus_shared", user, as_of),))
+        except Exception as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=rival) for rival in RIVALS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winner = max(RIVALS, key=lambda rival: link_claim(rival[1], rival[0]))[0]
+    with store.transaction() as tx:
+        assert errors == [] and tx.resolve("stripe", "cus_shared") == winner
+        assert tx.get_subscription("stripe", "sub_1").owner == winner
+        holders = [user for user, _ in RIVALS if tx.entitlements_of(user)]
+    assert holders == [winner]
 
 
 def test_concurrent_deliveries_for_one_subscription_end_in_the_newest(store):

@@ -43,6 +43,20 @@ def serve(env: dict[str, str], workers: int = 2):
     finally:
         os.killpg(web.pid, 15)  # SIGTERM: gunicorn's graceful stop
         web.wait(timeout=30)
+        _wait_group_gone(web.pid)
+
+
+def _wait_group_gone(group: int, timeout: float = 30) -> None:
+    """Until every process of the group has exited: the shell of the Procfile line exits at
+    once, gunicorn's master only after its workers and its exit hook."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"process group {group} still running {timeout} s after SIGTERM")
 
 
 def _wait_ready(port: int, web: subprocess.Popen) -> None:
