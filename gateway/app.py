@@ -52,6 +52,12 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     )
 
     app = Flask(__name__, instance_relative_config=True)
+    if settings.forwarded_hops:
+        # The client's address and scheme as the trusted proxies saw them: the admin's login
+        # throttle is per client, not per router.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops, x_proto=settings.forwarded_hops)
     app.json.sort_keys = False
     app.extensions["gateway"] = services
 

@@ -56,6 +56,8 @@ class Settings:
     admin_password: str | None = dataclasses.field(default=None, repr=False)
     admin_secret_key: str | None = dataclasses.field(default=None, repr=False)
     admin_cookie_secure: str = "auto"  # "true", "false", or "auto": Secure when served over https
+    # Proxies in front of the app (Heroku's router: 1) whose X-Forwarded-For/-Proto are trusted.
+    forwarded_hops: int = 0
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -178,4 +180,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         admin_password=_text(env, "ADMIN_PASSWORD"),
         admin_secret_key=_text(env, "ADMIN_SECRET_KEY"),
         admin_cookie_secure=(_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
+        forwarded_hops=_int(env, "FORWARDED_HOPS", 0, minimum=0),
     ))

@@ -20,6 +20,10 @@ class StoreUnavailable(Exception):
     """The database cannot durably store or read right now."""
 
 
+#: The largest event id (a BIGINT); a larger number names no row, and overflows SQLite.
+MAX_ROW_ID = 2**63 - 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Event:
     id: int

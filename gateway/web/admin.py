@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, abort, current_app, redirect, render_templat
 from werkzeug.exceptions import HTTPException
 
 from gateway.config import Settings
+from gateway.store.port import MAX_ROW_ID
 from gateway.web.admin_security import (AdminSessionInterface, LoginThrottle, Password, csrf_problem,
                                         csrf_token)
 
@@ -43,6 +44,7 @@ def install(app: Flask, settings: Settings) -> None:
         # Lax, not Strict: a link to a user's page from a ticket opens signed in. Every
         # state change is a POST with a CSRF token, which Lax never sends cross-site anyway.
         SESSION_COOKIE_SAMESITE="Lax", PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        SESSION_REFRESH_EACH_REQUEST=False,  # eight hours from sign-in, however busy
     )
     app.session_interface = AdminSessionInterface(settings.admin_cookie_secure)
     app.extensions["gateway_admin"] = AdminState(Password(settings.admin_password), LoginThrottle())
@@ -88,3 +90,9 @@ def _headers(response):
 @bp.errorhandler(HTTPException)
 def _error(error: HTTPException):
     return render_template("admin/error.html", error=error), error.code
+
+
+def row_id_arg(name: str) -> int | None:
+    """A query argument naming a row id, or None when absent or not a valid one."""
+    raw = request.args.get(name, "")
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ROW_ID else None

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from gateway.jobs import retry
-from gateway.store.port import StoreUnavailable
-from gateway.web.admin import bp
+from gateway.store.port import MAX_ROW_ID, StoreUnavailable
+from gateway.web.admin import bp, row_id_arg
 
 log = logging.getLogger("gateway.admin")
 
@@ -31,7 +31,7 @@ def _time(name: str) -> datetime | None:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         abort(400, f"{name} must be a time like 2026-11-22T10:00")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _filters() -> dict:
@@ -46,7 +46,7 @@ def _filters() -> dict:
 @bp.get("/deliveries")
 def deliveries():
     filters = _filters()
-    before = request.args.get("before", type=int)
+    before = row_id_arg("before")
     try:
         with services().store.transaction(readonly=True) as tx:
             found = tx.search_events(**filters, before_pk=before, limit=PAGE + 1)
@@ -57,7 +57,7 @@ def deliveries():
                            sources=SOURCES, statuses=STATUSES, older=older)
 
 
-@bp.get("/deliveries/<int:event_pk>")
+@bp.get(f"/deliveries/<int(max={MAX_ROW_ID}):event_pk>")
 def delivery(event_pk: int):
     try:
         with services().store.transaction(readonly=True) as tx:
@@ -72,7 +72,7 @@ def delivery(event_pk: int):
                            payload=_pretty_text(event.payload), data=_pretty(event.data))
 
 
-@bp.post("/deliveries/<int:event_pk>/replay")
+@bp.post(f"/deliveries/<int(max={MAX_ROW_ID}):event_pk>/replay")
 def replay(event_pk: int):
     s = services()
     try:

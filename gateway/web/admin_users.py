@@ -6,7 +6,7 @@ from flask import abort, redirect, render_template, request, url_for
 from gateway.explain import explain
 from gateway.ingest import utcnow
 from gateway.store.port import StoreUnavailable
-from gateway.web.admin import bp
+from gateway.web.admin import bp, row_id_arg
 from gateway.web.admin_deliveries import services
 
 BACKLOG = ("deferred", "failed", "received")
@@ -23,7 +23,7 @@ def user():
     if not user_sub:
         return render_template("admin/user.html", user_sub="", found=None)
     now = utcnow()
-    before = request.args.get("before", type=int)
+    before = row_id_arg("before")
     try:
         found = explain(services().store, services().catalog, user_sub, now, before_pk=before)
     except StoreUnavailable:

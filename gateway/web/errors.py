@@ -1,9 +1,9 @@
-"""Every known error becomes JSON here, once."""
+"""Every known error becomes JSON here, once; and input no database can hold is refused."""
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.errors import GatewayError
@@ -12,6 +12,13 @@ log = logging.getLogger("gateway.web")
 
 
 def register_error_handlers(app: Flask) -> None:
+    @app.before_request
+    def _refuse_nul():
+        # PostgreSQL cannot compare or store NUL: a path or query holding one would fail
+        # in the driver and be answered as an outage (503) instead of a bad request.
+        if "\x00" in request.path or any("\x00" in k + v for k, v in request.args.items(multi=True)):
+            return jsonify({"error": "bad_request", "message": "NUL characters are not allowed in a URL"}), 400
+
     @app.errorhandler(GatewayError)
     def _known(error: GatewayError):
         body = {"error": error.code, "message": error.message}

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from gateway.errors import Malformed, Unavailable
 from gateway.explain import MAX_DELIVERIES, Explanation, Holding, explain
 from gateway.ingest import utcnow
-from gateway.store.port import Event, StoreUnavailable
+from gateway.store.port import MAX_ROW_ID, Event, StoreUnavailable
 from gateway.web.presenters import entitlements_answer, iso
 
 bp = Blueprint("history", __name__)
@@ -18,7 +18,7 @@ def of_user(user_sub: str):
     services = current_app.extensions["gateway"]
     services.api_keys.check(request.headers.get("Authorization"))
     limit = _number("limit", 100, 1, MAX_DELIVERIES)
-    before = _number("before", None, 1, None)
+    before = _number("before", None, 1, MAX_ROW_ID)
     now = utcnow()
     try:
         found = explain(services.store, services.catalog, user_sub, now, before_pk=before, limit=limit)
@@ -31,7 +31,7 @@ def _number(name: str, default, minimum: int, maximum: int | None):
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < minimum or (maximum and int(raw) > maximum):
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum or (maximum and int(raw) > maximum):
         bound = f"{minimum}..{maximum}" if maximum else f"at least {minimum}"
         raise Malformed(f"{name} must be a whole number {bound}", code="bad_query")
     return int(raw)

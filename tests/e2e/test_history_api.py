@@ -152,3 +152,10 @@ def test_the_verdict_says_why_a_subscription_counts_or_not(status, expires_in_da
     snapshot = Snapshot("stripe", "sub_1", at - timedelta(days=5), Status(status), product_id="prod",
                         expires_at=expires, raw_status="RAW")
     assert verdict(Subscription(snapshot, owner="u"), names, at).startswith(expected)
+
+
+@pytest.mark.parametrize("query", ["limit=%C2%B2", "before=%C2%B2", "before=99999999999999999999999"])
+def test_paging_arguments_that_are_not_plain_row_numbers_are_400(make_app, query):
+    client = make_app(GATEWAY_API_KEYS=API_KEY).test_client()
+    answer = client.get(f"/v1/users/u1/history?{query}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "bad_query")
