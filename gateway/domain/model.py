@@ -147,3 +147,20 @@ def adopt(current: Subscription, owner: str | None) -> Subscription:
 def link_claim(as_of: datetime | None, user_sub: str) -> tuple:
     """Order of competing identity links for one account: newest, then by name."""
     return _owner_claim(as_of, user_sub)
+
+
+def revoked(snapshot: Snapshot, reason: str) -> Snapshot:
+    """The snapshot with its period taken back (a refund, a dispute, a voided purchase)."""
+    return dataclasses.replace(snapshot, status=Status.REVOKED, will_renew=False,
+                               raw_status=f"{snapshot.raw_status}:{reason}")
+
+
+def keep_revocation(snapshot: Snapshot, held: Snapshot | None) -> Snapshot:
+    """A refund revokes the period it paid for. A later view of the same period (stores
+    keep showing the subscription as it was before the refund) does not restore access;
+    a renewal into a new period, one that ends later, does."""
+    if held is None or held.status is not Status.REVOKED or snapshot.status is Status.REVOKED:
+        return snapshot
+    if snapshot.expires_at and held.expires_at and snapshot.expires_at > held.expires_at:
+        return snapshot
+    return revoked(snapshot, (held.raw_status or "").rpartition(":")[2] or "revoked")

@@ -33,6 +33,8 @@ SOURCES = ("stripe", "apple", "google", "revenuecat")
 #: After this many failures in a row without a success, a source is taken to be down and
 #: its remaining subscriptions fail at once instead of each waiting out a timeout.
 DOWN_AFTER = 8
+#: Most subscriptions re-read per source and run, in key order.
+LIMIT = 10_000
 
 
 class Reconciler:
@@ -51,12 +53,15 @@ class Reconciler:
             if hasattr(checker, "recover") and not dry_run:
                 self._recover(checker, tally, since, now)
             try:
-                with self.services.store.transaction() as tx:
-                    due = tx.subscriptions_to_reconcile(source, now - since, now + ahead)
+                with self.services.store.transaction(readonly=True) as tx:
+                    due = tx.subscriptions_to_reconcile(source, now - since, now + ahead, limit=LIMIT)
             except StoreUnavailable as exc:
                 tally.failed += 1
                 tally.errors.append(f"the database cannot be read: {exc}")
                 continue
+            if len(due) >= LIMIT:  # said, not silently cut: the rest waits for the next run
+                tally.extra["limit reached"] = LIMIT
+                log.warning("reconcile limit reached", extra={"fields": {"source": source, "limit": LIMIT}})
             work += [(checker, tally, subscription) for subscription in due]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             list(pool.map(lambda item: self._check(*item, dry_run), work))

@@ -41,8 +41,10 @@ class AppleChecker:
 
     def fetch(self, current, lookup, dry_run):
         key, environment = current.snapshot.key, current.snapshot.environment
+        if current.snapshot.expires_at is None:  # a non-consumable: the statuses call knows only subscriptions
+            return ignored("a purchase without an end: Apple's subscription statuses do not cover it")
+        as_of = self.clock()  # taken before asking: a notification of a change made meanwhile is newer
         answer = self.api(environment).subscription_statuses(key)
-        as_of = self.clock()
         item = _last_transaction(answer, key)
         if item is None:
             raise AppleApiError(f"the statuses answer has no transaction of {key}")

@@ -1,13 +1,15 @@
 """One checker per store: re-read a stored subscription from the store's API.
 
 A checker's ``fetch(current, lookup, dry_run)`` returns the translation of what the API
-answers now, stamped with the time the answer arrived (the answer is authoritative as of
-then), or raises when the API fails; it writes nothing to our store. Snapshots are built by
+answers now, stamped with the time just before it asked (so a change the store makes while
+the request is in flight, delivered by webhook, is newer), or raises when the API fails; it
+writes nothing to our store. Snapshots are built by
 the same provider code the webhooks use, so a reconciled subscription reads exactly as a
 delivered one would.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -15,12 +17,12 @@ from typing import Protocol
 import stripe
 
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Translation
+from gateway.domain.changes import Translation, ignored
 from gateway.domain.model import Subscription
 from gateway.providers import Lookup
 from gateway.providers import google_play_state as play_state
 from gateway.providers import revenuecat_api
-from gateway.providers.google_play_api import PlayApiError, PlayHttpApi
+from gateway.providers.google_play_api import PlayApiError, PlayHttpApi, UnknownPurchase
 from gateway.providers.google_play_credentials import access_token_source
 from gateway.providers.stripe_api import PINNED_VERSION, TIMEOUT, StripeHttpApi
 from gateway.providers.stripe_snapshots import Snapshotter
@@ -63,18 +65,21 @@ class GoogleChecker:
 
     def __init__(self, provider, api: PlayHttpApi, clock: Callable[[], datetime]) -> None:
         self.provider, self.api, self.clock = provider, api, clock
-        self.acknowledged = 0
+        self.acknowledged, self.lock = 0, threading.Lock()
 
     def fetch(self, current, lookup, dry_run):
-        token = current.snapshot.key
-        purchase = self.api.subscription(self.provider.package, token)
-        as_of = self.clock()
+        token, as_of = current.snapshot.key, self.clock()  # taken before asking, as above
+        try:
+            purchase = self.api.subscription(self.provider.package, token)
+        except UnknownPurchase as exc:  # Google forgets tokens long expired: nothing to repair
+            return ignored(str(exc))
         if play_state.needs_acknowledgement(purchase) and not dry_run:
             product = play_state.acknowledged_product(purchase)
             if product is None:
                 raise PlayApiError("the purchase awaits acknowledgement but names no product")
             self.api.acknowledge_subscription(self.provider.package, product, token)
-            self.acknowledged += 1
+            with self.lock:
+                self.acknowledged += 1
         return self.provider.translation(token, purchase, as_of, lookup)
 
 
@@ -90,9 +95,9 @@ class RevenueCatChecker:
         app_user_id = current.snapshot.account or current.owner
         if not app_user_id:
             raise revenuecat_api.RevenueCatApiError("the subscription names no app user id")
+        as_of = self.clock()  # taken before asking: a change made meanwhile is newer than this answer
         subscriber = self.api.subscriber(app_user_id)
-        snapshot = revenuecat_api.snapshot_of(subscriber, current, app_user_id, self.clock(), self.catalog)
-        return Translation(snapshots=(snapshot,))
+        return revenuecat_api.translation_of(subscriber, current, app_user_id, as_of, self.catalog)
 
 
 def stripe_checker(settings, catalog, session, clock):

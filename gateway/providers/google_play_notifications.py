@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from gateway.auth import bearer
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation, ignored
-from gateway.domain.model import Snapshot, Status
+from gateway.domain.model import Snapshot, Status, keep_revocation
 from gateway.errors import Malformed, NotFound, Unavailable
 from gateway.providers import Delivery, Lookup
 from gateway.providers import google_play_messages as messages
@@ -84,7 +84,9 @@ class GooglePlayNotifications:
     def translation(self, token: str, purchase: dict, as_of: datetime, lookup: Lookup) -> Translation:
         """The purchase's snapshot; for a replacing purchase also the old token, replaced,
         and the old owner carried over when the new purchase names no user."""
-        snapshot = state.snapshot_of(token, purchase, as_of)
+        stored = lookup.subscription(SOURCE, token)
+        # A voided purchase stays revoked while Play still shows the period it paid for.
+        snapshot = keep_revocation(state.snapshot_of(token, purchase, as_of), stored.snapshot if stored else None)
         old = state.replaces(purchase)
         if not old or old == token:
             return Translation(snapshots=(snapshot,))

@@ -5,9 +5,10 @@ maps each product id to its latest purchase (``expires_date``, ``refunded_at``,
 ``unsubscribe_detected_at``, ``billing_issues_detected_at``, ``grace_period_expires_date``,
 ``auto_resume_date``, ``is_sandbox``, ISO 8601 times); ``subscriber.entitlements`` maps each
 entitlement to the ``product_identifier`` that grants it. The answer is the state as of the
-request, so the snapshot is stamped with the time it arrived. A webhook's subscription key
-is the store's original transaction id, which this answer does not carry: the stored
-subscription is matched by its app user id and product id.
+request, so the snapshot is stamped with the time the request was made. A webhook's
+subscription key is the store's original transaction id, which this answer does not carry:
+the stored subscription is matched by its app user id and product id (see
+``translation_of`` for when the answer is not applied).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import requests
 
 from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Translation, ignored
 from gateway.domain.model import Snapshot, Status, Subscription
 from gateway.errors import StoreApiError
 from gateway.providers.revenuecat_events import SOURCE, is_anonymous
@@ -66,7 +68,9 @@ def _state(found: dict, as_of: datetime) -> tuple[Status, datetime | None, bool]
     expires_at, grace_end = _time(found.get("expires_date")), _time(found.get("grace_period_expires_date"))
     if found.get("refunded_at"):
         return Status.REVOKED, expires_at, False
-    if expires_at is None or as_of < expires_at:
+    if expires_at is None:  # no end: nothing renews
+        return Status.ACTIVE, None, False
+    if as_of < expires_at:
         return Status.ACTIVE, expires_at, not found.get("unsubscribe_detected_at")
     if grace_end is not None and as_of < grace_end:
         return Status.GRACE_PERIOD, grace_end, True
@@ -77,26 +81,41 @@ def _state(found: dict, as_of: datetime) -> tuple[Status, datetime | None, bool]
     return Status.EXPIRED, expires_at, False
 
 
-def snapshot_of(subscriber: dict, current: Subscription, app_user_id: str, as_of: datetime,
-                catalog: Catalog) -> Snapshot:
-    """The stored subscription as the subscriber answer shows it at ``as_of``."""
+def translation_of(subscriber: dict, current: Subscription, app_user_id: str, as_of: datetime,
+                   catalog: Catalog) -> Translation:
+    """The stored subscription as the subscriber answer shows it at ``as_of``; nothing
+    when the answer may be about another purchase than the stored one.
+
+    ``subscriptions[product]`` describes the app user's latest purchase of the product,
+    which need not be the stored one (the key is the store's original transaction id, which
+    the answer lacks). So a revoked subscription is left as it is (a refund is final for
+    the purchase it refunded; RevenueCat's webhooks bring a reversal), as is one that ended
+    before the answer's purchase began.
+    """
     held = current.snapshot
+    if held.status is Status.REVOKED:
+        return ignored("revoked: only a webhook undoes a refund, and the answer may be of a later purchase")
     found = (subscriber.get("subscriptions") or {}).get(held.product_id or "")
     if not isinstance(found, dict):
-        raise RevenueCatApiError(f"RevenueCat shows no {held.product_id!r} subscription for this app user")
+        elsewhere = held.product_id in (subscriber.get("non_subscriptions") or {})
+        return ignored(f"RevenueCat lists {held.product_id!r} of this app user as a purchase that does not renew"
+                       if elsewhere else f"RevenueCat shows no {held.product_id!r} subscription for this app user")
+    began = _time(found.get("original_purchase_date"))
+    if began and held.expires_at and began > held.expires_at:
+        return ignored("the answer is about a purchase that began after this one ended")
     status, expires_at, will_renew = _state(found, as_of)
     granted = [name for name, e in (subscriber.get("entitlements") or {}).items()
                if isinstance(e, dict) and e.get("product_identifier") == held.product_id]
     # Name the user only while the owner is unknown: a transfer, not this read, moves ownership.
     named = next((i for i in (app_user_id, subscriber.get("original_app_user_id"))
                   if isinstance(i, str) and not is_anonymous(i)), None) if current.owner is None else None
-    return Snapshot(
+    return Translation(snapshots=(Snapshot(
         source=SOURCE, key=held.key, as_of=as_of, status=status, product_id=held.product_id,
         expires_at=expires_at, will_renew=will_renew, user_sub=named, account=app_user_id,
         environment="SANDBOX" if found.get("is_sandbox") else "PRODUCTION",
         raw_status=f"SUBSCRIBER:{found.get('store') or 'unknown'}",
         entitlements=catalog.map_names(SOURCE, granted) if granted else held.entitlements,
-    )
+    ),))
 
 
 def build(settings, session: requests.Session | None = None) -> RevenueCatApi | None:

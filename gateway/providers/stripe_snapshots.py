@@ -9,13 +9,12 @@ the state read can be no older than that stamp.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
-from gateway.domain.model import Snapshot, Status, Subscription
+from gateway.domain.model import Snapshot, Status, Subscription, keep_revocation, revoked
 from gateway.providers import Lookup
 from gateway.providers import stripe_objects as so
 from gateway.providers.stripe_api import StripeApi, StripeApiError
@@ -64,8 +63,8 @@ class Snapshotter:
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
         )
         if revoke:
-            snapshot = _revoked(snapshot, revoke)
-        snapshot = _keep_revocation(snapshot, stored)
+            snapshot = revoked(snapshot, revoke)
+        snapshot = keep_revocation(snapshot, stored.snapshot if stored else None)
         return Translation(snapshots=(snapshot,), links=self.owner_links(snapshot, lookup))
 
     def owner_links(self, snapshot: Snapshot, lookup: Lookup) -> tuple[Link, ...]:
@@ -80,22 +79,3 @@ class Snapshotter:
             return ()
         found = so.cognito_sub(self.api.customer(customer))
         return (Link(SOURCE, customer, found, self.clock()),) if found else ()
-
-
-def _revoked(snapshot: Snapshot, reason: str) -> Snapshot:
-    return dataclasses.replace(snapshot, status=Status.REVOKED, will_renew=False,
-                               raw_status=f"{snapshot.raw_status}:{reason}")
-
-
-def _keep_revocation(snapshot: Snapshot, stored: Subscription | None) -> Snapshot:
-    """A refund or dispute revokes the period it paid for: a later view of the same
-    period (Stripe keeps the subscription as it was) does not restore access; a renewal
-    into a new period does."""
-    held = stored.snapshot if stored else None
-    if held is None or held.status is not Status.REVOKED or snapshot.status is Status.REVOKED:
-        return snapshot
-    same_period = not (snapshot.expires_at and held.expires_at and snapshot.expires_at > held.expires_at)
-    if not same_period:
-        return snapshot
-    reason = (held.raw_status or "").rpartition(":")[2] or "revoked"
-    return _revoked(snapshot, reason)

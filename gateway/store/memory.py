@@ -129,7 +129,8 @@ class _MemoryTransaction(Transaction):
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
         def wanted(s: Subscription) -> bool:
             expires = s.snapshot.expires_at
-            return (s.owner is None or s.snapshot.status.value == "pending"
+            unsettled = s.owner is None or s.snapshot.status.value == "pending"
+            return ((unsettled and (expires is None or expires >= expires_from))
                     or (expires is not None and expires_from <= expires <= expires_to))
         chosen = [s for (src, _), s in sorted(self.state.subscriptions.items()) if src == source and wanted(s)]
         return chosen[:limit]

@@ -121,8 +121,9 @@ class Transaction(abc.ABC):
     def subscriptions_to_reconcile(self, source: str, expires_from: datetime, expires_to: datetime,
                                    limit: int = 10_000) -> list[Subscription]:
         """Subscriptions of ``source`` worth re-reading from the store's API, in key order:
-        those expiring between ``expires_from`` and ``expires_to``, those whose owner is
-        still unknown, and those still pending (a payment may have completed unseen)."""
+        those expiring between ``expires_from`` and ``expires_to``, and, unless they ended
+        before ``expires_from``, those whose owner is still unknown and those still pending
+        (a payment may have completed unseen)."""
 
     # Identities.
     @abc.abstractmethod

@@ -234,8 +234,10 @@ class _SqlTransaction(Transaction):
 
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
         c = t.subscriptions.c
+        unsettled = sa.and_(sa.or_(c.user_sub.is_(None), c.status == "pending"),
+                            sa.or_(c.expires_at.is_(None), c.expires_at >= expires_from))
         query = sa.select(t.subscriptions).where(c.source == source, sa.or_(
-            c.user_sub.is_(None), c.status == "pending", c.expires_at.between(expires_from, expires_to),
+            unsettled, c.expires_at.between(expires_from, expires_to),
         )).order_by(c.key).limit(limit)
         return [_subscription(row) for row in self.db.execute(query)]
 

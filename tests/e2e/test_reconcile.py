@@ -9,7 +9,7 @@ from tests.e2e.reconcile_world import new_user, soon
 from tests.support import revenuecat as rc
 from tests.support import stripe_objects as so
 from tests.support.apple_store import ms, now
-from tests.support.google_pubsub import envelope, subscription
+from tests.support.google_pubsub import envelope, subscription, voided
 
 PRODUCT = "com.example.premium.monthly"
 
@@ -162,3 +162,79 @@ def test_unconfigured_sources_are_skipped_and_fail_only_when_named(make_app):
     assert "revenuecat: skipped (REVENUECAT_API_KEY is not set)" in everything.output
     named = runner.invoke(args=["reconcile", "--source", "apple"])
     assert named.exit_code == 1 and "apple: skipped (the App Store is not configured" in named.output
+
+
+def google_purchase(world, play, push_signer, token, user=None, days=0.5):
+    play.subscribe(token, user=user, days=days, acknowledged=True)
+    answer = world.client.post("/webhooks/google", data=envelope(subscription(token)), headers=push_signer.headers())
+    assert answer.get_json() == {"status": "processed"}
+
+
+def test_tokens_google_forgot_are_unchanged_not_failures_and_the_rest_is_checked(world, play, push_signer):
+    """Google answers 410 for tokens long expired: before, eight of them in a row took the
+    whole source for down and every later subscription was skipped."""
+    forgotten = [f"token-forgotten-{n}" for n in range(10)]
+    for token in forgotten:  # no owner known, expiring within the window
+        google_purchase(world, play, push_signer, token)
+        del play.purchases[token]
+    user = new_user()
+    google_purchase(world, play, push_signer, "token-zz-live", user=user)
+    play.purchases["token-zz-live"]["subscriptionState"] = "SUBSCRIPTION_STATE_ON_HOLD"  # missed
+
+    code, output = world.reconcile("--source", "google")
+
+    assert code == 0, output
+    assert "google: checked 11, changed 1, unchanged 10, failed 0" in output
+    assert world.premium(user)["status"] == "billing_retry"
+
+
+def test_subscriptions_that_ended_long_ago_are_not_read_again_even_without_an_owner(world, play, push_signer):
+    google_purchase(world, play, push_signer, "token-ancient", days=-90)  # expired, owner never known
+    code, output = world.reconcile("--source", "google")
+    assert code == 0 and "google: checked 0" in output
+    assert play.gets.count("token-ancient") == 1  # the webhook's fetch only
+
+
+def test_a_voided_google_purchase_stays_revoked_while_play_shows_the_same_period(world, play, push_signer):
+    user, token = new_user(), "token-voided"
+    google_purchase(world, play, push_signer, token, user=user)
+    answer = world.client.post("/webhooks/google", data=envelope(voided(token)), headers=push_signer.headers())
+    assert answer.get_json() == {"status": "processed"} and world.premium(user)["status"] == "revoked"
+    play.purchases[token]["subscriptionState"] = "SUBSCRIPTION_STATE_CANCELED"  # refunded, not revoked in Play
+
+    code, output = world.reconcile("--source", "google")
+    assert code == 0 and "changed 0" in output
+    answer = world.client.post("/webhooks/google", data=envelope(subscription(token, kind=3)),
+                               headers=push_signer.headers())  # SUBSCRIPTION_CANCELED, for the same period
+    assert answer.get_json() == {"status": "processed"} and world.premium(user)["status"] == "revoked"
+
+    play.subscribe(token, user=user, days=60, acknowledged=True)  # renewed into a new period: access again
+    assert world.reconcile("--source", "google")[0] == 0 and world.premium(user)["status"] == "active"
+
+
+def test_a_refunded_revenuecat_purchase_is_not_revived_by_a_later_purchase_of_the_product(world, revenuecat):
+    user = new_user()
+    expires = rc_purchase(world, revenuecat, user, transaction="7000100")
+    refund = rc.event("CANCELLATION", user, transaction="7000100", at_ms=ms(now()), expiration_at_ms=ms(expires),
+                      cancel_reason="CUSTOMER_SUPPORT")
+    assert world.revenuecat(refund).get_json() == {"status": "processed"}
+    assert world.premium(user)["status"] == "revoked"
+    revenuecat.subscribe(user, PRODUCT, expires=expires + timedelta(days=30))  # bought again: another purchase
+
+    code, output = world.reconcile("--source", "revenuecat")
+
+    assert code == 0 and "checked 1, changed 0, unchanged 1, failed 0" in output
+    assert world.premium(user)["status"] == "revoked"
+
+
+def test_a_revenuecat_purchase_that_does_not_renew_is_not_a_failure(world, revenuecat):
+    anonymous = "$RCAnonymousID:0f2d1c9e8b7a46e5a3c2b1d0e9f8a7b6"  # owner unknown: re-read every run
+    event = rc.event("NON_RENEWING_PURCHASE", anonymous, product_id="lifetime_unlock", expiration_at_ms=None,
+                     transaction="7000200", aliases=[anonymous])
+    assert world.revenuecat(event).get_json()["status"] in ("processed", "ignored")
+    revenuecat.buy_once(anonymous, "lifetime_unlock", at=now())
+
+    code, output = world.reconcile("--source", "revenuecat")
+
+    assert code == 0, output
+    assert "revenuecat: checked 1, changed 0, unchanged 1, failed 0" in output

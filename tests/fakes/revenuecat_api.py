@@ -46,6 +46,15 @@ class FakeRevenueCat:
             "expires_date": iso(expires), "grace_period_expires_date": None,
             "product_identifier": product, "purchase_date": iso(expires.replace(day=1))}
 
+    def buy_once(self, user: str, product: str, *, at: datetime) -> None:
+        """A purchase that does not renew (a lifetime unlock): listed under non_subscriptions."""
+        subscriber = self.subscribers.setdefault(user, {
+            "original_app_user_id": user, "first_seen": iso(at), "management_url": None, "non_subscriptions": {},
+            "other_purchases": {}, "entitlements": {}, "subscriptions": {}, "subscriber_attributes": {}})
+        subscriber["non_subscriptions"].setdefault(product, []).append(
+            {"id": f"np_{len(subscriber['non_subscriptions'])}", "purchase_date": iso(at), "store": "play_store",
+             "is_sandbox": False, "store_transaction_id": "GPA.0000-0000-0000-00001"})
+
     def env(self) -> dict[str, str]:
         return {"REVENUECAT_API_KEY": API_KEY, "REVENUECAT_API_BASE": self.server.url}
 
