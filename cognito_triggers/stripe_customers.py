@@ -30,6 +30,11 @@ def search_query(sub: str) -> str:
     return f"metadata['cognito_sub']:'{value}'"
 
 
+class CustomerPending(Exception):
+    """The user's customer exists, or is being made, but cannot be found yet: ask again
+    in a minute."""
+
+
 class _TimedSession(requests.Session):
     """Sets each request's timeout itself, so it can shrink as a caller's deadline nears.
 
@@ -76,12 +81,13 @@ class StripeCustomers:
                 options={"idempotency_key": IDEMPOTENCY_PREFIX + sub},
             )
         except stripe.IdempotencyError:
-            # The key was first used with other parameters (say, an email changed between
-            # attempts): that first request made the customer, so look for it again.
+            # The key was first used with other parameters (the trigger sends the email,
+            # checkout does not) or is in use right now: that first request makes the
+            # customer, so look for it again. Stripe's search lags up to a minute behind.
             existing = self.find_customer(sub)
             if existing:
                 return existing
-            raise
+            raise CustomerPending(f"the customer of {sub} is being created; Stripe's search does not show it yet")
         return customer.id
 
 

@@ -58,9 +58,12 @@ class StoreLookup(Lookup):
 
 class Ingest:
     def __init__(self, store: Store, catalog: Catalog, clock: Callable[[], datetime] = utcnow,
-                 max_attempts: int = 15) -> None:
+                 max_attempts: int = 15, give_up_after: timedelta = timedelta(days=3)) -> None:
         self.store = store
-        self.max_attempts = max_attempts
+        # An event is failed after max_attempts AND give_up_after since it arrived: a store
+        # outage of a day or two (or credentials set late) is waited out, as the stores wait
+        # for us; Google refunds a purchase not acknowledged within three days.
+        self.max_attempts, self.give_up_after = max_attempts, give_up_after
         self.catalog = catalog
         self.clock = clock
         self.lookup = StoreLookup(store)
@@ -134,7 +137,8 @@ class Ingest:
             self._mark(event, FAILED, attempts, f"malformed: {exc.message}")
             raise
         except Exception as exc:  # anything else is retried: the event log is our inbox
-            outcome = FAILED if attempts >= self.max_attempts else DEFERRED
+            exhausted = attempts >= self.max_attempts and self.clock() - event.received_at >= self.give_up_after
+            outcome = FAILED if exhausted else DEFERRED
             retry_at = self.clock() + backoff(attempts) if outcome == DEFERRED else None
             self._mark(event, outcome, attempts, _error_text(exc), retry_at)
             log.warning("applying failed", extra={"fields": {

@@ -37,6 +37,8 @@ STATE_TYPES = frozenset({
 # EXTERNAL_PURCHASE_TOKEN, RESCIND_CONSENT, RENEWAL_EXTENSION:SUMMARY (no transaction),
 # and types Apple adds later.
 PURCHASE_REGISTRATION = "PURCHASE_REGISTRATION"
+#: Notifications about one refunded transaction (a period), not the subscription's state.
+REFUND_TYPES = frozenset({"REFUND", "REFUND_DECLINED", "REFUND_REVERSED"})
 
 
 def event_type(notification: dict) -> str:
@@ -75,6 +77,11 @@ class AppleNotifications:
         if not transaction:
             return ignored(f"{kind} carries no transaction")
         as_of = instant(notification.get("signedDate"))
+        ended = instant(transaction.get("expiresDate"))
+        if notification.get("notificationType") in REFUND_TYPES and ended and as_of and ended <= as_of:
+            # The notification carries the refunded transaction, which may be a renewal
+            # long past: its revocationDate is that period's, not the subscription's.
+            return ignored(f"{kind} concerns a period that had ended; the current one is unaffected")
         return translate_transaction(transaction, data.get("renewal"), as_of, kind, self.catalog)
 
     def purchase(self, signed_transaction: str) -> tuple[str, Translation]:

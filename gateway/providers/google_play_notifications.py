@@ -112,9 +112,15 @@ class GooglePlayNotifications:
         token = voided["purchaseToken"]
         current = lookup.subscription(SOURCE, token)
         known = current.snapshot if current else None
-        # A voided subscription (refunded or charged back) is revoked as of the void.
+        # A voided subscription (refunded or charged back) is revoked as of the void, or as
+        # of what is stored if that is later: stored snapshots are stamped when Play was
+        # asked, and Play may go on showing the refunded period, so a void delivered late
+        # must not lose to a fetch made after the refund (equal times: revoked wins).
+        as_of = messages.event_time(notification)
+        if known is not None and known.as_of > as_of:
+            as_of = known.as_of
         return Translation(snapshots=(Snapshot(
-            source=SOURCE, key=token, as_of=messages.event_time(notification), status=Status.REVOKED,
+            source=SOURCE, key=token, as_of=as_of, status=Status.REVOKED,
             product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
             account=token, environment=known.environment if known else None,
             raw_status=f"VOIDED:refundType={voided.get('refundType')}"),))

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import stripe
 
-from cognito_triggers.stripe_customers import StripeCustomers
+from cognito_triggers.stripe_customers import CustomerPending, StripeCustomers
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
@@ -70,6 +70,8 @@ def _calling_stripe(call):
     except StripeApiError as exc:
         if exc.refused:
             raise StripeRefused(str(exc)) from None
+        raise Unavailable(str(exc), code="stripe_unavailable") from None
+    except CustomerPending as exc:
         raise Unavailable(str(exc), code="stripe_unavailable") from None
     except stripe.StripeError as exc:  # from ensure_customer, which uses stripe-python directly
         status = exc.http_status

@@ -26,7 +26,8 @@ SUBSCRIPTION_TYPES = frozenset(f"customer.subscription.{kind}" for kind in
                                ("created", "updated", "deleted", "paused", "resumed"))
 CUSTOMER_TYPES = frozenset({"customer.created", "customer.updated"})
 INVOICE_TYPES = frozenset({"invoice.paid", "invoice.payment_failed"})
-PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "disputed"}
+PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "disputed",
+                 "charge.dispute.closed": "disputed"}
 ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | {"checkout.session.completed"}
 
 
@@ -73,7 +74,11 @@ class StripeEvents:
     def _checkout(self, session: dict, created: datetime, lookup: Lookup) -> Translation:
         if session.get("mode") != "subscription":
             return ignored(f"a {session.get('mode')}-mode Checkout Session grants no subscription")
-        user_sub = session.get("client_reference_id") or so.cognito_sub(session)
+        # The session's metadata is set by whoever created it through the API (the gateway
+        # does). client_reference_id is too, except in a Payment Link, where anyone can put
+        # it in the link's URL: there it would hand a paying customer to someone else.
+        reference = session.get("client_reference_id") if not session.get("payment_link") else None
+        user_sub = so.cognito_sub(session) or (reference if isinstance(reference, str) and reference else None)
         customer, subscription_id = so.ref(session.get("customer")), so.ref(session.get("subscription"))
         links = (Link(SOURCE, customer, user_sub, created),) if user_sub and customer else ()
         if subscription_id is None or self.snapshots.api is None:
@@ -82,15 +87,26 @@ class StripeEvents:
         return Translation(snapshots=fetched.snapshots, links=links + fetched.links)
 
     def _payment_returned(self, obj: dict, reason: str, lookup: Lookup) -> Translation:
-        """A refund or dispute: find the subscription through the invoice the payment paid."""
+        """A refund or dispute: find the subscription through the invoice the payment paid.
+
+        A dispute revokes when it is opened; closed as won, the money came back and the
+        period stands again; closed as lost, it stays revoked. An inquiry
+        (``warning_*``, no money taken yet) changes nothing."""
+        restore = False
         if reason == "refunded" and not so.fully_refunded(obj):
             reason = None  # a partial refund leaves access as it is
+        elif reason == "disputed":
+            status = obj.get("status")
+            if isinstance(status, str) and status.startswith("warning_"):
+                return ignored(f"an inquiry ({status}), not a chargeback")
+            if status == "won":
+                reason, restore = None, True
         invoice_id = self._invoice_of_payment(obj)
         api = self.snapshots.require_api("find the invoice of a payment")
         subscription_id = so.invoice_subscription(api.invoice(invoice_id)) if invoice_id else None
         if subscription_id is None:
             return ignored("the payment paid no subscription invoice")
-        return self.snapshots.fetched(subscription_id, lookup, reason, invoice_id)
+        return self.snapshots.fetched(subscription_id, lookup, reason, invoice_id, restore=restore)
 
     def _invoice_of_payment(self, obj: dict, fetch_charge: bool = True) -> str | None:
         # Before basil a charge names its invoice; since basil the Invoice Payments API

@@ -40,14 +40,17 @@ class Snapshotter:
         return self.fetched(subscription["id"], lookup)
 
     def fetched(self, subscription_id: str, lookup: Lookup, revoke: str | None = None,
-                invoice_id: str | None = None) -> Translation:
+                invoice_id: str | None = None, restore: bool = False) -> Translation:
+        """The subscription as Stripe has it now. ``revoke`` takes back its period (for a
+        payment of ``invoice_id``, if that is still the latest invoice); ``restore`` gives
+        back a period a revocation took (a dispute won)."""
         subscription = self.require_api("fetch a subscription").subscription(subscription_id)
         fetched_at = self.clock()
         latest = so.ref(subscription.get("latest_invoice"))
         if revoke and invoice_id and latest and latest != invoice_id:
             revoke = None  # an older period's payment was returned: the current one stands
         stored = lookup.subscription(SOURCE, subscription_id)
-        return self.state(subscription, fetched_at, lookup, stored, revoke)
+        return self.state(subscription, fetched_at, lookup, None if restore else stored, revoke)
 
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup,
               stored: Subscription | None, revoke: str | None = None) -> Translation:

@@ -51,7 +51,9 @@ def _caller() -> str:
 def create_checkout_session():
     user_sub = _caller()
     body = load_body(CheckoutBody(), "invalid_body")
-    if not current_app.extensions["gateway"].catalog.knows("stripe", body["price_id"]):
+    # A product id (prod_...) may be in the catalog too, but Checkout sells prices only.
+    if not body["price_id"].startswith("price_") or \
+            not current_app.extensions["gateway"].catalog.knows("stripe", body["price_id"]):
         raise Malformed(f"price {body['price_id']!r} grants no entitlement in the catalog", code="unknown_price")
     return jsonify(_checkout().checkout_session(user_sub, **body))
 

@@ -95,6 +95,27 @@ def test_late_renewal_does_not_undo_refund(client, api, store):
     assert api(client, USER)["is_premium"] is False
 
 
+def test_a_refund_of_a_past_period_leaves_the_current_one(client, api, store):
+    """Apple's REFUND carries the refunded transaction, which may be an old renewal: its
+    revocation is that period's. The current paid period stands, and so it does when the
+    refund is reversed or declined."""
+    renewed = now() - timedelta(days=1)
+    current = store.notification("DID_RENEW", signed=renewed, transaction=store.transaction(
+        "1006", token=USER, transaction_id="1006-2", signed=renewed, expires=now() + timedelta(days=29)))
+    assert post(client, store.body(current)).get_json() == {"status": "processed"}
+    past_period = dict(token=USER, transaction_id="1006-1", signed=now(),
+                       expires=now() - timedelta(days=30))
+    for kind, extra in (("REFUND", {"revoked": now()}), ("REFUND_REVERSED", {}), ("REFUND_DECLINED", {})):
+        about_the_past = store.notification(kind, signed=now(), transaction=store.transaction("1006", **past_period,
+                                                                                              **extra))
+        assert post(client, store.body(about_the_past)).get_json() == {"status": "ignored"}, kind
+    assert (premium(api, client)["status"], premium(api, client)["active"]) == ("active", True)
+    refund_now = store.notification("REFUND", signed=now(), transaction=store.transaction(
+        "1006", token=USER, transaction_id="1006-2", signed=now(), expires=now() + timedelta(days=29), revoked=now()))
+    assert post(client, store.body(refund_now)).get_json() == {"status": "processed"}
+    assert premium(api, client)["status"] == "revoked"
+
+
 def test_grace_period_grants_until_its_end_then_billing_retry_does_not(client, api, store):
     lapsed, grace_end = now() - timedelta(hours=1), now() + timedelta(days=6)
     failed = store.notification("DID_FAIL_TO_RENEW", "GRACE_PERIOD",

@@ -118,3 +118,9 @@ def test_a_key_stripe_refuses_is_502_not_a_retryable_503(make_app, env, cognito)
     client = make_app(**{**env, "STRIPE_API_KEY": "sk_test_revoked"}).test_client()
     response = checkout(client, cognito)
     assert (response.status_code, response.get_json()["error"]) == (502, "stripe_refused")
+
+
+def test_a_product_id_in_the_catalog_is_not_a_price_to_sell(client, cognito, fake):
+    response = checkout(client, cognito, {**BODY, "price_id": "prod_family"})  # listed in the catalog
+    assert (response.status_code, response.get_json()["error"]) == (400, "unknown_price")
+    assert not fake.sessions()

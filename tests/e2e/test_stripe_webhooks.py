@@ -104,6 +104,44 @@ def test_a_full_refund_or_a_dispute_revokes_premium(client, api, fake, shape, ki
     assert (premium(api, client)["status"], api(client, s.user)["is_premium"]) == ("revoked", False)
 
 
+def test_a_dispute_won_gives_the_period_back_and_one_lost_keeps_it_revoked(client, api, fake):
+    s = signup(fake)
+    send(client, so.event("customer.subscription.created", s.subscription()))
+    dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent)
+    send(client, so.event("charge.dispute.created", dispute))
+    assert premium(api, client)["status"] == "revoked"
+    closed = send(client, so.event("charge.dispute.closed", {**dispute, "status": "won"}))
+    assert status_of(closed) == (200, "processed") and premium(api, client)["status"] == "active"
+    # A later view of the same period stays active; a second dispute, lost, revokes again.
+    send(client, so.event("customer.subscription.updated", s.subscription()))
+    assert premium(api, client)["status"] == "active"
+    again = {**dispute, "id": so.new_id("dp")}
+    send(client, so.event("charge.dispute.created", again))
+    send(client, so.event("charge.dispute.closed", {**again, "status": "lost"}))
+    assert premium(api, client)["status"] == "revoked"
+
+
+def test_an_inquiry_is_not_a_chargeback(client, api, fake):
+    s = signup(fake)
+    send(client, so.event("customer.subscription.created", s.subscription()))
+    inquiry = {**so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent),
+               "status": "warning_needs_response"}
+    assert status_of(send(client, so.event("charge.dispute.created", inquiry))) == (200, "ignored")
+    assert premium(api, client)["status"] == "active"
+
+
+def test_a_payment_links_client_reference_id_names_no_one(client, api, fake):
+    """Anyone can add ?client_reference_id= to a Payment Link's URL: a customer paying
+    through such a link must not be handed to whoever the link names."""
+    s = signup(fake, user="payer", named=False)
+    session = {**s.session(), "client_reference_id": "someone-else", "payment_link": so.new_id("plink")}
+    assert status_of(send(client, so.event("checkout.session.completed", session)))[0] == 200
+    assert premium(api, client, "someone-else") == {}
+    ours = {**s.session(), "client_reference_id": "someone-else", "metadata": {"cognito_sub": "payer"}}
+    send(client, so.event("checkout.session.completed", ours))  # the gateway's own session: metadata names
+    assert premium(api, client, "payer")["active"] is True and premium(api, client, "someone-else") == {}
+
+
 def test_cancel_at_period_end_keeps_premium_until_the_period_ends(client, api, fake):
     s = signup(fake)
     send(client, so.event("customer.subscription.updated", s.subscription(cancel_at_period_end=True),

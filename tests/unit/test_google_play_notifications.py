@@ -1,12 +1,12 @@
 """The google source's translation, against an in-memory Play API port (no HTTP)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from gateway.domain.changes import Link
-from gateway.domain.model import Snapshot, Status, Subscription
+from gateway.domain.model import Snapshot, Status, Subscription, newest
 from gateway.errors import Malformed, NotFound, StoreApiError, Unavailable
 from gateway.providers import google_play_messages as messages
 from gateway.providers.google_play_api import PlayApiError, UnknownPurchase
@@ -96,11 +96,20 @@ def test_a_replacing_purchase_that_names_its_user_needs_no_link():
 
 def test_a_voided_subscription_is_revoked_as_of_the_void():
     known = Subscription(Snapshot("google", "tok", NOW, Status.ACTIVE, product_id="premium_monthly"))
-    (snapshot,) = translate(Play(), rtdn.voided("tok", at_ms=1_790_000_000_000),
-                            Lookup(subscriptions={"tok": known})).snapshots
+    void_ms = int((NOW + timedelta(minutes=5)).timestamp() * 1000)
+    (snapshot,) = translate(Play(), rtdn.voided("tok", at_ms=void_ms), Lookup(subscriptions={"tok": known})).snapshots
     assert (snapshot.status, snapshot.product_id, snapshot.raw_status) == (Status.REVOKED, "premium_monthly",
                                                                          "VOIDED:refundType=1")
-    assert snapshot.as_of == datetime.fromtimestamp(1_790_000_000, tz=timezone.utc)
+    assert snapshot.as_of == NOW + timedelta(minutes=5)
+
+
+def test_a_void_delivered_after_a_later_fetch_still_revokes():
+    """Stored snapshots are stamped at fetch time, and Play may keep showing the refunded
+    period: a void that Pub/Sub delivers late must not lose to that fetch."""
+    known = Subscription(Snapshot("google", "tok", NOW, Status.ACTIVE, product_id="premium_monthly"))
+    void_ms = int((NOW - timedelta(minutes=1)).timestamp() * 1000)
+    (snapshot,) = translate(Play(), rtdn.voided("tok", at_ms=void_ms), Lookup(subscriptions={"tok": known})).snapshots
+    assert snapshot.as_of == NOW and newest([known.snapshot, snapshot]) is snapshot
 
 
 def test_a_token_google_does_not_know_is_ignored_and_other_failures_propagate():

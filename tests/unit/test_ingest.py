@@ -107,11 +107,25 @@ def test_an_event_failing_every_attempt_ends_failed_with_its_error(world):
     provider = Flaky(10)
     ingest.receive(provider, purchase(), HEADERS)
     for _ in range(3):
-        clock.now += timedelta(days=1)
+        clock.now += timedelta(days=2)
         retry_due(ingest, {"revenuecat": provider})
     (event,) = events(store)
     assert (event.status, event.attempts) == ("failed", 3)
     assert "timed out" in event.last_error
+
+
+def test_an_event_is_not_given_up_on_before_three_days_however_many_attempts(world):
+    store, clock, ingest = world
+    provider = Flaky(100)
+    ingest.receive(provider, purchase(), HEADERS)
+    for _ in range(10):  # a store API outage: attempts pile up (each due within the 6 h cap)
+        clock.now += timedelta(hours=7)
+        retry_due(ingest, {"revenuecat": provider})
+    (event,) = events(store)
+    assert (event.status, event.attempts) == ("deferred", 11)
+    clock.now += timedelta(days=2)
+    retry_due(ingest, {"revenuecat": provider})
+    assert events(store)[0].status == "failed"
 
 
 def test_an_event_that_cannot_apply_is_failed_not_retried(world):
