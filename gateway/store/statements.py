@@ -59,9 +59,9 @@ def for_dialect(name: str) -> SimpleNamespace:
 def _link_identity():
     """PostgreSQL: write an identity link unless the one held has a greater ``link_claim``
     (as_of present, then as_of, then user_sub by code point, as Python orders strings,
-    whatever the database's collation); returns the user it now maps to, or no row when
-    the held link won. One atomic statement: concurrent links of one account need no lock
-    of their own."""
+    whatever the database's collation); returns the user it now maps to. No row comes back
+    only when another user's link holds: then the caller reads who. One atomic statement:
+    concurrent links of one account need no lock of their own."""
     ids = t.identities.c
     statement = postgresql.insert(t.identities)
     new = statement.excluded
@@ -70,8 +70,12 @@ def _link_identity():
     def claim(c):
         return sa.tuple_(c.as_of.is_not(None), sa.func.coalesce(c.as_of, earliest), c.user_sub.collate("C"))
 
+    wins = claim(new) > claim(ids)
     return statement.on_conflict_do_update(
         index_elements=["source", "account"],
-        set_={"user_sub": new.user_sub, "as_of": new.as_of, "created_at": new.created_at},
-        where=claim(new) > claim(ids),
+        # The same user again (the common case: every delivery repeats its aliases) answers
+        # in this statement too, keeping the greater claim's time.
+        set_={"user_sub": new.user_sub, "as_of": sa.case((wins, new.as_of), else_=ids.as_of),
+              "created_at": sa.case((wins, new.created_at), else_=ids.created_at)},
+        where=sa.or_(wins, ids.user_sub.collate("C") == new.user_sub.collate("C")),
     ).returning(ids.user_sub)

@@ -110,6 +110,16 @@ def test_competing_links_end_with_the_greatest_link_claim_in_any_order(store):
         assert answers == best_so_far  # link() answers who holds the account after it
 
 
+def test_the_same_link_again_keeps_the_newest_time_and_answers_its_user(store):
+    with store.transaction() as tx:
+        assert tx.link("stripe", "cus_again", "ada", T0 + timedelta(seconds=5), NOW) == "ada"
+        assert tx.link("stripe", "cus_again", "ada", T0, NOW) == "ada"  # older, same user
+        assert tx.link("stripe", "cus_again", "ada", None, NOW) == "ada"
+        # The held time is still the newest: a rival between the two times loses.
+        assert tx.link("stripe", "cus_again", "bob", T0 + timedelta(seconds=3), NOW) == "ada"
+        assert tx.link("stripe", "cus_again", "bob", T0 + timedelta(seconds=6), NOW) == "bob"
+
+
 @pytest.mark.usefixtures("natural_collation")
 def test_concurrent_links_of_one_account_attach_its_subscription_to_the_winner(store):
     apply(store, snapshot(0, user=None, account="cus_shared"))
