@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.e2e.conftest import API_KEY
 from tests.fakes.apple_api import FakeAppStoreServerApi
 from tests.fakes.revenuecat_api import FakeRevenueCat
-from tests.fakes.stripe_billing import StripeBilling
 from tests.support import revenuecat as rc
 from tests.support.apple_pki import mint_chain
 from tests.support.apple_store import BUNDLE_ID, AppStore
 from tests.support.google_gateway import _play_server, play, push_signer  # noqa: F401 (fixtures)
+from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_signing import new_secret, signed
 
 ISSUER, KEY_ID = "57246542-96fe-1a63-e053-0824d011072a", "2X9R4HXF34"
@@ -50,16 +50,10 @@ def apple_api(_apple_api):
     return _apple_api
 
 
-@pytest.fixture(scope="module")
-def _stripe():
-    with StripeBilling() as server:
-        yield server
-
-
 @pytest.fixture
-def stripe_fake(_stripe):
-    _stripe.reset()
-    return _stripe
+def stripe_fake(fake):
+    """The session's Stripe fake, reset for the test (tests.support.stripe_gateway)."""
+    return fake
 
 
 @pytest.fixture(scope="module")
@@ -121,5 +115,5 @@ def new_user() -> str:
     return str(uuid.uuid4())
 
 
-__all__ = ["apple_key", "chain", "_apple_api", "apple_api", "_stripe", "stripe_fake", "_revenuecat", "revenuecat",
+__all__ = ["apple_key", "chain", "_apple_api", "apple_api", "stripe_server", "fake", "stripe_fake", "_revenuecat", "revenuecat",
            "_play_server", "play", "push_signer", "world", "World", "new_user", "soon"]
