@@ -7,8 +7,9 @@ Every call a handler makes takes its timeout from a ``Deadline``, so the sum can
 """
 from __future__ import annotations
 
+import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 #: Lambda's remaining time is measured to the function's own timeout; stop short of it.
 SAFETY_MARGIN = 0.25
@@ -46,3 +47,27 @@ class Deadline:
         """Refuse to start a call whose own timeouts add up to ``seconds`` if they could overrun."""
         if self.remaining() < seconds:
             raise OutOfTime(f"{self.remaining():.2f}s left, {seconds:.2f}s needed")
+
+
+def within(seconds: float, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, or ``OutOfTime`` once ``seconds`` have passed, whatever the call is
+    doing. Socket timeouts bound each read, not a whole call: a server that answers one byte
+    at a time never trips them. A call still running is left to finish on its own thread
+    (Lambda freezes it with the container) and its result is dropped; every call made this
+    way is idempotent."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(*args)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="trigger-call", daemon=True)
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if worker.is_alive():
+        raise OutOfTime(f"no answer within {seconds:.2f}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -13,16 +13,19 @@ ACCESS_TOKEN_VERSIONS = ("2", "3")
 
 def claims_for(answer: dict) -> dict[str, str]:
     """``premium``, ``entitlements`` (active names, space-separated) and ``premium_until``."""
-    entitlements = answer.get("entitlements") or {}
-    active = sorted(name for name, grant in entitlements.items() if (grant or {}).get("active") is True)
+    entitlements = answer.get("entitlements")
+    if not isinstance(entitlements, dict) or not all(isinstance(g, dict) for g in entitlements.values()):
+        raise ValueError("the gateway's answer has no entitlements object")  # claims must be right or absent
+    active = sorted(name for name, grant in entitlements.items() if grant.get("active") is True)
     premium = entitlements.get("premium") or {}
     is_premium = answer.get("is_premium")
     if not isinstance(is_premium, bool):
         is_premium = bool(active)
     # A lapsed grant's expiry is history, not a promise: only an active one sets premium_until.
     until = premium.get("expires_at") if premium.get("active") is True else None
+    # Cognito takes only string claim values here (version 1 events): never anything else.
     return {"premium": "true" if is_premium else "false", "entitlements": " ".join(active),
-            "premium_until": until or ""}
+            "premium_until": until if isinstance(until, str) else ""}
 
 
 def add_claims(event: dict, claims: dict[str, str]) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 from cognito_triggers import aws, logs, settings, stripe_key
-from cognito_triggers.budget import Deadline
+from cognito_triggers.budget import Deadline, within
 from cognito_triggers.events import ConfirmedUser, user_attributes
 from cognito_triggers.stripe_customers import StripeCustomers
 
@@ -31,7 +31,8 @@ def handler(event: dict, context) -> dict:
         return event
     sub = user_attributes(event).get("sub")
     try:
-        link_customer(ConfirmedUser.from_event(event), Deadline.for_invocation(context, settings.budget_seconds()))
+        deadline = Deadline.for_invocation(context, settings.budget_seconds())
+        within(deadline.remaining(), link_customer, ConfirmedUser.from_event(event), deadline)
     except Exception as error:  # noqa: BLE001 - see the module docstring: sign-up must not fail
         log.warning("stripe customer not linked", extra={"fields": {"sub": sub, **logs.describe(error)}})
     return event

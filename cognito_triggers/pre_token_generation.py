@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from cognito_triggers import entitlement_claims, gateway_client, logs, settings
-from cognito_triggers.budget import Deadline
+from cognito_triggers.budget import Deadline, within
 from cognito_triggers.events import user_attributes
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,11 @@ def handler(event: dict, context) -> dict:
         return event
     try:
         deadline = Deadline.for_invocation(context, settings.budget_seconds())
-        answer = gateway_client.fetch_entitlements(base_url, api_key, sub, deadline.allow(settings.gateway_timeout()))
+        timeout = deadline.allow(settings.gateway_timeout())
+        answer = within(timeout, gateway_client.fetch_entitlements, base_url, api_key, sub, timeout)
+        claims = entitlement_claims.claims_for(answer)  # an answer of another shape raises here
     except Exception as error:  # noqa: BLE001 - a sign-in must not fail on our account
         log.warning("entitlements unavailable, token issued without them",
                     extra={"fields": {"sub": sub, **logs.describe(error)}})
         return event
-    return entitlement_claims.add_claims(event, entitlement_claims.claims_for(answer))
+    return entitlement_claims.add_claims(event, claims)

@@ -82,8 +82,8 @@ class StripeCustomers:
             )
         except stripe.IdempotencyError:
             # The key was first used with other parameters (the trigger sends the email,
-            # checkout does not) or is in use right now: that first request makes the
-            # customer, so look for it again. Stripe's search lags up to a minute behind.
+            # checkout does not): that first request made the customer, so look for it
+            # again. Stripe's search lags up to a minute behind.
             existing = self.find_customer(sub)
             if existing:
                 return existing

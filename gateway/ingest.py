@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import re
 import time
@@ -172,6 +173,10 @@ def storable(delivery: Delivery) -> Delivery:
     translated again from the cleaned data. Almost every delivery has none: then it is
     returned untouched.
     """
+    if not 0 < len(delivery.event_id) <= 255:  # the event log's column: longer would fail every retry
+        raise Malformed("the event id must be 1 to 255 characters", code="malformed_event_id")
+    if len(delivery.event_type) > 128:
+        delivery = dataclasses.replace(delivery, event_type=delivery.event_type[:128])
     fields = (delivery.event_id, delivery.event_type, delivery.payload)
     if not any(_UNSTORABLE.search(text) for text in fields) and not _holds_unstorable(delivery.data):
         return delivery
@@ -185,6 +190,8 @@ def storable(delivery: Delivery) -> Delivery:
 def _holds_unstorable(value) -> bool:
     if isinstance(value, str):
         return _UNSTORABLE.search(value) is not None
+    if isinstance(value, float) and not math.isfinite(value):  # Python's json reads NaN; JSON has none
+        raise Malformed("the body is not JSON: NaN and Infinity are not numbers there", code="malformed_json")
     if isinstance(value, dict):
         return any(_holds_unstorable(k) or _holds_unstorable(v) for k, v in value.items())
     if isinstance(value, list):

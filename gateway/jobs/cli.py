@@ -26,7 +26,8 @@ class _Time(click.ParamType):
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             self.fail(f"{value!r} is not an ISO 8601 time, e.g. 2026-11-22T10:00:00Z", param, ctx)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        # In UTC: SQLite compares stored times as text, so an offset must not reach it.
+        return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 SOURCES = click.Choice(["stripe", "apple", "google", "revenuecat"])
@@ -86,7 +87,8 @@ def replay_command(event_pks, failed, since, source) -> None:
     missing = [pk for pk, e in zip(event_pks, chosen) if e is None]
     if missing:
         raise click.ClickException(f"no event {', '.join(map(str, missing))}")
-    outcomes = retry.replay(services.ingest, services.providers, sorted(chosen, key=lambda e: e.id))
+    unique = {event.id: event for event in chosen}.values()  # named and matched by --since: once
+    outcomes = retry.replay(services.ingest, services.providers, sorted(unique, key=lambda e: e.id))
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "nothing to replay")
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from gateway.ingest import Ingest
 from gateway.providers import Provider
+from gateway.store.port import StoreUnavailable
 
 log = logging.getLogger("gateway.retry")
 
@@ -59,7 +60,14 @@ def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:
 def work(ingest: Ingest, providers: dict[str, Provider], idle_seconds: float = 5.0, once: bool = False) -> None:
     """Run until stopped: retry what is due, sleep when there is nothing."""
     while True:
-        outcomes = retry_due(ingest, providers)
+        try:
+            outcomes = retry_due(ingest, providers)
+        except StoreUnavailable as exc:  # the database is down or failing over: wait, do not exit
+            log.warning("cannot claim due events", extra={"fields": {"error": str(exc)}})
+            if once:
+                return
+            time.sleep(idle_seconds)
+            continue
         if outcomes:
             log.info("retried", extra={"fields": dict(outcomes)})
         if once:

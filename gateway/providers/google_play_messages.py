@@ -37,7 +37,7 @@ VOIDED_SUBSCRIPTION, VOIDED_ONE_TIME = 1, 2
 def parse_push(body: bytes) -> dict:
     """What the event log keeps of a push: the message's ids and its decoded notification."""
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8"))  # JSON on the wire is UTF-8 (RFC 8259)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
     message = document.get("message") if isinstance(document, dict) else None

@@ -159,7 +159,7 @@ def _raw_status(event: dict) -> str:
 
 def _parse(body: bytes) -> dict:
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8"))  # JSON on the wire is UTF-8 (RFC 8259)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
     if not isinstance(document, dict) or not isinstance(document.get("event"), dict):

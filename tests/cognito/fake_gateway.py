@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -18,6 +19,8 @@ class FakeGateway:
         self.requests: list[dict] = []
         self.outage_status: int | None = None
         self.delay = 0.0
+        self.drip: float | None = None  # send the body a byte at a time, this many seconds apart
+        self.raw: object = None  # answer this JSON instead (a proxy, another version)
         self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -36,6 +39,8 @@ class FakeGateway:
             self._released.wait(self.delay)
         if self.outage_status:
             return self.outage_status, {"error": "unavailable"}
+        if self.raw is not None:
+            return 200, self.raw
         if authorization != f"Bearer {self.api_key}":
             return 401, {"error": "unauthorized"}
         match = re.fullmatch(r"/v1/users/([^/]+)/entitlements", path)
@@ -57,7 +62,13 @@ class FakeGateway:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if fake.drip:
+                        for index in range(len(data)):
+                            self.wfile.write(data[index:index + 1])
+                            self.wfile.flush()
+                            time.sleep(fake.drip)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

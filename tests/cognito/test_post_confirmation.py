@@ -218,3 +218,14 @@ def test_logs_are_json_and_never_carry_the_key(monkeypatch, user_pool, ada, stri
         "stripe customer linked", "stripe customer not linked", "stripe customer not linked"]
     assert stripe_api.api_key not in captured and "sk_test_wrongKey51Hx" not in captured
     assert "wrongKey" not in captured
+
+
+def test_a_stripe_that_answers_a_byte_at_a_time_is_abandoned_within_the_budget(user_pool, ada, stripe_api,
+                                                                                 cognito_writes):
+    stripe_api.trickle(0.2)  # every read succeeds; each answer would take tens of seconds
+
+    started = time.monotonic()
+    event = user_pool.confirmation_event(ada["username"])
+    assert handler(event, LambdaContext(timeout=3.0)) is event
+    assert time.monotonic() - started < 3.0
+    assert cognito_writes == []

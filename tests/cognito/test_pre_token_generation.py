@@ -170,3 +170,30 @@ def test_logs_never_carry_the_gateway_key(gateway, capsys):
     handler(load_event("pre_token_generation_v1"), LambdaContext())
 
     assert gateway.api_key not in capsys.readouterr().err
+
+
+def test_a_gateway_that_answers_a_byte_at_a_time_is_abandoned_within_the_budget(monkeypatch, gateway):
+    """Socket timeouts bound each read: a server that keeps sending never trips them. The
+    whole call is bounded, or Lambda's 5 s would run out and the sign-in fail."""
+    gateway.drip = 0.2  # every read succeeds; the answer would take about a minute
+    event = load_event("pre_token_generation_v2")
+    original = copy.deepcopy(event)
+
+    started = time.monotonic()
+    assert handler(event, LambdaContext(timeout=3.0)) == original
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("answer", [{"entitlements": ["premium"]}, {"entitlements": {"premium": "active"}},
+                                    ["premium"], {"is_premium": True, "entitlements": None}])
+def test_an_answer_of_another_shape_issues_the_token_without_claims(gateway, answer):
+    gateway.raw = answer  # a proxy's page, another version of the API
+    event = load_event("pre_token_generation_v1")
+    assert handler(copy.deepcopy(event), LambdaContext()) == event
+
+
+def test_claim_values_are_strings_whatever_the_gateway_says(gateway):
+    gateway.raw = {"is_premium": True, "entitlements": {"premium": {"active": True, "expires_at": 1893456000}}}
+    claims = handler(load_event("pre_token_generation_v1"), LambdaContext())["response"]["claimsOverrideDetails"][
+        "claimsToAddOrOverride"]
+    assert claims == {"premium": "true", "entitlements": "premium", "premium_until": ""}

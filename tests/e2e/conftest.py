@@ -40,11 +40,13 @@ def refuse_writes(database_url):
                      "FOR EACH ROW EXECUTE FUNCTION refuse_writes()"])
             else:
                 run([f"CREATE TRIGGER refuse_writes BEFORE INSERT ON {table} "
+                     "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+                     f"CREATE TRIGGER refuse_updates BEFORE UPDATE ON {table} "
                      "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"])
 
         def off(self):
             run([f"DROP TRIGGER refuse_writes ON {self.table}", "DROP FUNCTION refuse_writes()"] if postgres
-                else ["DROP TRIGGER refuse_writes"])
+                else ["DROP TRIGGER refuse_writes", "DROP TRIGGER refuse_updates"])
 
     yield Switch()
     engine.dispose()

@@ -1,6 +1,8 @@
 """The entitlement API: Cognito tokens for clients, API keys for backends."""
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import jwt
@@ -108,6 +110,19 @@ def test_unsigned_and_symmetric_tokens_are_401(client, cognito):
     symmetric = jwt.encode(claims, "a-shared-secret-long-enough-for-hs256!", algorithm="HS256", headers={"kid": cognito.kid})
     for token in (unsigned, symmetric):
         assert me(client, {"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+@pytest.mark.parametrize("kid", [5, None, ["a"], {"kid": "x"}])
+def test_a_token_whose_kid_is_not_a_string_is_401(client, cognito, kid):
+    _, payload, signature = cognito.token("alice").split(".")  # PyJWT will not write such a header
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "typ": "JWT", "kid": kid}).encode())
+    made_up = ".".join((header.decode().rstrip("="), payload, signature))
+    assert me(client, {"Authorization": f"Bearer {made_up}"}).status_code == 401
+
+
+@pytest.mark.parametrize("claim", [{"aud": ["client-a", "client-b"]}, {"aud": {"app": 1}}])
+def test_a_signed_token_whose_audience_is_not_a_string_is_401(client, cognito, claim):
+    assert me(client, cognito.header("alice", **claim)).status_code == 401
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Basic YWxpY2U6c2VjcmV0", "Bearer not.a.jwt"])

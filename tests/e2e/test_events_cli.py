@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 
+from gateway.jobs import retry
 from tests.e2e.conftest import API_KEY
 from tests.support import revenuecat as rc
 
@@ -66,3 +69,35 @@ def test_replay_names_what_it_cannot_find(app):
     assert result.exit_code != 0 and "no event 999" in result.output
     result = app.test_cli_runner().invoke(args=["events", "replay"])
     assert result.exit_code != 0 and "--failed" in result.output
+
+
+def test_since_with_a_utc_offset_means_that_instant(app):
+    send(app, rc.event("INITIAL_PURCHASE"))
+    with app.extensions["gateway"].store.transaction() as tx:
+        received = tx.list_events(limit=1)[0].received_at
+    india = timezone(timedelta(hours=5, minutes=30))
+    before = (received - timedelta(minutes=1)).astimezone(india).isoformat()
+    after = (received + timedelta(minutes=1)).astimezone(india).isoformat()
+    assert "INITIAL_PURCHASE" in run(app, "events", "list", "--since", before)
+    assert "INITIAL_PURCHASE" not in run(app, "events", "list", "--since", after)
+
+
+def test_an_event_named_and_matched_by_since_is_replayed_once(app):
+    send(app, rc.event("INITIAL_PURCHASE"))
+    output = run(app, "events", "replay", "1", "--since", "2000-01-01T00:00:00Z")
+    assert output.strip() == "processed: 1"
+
+
+def test_the_worker_waits_out_a_database_that_refuses_writes_then_goes_on(app, refuse_writes):
+    refuse_writes.on("subscriptions")
+    assert send(app, rc.event("INITIAL_PURCHASE")) == "deferred"
+    refuse_writes.off()
+    with app.extensions["gateway"].store.engine.begin() as connection:  # its backoff has passed
+        connection.execute(sa.text("UPDATE events SET next_attempt_at = :past"),
+                           {"past": datetime.now(timezone.utc) - timedelta(minutes=1)})
+    services = app.extensions["gateway"]
+    refuse_writes.on("events")  # the worker cannot even claim: before, it exited
+    retry.work(services.ingest, services.providers, idle_seconds=0, once=True)
+    refuse_writes.off()
+    retry.work(services.ingest, services.providers, idle_seconds=0, once=True)
+    assert premium(app) is True

@@ -168,6 +168,17 @@ def test_malformed_deliveries_are_400_and_store_nothing(app, client, raw):
     assert count_events(app) == 0
 
 
+@pytest.mark.parametrize("raw", [
+    rc.body(rc.event("INITIAL_PURCHASE")).decode().encode("utf-16"),  # JSON on the wire is UTF-8
+    rc.body(rc.event("INITIAL_PURCHASE", id="e" * 256)),  # longer than the event log's column
+    rc.body(rc.event("INITIAL_PURCHASE", price=float("nan"))),  # Python writes NaN; JSON has none
+])
+def test_authenticated_bodies_no_database_could_store_are_400_not_a_500_or_a_retry(app, client, raw):
+    response = client.post("/webhooks/revenuecat", data=raw, headers=HEADERS)
+    assert response.status_code == 400 and response.get_json()["error"].startswith("malformed")
+    assert count_events(app) == 0
+
+
 def test_body_over_the_limit_is_413_before_anything_else(app, client):
     response = client.post("/webhooks/revenuecat", data=b"x" * 5000, headers=HEADERS)
     assert response.status_code == 413 and count_events(app) == 0

@@ -155,6 +155,7 @@ class FakeStripe:
         self.requests: list[Request] = []
         self.outage_status: int | None = None
         self.delay = 0.0
+        self.drip: float | None = None  # send the body a byte at a time, this many seconds apart
         self._replays: dict[str, tuple[str, int, dict]] = {}
         self._lock = threading.Lock()
         self._released = threading.Event()
@@ -175,6 +176,10 @@ class FakeStripe:
 
     def hang(self, seconds: float) -> None:
         self.delay = seconds
+
+    def trickle(self, seconds_per_byte: float) -> None:
+        """Answer, but slowly: each byte alone, so no socket read ever times out."""
+        self.drip = seconds_per_byte
 
     def search_lag(self, seconds: float) -> None:
         self.state.search_lag = seconds
@@ -283,7 +288,13 @@ def _handler_class(fake: FakeStripe):
                                     "Content-Length": str(len(data)), **extra}.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if fake.drip:
+                    for index in range(len(data)):
+                        self.wfile.write(data[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(fake.drip)
+                else:
+                    self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout under test); nothing to answer
 

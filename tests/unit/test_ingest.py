@@ -172,3 +172,4 @@ def test_offline_source_whose_apply_fails_is_still_recorded_and_deferred(world):
     (event,) = events(store)
     assert (event.status, event.attempts) == ("deferred", 1) and "bug" in event.last_error
     assert "user-1" not in store.state.entitlements
+
