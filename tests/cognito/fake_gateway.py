@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.servers import write_body
 
 
 class FakeGateway:
@@ -62,13 +63,7 @@ class FakeGateway:
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    if fake.drip:
-                        for index in range(len(data)):
-                            self.wfile.write(data[index:index + 1])
-                            self.wfile.flush()
-                            time.sleep(fake.drip)
-                    else:
-                        self.wfile.write(data)
+                    write_body(self.wfile, data, fake.drip)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.support.servers import write_body
+
 
 class StripeError(Exception):
     def __init__(self, status: int, type: str, message: str, code: str | None = None, param: str | None = None):
@@ -288,13 +290,7 @@ def _handler_class(fake: FakeStripe):
                                     "Content-Length": str(len(data)), **extra}.items():
                     self.send_header(name, value)
                 self.end_headers()
-                if fake.drip:
-                    for index in range(len(data)):
-                        self.wfile.write(data[index:index + 1])
-                        self.wfile.flush()
-                        time.sleep(fake.drip)
-                else:
-                    self.wfile.write(data)
+                write_body(self.wfile, data, fake.drip)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (a timeout under test); nothing to answer
 
