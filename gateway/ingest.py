@@ -24,9 +24,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
 from gateway import logs, metrics
-from gateway.apply import apply_translation
+from gateway.apply import Changes, apply_translation
 from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Translation
 from gateway.errors import Malformed, Unavailable
+from gateway.group_commit import GroupCommit, Slot
 from gateway.providers import Delivery, Lookup, Provider
 from gateway.store.port import Event, Store, StoreUnavailable
 
@@ -68,6 +70,7 @@ class Ingest:
         self.catalog = catalog
         self.clock = clock
         self.lookup = StoreLookup(store)
+        self.group = GroupCommit(self._commit_together)
 
     def receive(self, provider: Provider, body: bytes, headers: Mapping[str, str]) -> str:
         started = time.perf_counter()
@@ -98,28 +101,71 @@ class Ingest:
             raise Unavailable("the event could not be stored; retry later", code="store_unavailable") from exc
 
     def _record_and_apply(self, provider: Provider, delivery: Delivery) -> str | None:
-        """The one-transaction path; ``None`` when it failed and nothing was committed."""
+        """The one-transaction path; ``None`` when it failed and nothing was committed.
+
+        Deliveries arriving together in this process share the transaction (group
+        commit, ``gateway/group_commit.py``): under load one commit serves many.
+        """
         now = self.clock()
         try:
             # Translated first (it needs nothing from the store), so the event row is
-            # written once with its outcome; a duplicate rolls back before applying.
+            # written once with its outcome; a duplicate changes nothing.
             translation = delivery.translation or provider.translate(_unrecorded(delivery, now), self.lookup)
-            outcome = IGNORED if translation.is_empty else PROCESSED
-            with self.store.transaction() as tx:
-                event = tx.record_event(
-                    source=delivery.source, event_id=delivery.event_id, event_type=delivery.event_type,
-                    received_at=now, payload=delivery.payload, data=delivery.data,
-                    status=outcome, processed_at=now, last_error=translation.ignored_reason)
-                if event is None:
-                    return DUPLICATE
-                touched: set[tuple[str, str]] = set()
-                logs.note_users(apply_translation(tx, translation, self.catalog, now, touched))
-                tx.link_event(event.id, sorted(touched))
-                return outcome
-        except Exception:  # rolled back whole: the two-step path records it, then defers
-            log.info("one-transaction apply failed; recording first", exc_info=True,
+        except Exception:
+            log.info("translating before recording failed; recording first", exc_info=True,
                      extra={"fields": {"source": delivery.source, "event_id": delivery.event_id}})
             return None
+        outcome, users = self.group.submit(_Pending(delivery, translation, now))
+        logs.note_users(users)
+        return outcome
+
+    def _commit_together(self, slots: list[Slot]) -> None:
+        """Record and apply a batch of deliveries in one transaction; should it fail,
+        each alone in its own, so one bad delivery cannot hold back the others."""
+        if len(slots) > 1:
+            try:
+                answers = self._record_and_apply_all([slot.item for slot in slots])
+            except Exception:
+                log.info("applying deliveries together failed; applying each alone", exc_info=True,
+                         extra={"fields": {"deliveries": len(slots)}})
+            else:
+                for slot, answer in zip(slots, answers):
+                    slot.done(answer)
+                return
+        for slot in slots:
+            pending = slot.item
+            try:
+                slot.done(self._record_and_apply_all([pending])[0])
+            except Exception:  # rolled back whole: the two-step path records it, then defers
+                log.info("one-transaction apply failed; recording first", exc_info=True, extra={"fields": {
+                    "source": pending.delivery.source, "event_id": pending.delivery.event_id}})
+                slot.done((None, ()))
+
+    def _record_and_apply_all(self, batch: list[_Pending]) -> list[tuple[str, tuple[str, ...]]]:
+        """(outcome, users) for each delivery, all committed in one transaction."""
+        answers: list[tuple[str, tuple[str, ...]]] = []
+        with self.store.transaction() as tx:
+            events = tx.record_events([dict(
+                source=p.delivery.source, event_id=p.delivery.event_id, event_type=p.delivery.event_type,
+                received_at=p.now, payload=p.delivery.payload, data=p.delivery.data,
+                status=IGNORED if p.translation.is_empty else PROCESSED, processed_at=p.now,
+                last_error=p.translation.ignored_reason) for p in batch])
+            changes = Changes(tx, self.catalog, max(p.now for p in batch))
+            if not any(p.translation.links or p.translation.transfers for p in batch):
+                # Every subscription of the batch locked in one ordered call (with links
+                # or transfers, each delivery locks in the order it would alone).
+                changes.lock((s.source, s.key) for p in batch for s in p.translation.snapshots)
+            evidence = []
+            for pending, event in zip(batch, events):
+                if event is None:
+                    answers.append((DUPLICATE, ()))
+                    continue
+                users, touched = changes.apply(pending.translation)
+                evidence.append((event.id, sorted(touched)))
+                answers.append((event.status, tuple(sorted(users))))
+            changes.finish()
+            tx.link_events(evidence)
+        return answers
 
     def process(self, provider: Provider, event: Event) -> str:
         """Translate and apply a recorded event; also the retry worker's entry point."""
@@ -207,6 +253,13 @@ def _clean(value):
     if isinstance(value, list):
         return [_clean(item) for item in value]
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pending:
+    delivery: Delivery
+    translation: Translation
+    now: datetime
 
 
 def _unrecorded(delivery: Delivery, now: datetime) -> Event:

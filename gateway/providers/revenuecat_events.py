@@ -56,6 +56,9 @@ class _EventSchema(ma.Schema):
     transferred_to = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
 
 
+_EVENT_SCHEMA = _EventSchema()  # built once: a schema holds no state between loads
+
+
 def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
@@ -169,7 +172,7 @@ def _parse(body: bytes) -> dict:
 
 def _load(event: dict) -> dict:
     try:
-        return _EventSchema().load(event)
+        return _EVENT_SCHEMA.load(event)
     except ma.ValidationError as exc:
         raise Malformed(f"invalid event: {exc.messages}", code="malformed_event") from None
 

@@ -144,6 +144,34 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def entitlements_of(self, user_sub: str) -> list[Grant]: ...
 
+    # Several at once, for deliveries applied together. Each answers as the single form
+    # called for each item in order would; a database does it in one round trip or two.
+    def record_events(self, rows: list[dict[str, Any]]) -> list[Event | None]:
+        """``record_event(**row)`` for each row, in order (a repeated id is ``None``)."""
+        return [self.record_event(**row) for row in rows]
+
+    def lock_subscriptions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Subscription | None]:
+        """``lock_subscription`` for each (source, key), locked in key order."""
+        return {key: self.lock_subscription(*key) for key in sorted(set(keys))}
+
+    def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
+        """``save_subscription`` for each; at most one per (source, key)."""
+        for subscription in subscriptions:
+            self.save_subscription(subscription, now)
+
+    def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
+        return {user_sub: self.subscriptions_of(user_sub) for user_sub in user_subs}
+
+    def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
+        """``replace_entitlements`` for each user; the users are locked (``lock_users``)."""
+        for user_sub, granted in grants.items():
+            self.replace_entitlements(user_sub, granted, now)
+
+    def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
+        """``link_event`` for each (event_pk, keys)."""
+        for event_pk, keys in links:
+            self.link_event(event_pk, keys)
+
 
 class Store(abc.ABC):
     @abc.abstractmethod

@@ -9,7 +9,9 @@ writer at a time: every writing transaction starts with BEGIN IMMEDIATE, and rea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -29,8 +31,40 @@ _SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                            connect_args={"connect_timeout": 5})
+    engine = sa.create_engine(url, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Check a pooled connection before use only when it sat idle.
+
+    SQLAlchemy's ``pool_pre_ping`` costs a round trip on every checkout. A connection in
+    steady use has just proved itself; one that sat idle (a database restarted or failed
+    over meanwhile, a proxy closed it) is pinged, and a dead one is replaced before the
+    caller sees it. A connection that dies in the second after its last use fails that
+    transaction (503, which the stores retry); SQLAlchemy then recycles every connection
+    of the pool older than the failure.
+    """
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return  # new, or just used
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc  # the pool connects anew
+        if not alive:
+            raise sa.exc.DisconnectionError("the connection did not answer a ping")
 
 
 def _sqlite_engine(url: str) -> sa.Engine:
@@ -106,13 +140,24 @@ class _SqlTransaction(Transaction):
             self.db.execute(self.q.advisory_lock, {"space": space, "name": name})
 
     # Event log.
-    def record_event(self, *, source, event_id, event_type, received_at, payload, data,
-                     status="received", processed_at=None, last_error=None) -> Event | None:
-        return _event(self.db.execute(self.q.record_event, {
-            "source": source, "event_id": event_id, "event_type": event_type, "received_at": received_at,
-            "payload": payload, "data": data, "status": status,
-            "attempts": 0 if status == "received" else 1, "processed_at": processed_at,
-            "last_error": last_error, "next_attempt_at": None}).first())
+    def record_event(self, **fields) -> Event | None:
+        return self.record_events([fields])[0]
+
+    def record_events(self, rows: list[dict[str, Any]]) -> list[Event | None]:
+        fresh: dict[tuple[str, str], dict] = {}  # the first of a repeated id is the one recorded
+        for row in rows:
+            fresh.setdefault((row["source"], row["event_id"]), _event_row(**row))
+        # One INSERT of every row (SQLAlchemy's "insertmanyvalues"); a row already
+        # recorded comes back as nothing, so the ids are matched by (source, event_id).
+        params = list(fresh.values())
+        result = self.db.execute(self.q.record_event, params[0] if len(params) == 1 else params)
+        ids = {(source, event_id): pk for pk, source, event_id in result}
+        answers = []
+        for row in rows:
+            key = (row["source"], row["event_id"])
+            pk = ids.pop(key, None)  # popped: a repeat of the id in this call is None
+            answers.append(None if pk is None else Event(id=pk, **_event_fields(fresh[key])))
+        return answers
 
     def get_event(self, event_pk: int) -> Event | None:
         return _event(self.db.execute(self.q.select_event, {"id": event_pk}).first())
@@ -150,7 +195,11 @@ class _SqlTransaction(Transaction):
 
     # Evidence.
     def link_event(self, event_pk: int, keys: list[tuple[str, str]]) -> None:
-        rows = [{"event_pk": event_pk, "source": source, "key": key} for source, key in sorted(set(keys))]
+        self.link_events([(event_pk, keys)])
+
+    def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
+        rows = [{"event_pk": event_pk, "source": source, "key": key}
+                for event_pk, keys in links for source, key in sorted(set(keys))]
         if rows:
             self.db.execute(self.q.link_event, rows)
 
@@ -207,24 +256,45 @@ class _SqlTransaction(Transaction):
             found = self.get_subscription(source, key, for_update=True)
         return found
 
+    def lock_subscriptions(self, keys) -> dict[tuple[str, str], Subscription | None]:
+        keys = sorted(set(keys))
+        if len(keys) == 1:
+            return {keys[0]: self.lock_subscription(*keys[0])}
+        # As lock_subscription, for all at once: the rows that exist, locked in key
+        # order; then the advisory locks of those that do not, in key order; then those
+        # rows, which a writer that held the advisory lock first may have created.
+        query = self.q.lock_subscriptions if self.postgres else self.q.select_subscriptions
+        found = {(s.snapshot.source, s.snapshot.key): s
+                 for s in map(_subscription, self.db.execute(query, {"keys": keys}))}
+        missing = [key for key in keys if key not in found]
+        if missing and self.postgres:
+            self.db.execute(self.q.advisory_locks, {
+                "space": _SUBSCRIPTION_LOCK, "names": [f"{source}:{key}" for source, key in missing]})
+            found.update({(s.snapshot.source, s.snapshot.key): s
+                          for s in map(_subscription, self.db.execute(query, {"keys": missing}))})
+        return {key: found.get(key) for key in keys}
+
     def get_subscription(self, source: str, key: str, for_update: bool = False) -> Subscription | None:
         query = self.q.lock_subscription if for_update else self.q.select_subscription
         return _subscription(self.db.execute(query, {"source": source, "key": key}).first())
 
     def save_subscription(self, subscription: Subscription, now: datetime) -> None:
-        s = subscription.snapshot
-        self.db.execute(self.q.upsert_subscription, {
-            "source": s.source, "key": s.key, "user_sub": subscription.owner,
-            "owner_as_of": subscription.owner_as_of, "account": s.account,
-            "account_as_of": subscription.account_as_of,
-            "product_id": s.product_id, "status": s.status.value, "raw_status": s.raw_status,
-            "expires_at": s.expires_at, "will_renew": s.will_renew, "environment": s.environment,
-            "entitlement_names": list(s.entitlements) if s.entitlements is not None else None,
-            "as_of": s.as_of, "updated_at": now,
-        })
+        self.save_subscriptions([subscription], now)
+
+    def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
+        if subscriptions:  # several rows: one executemany, pipelined by psycopg
+            self.db.execute(self.q.upsert_subscription, [_subscription_row(s, now) for s in subscriptions])
 
     def subscriptions_of(self, user_sub: str) -> list[Subscription]:
         return [_subscription(row) for row in self.db.execute(self.q.subscriptions_of, {"user_sub": user_sub})]
+
+    def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
+        if len(user_subs) == 1:
+            return {user_subs[0]: self.subscriptions_of(user_subs[0])}
+        held: dict[str, list[Subscription]] = {user_sub: [] for user_sub in user_subs}
+        for row in self.db.execute(self.q.subscriptions_of_users, {"user_subs": list(user_subs)}):
+            held[row.user_sub].append(_subscription(row))
+        return held
 
     def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
         # PostgreSQL locks the rows in the order the query returns them: key order.
@@ -262,18 +332,30 @@ class _SqlTransaction(Transaction):
 
     # Entitlements.
     def lock_users(self, user_subs: list[str]) -> None:
-        for user_sub in sorted(set(user_subs)):
-            self._advisory_lock(_USER_LOCK, user_sub)
+        names = sorted(set(user_subs))
+        if len(names) == 1:
+            self._advisory_lock(_USER_LOCK, names[0])
+        elif names and self.postgres:
+            self.db.execute(self.q.advisory_locks, {"space": _USER_LOCK, "names": names})
 
     def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
         names = [g.name for g in grants]
-        rows = [{"user_sub": user_sub, "name": g.name, "status": g.status.value, "expires_at": g.expires_at,
-                 "will_renew": g.will_renew, "source": g.source, "product_id": g.product_id,
-                 "subscription_key": g.subscription_key, "updated_at": now} for g in grants]
+        rows = [_grant_row(user_sub, g, now) for g in grants]
         if len(rows) == 1 and self.q.replace_one_entitlement is not None:
             self.db.execute(self.q.replace_one_entitlement, {**rows[0], "owner": user_sub, "keep": names})
             return
         self.db.execute(self.q.stale_entitlements, {"owner": user_sub, "keep": names})
+        if rows:
+            self.db.execute(self.q.upsert_entitlement, rows)
+
+    def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
+        if len(grants) <= 1:
+            for user_sub, granted in grants.items():
+                self.replace_entitlements(user_sub, granted, now)
+            return
+        keep = [(user_sub, g.name) for user_sub, granted in grants.items() for g in granted]
+        self.db.execute(self.q.stale_entitlements_of, {"owners": list(grants), "keep": keep})
+        rows = [_grant_row(user_sub, g, now) for user_sub, granted in grants.items() for g in granted]
         if rows:
             self.db.execute(self.q.upsert_entitlement, rows)
 
@@ -291,6 +373,39 @@ def _event(row) -> Event | None:
                  received_at=_utc(row.received_at), payload=row.payload, data=row.data,
                  status=row.status, attempts=row.attempts, last_error=row.last_error,
                  processed_at=_utc(row.processed_at), next_attempt_at=_utc(row.next_attempt_at))
+
+
+def _event_row(*, source, event_id, event_type, received_at, payload, data, status="received",
+               processed_at=None, last_error=None) -> dict[str, Any]:
+    return {"source": source, "event_id": event_id, "event_type": event_type, "received_at": received_at,
+            "payload": payload, "data": data, "status": status, "attempts": 0 if status == "received" else 1,
+            "processed_at": processed_at, "last_error": last_error, "next_attempt_at": None}
+
+
+def _event_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k in _EVENT_FIELDS}
+
+
+_EVENT_FIELDS = {f.name for f in dataclasses.fields(Event)} - {"id"}
+
+
+def _grant_row(user_sub: str, g: Grant, now: datetime) -> dict[str, Any]:
+    return {"user_sub": user_sub, "name": g.name, "status": g.status.value, "expires_at": g.expires_at,
+            "will_renew": g.will_renew, "source": g.source, "product_id": g.product_id,
+            "subscription_key": g.subscription_key, "updated_at": now}
+
+
+def _subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any]:
+    s = subscription.snapshot
+    return {
+        "source": s.source, "key": s.key, "user_sub": subscription.owner,
+        "owner_as_of": subscription.owner_as_of, "account": s.account,
+        "account_as_of": subscription.account_as_of,
+        "product_id": s.product_id, "status": s.status.value, "raw_status": s.raw_status,
+        "expires_at": s.expires_at, "will_renew": s.will_renew, "environment": s.environment,
+        "entitlement_names": list(s.entitlements) if s.entitlements is not None else None,
+        "as_of": s.as_of, "updated_at": now,
+    }
 
 
 def _subscription(row) -> Subscription | None:

@@ -17,7 +17,9 @@ from . import tables as t
 def _upsert(insert, table: sa.Table, keys: list[str]):
     statement = insert(table)
     changes = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
-    return statement.on_conflict_do_update(index_elements=keys, set_=changes)
+    # RETURNING makes SQLAlchemy send a list of rows as ONE multi-row INSERT
+    # ("insertmanyvalues"), much cheaper than the driver's statement per row.
+    return statement.on_conflict_do_update(index_elements=keys, set_=changes).returning(table.c[keys[0]])
 
 
 @functools.cache
@@ -26,6 +28,9 @@ def for_dialect(name: str) -> SimpleNamespace:
     events, subs, ents = t.events.c, t.subscriptions.c, t.entitlements.c
     select_subscription = sa.select(t.subscriptions).where(
         subs.source == sa.bindparam("source"), subs.key == sa.bindparam("key"))
+    # Several rows, in key order (PostgreSQL locks them as the sort returns them).
+    select_subscriptions = sa.select(t.subscriptions).where(
+        sa.tuple_(subs.source, subs.key).in_(sa.bindparam("keys", expanding=True))).order_by(subs.source, subs.key)
     stale_entitlements = sa.delete(t.entitlements).where(
         ents.user_sub == sa.bindparam("owner"), ents.name.not_in(sa.bindparam("keep", expanding=True)))
     upsert_entitlement = _upsert(insert, t.entitlements, ["user_sub", "name"])
@@ -34,14 +39,23 @@ def for_dialect(name: str) -> SimpleNamespace:
         subs.user_sub.in_(sa.bindparam("owners", expanding=True)))).order_by(subs.key)
     return SimpleNamespace(
         record_event=insert(t.events).on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(*t.events.c),
+        .returning(events.id, events.source, events.event_id),  # the caller has the rest
         select_event=sa.select(t.events).where(events.id == sa.bindparam("id")),
         select_subscription=select_subscription,
         lock_subscription=select_subscription.with_for_update(),
+        # Several rows, locked in key order (PostgreSQL locks them as the sort returns them).
+        select_subscriptions=select_subscriptions,
+        lock_subscriptions=select_subscriptions.with_for_update(),
         upsert_subscription=_upsert(insert, t.subscriptions, ["source", "key"]),
         held_by=held_by,
         lock_held_by=held_by.with_for_update(),
         subscriptions_of=sa.select(t.subscriptions).where(subs.user_sub == sa.bindparam("user_sub")),
+        subscriptions_of_users=sa.select(t.subscriptions).where(
+            subs.user_sub.in_(sa.bindparam("user_subs", expanding=True))),
+        # The entitlements of several users that none of their new grants keeps.
+        stale_entitlements_of=sa.delete(t.entitlements).where(
+            ents.user_sub.in_(sa.bindparam("owners", expanding=True)),
+            sa.tuple_(ents.user_sub, ents.name).not_in(sa.bindparam("keep", expanding=True))),
         stale_entitlements=stale_entitlements,
         upsert_entitlement=upsert_entitlement,
         # One round trip on PostgreSQL: the delete runs as a data-modifying CTE.
@@ -50,8 +64,13 @@ def for_dialect(name: str) -> SimpleNamespace:
         select_entitlements=sa.select(t.entitlements).where(ents.user_sub == sa.bindparam("user_sub"))
         .order_by(ents.name),
         link_event=insert(t.event_subscriptions)
-        .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"]),
+        .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
+        .returning(t.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert
         advisory_lock=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
+        # Several, taken in the order of the list (sorted by the caller).
+        advisory_locks=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(lock.name)) "
+                               "FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS lock(name, n) "
+                               "ORDER BY lock.n"),
         link_identity=_link_identity() if name == "postgresql" else None,
     )
 
