@@ -8,7 +8,7 @@ Switches: ``down`` (503), ``throttle`` (the next N calls answer 429 with Retry-A
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
 from tests.support.servers import LocalServer
@@ -30,21 +30,27 @@ class FakeRevenueCat:
 
     def subscribe(self, user: str, product: str, *, expires: datetime, entitlement: str = "premium",
                   refunded: datetime | None = None, unsubscribed: datetime | None = None,
-                  sandbox: bool = False) -> None:
+                  sandbox: bool = False, began: datetime | None = None) -> None:
+        """The app user's latest purchase of a monthly ``product``, ending at ``expires``.
+        ``began`` is when the subscription was first bought: by default, as before for
+        this product, else now (a purchase is never dated after the period it pays for)."""
         subscriber = self.subscribers.setdefault(user, {
             "original_app_user_id": user, "first_seen": iso(datetime.now(timezone.utc)),
             "management_url": None, "non_subscriptions": {}, "other_purchases": {},
             "entitlements": {}, "subscriptions": {}, "subscriber_attributes": {}})
+        earlier = subscriber["subscriptions"].get(product, {}).get("original_purchase_date")
+        original = iso(began) if began else earlier or iso(datetime.now(timezone.utc))
+        period_start = iso(expires - timedelta(days=30))
         subscriber["subscriptions"][product] = {
-            "expires_date": iso(expires), "purchase_date": iso(expires.replace(day=1)),
-            "original_purchase_date": iso(expires.replace(day=1)), "ownership_type": "PURCHASED",
+            "expires_date": iso(expires), "purchase_date": period_start,
+            "original_purchase_date": original, "ownership_type": "PURCHASED",
             "period_type": "normal", "store": "app_store", "is_sandbox": sandbox,
             "unsubscribe_detected_at": iso(unsubscribed), "billing_issues_detected_at": None,
             "grace_period_expires_date": None, "refunded_at": iso(refunded), "auto_resume_date": None,
             "store_transaction_id": "2000000999"}
         subscriber["entitlements"][entitlement] = {
             "expires_date": iso(expires), "grace_period_expires_date": None,
-            "product_identifier": product, "purchase_date": iso(expires.replace(day=1))}
+            "product_identifier": product, "purchase_date": period_start}
 
     def buy_once(self, user: str, product: str, *, at: datetime) -> None:
         """A purchase that does not renew (a lifetime unlock): listed under non_subscriptions."""

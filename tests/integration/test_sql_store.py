@@ -1,19 +1,24 @@
 """The SQL store on the test database (SQLite, or PostgreSQL with TEST_DATABASE=postgresql)."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
-from gateway.domain.model import Snapshot, Status, link_claim, newest
+from gateway.domain.entitlements import derive
+from gateway.domain.model import Snapshot, Status, Subscription, link_claim, newest
 from gateway.store.migrate import upgrade
 from gateway.store.port import StoreUnavailable
-from gateway.store.sql import SqlStore, make_engine
+from gateway.store.sql import IDLE_PING_SECONDS, SqlStore, make_engine
+from tests.conftest import DATABASE
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=1)
@@ -46,6 +51,36 @@ def test_event_log_dedupes_on_source_and_event_id(store):
         other = tx.record_event(source="apple", event_id="evt_1", **fields)
     assert first.data == {"a": [1]} and first.received_at == T0
     assert again is None and other is not None
+
+
+def test_several_events_recorded_at_once_answer_as_one_by_one(store):
+    fields = dict(event_type="t", received_at=T0, payload="{}", data={"a": 1})
+    with store.transaction() as tx:
+        tx.record_event(source="stripe", event_id="evt_old", **fields)
+    rows = [dict(source="stripe", event_id=e, **fields) for e in ("evt_1", "evt_1", "evt_old", "evt_2")]
+    with store.transaction() as tx:
+        first, repeat, old, second = tx.record_events(rows)
+        assert repeat is None and old is None
+        assert (first.id, second.id) == (tx.find_event("stripe", "evt_1").id, tx.find_event("stripe", "evt_2").id)
+    assert first.data == {"a": 1} and first.status == "received" and first.attempts == 0
+
+
+def test_entitlements_of_several_users_replaced_at_once_drop_what_no_grant_keeps(store):
+    catalog = Catalog(products={("stripe", "price_m"): ("premium",), ("stripe", "price_f"): ("family",)})
+    with store.transaction() as tx:
+        for user, product in (("alice", "price_m"), ("alice", "price_f"), ("bob", "price_f")):
+            tx.save_subscription(Subscription(dataclasses.replace(
+                snapshot(1, key=f"{user}-{product}", user=None), product_id=product), owner=user), NOW)
+        tx.lock_users(["alice", "bob"])
+        held = tx.subscriptions_of_users(["alice", "bob"])
+        tx.replace_entitlements_of({u: list(derive([s.snapshot for s in held[u]], catalog).values())
+                                    for u in ("alice", "bob")}, NOW)
+    with store.transaction() as tx:
+        assert [g.name for g in tx.entitlements_of("alice")] == ["family", "premium"]
+        tx.replace_entitlements_of({"alice": [g for g in tx.entitlements_of("alice") if g.name == "family"],
+                                    "bob": []}, NOW)
+    with store.transaction(readonly=True) as tx:
+        assert [g.name for g in tx.entitlements_of("alice")] == ["family"] and tx.entitlements_of("bob") == []
 
 
 def test_newest_snapshot_wins_and_times_come_back_in_utc(store):
@@ -192,6 +227,34 @@ def test_concurrent_deliveries_for_two_subscriptions_of_one_user_both_count(stor
         thread.join()
     with store.transaction() as tx:
         assert sorted(g.name for g in tx.entitlements_of("alice")) == ["family", "premium"]
+
+
+def _terminate_other_connections(database_url):
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(store, database_url):
+    with store.transaction(readonly=True) as tx:  # a connection now waits in the pool
+        assert tx.entitlements_of("nobody") == []
+    _terminate_other_connections(database_url)  # as a database restart or failover would
+    time.sleep(IDLE_PING_SECONDS + 0.2)
+    with store.transaction(readonly=True) as tx:
+        assert tx.entitlements_of("nobody") == []
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
+def test_a_connection_that_died_just_after_use_fails_one_transaction_then_the_pool_recovers(store, database_url):
+    with store.transaction(readonly=True) as tx:
+        assert tx.entitlements_of("nobody") == []
+    _terminate_other_connections(database_url)
+    with pytest.raises(StoreUnavailable):  # used again at once: no ping, the statement fails
+        with store.transaction(readonly=True) as tx:
+            tx.entitlements_of("nobody")
+    with store.transaction(readonly=True) as tx:
+        assert tx.entitlements_of("nobody") == []
 
 
 def test_migrations_are_idempotent(database_url):
