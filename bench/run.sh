@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >/dev/null
-DURATION=${BENCH_DURATION:-15s}
+DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
+ROUNDS=${BENCH_ROUNDS:-3}
 export BENCH_RC_AUTH="Bearer bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export BENCH_API_KEY="bench-key-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 if url=$(BENCH=1 scripts/postgres.sh); then
@@ -18,28 +19,40 @@ fi
 mkdir -p bench/results
 out=bench/results/latest
 : > "$out.txt"
-port=18080
-start() {  # $1: wsgi app
-  PORT=$port DATABASE_URL="$database_url" REVENUECAT_WEBHOOK_AUTH="$BENCH_RC_AUTH" GATEWAY_API_KEYS="$BENCH_API_KEY" \
-    LOG_LEVEL=WARNING gunicorn "$1" -c gunicorn.conf.py --bind "127.0.0.1:$port" --access-logfile /dev/null \
+hello_port=18080
+gateway_port=18081
+servers=()
+start() {  # $1: wsgi app, $2: port
+  PORT=$2 DATABASE_URL="$database_url" REVENUECAT_WEBHOOK_AUTH="$BENCH_RC_AUTH" GATEWAY_API_KEYS="$BENCH_API_KEY" \
+    LOG_LEVEL=WARNING gunicorn "$1" -c gunicorn.conf.py --bind "127.0.0.1:$2" --access-logfile /dev/null \
     >/dev/null 2>&1 &
-  server=$!
-  for _ in $(seq 1 50); do curl -sf "127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-    curl -sf "127.0.0.1:$port/hello" >/dev/null 2>&1 && break; sleep 0.2; done
+  servers+=($!)
+  for _ in $(seq 1 50); do curl -sf "127.0.0.1:$2/healthz" >/dev/null 2>&1 && break
+    curl -sf "127.0.0.1:$2/hello" >/dev/null 2>&1 && break; sleep 0.2; done
 }
-stop() { kill "$server"; wait "$server" 2>/dev/null || true; }
-measure() {  # $1: name, $2: path or script
+stop() { kill "${servers[@]}" 2>/dev/null || true; wait "${servers[@]}" 2>/dev/null || true; }
+trap stop EXIT
+measure() {  # $1: name, $2: port, $3: path or script
   echo "== $1" >> "$out.txt"
-  if [[ "$2" == *.lua ]]; then
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$2" "http://127.0.0.1:$port" >> "$out.txt"
+  if [[ "$3" == *.lua ]]; then
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$3" "http://127.0.0.1:$2" >> "$out.txt"
   else
-    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$port$2" >> "$out.txt"
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2$3" >> "$out.txt"
   fi
 }
 DATABASE_URL="$database_url" flask --app wsgi migrate >/dev/null
 if [[ "$database_url" == postgresql* ]]; then  # every run starts from empty tables
   su postgres -c "psql -q -d gateway_bench -c 'TRUNCATE events, event_subscriptions, subscriptions, entitlements, identities'"
 fi
-start bench.hello:app; measure hello /hello; stop
-start wsgi:app; measure ingest bench/ingest.lua; measure read bench/read.lua; stop
+# Both servers run side by side (an idle one costs nothing) and the cases take turns,
+# round after round: this machine's speed drifts by the minute, so each case is compared
+# with the hello measured moments before it, and the report takes the median round.
+start bench.hello:app "$hello_port"
+start wsgi:app "$gateway_port"
+for round in $(seq 1 "$ROUNDS"); do
+  measure "hello $round" "$hello_port" /hello
+  measure "ingest $round" "$gateway_port" bench/ingest.lua
+  measure "read $round" "$gateway_port" bench/read.lua
+done
+stop
 python bench/report.py "$out.txt" "$database_url"

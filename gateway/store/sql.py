@@ -31,9 +31,22 @@ _SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    engine = sa.create_engine(url, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
+    # Connections rest in autocommit: a read is its one statement, with no BEGIN and
+    # COMMIT round trips and no isolation switch at checkout. A writing transaction
+    # asks for READ COMMITTED (``transactional``), which SQLAlchemy undoes when the
+    # connection goes back to the pool.
+    engine = sa.create_engine(url, pool_size=5, max_overflow=5, isolation_level="AUTOCOMMIT",
+                              connect_args={"connect_timeout": 5})
     _ping_when_idle(engine)
     return engine
+
+
+def transactional(connection: sa.Connection) -> sa.Connection:
+    """``connection``, with the statements between its BEGIN and COMMIT in one
+    transaction (on SQLite they always are: BEGIN is issued by ``_sqlite_engine``)."""
+    if connection.dialect.name == "postgresql":
+        return connection.execution_options(isolation_level="READ COMMITTED")
+    return connection
 
 
 #: A pooled connection unused for longer than this is pinged before it is handed out.
@@ -92,17 +105,19 @@ def _sqlite_engine(url: str) -> sa.Engine:
 class SqlStore(Store):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
 
     @contextlib.contextmanager
     def transaction(self, readonly: bool = False) -> Iterator[Transaction]:
         try:
             connection = self.engine.connect()
-            if readonly:
-                # SQLite: a deferred BEGIN (a snapshot that waits for no writer). PostgreSQL:
-                # autocommit, which saves the BEGIN and COMMIT round trips; under READ
-                # COMMITTED each statement saw the latest commits anyway.
-                options = {"isolation_level": "AUTOCOMMIT"} if self.engine.dialect.name == "postgresql" else {}
-                connection = connection.execution_options(gateway_readonly=True, **options)
+            if not readonly:
+                connection = transactional(connection)
+            elif not self.postgres:
+                # SQLite: a deferred BEGIN (a snapshot that waits for no writer). PostgreSQL
+                # reads in autocommit (make_engine): under READ COMMITTED each statement
+                # saw the latest commits anyway.
+                connection = connection.execution_options(gateway_readonly=True)
         except sa.exc.DBAPIError as exc:
             raise StoreUnavailable(_describe(exc)) from exc
         try:
@@ -115,7 +130,11 @@ class SqlStore(Store):
 
 
 def _describe(exc: sa.exc.DBAPIError) -> str:
-    return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0] if str(exc.orig) else ''}"
+    return _describe_driver_error(exc.orig)
+
+
+def _describe_driver_error(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -360,10 +379,28 @@ class _SqlTransaction(Transaction):
             self.db.execute(self.q.upsert_entitlement, rows)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
-        rows = self.db.execute(self.q.select_entitlements, {"user_sub": user_sub})
-        return [Grant(name=r.name, status=Status(r.status), expires_at=_utc(r.expires_at),
-                      will_renew=r.will_renew, source=r.source, product_id=r.product_id,
-                      subscription_key=r.subscription_key) for r in rows]
+        params = {"user_sub": user_sub}
+        if self.postgres:
+            rows = self._driver_rows(self.q.select_entitlements_sql, params)
+        else:
+            rows = self.db.execute(self.q.select_entitlements, params)
+        return [Grant(name=name, status=Status(status), expires_at=_utc(expires_at), will_renew=will_renew,
+                      source=source, product_id=product_id, subscription_key=subscription_key)
+                for name, status, expires_at, will_renew, source, product_id, subscription_key in rows]
+
+    def _driver_rows(self, sql: str, params: dict[str, Any]) -> list[tuple]:
+        """Rows of a statement run on the driver's own cursor, for the entitlement read
+        that every app launch makes: SQLAlchemy's execution and result layers cost more
+        than the query (bench/README.md). The SQL is SQLAlchemy's, compiled once."""
+        dbapi_connection = self.db.connection.dbapi_connection
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+        except self.db.dialect.loaded_dbapi.Error as exc:
+            if self.db.dialect.is_disconnect(exc, dbapi_connection, None):
+                self.db.invalidate(exc)  # the pool replaces it, as SQLAlchemy's own path would
+            raise StoreUnavailable(_describe_driver_error(exc)) from exc
 
 
 def _event(row) -> Event | None:

@@ -34,6 +34,9 @@ def for_dialect(name: str) -> SimpleNamespace:
     stale_entitlements = sa.delete(t.entitlements).where(
         ents.user_sub == sa.bindparam("owner"), ents.name.not_in(sa.bindparam("keep", expanding=True)))
     upsert_entitlement = _upsert(insert, t.entitlements, ["user_sub", "name"])
+    select_entitlements = sa.select(ents.name, ents.status, ents.expires_at, ents.will_renew, ents.source,
+                                    ents.product_id, ents.subscription_key) \
+        .where(ents.user_sub == sa.bindparam("user_sub")).order_by(ents.name)
     held_by = sa.select(t.subscriptions).where(subs.source == sa.bindparam("source"), sa.or_(
         subs.account.in_(sa.bindparam("accounts", expanding=True)),
         subs.user_sub.in_(sa.bindparam("owners", expanding=True)))).order_by(subs.key)
@@ -61,8 +64,9 @@ def for_dialect(name: str) -> SimpleNamespace:
         # One round trip on PostgreSQL: the delete runs as a data-modifying CTE.
         replace_one_entitlement=upsert_entitlement.add_cte(stale_entitlements.cte("stale"))
         if name == "postgresql" else None,
-        select_entitlements=sa.select(t.entitlements).where(ents.user_sub == sa.bindparam("user_sub"))
-        .order_by(ents.name),
+        select_entitlements=select_entitlements,
+        select_entitlements_sql=str(select_entitlements.compile(dialect=postgresql.psycopg.dialect()))
+        if name == "postgresql" else None,
         link_event=insert(t.event_subscriptions)
         .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
         .returning(t.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert

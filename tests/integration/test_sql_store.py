@@ -83,6 +83,32 @@ def test_entitlements_of_several_users_replaced_at_once_drop_what_no_grant_keeps
         assert [g.name for g in tx.entitlements_of("alice")] == ["family"] and tx.entitlements_of("bob") == []
 
 
+def test_a_writing_transaction_that_fails_leaves_nothing_behind(store):
+    fields = dict(event_type="t", received_at=T0, payload="{}", data={})
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.record_event(source="stripe", event_id="evt_undone", **fields)
+            apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_undone"),)), CATALOG, NOW)
+            raise RuntimeError("the apply failed after two writes")
+    with store.transaction(readonly=True) as tx:
+        assert tx.find_event("stripe", "evt_undone") is None
+        assert tx.get_subscription("stripe", "sub_undone") is None and tx.entitlements_of("alice") == []
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="advisory locks are PostgreSQL's")
+def test_locks_taken_in_a_writing_transaction_hold_until_it_ends(store, database_url):
+    def held_elsewhere():
+        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as other:
+            return other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                 "AND pid <> pg_backend_pid()").fetchone()[0]
+
+    with store.transaction() as tx:
+        tx.lock_subscriptions([("stripe", "sub_new_1"), ("stripe", "sub_new_2")])  # no rows yet: advisory locks
+        tx.lock_users(["alice", "bob"])
+        assert held_elsewhere() == 4  # still held by the statements after them
+    assert held_elsewhere() == 0
+
+
 def test_newest_snapshot_wins_and_times_come_back_in_utc(store):
     apply(store, snapshot(10, Status.EXPIRED))
     apply(store, snapshot(5, Status.ACTIVE))

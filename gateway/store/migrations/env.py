@@ -4,7 +4,7 @@ from __future__ import annotations
 from alembic import context
 
 from gateway import config as gateway_config
-from gateway.store.sql import make_engine
+from gateway.store.sql import make_engine, transactional
 from gateway.store.tables import metadata
 
 url = context.config.attributes.get("url") or gateway_config.from_env().database_url
@@ -18,6 +18,7 @@ def run() -> None:
         return
     engine = make_engine(url)
     with engine.connect() as connection:
+        connection = transactional(connection)  # each migration commits whole, or not at all
         context.configure(connection=connection, target_metadata=metadata, render_as_batch=url.startswith("sqlite"))
         with context.begin_transaction():
             context.run_migrations()
