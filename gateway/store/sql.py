@@ -301,7 +301,7 @@ class _SqlTransaction(Transaction):
         self.save_subscriptions([subscription], now)
 
     def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
-        if subscriptions:  # several rows: one executemany, pipelined by psycopg
+        if subscriptions:  # several rows: one multi-row INSERT (see statements._upsert)
             self.db.execute(self.q.upsert_subscription, [_subscription_row(s, now) for s in subscriptions])
 
     def subscriptions_of(self, user_sub: str) -> list[Subscription]:
