@@ -47,7 +47,8 @@ def wsgi_get(app, path: str, authorization: str | None = None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "sqlite:///instance/read_path.db"))
+    # Never DATABASE_URL by default: the run writes 1,000 made-up users into the database.
+    parser.add_argument("--database-url", default="sqlite:///instance/read_path.db")
     parser.add_argument("--calls", type=int, default=3000)
     args = parser.parse_args()
     os.environ.update(DATABASE_URL=args.database_url, GATEWAY_API_KEYS=API_KEY, LOG_LEVEL="WARNING")
