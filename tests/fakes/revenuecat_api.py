@@ -30,16 +30,16 @@ class FakeRevenueCat:
 
     def subscribe(self, user: str, product: str, *, expires: datetime, entitlement: str = "premium",
                   refunded: datetime | None = None, unsubscribed: datetime | None = None,
-                  sandbox: bool = False, began: datetime | None = None) -> None:
-        """The app user's latest purchase of a monthly ``product``, ending at ``expires``.
-        ``began`` is when the subscription was first bought: by default, as before for
-        this product, else now (a purchase is never dated after the period it pays for)."""
+                  sandbox: bool = False) -> None:
+        """The app user's latest purchase of a monthly ``product``, ending at ``expires``,
+        first bought when an earlier call for this product said, else now (a purchase is
+        never dated after the period it pays for)."""
         subscriber = self.subscribers.setdefault(user, {
             "original_app_user_id": user, "first_seen": iso(datetime.now(timezone.utc)),
             "management_url": None, "non_subscriptions": {}, "other_purchases": {},
             "entitlements": {}, "subscriptions": {}, "subscriber_attributes": {}})
         earlier = subscriber["subscriptions"].get(product, {}).get("original_purchase_date")
-        original = iso(began) if began else earlier or iso(datetime.now(timezone.utc))
+        original = earlier or iso(datetime.now(timezone.utc))
         period_start = iso(expires - timedelta(days=30))
         subscriber["subscriptions"][product] = {
             "expires_date": iso(expires), "purchase_date": period_start,

@@ -98,7 +98,7 @@ def test_a_writing_transaction_that_fails_leaves_nothing_behind(store):
 @pytest.mark.skipif(DATABASE != "postgresql", reason="advisory locks are PostgreSQL's")
 def test_locks_taken_in_a_writing_transaction_hold_until_it_ends(store, database_url):
     def held_elsewhere():
-        with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as other:
+        with _other_connection(database_url) as other:
             return other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
                                  "AND pid <> pg_backend_pid()").fetchone()[0]
 
@@ -255,8 +255,13 @@ def test_concurrent_deliveries_for_two_subscriptions_of_one_user_both_count(stor
         assert sorted(g.name for g in tx.entitlements_of("alice")) == ["family", "premium"]
 
 
+def _other_connection(database_url) -> psycopg.Connection:
+    """A connection of the driver's own, outside the store's pool."""
+    return psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
 def _terminate_other_connections(database_url):
-    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as admin:
+    with _other_connection(database_url) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
