@@ -24,7 +24,7 @@ gateway_port=18081
 servers=()
 start() {  # $1: wsgi app, $2: port
   PORT=$2 DATABASE_URL="$database_url" REVENUECAT_WEBHOOK_AUTH="$BENCH_RC_AUTH" GATEWAY_API_KEYS="$BENCH_API_KEY" \
-    LOG_LEVEL=WARNING gunicorn "$1" -c gunicorn.conf.py --bind "127.0.0.1:$2" --access-logfile /dev/null \
+    LOG_LEVEL=WARNING gunicorn "$1" -c gunicorn.conf.py --bind "127.0.0.1:$2" \
     >/dev/null 2>&1 &
   servers+=($!)
   for _ in $(seq 1 50); do curl -sf "127.0.0.1:$2/healthz" >/dev/null 2>&1 && break

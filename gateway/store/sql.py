@@ -5,18 +5,33 @@ transaction-scoped advisory lock on it first, so concurrent deliveries queue ins
 both reading the old state; a new row needs no existing row to lock. SQLite has one
 writer at a time: every writing transaction starts with BEGIN IMMEDIATE, and readers
 (plain BEGIN, in WAL mode) do not wait for it.
+
+Round trips: in a PostgreSQL write transaction, the statements every delivery makes run
+on psycopg's own cursor in pipeline mode (``statements._driver_statements``). A statement
+whose answer is not needed (a write, a lock) is sent and not waited for: it travels with
+the next statement that is waited for, or with the COMMIT, and its error, if any, fails
+the transaction like any other. A delivery to a known subscription then waits on the
+database four times instead of nine, and skips SQLAlchemy's execution layer, which cost
+more than the statements did (bench/README.md).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+
+try:  # the PostgreSQL driver; SQLite needs none
+    from psycopg.rows import namedtuple_row
+    from psycopg.types.json import Jsonb
+except ImportError:  # pragma: no cover
+    namedtuple_row = Jsonb = None
 
 from gateway.domain.entitlements import Grant
 from gateway.domain.model import Snapshot, Status, Subscription, link_claim
@@ -121,8 +136,8 @@ class SqlStore(Store):
         except sa.exc.DBAPIError as exc:
             raise StoreUnavailable(_describe(exc)) from exc
         try:
-            with connection.begin():
-                yield _SqlTransaction(connection)
+            with connection.begin(), _SqlTransaction.opened(connection) as tx:
+                yield tx
         except sa.exc.DBAPIError as exc:  # whatever the database refused, nothing was committed
             raise StoreUnavailable(_describe(exc)) from exc
         finally:
@@ -148,15 +163,82 @@ class _SqlTransaction(Transaction):
         self.db = connection
         self.postgres = connection.dialect.name == "postgresql"
         self.q = statements.for_dialect(connection.dialect.name)
+        self.d = self.q.driver  # PostgreSQL: the hot statements, on the driver (module doc)
+        self._pipeline: contextlib.ExitStack | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def opened(cls, connection: sa.Connection) -> Iterator[_SqlTransaction]:
+        """The transaction's statements on ``connection``; every statement sent has
+        answered before the caller commits (its error, if any, raised here)."""
+        tx = cls(connection)
+        try:
+            yield tx
+        except BaseException:
+            if tx._pipeline is not None:  # the transaction is rolled back: answers no longer matter
+                tx._pipeline.__exit__(*sys.exc_info())
+            raise
+        if tx._pipeline is not None:
+            # The COMMIT travels with the statements not yet answered: one round trip for
+            # all of them. SQLAlchemy's own commit, next, finds nothing left to commit.
+            with tx._driver_errors():
+                connection.connection.dbapi_connection.commit()
+        tx._sync()
+
+    # PostgreSQL: statements on the driver's cursor, in pipeline mode.
+    def _send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,
+              returning: bool = False, rows: bool = False):
+        """Send a statement and return its cursor without waiting for the answer."""
+        dbapi_connection = self.db.connection.dbapi_connection
+        with self._driver_errors():
+            if self._pipeline is None:
+                self._pipeline = contextlib.ExitStack()
+                self._pipeline.enter_context(dbapi_connection.pipeline())
+            cursor = dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()
+            if many is not None:
+                cursor.executemany(sql, many, returning=returning)
+            else:
+                cursor.execute(sql, params)
+        return cursor
+
+    def _rows(self, sql: str, params: dict) -> list:
+        """The rows of a statement (and the answers of everything sent before it)."""
+        cursor = self._send(sql, params, rows=True)
+        with self._driver_errors():
+            return cursor.fetchall()
+
+    def _sync(self) -> None:
+        """Wait for every statement sent; SQLAlchemy's own statements run after this."""
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            with self._driver_errors():
+                pipeline.close()
+
+    @contextlib.contextmanager
+    def _driver_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except self.db.dialect.loaded_dbapi.Error as exc:
+            dbapi_connection = self.db.connection.dbapi_connection
+            if self.db.dialect.is_disconnect(exc, dbapi_connection, None):
+                self.db.invalidate(exc)  # the pool replaces it, as SQLAlchemy's own path would
+            raise StoreUnavailable(_describe_driver_error(exc)) from exc
+
+    def _execute(self, *args):
+        """A statement through SQLAlchemy, which reads its answer at once: after a sync."""
+        self._sync()
+        return self.db.execute(*args)
 
     def _upsert(self, table: sa.Table, values: dict, keys: list[str]) -> None:
         insert = (postgresql.insert if self.postgres else sqlite.insert)(table).values(**values)
         changes = {k: v for k, v in values.items() if k not in keys}
-        self.db.execute(insert.on_conflict_do_update(index_elements=keys, set_=changes))
+        self._execute(insert.on_conflict_do_update(index_elements=keys, set_=changes))
 
-    def _advisory_lock(self, space: int, name: str) -> None:
-        if self.postgres:
-            self.db.execute(self.q.advisory_lock, {"space": space, "name": name})
+    def _advisory_locks(self, space: int, names: list[str]) -> None:
+        """PostgreSQL: taken in the order of ``names``, sent and not waited for (the
+        next statement waited for has waited for the locks too). SQLite: one writer."""
+        if self.d is not None and names:
+            self._send(self.d.advisory_locks, {"space": space, "names": names})
 
     # Event log.
     def record_event(self, **fields) -> Event | None:
@@ -169,8 +251,11 @@ class _SqlTransaction(Transaction):
         # One INSERT of every row (SQLAlchemy's "insertmanyvalues"); a row already
         # recorded comes back as nothing, so the ids are matched by (source, event_id).
         params = list(fresh.values())
-        result = self.db.execute(self.q.record_event, params[0] if len(params) == 1 else params)
-        ids = {(source, event_id): pk for pk, source, event_id in result}
+        if self.d is not None:
+            ids = dict(zip(((p["source"], p["event_id"]) for p in params), self._record_on_driver(params)))
+        else:
+            result = self._execute(self.q.record_event, params[0] if len(params) == 1 else params)
+            ids = {(source, event_id): pk for pk, source, event_id in result}
         answers = []
         for row in rows:
             key = (row["source"], row["event_id"])
@@ -178,15 +263,27 @@ class _SqlTransaction(Transaction):
             answers.append(None if pk is None else Event(id=pk, **_event_fields(fresh[key])))
         return answers
 
+    def _record_on_driver(self, params: list[dict[str, Any]]) -> list[int | None]:
+        """The id of each row recorded, None for each already there."""
+        cursor = self._send(self.d.record_event, many=[{**p, "data": _jsonb(p["data"])} for p in params],
+                            returning=True)
+        pks = []
+        with self._driver_errors():
+            for _ in params:
+                row = cursor.fetchone()
+                pks.append(row[0] if row else None)
+                cursor.nextset()
+        return pks
+
     def get_event(self, event_pk: int) -> Event | None:
-        return _event(self.db.execute(self.q.select_event, {"id": event_pk}).first())
+        return _event(self._execute(self.q.select_event, {"id": event_pk}).first())
 
     def find_event(self, source: str, event_id: str) -> Event | None:
         query = sa.select(t.events).where(t.events.c.source == source, t.events.c.event_id == event_id)
-        return _event(self.db.execute(query).first())
+        return _event(self._execute(query).first())
 
     def update_event(self, event_pk: int, **fields: Any) -> None:
-        self.db.execute(sa.update(t.events).where(t.events.c.id == event_pk).values(**fields))
+        self._execute(sa.update(t.events).where(t.events.c.id == event_pk).values(**fields))
 
     def list_events(self, *, source=None, status=None, since=None, limit=100) -> list[Event]:
         c = t.events.c
@@ -196,7 +293,7 @@ class _SqlTransaction(Transaction):
                 query = query.where(column == value)
         if since is not None:
             query = query.where(c.received_at >= since)
-        return [_event(row) for row in self.db.execute(query)]
+        return [_event(row) for row in self._execute(query)]
 
     def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
         c = t.events.c
@@ -207,9 +304,9 @@ class _SqlTransaction(Transaction):
         )).order_by(c.id).limit(limit)
         if self.postgres:  # concurrent workers skip each other's rows instead of waiting
             query = query.with_for_update(skip_locked=True)
-        ids = list(self.db.execute(query).scalars())
+        ids = list(self._execute(query).scalars())
         if ids:
-            self.db.execute(sa.update(t.events).where(c.id.in_(ids)).values(next_attempt_at=lease_until))
+            self._execute(sa.update(t.events).where(c.id.in_(ids)).values(next_attempt_at=lease_until))
         return [self.get_event(event_pk) for event_pk in ids]
 
     # Evidence.
@@ -219,15 +316,17 @@ class _SqlTransaction(Transaction):
     def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
         rows = [{"event_pk": event_pk, "source": source, "key": key}
                 for event_pk, keys in links for source, key in sorted(set(keys))]
-        if rows:
-            self.db.execute(self.q.link_event, rows)
+        if rows and self.d is not None:
+            self._send(self.d.link_event, many=rows)
+        elif rows:
+            self._execute(self.q.link_event, rows)
 
     def event_links(self, event_pks: list[int]) -> dict[int, list[tuple[str, str]]]:
         c = t.event_subscriptions.c
         links: dict[int, list[tuple[str, str]]] = {pk: [] for pk in event_pks}
         if event_pks:
             query = sa.select(c.event_pk, c.source, c.key).where(c.event_pk.in_(list(event_pks)))
-            for row in self.db.execute(query.order_by(c.event_pk, c.source, c.key)):
+            for row in self._execute(query.order_by(c.event_pk, c.source, c.key)):
                 links[row.event_pk].append((row.source, row.key))
         return links
 
@@ -239,7 +338,7 @@ class _SqlTransaction(Transaction):
         query = sa.select(t.events).where(t.events.c.id.in_(touching))
         if before_pk is not None:
             query = query.where(t.events.c.id < before_pk)
-        return [_event(row) for row in self.db.execute(query.order_by(t.events.c.id.desc()).limit(limit))]
+        return [_event(row) for row in self._execute(query.order_by(t.events.c.id.desc()).limit(limit))]
 
     def search_events(self, *, source=None, status=None, event_type=None, since=None, until=None,
                       before_pk=None, limit=50) -> list[Event]:
@@ -254,26 +353,30 @@ class _SqlTransaction(Transaction):
             query = query.where(c.received_at < until)
         if before_pk is not None:
             query = query.where(c.id < before_pk)
-        return [_event(row) for row in self.db.execute(query)]
+        return [_event(row) for row in self._execute(query)]
 
     def count_events(self, statuses) -> dict[tuple[str, str], int]:
         c = t.events.c
         query = (sa.select(c.source, c.status, sa.func.count()).where(c.status.in_(list(statuses)))
                  .group_by(c.source, c.status))
-        return {(source, status): n for source, status, n in self.db.execute(query)}
+        return {(source, status): n for source, status, n in self._execute(query)}
 
     # Subscriptions.
     def lock_subscription(self, source: str, key: str) -> Subscription | None:
-        if not self.postgres:
+        if self.d is None:
             return self.get_subscription(source, key)
         # An existing row is locked by FOR UPDATE. A row that does not exist yet cannot be,
         # so its creators queue on an advisory lock, then lock the row as the first one
         # creates it: every writer of a subscription ends up serialized on its row.
-        found = self.get_subscription(source, key, for_update=True)
+        found = self._locked(source, key)
         if found is None:
-            self._advisory_lock(_SUBSCRIPTION_LOCK, f"{source}:{key}")
-            found = self.get_subscription(source, key, for_update=True)
+            self._advisory_locks(_SUBSCRIPTION_LOCK, [f"{source}:{key}"])
+            found = self._locked(source, key)
         return found
+
+    def _locked(self, source: str, key: str) -> Subscription | None:
+        rows = self._rows(self.d.lock_subscription, {"source": source, "key": key})
+        return _subscription(rows[0] if rows else None)
 
     def lock_subscriptions(self, keys) -> dict[tuple[str, str], Subscription | None]:
         keys = sorted(set(keys))
@@ -282,43 +385,53 @@ class _SqlTransaction(Transaction):
         # As lock_subscription, for all at once: the rows that exist, locked in key
         # order; then the advisory locks of those that do not, in key order; then those
         # rows, which a writer that held the advisory lock first may have created.
-        query = self.q.lock_subscriptions if self.postgres else self.q.select_subscriptions
-        found = {(s.snapshot.source, s.snapshot.key): s
-                 for s in map(_subscription, self.db.execute(query, {"keys": keys}))}
+        found = {(s.snapshot.source, s.snapshot.key): s for s in map(_subscription, self._keyed_rows(keys))}
         missing = [key for key in keys if key not in found]
-        if missing and self.postgres:
-            self.db.execute(self.q.advisory_locks, {
-                "space": _SUBSCRIPTION_LOCK, "names": [f"{source}:{key}" for source, key in missing]})
+        if missing and self.d is not None:
+            self._advisory_locks(_SUBSCRIPTION_LOCK, [f"{source}:{key}" for source, key in missing])
             found.update({(s.snapshot.source, s.snapshot.key): s
-                          for s in map(_subscription, self.db.execute(query, {"keys": missing}))})
+                          for s in map(_subscription, self._keyed_rows(missing))})
         return {key: found.get(key) for key in keys}
 
-    def get_subscription(self, source: str, key: str, for_update: bool = False) -> Subscription | None:
-        query = self.q.lock_subscription if for_update else self.q.select_subscription
-        return _subscription(self.db.execute(query, {"source": source, "key": key}).first())
+    def _keyed_rows(self, keys: list[tuple[str, str]]):
+        """The rows of these subscriptions, in key order; locked on PostgreSQL."""
+        if self.d is not None:
+            return self._rows(self.d.lock_subscriptions, _pairs(keys))
+        return self._execute(self.q.select_subscriptions, {"keys": keys})
+
+    def get_subscription(self, source: str, key: str) -> Subscription | None:
+        return _subscription(self._execute(self.q.select_subscription, {"source": source, "key": key}).first())
 
     def save_subscription(self, subscription: Subscription, now: datetime) -> None:
         self.save_subscriptions([subscription], now)
 
     def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
-        if subscriptions:  # several rows: one multi-row INSERT (see statements._upsert)
-            self.db.execute(self.q.upsert_subscription, [_subscription_row(s, now) for s in subscriptions])
+        rows = [_subscription_row(s, now) for s in subscriptions]
+        if rows and self.d is not None:
+            self._send(self.d.upsert_subscription, many=[
+                {**row, "entitlement_names": _jsonb(row["entitlement_names"])} for row in rows])
+        elif rows:  # several rows: one multi-row INSERT (see statements._upsert)
+            self._execute(self.q.upsert_subscription, rows)
 
     def subscriptions_of(self, user_sub: str) -> list[Subscription]:
-        return [_subscription(row) for row in self.db.execute(self.q.subscriptions_of, {"user_sub": user_sub})]
+        return [_subscription(row) for row in self._execute(self.q.subscriptions_of, {"user_sub": user_sub})]
 
     def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
-        if len(user_subs) == 1:
+        if len(user_subs) == 1 and self.d is None:
             return {user_subs[0]: self.subscriptions_of(user_subs[0])}
         held: dict[str, list[Subscription]] = {user_sub: [] for user_sub in user_subs}
-        for row in self.db.execute(self.q.subscriptions_of_users, {"user_subs": list(user_subs)}):
+        if self.d is not None:
+            rows = self._rows(self.d.subscriptions_of_users, {"user_subs": list(user_subs)})
+        else:
+            rows = self._execute(self.q.subscriptions_of_users, {"user_subs": list(user_subs)})
+        for row in rows:
             held[row.user_sub].append(_subscription(row))
         return held
 
     def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
         # PostgreSQL locks the rows in the order the query returns them: key order.
         query = self.q.lock_held_by if self.postgres else self.q.held_by
-        rows = self.db.execute(query, {"source": source, "accounts": list(accounts), "owners": list(owners)})
+        rows = self._execute(query, {"source": source, "accounts": list(accounts), "owners": list(owners)})
         return [_subscription(row) for row in rows]
 
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
@@ -328,21 +441,21 @@ class _SqlTransaction(Transaction):
         query = sa.select(t.subscriptions).where(c.source == source, sa.or_(
             unsettled, c.expires_at.between(expires_from, expires_to),
         )).order_by(c.key).limit(limit)
-        return [_subscription(row) for row in self.db.execute(query)]
+        return [_subscription(row) for row in self._execute(query)]
 
     # Identities.
     def resolve(self, source: str, account: str) -> str | None:
         c = t.identities.c
         query = sa.select(c.user_sub).where(c.source == source, c.account == account)
-        return self.db.execute(query).scalar()
+        return self._execute(query).scalar()
 
     def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> str:
         values = {"source": source, "account": account, "user_sub": user_sub, "as_of": as_of, "created_at": now}
         if self.postgres:  # one atomic statement; a second only when the held link won
-            won = self.db.execute(self.q.link_identity, values).scalar()
+            won = self._execute(self.q.link_identity, values).scalar()
             return won if won is not None else self.resolve(source, account)
         c = t.identities.c  # SQLite: one writer at a time, so read, compare and write
-        held = self.db.execute(sa.select(c.user_sub, c.as_of).where(
+        held = self._execute(sa.select(c.user_sub, c.as_of).where(
             c.source == source, c.account == account)).first()
         if held is None or link_claim(as_of, user_sub) > link_claim(_utc(held.as_of), held.user_sub):
             self._upsert(t.identities, values, ["source", "account"])
@@ -351,39 +464,42 @@ class _SqlTransaction(Transaction):
 
     # Entitlements.
     def lock_users(self, user_subs: list[str]) -> None:
-        names = sorted(set(user_subs))
-        if len(names) == 1:
-            self._advisory_lock(_USER_LOCK, names[0])
-        elif names and self.postgres:
-            self.db.execute(self.q.advisory_locks, {"space": _USER_LOCK, "names": names})
+        self._advisory_locks(_USER_LOCK, sorted(set(user_subs)))
 
     def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
+        if self.d is not None:
+            self.replace_entitlements_of({user_sub: grants}, now)
+            return
         names = [g.name for g in grants]
         rows = [_grant_row(user_sub, g, now) for g in grants]
-        if len(rows) == 1 and self.q.replace_one_entitlement is not None:
-            self.db.execute(self.q.replace_one_entitlement, {**rows[0], "owner": user_sub, "keep": names})
-            return
-        self.db.execute(self.q.stale_entitlements, {"owner": user_sub, "keep": names})
+        self._execute(self.q.stale_entitlements, {"owner": user_sub, "keep": names})
         if rows:
-            self.db.execute(self.q.upsert_entitlement, rows)
+            self._execute(self.q.upsert_entitlement, rows)
 
     def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
+        if self.d is not None:  # both sent, neither waited for
+            keep = [(user_sub, g.name) for user_sub, granted in grants.items() for g in granted]
+            self._send(self.d.stale_entitlements, {"owners": list(grants), **_pairs(keep)})
+            rows = [_grant_row(user_sub, g, now) for user_sub, granted in grants.items() for g in granted]
+            if rows:
+                self._send(self.d.upsert_entitlement, many=rows)
+            return
         if len(grants) <= 1:
             for user_sub, granted in grants.items():
                 self.replace_entitlements(user_sub, granted, now)
             return
         keep = [(user_sub, g.name) for user_sub, granted in grants.items() for g in granted]
-        self.db.execute(self.q.stale_entitlements_of, {"owners": list(grants), "keep": keep})
+        self._execute(self.q.stale_entitlements_of, {"owners": list(grants), "keep": keep})
         rows = [_grant_row(user_sub, g, now) for user_sub, granted in grants.items() for g in granted]
         if rows:
-            self.db.execute(self.q.upsert_entitlement, rows)
+            self._execute(self.q.upsert_entitlement, rows)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         params = {"user_sub": user_sub}
         if self.postgres:
             rows = self._driver_rows(self.q.select_entitlements_sql, params)
         else:
-            rows = self.db.execute(self.q.select_entitlements, params)
+            rows = self._execute(self.q.select_entitlements, params)
         return [Grant(name=name, status=Status(status), expires_at=_utc(expires_at), will_renew=will_renew,
                       source=source, product_id=product_id, subscription_key=subscription_key)
                 for name, status, expires_at, will_renew, source, product_id, subscription_key in rows]
@@ -392,15 +508,19 @@ class _SqlTransaction(Transaction):
         """Rows of a statement run on the driver's own cursor, for the entitlement read
         that every app launch makes: SQLAlchemy's execution and result layers cost more
         than the query (bench/README.md). The SQL is SQLAlchemy's, compiled once."""
-        dbapi_connection = self.db.connection.dbapi_connection
-        try:
-            with dbapi_connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return cursor.fetchall()
-        except self.db.dialect.loaded_dbapi.Error as exc:
-            if self.db.dialect.is_disconnect(exc, dbapi_connection, None):
-                self.db.invalidate(exc)  # the pool replaces it, as SQLAlchemy's own path would
-            raise StoreUnavailable(_describe_driver_error(exc)) from exc
+        with self._driver_errors(), self.db.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """A list of pairs as the two arrays a driver statement unnests together."""
+    return {"firsts": [a for a, _ in pairs], "seconds": [b for _, b in pairs]}
+
+
+def _jsonb(value):
+    """A JSON column's value for the driver: SQL NULL for None, as SQLAlchemy reads it back."""
+    return None if value is None else Jsonb(value)
 
 
 def _event(row) -> Event | None:

@@ -14,12 +14,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from . import tables as t
 
 
-def _upsert(insert, table: sa.Table, keys: list[str]):
+def _upsert(insert, table: sa.Table, keys: list[str], returning: bool = True):
     statement = insert(table)
     changes = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    statement = statement.on_conflict_do_update(index_elements=keys, set_=changes)
     # RETURNING makes SQLAlchemy send a list of rows as ONE multi-row INSERT
     # ("insertmanyvalues"), much cheaper than the driver's statement per row.
-    return statement.on_conflict_do_update(index_elements=keys, set_=changes).returning(table.c[keys[0]])
+    return statement.returning(table.c[keys[0]]) if returning else statement
 
 
 @functools.cache
@@ -28,7 +29,7 @@ def for_dialect(name: str) -> SimpleNamespace:
     events, subs, ents = t.events.c, t.subscriptions.c, t.entitlements.c
     select_subscription = sa.select(t.subscriptions).where(
         subs.source == sa.bindparam("source"), subs.key == sa.bindparam("key"))
-    # Several rows, in key order (PostgreSQL locks them as the sort returns them).
+    # Several rows, in key order.
     select_subscriptions = sa.select(t.subscriptions).where(
         sa.tuple_(subs.source, subs.key).in_(sa.bindparam("keys", expanding=True))).order_by(subs.source, subs.key)
     stale_entitlements = sa.delete(t.entitlements).where(
@@ -45,10 +46,7 @@ def for_dialect(name: str) -> SimpleNamespace:
         .returning(events.id, events.source, events.event_id),  # the caller has the rest
         select_event=sa.select(t.events).where(events.id == sa.bindparam("id")),
         select_subscription=select_subscription,
-        lock_subscription=select_subscription.with_for_update(),
-        # Several rows, locked in key order (PostgreSQL locks them as the sort returns them).
         select_subscriptions=select_subscriptions,
-        lock_subscriptions=select_subscriptions.with_for_update(),
         upsert_subscription=_upsert(insert, t.subscriptions, ["source", "key"]),
         held_by=held_by,
         lock_held_by=held_by.with_for_update(),
@@ -61,21 +59,53 @@ def for_dialect(name: str) -> SimpleNamespace:
             sa.tuple_(ents.user_sub, ents.name).not_in(sa.bindparam("keep", expanding=True))),
         stale_entitlements=stale_entitlements,
         upsert_entitlement=upsert_entitlement,
-        # One round trip on PostgreSQL: the delete runs as a data-modifying CTE.
-        replace_one_entitlement=upsert_entitlement.add_cte(stale_entitlements.cte("stale"))
-        if name == "postgresql" else None,
         select_entitlements=select_entitlements,
         select_entitlements_sql=str(select_entitlements.compile(dialect=postgresql.psycopg.dialect()))
         if name == "postgresql" else None,
         link_event=insert(t.event_subscriptions)
         .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
         .returning(t.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert
-        advisory_lock=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"),
-        # Several, taken in the order of the list (sorted by the caller).
-        advisory_locks=sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(lock.name)) "
-                               "FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS lock(name, n) "
-                               "ORDER BY lock.n"),
         link_identity=_link_identity() if name == "postgresql" else None,
+        driver=_driver_statements() if name == "postgresql" else None,
+    )
+
+
+def _psycopg(statement, columns: list[str] | None = None) -> str:
+    """SQLAlchemy's SQL for psycopg (``%(name)s`` parameters); an INSERT names ``columns``."""
+    return str(statement.compile(dialect=postgresql.psycopg.dialect(), column_keys=columns))
+
+
+def _driver_statements() -> SimpleNamespace:
+    """PostgreSQL: the statements of a delivery's write transaction, as SQL for the
+    driver's own cursor (``sql._SqlTransaction``). A list is one array parameter (a pair
+    of lists, two arrays unnested together), so each statement has one text whatever the
+    number of rows and stays prepared; rows are written one statement each, sent together
+    in the driver's pipeline."""
+    subs, ents = t.subscriptions.c, t.entitlements.c
+    select_subscriptions = f"SELECT {', '.join(f'subscriptions.{c.name}' for c in subs)} FROM subscriptions"
+    in_pairs = "IN (SELECT * FROM unnest(CAST(%(firsts)s AS text[]), CAST(%(seconds)s AS text[])))"
+    event_columns = [c.name for c in t.events.c if c.name != "id"]
+    upsert_subscription = _upsert(postgresql.insert, t.subscriptions, ["source", "key"], returning=False)
+    upsert_entitlement = _upsert(postgresql.insert, t.entitlements, ["user_sub", "name"], returning=False)
+    return SimpleNamespace(
+        record_event=_psycopg(postgresql.insert(t.events).on_conflict_do_nothing(
+            index_elements=["source", "event_id"]).returning(t.events.c.id), event_columns),
+        lock_subscription=_psycopg(sa.select(t.subscriptions).where(
+            subs.source == sa.bindparam("source"), subs.key == sa.bindparam("key")).with_for_update()),
+        # Locked in key order, as the sort returns them.
+        lock_subscriptions=f"{select_subscriptions} WHERE (source, key) {in_pairs} "
+                           "ORDER BY source, key FOR UPDATE",
+        subscriptions_of_users=f"{select_subscriptions} WHERE user_sub = ANY(%(user_subs)s)",
+        upsert_subscription=_psycopg(upsert_subscription, [c.name for c in subs]),
+        # Taken in the order of the list (sorted by the caller).
+        advisory_locks="SELECT pg_advisory_xact_lock(%(space)s, hashtext(lock.name)) "
+                       "FROM unnest(CAST(%(names)s AS text[])) WITH ORDINALITY AS lock(name, n) ORDER BY lock.n",
+        # The entitlements of these users that no (user, name) pair keeps.
+        stale_entitlements=f"DELETE FROM entitlements WHERE user_sub = ANY(%(owners)s) "
+                           f"AND (user_sub, name) NOT {in_pairs}",
+        upsert_entitlement=_psycopg(upsert_entitlement, [c.name for c in ents]),
+        link_event=_psycopg(postgresql.insert(t.event_subscriptions).on_conflict_do_nothing(
+            index_elements=["event_pk", "source", "key"]), ["event_pk", "source", "key"]),
     )
 
 

@@ -95,6 +95,58 @@ def test_a_writing_transaction_that_fails_leaves_nothing_behind(store):
         assert tx.get_subscription("stripe", "sub_undone") is None and tx.entitlements_of("alice") == []
 
 
+def _nothing_recorded(store, event_id: str) -> bool:
+    with store.transaction(readonly=True) as tx:
+        return tx.find_event("stripe", event_id) is None
+
+
+def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store):
+    """On PostgreSQL a write is sent without waiting for its answer (sql.py): its refusal
+    comes back with the next statement waited for, and must fail the transaction there."""
+    fields = dict(event_type="t", received_at=T0, payload="{}", data={})
+    refused = Subscription(dataclasses.replace(snapshot(1, key="sub_refused", user=None), will_renew=None),
+                           owner="alice")  # NOT NULL
+    with pytest.raises(StoreUnavailable, match="NotNullViolation|IntegrityError"):
+        with store.transaction() as tx:
+            tx.record_event(source="stripe", event_id="evt_refused", **fields)
+            tx.save_subscriptions([refused], NOW)
+            tx.lock_users(["alice"])
+            tx.subscriptions_of_users(["alice"])  # waited for: the refusal is here at the latest
+            pytest.fail("the refused write went unnoticed")
+    assert _nothing_recorded(store, "evt_refused")
+    with store.transaction() as tx:  # the connection went back to the pool clean
+        assert tx.record_event(source="stripe", event_id="evt_refused", **fields) is not None
+    assert not _nothing_recorded(store, "evt_refused")
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="statements travel with the COMMIT on PostgreSQL only")
+def test_a_write_refused_with_the_commit_commits_nothing(store):
+    fields = dict(event_type="t", received_at=T0, payload="{}", data={})
+    with pytest.raises(StoreUnavailable, match="ForeignKeyViolation"):
+        with store.transaction() as tx:
+            tx.record_event(source="stripe", event_id="evt_last_refused", **fields)
+            apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_last_refused"),)), CATALOG, NOW)
+            tx.link_events([(-1, [("stripe", "sub_last_refused")])])  # no event -1: refused at COMMIT
+    assert _nothing_recorded(store, "evt_last_refused")
+    with store.transaction(readonly=True) as tx:
+        assert tx.get_subscription("stripe", "sub_last_refused") is None and tx.entitlements_of("alice") == []
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
+def test_a_connection_that_dies_with_writes_in_flight_fails_that_transaction_then_the_pool_recovers(
+        store, database_url):
+    fields = dict(event_type="t", received_at=T0, payload="{}", data={})
+    with pytest.raises(StoreUnavailable):
+        with store.transaction() as tx:
+            tx.record_event(source="stripe", event_id="evt_cut", **fields)  # answered
+            _terminate_other_connections(database_url)
+            apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_cut"),)), CATALOG, NOW)
+    assert _nothing_recorded(store, "evt_cut")
+    apply(store, snapshot(1, key="sub_cut"))
+    with store.transaction(readonly=True) as tx:
+        assert [g.subscription_key for g in tx.entitlements_of("alice")] == ["sub_cut"]
+
+
 @pytest.mark.skipif(DATABASE != "postgresql", reason="advisory locks are PostgreSQL's")
 def test_locks_taken_in_a_writing_transaction_hold_until_it_ends(store, database_url):
     def held_elsewhere():
