@@ -21,8 +21,13 @@ def parse(text: str) -> dict[str, list[dict[str, float]]]:
         value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", block).groups()
         p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", block)
+        requests = int(re.search(r"(\d+) requests in", block).group(1))
+        cpu = re.search(r"CPU ticks: workers (\d+) postgres (\d+) per (\d+)/s", block)
+        worker_ms, postgres_ms = ((int(cpu.group(i)) / int(cpu.group(3)) * 1000 / max(requests, 1) for i in (1, 2))
+                                  if cpu else (float("nan"), float("nan")))
         results.setdefault(name, []).append(
-            {"rps": rps, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0})
+            {"rps": rps, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0,
+             "worker_ms": worker_ms, "postgres_ms": postgres_ms})
     return results
 
 
@@ -32,6 +37,7 @@ def main(path: str, database: str) -> int:
     print(f"database: {database.split('://')[0]}; rounds: {len(floors)}")
     print(f"{'case':8} {'req/s (each round)':>26} {'p99 ms':>8} {'non-2xx':>8} {'ratios':>18} "
           f"{'median':>7} {'target':>7}")
+    cpu_lines = []
     failed = False
     for name, rounds in results.items():
         ratios = [r["rps"] / floor for r, floor in zip(rounds, floors)]
@@ -43,6 +49,11 @@ def main(path: str, database: str) -> int:
         rps = " ".join(f"{r['rps']:.0f}" for r in rounds)
         print(f"{name:8} {rps:>26} {statistics.median(r['p99_ms'] for r in rounds):8.1f} {non_2xx:8d} "
               f"{' '.join(f'{x:.2f}' for x in ratios):>18} {median:7.2f} {target or '':>7} {mark}")
+        worker = " ".join(f"{r['worker_ms']:.2f}" for r in rounds)
+        postgres = " ".join(f"{r['postgres_ms']:.2f}" for r in rounds)
+        cpu_lines.append(f"{name:8} {worker:>30} {postgres:>30}")
+    print(f"\nCPU ms per request, each round {'gunicorn workers':>8} {'PostgreSQL':>30}")
+    print("\n".join(cpu_lines))
     return 1 if failed else 0
 
 

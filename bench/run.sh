@@ -32,13 +32,31 @@ start() {  # $1: wsgi app, $2: port
 }
 stop() { kill "${servers[@]}" 2>/dev/null || true; wait "${servers[@]}" 2>/dev/null || true; }
 trap stop EXIT
-measure() {  # $1: name, $2: port, $3: path or script
+# CPU ticks (user + system) of a process: fields 14 and 15 of /proc/<pid>/stat, counted
+# after the command name, which may hold spaces; 0 for one that is gone.
+ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
+ticks_of() {  # "pid:ticks ..." of every process matched by pgrep's arguments
+  local pid; for pid in $(pgrep "$@" || true); do echo -n "$pid:$(ticks "$pid") "; done; }
+spent() {  # ticks since $1 (from ticks_of) of the processes matched now by pgrep's arguments;
+  # one started since counts whole, as PostgreSQL's backend for a new pooled connection
+  local before=" $1" now=0 pid was; shift
+  for pid in $(pgrep "$@" || true); do
+    was=$(grep -o " $pid:[0-9]*" <<< "$before" | cut -d: -f2)
+    now=$((now + $(ticks "$pid") - ${was:-0}))
+  done; echo "$now"; }
+measure() {  # $1: name, $2: port, $3: path or script, $4: the server's master pid
   echo "== $1" >> "$out.txt"
+  local workers postgres
+  workers=$(ticks_of -P "$4"); postgres=$(ticks_of -u postgres)
   if [[ "$3" == *.lua ]]; then
     wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$3" "http://127.0.0.1:$2" >> "$out.txt"
   else
     wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$2$3" >> "$out.txt"
   fi
+  # What the requests cost in CPU, in the workers and in PostgreSQL: steadier than req/s
+  # on a machine whose speed drifts, and it says where the time goes.
+  echo "CPU ticks: workers $(spent "$workers" -P "$4") postgres $(spent "$postgres" -u postgres)" \
+    "per $(getconf CLK_TCK)/s" >> "$out.txt"
 }
 DATABASE_URL="$database_url" flask --app wsgi migrate >/dev/null
 if [[ "$database_url" == postgresql* ]]; then  # every run starts from empty tables
@@ -50,9 +68,9 @@ fi
 start bench.hello:app "$hello_port"
 start wsgi:app "$gateway_port"
 for round in $(seq 1 "$ROUNDS"); do
-  measure "hello $round" "$hello_port" /hello
-  measure "ingest $round" "$gateway_port" bench/ingest.lua
-  measure "read $round" "$gateway_port" bench/read.lua
+  measure "hello $round" "$hello_port" /hello "${servers[0]}"
+  measure "ingest $round" "$gateway_port" bench/ingest.lua "${servers[1]}"
+  measure "read $round" "$gateway_port" bench/read.lua "${servers[1]}"
 done
 stop
 python bench/report.py "$out.txt" "$database_url"
