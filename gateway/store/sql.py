@@ -136,7 +136,7 @@ class SqlStore(Store):
         except sa.exc.DBAPIError as exc:
             raise StoreUnavailable(_describe(exc)) from exc
         try:
-            with connection.begin(), _SqlTransaction.opened(connection) as tx:
+            with connection.begin(), _SqlTransaction.opened(connection, readonly) as tx:
                 yield tx
         except sa.exc.DBAPIError as exc:  # whatever the database refused, nothing was committed
             raise StoreUnavailable(_describe(exc)) from exc
@@ -159,19 +159,21 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 class _SqlTransaction(Transaction):
-    def __init__(self, connection: sa.Connection) -> None:
+    def __init__(self, connection: sa.Connection, readonly: bool = False) -> None:
         self.db = connection
         self.postgres = connection.dialect.name == "postgresql"
         self.q = statements.for_dialect(connection.dialect.name)
         self.d = self.q.driver  # PostgreSQL: the hot statements, on the driver (module doc)
+        # A read-only transaction is autocommit statements (make_engine): nothing to pipeline.
+        self._pipelined = self.d is not None and not readonly
         self._pipeline: contextlib.ExitStack | None = None
 
     @classmethod
     @contextlib.contextmanager
-    def opened(cls, connection: sa.Connection) -> Iterator[_SqlTransaction]:
+    def opened(cls, connection: sa.Connection, readonly: bool) -> Iterator[_SqlTransaction]:
         """The transaction's statements on ``connection``; every statement sent has
         answered before the caller commits (its error, if any, raised here)."""
-        tx = cls(connection)
+        tx = cls(connection, readonly)
         try:
             yield tx
         except BaseException:
@@ -179,19 +181,20 @@ class _SqlTransaction(Transaction):
                 tx._pipeline.__exit__(*sys.exc_info())
             raise
         if tx._pipeline is not None:
-            # The COMMIT travels with the statements not yet answered: one round trip for
-            # all of them. SQLAlchemy's own commit, next, finds nothing left to commit.
-            with tx._driver_errors():
-                connection.connection.dbapi_connection.commit()
+            # The COMMIT travels with the statements not yet answered, and the pipeline's
+            # end waits for them all: one round trip. SQLAlchemy's own commit, next, finds
+            # the transaction ended and sends nothing.
+            tx._send(tx.d.commit)
         tx._sync()
 
     # PostgreSQL: statements on the driver's cursor, in pipeline mode.
     def _send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,
               returning: bool = False, rows: bool = False):
-        """Send a statement and return its cursor without waiting for the answer."""
+        """Send a statement and return its cursor without waiting for the answer (in a
+        read-only transaction, the answer is waited for)."""
         dbapi_connection = self.db.connection.dbapi_connection
         with self._driver_errors():
-            if self._pipeline is None:
+            if self._pipeline is None and self._pipelined:
                 self._pipeline = contextlib.ExitStack()
                 self._pipeline.enter_context(dbapi_connection.pipeline())
             cursor = dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()
@@ -283,6 +286,9 @@ class _SqlTransaction(Transaction):
         return _event(self._execute(query).first())
 
     def update_event(self, event_pk: int, **fields: Any) -> None:
+        if self.d is not None:
+            self._send(statements.update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk})
+            return
         self._execute(sa.update(t.events).where(t.events.c.id == event_pk).values(**fields))
 
     def list_events(self, *, source=None, status=None, since=None, limit=100) -> list[Event]:
@@ -429,10 +435,10 @@ class _SqlTransaction(Transaction):
         return held
 
     def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
-        # PostgreSQL locks the rows in the order the query returns them: key order.
-        query = self.q.lock_held_by if self.postgres else self.q.held_by
-        rows = self._execute(query, {"source": source, "accounts": list(accounts), "owners": list(owners)})
-        return [_subscription(row) for row in rows]
+        params = {"source": source, "accounts": list(accounts), "owners": list(owners)}
+        if self.d is not None:  # locked in the order the query returns them: key order
+            return [_subscription(row) for row in self._rows(self.d.lock_held_by, params)]
+        return [_subscription(row) for row in self._execute(self.q.held_by, params)]
 
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
         c = t.subscriptions.c
@@ -445,15 +451,18 @@ class _SqlTransaction(Transaction):
 
     # Identities.
     def resolve(self, source: str, account: str) -> str | None:
+        if self.d is not None:
+            rows = self._rows(self.d.resolve, {"source": source, "account": account})
+            return rows[0].user_sub if rows else None
         c = t.identities.c
         query = sa.select(c.user_sub).where(c.source == source, c.account == account)
         return self._execute(query).scalar()
 
     def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> str:
         values = {"source": source, "account": account, "user_sub": user_sub, "as_of": as_of, "created_at": now}
-        if self.postgres:  # one atomic statement; a second only when the held link won
-            won = self._execute(self.q.link_identity, values).scalar()
-            return won if won is not None else self.resolve(source, account)
+        if self.d is not None:  # one atomic statement; a second only when the held link won
+            rows = self._rows(self.d.link_identity, values)
+            return rows[0].user_sub if rows else self.resolve(source, account)
         c = t.identities.c  # SQLite: one writer at a time, so read, compare and write
         held = self._execute(sa.select(c.user_sub, c.as_of).where(
             c.source == source, c.account == account)).first()

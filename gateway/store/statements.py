@@ -49,7 +49,6 @@ def for_dialect(name: str) -> SimpleNamespace:
         select_subscriptions=select_subscriptions,
         upsert_subscription=_upsert(insert, t.subscriptions, ["source", "key"]),
         held_by=held_by,
-        lock_held_by=held_by.with_for_update(),
         subscriptions_of=sa.select(t.subscriptions).where(subs.user_sub == sa.bindparam("user_sub")),
         subscriptions_of_users=sa.select(t.subscriptions).where(
             subs.user_sub.in_(sa.bindparam("user_subs", expanding=True))),
@@ -65,7 +64,6 @@ def for_dialect(name: str) -> SimpleNamespace:
         link_event=insert(t.event_subscriptions)
         .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
         .returning(t.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert
-        link_identity=_link_identity() if name == "postgresql" else None,
         driver=_driver_statements() if name == "postgresql" else None,
     )
 
@@ -106,7 +104,20 @@ def _driver_statements() -> SimpleNamespace:
         upsert_entitlement=_psycopg(upsert_entitlement, [c.name for c in ents]),
         link_event=_psycopg(postgresql.insert(t.event_subscriptions).on_conflict_do_nothing(
             index_elements=["event_pk", "source", "key"]), ["event_pk", "source", "key"]),
+        # Locked in key order, as the sort returns them.
+        lock_held_by=f"{select_subscriptions} WHERE source = %(source)s "
+                     "AND (account = ANY(%(accounts)s) OR user_sub = ANY(%(owners)s)) ORDER BY key FOR UPDATE",
+        resolve="SELECT user_sub FROM identities WHERE source = %(source)s AND account = %(account)s",
+        link_identity=_psycopg(_link_identity()),
+        commit="COMMIT",
     )
+
+
+@functools.cache
+def update_event(fields: tuple[str, ...]) -> str:
+    """PostgreSQL: the driver's UPDATE of these columns of one event (``%(event_pk)s``)."""
+    return _psycopg(sa.update(t.events).where(t.events.c.id == sa.bindparam("event_pk"))
+                    .values({name: sa.bindparam(name) for name in fields}))
 
 
 def _link_identity():
@@ -118,7 +129,7 @@ def _link_identity():
     ids = t.identities.c
     statement = postgresql.insert(t.identities)
     new = statement.excluded
-    earliest = sa.cast(sa.literal("-infinity"), postgresql.TIMESTAMP(timezone=True))
+    earliest = sa.literal_column("CAST('-infinity' AS TIMESTAMP WITH TIME ZONE)")
 
     def claim(c):
         return sa.tuple_(c.as_of.is_not(None), sa.func.coalesce(c.as_of, earliest), c.user_sub.collate("C"))
