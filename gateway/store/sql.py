@@ -176,15 +176,20 @@ class _SqlTransaction(Transaction):
         tx = cls(connection, readonly)
         try:
             yield tx
+            if tx._pipeline is not None:
+                # The COMMIT travels with the statements not yet answered, and the pipeline's
+                # end waits for them all: one round trip. SQLAlchemy's own commit, next, finds
+                # the transaction ended and sends nothing. (Sending it may already bring back
+                # the refusal of an earlier statement: handled below like any other.)
+                tx._send(tx.d.commit)
         except BaseException:
-            if tx._pipeline is not None:  # the transaction is rolled back: answers no longer matter
-                tx._pipeline.__exit__(*sys.exc_info())
+            if tx._pipeline is not None:
+                # Rolled back next, so the answers no longer matter; but the connection must
+                # leave pipeline mode first, or the rollback and the pool's next user of the
+                # connection would run in it.
+                pipeline, tx._pipeline = tx._pipeline, None
+                pipeline.__exit__(*sys.exc_info())
             raise
-        if tx._pipeline is not None:
-            # The COMMIT travels with the statements not yet answered, and the pipeline's
-            # end waits for them all: one round trip. SQLAlchemy's own commit, next, finds
-            # the transaction ended and sends nothing.
-            tx._send(tx.d.commit)
         tx._sync()
 
     # PostgreSQL: statements on the driver's cursor, in pipeline mode.

@@ -132,6 +132,22 @@ def test_a_write_refused_with_the_commit_commits_nothing(store):
         assert tx.get_subscription("stripe", "sub_last_refused") is None and tx.entitlements_of("alice") == []
 
 
+@pytest.mark.skipif(DATABASE != "postgresql", reason="statements travel with the COMMIT on PostgreSQL only")
+def test_a_refusal_that_arrives_before_the_commit_is_sent_leaves_the_connection_as_it_was(store):
+    fields = dict(event_type="t", received_at=T0, payload="{}", data={})
+    with pytest.raises(StoreUnavailable, match="ForeignKeyViolation"):
+        with store.transaction() as tx:
+            tx.record_event(source="stripe", event_id="evt_early_refused", **fields)
+            tx.link_events([(-1, [("stripe", "sub_early_refused")])])  # refused, answer not waited for
+            time.sleep(0.2)  # the refusal is back before the COMMIT would be sent
+    assert _nothing_recorded(store, "evt_early_refused")
+    for _ in range(3):  # every pooled connection answers SQLAlchemy's own statements again
+        with store.transaction() as tx:
+            event = tx.record_event(source="stripe", event_id="evt_early_refused", **fields) or \
+                tx.find_event("stripe", "evt_early_refused")
+            assert tx.find_event("stripe", "evt_early_refused").id == event.id
+
+
 @pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
 def test_a_connection_that_dies_with_writes_in_flight_fails_that_transaction_then_the_pool_recovers(
         store, database_url):
