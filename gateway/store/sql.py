@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 try:  # the PostgreSQL driver; SQLite needs none
     from psycopg.rows import namedtuple_row
@@ -209,9 +209,10 @@ class _SqlTransaction(Transaction):
                 cursor.execute(sql, params)
         return cursor
 
-    def _rows(self, sql: str, params: dict) -> list:
-        """The rows of a statement (and the answers of everything sent before it)."""
-        cursor = self._send(sql, params, rows=True)
+    def _rows(self, sql: str, params: dict, named: bool = True) -> list:
+        """The rows of a statement (and the answers of everything sent before it), as
+        named tuples or, where the caller unpacks them by position, plain ones."""
+        cursor = self._send(sql, params, rows=named)
         with self._driver_errors():
             return cursor.fetchall()
 
@@ -238,7 +239,8 @@ class _SqlTransaction(Transaction):
         return self.db.execute(*args)
 
     def _upsert(self, table: sa.Table, values: dict, keys: list[str]) -> None:
-        insert = (postgresql.insert if self.postgres else sqlite.insert)(table).values(**values)
+        """SQLite (PostgreSQL's writes are the driver's statements)."""
+        insert = sqlite.insert(table).values(**values)
         changes = {k: v for k, v in values.items() if k not in keys}
         self._execute(insert.on_conflict_do_update(index_elements=keys, set_=changes))
 
@@ -428,13 +430,13 @@ class _SqlTransaction(Transaction):
         return [_subscription(row) for row in self._execute(self.q.subscriptions_of, {"user_sub": user_sub})]
 
     def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
-        if len(user_subs) == 1 and self.d is None:
-            return {user_subs[0]: self.subscriptions_of(user_subs[0])}
-        held: dict[str, list[Subscription]] = {user_sub: [] for user_sub in user_subs}
         if self.d is not None:
             rows = self._rows(self.d.subscriptions_of_users, {"user_subs": list(user_subs)})
+        elif len(user_subs) == 1:
+            return {user_subs[0]: self.subscriptions_of(user_subs[0])}
         else:
             rows = self._execute(self.q.subscriptions_of_users, {"user_subs": list(user_subs)})
+        held: dict[str, list[Subscription]] = {user_sub: [] for user_sub in user_subs}
         for row in rows:
             held[row.user_sub].append(_subscription(row))
         return held
@@ -510,21 +512,13 @@ class _SqlTransaction(Transaction):
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         params = {"user_sub": user_sub}
-        if self.postgres:
-            rows = self._driver_rows(self.q.select_entitlements_sql, params)
+        if self.d is not None:  # the read every app launch makes: SQLAlchemy's layers cost more than the query
+            rows = self._rows(self.d.select_entitlements, params, named=False)
         else:
             rows = self._execute(self.q.select_entitlements, params)
         return [Grant(name=name, status=Status(status), expires_at=_utc(expires_at), will_renew=will_renew,
                       source=source, product_id=product_id, subscription_key=subscription_key)
                 for name, status, expires_at, will_renew, source, product_id, subscription_key in rows]
-
-    def _driver_rows(self, sql: str, params: dict[str, Any]) -> list[tuple]:
-        """Rows of a statement run on the driver's own cursor, for the entitlement read
-        that every app launch makes: SQLAlchemy's execution and result layers cost more
-        than the query (bench/README.md). The SQL is SQLAlchemy's, compiled once."""
-        with self._driver_errors(), self.db.connection.dbapi_connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
 
 
 def _pairs(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -59,12 +59,10 @@ def for_dialect(name: str) -> SimpleNamespace:
         stale_entitlements=stale_entitlements,
         upsert_entitlement=upsert_entitlement,
         select_entitlements=select_entitlements,
-        select_entitlements_sql=str(select_entitlements.compile(dialect=postgresql.psycopg.dialect()))
-        if name == "postgresql" else None,
         link_event=insert(t.event_subscriptions)
         .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
         .returning(t.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert
-        driver=_driver_statements() if name == "postgresql" else None,
+        driver=_driver_statements(select_entitlements) if name == "postgresql" else None,
     )
 
 
@@ -73,9 +71,9 @@ def _psycopg(statement, columns: list[str] | None = None) -> str:
     return str(statement.compile(dialect=postgresql.psycopg.dialect(), column_keys=columns))
 
 
-def _driver_statements() -> SimpleNamespace:
-    """PostgreSQL: the statements of a delivery's write transaction, as SQL for the
-    driver's own cursor (``sql._SqlTransaction``). A list is one array parameter (a pair
+def _driver_statements(select_entitlements) -> SimpleNamespace:
+    """PostgreSQL: the statements of a delivery's write transaction, and the entitlement
+    read, as SQL for the driver's own cursor (``sql._SqlTransaction``). A list is one array parameter (a pair
     of lists, two arrays unnested together), so each statement has one text whatever the
     number of rows and stays prepared; rows are written one statement each, sent together
     in the driver's pipeline."""
@@ -109,6 +107,7 @@ def _driver_statements() -> SimpleNamespace:
                      "AND (account = ANY(%(accounts)s) OR user_sub = ANY(%(owners)s)) ORDER BY key FOR UPDATE",
         resolve="SELECT user_sub FROM identities WHERE source = %(source)s AND account = %(account)s",
         link_identity=_psycopg(_link_identity()),
+        select_entitlements=_psycopg(select_entitlements),
         commit="COMMIT",
     )
 
