@@ -21,8 +21,9 @@ out=bench/results/latest
 : > "$out.txt"
 hello_port=18080
 gateway_port=18081
+cached_port=18082
 servers=()
-start() {  # $1: wsgi app, $2: port
+start() {  # $1: wsgi app, $2: port; the environment's ENTITLEMENT_CACHE_SECONDS, if any
   PORT=$2 DATABASE_URL="$database_url" REVENUECAT_WEBHOOK_AUTH="$BENCH_RC_AUTH" GATEWAY_API_KEYS="$BENCH_API_KEY" \
     LOG_LEVEL=WARNING gunicorn "$1" -c gunicorn.conf.py --bind "127.0.0.1:$2" \
     >/dev/null 2>&1 &
@@ -66,11 +67,14 @@ fi
 # round after round: this machine's speed drifts by the minute, so each case is compared
 # with the hello measured moments before it, and the report takes the median round.
 start bench.hello:app "$hello_port"
-start wsgi:app "$gateway_port"
+ENTITLEMENT_CACHE_SECONDS=0 start wsgi:app "$gateway_port"
+# The same gateway with the opt-in entitlement cache (gateway/store/cache.py) on.
+ENTITLEMENT_CACHE_SECONDS=5 start wsgi:app "$cached_port"
 for round in $(seq 1 "$ROUNDS"); do
   measure "hello $round" "$hello_port" /hello "${servers[0]}"
   measure "ingest $round" "$gateway_port" bench/ingest.lua "${servers[1]}"
   measure "read $round" "$gateway_port" bench/read.lua "${servers[1]}"
+  measure "read-cached $round" "$cached_port" bench/read.lua "${servers[2]}"
 done
 stop
 python bench/report.py "$out.txt" "$database_url"

@@ -43,6 +43,10 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
         from gateway.store.sql import SqlStore, make_engine
 
         store = SqlStore(make_engine(settings.database_url))
+    if settings.entitlement_cache_seconds:
+        from gateway.store.cache import CachedEntitlements
+
+        store = CachedEntitlements(store, settings.entitlement_cache_seconds)
     catalog = load_catalog(settings.catalog_path)
     providers = build_providers(settings, catalog)
     providers.update((overrides or {}).get("providers", {}))

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 
 DEFAULT_DATABASE_URL = "sqlite:///instance/gateway.db"
+MAX_ENTITLEMENT_CACHE_SECONDS = 300
 
 
 class ConfigError(ValueError):
@@ -58,6 +59,8 @@ class Settings:
     admin_cookie_secure: str = "auto"  # "true", "false", or "auto": Secure when served over https
     # Proxies in front of the app (Heroku's router: 1) whose X-Forwarded-For/-Proto are trusted.
     forwarded_hops: int = 0
+    # Seconds an entitlement read may be answered from a worker's memory (gateway/store/cache.py); 0: never.
+    entitlement_cache_seconds: int = 0
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -132,6 +135,9 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("ADMIN_SECRET_KEY of at least 32 characters is required when ADMIN_PASSWORD is set")
     if settings.admin_cookie_secure not in ("auto", "true", "false"):
         raise ConfigError("ADMIN_COOKIE_SECURE must be auto, true or false")
+    if settings.entitlement_cache_seconds > MAX_ENTITLEMENT_CACHE_SECONDS:
+        raise ConfigError(f"ENTITLEMENT_CACHE_SECONDS must be at most {MAX_ENTITLEMENT_CACHE_SECONDS} "
+                          "(a refund must not go unseen for longer)")
     if settings.catalog_path and not os.path.isfile(settings.catalog_path):
         raise ConfigError(f"CATALOG_PATH {settings.catalog_path!r} is not a file")
     return settings
@@ -181,4 +187,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         admin_secret_key=_text(env, "ADMIN_SECRET_KEY"),
         admin_cookie_secure=(_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
         forwarded_hops=_int(env, "FORWARDED_HOPS", 0, minimum=0),
+        entitlement_cache_seconds=_int(env, "ENTITLEMENT_CACHE_SECONDS", 0, minimum=0),
     ))

@@ -188,4 +188,10 @@ class Store(abc.ABC):
         with self.transaction(readonly=True):
             pass
 
+    def entitlements_of(self, user_sub: str) -> list[Grant]:
+        """The entitlement read every app launch makes: ``Transaction.entitlements_of`` in
+        a read-only transaction of its own (a store may answer it by a shorter path)."""
+        with self.transaction(readonly=True) as tx:
+            return tx.entitlements_of(user_sub)
+
 

@@ -14,8 +14,7 @@ bp = Blueprint("entitlements", __name__)
 def answer_for(user_sub: str):
     services = current_app.extensions["gateway"]
     try:
-        with services.store.transaction(readonly=True) as tx:
-            grants = tx.entitlements_of(user_sub)
+        grants = services.store.entitlements_of(user_sub)
     except StoreUnavailable as exc:
         raise Unavailable("entitlements cannot be read right now", code="store_unavailable") from exc
     return jsonify(entitlements_answer(user_sub, grants, utcnow()))

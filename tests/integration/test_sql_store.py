@@ -334,26 +334,45 @@ def _terminate_other_connections(database_url):
                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
+def _read_in_transaction(store, user_sub):
+    with store.transaction(readonly=True) as tx:
+        return tx.entitlements_of(user_sub)
+
+
+# The entitlement read both ways: in a read-only transaction, and the store's own (on
+# PostgreSQL, a statement on a pooled connection with no SQLAlchemy Connection around it).
+READS = pytest.mark.parametrize("read", [_read_in_transaction, SqlStore.entitlements_of], ids=["transaction", "store"])
+
+
+def test_the_store_reads_entitlements_as_a_read_only_transaction_does(store):
+    apply(store, snapshot(1, key="sub_read_a"), snapshot(2, key="sub_read_b", user="bob"),
+          snapshot(3, key="sub_read_c", status=Status.EXPIRED))
+    alice = _read_in_transaction(store, "alice")
+    assert [g.subscription_key for g in alice] == ["sub_read_a"]
+    assert store.entitlements_of("alice") == alice
+    assert [g.subscription_key for g in store.entitlements_of("bob")] == ["sub_read_b"]
+    assert store.entitlements_of("nobody") == []
+
+
 @pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
-def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(store, database_url):
-    with store.transaction(readonly=True) as tx:  # a connection now waits in the pool
-        assert tx.entitlements_of("nobody") == []
+@READS
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(store, database_url, read):
+    assert read(store, "nobody") == []  # a connection now waits in the pool
     _terminate_other_connections(database_url)  # as a database restart or failover would
     time.sleep(IDLE_PING_SECONDS + 0.2)
-    with store.transaction(readonly=True) as tx:
-        assert tx.entitlements_of("nobody") == []
+    assert read(store, "nobody") == []
 
 
 @pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
-def test_a_connection_that_died_just_after_use_fails_one_transaction_then_the_pool_recovers(store, database_url):
-    with store.transaction(readonly=True) as tx:
-        assert tx.entitlements_of("nobody") == []
+@READS
+def test_a_connection_that_died_just_after_use_fails_one_read_then_the_pool_recovers(store, database_url, read):
+    assert read(store, "nobody") == []
     _terminate_other_connections(database_url)
     with pytest.raises(StoreUnavailable):  # used again at once: no ping, the statement fails
-        with store.transaction(readonly=True) as tx:
-            tx.entitlements_of("nobody")
-    with store.transaction(readonly=True) as tx:
-        assert tx.entitlements_of("nobody") == []
+        read(store, "nobody")
+    assert read(store, "nobody") == []
+    with store.transaction() as tx:  # and writes too: the dead connection left the pool
+        tx.lock_users(["nobody"])
 
 
 def test_migrations_are_idempotent(database_url):
@@ -366,3 +385,5 @@ def test_an_unreachable_database_is_reported_as_unavailable():
     with pytest.raises(StoreUnavailable):
         with store.transaction():
             pass
+    with pytest.raises(StoreUnavailable):
+        store.entitlements_of("alice")

@@ -11,6 +11,7 @@ def test_defaults_need_no_configuration():
     assert settings.database_url == "sqlite:///instance/gateway.db"
     assert settings.max_body_bytes == 1_048_576 and settings.apple_environments == ("Production", "Sandbox")
     assert settings.api_keys == () and settings.cognito_issuer is None
+    assert settings.entitlement_cache_seconds == 0  # every read asks the database
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -45,6 +46,9 @@ def test_cognito_issuer_and_jwks_url_come_from_region_and_pool():
     ({"COGNITO_USER_POOL_ID": "eu-west-1_abc"}, "COGNITO_REGION"),
     ({"COGNITO_USER_POOL_ID": "p", "COGNITO_REGION": "r"}, "COGNITO_APP_CLIENT_IDS"),
     ({"CATALOG_PATH": "/nonexistent/catalog.json"}, "CATALOG_PATH"),
+    ({"ENTITLEMENT_CACHE_SECONDS": "-1"}, "ENTITLEMENT_CACHE_SECONDS"),
+    ({"ENTITLEMENT_CACHE_SECONDS": "1.5"}, "ENTITLEMENT_CACHE_SECONDS"),
+    ({"ENTITLEMENT_CACHE_SECONDS": "301"}, "ENTITLEMENT_CACHE_SECONDS"),
 ])
 def test_bad_values_stop_the_start_naming_the_variable(env, variable):
     with pytest.raises(ConfigError, match=variable):

@@ -1,0 +1,199 @@
+"""The opt-in entitlement cache (ENTITLEMENT_CACHE_SECONDS): what a read may miss, and
+what it may not. On the test database (SQLite, or PostgreSQL under TEST_DATABASE)."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway.domain.entitlements import Grant
+from gateway.domain.model import Status
+from gateway.store.cache import CachedEntitlements
+from gateway.store.sql import SqlStore, make_engine
+from tests.e2e.conftest import API_KEY
+from tests.support import revenuecat as rc
+
+NOW = datetime.now(timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def grant(name: str) -> Grant:
+    return Grant(name=name, status=Status.ACTIVE, expires_at=NOW + timedelta(days=30), will_renew=True,
+                 source="stripe", product_id="price_m", subscription_key=f"sub_{name}")
+
+
+def write(store, user_sub: str, *names: str) -> None:
+    with store.transaction() as tx:
+        tx.lock_users([user_sub])
+        tx.replace_entitlements(user_sub, [grant(name) for name in names], NOW)
+
+
+def names(grants) -> list[str]:
+    return [g.name for g in grants]
+
+
+@pytest.fixture
+def sql(database_url):
+    store = SqlStore(make_engine(database_url))
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def other(database_url):
+    """Another worker's store on the same database: its commits are not heard of."""
+    store = SqlStore(make_engine(database_url))
+    yield store
+    store.engine.dispose()
+
+
+class Counting:
+    """A store that counts the entitlement reads reaching it and may act in the middle of one."""
+
+    def __init__(self, store) -> None:
+        self.store, self.reads, self.during_read = store, 0, None
+
+    def transaction(self, readonly=False):
+        return self.store.transaction(readonly)
+
+    def entitlements_of(self, user_sub):
+        self.reads += 1
+        grants = self.store.entitlements_of(user_sub)  # what the database said...
+        if self.during_read:
+            act, self.during_read = self.during_read, None
+            act()  # ...and what happens before the read returns
+        return grants
+
+
+def test_another_workers_commit_is_seen_once_the_seconds_have_passed(sql, other):
+    clock = Clock()
+    cache = CachedEntitlements(sql, seconds=5, clock=clock)
+    write(other, "alice", "premium")
+    assert names(cache.entitlements_of("alice")) == ["premium"]
+    write(other, "alice")  # refunded, through another worker
+    clock.now += 4.9
+    assert names(cache.entitlements_of("alice")) == ["premium"]  # the cached answer, within the seconds
+    clock.now += 0.2
+    assert cache.entitlements_of("alice") == []
+
+
+def test_this_processs_commit_is_seen_by_the_next_read(sql):
+    cache = CachedEntitlements(sql, seconds=300, clock=Clock())
+    assert cache.entitlements_of("alice") == []  # cached: nothing
+    write(cache, "alice", "premium")
+    assert names(cache.entitlements_of("alice")) == ["premium"]
+    write(cache, "alice")
+    assert cache.entitlements_of("alice") == []
+    with cache.transaction() as tx:  # the form deliveries applied together use
+        tx.lock_users(["alice", "bob"])
+        tx.replace_entitlements_of({"alice": [grant("premium")], "bob": [grant("pro")]}, NOW)
+    assert (names(cache.entitlements_of("alice")), names(cache.entitlements_of("bob"))) == (["premium"], ["pro"])
+
+
+def test_a_read_that_overlaps_a_commit_does_not_keep_what_it_read(sql):
+    counting = Counting(sql)
+    cache = CachedEntitlements(counting, seconds=300, clock=Clock())
+    write(cache, "alice", "premium")
+    # The database answers the read, then a commit in this process revokes, then the read returns.
+    counting.during_read = lambda: write(cache, "alice")
+    assert names(cache.entitlements_of("alice")) == ["premium"]  # what the database said when asked
+    assert cache.entitlements_of("alice") == []  # not kept: the next read asked again
+    assert counting.reads == 2
+    assert cache.entitlements_of("alice") == [] and counting.reads == 2  # and that one is kept
+
+
+def test_a_rolled_back_write_changes_nothing(sql):
+    cache = CachedEntitlements(sql, seconds=300, clock=Clock())
+    write(cache, "alice", "premium")
+    with pytest.raises(RuntimeError):
+        with cache.transaction() as tx:
+            tx.lock_users(["alice"])
+            tx.replace_entitlements("alice", [], NOW)
+            raise RuntimeError("the delivery failed halfway")
+    assert names(cache.entitlements_of("alice")) == ["premium"]
+
+
+def test_the_oldest_user_leaves_a_full_cache_first(sql):
+    counting = Counting(sql)
+    cache = CachedEntitlements(counting, seconds=300, max_users=2, clock=Clock())
+    for user in ("a", "b", "c"):
+        cache.entitlements_of(user)
+    cache.entitlements_of("b"), cache.entitlements_of("c")
+    assert counting.reads == 3  # b and c were held
+    cache.entitlements_of("a")
+    assert counting.reads == 4  # a had left
+
+
+def test_concurrent_reads_and_commits_end_with_the_last_commit_visible(sql):
+    cache = CachedEntitlements(sql, seconds=300)
+    write(cache, "alice", "premium")
+    stop, errors = threading.Event(), []
+
+    def read():
+        try:
+            while not stop.is_set():
+                cache.entitlements_of("alice")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    try:
+        for n in range(40):
+            write(cache, "alice", *(["premium"] if n % 2 else []))
+            # Each commit is seen by the next read, whatever the readers did meanwhile.
+            assert names(cache.entitlements_of("alice")) == (["premium"] if n % 2 else [])
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert errors == []
+
+
+def test_the_cache_is_off_unless_configured(make_app):
+    assert isinstance(make_app().extensions["gateway"].store, SqlStore)
+    store = make_app(ENTITLEMENT_CACHE_SECONDS=5).extensions["gateway"].store
+    assert isinstance(store, CachedEntitlements) and store.seconds == 5
+
+
+def send(client, evt):
+    response = client.post("/webhooks/revenuecat", data=rc.body(evt),
+                           headers={"Authorization": rc.AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_through_the_api_a_webhook_shows_at_once_and_expiry_is_judged_at_each_read(make_app, api):
+    client = make_app(REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY,
+                      ENTITLEMENT_CACHE_SECONDS=300).test_client()
+    assert api(client, "user-1")["is_premium"] is False  # now cached
+    now_ms = int(time.time() * 1000)
+    send(client, rc.event("NON_RENEWING_PURCHASE", at_ms=now_ms, expiration_at_ms=now_ms + 1500))
+    assert api(client, "user-1")["is_premium"] is True  # the webhook's commit dropped the cached answer
+    time.sleep(max(0.0, (now_ms + 1600) / 1000 - time.time()))
+    answer = api(client, "user-1")  # the grant is still cached; the instant is this read's
+    assert answer["is_premium"] is False and answer["entitlements"]["premium"]["active"] is False
+
+
+def test_through_the_api_another_workers_refund_is_seen_within_the_seconds(make_app, api):
+    env = dict(REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY, ENTITLEMENT_CACHE_SECONDS=1)
+    worker_a, worker_b = make_app(**env).test_client(), make_app(**env).test_client()
+    now_ms = int(time.time() * 1000)
+    send(worker_a, rc.event("INITIAL_PURCHASE", at_ms=now_ms))
+    read_at = time.monotonic()
+    assert api(worker_b, "user-1")["is_premium"] is True  # read, and now cached, by worker b
+    send(worker_a, rc.event("CANCELLATION", at_ms=now_ms + 1, cancel_reason="CUSTOMER_SUPPORT"))
+    assert api(worker_a, "user-1")["is_premium"] is False  # the worker that applied it: at once
+    if time.monotonic() - read_at < 0.9:  # (a slow machine may already be past the second)
+        assert api(worker_b, "user-1")["is_premium"] is True  # the other: its cached answer...
+    time.sleep(1.05)
+    assert api(worker_b, "user-1")["is_premium"] is False  # ...for at most the configured second
