@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -39,6 +39,8 @@ from gateway.domain.model import Snapshot, Status, Subscription, link_claim
 from . import statements
 from . import tables as t
 from .port import Event, Store, StoreUnavailable, Transaction
+
+log = logging.getLogger("gateway.store")
 
 _SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
 
@@ -206,13 +208,30 @@ class _SqlTransaction(Transaction):
                 tx._send(tx.d.commit)
         except BaseException:
             if tx._pipeline is not None:
-                # Rolled back next, so the answers no longer matter; but the connection must
-                # leave pipeline mode first, or the rollback and the pool's next user of the
-                # connection would run in it.
-                pipeline, tx._pipeline = tx._pipeline, None
-                pipeline.__exit__(*sys.exc_info())
+                tx._leave_pipeline()
             raise
         tx._sync()
+
+    def _leave_pipeline(self) -> None:
+        """After a failure: out of pipeline mode before the rollback.
+
+        The transaction is rolled back next, so the answers still in flight no longer
+        matter (in an aborted pipeline they are refusals too); the error being raised is
+        the one reported. But the connection must leave pipeline mode, or the rollback and
+        the pool's next user of the connection would run in it. The pipeline is closed as
+        if nothing had failed: told of the error, psycopg would log what it meets on the
+        way out as a warning of its own, outside the gateway's JSON lines.
+        """
+        pipeline, self._pipeline = self._pipeline, None
+        try:
+            pipeline.close()
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.debug("answers of a failed transaction discarded", extra={"fields": {
+                "error": _describe_driver_error(exc)}})
+        if self.db.invalidated:  # a lost connection: the pool replaces it already
+            return
+        if self.db.connection.dbapi_connection.pgconn.pipeline_status:  # still in it: of no use to anyone
+            self.db.invalidate()
 
     # PostgreSQL: statements on the driver's cursor, in pipeline mode.
     def _send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import random
 import threading
 import time
@@ -95,12 +96,20 @@ def test_a_writing_transaction_that_fails_leaves_nothing_behind(store):
         assert tx.get_subscription("stripe", "sub_undone") is None and tx.entitlements_of("alice") == []
 
 
+@pytest.fixture
+def driver_warnings(caplog):
+    """What the driver logged at WARNING or above: a failed transaction is reported by the
+    error it raises, not by a line of psycopg's own beside the gateway's JSON lines."""
+    caplog.set_level(logging.WARNING, logger="psycopg")
+    return lambda: [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")]
+
+
 def _nothing_recorded(store, event_id: str) -> bool:
     with store.transaction(readonly=True) as tx:
         return tx.find_event("stripe", event_id) is None
 
 
-def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store):
+def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store, driver_warnings):
     """On PostgreSQL a write is sent without waiting for its answer (sql.py): its refusal
     comes back with the next statement waited for, and must fail the transaction there."""
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
@@ -114,13 +123,14 @@ def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store):
             tx.subscriptions_of_users(["alice"])  # waited for: the refusal is here at the latest
             pytest.fail("the refused write went unnoticed")
     assert _nothing_recorded(store, "evt_refused")
+    assert driver_warnings() == []
     with store.transaction() as tx:  # the connection went back to the pool clean
         assert tx.record_event(source="stripe", event_id="evt_refused", **fields) is not None
     assert not _nothing_recorded(store, "evt_refused")
 
 
 @pytest.mark.skipif(DATABASE != "postgresql", reason="statements travel with the COMMIT on PostgreSQL only")
-def test_a_write_refused_with_the_commit_commits_nothing(store):
+def test_a_write_refused_with_the_commit_commits_nothing(store, driver_warnings):
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(StoreUnavailable, match="ForeignKeyViolation"):
         with store.transaction() as tx:
@@ -128,12 +138,13 @@ def test_a_write_refused_with_the_commit_commits_nothing(store):
             apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_last_refused"),)), CATALOG, NOW)
             tx.link_events([(-1, [("stripe", "sub_last_refused")])])  # no event -1: refused at COMMIT
     assert _nothing_recorded(store, "evt_last_refused")
+    assert driver_warnings() == []
     with store.transaction(readonly=True) as tx:
         assert tx.get_subscription("stripe", "sub_last_refused") is None and tx.entitlements_of("alice") == []
 
 
 @pytest.mark.skipif(DATABASE != "postgresql", reason="statements travel with the COMMIT on PostgreSQL only")
-def test_a_refusal_that_arrives_before_the_commit_is_sent_leaves_the_connection_as_it_was(store):
+def test_a_refusal_that_arrives_before_the_commit_is_sent_leaves_the_connection_as_it_was(store, driver_warnings):
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(StoreUnavailable, match="ForeignKeyViolation"):
         with store.transaction() as tx:
@@ -141,6 +152,7 @@ def test_a_refusal_that_arrives_before_the_commit_is_sent_leaves_the_connection_
             tx.link_events([(-1, [("stripe", "sub_early_refused")])])  # refused, answer not waited for
             time.sleep(0.2)  # the refusal is back before the COMMIT would be sent
     assert _nothing_recorded(store, "evt_early_refused")
+    assert driver_warnings() == []
     for _ in range(3):  # every pooled connection answers SQLAlchemy's own statements again
         with store.transaction() as tx:
             event = tx.record_event(source="stripe", event_id="evt_early_refused", **fields) or \
@@ -150,7 +162,7 @@ def test_a_refusal_that_arrives_before_the_commit_is_sent_leaves_the_connection_
 
 @pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
 def test_a_connection_that_dies_with_writes_in_flight_fails_that_transaction_then_the_pool_recovers(
-        store, database_url):
+        store, database_url, driver_warnings):
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(StoreUnavailable):
         with store.transaction() as tx:
@@ -158,6 +170,7 @@ def test_a_connection_that_dies_with_writes_in_flight_fails_that_transaction_the
             _terminate_other_connections(database_url)
             apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_cut"),)), CATALOG, NOW)
     assert _nothing_recorded(store, "evt_cut")
+    assert driver_warnings() == []
     apply(store, snapshot(1, key="sub_cut"))
     with store.transaction(readonly=True) as tx:
         assert [g.subscription_key for g in tx.entitlements_of("alice")] == ["sub_cut"]
