@@ -37,6 +37,9 @@ REFUSALS = Counter("gateway_webhook_verification_failures",
                    ["source", "reason"], registry=REGISTRY)
 READS = Counter("gateway_entitlement_reads", "Entitlement reads, by endpoint and result.",
                 ["endpoint", "result"], registry=REGISTRY)
+CACHE_LOOKUPS = Counter("gateway_entitlement_cache_lookups",
+                        "Entitlement reads the cache (ENTITLEMENT_CACHE_SECONDS) answered, or passed on.",
+                        ["outcome"], registry=REGISTRY)
 REQUESTS = Counter("gateway_http_requests", "HTTP requests, by route template and status.",
                    ["method", "route", "status"], registry=REGISTRY)
 REQUEST_SECONDS = Histogram("gateway_http_request_seconds", "HTTP request latency, by route template.",
@@ -56,6 +59,10 @@ def observe_refusal(source: str, reason: str) -> None:
 
 def observe_read(endpoint: str, result: str) -> None:
     READS.labels(endpoint, result).inc()
+
+
+def observe_cache_lookup(hit: bool) -> None:
+    CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:

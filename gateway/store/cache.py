@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+from gateway import metrics
 from gateway.domain.entitlements import Grant
 
 from .port import Store, Transaction
@@ -74,7 +75,9 @@ class CachedEntitlements(Store):
             entry = self._grants.get(user_sub)
             generation = self._generation
         if entry is not None and now - entry[0] < self.seconds:
+            metrics.observe_cache_lookup(hit=True)
             return list(entry[1])
+        metrics.observe_cache_lookup(hit=False)
         grants = self.store.entitlements_of(user_sub)
         with self._mutex:
             if self._generation == generation:  # no commit replaced entitlements meanwhile

@@ -166,6 +166,20 @@ def test_the_cache_is_off_unless_configured(make_app):
     assert isinstance(store, CachedEntitlements) and store.seconds == 5
 
 
+def test_hits_and_misses_are_counted_for_metrics(make_app, api):
+    from tests.e2e.test_metrics import scrape, total
+
+    client = make_app(GATEWAY_API_KEYS=API_KEY, ENTITLEMENT_CACHE_SECONDS=300).test_client()
+    before = scrape(client)
+    for _ in range(3):
+        api(client, "user-1")
+    api(client, "user-2")
+    after = scrape(client)
+    grew = {outcome: total(after, "gateway_entitlement_cache_lookups_total", outcome=outcome)
+            - total(before, "gateway_entitlement_cache_lookups_total", outcome=outcome) for outcome in ("hit", "miss")}
+    assert grew == {"hit": 2, "miss": 2}
+
+
 def send(client, evt):
     response = client.post("/webhooks/revenuecat", data=rc.body(evt),
                            headers={"Authorization": rc.AUTH, "Content-Type": "application/json"})
