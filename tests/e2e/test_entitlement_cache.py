@@ -211,3 +211,28 @@ def test_through_the_api_another_workers_refund_is_seen_within_the_seconds(make_
         assert api(worker_b, "user-1")["is_premium"] is True  # the other: its cached answer...
     time.sleep(1.05)
     assert api(worker_b, "user-1")["is_premium"] is False  # ...for at most the configured second
+
+
+def test_under_gunicorn_every_worker_shows_a_refund_within_the_seconds(database_url):
+    from tests.e2e.test_procfile_server import call
+    from tests.support.procfile import serve
+
+    env = {"DATABASE_URL": database_url, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, "GATEWAY_API_KEYS": API_KEY,
+           "LOG_LEVEL": "WARNING", "ENTITLEMENT_CACHE_SECONDS": "1"}
+    webhook = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
+    read = {"Authorization": f"Bearer {API_KEY}"}
+    now_ms = int(time.time() * 1000)
+    with serve(env, workers=2) as (url, _process):
+        port = int(url.rsplit(":", 1)[1])
+
+        def premium_each_read(n=20):  # a new connection each: the kernel spreads them over the workers
+            return {call(port, "GET", "/v1/users/gunicorn-user/entitlements", headers=read)[1]["is_premium"]
+                    for _ in range(n)}
+
+        call(port, "POST", "/webhooks/revenuecat", rc.body(rc.event("INITIAL_PURCHASE", "gunicorn-user",
+                                                                       at_ms=now_ms)), webhook)
+        assert premium_each_read() == {True}  # and now cached in the workers that answered
+        refund = rc.event("CANCELLATION", "gunicorn-user", at_ms=now_ms + 1, cancel_reason="CUSTOMER_SUPPORT")
+        assert call(port, "POST", "/webhooks/revenuecat", rc.body(refund), webhook)[0] == 200
+        time.sleep(1.1)
+        assert premium_each_read() == {False}
