@@ -123,6 +123,7 @@ class SqlStore(Store):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
+        self.d = statements.for_dialect(engine.dialect.name).driver
 
     @contextlib.contextmanager
     def transaction(self, readonly: bool = False) -> Iterator[Transaction]:
@@ -158,18 +159,24 @@ class SqlStore(Store):
             raise StoreUnavailable(_describe_driver_error(exc)) from exc
         try:
             cursor = pooled.driver_connection.cursor()
-            cursor.execute(statements.for_dialect("postgresql").driver.select_entitlements, {"user_sub": user_sub})
+            cursor.execute(self.d.select_entitlements, {"user_sub": user_sub})
             return _grants(cursor.fetchall())
         except dbapi.Error as exc:
-            if self.engine.dialect.is_disconnect(exc, pooled.dbapi_connection, None):
-                pooled.invalidate(exc)  # the pool replaces it
-            raise StoreUnavailable(_describe_driver_error(exc)) from exc
+            raise _driver_failure(exc, self.engine.dialect, pooled.dbapi_connection, pooled.invalidate) from exc
         finally:
             pooled.close()
 
 
 def _describe(exc: sa.exc.DBAPIError) -> str:
     return _describe_driver_error(exc.orig)
+
+
+def _driver_failure(exc: BaseException, dialect, dbapi_connection, invalidate) -> StoreUnavailable:
+    """A driver's error as the store reports it; a lost connection is invalidated first, so
+    the pool replaces it, as SQLAlchemy's own path would."""
+    if dialect.is_disconnect(exc, dbapi_connection, None):
+        invalidate(exc)
+    return StoreUnavailable(_describe_driver_error(exc))
 
 
 def _describe_driver_error(error: BaseException) -> str:
@@ -269,10 +276,8 @@ class _SqlTransaction(Transaction):
         try:
             yield
         except self.db.dialect.loaded_dbapi.Error as exc:
-            dbapi_connection = self.db.connection.dbapi_connection
-            if self.db.dialect.is_disconnect(exc, dbapi_connection, None):
-                self.db.invalidate(exc)  # the pool replaces it, as SQLAlchemy's own path would
-            raise StoreUnavailable(_describe_driver_error(exc)) from exc
+            raise _driver_failure(exc, self.db.dialect, self.db.connection.dbapi_connection,
+                                  self.db.invalidate) from exc
 
     def _execute(self, *args):
         """A statement through SQLAlchemy, which reads its answer at once: after a sync."""
@@ -534,20 +539,18 @@ class _SqlTransaction(Transaction):
             self._execute(self.q.upsert_entitlement, rows)
 
     def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
-        if self.d is not None:  # both sent, neither waited for
-            keep = [(user_sub, g.name) for user_sub, granted in grants.items() for g in granted]
-            self._send(self.d.stale_entitlements, {"owners": list(grants), **_pairs(keep)})
-            rows = [_grant_row(user_sub, g, now) for user_sub, granted in grants.items() for g in granted]
-            if rows:
-                self._send(self.d.upsert_entitlement, many=rows)
-            return
-        if len(grants) <= 1:
+        if self.d is None and len(grants) <= 1:
             for user_sub, granted in grants.items():
                 self.replace_entitlements(user_sub, granted, now)
             return
         keep = [(user_sub, g.name) for user_sub, granted in grants.items() for g in granted]
-        self._execute(self.q.stale_entitlements_of, {"owners": list(grants), "keep": keep})
         rows = [_grant_row(user_sub, g, now) for user_sub, granted in grants.items() for g in granted]
+        if self.d is not None:  # both sent, neither waited for
+            self._send(self.d.stale_entitlements, {"owners": list(grants), **_pairs(keep)})
+            if rows:
+                self._send(self.d.upsert_entitlement, many=rows)
+            return
+        self._execute(self.q.stale_entitlements_of, {"owners": list(grants), "keep": keep})
         if rows:
             self._execute(self.q.upsert_entitlement, rows)
 
