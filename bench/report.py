@@ -2,17 +2,46 @@
 
 The output holds rounds (``== hello 1``, ``== ingest 1``, ``== read 1``, ``== read-cached 1``,
 ``== hello 2``...); each case is divided by the hello of its own round, and the verdict is
-the median round's.
+the median round's. On PostgreSQL two bounds come with them, judged against no target:
+``read-bare`` (bare Flask asking PostgreSQL once per request, ``bench/hello_read.py``) and
+``ingest-sql`` (a delivery's SQL alone, sent by pgbench: ``bench/delivery_sql.py``).
 """
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import sys
 
 # The targets are the gateway's as configured by default; read-cached (the opt-in
-# ENTITLEMENT_CACHE_SECONDS, every read of the bench's 1,000 users a likely hit) has none.
+# ENTITLEMENT_CACHE_SECONDS, every read of the bench's 1,000 users a likely hit) has none,
+# and neither have the bounds.
 TARGETS = {"read": 0.6, "ingest": 0.35}
+
+
+def _wrk(block: str) -> tuple[float, float, int, int]:
+    """req/s, p99 ms, non-2xx answers and requests of one wrk run."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", block).group(1))
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", block).groups()
+    p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", block)
+    requests = int(re.search(r"(\d+) requests in", block).group(1))
+    return rps, p99, int(errors.group(1)) if errors else 0, requests
+
+
+def _pgbench(block: str) -> tuple[float, float, int, int]:
+    """The same of one pgbench run: transactions per second; failures count as non-2xx;
+    pgbench gives no percentile without a log, so p99 is not known."""
+    tps = float(re.search(r"tps = ([\d.]+)", block).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", block)
+    done = int(re.search(r"number of transactions actually processed: (\d+)", block).group(1))
+    return tps, float("nan"), int(failed.group(1)) if failed else 0, done
+
+
+def bound(sql_ratio: float) -> float:
+    """The ratio a gateway could reach that cost a hello plus a delivery's SQL and nothing
+    else: on a saturated machine, times per request add up, and so do their inverses."""
+    return 1 / (1 + 1 / sql_ratio)
 
 
 def parse(text: str) -> dict[str, list[dict[str, float]]]:
@@ -20,18 +49,19 @@ def parse(text: str) -> dict[str, list[dict[str, float]]]:
     results: dict[str, list[dict[str, float]]] = {}
     for block in text.split("== ")[1:]:
         name = block.split("\n", 1)[0].strip().split()[0]
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", block).group(1))
-        value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", block).groups()
-        p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", block)
-        requests = int(re.search(r"(\d+) requests in", block).group(1))
+        if "tps = " not in block and "Requests/sec" not in block:
+            raise ValueError(f"case {name!r} has no result:\n{block.strip()}")
+        rps, p99, non_2xx, requests = (_pgbench if "tps = " in block else _wrk)(block)
         cpu = re.search(r"CPU ticks: workers (\d+) postgres (\d+) per (\d+)/s", block)
         worker_ms, postgres_ms = ((int(cpu.group(i)) / int(cpu.group(3)) * 1000 / max(requests, 1) for i in (1, 2))
                                   if cpu else (float("nan"), float("nan")))
         results.setdefault(name, []).append(
-            {"rps": rps, "p99_ms": p99, "non_2xx": int(errors.group(1)) if errors else 0,
-             "worker_ms": worker_ms, "postgres_ms": postgres_ms})
+            {"rps": rps, "p99_ms": p99, "non_2xx": non_2xx, "worker_ms": worker_ms, "postgres_ms": postgres_ms})
     return results
+
+
+def _ms(value: float, digits: int = 2) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def main(path: str, database: str) -> int:
@@ -41,20 +71,25 @@ def main(path: str, database: str) -> int:
     print(f"{'case':12} {'req/s (each round)':>26} {'p99 ms':>8} {'non-2xx':>8} {'ratios':>18} "
           f"{'median':>7} {'target':>7}")
     cpu_lines = []
+    medians: dict[str, float] = {}
     failed = False
     for name, rounds in results.items():
         ratios = [r["rps"] / floor for r, floor in zip(rounds, floors)]
-        median = statistics.median(ratios)
+        median = medians[name] = statistics.median(ratios)
         non_2xx = sum(r["non_2xx"] for r in rounds)
         target = TARGETS.get(name)
         mark = "" if target is None else ("ok" if median >= target else "BELOW")
         failed |= mark == "BELOW" or non_2xx > 0
         rps = " ".join(f"{r['rps']:.0f}" for r in rounds)
-        print(f"{name:12} {rps:>26} {statistics.median(r['p99_ms'] for r in rounds):8.1f} {non_2xx:8d} "
+        print(f"{name:12} {rps:>26} {_ms(statistics.median(r['p99_ms'] for r in rounds), 1):>8} {non_2xx:8d} "
               f"{' '.join(f'{x:.2f}' for x in ratios):>18} {median:7.2f} {target or '':>7} {mark}")
-        worker = " ".join(f"{r['worker_ms']:.2f}" for r in rounds)
-        postgres = " ".join(f"{r['postgres_ms']:.2f}" for r in rounds)
+        worker = " ".join(_ms(r["worker_ms"]) for r in rounds)
+        postgres = " ".join(_ms(r["postgres_ms"]) for r in rounds)
         cpu_lines.append(f"{name:12} {worker:>26} {postgres:>30}")
+    if "ingest-sql" in results:
+        sql = medians["ingest-sql"]
+        print(f"\ningest-sql: PostgreSQL alone takes deliveries at {sql:.2f} of the hello; a gateway that "
+              f"cost a hello plus that SQL, and nothing else, would reach {bound(sql):.2f}")
     print(f"\nCPU ms per request, each round {'gunicorn workers':>8} {'PostgreSQL':>30}")
     print("\n".join(cpu_lines))
     return 1 if failed else 0

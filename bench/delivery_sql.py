@@ -1,0 +1,118 @@
+"""Prints a pgbench script: the SQL of one RevenueCat delivery, without the gateway.
+
+    .venv/bin/python bench/delivery_sql.py > delivery.sql
+    pgbench -n -M prepared -c 8 -j 2 -T 10 -f delivery.sql gateway_bench
+    .venv/bin/python bench/delivery_sql.py --psycopg postgresql://gateway:gateway@127.0.0.1/gateway_bench
+
+The statements are the gateway's own (``gateway/store/statements.py``, the texts the
+driver sends), in the order PostgreSQL's statement log shows them for a ``RENEWAL`` of a
+known subscription, as ``bench/ingest.lua`` sends: record the event, lock the
+subscription, write it, lock the user, read the user's subscriptions, replace the
+user's entitlements, link the event, commit. Their parameters are pgbench variables and
+SQL expressions. The whole transaction is one pipeline, one round trip: the gateway
+waits three times per delivery, so this is the kindest case. pgbench is C and does no
+HTTP, JSON or signature work: its rate is the most that PostgreSQL itself lets a gateway
+ingest on this machine (``bench/run.sh`` runs it as the case ``ingest-sql``).
+
+``--psycopg URL`` sends the same transaction from Python instead, in one psycopg pipeline,
+one delivery after another (the body a literal in the SQL, as above), and prints the CPU
+microseconds the client spent per delivery: the least a Python gateway on psycopg pays
+on top of PostgreSQL's share. It writes made-up deliveries into that database.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gateway.store.statements import for_dialect  # noqa: E402
+
+USER, KEY = "'bench-' || :n::text", "'tx-bench-' || :n::text"
+LATER = "now() + interval '30 days'"
+
+
+def body() -> str:
+    """A delivery's body as bench/ingest.lua sends it (its size is what the event log stores)."""
+    user = "bench-1"
+    return json.dumps({"api_version": "1.0", "event": {
+        "id": "bench-1796236065042-1-1", "type": "RENEWAL", "app_user_id": user,
+        "original_app_user_id": user, "aliases": [user], "product_id": "monthly",
+        "entitlement_ids": ["premium"], "event_timestamp_ms": 1796236065042,
+        "expiration_at_ms": 1798828065042, "original_transaction_id": f"tx-{user}",
+        "environment": "PRODUCTION", "store": "APP_STORE"}}, separators=(",", ":"))
+
+
+def steps() -> list[tuple[str, dict[str, str]]]:
+    payload = "'" + body().replace("'", "''") + "'"
+    users = f"ARRAY[{USER}]"
+    return [
+        ("record_event", {
+            "source": "'revenuecat'", "event_id": "'bench-sql-' || :event::text", "event_type": "'RENEWAL'",
+            "received_at": "now()", "payload": payload, "data": payload, "status": "'processed'",
+            "attempts": "1", "last_error": "NULL", "processed_at": "now()", "next_attempt_at": "NULL"}),
+        ("lock_subscription", {"source": "'revenuecat'", "key": KEY}),
+        ("upsert_subscription", {
+            "source": "'revenuecat'", "key": KEY, "user_sub": USER, "owner_as_of": "now()", "account": USER,
+            "account_as_of": "now()", "product_id": "'monthly'", "status": "'active'", "raw_status": "'RENEWAL'",
+            "expires_at": LATER, "will_renew": "true", "environment": "'PRODUCTION'",
+            "entitlement_names": "'[\"premium\"]'", "as_of": "now()", "updated_at": "now()"}),
+        ("advisory_locks", {"space": "2", "names": users}),
+        ("subscriptions_of_users", {"user_subs": users}),
+        ("stale_entitlements", {"owners": users, "firsts": users, "seconds": "ARRAY['premium']"}),
+        ("upsert_entitlement", {
+            "user_sub": USER, "name": "'premium'", "status": "'active'", "expires_at": LATER,
+            "will_renew": "true", "source": "'revenuecat'", "product_id": "'monthly'",
+            "subscription_key": KEY, "updated_at": "now()"}),
+        # The event's id: the gateway passes the one RETURNING gave; in one pipeline
+        # there is no answer to read it from, so the sequence's value in this session.
+        ("link_event", {"event_pk": "currval('events_id_seq')", "source": "'revenuecat'", "key": KEY}),
+    ]
+
+
+def script() -> str:
+    driver = for_dialect("postgresql").driver
+    lines = ["\\set n random(0, 999)", "\\set event random(1, 999999999999999)", "\\startpipeline", "BEGIN;"]
+    for name, values in steps():
+        sql = re.sub(r"%\((\w+)\)s", lambda m: f"({values[m.group(1)]})", getattr(driver, name))
+        left = re.findall(r"%\(\w+\)s|%s", sql)
+        assert not left, f"{name}: parameters without a value: {left}"
+        lines.append(" ".join(sql.split()) + ";")
+    lines += [f"{driver.commit};", "\\endpipeline"]
+    return "\n".join(lines) + "\n"
+
+
+def psycopg_cost(url: str, deliveries: int = 2000) -> None:
+    import psycopg
+
+    statements = [line.replace(":n::text", "%(n)s::text").replace(":event::text", "%(event)s::text")
+                  for line in script().splitlines() if not line.startswith("\\")]
+    with psycopg.connect(url, autocommit=True) as connection:
+        def deliver() -> None:
+            params = {"n": str(random.randrange(1000)), "event": str(random.randrange(10**15))}
+            with connection.pipeline():
+                for sql in statements:
+                    connection.execute(sql, params if "%(" in sql else None)
+
+        for _ in range(deliveries // 10):  # warm: statements prepared, caches filled
+            deliver()
+        for _ in range(3):
+            started = time.process_time()
+            for _ in range(deliveries):
+                deliver()
+            print(f"psycopg client CPU per delivery: {(time.process_time() - started) / deliveries * 1e6:.0f} us")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--psycopg", metavar="URL", help="send it with psycopg instead; print the client's CPU")
+    args = parser.parse_args()
+    if args.psycopg:
+        psycopg_cost(args.psycopg)
+    else:
+        sys.stdout.write(script())
