@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gateway.store.statements import for_dialect  # noqa: E402
 
-USER, KEY = "'bench-' || :n::text", "'tx-bench-' || :n::text"
 LATER = "now() + interval '30 days'"
 
 
@@ -48,17 +47,20 @@ def body() -> str:
         "environment": "PRODUCTION", "store": "APP_STORE"}}, separators=(",", ":"))
 
 
-def steps() -> list[tuple[str, dict[str, str]]]:
+def steps(n: str, event: str) -> list[tuple[str, dict[str, str]]]:
+    """Each statement's name and its parameters' SQL; ``n`` (the user's number, 0-999)
+    and ``event`` (the event's number) are placeholders in the client's own syntax."""
+    user, key = f"'bench-' || {n}::text", f"'tx-bench-' || {n}::text"
     payload = "'" + body().replace("'", "''") + "'"
-    users = f"ARRAY[{USER}]"
+    users = f"ARRAY[{user}]"
     return [
         ("record_event", {
-            "source": "'revenuecat'", "event_id": "'bench-sql-' || :event::text", "event_type": "'RENEWAL'",
+            "source": "'revenuecat'", "event_id": f"'bench-sql-' || {event}::text", "event_type": "'RENEWAL'",
             "received_at": "now()", "payload": payload, "data": payload, "status": "'processed'",
             "attempts": "1", "last_error": "NULL", "processed_at": "now()", "next_attempt_at": "NULL"}),
-        ("lock_subscription", {"source": "'revenuecat'", "key": KEY}),
+        ("lock_subscription", {"source": "'revenuecat'", "key": key}),
         ("upsert_subscription", {
-            "source": "'revenuecat'", "key": KEY, "user_sub": USER, "owner_as_of": "now()", "account": USER,
+            "source": "'revenuecat'", "key": key, "user_sub": user, "owner_as_of": "now()", "account": user,
             "account_as_of": "now()", "product_id": "'monthly'", "status": "'active'", "raw_status": "'RENEWAL'",
             "expires_at": LATER, "will_renew": "true", "environment": "'PRODUCTION'",
             "entitlement_names": "'[\"premium\"]'", "as_of": "now()", "updated_at": "now()"}),
@@ -66,32 +68,38 @@ def steps() -> list[tuple[str, dict[str, str]]]:
         ("subscriptions_of_users", {"user_subs": users}),
         ("stale_entitlements", {"owners": users, "firsts": users, "seconds": "ARRAY['premium']"}),
         ("upsert_entitlement", {
-            "user_sub": USER, "name": "'premium'", "status": "'active'", "expires_at": LATER,
+            "user_sub": user, "name": "'premium'", "status": "'active'", "expires_at": LATER,
             "will_renew": "true", "source": "'revenuecat'", "product_id": "'monthly'",
-            "subscription_key": KEY, "updated_at": "now()"}),
+            "subscription_key": key, "updated_at": "now()"}),
         # The event's id: the gateway passes the one RETURNING gave; in one pipeline
         # there is no answer to read it from, so the sequence's value in this session.
-        ("link_event", {"event_pk": "currval('events_id_seq')", "source": "'revenuecat'", "key": KEY}),
+        ("link_event", {"event_pk": "currval('events_id_seq')", "source": "'revenuecat'", "key": key}),
     ]
 
 
-def script() -> str:
+def transaction(n: str, event: str) -> list[str]:
+    """The delivery's statements, BEGIN to COMMIT, with ``n`` and ``event`` left as placeholders."""
     driver = for_dialect("postgresql").driver
-    lines = ["\\set n random(0, 999)", "\\set event random(1, 999999999999999)", "\\startpipeline", "BEGIN;"]
-    for name, values in steps():
-        sql = re.sub(r"%\((\w+)\)s", lambda m: f"({values[m.group(1)]})", getattr(driver, name))
-        left = re.findall(r"%\(\w+\)s|%s", sql)
-        assert not left, f"{name}: parameters without a value: {left}"
-        lines.append(" ".join(sql.split()) + ";")
-    lines += [f"{driver.commit};", "\\endpipeline"]
-    return "\n".join(lines) + "\n"
+    statements = ["BEGIN"]
+    for name, values in steps(n, event):
+        # Every parameter of the driver's text replaced: one it gains fails here, loudly.
+        sql = getattr(driver, name)
+        assert "%s" not in sql, f"{name}: a positional parameter, which has no value here"
+        sql = re.sub(r"%\((\w+)\)s", lambda m: f"({values[m.group(1)]})", sql)
+        statements.append(" ".join(sql.split()))
+    return statements + [driver.commit]
+
+
+def script() -> str:
+    lines = ["\\set n random(0, 999)", "\\set event random(1, 999999999999999)", "\\startpipeline"]
+    lines += [f"{sql};" for sql in transaction(":n", ":event")]
+    return "\n".join(lines + ["\\endpipeline"]) + "\n"
 
 
 def psycopg_cost(url: str, deliveries: int = 2000) -> None:
     import psycopg
 
-    statements = [line.replace(":n::text", "%(n)s::text").replace(":event::text", "%(event)s::text")
-                  for line in script().splitlines() if not line.startswith("\\")]
+    statements = transaction("%(n)s", "%(event)s")
     with psycopg.connect(url, autocommit=True) as connection:
         def deliver() -> None:
             params = {"n": str(random.randrange(1000)), "event": str(random.randrange(10**15))}
