@@ -37,7 +37,7 @@ soak: $(VENV)/.dev
 
 # The local demo: the gateway with every source configured by locally minted credentials.
 demo: $(VENV)/.runtime
-	$(BIN)/flask --app wsgi demo serve --port $(PORT)
+	$(BIN)/python -m devtools serve --port $(PORT)
 
 bench: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bench/run.sh

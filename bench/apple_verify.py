@@ -2,7 +2,7 @@
 
 Each notification carries three JWS (payload, signedTransactionInfo, signedRenewalInfo),
 all signed by the same x5c chain. Measured with a P-256 chain minted like Apple's
-(tests/support/apple_pki.py), so the library does the same X.509 and ES256 work.
+(devtools/apple_pki.py), so the library does the same X.509 and ES256 work.
 
     .venv/bin/python bench/apple_verify.py [--seconds 3]
 """
@@ -19,13 +19,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from appstoreserverlibrary.models.Environment import Environment  # noqa: E402
 from appstoreserverlibrary.signed_data_verifier import SignedDataVerifier  # noqa: E402
 
+from devtools.apple_ocsp import OcspResponder  # noqa: E402
+from devtools.apple_pki import mint_chain  # noqa: E402
+from devtools.apple_store import APP_APPLE_ID, BUNDLE_ID, AppStore  # noqa: E402
 from gateway.domain.catalog import Catalog  # noqa: E402
 from gateway.providers.apple_chains import VerifiedChains  # noqa: E402
 from gateway.providers.apple_notifications import AppleNotifications  # noqa: E402
 from gateway.providers.apple_trust import AppleVerifier  # noqa: E402
-from tests.fakes.apple_ocsp import OcspResponder  # noqa: E402
-from tests.support.apple_pki import mint_chain  # noqa: E402
-from tests.support.apple_store import APP_APPLE_ID, BUNDLE_ID, AppStore  # noqa: E402
 
 
 def rate(work, seconds: float) -> tuple[float, float]:

@@ -58,12 +58,14 @@ def steps(n: str, event: str) -> list[tuple[str, dict[str, str]]]:
             "source": "'revenuecat'", "event_id": f"'bench-sql-' || {event}::text", "event_type": "'RENEWAL'",
             "received_at": "now()", "payload": payload, "data": payload, "status": "'processed'",
             "attempts": "1", "last_error": "NULL", "processed_at": "now()", "next_attempt_at": "NULL"}),
+        ("advisory_locks", {"space": "3", "names": f"ARRAY['revenuecat:' || {user}]"}),  # the account
         ("lock_subscription", {"source": "'revenuecat'", "key": key}),
         ("upsert_subscription", {
             "source": "'revenuecat'", "key": key, "user_sub": user, "owner_as_of": "now()", "account": user,
             "account_as_of": "now()", "product_id": "'monthly'", "status": "'active'", "raw_status": "'RENEWAL'",
             "expires_at": LATER, "will_renew": "true", "environment": "'PRODUCTION'",
-            "entitlement_names": "'[\"premium\"]'", "as_of": "now()", "updated_at": "now()"}),
+            "entitlement_names": "'[\"premium\"]'", "revocations": "NULL", "as_of": "now()",
+            "updated_at": "now()"}),
         ("advisory_locks", {"space": "2", "names": users}),
         ("subscriptions_of_users", {"user_subs": users}),
         ("stale_entitlements", {"owners": users, "firsts": users, "seconds": "ARRAY['premium']"}),

@@ -8,8 +8,9 @@ from flask import Flask
 
 from gateway import config, logs
 from gateway.auth import ApiKeys, CognitoTokens
+from gateway.checkout import Checkout, build_checkout
 from gateway.domain.catalog import Catalog, load_catalog
-from gateway.ingest import Ingest
+from gateway.ingest import Ingest, utcnow
 from gateway.providers import Provider
 from gateway.store.port import Store
 
@@ -23,6 +24,7 @@ class Services:
     providers: dict[str, Provider]
     api_keys: ApiKeys
     cognito: CognitoTokens
+    checkout: Checkout | None  # None without STRIPE_API_KEY
 
 
 def build_providers(settings: config.Settings, catalog: Catalog) -> dict[str, Provider]:
@@ -53,6 +55,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     services = Services(
         settings=settings, store=store, catalog=catalog, ingest=Ingest(store, catalog),
         providers=providers, api_keys=ApiKeys(settings.api_keys), cognito=CognitoTokens(settings),
+        checkout=build_checkout(settings, store, catalog, utcnow),
     )
 
     app = Flask(__name__, instance_relative_config=True)
@@ -65,7 +68,6 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     app.json.sort_keys = False
     app.extensions["gateway"] = services
 
-    from gateway.demo.cli import demo_group
     from gateway.jobs import cli
     from gateway.web import (access, admin, apple_purchases, checkout, entitlements, google_purchases, health,
                              history, openapi, webhooks)
@@ -78,5 +80,4 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     access.install(app)  # access log lines, request metrics and /metrics
     register_error_handlers(app)
     cli.register(app)
-    app.cli.add_command(demo_group)  # `flask --app wsgi demo serve|send`: the local demo
     return app

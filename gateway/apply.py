@@ -35,9 +35,13 @@ class Changes:
     So a batch of deliveries costs a few statements, not a few per delivery, and ends in
     the state their one-by-one application would.
 
-    Lock order, so writers never deadlock: identity links and the subscriptions they
-    move; then each translation's snapshots, all its keys in one ordered call; then
-    transfers; users last, after every subscription.
+    Lock order: the store accounts a translation names (so that a link and a new
+    subscription of one account see each other), then its subscriptions, all keys in one
+    ordered call, then the subscriptions its links and transfers move, found by account
+    or owner; users last, after every subscription. Writers that follow this order
+    cannot deadlock each other, except that rows found by account (a link, a transfer)
+    may come before keys already locked: a batch with links or transfers may then be
+    chosen as a deadlock victim and is retried delivery by delivery (``ingest``).
     """
 
     def __init__(self, tx: Transaction, catalog: Catalog, now: datetime) -> None:
@@ -45,10 +49,18 @@ class Changes:
         self.held: dict[Key, Subscription | None] = {}  # locked in this transaction, as it now is
         self.unsaved: dict[Key, Subscription] = {}
         self.users: set[str] = set()
+        self.accounts: set[Key] = set()
 
-    def lock(self, keys) -> None:
-        """Lock these subscriptions for the transaction (one call for all of them)."""
-        wanted = sorted({key for key in keys if key not in self.held})
+    def lock(self, translations) -> None:
+        """Lock the accounts, then the subscriptions, these translations name."""
+        translations = list(translations)
+        accounts = {(link.source, link.account) for t in translations for link in t.links}
+        accounts |= {(s.source, s.account) for t in translations for s in t.snapshots if s.account}
+        accounts |= {(t.source, a) for tr in translations for t in tr.transfers for a in t.from_accounts}
+        if accounts - self.accounts:
+            self.tx.lock_accounts(sorted(accounts - self.accounts))
+            self.accounts |= accounts
+        wanted = sorted({(s.source, s.key) for t in translations for s in t.snapshots} - set(self.held))
         if wanted:
             self.held.update(self.tx.lock_subscriptions(wanted))
 
@@ -59,6 +71,7 @@ class Changes:
         """
         users: set[str] = set()
         touched: set[Key] = set()
+        self.lock([translation])
 
         def lock_all(source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
             self.flush()  # the search below must see every change made so far
@@ -76,13 +89,12 @@ class Changes:
                 users.update(s.owner for s in (current, updated) if s is not None and s.owner)
 
         for link in translation.links:
-            owner = self.tx.link(link.source, link.account, link.user_sub, link.as_of, self.now)  # the newest link holds
+            # A link without the store's own time is ordered by when the gateway records it.
+            owner = self.tx.link(link.source, link.account, link.user_sub, link.as_of or self.now, self.now)
             for current in lock_all(link.source, (link.account,), ()):
                 save(current, adopt(current, owner))
 
-        snapshots = sorted(translation.snapshots, key=lambda s: (s.source, s.key))
-        self.lock((s.source, s.key) for s in snapshots)
-        for snapshot in snapshots:
+        for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
             current = self.held[(snapshot.source, snapshot.key)]
             updated = absorb(current, snapshot)
             account = updated.snapshot.account

@@ -54,12 +54,12 @@ class CognitoTokens:
             key = self.jwks.get_signing_key_from_jwt(token).key
         except jwt.PyJWKClientConnectionError as exc:
             raise Unavailable("the Cognito key set cannot be fetched", code="jwks_unavailable") from exc
-        except jwt.PyJWTError as exc:  # unknown kid, garbled header, a kid that is not a string...
+        except (jwt.PyJWTError, RecursionError) as exc:  # unknown kid, garbled or deeply nested header...
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
         try:
             claims = jwt.decode(token, key, algorithms=ALGORITHMS, issuer=self.issuer,
                                 options={"require": ["exp", "iss", "sub", "token_use"], "verify_aud": False})
-        except jwt.InvalidTokenError as exc:
+        except (jwt.InvalidTokenError, RecursionError) as exc:  # PyJWT lets json's RecursionError through
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
         return self._check_use(claims)
 
@@ -70,4 +70,7 @@ class CognitoTokens:
             raise Unauthorized("token_use must be id or access", code="invalid_token")
         if not isinstance(client, str) or client not in self.clients:
             raise Unauthorized("the token was issued to another app client", code="invalid_token")
-        return claims["sub"]
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not 0 < len(sub) <= 255:  # Cognito's are UUIDs; this keys our rows
+            raise Unauthorized("the token's sub is not a user id", code="invalid_token")
+        return sub

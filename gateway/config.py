@@ -9,8 +9,12 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
+from cognito_triggers.settings import DEFAULT_ATTRIBUTE as DEFAULT_STRIPE_ATTRIBUTE
+
 DEFAULT_DATABASE_URL = "sqlite:///instance/gateway.db"
 MAX_ENTITLEMENT_CACHE_SECONDS = 300
+#: A delivery recorded this long ago and never applied was abandoned mid-request (a crash).
+DEFAULT_EVENTS_STALE_AFTER_SECONDS = 120
 
 
 class ConfigError(ValueError):
@@ -61,6 +65,12 @@ class Settings:
     forwarded_hops: int = 0
     # Seconds an entitlement read may be answered from a worker's memory (gateway/store/cache.py); 0: never.
     entitlement_cache_seconds: int = 0
+    # Seconds after which the retry worker (gateway/jobs/retry.py) takes a delivery recorded but
+    # never applied for abandoned; above gunicorn's timeout, or live requests get retried too.
+    events_stale_after_seconds: int = DEFAULT_EVENTS_STALE_AFTER_SECONDS
+    # The Cognito attribute that holds the Stripe customer id (the backfill job; the Lambda
+    # triggers read their own COGNITO_STRIPE_ATTRIBUTE, see cognito_triggers/settings.py).
+    cognito_stripe_attribute: str = DEFAULT_STRIPE_ATTRIBUTE
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -188,4 +198,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         admin_cookie_secure=(_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
         forwarded_hops=_int(env, "FORWARDED_HOPS", 0, minimum=0),
         entitlement_cache_seconds=_int(env, "ENTITLEMENT_CACHE_SECONDS", 0, minimum=0),
+        events_stale_after_seconds=_int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
+        cognito_stripe_attribute=_text(env, "COGNITO_STRIPE_ATTRIBUTE") or DEFAULT_STRIPE_ATTRIBUTE,
     ))

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.entitlements import Grant
+from gateway.domain.events import Event
 from gateway.domain.model import GRANTING, Subscription
-from gateway.store.port import Event, Store
+from gateway.store.port import Store
 
 MAX_DELIVERIES = 500
 

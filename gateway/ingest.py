@@ -27,10 +27,11 @@ from gateway import logs, metrics
 from gateway.apply import Changes, apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
+from gateway.domain.events import Event
 from gateway.errors import Malformed, Unavailable
 from gateway.group_commit import GroupCommit, Slot
 from gateway.providers import Delivery, Lookup, Provider
-from gateway.store.port import Event, Store, StoreUnavailable
+from gateway.store.port import Store, StoreRefused, StoreUnavailable
 
 log = logging.getLogger("gateway.ingest")
 
@@ -99,6 +100,10 @@ class Ingest:
             log.warning("could not record delivery", extra={"fields": {
                 "source": delivery.source, "event_id": delivery.event_id, "error": str(exc)}})
             raise Unavailable("the event could not be stored; retry later", code="store_unavailable") from exc
+        except StoreRefused as exc:  # the delivery's own values: a resend would be refused again
+            log.warning("database refused delivery", extra={"fields": {
+                "source": delivery.source, "event_id": delivery.event_id, "error": str(exc)}})
+            raise Malformed(f"the database refused the delivery: {exc}", code="store_refused") from exc
 
     def _record_and_apply(self, provider: Provider, delivery: Delivery) -> str | None:
         """The one-transaction path; ``None`` when it failed and nothing was committed.
@@ -152,9 +157,10 @@ class Ingest:
                 last_error=p.translation.ignored_reason) for p in batch])
             changes = Changes(tx, self.catalog, max(p.now for p in batch))
             if not any(p.translation.links or p.translation.transfers for p in batch):
-                # Every subscription of the batch locked in one ordered call (with links
-                # or transfers, each delivery locks in the order it would alone).
-                changes.lock((s.source, s.key) for p in batch for s in p.translation.snapshots)
+                # Every account, then every subscription, of the batch locked in one
+                # ordered call each (with links or transfers, each delivery locks in the
+                # order it would alone).
+                changes.lock(p.translation for p in batch)
             evidence = []
             for pending, event in zip(batch, events):
                 if event is None:
@@ -183,6 +189,9 @@ class Ingest:
         except Malformed as exc:
             self._mark(event, FAILED, attempts, f"malformed: {exc.message}")
             raise
+        except StoreRefused as exc:  # no retry can change what the database refuses: failed now
+            self._mark(event, FAILED, attempts, f"refused by the database: {exc}")
+            raise Malformed(f"the database refused the delivery: {exc}", code="store_refused") from exc
         except Exception as exc:  # anything else is retried: the event log is our inbox
             exhausted = attempts >= self.max_attempts and self.clock() - event.received_at >= self.give_up_after
             outcome = FAILED if exhausted else DEFERRED
@@ -198,9 +207,9 @@ class Ingest:
     def _mark(self, event: Event, status: str, attempts: int, error: str, next_at=None) -> None:
         try:
             with self.store.transaction() as tx:
-                tx.update_event(event.id, status=status, attempts=attempts, last_error=error,
+                tx.update_event(event.id, status=status, attempts=attempts, last_error=_clean(error),
                                 next_attempt_at=next_at)
-        except StoreUnavailable:
+        except (StoreUnavailable, StoreRefused):
             # The row stays "received"; the retry worker also picks up stale received events.
             log.error("could not mark event", extra={"fields": {"event_id": event.event_id, "status": status}})
 

@@ -32,6 +32,7 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
         translation, snapshots=snapshots, links=translation.links + (Link(source, key, user_sub),))
     try:
         with store.transaction() as tx:
+            tx.lock_accounts([(source, key)])  # the lock order of every writer: account first
             current = tx.lock_subscription(source, key)
             owners = {current.owner if current else None, tx.resolve(source, key)} - {None, user_sub}
             if owners:

@@ -75,7 +75,7 @@ def make_app(database_url):
 @pytest.fixture(scope="session")
 def cognito():
     """Mints Cognito-shaped ID and access tokens; ``cognito.env()`` configures the gateway."""
-    from tests.support.cognito import CognitoIssuer
+    from devtools.cognito import CognitoIssuer
 
     with CognitoIssuer() as issuer:
         yield issuer

@@ -24,11 +24,12 @@ class Link:
 
 @dataclasses.dataclass(frozen=True)
 class Transfer:
-    """Subscriptions held by ``from_accounts`` now belong to ``to_user`` (RevenueCat)."""
+    """Subscriptions held by ``from_accounts`` now belong to ``to_user`` (RevenueCat);
+    to nobody when ``to_user`` is ``None`` (a transfer to anonymous ids only)."""
 
     source: str
     from_accounts: tuple[str, ...]
-    to_user: str
+    to_user: str | None
     as_of: datetime
 
 

@@ -53,6 +53,12 @@ class Snapshot:
     environment: str | None = None
     raw_status: str | None = None
     entitlements: tuple[str, ...] | None = None
+    #: This delivery takes back the period ending at ``expires_at`` (a refund, a
+    #: chargeback, a voided order). The cause names what took it, ``reason:id`` (for
+    #: example ``refunded:in_123``), so that only that cause can give it back.
+    revokes: str | None = None
+    #: A revocation given back by the store (a dispute won, a refund reversed): its cause.
+    restores: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("as_of", "expires_at"):
@@ -93,20 +99,75 @@ def newest(snapshots) -> Snapshot | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class Revocations:
+    """What refunds, chargebacks and voids took back, and what the stores gave back.
+
+    Two grow-only sets, so merging them is commutative and idempotent like the snapshot
+    register: ``taken`` holds (cause, end of the period it took), ``given_back`` the
+    causes a store reversed. A cause given back stays given back, whichever came first.
+    """
+
+    taken: frozenset[tuple[str, datetime | None]] = frozenset()
+    given_back: frozenset[str] = frozenset()
+
+    def seeing(self, snapshot: Snapshot) -> Revocations:
+        taken, given_back = self.taken, self.given_back
+        if snapshot.revokes:
+            taken = taken | {(snapshot.revokes, snapshot.expires_at)}
+        if snapshot.restores:
+            given_back = given_back | {snapshot.restores}
+        return self if (taken, given_back) == (self.taken, self.given_back) else Revocations(taken, given_back)
+
+    def holding(self, snapshot: Snapshot) -> str | None:
+        """The cause that takes back the period ``snapshot`` shows, if one does.
+
+        A revocation is final for its period: a later view of the same period (stores
+        go on showing a subscription as it was before the refund) stays revoked. A
+        period that ends later than every revoked one is a renewal, and grants.
+        """
+        for cause, period_end in sorted(self.taken, key=lambda item: item[0]):
+            if cause in self.given_back:
+                continue
+            if snapshot.expires_at and period_end and snapshot.expires_at > period_end:
+                continue
+            return cause
+        return None
+
+
+NO_REVOCATIONS = Revocations()
+
+
+@dataclasses.dataclass(frozen=True)
 class Subscription:
-    """What the store keeps per subscription: the newest snapshot and its owner.
+    """What the store keeps per subscription: the newest snapshot, its owner, and what
+    was revoked.
+
+    ``latest`` is the newest snapshot as the store showed it; ``snapshot`` is what it
+    means for access, with the revocations applied. The merge (``absorb``) runs inside
+    the transaction that holds the subscription's lock, so every rule here is decided
+    on the state as committed, never on a read made earlier.
 
     The owner is a register of its own, stamped with the time of the delivery that
     named it (``owner_as_of``): a delivery that names a user moves ownership only if it
     is at least as new, so a late delivery never undoes a transfer. Without a named
     owner, the owner is whoever the identity mapping gives for the store account
-    (``snapshot.account``, the newest account any delivery gave, at ``account_as_of``).
+    (``latest.account``, the newest account any delivery gave, at ``account_as_of``).
     """
 
-    snapshot: Snapshot
+    latest: Snapshot
     owner: str | None = None
     owner_as_of: datetime | None = None
     account_as_of: datetime | None = None
+    revocations: Revocations = NO_REVOCATIONS
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The subscription as it counts for access: revoked where a revocation holds."""
+        latest = self.latest
+        if latest.status is Status.REVOKED or not self.revocations.taken:
+            return latest
+        cause = self.revocations.holding(latest)
+        return revoked(latest, cause.partition(":")[0] or "revoked") if cause else latest
 
 
 def _owner_claim(as_of: datetime | None, owner: str | None) -> tuple:
@@ -117,21 +178,24 @@ def _owner_claim(as_of: datetime | None, owner: str | None) -> tuple:
 
 def absorb(current: Subscription | None, snapshot: Snapshot) -> Subscription:
     """The subscription after seeing ``snapshot``; commutative and idempotent."""
-    named, stripped = snapshot.user_sub, dataclasses.replace(snapshot, user_sub=None)
+    named = snapshot.user_sub
+    stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None)
+    revocations = (current.revocations if current else NO_REVOCATIONS).seeing(snapshot)
     if current is None:
         return Subscription(stripped, named, snapshot.as_of if named else None,
-                            snapshot.as_of if snapshot.account else None)
-    state = stripped if supersedes(stripped, current.snapshot) else current.snapshot
-    account, account_as_of = current.snapshot.account, current.account_as_of
+                            snapshot.as_of if snapshot.account else None, revocations)
+    state = stripped if supersedes(stripped, current.latest) else current.latest
+    account, account_as_of = current.latest.account, current.account_as_of
     if snapshot.account and _owner_claim(snapshot.as_of, snapshot.account) > _owner_claim(account_as_of, account):
         account, account_as_of = snapshot.account, snapshot.as_of
     updated = Subscription(dataclasses.replace(state, account=account), current.owner,
-                           current.owner_as_of, account_as_of)
+                           current.owner_as_of, account_as_of, revocations)
     return reassign(updated, named, snapshot.as_of) if named else updated
 
 
-def reassign(current: Subscription, owner: str, as_of: datetime) -> Subscription:
-    """Ownership claimed at ``as_of``: kept only if it is the newest claim."""
+def reassign(current: Subscription, owner: str | None, as_of: datetime) -> Subscription:
+    """Ownership claimed at ``as_of`` (``None``: nobody holds it): kept only if it is
+    the newest claim."""
     if _owner_claim(as_of, owner) > _owner_claim(current.owner_as_of, current.owner):
         return dataclasses.replace(current, owner=owner, owner_as_of=as_of)
     return current
@@ -153,14 +217,3 @@ def revoked(snapshot: Snapshot, reason: str) -> Snapshot:
     """The snapshot with its period taken back (a refund, a dispute, a voided purchase)."""
     return dataclasses.replace(snapshot, status=Status.REVOKED, will_renew=False,
                                raw_status=f"{snapshot.raw_status}:{reason}")
-
-
-def keep_revocation(snapshot: Snapshot, held: Snapshot | None) -> Snapshot:
-    """A refund revokes the period it paid for. A later view of the same period (stores
-    keep showing the subscription as it was before the refund) does not restore access;
-    a renewal into a new period, one that ends later, does."""
-    if held is None or held.status is not Status.REVOKED or snapshot.status is Status.REVOKED:
-        return snapshot
-    if snapshot.expires_at and held.expires_at and snapshot.expires_at > held.expires_at:
-        return snapshot
-    return revoked(snapshot, (held.raw_status or "").rpartition(":")[2] or "revoked")

@@ -10,20 +10,21 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from cognito_triggers.backfill import backfill_customers
-from cognito_triggers.settings import DEFAULT_ATTRIBUTE
 from cognito_triggers.stripe_customers import StripeCustomers
 
 
 @click.command("backfill-stripe-customers")
 @with_appcontext
 @click.option("--user-pool-id", required=True, help="the Cognito user pool to page through")
-@click.option("--attribute", envvar="COGNITO_STRIPE_ATTRIBUTE", default=DEFAULT_ATTRIBUTE, show_default=True)
+@click.option("--attribute", help="the user attribute for the customer id (default: the setting "
+              "COGNITO_STRIPE_ATTRIBUTE, itself custom:stripe_customer_id by default)")
 @click.option("--dry-run", is_flag=True, help="search Stripe and report, change nothing")
-def backfill_command(user_pool_id: str, attribute: str, dry_run: bool) -> None:
+def backfill_command(user_pool_id: str, attribute: str | None, dry_run: bool) -> None:
     """Ensure a Stripe customer for each user without one and write its id back (safe to re-run)."""
-    import boto3
+    import boto3  # here, not at the top: the web app's import path must not pay for boto3
 
     settings = current_app.extensions["gateway"].settings
+    attribute = attribute or settings.cognito_stripe_attribute
     if not settings.stripe_api_key:
         raise click.ClickException("STRIPE_API_KEY is not set")
     region = settings.cognito_region or user_pool_id.split("_", 1)[0]

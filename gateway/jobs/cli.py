@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import click
 from flask import Flask, current_app
@@ -16,6 +16,11 @@ events = AppGroup("events", help="The event log: list, show, retry and replay de
 
 def _services():
     return current_app.extensions["gateway"]
+
+
+def _stale_after(services) -> timedelta:
+    """``EVENTS_STALE_AFTER_SECONDS``, as read into the settings at start."""
+    return timedelta(seconds=services.settings.events_stale_after_seconds)
 
 
 class _Time(click.ParamType):
@@ -97,7 +102,8 @@ def replay_command(event_pks, failed, since, source) -> None:
 def retry_command(limit: int) -> None:
     """Apply the deferred deliveries that are due, once."""
     services = _services()
-    outcomes = retry.retry_due(services.ingest, services.providers, limit=limit)
+    outcomes = retry.retry_due(services.ingest, services.providers, limit=limit,
+                               stale_after=_stale_after(services))
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "nothing due")
 
 
@@ -106,7 +112,8 @@ def retry_command(limit: int) -> None:
 def work_command(idle_seconds: float) -> None:
     """Retry deferred deliveries until stopped (the Procfile's worker)."""
     services = _services()
-    retry.work(services.ingest, services.providers, idle_seconds=idle_seconds)
+    retry.work(services.ingest, services.providers, idle_seconds=idle_seconds,
+               stale_after=_stale_after(services))
 
 
 def register(app: Flask) -> None:

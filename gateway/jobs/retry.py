@@ -2,45 +2,34 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from datetime import timedelta
 
+from gateway.config import DEFAULT_EVENTS_STALE_AFTER_SECONDS
 from gateway.ingest import Ingest
 from gateway.providers import Provider
 from gateway.store.port import StoreUnavailable
 
 log = logging.getLogger("gateway.retry")
 
-#: A received event not applied after this long was abandoned mid-request (a crash).
-STALE_AFTER = timedelta(minutes=2)
-
-
-def stale_after() -> timedelta:
-    """``EVENTS_STALE_AFTER_SECONDS`` overrides the window (tests of a crash; slow deploys).
-    Keep it above the longest request (gunicorn's timeout), or live requests get retried too."""
-    raw = os.environ.get("EVENTS_STALE_AFTER_SECONDS", "").strip()
-    if not raw:
-        return STALE_AFTER
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ValueError(f"EVENTS_STALE_AFTER_SECONDS must be a positive number of seconds, not {raw!r}")
-    return timedelta(seconds=seconds)
+#: A received event not applied after this long was abandoned mid-request (a crash). The
+#: jobs are given ``Settings.events_stale_after_seconds`` (``EVENTS_STALE_AFTER_SECONDS``);
+#: keep it above the longest request (gunicorn's timeout), or live requests get retried too.
+STALE_AFTER = timedelta(seconds=DEFAULT_EVENTS_STALE_AFTER_SECONDS)
 
 
 #: How long a claimed event is reserved for the worker that claimed it.
 LEASE = timedelta(minutes=5)
 
 
-def retry_due(ingest: Ingest, providers: dict[str, Provider], limit: int = 100) -> Counter:
-    """Apply every due event once; returns the outcomes counted."""
+def retry_due(ingest: Ingest, providers: dict[str, Provider], limit: int = 100,
+              stale_after: timedelta = STALE_AFTER) -> Counter:
+    """Apply every due event once (deferred ones whose time has come, and received ones
+    older than ``stale_after``); returns the outcomes counted."""
     now = ingest.clock()
     with ingest.store.transaction() as tx:
-        due = tx.claim_due_events(now=now, stale_before=now - stale_after(), lease_until=now + LEASE,
+        due = tx.claim_due_events(now=now, stale_before=now - stale_after, lease_until=now + LEASE,
                                   limit=limit)
     return replay(ingest, providers, due)
 
@@ -57,11 +46,12 @@ def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:
     return outcomes
 
 
-def work(ingest: Ingest, providers: dict[str, Provider], idle_seconds: float = 5.0, once: bool = False) -> None:
+def work(ingest: Ingest, providers: dict[str, Provider], idle_seconds: float = 5.0, once: bool = False,
+         stale_after: timedelta = STALE_AFTER) -> None:
     """Run until stopped: retry what is due, sleep when there is nothing."""
     while True:
         try:
-            outcomes = retry_due(ingest, providers)
+            outcomes = retry_due(ingest, providers, stale_after=stale_after)
         except StoreUnavailable as exc:  # the database is down or failing over: wait, do not exit
             log.warning("cannot claim due events", extra={"fields": {"error": str(exc)}})
             if once:

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from gateway.domain.changes import Translation
+from gateway.domain.events import Event
 from gateway.domain.model import Snapshot, Subscription
-from gateway.store.port import Event
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ import jwt
 import requests
 
 from gateway.errors import StoreApiError
+from gateway.providers import wire
 
 BASE_URLS = {"Production": "https://api.storekit.apple.com", "Sandbox": "https://api.storekit-sandbox.apple.com"}
 AUDIENCE = "appstoreconnect-v1"
@@ -80,7 +81,7 @@ class AppStoreServerApi:
         if response.status_code != 200:
             raise _error(response)
         try:
-            return response.json()
+            return wire.loads(response.content)  # deep JSON too: a ValueError
         except ValueError as exc:
             raise AppleApiError("App Store Server API answered non-JSON", response.status_code) from exc
 

@@ -8,19 +8,18 @@ to 72 hours apart), so 503 is the answer for "try again later".
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 from gateway.config import ConfigError
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation, ignored
+from gateway.domain.events import Event
 from gateway.errors import Malformed
-from gateway.providers import Delivery, Lookup
+from gateway.providers import Delivery, Lookup, wire
 from gateway.providers.apple_chains import load_roots
 from gateway.providers.apple_state import SOURCE, instant, translate_transaction
 from gateway.providers.apple_trust import AppleVerifier
 from gateway.providers.unconfigured import Unconfigured
-from gateway.store.port import Event
 
 # Types whose signed transaction and renewal info describe a subscription (or a
 # non-consumable) as of the notification; the state is read from those, not from the type.
@@ -107,14 +106,10 @@ class AppleNotifications:
 
 
 def _signed_payload(body: bytes) -> tuple[str, str]:
-    try:
-        text = body.decode("utf-8")
-        document = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
-    if not isinstance(document, dict) or not isinstance(document.get("signedPayload"), str):
+    document = wire.parse_object(body)
+    if not isinstance(document.get("signedPayload"), str):
         raise Malformed('the body must be {"signedPayload": "<JWS>"}', code="malformed_notification")
-    return text, document["signedPayload"]
+    return body.decode("utf-8"), document["signedPayload"]
 
 
 def build(settings, catalog: Catalog):

@@ -8,12 +8,13 @@ their signing, and a type such as DID_FAIL_TO_RENEW says only what changed.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation, ignored
 from gateway.domain.model import Snapshot, Status
 from gateway.errors import Malformed
+from gateway.providers import wire
 
 SOURCE = "apple"
 AUTO_RENEWABLE = "Auto-Renewable Subscription"
@@ -24,9 +25,7 @@ def instant(ms) -> datetime | None:
     """An Apple timestamp (UNIX milliseconds) as an aware datetime."""
     if ms is None:
         return None
-    if not isinstance(ms, int) or isinstance(ms, bool):
-        raise Malformed(f"an App Store timestamp must be milliseconds, got {ms!r}", code="apple_malformed")
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return wire.from_millis(ms, "an App Store timestamp", code="apple_malformed")
 
 
 def owner_of(transaction: dict) -> str | None:
@@ -59,6 +58,21 @@ def _subscription_state(transaction: dict, renewal: dict, as_of: datetime) -> tu
     return Status.EXPIRED, expires_at, False
 
 
+def _revocation(transaction: dict, raw_status: str) -> dict:
+    """A refunded transaction takes back its period, named by its transactionId; a
+    REFUND_REVERSED notification gives that back. A transaction merely shown without
+    its revocationDate restores nothing: it may be an older view."""
+    transaction_id = transaction.get("transactionId")
+    if not _text(transaction_id):
+        transaction_id = transaction.get("originalTransactionId")
+    cause = f"refunded:{transaction_id}"
+    if transaction.get("revocationDate") is not None:
+        return {"revokes": cause}
+    if raw_status.startswith("REFUND_REVERSED"):
+        return {"restores": cause}
+    return {}
+
+
 def translate_transaction(transaction: dict, renewal: dict | None, as_of: datetime | None,
                           raw_status: str, catalog: Catalog) -> Translation:
     """The snapshot of the subscription ``transaction`` belongs to, as of ``as_of``."""
@@ -82,5 +96,6 @@ def translate_transaction(transaction: dict, renewal: dict | None, as_of: dateti
         source=SOURCE, key=key, as_of=as_of, status=status, product_id=product_id,
         expires_at=expires_at, will_renew=will_renew, user_sub=owner_of(transaction),
         account=key, environment=transaction.get("environment"), raw_status=raw_status[:64],
+        **_revocation(transaction, raw_status),
     )
     return Translation(snapshots=(snapshot,))

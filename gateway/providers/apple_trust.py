@@ -11,7 +11,6 @@ library, whose own chain cache bounds OCSP freshness to 15 minutes.
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ from appstoreserverlibrary.signed_data_verifier import (SignedDataVerifier, Veri
                                                          VerificationStatus)
 
 from gateway.errors import Malformed, Unauthorized, Unavailable
+from gateway.providers import wire
 from gateway.providers.apple_chains import VerifiedChains
 
 ALGORITHMS = ["ES256"]  # what Apple signs with; never taken from the token header
@@ -77,7 +77,7 @@ class AppleVerifier:
             key = self.chains.remember(x5c)
         try:
             return jwt.decode(signed, key, algorithms=ALGORITHMS), environment
-        except jwt.InvalidTokenError as exc:
+        except (jwt.InvalidTokenError, RecursionError) as exc:  # PyJWT parses JSON again, and lets this through
             raise Unauthorized(f"the signature does not verify: {exc}", code="apple_verification_failure") from None
 
     def _check_bundle(self, bundle_id) -> None:
@@ -108,8 +108,8 @@ def _unverified(signed: str) -> tuple[dict, dict]:
     """
     try:
         header, payload, _ = signed.split(".")
-        parts = [json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (header, payload)]
-    except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+        parts = [wire.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (header, payload)]
+    except (ValueError, TypeError) as exc:  # binascii.Error and wire's refusals are ValueErrors
         raise Unauthorized(f"not a JWS: {exc}", code="apple_verification_failure") from None
     if not all(isinstance(part, dict) for part in parts):
         raise Unauthorized("not a JWS: header and payload must be objects", code="apple_verification_failure")

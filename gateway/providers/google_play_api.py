@@ -4,6 +4,8 @@
   https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.subscriptionsv2/get
 - purchases.subscriptions.acknowledge:
   https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.subscriptions/acknowledge
+- purchases.voidedpurchases.list:
+  https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.voidedpurchases/list
 
 Google answers 404 (``purchaseTokenNotFound``) for a token it does not know and 410
 (``purchaseTokenNoLongerValid``) for one expired more than 60 days ago: ``UnknownPurchase``.
@@ -19,9 +21,11 @@ from urllib.parse import quote
 import requests
 
 from gateway.errors import StoreApiError
+from gateway.providers import wire
 
 DEFAULT_BASE = "https://androidpublisher.googleapis.com"
 TIMEOUT = (2.0, 4.0)  # connect, read
+MAX_VOIDED_PAGES = 20
 
 
 class PlayApiError(StoreApiError):
@@ -41,6 +45,8 @@ class PlayApi(Protocol):
 
     def acknowledge_subscription(self, package: str, product_id: str, token: str) -> None: ...
 
+    def voided_purchases(self, package: str, start_ms: int) -> list[dict]: ...
+
 
 class PlayHttpApi:
     def __init__(self, access_token: Callable[[], str], base: str | None = None,
@@ -58,6 +64,21 @@ class PlayHttpApi:
                            f"/subscriptions/{quote(product_id, safe='')}/tokens/{quote(token, safe='')}:acknowledge",
                    json={})
 
+    def voided_purchases(self, package: str, start_ms: int) -> list[dict]:
+        """Subscription purchases voided since ``start_ms`` (Play keeps 30 days), every page."""
+        path = f"/androidpublisher/v3/applications/{quote(package, safe='')}/purchases/voidedpurchases"
+        params: dict = {"type": 1, "startTime": start_ms, "maxResults": 1000}
+        found: list[dict] = []
+        for _ in range(MAX_VOIDED_PAGES):
+            answer = self._call("GET", path, params=params)
+            items = answer.get("voidedPurchases")
+            found += [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+            page = (answer.get("tokenPagination") or {}).get("nextPageToken")
+            if not isinstance(page, str) or not page:
+                return found
+            params = {"type": 1, "token": page, "maxResults": 1000}
+        raise PlayApiError(f"Play API voidedpurchases: more than {MAX_VOIDED_PAGES} pages")
+
     def _call(self, method: str, path: str, **kwargs) -> dict:
         name = path.split("/purchases/", 1)[-1].split("/", 1)[0]  # never log a whole token
         headers = {"Authorization": f"Bearer {self.access_token()}"}
@@ -72,7 +93,7 @@ class PlayHttpApi:
             raise PlayApiError(f"Play API {name} failed ({response.status_code}): {_reason(response)}",
                                response.status_code)
         try:
-            return response.json() if response.content else {}
+            return wire.loads(response.content) if response.content else {}  # deep JSON too: a ValueError
         except ValueError:
             raise PlayApiError(f"Play API {name} answered with a body that is not JSON") from None
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 from gateway.errors import Malformed
+from gateway.providers import wire
 
 MEMBERS = ("subscriptionNotification", "oneTimeProductNotification", "voidedPurchaseNotification",
            "pendingRefundReviewNotification", "testNotification")
@@ -36,11 +36,8 @@ VOIDED_SUBSCRIPTION, VOIDED_ONE_TIME = 1, 2
 
 def parse_push(body: bytes) -> dict:
     """What the event log keeps of a push: the message's ids and its decoded notification."""
-    try:
-        document = json.loads(body.decode("utf-8"))  # JSON on the wire is UTF-8 (RFC 8259)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
-    message = document.get("message") if isinstance(document, dict) else None
+    document = wire.parse_object(body)
+    message = document.get("message")
     if not isinstance(message, dict):
         raise Malformed('the body must be a Pub/Sub push {"message": {...}, "subscription"}', code="malformed_push")
     message_id = message.get("messageId") or message.get("message_id")
@@ -55,12 +52,10 @@ def parse_push(body: bytes) -> dict:
 
 def _decode(data: object) -> dict:
     try:
-        notification = json.loads(base64.b64decode(data if isinstance(data, str) else "", validate=True))
+        decoded = base64.b64decode(data if isinstance(data, str) else "", validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise Malformed(f"message.data is not base64 JSON: {exc}", code="malformed_notification") from None
-    if not isinstance(notification, dict):
-        raise Malformed("message.data must be a DeveloperNotification object", code="malformed_notification")
-    return notification
+        raise Malformed(f"message.data is not base64: {exc}", code="malformed_notification") from None
+    return wire.parse_object(decoded, "message.data (a DeveloperNotification)", code="malformed_notification")
 
 
 def member(notification: dict) -> str | None:
@@ -97,6 +92,8 @@ def check(notification: dict) -> None:
 def event_time(notification: dict) -> datetime:
     """``eventTimeMillis``: a string of digits on the wire (a long in the reference)."""
     raw = notification.get("eventTimeMillis")
-    if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit())):
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    digits = isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 20
+    if isinstance(raw, bool) or not (isinstance(raw, int) or digits):
         raise Malformed("the notification needs eventTimeMillis", code="malformed_notification")
-    return datetime.fromtimestamp(int(raw) / 1000, tz=timezone.utc)
+    return wire.from_millis(int(raw), "eventTimeMillis", code="malformed_notification")

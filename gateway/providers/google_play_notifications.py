@@ -16,13 +16,14 @@ A notification for another package is recorded and ignored, never applied: answe
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from gateway.auth import bearer
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation, ignored
-from gateway.domain.model import Snapshot, Status, keep_revocation
+from gateway.domain.events import Event
 from gateway.errors import Malformed, NotFound, Unavailable
 from gateway.providers import Delivery, Lookup
 from gateway.providers import google_play_messages as messages
@@ -31,7 +32,6 @@ from gateway.providers.google_play_api import PlayApi, PlayApiError, PlayHttpApi
 from gateway.providers.google_play_credentials import access_token_source
 from gateway.providers.google_push_auth import DEFAULT_CERTS_URL, CertificateCache, PushTokenVerifier
 from gateway.providers.unconfigured import Unconfigured
-from gateway.store.port import Event
 
 SOURCE = state.SOURCE
 
@@ -84,9 +84,8 @@ class GooglePlayNotifications:
     def translation(self, token: str, purchase: dict, as_of: datetime, lookup: Lookup) -> Translation:
         """The purchase's snapshot; for a replacing purchase also the old token, replaced,
         and the old owner carried over when the new purchase names no user."""
-        stored = lookup.subscription(SOURCE, token)
-        # A voided purchase stays revoked while Play still shows the period it paid for.
-        snapshot = keep_revocation(state.snapshot_of(token, purchase, as_of), stored.snapshot if stored else None)
+        # A voided period stays revoked while Play still shows it: the merge decides that.
+        snapshot = state.snapshot_of(token, purchase, as_of)
         old = state.replaces(purchase)
         if not old or old == token:
             return Translation(snapshots=(snapshot,))
@@ -106,24 +105,34 @@ class GooglePlayNotifications:
         self.api.acknowledge_subscription(self.package, product, token)
 
     def _voided(self, notification: dict, lookup: Lookup) -> Translation:
+        """A voided subscription order (refunded or charged back) takes back the period
+        that order paid, and no other: a void of an older renewal order leaves the
+        current period standing. A void is trusted only once Play's voided purchases list
+        shows it for that token; the period is read from subscriptionsv2 as of now."""
         voided = notification["voidedPurchaseNotification"]
         if voided.get("productType") != messages.VOIDED_SUBSCRIPTION:
             return ignored("a voided one-time purchase: one-time products are not subscriptions")
-        token = voided["purchaseToken"]
-        current = lookup.subscription(SOURCE, token)
-        known = current.snapshot if current else None
-        # A voided subscription (refunded or charged back) is revoked as of the void, or as
-        # of what is stored if that is later: stored snapshots are stamped when Play was
-        # asked, and Play may go on showing the refunded period, so a void delivered late
-        # must not lose to a fetch made after the refund (equal times: revoked wins).
-        as_of = messages.event_time(notification)
-        if known is not None and known.as_of > as_of:
-            as_of = known.as_of
-        return Translation(snapshots=(Snapshot(
-            source=SOURCE, key=token, as_of=as_of, status=Status.REVOKED,
-            product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
-            account=token, environment=known.environment if known else None,
-            raw_status=f"VOIDED:refundType={voided.get('refundType')}"),))
+        token, order = voided["purchaseToken"], voided.get("orderId")
+        if not isinstance(order, str) or not order:
+            return ignored("the void names no orderId")
+        if not self._void_confirmed(token, order, messages.event_time(notification)):
+            return ignored(f"Play's voided purchases do not list order {order} for this token")
+        try:
+            purchase = self.api.subscription(self.package, token)
+        except UnknownPurchase as exc:
+            return ignored(str(exc))
+        fetched = self.translation(token, purchase, self.clock(), lookup)
+        if order not in state.current_orders(purchase):
+            return fetched  # an older period's order: the one Play shows now stands
+        current, *others = fetched.snapshots
+        revoking = dataclasses.replace(current, revokes=f"voided:{order}")
+        return dataclasses.replace(fetched, snapshots=(revoking, *others))
+
+    def _void_confirmed(self, token: str, order: str, voided_at: datetime) -> bool:
+        # Play lists voids by when it recorded them, for the last 30 days.
+        start = max(voided_at - timedelta(days=1), self.clock() - timedelta(days=30) + timedelta(minutes=5))
+        listed = self.api.voided_purchases(self.package, int(start.timestamp() * 1000))
+        return any(item.get("purchaseToken") == token and item.get("orderId") == order for item in listed)
 
     def purchase(self, token: str, product_id: str, lookup: Lookup) -> tuple[str, Translation, dict]:
         """A purchase the app reports (POST /v1/purchases/google), fetched and checked."""

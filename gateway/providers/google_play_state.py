@@ -44,8 +44,11 @@ def parse_time(value: object) -> datetime | None:
         return None
     seconds, fraction, zone = found.groups()
     micros = (fraction or "0")[:6].ljust(6, "0")
-    parsed = datetime.fromisoformat(f"{seconds}.{micros}{'+00:00' if zone == 'Z' else zone}")
-    return parsed.astimezone(timezone.utc)
+    try:  # year 0000, an offset of +99:99, or a date at datetime's edge: unreadable like the rest
+        parsed = datetime.fromisoformat(f"{seconds}.{micros}{'+00:00' if zone == 'Z' else zone}")
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        return None
 
 
 def line_items(purchase: dict) -> list[dict]:
@@ -89,6 +92,15 @@ def snapshot_of(token: str, purchase: dict, as_of: datetime) -> Snapshot:
         will_renew=will_renew, user_sub=owner_of(purchase), account=token,
         environment="Test" if "testPurchase" in purchase else "Production", raw_status=raw,
     )
+
+
+def current_orders(purchase: dict) -> set[str]:
+    """The orders that paid the period the purchase is in now: each line item's
+    ``latestSuccessfulOrderId``, and the purchase's ``latestOrderId`` (deprecated, still sent).
+    A renewal is an order of its own (``GPA.1234-...-56789..0``, ``..1``)."""
+    orders = [item.get("latestSuccessfulOrderId") for item in line_items(purchase)]
+    orders.append(purchase.get("latestOrderId"))
+    return {order for order in orders if isinstance(order, str) and order}
 
 
 def replaced(token: str, current: Subscription | None, as_of: datetime) -> Snapshot:

@@ -90,7 +90,7 @@ class PushTokenVerifier:
         try:
             claims = google_jwt.decode(token, certs=certs, audience=self.audience,
                                        clock_skew_in_seconds=CLOCK_SKEW)
-        except (google_exceptions.GoogleAuthError, ValueError) as exc:
+        except (google_exceptions.GoogleAuthError, ValueError, RecursionError) as exc:  # deep JSON: not a ValueError
             raise Unauthorized(f"invalid push token: {exc}", code="invalid_token") from None
         return self._check(claims)
 
@@ -107,7 +107,7 @@ class PushTokenVerifier:
 def _kid(token: str) -> str | None:
     try:
         header = google_jwt.decode_header(token)
-    except (google_exceptions.GoogleAuthError, ValueError, TypeError) as exc:
+    except (google_exceptions.GoogleAuthError, ValueError, TypeError, RecursionError) as exc:
         raise Unauthorized(f"the push token is not a JWT: {exc}", code="invalid_token") from None
     if not isinstance(header, dict) or header.get("alg") != ALGORITHM:
         # google-auth would take the algorithm from the header; Google signs with RS256 only.

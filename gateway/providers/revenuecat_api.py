@@ -21,6 +21,7 @@ from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation, ignored
 from gateway.domain.model import Snapshot, Status, Subscription
 from gateway.errors import StoreApiError
+from gateway.providers import wire
 from gateway.providers.revenuecat_events import SOURCE, is_anonymous
 
 DEFAULT_BASE = "https://api.revenuecat.com"
@@ -49,7 +50,7 @@ class RevenueCatApi:
             raise RevenueCatApiError(f"RevenueCat GET /v1/subscribers failed ({response.status_code})",
                                      response.status_code)
         try:
-            answer = response.json()
+            answer = wire.loads(response.content)  # deep JSON too: a ValueError
         except ValueError:
             raise RevenueCatApiError("RevenueCat answered with a body that is not JSON") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("subscriber"), dict):

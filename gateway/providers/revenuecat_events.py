@@ -7,18 +7,17 @@ RevenueCat counts only HTTP 200 as delivered.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 
 import marshmallow as ma
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Transfer, Translation, ignored
+from gateway.domain.events import Event
 from gateway.domain.model import Snapshot, Status
 from gateway.errors import Malformed, NotConfigured, Unauthorized
-from gateway.providers import Delivery, Lookup
-from gateway.store.port import Event
+from gateway.providers import Delivery, Lookup, wire
 
 SOURCE = "revenuecat"
 ANONYMOUS_PREFIX = "$RCAnonymousID:"
@@ -32,6 +31,19 @@ _GRANTING = {
 _STATE_TYPES = set(_GRANTING) | {"CANCELLATION", "BILLING_ISSUE", "SUBSCRIPTION_PAUSED", "EXPIRATION"}
 
 
+# Each string that reaches a column is held to that column's length (gateway/store/tables.py),
+# so that SQLite, which does not enforce lengths, refuses what PostgreSQL would.
+_ID, _NAME, _ENVIRONMENT = ma.validate.Length(max=255), ma.validate.Length(max=128), ma.validate.Length(max=32)
+
+
+def _text(size: ma.validate.Length = _ID) -> ma.fields.String:
+    return ma.fields.String(load_default=None, allow_none=True, validate=size)
+
+
+def _texts(size: ma.validate.Length = _ID, default=list) -> ma.fields.List:
+    return ma.fields.List(ma.fields.String(validate=size), load_default=default, allow_none=True)
+
+
 class _EventSchema(ma.Schema):
     class Meta:
         unknown = ma.EXCLUDE
@@ -39,28 +51,28 @@ class _EventSchema(ma.Schema):
     id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=255))
     type = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
     event_timestamp_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
-    app_user_id = ma.fields.String(load_default=None, allow_none=True)
-    original_app_user_id = ma.fields.String(load_default=None, allow_none=True)
-    aliases = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
-    product_id = ma.fields.String(load_default=None, allow_none=True)
-    entitlement_ids = ma.fields.List(ma.fields.String(), load_default=None, allow_none=True)
-    entitlement_id = ma.fields.String(load_default=None, allow_none=True)
+    app_user_id = _text()  # the subscription's account, and maybe its owner
+    original_app_user_id = _text()
+    aliases = _texts()  # each one linked to the owner
+    product_id = _text()
+    entitlement_ids = _texts(_NAME, default=None)
+    entitlement_id = _text(_NAME)
     expiration_at_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
     grace_period_expiration_at_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
-    original_transaction_id = ma.fields.String(load_default=None, allow_none=True)
-    transaction_id = ma.fields.String(load_default=None, allow_none=True)
-    environment = ma.fields.String(load_default=None, allow_none=True)
+    original_transaction_id = _text()  # the subscription's key
+    transaction_id = _text()
+    environment = _text(_ENVIRONMENT)
     cancel_reason = ma.fields.String(load_default=None, allow_none=True)
     expiration_reason = ma.fields.String(load_default=None, allow_none=True)
-    transferred_from = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
-    transferred_to = ma.fields.List(ma.fields.String(), load_default=list, allow_none=True)
+    transferred_from = _texts()
+    transferred_to = _texts()  # the new owner
 
 
 _EVENT_SCHEMA = _EventSchema()  # built once: a schema holds no state between loads
 
 
 def _time(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return None if ms is None else wire.from_millis(ms, "a RevenueCat *_ms field", code="malformed_event")
 
 
 def is_anonymous(app_user_id: str | None) -> bool:
@@ -119,6 +131,7 @@ class RevenueCatEvents:
             account=event["app_user_id"], environment=event["environment"],
             raw_status=_raw_status(event),
             entitlements=self.catalog.map_names(SOURCE, ids) if ids is not None else None,
+            **_revocation(event, status),
         )
         aliases = {a for a in [event["app_user_id"], event["original_app_user_id"], *(event["aliases"] or [])] if a}
         links = tuple(Link(SOURCE, alias, owner) for alias in sorted(aliases) if owner and alias != owner)
@@ -150,22 +163,31 @@ class RevenueCatEvents:
         sources, targets = event["transferred_from"] or [], event["transferred_to"] or []
         if as_of is None or not sources or not targets:
             raise Malformed("TRANSFER needs transferred_from, transferred_to and event_timestamp_ms")
-        # An anonymous target still takes the access away from the old user.
-        to_user = next((t for t in targets if not is_anonymous(t)), targets[0])
+        # An anonymous target still takes the access away from the old user, and
+        # gives it to nobody until the app logs a user in (an alias then links it).
+        to_user = next((t for t in targets if not is_anonymous(t)), None)
         return Translation(transfers=(Transfer(SOURCE, tuple(sources), to_user, as_of),))
+
+
+def _revocation(event: dict, status: Status) -> dict:
+    """A refund (``CANCELLATION`` for ``CUSTOMER_SUPPORT``) takes back the period of the
+    transaction it refunded; ``REFUND_REVERSED`` gives that transaction's period back."""
+    cause = f"refunded:{event['transaction_id'] or event['original_transaction_id']}"
+    if status is Status.REVOKED:
+        return {"revokes": cause}
+    if event["type"] == "REFUND_REVERSED":
+        return {"restores": cause}
+    return {}
 
 
 def _raw_status(event: dict) -> str:
     reason = event["cancel_reason"] or event["expiration_reason"]
-    return f"{event['type']}:{reason}" if reason else event["type"]
+    return (f"{event['type']}:{reason}" if reason else event["type"])[:64]  # a label, held to its column
 
 
 def _parse(body: bytes) -> dict:
-    try:
-        document = json.loads(body.decode("utf-8"))  # JSON on the wire is UTF-8 (RFC 8259)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
-    if not isinstance(document, dict) or not isinstance(document.get("event"), dict):
+    document = wire.parse_object(body)
+    if not isinstance(document.get("event"), dict):
         raise Malformed('the body must be {"api_version", "event": {...}}', code="malformed_event")
     return document["event"]
 

@@ -1,25 +1,17 @@
-"""Checkout and Customer Portal sessions for a signed-in user.
+"""Checkout and Customer Portal sessions, as Stripe's API makes them.
 
 The user's Stripe customer comes from ``ensure_customer`` (shared with the Cognito
-trigger, idempotent per sub) and is linked to the sub in our store before the session
-exists, so every webhook about that customer finds its owner. Sessions:
-https://docs.stripe.com/api/checkout/sessions/create and
+trigger, idempotent per sub); ``gateway.checkout`` links it to the sub in our store before
+a session exists. Sessions: https://docs.stripe.com/api/checkout/sessions/create and
 https://docs.stripe.com/api/customer_portal/sessions/create.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
-
 import stripe
 
 from cognito_triggers.stripe_customers import CustomerPending, StripeCustomers
-from gateway.apply import apply_translation
-from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Link, Translation
 from gateway.errors import GatewayError, Unavailable
 from gateway.providers.stripe_api import TIMEOUT, StripeApiError, StripeHttpApi
-from gateway.store.port import Store, StoreUnavailable
 
 
 class StripeRefused(GatewayError):
@@ -29,12 +21,15 @@ class StripeRefused(GatewayError):
 
 
 class StripeCheckout:
-    def __init__(self, api: StripeHttpApi, customers: StripeCustomers, store: Store, catalog: Catalog,
-                 clock: Callable[[], datetime]) -> None:
-        self.api, self.customers, self.store, self.catalog, self.clock = api, customers, store, catalog, clock
+    def __init__(self, api: StripeHttpApi, customers: StripeCustomers) -> None:
+        self.api, self.customers = api, customers
 
-    def checkout_session(self, user_sub: str, price_id: str, success_url: str, cancel_url: str) -> dict:
-        customer = self._customer_of(user_sub)
+    def ensure_customer(self, user_sub: str) -> str:
+        """The user's Stripe customer id, made if missing."""
+        return _calling_stripe(lambda: self.customers.ensure_customer(user_sub))
+
+    def checkout_session(self, customer: str, user_sub: str, price_id: str, success_url: str,
+                         cancel_url: str) -> dict:
         params = {
             "mode": "subscription", "customer": customer, "client_reference_id": user_sub,
             "line_items": [{"price": price_id, "quantity": 1}],
@@ -45,22 +40,10 @@ class StripeCheckout:
         session = _calling_stripe(lambda: self.api.create_checkout_session(params))
         return {"id": session["id"], "url": session["url"]}
 
-    def portal_session(self, user_sub: str, return_url: str) -> dict:
-        customer = self._customer_of(user_sub)
+    def portal_session(self, customer: str, return_url: str) -> dict:
         session = _calling_stripe(lambda: self.api.create_portal_session(
             {"customer": customer, "return_url": return_url}))
         return {"url": session["url"]}
-
-    def _customer_of(self, user_sub: str) -> str:
-        customer = _calling_stripe(lambda: self.customers.ensure_customer(user_sub))
-        now = self.clock()
-        try:
-            with self.store.transaction() as tx:
-                apply_translation(tx, Translation(links=(Link("stripe", customer, user_sub, now),)),
-                                  self.catalog, now)
-        except StoreUnavailable as exc:
-            raise Unavailable("the customer link cannot be stored right now", code="store_unavailable") from exc
-        return customer
 
 
 def _calling_stripe(call):
@@ -81,9 +64,9 @@ def _calling_stripe(call):
         raise Unavailable(" ".join(message.split())[:300], code="stripe_unavailable") from None
 
 
-def build(settings, store: Store, catalog: Catalog, clock: Callable[[], datetime]) -> StripeCheckout | None:
+def build(settings) -> StripeCheckout | None:
     if not settings.stripe_api_key:
         return None
     api = StripeHttpApi(settings.stripe_api_key, settings.stripe_api_base)
     customers = StripeCustomers(settings.stripe_api_key, settings.stripe_api_base, timeout=TIMEOUT)
-    return StripeCheckout(api, customers, store, catalog, clock)
+    return StripeCheckout(api, customers)

@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation, ignored
-from gateway.errors import NotConfigured
+from gateway.domain.events import Event
+from gateway.errors import Malformed, NotConfigured
 from gateway.providers import Delivery, Lookup
 from gateway.providers import stripe_objects as so
 from gateway.providers import stripe_webhook
 from gateway.providers.stripe_api import StripeApi, StripeHttpApi
 from gateway.providers.stripe_snapshots import Snapshotter
-from gateway.store.port import Event
 
 SOURCE = "stripe"
 
@@ -89,24 +89,29 @@ class StripeEvents:
     def _payment_returned(self, obj: dict, reason: str, lookup: Lookup) -> Translation:
         """A refund or dispute: find the subscription through the invoice the payment paid.
 
-        A dispute revokes when it is opened; closed as won, the money came back and the
-        period stands again; closed as lost, it stays revoked. An inquiry
-        (``warning_*``, no money taken yet) changes nothing."""
-        restore = False
-        if reason == "refunded" and not so.fully_refunded(obj):
-            reason = None  # a partial refund leaves access as it is
-        elif reason == "disputed":
-            status = obj.get("status")
+        A full refund takes back the invoice's period. A dispute takes it back when it is
+        opened; closed as won, the money came back and the dispute gives back what it
+        took (only that: a refund of the same period still holds); closed as lost, it
+        stays taken. An inquiry (``warning_*``, no money taken yet) changes nothing."""
+        revokes = restores = None
+        if reason == "disputed":
+            status, dispute = obj.get("status"), obj.get("id")
             if isinstance(status, str) and status.startswith("warning_"):
                 return ignored(f"an inquiry ({status}), not a chargeback")
+            if not isinstance(dispute, str) or not dispute:
+                raise Malformed("the dispute has no id", code="stripe_malformed")
             if status == "won":
-                reason, restore = None, True
+                restores = f"disputed:{dispute}"
+            else:
+                revokes = f"disputed:{dispute}"
         invoice_id = self._invoice_of_payment(obj)
+        if reason == "refunded" and so.fully_refunded(obj) and invoice_id:
+            revokes = f"refunded:{invoice_id}"  # a partial refund leaves access as it is
         api = self.snapshots.require_api("find the invoice of a payment")
         subscription_id = so.invoice_subscription(api.invoice(invoice_id)) if invoice_id else None
         if subscription_id is None:
             return ignored("the payment paid no subscription invoice")
-        return self.snapshots.fetched(subscription_id, lookup, reason, invoice_id, restore=restore)
+        return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores)
 
     def _invoice_of_payment(self, obj: dict, fetch_charge: bool = True) -> str | None:
         # Before basil a charge names its invoice; since basil the Invoice Payments API

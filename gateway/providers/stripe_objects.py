@@ -13,10 +13,11 @@ pins another, so each reader accepts both shapes:
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.model import Status
+from gateway.providers import wire
 
 SOURCE = "stripe"
 
@@ -35,7 +36,10 @@ ENDED = frozenset({"canceled", "incomplete_expired"})
 
 
 def when(seconds) -> datetime | None:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc) if isinstance(seconds, int) else None
+    """A UNIX time of Stripe's; ``Malformed`` when out of range, ``None`` when not a number."""
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        return None
+    return wire.from_seconds(seconds, "a Stripe timestamp", code="malformed_event")
 
 
 def ref(value) -> str | None:
@@ -54,7 +58,7 @@ def cognito_sub(obj: dict) -> str | None:
 def _items(subscription: dict) -> list[dict]:
     items = subscription.get("items")
     data = items.get("data") if isinstance(items, dict) else None
-    return [item for item in data or [] if isinstance(item, dict)]
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
 def period_end(subscription: dict) -> datetime | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
-from gateway.domain.model import Snapshot, Status, Subscription, keep_revocation, revoked
+from gateway.domain.model import Snapshot, Status
 from gateway.providers import Lookup
 from gateway.providers import stripe_objects as so
 from gateway.providers.stripe_api import StripeApi, StripeApiError
@@ -34,26 +34,29 @@ class Snapshotter:
         return self.api
 
     def from_event(self, subscription: dict, created: datetime, lookup: Lookup) -> Translation:
+        # Whether the body is newer than what is stored decides only where the state is
+        # read from (a body strictly newer, else a fetch); what it means for access is
+        # decided by the merge, under the subscription's lock.
         stored = lookup.subscription(SOURCE, subscription["id"])
-        if stored is None or created > stored.snapshot.as_of or self.api is None:
-            return self.state(subscription, created, lookup, stored)
+        if stored is None or created > stored.latest.as_of or self.api is None:
+            return self.state(subscription, created, lookup)
         return self.fetched(subscription["id"], lookup)
 
-    def fetched(self, subscription_id: str, lookup: Lookup, revoke: str | None = None,
-                invoice_id: str | None = None, restore: bool = False) -> Translation:
-        """The subscription as Stripe has it now. ``revoke`` takes back its period (for a
-        payment of ``invoice_id``, if that is still the latest invoice); ``restore`` gives
-        back a period a revocation took (a dispute won)."""
+    def fetched(self, subscription_id: str, lookup: Lookup, revokes: str | None = None,
+                invoice_id: str | None = None, restores: str | None = None) -> Translation:
+        """The subscription as Stripe has it now. ``revokes`` names a payment returned
+        (``refunded:<invoice>``, ``disputed:<dispute>``): it takes back the current period
+        if ``invoice_id`` is still the latest invoice. ``restores`` names a dispute won:
+        it gives back what that dispute took, and nothing else."""
         subscription = self.require_api("fetch a subscription").subscription(subscription_id)
         fetched_at = self.clock()
         latest = so.ref(subscription.get("latest_invoice"))
-        if revoke and invoice_id and latest and latest != invoice_id:
-            revoke = None  # an older period's payment was returned: the current one stands
-        stored = lookup.subscription(SOURCE, subscription_id)
-        return self.state(subscription, fetched_at, lookup, None if restore else stored, revoke)
+        if revokes and invoice_id and latest and latest != invoice_id:
+            revokes = None  # an older period's payment was returned: the current one stands
+        return self.state(subscription, fetched_at, lookup, revokes, restores)
 
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup,
-              stored: Subscription | None, revoke: str | None = None) -> Translation:
+              revokes: str | None = None, restores: str | None = None) -> Translation:
         raw = subscription.get("status")
         product_id, entitlements = so.products(subscription, self.catalog)
         snapshot = Snapshot(
@@ -64,10 +67,8 @@ class Snapshotter:
             account=so.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
+            revokes=revokes, restores=restores,
         )
-        if revoke:
-            snapshot = revoked(snapshot, revoke)
-        snapshot = keep_revocation(snapshot, stored.snapshot if stored else None)
         return Translation(snapshots=(snapshot,), links=self.owner_links(snapshot, lookup))
 
     def owner_links(self, snapshot: Snapshot, lookup: Lookup) -> tuple[Link, ...]:

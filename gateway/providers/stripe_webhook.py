@@ -8,12 +8,13 @@ the verified text is parsed here with ``json``.
 """
 from __future__ import annotations
 
-import json
 import logging
 
 import stripe
 
 from gateway.errors import Malformed, Unauthorized
+from gateway.providers import stripe_objects as so
+from gateway.providers import wire
 from gateway.providers.stripe_api import PINNED_VERSION
 
 TOLERANCE = 300
@@ -43,19 +44,32 @@ def verified_text(body: bytes, header: str | None, secrets: tuple[str, ...]) -> 
 def parse(text: str, acted_on: frozenset[str]) -> dict:
     """The event, refused as malformed unless it has the fields every event has
     (https://docs.stripe.com/api/events/object), and an object id for types we act on."""
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Malformed(f"the body is not JSON: {exc}", code="malformed_json") from None
-    data = event.get("data") if isinstance(event, dict) else None
+    event = wire.parse_object(text)
+    data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
     if not (isinstance(obj, dict) and _text(event.get("id")) and _text(event.get("type"))
             and isinstance(event.get("created"), int)):
         raise Malformed("a Stripe event needs id, type, created and data.object", code="malformed_event")
-    if event["type"] in acted_on and not _text(obj.get("id")):
-        raise Malformed(f"{event['type']} needs data.object.id", code="malformed_event")
+    wire.from_seconds(event["created"], "created", code="malformed_event")
+    if event["type"] in acted_on:
+        if not _text(obj.get("id")):
+            raise Malformed(f"{event['type']} needs data.object.id", code="malformed_event")
+        _check_object(obj)
     note_api_version(event)
     return event
+
+
+def _check_object(obj: dict) -> None:
+    """Refuse, before it is stored, an object whose ids or times no column or datetime can
+    hold (gateway/store/tables.py): SQLite would keep a long value that PostgreSQL refuses."""
+    ids = [obj.get("id"), obj.get("client_reference_id"), so.cognito_sub(obj)]
+    ids += [so.ref(obj.get(name)) for name in ("customer", "subscription", "invoice", "charge", "payment_intent")]
+    ids += [i for item in so._items(obj) for i in so._product_ids(item)]  # noqa: SLF001 (same source's reader)
+    if any(isinstance(value, str) and len(value) > 255 for value in ids):
+        raise Malformed("an id of data.object is longer than 255 characters", code="malformed_event")
+    if isinstance(obj.get("status"), str) and len(obj["status"]) > 64:
+        raise Malformed("data.object.status is longer than 64 characters", code="malformed_event")
+    so.expires_at(obj)  # raises Malformed for a time out of range
 
 
 def note_api_version(event: dict) -> None:

@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from gateway.domain.entitlements import Grant
+from gateway.domain.events import Event
 from gateway.domain.model import Subscription, link_claim
 
-from .port import Event, Store, StoreUnavailable, Transaction
+from .port import Store, StoreUnavailable, Transaction
 
 
 @dataclasses.dataclass

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 from datetime import datetime
 from typing import Any
 
 from gateway.domain.entitlements import Grant
+from gateway.domain.events import Event
 from gateway.domain.model import Subscription
 
 
@@ -20,24 +20,14 @@ class StoreUnavailable(Exception):
     """The database cannot durably store or read right now."""
 
 
+class StoreRefused(Exception):
+    """The database refused what it was given, for good: a value out of range or too long
+    for its column, a constraint broken. Retrying the same input cannot succeed, so it is
+    never answered or retried as an outage."""
+
+
 #: The largest event id (a BIGINT); a larger number names no row, and overflows SQLite.
 MAX_ROW_ID = 2**63 - 1
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    id: int
-    source: str
-    event_id: str
-    event_type: str
-    received_at: datetime
-    payload: str
-    data: Any
-    status: str
-    attempts: int = 0
-    last_error: str | None = None
-    processed_at: datetime | None = None
-    next_attempt_at: datetime | None = None
 
 
 class Transaction(abc.ABC):
@@ -134,6 +124,13 @@ class Transaction(abc.ABC):
         """Map ``account`` to ``user_sub`` unless a newer link (``link_claim``) holds it;
         returns the user the account maps to afterwards."""
 
+    def lock_accounts(self, accounts: list[tuple[str, str]]) -> None:
+        """Serialize, until the end of the transaction, every writer that links or
+        resolves one of these (source, account) pairs: a link and a new subscription of
+        the same account then see each other, whichever commits first. Lock order,
+        everywhere: accounts, then subscriptions, then users. A store that runs one
+        writer at a time needs nothing here."""
+
     # Entitlements.
     @abc.abstractmethod
     def lock_users(self, user_subs: list[str]) -> None: ...
@@ -181,7 +178,8 @@ class Store(abc.ABC):
         A ``readonly`` transaction must only read; it never waits for writers. As under
         READ COMMITTED, a statement may see commits made after the previous one (on
         PostgreSQL it runs in autocommit).
-        Raises ``StoreUnavailable`` when the database cannot be reached or written.
+        Raises ``StoreUnavailable`` when the database cannot be reached or written, and
+        ``StoreRefused`` when it refuses the statements' values (nothing was committed).
         """
 
     def ping(self) -> None:

@@ -34,15 +34,16 @@ except ImportError:  # pragma: no cover
     namedtuple_row = Jsonb = None
 
 from gateway.domain.entitlements import Grant
-from gateway.domain.model import Snapshot, Status, Subscription, link_claim
+from gateway.domain.events import Event
+from gateway.domain.model import NO_REVOCATIONS, Revocations, Snapshot, Status, Subscription, link_claim
 
 from . import statements
 from . import tables as t
-from .port import Event, Store, StoreUnavailable, Transaction
+from .port import Store, StoreRefused, StoreUnavailable, Transaction
 
 log = logging.getLogger("gateway.store")
 
-_SUBSCRIPTION_LOCK, _USER_LOCK = 1, 2
+_SUBSCRIPTION_LOCK, _USER_LOCK, _ACCOUNT_LOCK = 1, 2, 3
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -142,7 +143,7 @@ class SqlStore(Store):
             with connection.begin(), _SqlTransaction.opened(connection, readonly) as tx:
                 yield tx
         except sa.exc.DBAPIError as exc:  # whatever the database refused, nothing was committed
-            raise StoreUnavailable(_describe(exc)) from exc
+            raise _classified(exc.orig, connection.dialect.loaded_dbapi) from exc
         finally:
             connection.close()
 
@@ -171,12 +172,34 @@ def _describe(exc: sa.exc.DBAPIError) -> str:
     return _describe_driver_error(exc.orig)
 
 
-def _driver_failure(exc: BaseException, dialect, dbapi_connection, invalidate) -> StoreUnavailable:
+def _driver_failure(exc: BaseException, dialect, dbapi_connection, invalidate) -> StoreUnavailable | StoreRefused:
     """A driver's error as the store reports it; a lost connection is invalidated first, so
     the pool replaces it, as SQLAlchemy's own path would."""
     if dialect.is_disconnect(exc, dbapi_connection, None):
         invalidate(exc)
-    return StoreUnavailable(_describe_driver_error(exc))
+        return StoreUnavailable(_describe_driver_error(exc))
+    return _classified(exc, dialect.loaded_dbapi)
+
+
+# SQLite's refusals of a value or a constraint (sqlite3 calls all constraints
+# IntegrityError, a trigger's RAISE included, which is an operator's switch, not the input).
+_SQLITE_REFUSALS = frozenset({
+    "SQLITE_TOOBIG", "SQLITE_MISMATCH", "SQLITE_CONSTRAINT_CHECK", "SQLITE_CONSTRAINT_DATATYPE",
+    "SQLITE_CONSTRAINT_FOREIGNKEY", "SQLITE_CONSTRAINT_NOTNULL", "SQLITE_CONSTRAINT_PRIMARYKEY",
+    "SQLITE_CONSTRAINT_UNIQUE"})
+
+
+def _classified(error: BaseException, dbapi) -> StoreUnavailable | StoreRefused:
+    """The one rule telling a refusal from an outage. The database refused the values it
+    was given (DB-API DataError: too long, out of range, a NUL; IntegrityError: a
+    constraint, the event log's dedupe being an ON CONFLICT, never an error): retrying
+    cannot help. Anything else (a lost connection, a timeout, a deadlock, a full disk)
+    may pass, and is an outage."""
+    refused = isinstance(error, (dbapi.DataError, dbapi.IntegrityError))
+    sqlite_name = getattr(error, "sqlite_errorname", None)
+    if refused and sqlite_name is not None:
+        refused = sqlite_name in _SQLITE_REFUSALS
+    return (StoreRefused if refused else StoreUnavailable)(_describe_driver_error(error))
 
 
 def _describe_driver_error(error: BaseException) -> str:
@@ -468,7 +491,8 @@ class _SqlTransaction(Transaction):
         rows = [_subscription_row(s, now) for s in subscriptions]
         if rows and self.d is not None:
             self._send(self.d.upsert_subscription, many=[
-                {**row, "entitlement_names": _jsonb(row["entitlement_names"])} for row in rows])
+                {**row, "entitlement_names": _jsonb(row["entitlement_names"]),
+                 "revocations": _jsonb(row["revocations"])} for row in rows])
         elif rows:  # several rows: one multi-row INSERT (see statements._upsert)
             self._execute(self.q.upsert_subscription, rows)
 
@@ -523,6 +547,9 @@ class _SqlTransaction(Transaction):
             self._upsert(t.identities, values, ["source", "account"])
             return user_sub
         return held.user_sub
+
+    def lock_accounts(self, accounts: list[tuple[str, str]]) -> None:
+        self._advisory_locks(_ACCOUNT_LOCK, sorted({f"{source}:{account}" for source, account in accounts}))
 
     # Entitlements.
     def lock_users(self, user_subs: list[str]) -> None:
@@ -609,7 +636,7 @@ def _grant_row(user_sub: str, g: Grant, now: datetime) -> dict[str, Any]:
 
 
 def _subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any]:
-    s = subscription.snapshot
+    s = subscription.latest
     return {
         "source": s.source, "key": s.key, "user_sub": subscription.owner,
         "owner_as_of": subscription.owner_as_of, "account": s.account,
@@ -617,8 +644,24 @@ def _subscription_row(subscription: Subscription, now: datetime) -> dict[str, An
         "product_id": s.product_id, "status": s.status.value, "raw_status": s.raw_status,
         "expires_at": s.expires_at, "will_renew": s.will_renew, "environment": s.environment,
         "entitlement_names": list(s.entitlements) if s.entitlements is not None else None,
+        "revocations": _revocations_json(subscription.revocations),
         "as_of": s.as_of, "updated_at": now,
     }
+
+
+def _revocations_json(revocations: Revocations) -> dict | None:
+    if revocations == NO_REVOCATIONS:
+        return None
+    return {"taken": sorted([cause, end.isoformat() if end else None] for cause, end in revocations.taken),
+            "given_back": sorted(revocations.given_back)}
+
+
+def _revocations(value: dict | None) -> Revocations:
+    if not value:
+        return NO_REVOCATIONS
+    return Revocations(
+        frozenset((cause, _utc(datetime.fromisoformat(end)) if end else None) for cause, end in value["taken"]),
+        frozenset(value["given_back"]))
 
 
 def _subscription(row) -> Subscription | None:
@@ -632,4 +675,4 @@ def _subscription(row) -> Subscription | None:
         raw_status=row.raw_status, entitlements=tuple(names) if names is not None else None,
     )
     return Subscription(snapshot, owner=row.user_sub, owner_as_of=_utc(row.owner_as_of),
-                        account_as_of=_utc(row.account_as_of))
+                        account_as_of=_utc(row.account_as_of), revocations=_revocations(row.revocations))

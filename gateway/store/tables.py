@@ -47,6 +47,8 @@ subscriptions = sa.Table(
     sa.Column("will_renew", sa.Boolean(), nullable=False),
     sa.Column("environment", sa.String(32), nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
+    # What refunds and chargebacks took back (``domain.model.Revocations``); NULL: nothing.
+    sa.Column("revocations", Json, nullable=True),
     sa.Column("as_of", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.Index("ix_subscriptions_source_account", "source", "account"),

@@ -5,13 +5,13 @@ import marshmallow as ma
 from flask import request
 
 from gateway.errors import Malformed
+from gateway.providers import wire
 
 
 def load_body(schema: ma.Schema, code: str) -> dict:
     """The validated body; ``400 {"error": code}`` naming each bad field otherwise."""
-    document = request.get_json(silent=True, force=True)
-    if not isinstance(document, dict):
-        raise Malformed("the body must be a JSON object", code=code)
+    # Not request.get_json: it lets json's RecursionError (deep nesting) through as a 500.
+    document = wire.parse_object(request.get_data(cache=False), code=code)
     try:
         return schema.load(document)
     except ma.ValidationError as exc:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import Blueprint, current_app, jsonify, request
 
+from gateway.checkout import Checkout
 from gateway.errors import Malformed, NotConfigured
-from gateway.ingest import utcnow
-from gateway.providers import stripe_checkout
 from gateway.web.bodies import load_body
 
 bp = Blueprint("checkout", __name__)
@@ -31,13 +30,8 @@ class PortalBody(ma.Schema):
     return_url = ma.fields.Url(**_URL)
 
 
-def _checkout() -> stripe_checkout.StripeCheckout:
-    """Built once per app, on first use: only these two views need it."""
-    services = current_app.extensions["gateway"]
-    if "gateway.stripe_checkout" not in current_app.extensions:
-        current_app.extensions["gateway.stripe_checkout"] = stripe_checkout.build(
-            services.settings, services.store, services.catalog, utcnow)
-    checkout = current_app.extensions["gateway.stripe_checkout"]
+def _checkout() -> Checkout:
+    checkout = current_app.extensions["gateway"].checkout  # built once, by create_app
     if checkout is None:
         raise NotConfigured("Stripe is not configured (STRIPE_API_KEY)", code="stripe_not_configured")
     return checkout

@@ -7,6 +7,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from gateway.errors import GatewayError
+from gateway.store.port import StoreRefused
 
 log = logging.getLogger("gateway.web")
 
@@ -23,6 +24,13 @@ def register_error_handlers(app: Flask) -> None:
     def _known(error: GatewayError):
         body = {"error": error.code, "message": error.message}
         return jsonify(body), error.status
+
+    @app.errorhandler(StoreRefused)
+    def _refused(error: StoreRefused):
+        # The database refused the request's values for good (too long, out of range): the
+        # input caused it, and a 503 would have the caller retry what cannot succeed.
+        log.warning("the database refused a request's values", extra={"fields": {"error": str(error)[:300]}})
+        return jsonify({"error": "store_refused", "message": "the database refused a value of this request"}), 400
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.support.servers import write_body
+from devtools.servers import write_body
 
 
 class FakeGateway:

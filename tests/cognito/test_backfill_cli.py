@@ -29,3 +29,17 @@ def test_backfill_links_every_confirmed_user_once(make_app, user_pool, stripe_ap
 def test_backfill_needs_a_stripe_key(make_app, user_pool):
     result = run(make_app(), "--user-pool-id", user_pool.id)
     assert result.exit_code != 0 and "STRIPE_API_KEY" in result.output
+
+
+def test_the_attribute_comes_from_the_settings(make_app, aws_mock, stripe_api):
+    import boto3
+
+    from tests.cognito.conftest import REGION, UserPool
+
+    pool = UserPool(boto3.client("cognito-idp", region_name=REGION), attribute="billing_id")
+    pool.add_user("alice@example.com")
+    app = make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url,
+                   COGNITO_STRIPE_ATTRIBUTE="custom:billing_id")  # read once, into the settings
+    result = run(app, "--user-pool-id", pool.id)
+    assert result.exit_code == 0, result.output
+    assert pool.attributes("alice@example.com")["custom:billing_id"] == stripe_api.customers[0]["id"]

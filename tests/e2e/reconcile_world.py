@@ -9,15 +9,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devtools import revenuecat as rc
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import BUNDLE_ID, AppStore
+from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY
 from tests.fakes.apple_api import FakeAppStoreServerApi
 from tests.fakes.revenuecat_api import FakeRevenueCat
-from tests.support import revenuecat as rc
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import BUNDLE_ID, AppStore
 from tests.support.google_gateway import _play_server, play, push_signer  # noqa: F401 (fixtures)
 from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
-from tests.support.stripe_signing import new_secret, signed
 
 ISSUER, KEY_ID = "57246542-96fe-1a63-e053-0824d011072a", "2X9R4HXF34"
 STRIPE_SECRET = new_secret()

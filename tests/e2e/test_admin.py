@@ -6,9 +6,9 @@ from datetime import timedelta, timezone
 
 import pytest
 
+from devtools import revenuecat as rc
 from gateway.config import ConfigError, from_env
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 
 PASSWORD = "correct horse battery staple"
 SECRET_KEY = "s" * 40
@@ -171,8 +171,8 @@ def test_the_cookie_secure_setting_is_checked_and_can_force_secure(make_app):
 
 
 def test_an_apple_delivery_shows_its_decoded_notification(make_app, tmp_path):
-    from tests.support.apple_pki import mint_chain
-    from tests.support.apple_store import AppStore
+    from devtools.apple_pki import mint_chain
+    from devtools.apple_store import AppStore
 
     chain = mint_chain()
     apple = AppStore(chain)

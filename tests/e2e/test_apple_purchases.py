@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore, now
 from tests.e2e.conftest import API_KEY
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore, now
 
 ALICE, BOB = str(uuid.uuid4()), str(uuid.uuid4())
 

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
+from devtools.apple_ocsp import OcspResponder
+from devtools.apple_pki import LEAF_OID, mint_chain
+from devtools.apple_store import AppStore
 from gateway.config import ConfigError
 from tests.e2e.conftest import API_KEY, count_events
-from tests.fakes.apple_ocsp import OcspResponder
-from tests.support.apple_pki import LEAF_OID, mint_chain
-from tests.support.apple_store import AppStore
 
 USER = str(uuid.uuid4())
 

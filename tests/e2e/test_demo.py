@@ -1,5 +1,5 @@
-"""The local demo: ``demo serve`` (what ``make demo`` runs) in a subprocess, then every
-scenario of every source sent with ``demo send`` and read back as the app would."""
+"""The local demo: ``python -m devtools serve`` (what ``make demo`` runs) in a subprocess, then
+every scenario of every source sent with ``send`` and read back as the app would."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from gateway.demo.cli import demo_group
+from devtools.cli import demo_group
 from tests.support.procfile import ROOT, free_port
 
 APPLE_USER = "5b0e9a44-0d5c-4c4f-8f0b-6d6a3c0f7e21"
@@ -25,7 +25,7 @@ def demo(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
     port = free_port()
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "demo", "serve", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "devtools", "serve", "--port", str(port),
                                "--directory", str(directory)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -116,7 +116,7 @@ def test_send_without_a_running_demo_says_how_to_start_it(tmp_path):
 
 
 def test_credentials_are_never_readable_by_others_even_while_written(tmp_path):
-    from gateway.demo.credentials import load_or_mint
+    from devtools.credentials import load_or_mint
 
     previous = os.umask(0o022)  # what most shells set: files 0644 unless told otherwise
     try:

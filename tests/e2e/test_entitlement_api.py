@@ -8,8 +8,8 @@ import time
 import jwt
 import pytest
 
+from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 
 
 @pytest.fixture

@@ -2,18 +2,22 @@
 what it may not. On the test database (SQLite, or PostgreSQL under TEST_DATABASE)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+from devtools import revenuecat as rc
 from gateway.domain.entitlements import Grant
 from gateway.domain.model import Status
 from gateway.store.cache import CachedEntitlements
 from gateway.store.sql import SqlStore, make_engine
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 
 NOW = datetime.now(timezone.utc)
 
@@ -213,26 +217,63 @@ def test_through_the_api_another_workers_refund_is_seen_within_the_seconds(make_
     assert api(worker_b, "user-1")["is_premium"] is False  # ...for at most the configured second
 
 
-def test_under_gunicorn_every_worker_shows_a_refund_within_the_seconds(database_url):
+def reads_by_worker(metrics_dir: Path) -> dict[int, float]:
+    """Entitlement reads each gunicorn worker has answered, by its pid. In prometheus_client's
+    multiprocess mode every worker writes its own samples to ``counter_<pid>.db`` in
+    PROMETHEUS_MULTIPROC_DIR; read alone, one such file is one worker's count."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts = {}
+    for path in metrics_dir.glob("counter_*.db"):
+        with tempfile.TemporaryDirectory() as alone:
+            shutil.copy(path, alone)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=alone)
+            counts[int(path.stem.rsplit("_", 1)[1])] = registry.get_sample_value(
+                "gateway_entitlement_reads_total", {"endpoint": "user", "result": "ok"}) or 0.0
+    return counts
+
+
+def test_under_gunicorn_every_worker_shows_a_refund_within_the_seconds(database_url, tmp_path):
     from tests.e2e.test_procfile_server import call
     from tests.support.procfile import serve
 
+    metrics_dir = tmp_path / "metrics"  # inspected below: which worker answered which reads
+    metrics_dir.mkdir()
     env = {"DATABASE_URL": database_url, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, "GATEWAY_API_KEYS": API_KEY,
-           "LOG_LEVEL": "WARNING", "ENTITLEMENT_CACHE_SECONDS": "1"}
+           "LOG_LEVEL": "WARNING", "ENTITLEMENT_CACHE_SECONDS": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     webhook = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
     read = {"Authorization": f"Bearer {API_KEY}"}
     now_ms = int(time.time() * 1000)
     with serve(env, workers=2) as (url, _process):
         port = int(url.rsplit(":", 1)[1])
 
-        def premium_each_read(n=20):  # a new connection each: the kernel spreads them over the workers
-            return {call(port, "GET", "/v1/users/gunicorn-user/entitlements", headers=read)[1]["is_premium"]
-                    for _ in range(n)}
+        def premium_each_read(seconds=30, together=8):
+            """Every answer of reads made on a new connection each, ``together`` at once, until
+            two workers have answered some (or ``seconds`` have passed); and the pids of the
+            workers that did. A worker may still be booting when the first one answers, and one
+            by one, the worker that has just answered tends to accept the next connection too."""
+            before, answers, answered = reads_by_worker(metrics_dir), set(), set()
+            deadline = time.monotonic() + seconds
+            with ThreadPoolExecutor(together) as pool:
+                while len(answered) < 2 and time.monotonic() < deadline:
+                    answers |= set(pool.map(lambda _: call(port, "GET", "/v1/users/gunicorn-user/entitlements",
+                                                            headers=read)[1]["is_premium"], range(together)))
+                    answered = {pid for pid, count in reads_by_worker(metrics_dir).items()
+                                if count > before.get(pid, 0)}
+            return answers, answered
 
         call(port, "POST", "/webhooks/revenuecat", rc.body(rc.event("INITIAL_PURCHASE", "gunicorn-user",
                                                                        at_ms=now_ms)), webhook)
-        assert premium_each_read() == {True}  # and now cached in the workers that answered
+        premium, cached_in = premium_each_read()
+        assert premium == {True}  # and now cached in the workers that answered
+        assert len(cached_in) >= 2, f"only worker {cached_in} answered: one cache would be put to the test"
         refund = rc.event("CANCELLATION", "gunicorn-user", at_ms=now_ms + 1, cancel_reason="CUSTOMER_SUPPORT")
         assert call(port, "POST", "/webhooks/revenuecat", rc.body(refund), webhook)[0] == 200
         time.sleep(1.1)
-        assert premium_each_read() == {False}
+        premium, answered = premium_each_read()
+        assert premium == {False}
+    # The proof that the cache of more than one process was put to the test: at least two
+    # workers answered the grant before the refund, and the refund after it.
+    assert len(cached_in & answered) >= 2, f"workers that cached the grant {cached_in}, that answered after {answered}"

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from devtools import revenuecat as rc
 from gateway.jobs import retry
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 
 
 @pytest.fixture

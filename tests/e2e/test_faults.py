@@ -7,15 +7,15 @@ import signal
 import threading
 import time
 
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.google_pubsub import subscription
+from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY, count_events
 from tests.e2e.gunicorn_world import Gunicorn
-from tests.support import revenuecat as rc
-from tests.support import stripe_objects as so
 from tests.support.google_gateway import _play_server, google, play, push_signer  # noqa: F401 (fixtures)
-from tests.support.google_pubsub import subscription
 from tests.support.stripe_gateway import stripe_server  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
-from tests.support.stripe_signing import new_secret, signed
 
 RC_HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 

@@ -1,29 +1,34 @@
-"""Fuzzing POST /webhooks/<source> through the WSGI app: arbitrary bytes and headers, and
-near-valid deliveries (a valid signature over junk, valid JSON with wrong types). The
-gateway never answers 500, and nothing is stored without valid authentication."""
+"""Fuzzing POST /webhooks/<source> through the WSGI app: arbitrary bytes and headers,
+near-valid deliveries (a valid signature over junk, valid JSON with wrong types), and
+validly authenticated deliveries carrying hostile JSON (deep nesting, NaN, huge numbers)
+or hostile values in the fields that reach a column or a datetime. The gateway never
+answers 500, nothing is stored without valid authentication, a refusal stores nothing,
+and nothing is stored that PostgreSQL would refuse and SQLite keep."""
 from __future__ import annotations
 
+import base64
 import json
-import os
+import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools import revenuecat as rc
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore
+from devtools.google_pubsub import envelope, subscription
+from devtools.stripe_objects import customer
+from devtools.stripe_objects import event as stripe_event
+from devtools.stripe_signing import new_secret, signed
+from tests.e2e import fuzzing as fz
 from tests.e2e.conftest import API_KEY, count_events
-from tests.support import revenuecat as rc
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore
 from tests.support.google_gateway import _play_server, play, push_signer  # noqa: F401 (fixtures)
-from tests.support.google_pubsub import envelope, subscription
-from tests.support.stripe_objects import event as stripe_event
-from tests.support.stripe_objects import customer
-from tests.support.stripe_signing import new_secret, signed
 
 SECRET = new_secret()
 SOURCES = ("stripe", "apple", "google", "revenuecat")
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-NEAR = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "30")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = fz.FUZZ
+NEAR = settings(fz.FUZZ, max_examples=max(30, fz.EXAMPLES // 4))
 
 printable = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200)
 headers = st.dictionaries(st.sampled_from(["Authorization", "Stripe-Signature", "Content-Type", "X-Other"]),
@@ -161,3 +166,259 @@ def test_authenticated_google_pushes_with_wrong_types_never_500(app, push_signer
     push["message"] = mutated(push["message"], data)
     body = json.dumps(mutated(push, data) if data.draw(st.booleans()) else push).encode()
     assert_answered(app, post(app, "google", body, push_signer.headers()), before)
+
+
+# Validly authenticated deliveries carrying hostile JSON or hostile field values ------------
+
+def leaf_paths(value, prefix: tuple = (), depth: int = 6) -> list[tuple]:
+    """The path of every value in a document (containers included), for a mutation to pick."""
+    paths = [prefix] if prefix else []
+    if depth and isinstance(value, dict):
+        for name, inner in value.items():
+            paths += leaf_paths(inner, prefix + (name,), depth - 1)
+    elif depth and isinstance(value, list):
+        for index, inner in enumerate(value):
+            paths += leaf_paths(inner, prefix + (index,), depth - 1)
+    return paths
+
+
+def put(document, path: tuple, value):
+    """``document`` with ``value`` at ``path``; the field dropped when ``value`` is DROP."""
+    copy = json.loads(json.dumps(document))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    if value is DROP:
+        target.pop(path[-1]) if isinstance(target, dict) else target.__setitem__(path[-1], None)
+    else:
+        target[path[-1]] = value
+    return copy
+
+
+DROP = object()
+hostile_or_drop = fz.hostile | st.just(DROP)
+
+
+def rc_document(data) -> dict:
+    kind = data.draw(st.sampled_from(["INITIAL_PURCHASE", "RENEWAL", "CANCELLATION", "BILLING_ISSUE",
+                                      "EXPIRATION", "TRANSFER", "TEST"]), label="kind")
+    user = f"fuzz-{uuid.uuid4()}"
+    evt = rc.transfer([user], ["fuzz-other"]) if kind == "TRANSFER" else \
+        rc.event(kind, user=user, transaction=str(uuid.uuid4().int)[:12])
+    return {"api_version": "1.0", "event": evt}
+
+
+def stripe_document(data) -> dict:
+    from devtools import stripe_objects as so
+
+    customer_id, sub_id = so.new_id("cus"), so.new_id("sub")
+    kind = data.draw(st.sampled_from(["customer.subscription.updated", "customer.subscription.deleted",
+                                      "customer.updated", "checkout.session.completed", "invoice.paid",
+                                      "charge.refunded", "product.created"]), label="kind")
+    shape = data.draw(st.sampled_from(so.SHAPES), label="shape")
+    if kind.startswith("customer.subscription"):
+        obj = so.subscription(shape, sub_id=sub_id, customer=customer_id, cognito_sub=str(uuid.uuid4()))
+    elif kind == "customer.updated":
+        obj = customer(customer_id=customer_id, cognito_sub=str(uuid.uuid4()))
+    elif kind == "checkout.session.completed":
+        obj = so.checkout_session(session_id=so.new_id("cs"), customer=customer_id, subscription_id=sub_id,
+                                  client_reference_id=str(uuid.uuid4()))
+    elif kind == "invoice.paid":
+        obj = so.invoice(shape, invoice_id=so.new_id("in"), customer=customer_id, subscription_id=sub_id)
+    else:
+        obj = {"id": so.new_id("obj"), "object": kind.split(".")[0]}
+    return stripe_event(kind, obj, shape=shape)
+
+
+def send_stripe(app, document: dict | bytes):
+    text = document.decode() if isinstance(document, bytes) else json.dumps(document)
+    return post(app, "stripe", *signed(text, SECRET))
+
+
+def send_revenuecat(app, document: dict | bytes):
+    body = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return post(app, "revenuecat", body, {"Authorization": rc.AUTH, "Content-Type": "application/json"})
+
+
+@NEAR
+@given(data=st.data())
+def test_revenuecat_events_with_hostile_fields_are_refused_unstored_or_fit_every_column(app, data):
+    document = rc_document(data)
+    path = data.draw(st.sampled_from(leaf_paths(document)), label="path")
+    before = fz.state(app)
+    fz.check_answer(app, send_revenuecat(app, put(document, path, data.draw(hostile_or_drop))), before, (200, 400))
+
+
+@NEAR
+@given(data=st.data())
+def test_stripe_events_with_hostile_fields_are_refused_unstored_or_fit_every_column(app, data):
+    document = stripe_document(data)
+    path = data.draw(st.sampled_from(leaf_paths(document)), label="path")
+    before = fz.state(app)
+    fz.check_answer(app, send_stripe(app, put(document, path, data.draw(hostile_or_drop))), before, (200, 400))
+
+
+@NEAR
+@given(data=st.data(), source=st.sampled_from(["revenuecat", "stripe"]))
+def test_authenticated_bodies_holding_json_python_reads_but_json_forbids_are_400(app, data, source):
+    """Deep nesting (json's RecursionError), NaN, Infinity, 1e400, huge integers: spliced as
+    raw text into a delivery that is otherwise valid and correctly authenticated."""
+    document = rc_document(data) if source == "revenuecat" else stripe_document(data)
+    path = data.draw(st.sampled_from(leaf_paths(document)), label="path")
+    raw = data.draw(fz.raw_hostile, label="raw")
+    before = fz.state(app)
+    answer = (send_revenuecat if source == "revenuecat" else send_stripe)(app, fz.splice(document, path, raw))
+    fz.check_answer(app, answer, before, (200, 400))
+
+
+def test_a_thousand_brackets_in_an_authenticated_body_are_400_not_500(app):
+    """The finding behind these tests: json.loads raises RecursionError, not ValueError."""
+    for source, send, document in (("revenuecat", send_revenuecat, {"api_version": "1.0", "event": rc.event("TEST")}),
+                                   ("stripe", send_stripe, stripe_event("customer.updated", customer(customer_id="cus_deep")))):
+        answer = send(app, fz.splice(document, ("deep",), fz.nested(1000)))
+        assert (answer.status_code, answer.get_json()["error"]) == (400, "malformed_json"), source
+    assert count_events(app) == 0
+
+
+def apple_parts(store: AppStore, data) -> dict:
+    original = str(uuid.uuid4().int)[:15]
+    kind = data.draw(st.sampled_from(["DID_RENEW", "SUBSCRIBED", "REFUND", "EXPIRED", "DID_FAIL_TO_RENEW",
+                                      "TEST"]), label="kind")
+    return {"notification": store.notification(kind), "transaction": store.transaction(original, token=str(uuid.uuid4())),
+            "renewal": store.renewal(original)}
+
+
+def apple_body(store: AppStore, parts: dict) -> bytes:
+    notification = {k: v for k, v in parts["notification"].items()}
+    data_part = dict(notification.get("data") or {}) if isinstance(notification.get("data"), dict) else notification.get("data")
+    if isinstance(data_part, dict):
+        data_part["signedTransactionInfo"] = store.chain.sign(parts["transaction"])
+        data_part["signedRenewalInfo"] = store.chain.sign(parts["renewal"])
+        notification["data"] = data_part
+    return store.body(notification)
+
+
+def apple_header(chain) -> bytes:
+    return json.dumps({"alg": "ES256", "x5c": chain.x5c}).encode()
+
+
+@NEAR
+@given(data=st.data())
+def test_signed_apple_notifications_with_hostile_fields_are_refused_unstored_or_fit_every_column(app, chain, data):
+    store = AppStore(chain)
+    parts = apple_parts(store, data)
+    path = data.draw(st.sampled_from(leaf_paths(parts)), label="path")
+    before = fz.state(app)
+    body = apple_body(store, put(parts, path, data.draw(hostile_or_drop)))
+    fz.check_answer(app, post(app, "apple", body, {"Content-Type": "application/json"}), before, (200, 400, 401))
+
+
+@NEAR
+@given(data=st.data(), inner=st.booleans())
+def test_signed_apple_payloads_holding_json_python_reads_but_json_forbids_are_refused(app, chain, data, inner):
+    """The JWS payload itself (of the notification, or of its transaction) is deep or holds
+    NaN: each is really signed by the test's chain, so only the JSON is wrong."""
+    store = AppStore(chain)
+    parts = apple_parts(store, data)
+    raw = data.draw(fz.raw_hostile, label="raw")
+    target = "transaction" if inner else "notification"
+    path = data.draw(st.sampled_from(leaf_paths(parts[target])), label="path")
+    payload = fz.splice(parts[target], path, raw)
+    signed_part = fz.raw_jws(apple_header(chain), payload, chain.leaf.key, "ES256")
+    if inner:
+        notification = store.notification("DID_RENEW")
+        notification["data"]["signedTransactionInfo"] = signed_part
+        body = store.body(notification)
+    else:
+        body = json.dumps({"signedPayload": signed_part}).encode()
+    before = fz.state(app)
+    fz.check_answer(app, post(app, "apple", body, {"Content-Type": "application/json"}), before, (200, 400, 401))
+
+
+@NEAR
+@given(depth=fz.depths, where=st.sampled_from(["header", "payload"]))
+def test_apple_jws_nested_deep_in_header_or_payload_is_refused_unsigned_or_signed(app, chain, depth, where):
+    header, payload = apple_header(chain), json.dumps(AppStore(chain).notification("TEST")).encode()
+    if where == "header":
+        header = header[:-1] + b', "deep": ' + fz.nested(depth) + b"}"
+    else:
+        payload = payload[:-1] + b', "deep": ' + fz.nested(depth) + b"}"
+    body = json.dumps({"signedPayload": fz.raw_jws(header, payload, chain.leaf.key, "ES256")}).encode()
+    before = fz.state(app)
+    fz.check_answer(app, post(app, "apple", body, {}), before, (200, 400, 401))
+
+
+def google_parts(data, play) -> dict:
+    from devtools import google_pubsub as rtdn
+
+    token = f"token-fuzz-{uuid.uuid4()}"
+    if data.draw(st.booleans(), label="known to Play"):
+        play.subscribe(token, user=str(uuid.uuid4()))
+    kind = data.draw(st.sampled_from(["subscription", "voided", "one_time", "test"]), label="kind")
+    notification = {"subscription": lambda: rtdn.subscription(token), "voided": lambda: rtdn.voided(token),
+                    "one_time": lambda: rtdn.one_time(token), "test": rtdn.console_test}[kind]()
+    return {"push": json.loads(envelope(notification)), "notification": notification}
+
+
+def google_body(parts: dict, notification: bytes | None = None) -> bytes:
+    push = parts["push"]
+    if isinstance(push, dict) and isinstance(push.get("message"), dict):
+        raw = notification if notification is not None else json.dumps(parts["notification"]).encode()
+        push = {**push, "message": {**push["message"], "data": base64.b64encode(raw).decode()}}
+    return json.dumps(push).encode()
+
+
+@NEAR
+@given(data=st.data())
+def test_authenticated_google_pushes_with_hostile_fields_are_refused_unstored_or_fit_every_column(
+        app, push_signer, play, data):
+    parts = google_parts(data, play)
+    paths = [p for p in leaf_paths(parts) if p[:3] != ("push", "message", "data")]
+    path = data.draw(st.sampled_from(paths), label="path")
+    before = fz.state(app)
+    body = google_body(put(parts, path, data.draw(hostile_or_drop)))
+    fz.check_answer(app, post(app, "google", body, push_signer.headers()), before, (200, 400))
+
+
+@NEAR
+@given(data=st.data(), in_data=st.booleans())
+def test_authenticated_google_pushes_holding_json_python_reads_but_json_forbids_are_400(
+        app, push_signer, play, data, in_data):
+    parts = google_parts(data, play)
+    raw = data.draw(fz.raw_hostile, label="raw")
+    if in_data:  # inside the base64 DeveloperNotification
+        path = data.draw(st.sampled_from(leaf_paths(parts["notification"])), label="path")
+        body = google_body(parts, fz.splice(parts["notification"], path, raw))
+    else:  # in the Pub/Sub envelope
+        path = data.draw(st.sampled_from([p for p in leaf_paths(parts["push"]) if p[:2] != ("message", "data")]))
+        body = fz.splice(json.loads(google_body(parts)), path, raw)
+    before = fz.state(app)
+    fz.check_answer(app, post(app, "google", body, push_signer.headers()), before, (200, 400))
+
+
+@FUZZ
+@given(data=st.data())
+def test_google_push_tokens_garbled_deep_or_signed_with_hostile_claims_never_500(app, push_signer, data):
+    """The push token is parsed before its signature is checked: garbage in the shape of a
+    JWT, deep JSON in its header or claims (signed with the real key), hostile claims."""
+    from devtools import google_pubsub as rtdn
+
+    kind = data.draw(st.sampled_from(["garbage", "deep", "claims"]), label="kind")
+    key = push_signer.keys[push_signer.kid][0]
+    if kind == "garbage":
+        token = data.draw(fz.token_garbage, label="token")
+    elif kind == "deep":
+        depth = data.draw(fz.depths, label="depth")
+        header = {"kid": push_signer.kid}
+        payload = b'{"iss":"https://accounts.google.com","deep":' + fz.nested(depth) + b"}"
+        if data.draw(st.booleans(), label="in header"):
+            header = b'{"alg":"RS256","kid":"' + push_signer.kid.encode() + b'","deep":' + fz.nested(depth) + b"}"
+            payload = b"{}"
+        token = fz.raw_jwt(header, payload, key, "RS256")
+    else:
+        claim = data.draw(st.sampled_from(["aud", "email", "email_verified", "exp", "iat", "iss", "sub", "azp"]))
+        token = push_signer.token(**{claim: data.draw(fz.hostile, label="value")})
+    before = fz.state(app)
+    body = envelope(rtdn.console_test())
+    scheme = data.draw(st.sampled_from(["Bearer ", "bearer ", "", "Basic "]), label="scheme")
+    fz.check_answer(app, post(app, "google", body, {"Authorization": scheme + token}), before, (200, 400, 401))

@@ -1,7 +1,7 @@
 """POST /v1/purchases/google, ownership by linkedPurchaseToken, and the service account."""
 from __future__ import annotations
 
-from tests.support import google_pubsub as rtdn
+from devtools import google_pubsub as rtdn
 from tests.support.google_gateway import API_KEY, _play_server, google, play, push_signer  # noqa: F401
 
 ALICE, BOB = "a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"

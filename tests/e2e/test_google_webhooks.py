@@ -5,9 +5,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support import google_pubsub as rtdn
+from devtools import google_pubsub as rtdn
+from devtools.google_play import ORDER
+from devtools.google_pubsub import mint_key
 from tests.support.google_gateway import _play_server, google, play, push_signer  # noqa: F401
-from tests.support.google_pubsub import mint_key
 
 USER = "8d1f4e0a-1111-4c4c-9999-0123456789ab"
 
@@ -158,9 +159,40 @@ def test_a_token_google_does_not_know_is_ignored(google):
 def test_a_voided_subscription_is_revoked(google):
     google.play.subscribe("tok-v", user=USER)
     google.push(rtdn.subscription("tok-v", 4))
+    google.play.void("tok-v")
     assert google.push(rtdn.voided("tok-v", product_type=1, refund_type=1)).get_json() == {"status": "processed"}
     premium = google.premium(USER)
     assert (premium["status"], premium["active"], premium["product_id"]) == ("revoked", False, "premium_monthly")
+    # Play goes on showing the voided period as active: a later notification of it does not give it back.
+    assert google.push(rtdn.subscription("tok-v", 2)).get_json() == {"status": "processed"}
+    assert google.premium(USER)["status"] == "revoked"
+
+
+def test_a_renewal_into_a_new_period_after_a_void_grants_again(google):
+    google.play.subscribe("tok-vr", user=USER)
+    google.push(rtdn.subscription("tok-vr", 4))
+    google.play.void("tok-vr")
+    google.push(rtdn.voided("tok-vr"))
+    google.play.subscribe("tok-vr", user=USER, days=60, order=f"{ORDER}..0")
+    google.push(rtdn.subscription("tok-vr", 2))
+    assert google.premium(USER)["active"] is True
+
+
+def test_a_void_of_an_older_renewal_order_leaves_the_current_period(google):
+    google.play.subscribe("tok-old", user=USER, order=f"{ORDER}..1")
+    google.push(rtdn.subscription("tok-old", 2))
+    google.play.void("tok-old", ORDER)  # the first period's order, long renewed
+    assert google.push(rtdn.voided("tok-old")).get_json() == {"status": "processed"}
+    assert google.premium(USER)["active"] is True
+
+
+def test_a_void_play_does_not_list_revokes_nothing(google):
+    google.play.subscribe("tok-f", user=USER)
+    google.push(rtdn.subscription("tok-f", 4))
+    google.play.void("tok-other")  # a real void, of another purchase
+    assert google.push(rtdn.voided("tok-f"), message_id="m-forged").get_json() == {"status": "ignored"}
+    assert "do not list" in google.event("m-forged").last_error
+    assert google.premium(USER)["active"] is True
 
 
 @pytest.mark.parametrize("notification", [

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore, now
+from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
-from tests.support import stripe_objects as so
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore, now
-from tests.support.stripe_signing import new_secret, signed
 
 USER = str(uuid.uuid4())
 STRIPE_SECRET = new_secret()

@@ -9,14 +9,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import revenuecat as rc
-from tests.support import stripe_objects as so
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore
-from tests.support.google_play import ACCESS_TOKEN, FakePlay
-from tests.support.google_pubsub import PushSigner, envelope, subscription
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore
+from devtools.google_play import ACCESS_TOKEN, FakePlay
+from devtools.google_pubsub import PushSigner, envelope, subscription
+from devtools.stripe_signing import generate_header, new_secret
 from tests.support.procfile import serve
-from tests.support.stripe_signing import generate_header, new_secret
 
 RC_SECRET = "Bearer rc-log-secret-6f1d0c2b9e"
 API_KEY = "gk_log_secret_4b7e1f9a0c3d5e7f"

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 from tests.support.procfile import serve
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}

@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
 
+from devtools import revenuecat as rc
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore
+from devtools.google_pubsub import PushSigner
+from devtools.stripe_signing import new_secret
 from gateway.web import schemas
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore
-from tests.support.google_pubsub import PushSigner
-from tests.support.stripe_signing import new_secret
 
 # Per operation, bounded so the whole fuzz stays well under a minute.
 EXAMPLES = 30

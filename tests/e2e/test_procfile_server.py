@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY
-from tests.support import revenuecat as rc
 from tests.support.procfile import serve
 
 

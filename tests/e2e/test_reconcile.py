@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.apple_store import ms, now
+from devtools.google_pubsub import envelope, subscription, voided
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import new_user, soon
-from tests.support import revenuecat as rc
-from tests.support import stripe_objects as so
-from tests.support.apple_store import ms, now
-from tests.support.google_pubsub import envelope, subscription, voided
 
 PRODUCT = "com.example.premium.monthly"
 
@@ -198,6 +198,7 @@ def test_subscriptions_that_ended_long_ago_are_not_read_again_even_without_an_ow
 def test_a_voided_google_purchase_stays_revoked_while_play_shows_the_same_period(world, play, push_signer):
     user, token = new_user(), "token-voided"
     google_purchase(world, play, push_signer, token, user=user)
+    play.void(token)
     answer = world.client.post("/webhooks/google", data=envelope(voided(token)), headers=push_signer.headers())
     assert answer.get_json() == {"status": "processed"} and world.premium(user)["status"] == "revoked"
     play.purchases[token]["subscriptionState"] = "SUBSCRIPTION_STATE_CANCELED"  # refunded, not revoked in Play

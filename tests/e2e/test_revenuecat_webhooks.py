@@ -9,8 +9,8 @@ import time
 import pytest
 from werkzeug.test import EnvironBuilder
 
+from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY, count_events
-from tests.support import revenuecat as rc
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 NOW_MS = int(time.time() * 1000)

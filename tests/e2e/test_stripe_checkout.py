@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from devtools import stripe_objects as so
+from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY
-from tests.support import stripe_objects as so
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
-from tests.support.stripe_signing import new_secret, signed
 
 USER = "0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"
 SECRET = new_secret()

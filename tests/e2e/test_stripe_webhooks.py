@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+from devtools import stripe_objects as so
+from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY, count_events
-from tests.support import stripe_objects as so
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_scenarios import signup
-from tests.support.stripe_signing import new_secret, signed
 
 OLD_SECRET, SECRET = new_secret(), new_secret()
 

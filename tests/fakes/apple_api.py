@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import jwt
 
-from tests.support.servers import LocalServer
+from devtools.servers import LocalServer
 
 SUBSCRIPTIONS = "/inApps/v1/subscriptions/"
 

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
-from tests.support.servers import LocalServer
+from devtools.servers import LocalServer
 
 API_KEY = "sk_rc_test_reconcile"
 PREFIX = "/v1/subscribers/"

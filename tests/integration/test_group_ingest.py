@@ -13,11 +13,11 @@ import threading
 
 import pytest
 
+from devtools import revenuecat as rc
 from gateway.domain.catalog import Catalog
 from gateway.ingest import Ingest
 from gateway.providers.revenuecat_events import RevenueCatEvents
 from gateway.store.sql import SqlStore, make_engine
-from tests.support import revenuecat as rc
 
 CATALOG = Catalog(products={})
 HEADERS = {"Authorization": rc.AUTH}

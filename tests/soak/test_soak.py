@@ -19,16 +19,16 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from devtools import revenuecat as rc
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore
+from devtools.google_play import FakePlay
+from devtools.google_pubsub import PushSigner
+from devtools.stripe_signing import new_secret
 from tests.soak import wire
 from tests.soak.plan import oracle, plan
-from tests.support import revenuecat as rc
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore
 from tests.fakes.stripe_billing import StripeBilling
-from tests.support.google_play import FakePlay
-from tests.support.google_pubsub import PushSigner
 from tests.support.procfile import serve
-from tests.support.stripe_signing import new_secret
 
 # PostgreSQL is the pass that counts; SQLite (one writer at a time) runs a smaller one.
 DEFAULT = "2000" if os.environ.get("TEST_DATABASE") == "postgresql" else "600"

@@ -7,13 +7,13 @@ import dataclasses
 import json
 from collections.abc import Callable
 
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.apple_store import AppStore, ms
+from devtools.google_play import rfc3339
+from devtools.google_pubsub import envelope, subscription
+from devtools.stripe_signing import signed
 from tests.soak.plan import Spec, final_states
-from tests.support import revenuecat as rc
-from tests.support import stripe_objects as so
-from tests.support.apple_store import AppStore, ms
-from tests.support.google_play import rfc3339
-from tests.support.google_pubsub import envelope, subscription
-from tests.support.stripe_signing import signed
 
 
 @dataclasses.dataclass(frozen=True)

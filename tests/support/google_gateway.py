@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support.google_play import FakePlay
-from tests.support.google_pubsub import PushSigner, envelope
+from devtools.google_play import FakePlay
+from devtools.google_pubsub import PushSigner, envelope
 
 API_KEY = "test-server-key"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from devtools.stripe_signing import new_secret, signed
 from gateway.domain.catalog import parse_catalog
 from gateway.ingest import Ingest
 from gateway.jobs.retry import retry_due
@@ -14,7 +15,6 @@ from gateway.providers.stripe_api import StripeHttpApi
 from gateway.providers.stripe_events import StripeEvents
 from gateway.store.memory import MemoryStore
 from gateway.web.presenters import entitlements_answer
-from tests.support.stripe_signing import new_secret, signed
 
 CATALOG_DOCUMENT = {
     "entitlements": {"premium": {"stripe": ["price_monthly", "price_yearly"]},

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from tests.support import stripe_objects as so
+from devtools import stripe_objects as so
 
 
 @dataclasses.dataclass

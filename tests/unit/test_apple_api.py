@@ -6,11 +6,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore, BUNDLE_ID
 from gateway.config import from_env
 from gateway.providers.apple_api import AppleApiError, AppStoreServerApi, build_api
 from tests.fakes.apple_api import FakeAppStoreServerApi
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore, BUNDLE_ID
 
 ISSUER, KEY_ID = "57246542-96fe-1a63-e053-0824d011072a", "2X9R4HXF34"
 

@@ -8,14 +8,14 @@ from datetime import timedelta
 
 import pytest
 
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore, now
 from gateway.config import from_env
 from gateway.domain.catalog import Catalog
 from gateway.ingest import Ingest
 from gateway.providers.apple_notifications import AppleNotifications, build
 from gateway.providers.unconfigured import Unconfigured
 from gateway.store.memory import MemoryStore
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import AppStore, now
 
 USER = str(uuid.uuid4())
 

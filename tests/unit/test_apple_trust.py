@@ -7,12 +7,12 @@ import time
 
 import pytest
 
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import APP_APPLE_ID, BUNDLE_ID, AppStore
 from gateway.config import ConfigError
 from gateway.errors import Unauthorized
 from gateway.providers.apple_chains import BUNDLED_ROOT, VerifiedChains, load_roots
 from gateway.providers.apple_trust import AppleVerifier
-from tests.support.apple_pki import mint_chain
-from tests.support.apple_store import APP_APPLE_ID, BUNDLE_ID, AppStore
 
 APPLE_ROOT_CA_G3_SHA256 = "63343abfb89a6a03ebb57e9b3f5fa7be7c4f5c756f3017b3a8c488c3653e9179"
 

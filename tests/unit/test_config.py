@@ -1,6 +1,9 @@
 """Settings from the environment: defaults, Heroku URLs, and errors that name the variable."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from gateway.config import ConfigError, from_env
@@ -12,6 +15,13 @@ def test_defaults_need_no_configuration():
     assert settings.max_body_bytes == 1_048_576 and settings.apple_environments == ("Production", "Sandbox")
     assert settings.api_keys == () and settings.cognito_issuer is None
     assert settings.entitlement_cache_seconds == 0  # every read asks the database
+    assert settings.events_stale_after_seconds == 120
+    assert settings.cognito_stripe_attribute == "custom:stripe_customer_id"
+
+
+def test_the_jobs_settings_are_read_with_the_others():
+    settings = from_env({"EVENTS_STALE_AFTER_SECONDS": " 45 ", "COGNITO_STRIPE_ATTRIBUTE": "custom:stripe_id"})
+    assert settings.events_stale_after_seconds == 45 and settings.cognito_stripe_attribute == "custom:stripe_id"
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -49,6 +59,10 @@ def test_cognito_issuer_and_jwks_url_come_from_region_and_pool():
     ({"ENTITLEMENT_CACHE_SECONDS": "-1"}, "ENTITLEMENT_CACHE_SECONDS"),
     ({"ENTITLEMENT_CACHE_SECONDS": "1.5"}, "ENTITLEMENT_CACHE_SECONDS"),
     ({"ENTITLEMENT_CACHE_SECONDS": "301"}, "ENTITLEMENT_CACHE_SECONDS"),
+    ({"EVENTS_STALE_AFTER_SECONDS": "soon"}, "EVENTS_STALE_AFTER_SECONDS"),
+    ({"EVENTS_STALE_AFTER_SECONDS": "0"}, "EVENTS_STALE_AFTER_SECONDS"),
+    ({"EVENTS_STALE_AFTER_SECONDS": "-5"}, "EVENTS_STALE_AFTER_SECONDS"),
+    ({"EVENTS_STALE_AFTER_SECONDS": "2.5"}, "EVENTS_STALE_AFTER_SECONDS"),
 ])
 def test_bad_values_stop_the_start_naming_the_variable(env, variable):
     with pytest.raises(ConfigError, match=variable):
@@ -62,3 +76,16 @@ def test_a_dotenv_file_supplies_what_the_environment_lacks(tmp_path, monkeypatch
     monkeypatch.delenv("GATEWAY_API_KEYS", raising=False)
     settings = from_env()
     assert settings.api_keys == ("from-file",) and settings.max_body_bytes == 4096
+
+
+def test_the_environment_is_read_in_config_only():
+    """Settings are read once at start, here: no module of the app or its jobs reads a variable
+    later. prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself, and gateway/metrics.py
+    follows that reading (a .env file never reaches the library)."""
+    package = Path(__file__).resolve().parents[2] / "gateway"
+    allowed = {package / "config.py", package / "metrics.py"}
+    readers = re.compile(r"\bos\.environ\b|\bgetenv\b|\benviron\.get\b|\benvvar\s*=|auto_envvar_prefix")
+    found = [f"{path.relative_to(package.parent)}:{number}: {line.strip()}"
+             for path in sorted(package.rglob("*.py")) if path not in allowed
+             for number, line in enumerate(path.read_text().splitlines(), 1) if readers.search(line)]
+    assert found == []

@@ -31,6 +31,48 @@ def test_late_renewal_does_not_undo_refund():
     assert absorb(absorb(None, refund), renewal).snapshot.status is Status.REVOKED
 
 
+def fold(*snapshots):
+    current = None
+    for snapshot in snapshots:
+        current = absorb(current, snapshot)
+    return current
+
+
+def test_a_refund_is_final_for_its_period_in_either_order():
+    """A refund decided at 10 s; the store later (20 s) still shows the same period active."""
+    refund = snap(10, expires_at=T0 + timedelta(days=30), revokes="refunded:in_1")
+    later_view = snap(20, expires_at=T0 + timedelta(days=30))
+    for order in ((refund, later_view), (later_view, refund)):
+        merged = fold(*order)
+        assert merged.snapshot.status is Status.REVOKED and merged.snapshot.raw_status.endswith(":refunded")
+        assert merged.latest.as_of == later_view.as_of  # the newest view is kept, its access taken back
+
+
+def test_a_renewal_into_a_later_period_grants_after_a_refund():
+    refund = snap(10, expires_at=T0 + timedelta(days=30), revokes="refunded:in_1")
+    renewal = snap(20, expires_at=T0 + timedelta(days=60))
+    assert fold(renewal, refund).snapshot.status is Status.ACTIVE
+
+
+def test_a_won_dispute_gives_back_only_what_that_dispute_took():
+    period = T0 + timedelta(days=30)
+    dispute = snap(10, expires_at=period, revokes="disputed:dp_1")
+    won = snap(30, expires_at=period, restores="disputed:dp_1")
+    refund = snap(20, expires_at=period, revokes="refunded:in_2")
+    other_won = snap(30, expires_at=period, restores="disputed:dp_old")
+    assert fold(dispute, won).snapshot.status is Status.ACTIVE
+    assert fold(won, dispute).snapshot.status is Status.ACTIVE  # the win delivered first still counts
+    assert fold(dispute, refund, won).snapshot.status is Status.REVOKED
+    assert fold(refund, other_won).snapshot.status is Status.REVOKED
+
+
+def test_a_store_reported_revocation_without_a_newer_period_stays_revoked():
+    refunded = snap(10, Status.REVOKED, expires_at=T0 + timedelta(days=30), revokes="refunded:1000")
+    reversed_ = snap(20, expires_at=T0 + timedelta(days=30), restores="refunded:1000")
+    assert fold(refunded, snap(15, expires_at=T0 + timedelta(days=30))).snapshot.status is Status.REVOKED
+    assert fold(reversed_, refunded).snapshot.status is Status.ACTIVE
+
+
 def test_same_second_ties_resolve_to_the_more_final_state_in_either_order():
     active, expired = snap(5, Status.ACTIVE), snap(5, Status.EXPIRED)
     assert newest([active, expired]) == newest([expired, active]) == expired
@@ -121,6 +163,7 @@ def test_domain_imports_only_the_standard_library():
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import gateway.domain.model, gateway.domain.entitlements, gateway.domain.catalog, gateway.domain.changes\n"
+        "import gateway.domain.events\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -5,14 +5,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devtools import google_pubsub as rtdn
 from gateway.domain.changes import Link
-from gateway.domain.model import Snapshot, Status, Subscription, newest
+from gateway.domain.events import Event
+from gateway.domain.model import Snapshot, Status, Subscription, absorb
 from gateway.errors import Malformed, NotFound, StoreApiError, Unavailable
 from gateway.providers import google_play_messages as messages
 from gateway.providers.google_play_api import PlayApiError, UnknownPurchase
 from gateway.providers.google_play_notifications import GooglePlayNotifications
-from gateway.store.port import Event
-from tests.support import google_pubsub as rtdn
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
 
@@ -21,7 +21,7 @@ class Play:
     """The PlayApi port in memory: purchases by token, acknowledgements recorded."""
 
     def __init__(self, **purchases) -> None:
-        self.purchases, self.acks, self.error = purchases, [], None
+        self.purchases, self.acks, self.error, self.voids = purchases, [], None, []
 
     def subscription(self, package, token):
         if self.error:
@@ -32,6 +32,9 @@ class Play:
 
     def acknowledge_subscription(self, package, product_id, token):
         self.acks.append((package, product_id, token))
+
+    def voided_purchases(self, package, start_ms):
+        return [v for v in self.voids if int(v["voidedTimeMillis"]) >= start_ms]
 
 
 class Lookup:
@@ -94,22 +97,50 @@ def test_a_replacing_purchase_that_names_its_user_needs_no_link():
     assert translation.links == () and translation.snapshots[0].user_sub == "sub-3"
 
 
-def test_a_voided_subscription_is_revoked_as_of_the_void():
-    known = Subscription(Snapshot("google", "tok", NOW, Status.ACTIVE, product_id="premium_monthly"))
-    void_ms = int((NOW + timedelta(minutes=5)).timestamp() * 1000)
-    (snapshot,) = translate(Play(), rtdn.voided("tok", at_ms=void_ms), Lookup(subscriptions={"tok": known})).snapshots
-    assert (snapshot.status, snapshot.product_id, snapshot.raw_status) == (Status.REVOKED, "premium_monthly",
-                                                                         "VOIDED:refundType=1")
-    assert snapshot.as_of == NOW + timedelta(minutes=5)
+ORDER = "GPA.3333-4137-0319-36762"
 
 
-def test_a_void_delivered_after_a_later_fetch_still_revokes():
-    """Stored snapshots are stamped at fetch time, and Play may keep showing the refunded
-    period: a void that Pub/Sub delivers late must not lose to that fetch."""
-    known = Subscription(Snapshot("google", "tok", NOW, Status.ACTIVE, product_id="premium_monthly"))
-    void_ms = int((NOW - timedelta(minutes=1)).timestamp() * 1000)
-    (snapshot,) = translate(Play(), rtdn.voided("tok", at_ms=void_ms), Lookup(subscriptions={"tok": known})).snapshots
-    assert snapshot.as_of == NOW and newest([known.snapshot, snapshot]) is snapshot
+def paid_by(order, state="SUBSCRIPTION_STATE_ACTIVE"):
+    purchase = resource(state, latestOrderId=order)
+    purchase["lineItems"][0]["latestSuccessfulOrderId"] = order
+    return purchase
+
+
+def voided_at(play, token, order, when):
+    play.voids.append({"purchaseToken": token, "orderId": order, "voidedTimeMillis": str(int(when.timestamp() * 1000))})
+
+
+def test_a_void_of_the_order_that_paid_the_current_period_takes_that_period_back():
+    play = Play(tok=paid_by(ORDER))
+    voided_at(play, "tok", ORDER, NOW)
+    (snapshot,) = translate(play, rtdn.voided("tok", at_ms=int(NOW.timestamp() * 1000))).snapshots
+    assert snapshot.revokes == f"voided:{ORDER}" and snapshot.as_of == NOW
+    known = absorb(None, Snapshot("google", "tok", NOW + timedelta(hours=1), Status.ACTIVE,
+                                  expires_at=snapshot.expires_at, account="tok"))
+    assert absorb(known, snapshot).snapshot.status is Status.REVOKED
+
+
+def test_a_void_of_an_older_renewal_order_leaves_the_current_period_standing():
+    play = Play(tok=paid_by(f"{ORDER}..1"))
+    voided_at(play, "tok", ORDER, NOW)
+    (snapshot,) = translate(play, rtdn.voided("tok", at_ms=int(NOW.timestamp() * 1000))).snapshots
+    assert snapshot.revokes is None and snapshot.status is Status.ACTIVE
+
+
+@pytest.mark.parametrize("listed", [None, ("other-token", ORDER), ("tok", f"{ORDER}..0")])
+def test_a_void_play_does_not_list_for_that_token_and_order_changes_nothing(listed):
+    play = Play(tok=paid_by(ORDER))
+    if listed:
+        voided_at(play, *listed, NOW)
+    translation = translate(play, rtdn.voided("tok", at_ms=int(NOW.timestamp() * 1000)))
+    assert translation.is_empty and "do not list" in translation.ignored_reason
+
+
+def test_a_void_cannot_be_confirmed_while_play_is_down_so_it_is_retried():
+    play = Play(tok=paid_by(ORDER))
+    play.voided_purchases = lambda package, start_ms: (_ for _ in ()).throw(PlayApiError("down", 503))
+    with pytest.raises(StoreApiError):
+        translate(play, rtdn.voided("tok", at_ms=int(NOW.timestamp() * 1000)))
 
 
 def test_a_token_google_does_not_know_is_ignored_and_other_failures_propagate():

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from devtools.google_pubsub import AUDIENCE, SERVICE_ACCOUNT, PushSigner
 from gateway.errors import Unauthorized, Unavailable
 from gateway.providers.google_push_auth import CertificateCache, PushTokenVerifier, max_age
-from tests.support.google_pubsub import AUDIENCE, SERVICE_ACCOUNT, PushSigner
 
 
 class Clock:

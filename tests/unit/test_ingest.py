@@ -7,13 +7,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devtools import revenuecat as rc
 from gateway.domain.catalog import Catalog
 from gateway.errors import Malformed, StoreApiError, Unavailable
 from gateway.ingest import Ingest
 from gateway.jobs.retry import retry_due
 from gateway.providers.revenuecat_events import RevenueCatEvents
 from gateway.store.memory import MemoryStore
-from tests.support import revenuecat as rc
 
 HEADERS = {"Authorization": rc.AUTH}
 

@@ -5,12 +5,12 @@ from datetime import datetime, timezone
 
 import pytest
 
+from devtools import revenuecat as rc
 from gateway.domain.catalog import Catalog, parse_catalog
+from gateway.domain.events import Event
 from gateway.domain.model import Status
 from gateway.errors import Malformed, NotConfigured, Unauthorized
 from gateway.providers.revenuecat_events import RevenueCatEvents
-from gateway.store.port import Event
-from tests.support import revenuecat as rc
 
 CATALOG = parse_catalog({"entitlements": {"premium": {"revenuecat": ["pro"]}}, "default": "premium"})
 SOURCE = RevenueCatEvents((rc.AUTH, "Bearer next-secret"), CATALOG)

@@ -8,17 +8,17 @@ from datetime import datetime, timezone
 
 import pytest
 
+from devtools import stripe_objects as so
+from devtools.stripe_signing import generate_header, new_secret, signed
 from gateway.domain.changes import Link
+from gateway.domain.events import Event
 from gateway.domain.model import Status
 from gateway.errors import Malformed, NotConfigured, StoreApiError, Unauthorized
 from gateway.ingest import StoreLookup
 from gateway.providers import stripe_webhook
 from gateway.providers.stripe_events import StripeEvents
 from gateway.store.memory import MemoryStore
-from gateway.store.port import Event
-from tests.support import stripe_objects as so
 from tests.support.stripe_harness import CATALOG
-from tests.support.stripe_signing import generate_header, new_secret, signed
 
 SECRET, NEXT_SECRET = new_secret(), new_secret()
 SOURCE = StripeEvents((SECRET, NEXT_SECRET), CATALOG)  # no API key: bodies only

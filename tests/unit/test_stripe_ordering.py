@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.support import stripe_objects as so
+from devtools import stripe_objects as so
 from tests.support.stripe_harness import StripeHarness
 from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_scenarios import signup

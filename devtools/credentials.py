@@ -17,9 +17,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.demo.apple_pki import Chain, Issued, mint_chain
-from gateway.demo.google_pubsub import mint_key, self_signed_pem
-from gateway.demo.stripe_signing import new_secret
+from devtools.apple_pki import Chain, Issued, mint_chain
+from devtools.google_pubsub import mint_key, self_signed_pem
+from devtools.stripe_signing import new_secret
 
 FILE = "credentials.json"
 APPLE_ROOT = "apple_root.cer"

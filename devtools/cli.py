@@ -1,4 +1,4 @@
-"""``flask --app wsgi demo serve`` and ``flask --app wsgi demo send SOURCE SCENARIO``.
+"""``python -m devtools serve`` (what ``make demo`` runs) and ``python -m devtools send SOURCE SCENARIO``.
 
 ``serve`` mints the demo's credentials (once), starts the local fakes and the gateway on
 ``instance/demo/gateway.db``, and writes where they listen to ``instance/demo/run.json``;
@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 import requests
 
-from gateway.demo.credentials import FILE as CREDENTIALS_FILE
-from gateway.demo.credentials import Credentials, load_or_mint
+from devtools.credentials import FILE as CREDENTIALS_FILE
+from devtools.credentials import Credentials, load_or_mint
 
 DIRECTORY = "instance/demo"
 DEFAULT_USER = "8d3f0c2a-4b6e-4f1a-9c57-2e1d0b7a6c35"  # a Cognito sub is a UUID
@@ -35,9 +35,9 @@ def serve_command(port: int, directory: str) -> None:
     """Start the local fakes and the gateway, until interrupted."""
     from werkzeug.serving import run_simple
 
+    from devtools.fakes import DemoFakes
     from gateway import create_app
     from gateway.config import from_env
-    from gateway.demo.fakes import DemoFakes
     from gateway.store.migrate import upgrade
 
     folder = Path(directory).resolve()
@@ -47,7 +47,7 @@ def serve_command(port: int, directory: str) -> None:
         upgrade(settings.database_url)
         url = f"http://127.0.0.1:{port}"
         (folder / RUN).write_text(json.dumps({"gateway": url, "control": fakes.control.url}))
-        click.echo(f"demo gateway on {url}; try:  flask --app wsgi demo send stripe subscribe")
+        click.echo(f"demo gateway on {url}; try:  .venv/bin/python -m devtools send stripe subscribe")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the gateway logs each request itself
         run_simple("127.0.0.1", port, create_app(settings), threaded=True)
 
@@ -66,7 +66,7 @@ class Sender:
         self.http.put(f"{self.run['control']}/play/{token}", json=purchase, timeout=10).raise_for_status()
 
     def push_headers(self) -> dict[str, str]:
-        from gateway.demo.fakes import push_signer
+        from devtools.fakes import push_signer
 
         return push_signer(self.credentials).headers()
 
@@ -75,7 +75,7 @@ class Sender:
         click.echo(f"POST /webhooks/{source} -> {answer.status_code} {answer.text.strip()}", err=True)
 
     def entitlements(self, user: str) -> dict:
-        from gateway.demo.fakes import cognito_issuer
+        from devtools.fakes import cognito_issuer
 
         headers = cognito_issuer(self.credentials).header(user)
         answer = self.http.get(f"{self.run['gateway']}/v1/me/entitlements", headers=headers, timeout=10)
@@ -91,7 +91,7 @@ class Sender:
 @click.option("--directory", default=DIRECTORY, show_default=True)
 def send_command(source: str, scenario: str, user: str, from_user: str | None, directory: str) -> None:
     """Deliver SCENARIO of SOURCE for a user, then print the user's entitlements."""
-    from gateway.demo.scenarios import SCENARIOS, SENDERS, dumps
+    from devtools.scenarios import SCENARIOS, SENDERS, dumps
 
     if scenario not in SCENARIOS[source]:
         raise click.BadParameter(f"{source} scenarios: {', '.join(SCENARIOS[source])}", param_hint="SCENARIO")

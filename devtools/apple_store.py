@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from gateway.demo.apple_pki import Chain
+from devtools.apple_pki import Chain
 
 BUNDLE_ID = "com.example.app"
 APP_APPLE_ID = 1234567890

@@ -13,11 +13,11 @@ import secrets
 import time
 from datetime import timedelta
 
-from gateway.demo import revenuecat as rc
-from gateway.demo import stripe_objects as so
-from gateway.demo.apple_store import AppStore, now
-from gateway.demo.google_pubsub import envelope, subscription
-from gateway.demo.stripe_signing import signed
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.apple_store import AppStore, now
+from devtools.google_pubsub import envelope, subscription
+from devtools.stripe_signing import signed
 
 DAY = 86400
 

@@ -9,7 +9,7 @@ import uuid
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.demo.servers import LocalServer
+from devtools.servers import LocalServer
 
 REGION, POOL_ID, CLIENT_ID = "eu-west-1", "eu-west-1_TestPool", "test-app-client"
 

@@ -12,8 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from tests.support.apple_pki import Chain
-from tests.support.servers import LocalServer
+from devtools.apple_pki import Chain
+from devtools.servers import LocalServer
 
 
 class OcspResponder:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -71,3 +72,15 @@ class LocalServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def write_body(wfile, data: bytes, drip: float | None = None) -> None:
+    """Write an answer's body; with ``drip``, a byte at a time that many seconds apart, so
+    that every read of the client succeeds and only a bound on the whole call stops it."""
+    if not drip:
+        wfile.write(data)
+        return
+    for index in range(len(data)):
+        wfile.write(data[index:index + 1])
+        wfile.flush()
+        time.sleep(drip)

@@ -9,7 +9,7 @@ import re
 import threading
 from urllib.parse import parse_qsl
 
-from gateway.demo.servers import LocalServer
+from devtools.servers import LocalServer
 
 _BY_ID = re.compile(r"/v1/(subscriptions|customers|invoices|charges)/([^/]+)")
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from gateway.demo.servers import LocalServer
+from devtools.servers import LocalServer
 
 PACKAGE = "com.example.app"
 AUDIENCE = "https://gateway.example.com/webhooks/google"

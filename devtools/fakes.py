@@ -9,13 +9,13 @@ import contextlib
 import json
 from urllib.parse import unquote
 
-from gateway.demo.apple_store import APP_APPLE_ID, BUNDLE_ID
-from gateway.demo.cognito import CognitoIssuer
-from gateway.demo.credentials import Credentials, google_certificate
-from gateway.demo.google_play import FakePlay
-from gateway.demo.google_pubsub import PushSigner
-from gateway.demo.servers import LocalServer
-from gateway.demo.stripe_fake import StripeFake
+from devtools.apple_store import APP_APPLE_ID, BUNDLE_ID
+from devtools.cognito import CognitoIssuer
+from devtools.credentials import Credentials, google_certificate
+from devtools.google_play import FakePlay
+from devtools.google_pubsub import PushSigner
+from devtools.servers import LocalServer
+from devtools.stripe_fake import StripeFake
 
 
 def push_signer(credentials: Credentials) -> PushSigner:

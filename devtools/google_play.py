@@ -15,12 +15,14 @@ from urllib.parse import parse_qs
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from gateway.demo.google_pubsub import PACKAGE, mint_key
-from gateway.demo.servers import LocalServer
+from devtools.google_pubsub import PACKAGE, mint_key
+from devtools.servers import LocalServer
 
 ACCESS_TOKEN = "ya29.test-play-access-token"
+ORDER = "GPA.3333-4137-0319-36762"  # the first order of a purchase; a renewal adds "..0", "..1", ...
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 _GET = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptionsv2/tokens/([^/]+)")
+_VOIDED = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/voidedpurchases")
 _ACK = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptions/([^/]+)/tokens/([^/]+):acknowledge")
 
 
@@ -48,20 +50,22 @@ class FakePlay:
         self.down = False  # every call answers 503
         self.gets: list[str] = []
         self.grants: list[dict] = []  # verified service-account assertions
+        self.voids: list[dict] = []  # VoidedPurchase resources, in the order Play recorded them
 
     def subscribe(self, token: str, state: str = "SUBSCRIPTION_STATE_ACTIVE", *, product: str = "premium_monthly",
                   user: str | None = None, acknowledged: bool = False, days: float = 30, auto_renew: bool = True,
-                  linked: str | None = None, test: bool = False) -> dict:
-        """Store (or replace) the purchase behind ``token``."""
+                  linked: str | None = None, test: bool = False, order: str = ORDER) -> dict:
+        """Store (or replace) the purchase behind ``token``; ``order`` paid its current
+        period (a renewal's order is the first order's id with ``..0``, ``..1``, ...)."""
         now = dt.datetime.now(dt.timezone.utc)
         purchase = {
             "kind": "androidpublisher#subscriptionPurchaseV2", "regionCode": "US",
             "startTime": rfc3339(now - dt.timedelta(days=1)), "subscriptionState": state,
-            "latestOrderId": "GPA.3333-4137-0319-36762",
+            "latestOrderId": order,
             "acknowledgementState": "ACKNOWLEDGEMENT_STATE_" + ("ACKNOWLEDGED" if acknowledged else "PENDING"),
             "lineItems": [{"productId": product, "expiryTime": rfc3339(now + dt.timedelta(days=days)),
                            "autoRenewingPlan": {"autoRenewEnabled": auto_renew},
-                           "offerDetails": {"basePlanId": "monthly"}}],
+                           "offerDetails": {"basePlanId": "monthly"}, "latestSuccessfulOrderId": order}],
         }
         if user:
             purchase["externalAccountIdentifiers"] = {"obfuscatedExternalAccountId": user}
@@ -71,6 +75,15 @@ class FakePlay:
             purchase["testPurchase"] = {}
         self.purchases[token] = purchase
         return purchase
+
+    def void(self, token: str, order: str = ORDER, *, at: dt.datetime | None = None) -> dict:
+        """Record ``order`` of ``token`` as voided (refunded), as the voided purchases list shows it."""
+        at = at or dt.datetime.now(dt.timezone.utc)
+        voided = {"kind": "androidpublisher#voidedPurchase", "purchaseToken": token, "orderId": order,
+                  "purchaseTimeMillis": str(int((at - dt.timedelta(days=1)).timestamp() * 1000)),
+                  "voidedTimeMillis": str(int(at.timestamp() * 1000)), "voidedSource": 1, "voidedReason": 1}
+        self.voids.append(voided)
+        return voided
 
     def env(self, service_account: bool = False) -> dict[str, str]:
         if service_account:
@@ -93,6 +106,8 @@ class FakePlay:
             return self._grant(request)
         if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
             return _error(401, "Request had invalid authentication credentials.", "unauthorized")
+        if request.method == "GET" and (found := _VOIDED.fullmatch(request.path)):
+            return self._voided(found.group(1), request)
         if request.method == "GET" and (found := _GET.fullmatch(request.path)):
             return self._get(*found.groups())
         if request.method == "POST" and (found := _ACK.fullmatch(request.path)):
@@ -106,6 +121,22 @@ class FakePlay:
         if token not in self.purchases:
             return _error(404, "The purchase token was not found.", "purchaseTokenNotFound")
         return 200, self.purchases[token], {}
+
+    def _voided(self, package: str, request) -> tuple:
+        """purchases.voidedpurchases.list: by the time Play recorded the void, paged by ``token``."""
+        if package != self.package:
+            return _error(400, "Invalid Value", "invalid")
+        query = {name: values[0] for name, values in request.query.items()}
+        size = int(query.get("maxResults", 1000))
+        start = int(query["token"]) if "token" in query else 0
+        since = int(query.get("startTime", 0))
+        listed = [v for v in self.voids if int(v["voidedTimeMillis"]) >= since or "token" in query]
+        page = listed[start:start + size]
+        answer: dict = {"pageInfo": {"totalResults": len(page), "resultPerPage": size, "startIndex": start},
+                        "voidedPurchases": page}
+        if start + size < len(listed):
+            answer["tokenPagination"] = {"nextPageToken": str(start + size)}
+        return 200, answer, {}
 
     def _acknowledge(self, package: str, product: str, token: str) -> tuple:
         if self.fail_acks:

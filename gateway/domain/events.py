@@ -1,0 +1,22 @@
+"""A delivery as the event log holds it: what a provider re-reads when it applies one."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    id: int
+    source: str
+    event_id: str
+    event_type: str
+    received_at: datetime
+    payload: str
+    data: Any
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+    processed_at: datetime | None = None
+    next_attempt_at: datetime | None = None
