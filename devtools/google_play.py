@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 from urllib.parse import parse_qs
 
 import jwt
@@ -51,6 +52,8 @@ class FakePlay:
         self.gets: list[str] = []
         self.grants: list[dict] = []  # verified service-account assertions
         self.voids: list[dict] = []  # VoidedPurchase resources, in the order Play recorded them
+        self._gate: threading.Barrier | None = None
+        self.gates_opened = 0  # how many gates every party passed together
 
     def subscribe(self, token: str, state: str = "SUBSCRIPTION_STATE_ACTIVE", *, product: str = "premium_monthly",
                   user: str | None = None, acknowledged: bool = False, days: float = 30, auto_renew: bool = True,
@@ -75,6 +78,11 @@ class FakePlay:
             purchase["testPurchase"] = {}
         self.purchases[token] = purchase
         return purchase
+
+    def gate(self, parties: int, timeout: float = 3.0) -> None:
+        """Hold the next ``parties`` subscriptionsv2 reads until all have arrived, then
+        answer them together: concurrent readers all read before any writes back."""
+        self._gate = threading.Barrier(parties, timeout=timeout)
 
     def void(self, token: str, order: str = ORDER, *, at: dt.datetime | None = None) -> dict:
         """Record ``order`` of ``token`` as voided (refunded), as the voided purchases list shows it."""
@@ -116,6 +124,12 @@ class FakePlay:
 
     def _get(self, package: str, token: str) -> tuple:
         self.gets.append(token)
+        if (gate := self._gate) is not None:
+            try:
+                if gate.wait() == 0:
+                    self._gate, self.gates_opened = None, self.gates_opened + 1  # one round only
+            except threading.BrokenBarrierError:
+                pass
         if package != self.package:
             return _error(400, "Invalid Value", "invalid")
         if token not in self.purchases:

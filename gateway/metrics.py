@@ -98,7 +98,8 @@ class BacklogCollector:
 def multiprocess_dir() -> str | None:
     # Not a setting of ours (gateway/config.py): prometheus_client reads this variable from the
     # process environment itself (when imported, when a worker opens its sample files, and
-    # at each scrape), and a .env file never reaches it. The exposition must follow the same reading, so it reads the same place.
+    # at each scrape), and a .env file never reaches it. The exposition must follow the same
+    # reading, so it reads the same place.
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 

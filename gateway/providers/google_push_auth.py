@@ -90,7 +90,9 @@ class PushTokenVerifier:
         try:
             claims = google_jwt.decode(token, certs=certs, audience=self.audience,
                                        clock_skew_in_seconds=CLOCK_SKEW)
-        except (google_exceptions.GoogleAuthError, ValueError, RecursionError) as exc:  # deep JSON: not a ValueError
+        except (google_exceptions.GoogleAuthError, ValueError, TypeError, RecursionError) as exc:
+            # google-auth lets through json's RecursionError (deep JSON) and a TypeError
+            # (an exp or iat that is not a number): both are bad tokens, not our failure.
             raise Unauthorized(f"invalid push token: {exc}", code="invalid_token") from None
         return self._check(claims)
 

@@ -67,8 +67,9 @@ def _check_object(obj: dict) -> None:
     ids += [i for item in so._items(obj) for i in so._product_ids(item)]  # noqa: SLF001 (same source's reader)
     if any(isinstance(value, str) and len(value) > 255 for value in ids):
         raise Malformed("an id of data.object is longer than 255 characters", code="malformed_event")
-    if isinstance(obj.get("status"), str) and len(obj["status"]) > 64:
-        raise Malformed("data.object.status is longer than 64 characters", code="malformed_event")
+    status = obj.get("status")
+    if not (status is None or isinstance(status, str) and len(status) <= 64):
+        raise Malformed("data.object.status must be a string of at most 64 characters", code="malformed_event")
     so.expires_at(obj)  # raises Malformed for a time out of range
 
 

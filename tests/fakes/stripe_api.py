@@ -8,7 +8,7 @@ Stripe-shaped JSON objects, and errors ``{"error": {"type", "message", ...}}``
 
 To add a resource, write functions ``(state, request, **path_params) -> (status, body)`` and
 register them with ``fake.route(method, "/v1/things/{id}")``, as ``register_customers`` does.
-Switches: ``fail_with(500)``, ``hang(seconds)``, ``recover()``. Counters: ``requests``,
+Switches: ``fail_with(500)``, ``hang(seconds)``, ``gate(path_prefix, parties)``, ``recover()``. Counters: ``requests``,
 ``calls(method, path)``, ``state.counts``.
 """
 from __future__ import annotations
@@ -161,6 +161,8 @@ class FakeStripe:
         self._replays: dict[str, tuple[str, int, dict]] = {}
         self._lock = threading.Lock()
         self._released = threading.Event()
+        self._gate: tuple[str, threading.Barrier] | None = None
+        self.gates_opened = 0  # how many gates every party passed together
         self._server: ThreadingHTTPServer | None = None
         register_customers(self)
 
@@ -179,6 +181,22 @@ class FakeStripe:
     def hang(self, seconds: float) -> None:
         self.delay = seconds
 
+    def gate(self, path_prefix: str, parties: int, timeout: float = 3.0) -> None:
+        """Hold the next ``parties`` GETs of ``path_prefix`` until all of them have arrived,
+        then answer them together: concurrent readers all read before any writes back."""
+        self._gate = (path_prefix, threading.Barrier(parties, timeout=timeout))
+
+    def _pass_gate(self, request: Request) -> None:
+        gate = self._gate
+        if gate is None or request.method != "GET" or not request.path.startswith(gate[0]):
+            return
+        prefix, barrier = gate
+        try:
+            if barrier.wait() == 0:
+                self._gate, self.gates_opened = None, self.gates_opened + 1  # one round only
+        except threading.BrokenBarrierError:
+            pass
+
     def trickle(self, seconds_per_byte: float) -> None:
         """Answer, but slowly: each byte alone, so no socket read ever times out."""
         self.drip = seconds_per_byte
@@ -187,7 +205,7 @@ class FakeStripe:
         self.state.search_lag = seconds
 
     def recover(self) -> None:
-        self.outage_status, self.delay = None, 0.0
+        self.outage_status, self.delay, self._gate, self.gates_opened = None, 0.0, None, 0
 
     def calls(self, method: str, path: str) -> int:
         return sum(1 for request in self.requests if (request.method, request.path) == (method, path))
@@ -226,6 +244,7 @@ class FakeStripe:
     def answer(self, request: Request) -> tuple[int, dict, dict]:
         """(status, body, headers) for one HTTP request, after the switches and the key check."""
         self.requests.append(request)
+        self._pass_gate(request)
         if self.delay:
             self._released.wait(self.delay)
         if self.outage_status:

@@ -1,0 +1,182 @@
+"""Fuzzing every public endpoint but the webhooks (``test_fuzz_webhooks.py``) through the WSGI
+app: the entitlement reads, the history, the client actions (Checkout, portal, purchase
+registration), ``/healthz`` and ``/metrics``; tokens, headers, paths, queries and bodies.
+
+Tokens are garbage in a JWT's shape, JWTs whose header or claims are nested past json's
+recursion limit, and Cognito tokens really signed by the test's issuer with hostile claims.
+Bodies are arbitrary bytes, deep JSON, JSON Python reads but JSON forbids, and valid bodies
+with one field hostile. The gateway never answers 500 and a refusal stores nothing.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import quote, urlencode
+
+import jwt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore
+from tests.e2e import fuzzing as fz
+from tests.e2e.conftest import API_KEY
+from tests.support.google_gateway import _play_server, play, push_signer  # noqa: F401 (fixtures)
+from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
+
+USER = "0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"
+CATALOG = {"entitlements": {"premium": {"stripe": ["price_monthly"]}}, "default": "premium"}
+HEADER_NAMES = ["Authorization", "Content-Type", "Content-Length", "Accept", "X-Forwarded-For", "Cookie", "X-Other"]
+headers = st.dictionaries(st.sampled_from(HEADER_NAMES), fz.printable, max_size=4)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return mint_chain()
+
+
+@pytest.fixture
+def app(make_app, cognito, chain, tmp_path, fake, push_signer, play):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(CATALOG))
+    return make_app(**cognito.env(), GATEWAY_API_KEYS=API_KEY, STRIPE_API_KEY=fake.api_key, STRIPE_API_BASE=fake.url,
+                    CATALOG_PATH=str(catalog), **AppStore(chain).env(chain.write_root(tmp_path)),
+                    **push_signer.env(), **play.env())
+
+
+def cognito_token(cognito, data, user: str = USER) -> str:
+    """A token for ``user``: valid, garbage, deep, or signed by the issuer with a hostile claim."""
+    kind = data.draw(st.sampled_from(["valid", "garbage", "deep", "claims", "header"]), label="token kind")
+    key = cognito.keys[cognito.kid]
+    if kind == "valid":
+        return cognito.token(user, use=data.draw(st.sampled_from(["id", "access"]), label="use"))
+    if kind == "garbage":
+        return data.draw(fz.token_garbage, label="token")
+    claims = jwt.decode(cognito.token(user), options={"verify_signature": False})
+    if kind == "deep":
+        depth = data.draw(fz.depths, label="depth")
+        payload = json.dumps(claims).encode()[:-1] + b', "deep": ' + fz.nested(depth) + b"}"
+        return fz.raw_jwt({"kid": cognito.kid}, payload, key, "RS256")
+    if kind == "claims":
+        name = data.draw(st.sampled_from(["sub", "iss", "exp", "iat", "token_use", "aud", "client_id", "nbf"]))
+        claims[name] = data.draw(fz.hostile, label="claim")
+        return fz.raw_jwt({"kid": cognito.kid}, claims, key, "RS256")
+    header = {"kid": cognito.kid, data.draw(st.sampled_from(["kid", "alg", "typ", "crit", "jku"])): data.draw(fz.hostile)}
+    return fz.raw_jwt(header, claims, key, "RS256")
+
+
+def authorization(cognito, data, user: str = USER) -> dict[str, str]:
+    scheme = data.draw(st.sampled_from(["Bearer ", "Bearer ", "bearer ", "Basic ", ""]), label="scheme")
+    return {**data.draw(headers, label="headers"), "Authorization": scheme + cognito_token(cognito, data, user)}
+
+
+def body_for(data, valid: dict) -> bytes:
+    """A body: arbitrary bytes, raw hostile JSON, or ``valid`` with one field hostile or dropped."""
+    kind = data.draw(st.sampled_from(["valid", "bytes", "raw", "field", "field", "splice"]), label="body kind")
+    if kind == "valid":
+        return json.dumps(valid).encode()
+    if kind == "bytes":
+        return data.draw(st.binary(max_size=512), label="bytes")
+    if kind == "raw":
+        return data.draw(fz.raw_hostile, label="raw")
+    name = data.draw(st.sampled_from(sorted(valid)), label="field")
+    if kind == "splice":
+        return fz.splice(dict(valid), (name,), data.draw(fz.raw_hostile, label="raw"))
+    document = dict(valid)
+    if data.draw(st.booleans(), label="drop"):
+        document.pop(name)
+    else:
+        document[name] = data.draw(fz.hostile, label="value")
+    return json.dumps(document).encode()
+
+
+def request(app, method: str, path: str, **kwargs):
+    return app.test_client().open(path, method=method, **kwargs)
+
+
+@fz.FUZZ
+@given(data=st.data())
+def test_my_entitlements_with_any_token_is_200_or_401(app, cognito, data):
+    before = fz.state(app)
+    answer = request(app, "GET", "/v1/me/entitlements", headers=authorization(cognito, data))
+    fz.check_answer(app, answer, before, (200, 401))
+    if answer.status_code == 200:
+        assert answer.get_json()["user_id"] == USER
+
+
+path_segment = st.one_of(st.text(max_size=300), st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+                         st.integers(min_value=0, max_value=20000).map(lambda n: "u" * n),
+                         st.sampled_from(["%00", "%ff%fe", "%ed%a0%80", "..", "%2F", "a/b", "\u0000", "\ud800"]))
+
+
+@fz.FUZZ
+@given(sub=path_segment, key=st.sampled_from([API_KEY, "", "wrong"]) | fz.printable, extra=headers,
+       which=st.sampled_from(["entitlements", "history"]),
+       query=st.dictionaries(st.sampled_from(["limit", "before", "after", "x"]),
+                             st.text(max_size=30) | st.integers().map(str), max_size=3))
+def test_user_reads_with_any_path_query_and_key_never_500(app, sub, key, extra, which, query):
+    before = fz.state(app)
+    # As a client puts them on the wire: percent-encoded UTF-8 bytes (a lone surrogate too).
+    path = "/v1/users/" + quote(sub.encode("utf-8", "surrogatepass"), safe="/%") + "/" + which
+    query_string = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
+    answer = request(app, "GET", path, query_string=query_string, headers={**extra, "Authorization": f"Bearer {key}"})
+    fz.check_answer(app, answer, before, (200, 400, 401, 404))
+
+
+@fz.FUZZ
+@given(data=st.data(), portal=st.booleans())
+def test_checkout_and_portal_sessions_with_any_body_and_token_never_500(app, cognito, data, portal):
+    valid = ({"return_url": "https://app.example.com/account"} if portal else
+             {"price_id": "price_monthly", "success_url": "https://app.example.com/ok",
+              "cancel_url": "http://localhost:3000/pricing"})
+    before = fz.state(app)
+    answer = request(app, "POST", "/v1/billing-portal/sessions" if portal else "/v1/checkout/sessions",
+                     data=body_for(data, valid), headers=authorization(cognito, data))
+    # 503: the customer just made is not yet found by Stripe's search (README, Connecting Stripe).
+    fz.check_answer(app, answer, before, (200, 400, 401, 503))
+    if answer.status_code == 503:
+        assert answer.get_json()["error"] != "store_unavailable"
+
+
+@fz.FUZZ
+@given(data=st.data())
+def test_apple_purchase_registration_with_any_body_token_or_transaction_never_500(app, cognito, chain, data):
+    store = AppStore(chain)
+    original = str(uuid.uuid4().int)[:15]
+    transaction = store.transaction(original)
+    kind = data.draw(st.sampled_from(["valid", "field", "deep", "garbage"]), label="transaction kind")
+    if kind == "field":
+        transaction[data.draw(st.sampled_from(sorted(transaction)), label="field")] = data.draw(fz.hostile)
+    header = json.dumps({"alg": "ES256", "x5c": chain.x5c}).encode()
+    payload = json.dumps(transaction).encode()
+    if kind == "deep":
+        payload = payload[:-1] + b', "deep": ' + fz.nested(data.draw(fz.depths, label="depth")) + b"}"
+    signed = data.draw(fz.token_garbage) if kind == "garbage" else fz.raw_jws(header, payload, chain.leaf.key, "ES256")
+    before = fz.state(app)
+    answer = request(app, "POST", "/v1/purchases/apple", data=body_for(data, {"signedTransaction": signed}),
+                     headers=authorization(cognito, data))
+    fz.check_answer(app, answer, before, (200, 400, 401, 409))
+
+
+@fz.FUZZ
+@given(data=st.data())
+def test_google_purchase_registration_with_any_body_or_token_never_500(app, cognito, play, data):
+    token = f"tok-{uuid.uuid4()}"
+    if data.draw(st.booleans(), label="known to Play"):
+        play.subscribe(token, user=data.draw(st.sampled_from([None, USER, str(uuid.uuid4())]), label="owner"))
+    before = fz.state(app)
+    answer = request(app, "POST", "/v1/purchases/google",
+                     data=body_for(data, {"purchaseToken": token, "productId": "premium_monthly"}),
+                     headers=authorization(cognito, data))
+    fz.check_answer(app, answer, before, (200, 400, 401, 404, 409))
+
+
+@fz.FUZZ
+@given(path=st.sampled_from(["/healthz", "/readyz", "/metrics", "/openapi.json"]), extra=headers,
+       method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"]),
+       body=st.binary(max_size=256))
+def test_health_metrics_and_openapi_with_any_method_and_headers_never_500(app, path, extra, method, body):
+    before = fz.state(app)
+    answer = request(app, method, path, headers=extra, data=body)
+    fz.check_answer(app, answer, before, (200, 401, 405))

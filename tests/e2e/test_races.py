@@ -1,0 +1,302 @@
+"""Races between deliveries, the retry worker and reconcile, through the app, released together.
+
+Every rule that decides access is applied by the domain's merge inside the transaction
+that holds the subscription's lock, so the answer must not depend on which of two
+concurrent writers read or committed first. Each race is run several times: the threads
+are released by a barrier, and where both sides read the store's API first, the fake
+answers those reads together (``gate``), so both translations are made before either
+commits: the interleaving that a rule decided on an earlier read gets wrong.
+
+On PostgreSQL the writers really overlap; on SQLite they queue on the one writer, which
+must give the same answers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from devtools import revenuecat as rc
+from devtools import stripe_objects as so
+from devtools.apple_store import ms, now
+from devtools.google_play import ORDER
+from devtools.google_pubsub import envelope, subscription, voided
+from tests.e2e.conftest import API_KEY
+from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
+from tests.e2e.reconcile_world import new_user, soon
+from tests.support.stripe_scenarios import signup
+
+ROUNDS = 4
+LINK_ROUNDS = 24
+PRODUCT = "com.example.premium.monthly"
+
+
+def together(*calls):
+    """Run ``calls`` on threads released at once; their results, or the first error raised."""
+    barrier, results, errors = threading.Barrier(len(calls)), [None] * len(calls), []
+
+    def run(index, call):
+        barrier.wait()
+        try:
+            results[index] = call()
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def ok(response) -> str:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["status"]
+
+
+def replay(world, source: str, event_id: str):
+    """The retry worker's path (``Ingest.process``), as ``flask events replay`` runs it."""
+    event = world.event(source, event_id)
+    result = world.app.test_cli_runner().invoke(args=["events", "replay", str(event.id)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def reconcile(world, source: str):
+    code, output = world.reconcile("--source", source)
+    assert code == 0, output
+    return output
+
+
+# Stripe: a refund (fetched) against a later view of the same period (invoice.paid, fetched).
+
+def stripe_subscribed(world, stripe_fake):
+    s = signup(stripe_fake, user=new_user())
+    s.end = int(soon(6).timestamp())  # inside the window reconcile re-reads
+    stripe_fake.put(s.subscription())
+    assert ok(world.stripe(so.event("customer.subscription.created", s.subscription()))) == "processed"
+    assert world.premium(s.user)["active"] is True
+    return s
+
+
+def stripe_refund(s):
+    return so.event("charge.refunded", s.charge(amount_refunded=999))
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_stripe_refund_and_a_late_view_of_its_period_released_together_end_revoked(world, stripe_fake, round_):
+    s = stripe_subscribed(world, stripe_fake)
+    stripe_fake.gate("/v1/subscriptions/", 2)
+    together(lambda: world.stripe(stripe_refund(s)), lambda: world.stripe(so.event("invoice.paid", s.invoice())))
+    assert stripe_fake.gates_opened == 1  # both read Stripe before either wrote
+    assert world.premium(s.user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_stripe_dispute_won_on_an_old_invoice_and_a_refund_of_the_current_one_end_revoked(world, stripe_fake, round_):
+    s = stripe_subscribed(world, stripe_fake)
+    old_invoice, old_charge, old_intent = so.new_id("in"), so.new_id("ch"), so.new_id("pi")
+    stripe_fake.put(so.invoice("basil", invoice_id=old_invoice, customer=s.customer, subscription_id=s.sub_id,
+                               charge=old_charge, payment_intent=old_intent))
+    stripe_fake.put(so.charge("basil", charge_id=old_charge, customer=s.customer, invoice_id=old_invoice,
+                              payment_intent=old_intent))
+    stripe_fake.pay(old_invoice, old_intent)
+    dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=old_charge, payment_intent=old_intent)
+    stripe_fake.gate("/v1/subscriptions/", 2)
+    together(lambda: world.stripe(stripe_refund(s)),
+             lambda: world.stripe(so.event("charge.dispute.closed", {**dispute, "status": "won"})))
+    assert stripe_fake.gates_opened == 1 and world.premium(s.user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_stripe_dispute_won_and_a_refund_of_the_same_invoice_end_revoked(world, stripe_fake, round_):
+    s = stripe_subscribed(world, stripe_fake)
+    dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent)
+    assert ok(world.stripe(so.event("charge.dispute.created", dispute))) == "processed"
+    stripe_fake.gate("/v1/subscriptions/", 2)
+    together(lambda: world.stripe(stripe_refund(s)),
+             lambda: world.stripe(so.event("charge.dispute.closed", {**dispute, "status": "won"})))
+    assert world.premium(s.user)["status"] == "revoked"  # the win gives back the dispute's, not the refund's
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_stripe_refund_applied_by_the_retry_worker_against_a_late_view_ends_revoked(world, stripe_fake, round_):
+    s = stripe_subscribed(world, stripe_fake)
+    refund = stripe_refund(s)
+    stripe_fake.fail_with(500)
+    assert ok(world.stripe(refund)) == "deferred"
+    stripe_fake.recover()
+    stripe_fake.gate("/v1/subscriptions/", 2)
+    together(lambda: replay(world, "stripe", refund["id"]), lambda: world.stripe(so.event("invoice.paid", s.invoice())))
+    assert stripe_fake.gates_opened == 1
+    assert world.event("stripe", refund["id"]).status == "processed"
+    assert world.premium(s.user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_stripe_refund_and_reconcile_released_together_end_revoked(world, stripe_fake, round_):
+    s = stripe_subscribed(world, stripe_fake)
+    stripe_fake.gate("/v1/subscriptions/", 2)
+    together(lambda: world.stripe(stripe_refund(s)), lambda: reconcile(world, "stripe"))
+    assert stripe_fake.gates_opened == 1
+    assert world.premium(s.user)["status"] == "revoked"
+    reconcile(world, "stripe")  # and a reconcile after it, of the same period, changes nothing
+    assert world.premium(s.user)["status"] == "revoked"
+
+
+# Google: a void (confirmed, then fetched) against notifications and reads of the same period.
+
+def google_subscribed(world, play, push_signer, token):
+    user = new_user()
+    play.subscribe(token, user=user, acknowledged=True, days=0.25)  # inside the window reconcile re-reads
+    assert ok(world.client.post("/webhooks/google", data=envelope(subscription(token)),
+                                headers=push_signer.headers())) == "processed"
+    play.void(token)  # refunded in the Play Console; Play goes on showing the period
+    return user
+
+
+def push(world, push_signer, notification, message_id=None):
+    body = envelope(notification, message_id=message_id) if message_id else envelope(notification)
+    return world.client.post("/webhooks/google", data=body, headers=push_signer.headers())
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_google_void_and_a_renewal_notification_released_together_end_revoked(world, play, push_signer, round_):
+    token = f"token-race-{round_}"
+    user = google_subscribed(world, play, push_signer, token)
+    play.gate(2)
+    together(lambda: push(world, push_signer, voided(token)), lambda: push(world, push_signer, subscription(token, 2)))
+    assert play.gates_opened == 1
+    assert world.premium(user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_google_void_by_the_retry_worker_and_reconcile_end_revoked(world, play, push_signer, round_):
+    token = f"token-race-retry-{round_}"
+    user = google_subscribed(world, play, push_signer, token)
+    play.down = True
+    assert ok(push(world, push_signer, voided(token), message_id=f"void-{round_}")) == "deferred"
+    play.down = False
+    play.gate(2)
+    together(lambda: replay(world, "google", f"void-{round_}"), lambda: reconcile(world, "google"))
+    assert play.gates_opened == 1
+    assert world.premium(user)["status"] == "revoked"
+
+
+# Apple: a refund against a notification signed later that still shows the period unrefunded.
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_apple_refund_and_a_later_view_of_its_period_released_together_end_revoked(world, round_):
+    store, user, key = world.apple, new_user(), f"20000009{round_:02d}"
+    expires, bought = soon(12), now() - timedelta(days=1)
+    first = store.notification("SUBSCRIBED", signed=bought, transaction=store.transaction(
+        key, token=user, expires=expires, signed=bought), renewal=store.renewal(key))
+    assert ok(world.apple_post(store.body(first))) == "processed"
+    refunded_at = now() - timedelta(minutes=2)
+    refund = store.notification("REFUND", signed=refunded_at, transaction=store.transaction(
+        key, token=user, expires=expires, signed=refunded_at, revoked=refunded_at))
+    later = store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_DISABLED", signed=now(),
+                               transaction=store.transaction(key, token=user, expires=expires, signed=bought),
+                               renewal=store.renewal(key, auto_renew=False))
+    together(lambda: world.apple_post(store.body(refund)), lambda: world.apple_post(store.body(later)))
+    assert world.premium(user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_apple_refund_and_reconcile_of_an_unrefunded_status_end_revoked(world, apple_api, round_):
+    store, user, key = world.apple, new_user(), f"20000019{round_:02d}"
+    expires, bought = soon(12), now() - timedelta(days=1)
+    first = store.notification("SUBSCRIBED", signed=bought, transaction=store.transaction(
+        key, token=user, expires=expires, signed=bought), renewal=store.renewal(key))
+    assert ok(world.apple_post(store.body(first))) == "processed"
+    # The statuses the API answers were read before the refund: the period, unrefunded.
+    apple_api.statuses[key] = {"environment": "Sandbox", "bundleId": store.bundle_id, "appAppleId": store.app_apple_id,
+                               "data": [{"subscriptionGroupIdentifier": "21000001", "lastTransactions": [{
+                                   "status": 1, "originalTransactionId": key,
+                                   "signedTransactionInfo": store.chain.sign(store.transaction(
+                                       key, token=user, expires=expires, signed=now())),
+                                   "signedRenewalInfo": store.chain.sign(store.renewal(key))}]}]}
+    refunded_at = now() - timedelta(minutes=1)
+    refund = store.notification("REFUND", signed=refunded_at, transaction=store.transaction(
+        key, token=user, expires=expires, signed=refunded_at, revoked=refunded_at))
+    together(lambda: world.apple_post(store.body(refund)), lambda: reconcile(world, "apple"))
+    assert world.premium(user)["status"] == "revoked"
+
+
+# RevenueCat: a refund against a later event of the same period, and against reconcile.
+
+def rc_subscribed(world, revenuecat, transaction):
+    user, expires = new_user(), soon(6)
+    event = rc.event("INITIAL_PURCHASE", user, transaction=transaction, at_ms=ms(now() - timedelta(days=29)),
+                     expiration_at_ms=ms(expires))
+    assert ok(world.revenuecat(event)) == "processed"
+    revenuecat.subscribe(user, PRODUCT, expires=expires)
+    return user, expires
+
+
+def rc_refund(user, transaction, expires, at):
+    return rc.event("CANCELLATION", user, transaction=transaction, at_ms=ms(at), expiration_at_ms=ms(expires),
+                    cancel_reason="CUSTOMER_SUPPORT")
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_revenuecat_refund_and_a_later_event_of_its_period_released_together_end_revoked(world, revenuecat, round_):
+    transaction = f"71000{round_:02d}"
+    user, expires = rc_subscribed(world, revenuecat, transaction)
+    refund = rc_refund(user, transaction, expires, now() - timedelta(minutes=2))
+    later = rc.event("UNCANCELLATION", user, transaction=transaction, at_ms=ms(now()), expiration_at_ms=ms(expires))
+    together(lambda: world.revenuecat(refund), lambda: world.revenuecat(later))
+    assert world.premium(user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_revenuecat_refund_and_reconcile_released_together_end_revoked(world, revenuecat, round_):
+    transaction = f"72000{round_:02d}"
+    user, expires = rc_subscribed(world, revenuecat, transaction)
+    refund = rc_refund(user, transaction, expires, now() - timedelta(minutes=2))
+    together(lambda: world.revenuecat(refund), lambda: reconcile(world, "revenuecat"))
+    assert world.premium(user)["status"] == "revoked"
+
+
+def test_revenuecat_refund_reversed_gives_the_period_back_and_a_later_view_keeps_it(world, revenuecat):
+    transaction = "7300001"
+    user, expires = rc_subscribed(world, revenuecat, transaction)
+    assert ok(world.revenuecat(rc_refund(user, transaction, expires, now() - timedelta(minutes=3)))) == "processed"
+    reversed_ = rc.event("REFUND_REVERSED", user, transaction=transaction, at_ms=ms(now() - timedelta(minutes=1)),
+                         expiration_at_ms=ms(expires))
+    assert ok(world.revenuecat(reversed_)) == "processed" and world.premium(user)["status"] == "active"
+
+
+# Identity: a link and a new subscription of the same account, each in its own transaction.
+
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_a_customer_link_and_a_new_subscription_released_together_end_linked(world, stripe_fake, round_):
+    """The subscription's side reads Stripe before its transaction, the link's does not:
+    the link is sent a little later, by a varying delay, so that the two transactions
+    overlap in every order across the rounds."""
+    user, customer, sub_id = new_user(), so.new_id("cus"), so.new_id("sub")
+    start = int(now().timestamp()) - 60
+    body = so.subscription("basil", sub_id=sub_id, customer=customer, start=start, end=start + 30 * so.DAY)
+    stripe_fake.put(so.customer(customer_id=customer))  # Stripe's copy does not name the user yet
+    stripe_fake.put(body)
+    linked = so.customer(customer_id=customer, cognito_sub=user)
+    delay = (round_ % 8) * 0.002
+    together(lambda: time.sleep(delay) or world.stripe(so.event("customer.updated", linked, created=start + 30)),
+             lambda: world.stripe(so.event("customer.subscription.created", body, created=start)))
+    assert (world.premium(user) or {}).get("active") is True
+
+
+def test_a_transfer_to_anonymous_ids_only_leaves_the_subscription_unowned(world, revenuecat):
+    transaction = "7400001"
+    user, _ = rc_subscribed(world, revenuecat, transaction)
+    anonymous = "$RCAnonymousID:0f5c9e3a52d54b0c8a0e0e0e0e0e0e0e"
+    assert ok(world.revenuecat(rc.transfer([user], [anonymous]))) == "processed"
+    assert world.premium(user) is None
+    held = world.client.get(f"/v1/users/{anonymous}/entitlements",
+                            headers={"Authorization": f"Bearer {API_KEY}"})
+    assert held.status_code in (200, 400) and not (held.get_json().get("entitlements") or {})
