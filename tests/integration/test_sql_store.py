@@ -401,3 +401,13 @@ def test_an_unreachable_database_is_reported_as_unavailable():
             pass
     with pytest.raises(StoreUnavailable):
         store.entitlements_of("alice")
+
+
+def test_links_without_a_store_time_are_ordered_by_arrival_not_by_name(store):
+    """RevenueCat aliases, purchase registration and Google's carry-over name no time: the
+    link recorded last holds, whatever the users' names."""
+    for user, now in (("zed", NOW), ("adam", NOW + timedelta(seconds=1))):
+        with store.transaction() as tx:
+            apply_translation(tx, Translation(links=(Link("revenuecat", "$RCAnonymousID:a1", user),)), CATALOG, now)
+    with store.transaction() as tx:
+        assert tx.resolve("revenuecat", "$RCAnonymousID:a1") == "adam"
