@@ -93,7 +93,8 @@ class Outcome:
         holding = [cause for cause, end in self.live() if end >= newest.expires_at]
         if holding:
             return "revoked", newest.expires_at, f"{holding[0]} takes back the period ending {newest.expires_at}"
-        return newest.status, newest.expires_at, f"newest state (fact {newest.fact})"
+        shown = "read from the store's API" if newest.fact is None else f"fact {newest.fact}"
+        return newest.status, newest.expires_at, f"the newest state ({shown})"
 
 
 def outcomes(plan: Plan) -> dict[tuple[str, str], Outcome]:
@@ -232,8 +233,9 @@ def explain(plan: Plan, user: str, found: dict) -> str:
     for key, outcome in found.items():
         if outcome.sub.user != user:
             continue
-        lines.append(f"  {key[0]} {key[1]}: {outcome.effective()}; final API state "
-                     f"{plan.finals.get(key)}; revocations {outcome.live()}, given back {sorted(outcome.given_back)}")
+        api = f"; the API answers {plan.finals[key]}" if key in plan.finals else ""
+        lines.append(f"  {key[0]} {key[1]}: {outcome.effective()}{api}; revocations {outcome.live()}, "
+                     f"given back {sorted(outcome.given_back)}")
         for fact in facts[key]:
             detail = {k: v for k, v in dataclasses.asdict(fact).items()
                       if k not in ("sub", "n", "at") and v is not None and not (k == "listed" and v)}
