@@ -6,7 +6,7 @@ from datetime import datetime
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
 from gateway.domain.entitlements import derive
-from gateway.domain.model import Subscription, absorb, adopt, reassign
+from gateway.domain.model import Subscription, claim_ownership, merge_snapshot, with_account_owner
 from gateway.store.port import Transaction
 
 Key = tuple[str, str]
@@ -92,20 +92,20 @@ class Changes:
             # A link without the store's own time is ordered by when the gateway records it.
             owner = self.tx.link(link.source, link.account, link.user_sub, link.as_of or self.now, self.now)
             for current in lock_all(link.source, (link.account,), ()):
-                save(current, adopt(current, owner))
+                save(current, with_account_owner(current, owner))
 
         for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
             current = self.held[(snapshot.source, snapshot.key)]
-            updated = absorb(current, snapshot)
+            updated = merge_snapshot(current, snapshot)
             account = updated.snapshot.account
             if updated.owner_as_of is None:
-                updated = adopt(updated, self.tx.resolve(snapshot.source, account) if account else None)
+                updated = with_account_owner(updated, self.tx.resolve(snapshot.source, account) if account else None)
             save(current, updated)
 
         for transfer in translation.transfers:
             accounts = transfer.from_accounts
             for current in lock_all(transfer.source, accounts, accounts):
-                save(current, reassign(current, transfer.to_user, transfer.as_of))
+                save(current, claim_ownership(current, transfer.to_user, transfer.as_of))
 
         self.users |= users
         return users, touched

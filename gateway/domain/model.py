@@ -143,7 +143,7 @@ class Subscription:
     was revoked.
 
     ``latest`` is the newest snapshot as the store showed it; ``snapshot`` is what it
-    means for access, with the revocations applied. The merge (``absorb``) runs inside
+    means for access, with the revocations applied. The merge (``merge_snapshot``) runs inside
     the transaction that holds the subscription's lock, so every rule here is decided
     on the state as committed, never on a read made earlier.
 
@@ -176,7 +176,7 @@ def _owner_claim(as_of: datetime | None, owner: str | None) -> tuple:
     return (True, as_of.timestamp(), owner or "")
 
 
-def absorb(current: Subscription | None, snapshot: Snapshot) -> Subscription:
+def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscription:
     """The subscription after seeing ``snapshot``; commutative and idempotent."""
     named = snapshot.user_sub
     stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None)
@@ -190,10 +190,10 @@ def absorb(current: Subscription | None, snapshot: Snapshot) -> Subscription:
         account, account_as_of = snapshot.account, snapshot.as_of
     updated = Subscription(dataclasses.replace(state, account=account), current.owner,
                            current.owner_as_of, account_as_of, revocations)
-    return reassign(updated, named, snapshot.as_of) if named else updated
+    return claim_ownership(updated, named, snapshot.as_of) if named else updated
 
 
-def reassign(current: Subscription, owner: str | None, as_of: datetime) -> Subscription:
+def claim_ownership(current: Subscription, owner: str | None, as_of: datetime) -> Subscription:
     """Ownership claimed at ``as_of`` (``None``: nobody holds it): kept only if it is
     the newest claim."""
     if _owner_claim(as_of, owner) > _owner_claim(current.owner_as_of, current.owner):
@@ -201,7 +201,7 @@ def reassign(current: Subscription, owner: str | None, as_of: datetime) -> Subsc
     return current
 
 
-def adopt(current: Subscription, owner: str | None) -> Subscription:
+def with_account_owner(current: Subscription, owner: str | None) -> Subscription:
     """The owner the identity mapping gives for the account, unless a delivery named one."""
     if current.owner_as_of is None:
         return dataclasses.replace(current, owner=owner)

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from gateway.apply import apply_translation
-from gateway.domain.model import Subscription, absorb
+from gateway.domain.model import Subscription, merge_snapshot
 from gateway.jobs import reconcile_sources as sources
 from gateway.jobs.reconcile_apple import apple_checker
 from gateway.jobs.reconcile_http import ThrottledSession
@@ -108,7 +108,7 @@ class Reconciler:
         if dry_run:
             after = current
             for snapshot in translation.snapshots:
-                after = absorb(after, snapshot) if snapshot.key == key else after
+                after = merge_snapshot(after, snapshot) if snapshot.key == key else after
             return state_of(current), state_of(after)
         with self.services.store.transaction() as tx:
             before = tx.get_subscription(source, key)

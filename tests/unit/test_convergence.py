@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Transfer, Translation
-from gateway.domain.model import Snapshot, Status, absorb
+from gateway.domain.model import Snapshot, Status, merge_snapshot
 from gateway.store.memory import MemoryStore
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -56,7 +56,7 @@ def final_state(deliveries: list[Translation]):
 def test_snapshot_register_converges_in_any_order(deliveries, random):
     shuffled = deliveries[:]
     random.shuffle(shuffled)
-    fold = lambda items: functools.reduce(absorb, items[1:], absorb(None, items[0]))
+    fold = lambda items: functools.reduce(merge_snapshot, items[1:], merge_snapshot(None, items[0]))
     assert fold(shuffled) == fold(deliveries)
 
 

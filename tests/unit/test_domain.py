@@ -9,7 +9,8 @@ import pytest
 
 from gateway.domain.catalog import Catalog, CatalogError, parse_catalog
 from gateway.domain.entitlements import derive, is_premium
-from gateway.domain.model import Snapshot, Status, Subscription, absorb, adopt, newest, reassign, supersedes
+from gateway.domain.model import (Snapshot, Status, Subscription, claim_ownership, merge_snapshot, newest, supersedes,
+                                   with_account_owner)
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -28,13 +29,13 @@ def test_newer_snapshot_replaces_older():
 
 def test_late_renewal_does_not_undo_refund():
     refund, renewal = snap(20, Status.REVOKED), snap(10, Status.ACTIVE, days=60)
-    assert absorb(absorb(None, refund), renewal).snapshot.status is Status.REVOKED
+    assert merge_snapshot(merge_snapshot(None, refund), renewal).snapshot.status is Status.REVOKED
 
 
 def fold(*snapshots):
     current = None
     for snapshot in snapshots:
-        current = absorb(current, snapshot)
+        current = merge_snapshot(current, snapshot)
     return current
 
 
@@ -84,21 +85,21 @@ def test_naive_datetimes_are_refused():
 
 
 def test_owner_named_by_a_newer_delivery_wins_and_a_late_one_does_not_undo_it():
-    first = absorb(None, snap(1, user_sub="alice"))
-    moved = reassign(first, "bob", T0 + timedelta(seconds=5))
-    late = absorb(moved, snap(3, user_sub="alice"))
+    first = merge_snapshot(None, snap(1, user_sub="alice"))
+    moved = claim_ownership(first, "bob", T0 + timedelta(seconds=5))
+    late = merge_snapshot(moved, snap(3, user_sub="alice"))
     assert (moved.owner, late.owner) == ("bob", "bob")
 
 
 def test_owner_found_through_identity_fills_only_an_unknown_owner():
-    unknown = absorb(None, snap(1, account="cus_1"))
-    assert adopt(unknown, "alice").owner == "alice"
-    assert adopt(absorb(None, snap(1, user_sub="bob")), "alice").owner == "bob"
+    unknown = merge_snapshot(None, snap(1, account="cus_1"))
+    assert with_account_owner(unknown, "alice").owner == "alice"
+    assert with_account_owner(merge_snapshot(None, snap(1, user_sub="bob")), "alice").owner == "bob"
 
 
 def test_a_named_owner_replaces_one_found_through_identity():
-    adopted = adopt(absorb(None, snap(1, account="x")), "alice")
-    assert absorb(adopted, snap(0, user_sub="bob")).owner == "bob"
+    adopted = with_account_owner(merge_snapshot(None, snap(1, account="x")), "alice")
+    assert merge_snapshot(adopted, snap(0, user_sub="bob")).owner == "bob"
 
 
 CATALOG = parse_catalog({

@@ -8,7 +8,7 @@ import pytest
 from devtools import google_pubsub as rtdn
 from gateway.domain.changes import Link
 from gateway.domain.events import Event
-from gateway.domain.model import Snapshot, Status, Subscription, absorb
+from gateway.domain.model import Snapshot, Status, Subscription, merge_snapshot
 from gateway.errors import Malformed, NotFound, StoreApiError, Unavailable
 from gateway.providers import google_play_messages as messages
 from gateway.providers.google_play_api import PlayApiError, UnknownPurchase
@@ -115,9 +115,9 @@ def test_a_void_of_the_order_that_paid_the_current_period_takes_that_period_back
     voided_at(play, "tok", ORDER, NOW)
     (snapshot,) = translate(play, rtdn.voided("tok", at_ms=int(NOW.timestamp() * 1000))).snapshots
     assert snapshot.revokes == f"voided:{ORDER}" and snapshot.as_of == NOW
-    known = absorb(None, Snapshot("google", "tok", NOW + timedelta(hours=1), Status.ACTIVE,
+    known = merge_snapshot(None, Snapshot("google", "tok", NOW + timedelta(hours=1), Status.ACTIVE,
                                   expires_at=snapshot.expires_at, account="tok"))
-    assert absorb(known, snapshot).snapshot.status is Status.REVOKED
+    assert merge_snapshot(known, snapshot).snapshot.status is Status.REVOKED
 
 
 def test_a_void_of_an_older_renewal_order_leaves_the_current_period_standing():
