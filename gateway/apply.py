@@ -69,46 +69,34 @@ class Changes:
 
         Links go first so that a snapshot in the same delivery finds its owner.
         """
-        users: set[str] = set()
-        touched: set[Key] = set()
         self.lock([translation])
-
-        def lock_all(source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
-            self.flush()  # the search below must see every change made so far
-            found = self.tx.lock_held_by(source, accounts, owners)
-            for subscription in found:  # a row already changed here is taken as it now is
-                self.held.setdefault((source, subscription.snapshot.key), subscription)
-            return [self.held[(source, s.snapshot.key)] for s in found]
-
-        def save(current: Subscription | None, updated: Subscription) -> None:
-            key = (updated.snapshot.source, updated.snapshot.key)
-            touched.add(key)
-            self.held[key] = updated
-            if updated != current:
-                self.unsaved[key] = updated
-                users.update(s.owner for s in (current, updated) if s is not None and s.owner)
-
+        step = _Step(self)
         for link in translation.links:
             # A link without the store's own time is ordered by when the gateway records it.
             owner = self.tx.link(link.source, link.account, link.user_sub, link.as_of or self.now, self.now)
-            for current in lock_all(link.source, (link.account,), ()):
-                save(current, with_account_owner(current, owner))
-
+            for current in self.held_by(link.source, (link.account,), ()):
+                step.save(current, with_account_owner(current, owner))
         for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
             current = self.held[(snapshot.source, snapshot.key)]
             updated = merge_snapshot(current, snapshot)
             account = updated.snapshot.account
             if updated.owner_as_of is None:
                 updated = with_account_owner(updated, self.tx.resolve(snapshot.source, account) if account else None)
-            save(current, updated)
-
+            step.save(current, updated)
         for transfer in translation.transfers:
             accounts = transfer.from_accounts
-            for current in lock_all(transfer.source, accounts, accounts):
-                save(current, claim_ownership(current, transfer.to_user, transfer.as_of))
+            for current in self.held_by(transfer.source, accounts, accounts):
+                step.save(current, claim_ownership(current, transfer.to_user, transfer.as_of))
+        self.users |= step.users
+        return step.users, step.touched
 
-        self.users |= users
-        return users, touched
+    def held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
+        """The subscriptions these accounts or owners hold, locked, each as it now is here."""
+        self.flush()  # the search below must see every change made so far
+        found = self.tx.lock_held_by(source, accounts, owners)
+        for subscription in found:  # a row already changed here is taken as it now is
+            self.held.setdefault((source, subscription.snapshot.key), subscription)
+        return [self.held[(source, s.snapshot.key)] for s in found]
 
     def flush(self) -> None:
         """Write the subscriptions changed since the last flush."""
@@ -127,3 +115,20 @@ class Changes:
                 {user: list(derive([s.snapshot for s in held[user]], self.catalog).values()) for user in users},
                 self.now)
         return set(users)
+
+
+class _Step:
+    """What one translation changed: the users concerned and the subscriptions touched."""
+
+    def __init__(self, changes: Changes) -> None:
+        self.changes = changes
+        self.users: set[str] = set()
+        self.touched: set[Key] = set()
+
+    def save(self, current: Subscription | None, updated: Subscription) -> None:
+        key = (updated.snapshot.source, updated.snapshot.key)
+        self.touched.add(key)
+        self.changes.held[key] = updated
+        if updated != current:
+            self.changes.unsaved[key] = updated
+            self.users.update(s.owner for s in (current, updated) if s is not None and s.owner)
