@@ -15,6 +15,9 @@ import json
 from collections import Counter
 from datetime import datetime, timedelta
 
+from appstoreserverlibrary.models.LastTransactionsItem import LastTransactionsItem
+from appstoreserverlibrary.models.StatusResponse import StatusResponse
+
 from gateway.domain.changes import ignored
 from gateway.providers.apple_api import BASE_URLS, AppleApiError, AppStoreServerApi, read_private_key
 from gateway.providers.apple_state import translate_transaction
@@ -49,12 +52,12 @@ class AppleChecker:
         if item is None:
             raise AppleApiError(f"the statuses answer has no transaction of {key}")
         verifier = self.provider.verifier
-        transaction = verifier.transaction(item["signedTransactionInfo"], environment)
-        signed_renewal = item.get("signedRenewalInfo")
+        transaction = verifier.transaction(item.signedTransactionInfo, environment)
+        signed_renewal = item.signedRenewalInfo
         renewal = verifier.renewal(signed_renewal, environment) if isinstance(signed_renewal, str) else None
         if transaction.get("originalTransactionId") != key:
             return ignored("the statuses answer is for another subscription")
-        return translate_transaction(transaction, renewal, as_of, f"STATUS:{item.get('status')}", self.catalog)
+        return translate_transaction(transaction, renewal, as_of, f"STATUS:{item.rawStatus}", self.catalog)
 
     def recover(self, ingest, since: timedelta, now: datetime) -> Counter:
         """Feed every undelivered notification of the window through the webhook path."""
@@ -64,27 +67,26 @@ class AppleChecker:
             start, end = int((now - since).timestamp() * 1000), int(now.timestamp() * 1000)
             token = None
             for _ in range(MAX_PAGES):
-                page = api.notification_history(start, end, token, onlyFailures=True)
-                for item in page.get("notificationHistory") or []:
-                    outcomes[self._deliver(ingest, item)] += 1
-                token = page.get("paginationToken")
-                if not (page.get("hasMore") and token):
+                page = api.notification_history(start, end, token, only_failures=True)
+                for item in page.notificationHistory or []:
+                    outcomes[self._deliver(ingest, item.signedPayload)] += 1
+                token = page.paginationToken
+                if not (page.hasMore and token):
                     break
         return outcomes
 
-    def _deliver(self, ingest, item: dict) -> str:
-        body = json.dumps({"signedPayload": item.get("signedPayload")}).encode()
+    def _deliver(self, ingest, signed_payload: str | None) -> str:
+        body = json.dumps({"signedPayload": signed_payload}).encode()
         try:
             return ingest.receive(self.provider, body, {})
         except Exception as exc:  # unverifiable or malformed: counted, never applied
             return f"refused ({getattr(exc, 'code', type(exc).__name__)})"
 
 
-def _last_transaction(answer: dict, key: str) -> dict | None:
-    groups = answer.get("data") if isinstance(answer, dict) else None
-    items = [t for g in groups or [] if isinstance(g, dict) for t in g.get("lastTransactions") or []
-             if isinstance(t, dict) and isinstance(t.get("signedTransactionInfo"), str)]
-    return next((t for t in items if t.get("originalTransactionId") == key), items[0] if len(items) == 1 else None)
+def _last_transaction(answer: StatusResponse, key: str) -> LastTransactionsItem | None:
+    items = [t for group in answer.data or [] for t in group.lastTransactions or []
+             if isinstance(t.signedTransactionInfo, str)]
+    return next((t for t in items if t.originalTransactionId == key), items[0] if len(items) == 1 else None)
 
 
 def apple_checker(settings, provider, catalog, session, clock):

@@ -1,11 +1,20 @@
-"""A small App Store Server API client (the port a reconciliation job uses).
+"""The App Store Server API, through Apple's own client (app-store-server-library).
 
-Apple's own ``AppStoreServerAPIClient`` picks its base URL from the environment alone,
-with no public way to point it at a local fake (APPLE_API_BASE), so requests are made
-here and the bearer token is signed exactly as "Generating JSON Web Tokens for API
-requests" documents (https://developer.apple.com/documentation/appstoreserverapi/generating-json-web-tokens-for-api-requests):
-ES256, header ``kid`` and ``typ: JWT``; claims ``iss`` (issuer id), ``iat``, ``exp`` at most
-60 minutes later, ``aud: appstoreconnect-v1`` and ``bid`` (bundle id).
+``AppStoreServerAPIClient`` builds the requests, parses the answers into Apple's models and
+reports Apple's error codes. Three things are changed here, each by overriding one hook of
+the library's (pinned in requirements.txt; tests/unit/test_apple_api.py runs it against a
+local fake that checks the token as Apple documents it):
+
+- where it sends: ``base_url`` (APPLE_API_BASE, a local fake in tests and the demo); the
+  library knows only Apple's two hosts;
+- how: on one ``requests`` session with a bounded timeout (the library waits 30 s), and a
+  transport failure is an ``AppleApiError`` (a ``StoreApiError``: the caller counts it as
+  failed and retries another day) rather than a bare ``requests`` exception;
+- the bearer token: the library signs a new one per request without ``iat`` or ``typ``;
+  this one carries every claim "Generating JSON Web Tokens for API requests" lists (ES256,
+  ``kid``, ``typ: JWT``; ``iss``, ``iat``, ``exp`` at most 60 minutes later, ``aud``, ``bid``)
+  and is reused until a minute before it expires.
+https://developer.apple.com/documentation/appstoreserverapi/generating-json-web-tokens-for-api-requests
 """
 from __future__ import annotations
 
@@ -16,9 +25,13 @@ from pathlib import Path
 
 import jwt
 import requests
+from appstoreserverlibrary.api_client import APIException, AppStoreServerAPIClient
+from appstoreserverlibrary.models.Environment import Environment
+from appstoreserverlibrary.models.NotificationHistoryRequest import NotificationHistoryRequest
+from appstoreserverlibrary.models.NotificationHistoryResponse import NotificationHistoryResponse
+from appstoreserverlibrary.models.StatusResponse import StatusResponse
 
 from gateway.errors import StoreApiError
-from gateway.providers import wire
 
 BASE_URLS = {"Production": "https://api.storekit.apple.com", "Sandbox": "https://api.storekit-sandbox.apple.com"}
 AUDIENCE = "appstoreconnect-v1"
@@ -32,17 +45,33 @@ class AppleApiError(StoreApiError):
         self.status, self.error_code = status, error_code
 
 
-class AppStoreServerApi:
+class AppStoreServerApi(AppStoreServerAPIClient):
     def __init__(self, *, issuer_id: str, key_id: str, private_key: str, bundle_id: str, base_url: str,
                  session: requests.Session | None = None, clock: Callable[[], float] = time.time,
                  timeout: float = 10.0) -> None:
+        environment = Environment.SANDBOX if base_url.rstrip("/") == BASE_URLS["Sandbox"] else Environment.PRODUCTION
+        super().__init__(private_key.encode(), key_id, issuer_id, bundle_id, environment)
         self.issuer_id, self.key_id, self.bundle_id = issuer_id, key_id, bundle_id
-        self.private_key = private_key
-        self.base_url = base_url.rstrip("/")
+        self.private_key, self.base_url = private_key, base_url.rstrip("/")
         self.session = session or requests.Session()
         self.clock, self.timeout = clock, timeout
         self._token: tuple[str, float] | None = None
         self._lock = threading.Lock()
+
+    def subscription_statuses(self, transaction_id: str) -> StatusResponse:
+        """Get All Subscription Statuses: ``GET /inApps/v1/subscriptions/{transactionId}``.
+        https://developer.apple.com/documentation/appstoreserverapi/get-all-subscription-statuses"""
+        if not transaction_id.isdigit():  # transaction ids are numeric; never let one change the path
+            raise ValueError(f"not an App Store transaction id: {transaction_id!r}")
+        return self._answer(self.get_all_subscription_statuses, transaction_id)
+
+    def notification_history(self, start_ms: int, end_ms: int, pagination_token: str | None = None, *,
+                             only_failures: bool = False) -> NotificationHistoryResponse:
+        """Get Notification History: ``POST /inApps/v1/notifications/history`` (pages of 20).
+        https://developer.apple.com/documentation/appstoreserverapi/get-notification-history"""
+        request = NotificationHistoryRequest(startDate=start_ms, endDate=end_ms,
+                                             onlyFailures=True if only_failures else None)
+        return self._answer(self.get_notification_history, pagination_token, request)
 
     def token(self) -> str:
         """The bearer token, reused until a minute before it expires."""
@@ -56,51 +85,29 @@ class AppStoreServerApi:
                 self._token = (token, now + TOKEN_LIFETIME)
             return self._token[0]
 
-    def subscription_statuses(self, transaction_id: str, statuses: tuple[int, ...] = ()) -> dict:
-        """Get All Subscription Statuses: ``GET /inApps/v1/subscriptions/{transactionId}``.
-        https://developer.apple.com/documentation/appstoreserverapi/get-all-subscription-statuses"""
-        params = [("status", str(s)) for s in statuses]
-        return self._request("GET", f"/inApps/v1/subscriptions/{_segment(transaction_id)}", params=params)
+    # The library's hooks.
+    def _generate_token(self) -> str:
+        return self.token()
 
-    def notification_history(self, start_ms: int, end_ms: int, pagination_token: str | None = None,
-                             **filters) -> dict:
-        """Get Notification History: ``POST /inApps/v1/notifications/history`` (pages of 20).
-        Filters: ``notificationType``, ``notificationSubtype``, ``transactionId``,
-        ``onlyFailures``. https://developer.apple.com/documentation/appstoreserverapi/get-notification-history"""
-        body = {"startDate": start_ms, "endDate": end_ms, **filters}
-        params = [("paginationToken", pagination_token)] if pagination_token else []
-        return self._request("POST", "/inApps/v1/notifications/history", params=params, json=body)
+    def _get_full_url(self, path: str) -> str:
+        return self.base_url + path
 
-    def _request(self, method: str, path: str, **kwargs) -> dict:
-        headers = {"Authorization": f"Bearer {self.token()}", "Accept": "application/json"}
+    def _execute_request(self, method, url, params, headers, json, data) -> requests.Response:
         try:
-            response = self.session.request(method, self.base_url + path, headers=headers,
-                                            timeout=self.timeout, **kwargs)
+            return self.session.request(method, url, params=params, headers=headers, json=json, data=data,
+                                        timeout=self.timeout)
         except requests.RequestException as exc:
-            raise AppleApiError(f"App Store Server API unreachable: {exc}") from exc
-        if response.status_code != 200:
-            raise _error(response)
+            raise AppleApiError(f"App Store Server API unreachable: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _answer(call, *args):
         try:
-            return wire.loads(response.content)  # deep JSON too: a ValueError
-        except ValueError as exc:
-            raise AppleApiError("App Store Server API answered non-JSON", response.status_code) from exc
-
-
-def _segment(value: str) -> str:
-    if not value.isdigit():  # transaction ids are numeric; never let one change the path
-        raise ValueError(f"not an App Store transaction id: {value!r}")
-    return value
-
-
-def _error(response: requests.Response) -> AppleApiError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    code = body.get("errorCode") if isinstance(body, dict) else None
-    message = body.get("errorMessage") if isinstance(body, dict) else None
-    return AppleApiError(f"App Store Server API {response.status_code}: {message or response.reason}",
-                         response.status_code, code)
+            return call(*args)
+        except APIException as exc:
+            raise AppleApiError(f"App Store Server API {exc.http_status_code}: {exc.error_message or 'error'}",
+                                exc.http_status_code, exc.raw_api_error) from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:  # an answer not of Apple's shape
+            raise AppleApiError(f"App Store Server API answered an unreadable body: {exc}") from None
 
 
 def read_private_key(value: str) -> str:

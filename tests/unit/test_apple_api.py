@@ -72,17 +72,27 @@ def test_all_subscription_statuses_are_read_with_a_token_the_fake_accepts(fake, 
             {"originalTransactionId": "5000", "status": 1, "signedTransactionInfo": chain.sign(store.transaction("5000")),
              "signedRenewalInfo": chain.sign(store.renewal("5000"))}]}]}
     fake.statuses["5000"] = answer
-    assert client(fake, key).subscription_statuses("5000") == answer
+    statuses = client(fake, key).subscription_statuses("5000")
+    (group,) = statuses.data
+    (item,) = group.lastTransactions
+    assert (statuses.bundleId, statuses.rawEnvironment, group.subscriptionGroupIdentifier) == \
+        (BUNDLE_ID, "Sandbox", "21000000")
+    assert (item.originalTransactionId, item.rawStatus, item.signedTransactionInfo, item.signedRenewalInfo) == \
+        ("5000", 1, answer["data"][0]["lastTransactions"][0]["signedTransactionInfo"],
+         answer["data"][0]["lastTransactions"][0]["signedRenewalInfo"])
+    # Apple's own client built the request: its user agent, its path, its parsing.
+    assert fake.server.requests[-1].headers["User-Agent"].startswith("app-store-server-library/python/")
     assert fake.rejections == []
 
 
 def test_notification_history_pages_through(fake, key):
     fake.history = [[{"signedPayload": "a"}], [{"signedPayload": "b"}]]
     api = client(fake, key)
-    first = api.notification_history(1_700_000_000_000, 1_700_086_400_000, onlyFailures=True)
-    assert first == {"notificationHistory": [{"signedPayload": "a"}], "hasMore": True, "paginationToken": "1"}
-    second = api.notification_history(1_700_000_000_000, 1_700_086_400_000, first["paginationToken"])
-    assert (second["notificationHistory"], second["hasMore"]) == ([{"signedPayload": "b"}], False)
+    first = api.notification_history(1_700_000_000_000, 1_700_086_400_000, only_failures=True)
+    assert ([i.signedPayload for i in first.notificationHistory], first.hasMore, first.paginationToken) == \
+        (["a"], True, "1")
+    second = api.notification_history(1_700_000_000_000, 1_700_086_400_000, first.paginationToken, only_failures=True)
+    assert ([i.signedPayload for i in second.notificationHistory], second.hasMore) == (["b"], False)
     assert fake.server.requests[0].json() == {"startDate": 1_700_000_000_000, "endDate": 1_700_086_400_000,
                                               "onlyFailures": True}
 
