@@ -1,29 +1,32 @@
 """Verify App Store signed data with Apple's app-store-server-library.
 
 One ``SignedDataVerifier`` per accepted environment (App Review buys in Sandbox against
-production servers, so both are accepted by default). A JWS whose x5c chain is not yet in
-``VerifiedChains`` goes through the library in full: chain to a configured root, Apple's
-certificate OIDs, optional OCSP, signature, bundle id, app id and environment. A chain
-already verified needs only its ES256 signature checked; the claim checks below mirror
-the library's and run on both paths. With online checks on, every JWS goes through the
-library, whose own chain cache bounds OCSP freshness to 15 minutes.
+production servers, so both are accepted by default). Every JWS goes through the library's
+``verify_and_decode_*`` in full: chain to a configured root, Apple's certificate OIDs,
+optional OCSP, signature, bundle id, app id and environment. Two hooks of the library's
+(pinned in requirements.txt) are changed, nothing it checks:
+
+- its chain verifier (``_ChainVerifier.verify_chain``) first asks ``VerifiedChains`` for a
+  chain it has already accepted, offline: verifying the X.509 chain is the costly step, and
+  every JWS of a notification is signed by the same, rarely rotated chain (the library
+  caches chains only with online checks, for 15 minutes, and does so still);
+- ``_decode_signed_object`` hands back the claims as Apple sent them, which the gateway
+  stores, besides the library's models, which drop fields they do not know.
 """
 from __future__ import annotations
 
 import base64
-import time
+import threading
 from collections.abc import Callable
 
-import jwt
 from appstoreserverlibrary.models.Environment import Environment
 from appstoreserverlibrary.signed_data_verifier import (SignedDataVerifier, VerificationException,
-                                                         VerificationStatus)
+                                                         VerificationStatus, _ChainVerifier)
 
 from gateway.errors import Malformed, Unauthorized, Unavailable
 from gateway.providers import wire
 from gateway.providers.apple_chains import VerifiedChains
 
-ALGORITHMS = ["ES256"]  # what Apple signs with; never taken from the token header
 #: StoreKit testing environments, whose data Apple's verifier accepts unsigned.
 UNSIGNED_ENVIRONMENTS = frozenset({"Xcode", "LocalTesting"})
 
@@ -32,57 +35,68 @@ class AppleVerifier:
     def __init__(self, roots: list[bytes], *, bundle_id: str, app_apple_id: int | None,
                  environments: tuple[str, ...], online_checks: bool = False,
                  chains: VerifiedChains | None = None) -> None:
-        self.bundle_id, self.app_apple_id, self.online = bundle_id, app_apple_id, online_checks
         self.chains = chains if chains is not None else VerifiedChains(roots)
         # Raises ValueError for Production without an app id, as Apple's verifier requires.
-        self.library = {env: SignedDataVerifier(roots, online_checks, Environment(env), bundle_id, app_apple_id)
+        self.library = {env: _LibraryVerifier(roots, online_checks, Environment(env), bundle_id, app_apple_id,
+                                              self.chains)
                         for env in environments}
 
     def notification(self, signed: str) -> dict:
         """A responseBodyV2DecodedPayload, verified for this app in an accepted environment."""
-        claims, environment = self._verify(signed, "verify_and_decode_notification", _notification_environment)
-        bundle_id, app_apple_id = _notification_app(claims)
-        self._check_bundle(bundle_id)
-        if environment == "Production" and app_apple_id != self.app_apple_id:
-            raise Unauthorized("the notification is for another app id", code="apple_invalid_app_identifier")
-        return claims
+        return self._verify(signed, "verify_and_decode_notification", _notification_environment)
 
     def transaction(self, signed: str, environment: str | None = None) -> dict:
         """A JWSTransactionDecodedPayload of this app (in ``environment`` when given)."""
-        claims = self._verify(signed, "verify_and_decode_signed_transaction", _own_environment, environment)[0]
-        self._check_bundle(claims.get("bundleId"))
-        return claims
+        return self._verify(signed, "verify_and_decode_signed_transaction", _own_environment, environment)
 
     def renewal(self, signed: str, environment: str | None = None) -> dict:
         """A JWSRenewalInfoDecodedPayload (the library checks its environment only)."""
-        return self._verify(signed, "verify_and_decode_renewal_info", _own_environment, environment)[0]
+        return self._verify(signed, "verify_and_decode_renewal_info", _own_environment, environment)
 
     def _verify(self, signed: str, method: str, environment_of: Callable[[dict], str | None],
-                expected: str | None = None) -> tuple[dict, str]:
-        header, unverified = _unverified(signed)
-        environment = environment_of(unverified)
+                expected: str | None = None) -> dict:
+        environment = environment_of(_unverified_claims(signed))  # only to pick the environment's verifier
         library = self.library.get(environment) if isinstance(environment, str) else None
         if library is None or (expected and environment != expected):
             raise Unauthorized(f"signed data of environment {environment!r} is not accepted here",
                                code="apple_invalid_environment")
-        if environment in UNSIGNED_ENVIRONMENTS:  # the library does not verify these; opt-in only
-            _call_library(getattr(library, method), signed)
-            return unverified, environment
-        x5c, at = _chain_key(header), _effective_time(unverified)
-        key = None if self.online or at is None else self.chains.key_for(x5c, at)
-        if key is None:
-            _call_library(getattr(library, method), signed)
-            if x5c is None:  # the library accepted a chain we cannot key: never expected
-                raise Unauthorized("the x5c header is not a chain of three", code="apple_invalid_chain_length")
-            key = self.chains.remember(x5c)
-        try:
-            return jwt.decode(signed, key, algorithms=ALGORITHMS), environment
-        except (jwt.InvalidTokenError, RecursionError) as exc:  # PyJWT parses JSON again, and lets this through
-            raise Unauthorized(f"the signature does not verify: {exc}", code="apple_verification_failure") from None
+        return library.claims(method, signed)
 
-    def _check_bundle(self, bundle_id) -> None:
-        if bundle_id != self.bundle_id:
-            raise Unauthorized("the signed data is for another bundle id", code="apple_invalid_app_identifier")
+
+class _LibraryVerifier(SignedDataVerifier):
+    """Apple's verifier with the chain cache, handing back the verified claims as sent."""
+
+    def __init__(self, roots, online_checks, environment, bundle_id, app_apple_id, chains: VerifiedChains) -> None:
+        super().__init__(roots, online_checks, environment, bundle_id, app_apple_id)
+        self._chain_verifier = _CachingChainVerifier(roots, chains)
+        self._decoded = threading.local()
+
+    def claims(self, method: str, signed: str) -> dict:
+        self._decoded.claims = None
+        _call_library(getattr(self, method), signed)  # every check of Apple's; raises when one fails
+        return self._decoded.claims
+
+    def _decode_signed_object(self, signed_obj: str) -> dict:
+        claims = super()._decode_signed_object(signed_obj)
+        self._decoded.claims = claims
+        return claims
+
+
+class _CachingChainVerifier(_ChainVerifier):
+    def __init__(self, roots: list[bytes], chains: VerifiedChains) -> None:
+        super().__init__(roots)
+        self.chains = chains
+
+    def verify_chain(self, certificates, perform_online_checks: bool, effective_date: int):
+        x5c = tuple(certificates) if isinstance(certificates, list) and len(certificates) == 3 else None
+        if not perform_online_checks and x5c and all(isinstance(c, str) for c in x5c):
+            key = self.chains.key_for(x5c, effective_date)
+            if key is not None:
+                return key
+        verified = super().verify_chain(certificates, perform_online_checks, effective_date)
+        if x5c:
+            self.chains.remember(x5c)
+        return verified
 
 
 def _call_library(verify: Callable[[str], object], signed: str) -> None:
@@ -99,37 +113,20 @@ def _call_library(verify: Callable[[str], object], signed: str) -> None:
         raise Malformed(f"the signed data is not of Apple's shape: {exc}", code="apple_malformed") from None
 
 
-def _unverified(signed: str) -> tuple[dict, dict]:
-    """Header and claims before verification, only to pick the verifier and cache entry.
+def _unverified_claims(signed: str) -> dict:
+    """The claims before verification, only to pick the verifier of their environment.
 
-    Read with the standard library: PyJWT validates base64 character by character in
-    Python, which costs more than the signature check on JWS with x5c headers, and the
-    verified decode below parses the token once more anyway.
+    Read with the standard library and the gateway's JSON reader, which refuses deep
+    nesting; the library then verifies and decodes the token in full.
     """
     try:
-        header, payload, _ = signed.split(".")
-        parts = [wire.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in (header, payload)]
-    except (ValueError, TypeError) as exc:  # binascii.Error and wire's refusals are ValueErrors
+        payload = signed.split(".")[1]
+        claims = wire.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, TypeError, IndexError) as exc:  # binascii.Error and wire's refusals are ValueErrors
         raise Unauthorized(f"not a JWS: {exc}", code="apple_verification_failure") from None
-    if not all(isinstance(part, dict) for part in parts):
-        raise Unauthorized("not a JWS: header and payload must be objects", code="apple_verification_failure")
-    return parts[0], parts[1]
-
-
-def _chain_key(header: dict) -> tuple[str, ...] | None:
-    x5c = header.get("x5c")
-    if isinstance(x5c, list) and len(x5c) == 3 and all(isinstance(c, str) for c in x5c):
-        return tuple(x5c)
-    return None
-
-
-def _effective_time(claims: dict) -> float | None:
-    """The instant the library validates the chain at when offline: the JWS's own date
-    (or now when it has none). ``None`` when the date is unreadable: the library decides."""
-    signed = claims.get("signedDate") if claims.get("signedDate") is not None else claims.get("receiptCreationDate")
-    if signed is None:
-        return time.time()
-    return int(signed) // 1000 if isinstance(signed, int) and not isinstance(signed, bool) else None
+    if not isinstance(claims, dict):
+        raise Unauthorized("not a JWS: the payload must be an object", code="apple_verification_failure")
+    return claims
 
 
 def _own_environment(claims: dict) -> str | None:
@@ -153,8 +150,3 @@ def _notification_parts(claims: dict) -> tuple[dict, str | None]:
 
 def _notification_environment(claims: dict) -> str | None:
     return _notification_parts(claims)[1]
-
-
-def _notification_app(claims: dict) -> tuple[str | None, int | None]:
-    part = _notification_parts(claims)[0]
-    return part.get("bundleId"), part.get("appAppleId")
