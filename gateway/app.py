@@ -10,7 +10,8 @@ from gateway import config, logs
 from gateway.auth import ApiKeys, CognitoTokens
 from gateway.checkout import Checkout, build_checkout
 from gateway.domain.catalog import Catalog, load_catalog
-from gateway.ingest import Ingest, utcnow
+from gateway.clock import utcnow
+from gateway.ingest import Ingest
 from gateway.providers import Provider
 from gateway.store.port import Store
 
@@ -41,23 +42,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     """Build the gateway. Tests pass ``settings`` and may pass a ``store`` or providers."""
     settings = settings or config.from_env()
     logs.configure(settings.log_level)
-    if store is None:
-        from gateway.store.sql import SqlStore, make_engine
-
-        store = SqlStore(make_engine(settings.database_url))
-    if settings.entitlement_cache_seconds:
-        from gateway.store.cache import CachedEntitlements
-
-        store = CachedEntitlements(store, settings.entitlement_cache_seconds)
-    catalog = load_catalog(settings.catalog_path)
-    providers = build_providers(settings, catalog)
-    providers.update((overrides or {}).get("providers", {}))
-    services = Services(
-        settings=settings, store=store, catalog=catalog, ingest=Ingest(store, catalog),
-        providers=providers, api_keys=ApiKeys(settings.api_keys), cognito=CognitoTokens(settings),
-        checkout=build_checkout(settings, store, catalog, utcnow),
-    )
-
+    services = build_services(settings, store, (overrides or {}).get("providers", {}))
     app = Flask(__name__, instance_relative_config=True)
     if settings.forwarded_hops:
         # The client's address and scheme as the trusted proxies saw them: the admin's login
@@ -67,17 +52,40 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops, x_proto=settings.forwarded_hops)
     app.json.sort_keys = False
     app.extensions["gateway"] = services
+    _install_web(app, settings)
+    return app
 
+
+def build_services(settings: config.Settings, store: Store | None, providers: dict[str, Provider]) -> Services:
+    """Everything the views and commands use, built once; ``providers`` replace the built ones."""
+    store = _store(settings) if store is None else store
+    if settings.entitlement_cache_seconds:
+        from gateway.store.cache import CachedEntitlements
+
+        store = CachedEntitlements(store, settings.entitlement_cache_seconds)
+    catalog = load_catalog(settings.catalog_path)
+    return Services(
+        settings=settings, store=store, catalog=catalog, ingest=Ingest(store, catalog),
+        providers={**build_providers(settings, catalog), **providers}, api_keys=ApiKeys(settings.api_keys),
+        cognito=CognitoTokens(settings), checkout=build_checkout(settings, store, catalog, utcnow),
+    )
+
+
+def _store(settings: config.Settings) -> Store:
+    from gateway.store.sql import SqlStore, make_engine
+
+    return SqlStore(make_engine(settings.database_url))
+
+
+def _install_web(app: Flask, settings: config.Settings) -> None:
+    """The blueprints, the admin, access logging and metrics, error handlers and commands."""
     from gateway.jobs import cli
-    from gateway.web import (access, admin, apple_purchases, checkout, entitlements, google_purchases, health,
-                             history, openapi, webhooks)
+    from gateway.web import access, admin, checkout, entitlements, health, history, openapi, purchases, webhooks
     from gateway.web.errors import register_error_handlers
 
-    for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, apple_purchases.bp,
-                      google_purchases.bp, history.bp, openapi.bp):
+    for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, purchases.bp, history.bp, openapi.bp):
         app.register_blueprint(blueprint)
     admin.install(app, settings)  # /admin; sets the session key and cookie flags
     access.install(app)  # access log lines, request metrics and /metrics
     register_error_handlers(app)
     cli.register(app)
-    return app

@@ -153,51 +153,41 @@ def _check(settings: Settings) -> Settings:
     return settings
 
 
+#: Read as they are, each into the Settings field of its name in lower case: text, or a
+#: comma-separated list. The rest are in ``_special``.
+TEXT = ("CATALOG_PATH", "COGNITO_USER_POOL_ID", "COGNITO_REGION", "COGNITO_JWKS_URL",
+        "STRIPE_API_KEY", "STRIPE_API_BASE",
+        "APPLE_BUNDLE_ID", "APPLE_ISSUER_ID", "APPLE_KEY_ID", "APPLE_PRIVATE_KEY", "APPLE_API_BASE",
+        "GOOGLE_PACKAGE_NAME", "GOOGLE_PUBSUB_AUDIENCE", "GOOGLE_PUBSUB_SERVICE_ACCOUNT", "GOOGLE_OIDC_CERTS_URL",
+        "GOOGLE_SERVICE_ACCOUNT_JSON", "GOOGLE_PLAY_ACCESS_TOKEN", "GOOGLE_PLAY_API_BASE",
+        "REVENUECAT_API_KEY", "REVENUECAT_API_BASE", "METRICS_TOKEN", "ADMIN_PASSWORD", "ADMIN_SECRET_KEY")
+LISTS = ("COGNITO_APP_CLIENT_IDS", "STRIPE_WEBHOOK_SECRETS", "APPLE_ROOT_CERTS", "REVENUECAT_WEBHOOK_AUTH")
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``env`` (default: the process environment plus ``.env``)."""
     if env is None:
         from dotenv import dotenv_values
 
         env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **os.environ}
-    return _check(Settings(
-        database_url=database_url(_text(env, "DATABASE_URL")),
-        api_keys=_list(env, "GATEWAY_API_KEYS"),
-        catalog_path=_text(env, "CATALOG_PATH"),
-        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1_048_576),
-        cognito_user_pool_id=_text(env, "COGNITO_USER_POOL_ID"),
-        cognito_region=_text(env, "COGNITO_REGION"),
-        cognito_app_client_ids=_list(env, "COGNITO_APP_CLIENT_IDS"),
-        cognito_jwks_url=_text(env, "COGNITO_JWKS_URL"),
-        cognito_jwks_refresh_cooldown=_int(env, "COGNITO_JWKS_REFRESH_COOLDOWN", 30, minimum=0),
-        stripe_api_key=_text(env, "STRIPE_API_KEY"),
-        stripe_webhook_secrets=_list(env, "STRIPE_WEBHOOK_SECRETS"),
-        stripe_api_base=_text(env, "STRIPE_API_BASE"),
-        apple_bundle_id=_text(env, "APPLE_BUNDLE_ID"),
-        apple_app_apple_id=_int(env, "APPLE_APP_APPLE_ID", None),
-        apple_environments=_list(env, "APPLE_ENVIRONMENTS") or ("Production", "Sandbox"),
-        apple_root_certs=_list(env, "APPLE_ROOT_CERTS"),
-        apple_online_checks=_bool(env, "APPLE_ONLINE_CHECKS", False),
-        apple_issuer_id=_text(env, "APPLE_ISSUER_ID"),
-        apple_key_id=_text(env, "APPLE_KEY_ID"),
-        apple_private_key=_text(env, "APPLE_PRIVATE_KEY"),
-        apple_api_base=_text(env, "APPLE_API_BASE"),
-        google_package_name=_text(env, "GOOGLE_PACKAGE_NAME"),
-        google_pubsub_audience=_text(env, "GOOGLE_PUBSUB_AUDIENCE"),
-        google_pubsub_service_account=_text(env, "GOOGLE_PUBSUB_SERVICE_ACCOUNT"),
-        google_oidc_certs_url=_text(env, "GOOGLE_OIDC_CERTS_URL"),
-        google_service_account_json=_text(env, "GOOGLE_SERVICE_ACCOUNT_JSON"),
-        google_play_access_token=_text(env, "GOOGLE_PLAY_ACCESS_TOKEN"),
-        google_play_api_base=_text(env, "GOOGLE_PLAY_API_BASE"),
-        revenuecat_webhook_auth=_list(env, "REVENUECAT_WEBHOOK_AUTH"),
-        revenuecat_api_key=_text(env, "REVENUECAT_API_KEY"),
-        revenuecat_api_base=_text(env, "REVENUECAT_API_BASE"),
-        log_level=(_text(env, "LOG_LEVEL") or "INFO").upper(),
-        metrics_token=_text(env, "METRICS_TOKEN"),
-        admin_password=_text(env, "ADMIN_PASSWORD"),
-        admin_secret_key=_text(env, "ADMIN_SECRET_KEY"),
-        admin_cookie_secure=(_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
-        forwarded_hops=_int(env, "FORWARDED_HOPS", 0, minimum=0),
-        entitlement_cache_seconds=_int(env, "ENTITLEMENT_CACHE_SECONDS", 0, minimum=0),
-        events_stale_after_seconds=_int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
-        cognito_stripe_attribute=_text(env, "COGNITO_STRIPE_ATTRIBUTE") or DEFAULT_STRIPE_ATTRIBUTE,
-    ))
+    plain = {**{name.lower(): _text(env, name) for name in TEXT}, **{name.lower(): _list(env, name) for name in LISTS}}
+    return _check(Settings(**plain, **_special(env)))
+
+
+def _special(env: Mapping[str, str]) -> dict:
+    """The variables that are numbers or flags, have a default, or name another field."""
+    return {
+        "database_url": database_url(_text(env, "DATABASE_URL")),
+        "api_keys": _list(env, "GATEWAY_API_KEYS"),
+        "max_body_bytes": _int(env, "MAX_BODY_BYTES", 1_048_576),
+        "cognito_jwks_refresh_cooldown": _int(env, "COGNITO_JWKS_REFRESH_COOLDOWN", 30, minimum=0),
+        "cognito_stripe_attribute": _text(env, "COGNITO_STRIPE_ATTRIBUTE") or DEFAULT_STRIPE_ATTRIBUTE,
+        "apple_app_apple_id": _int(env, "APPLE_APP_APPLE_ID", None),
+        "apple_environments": _list(env, "APPLE_ENVIRONMENTS") or ("Production", "Sandbox"),
+        "apple_online_checks": _bool(env, "APPLE_ONLINE_CHECKS", False),
+        "log_level": (_text(env, "LOG_LEVEL") or "INFO").upper(),
+        "admin_cookie_secure": (_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
+        "forwarded_hops": _int(env, "FORWARDED_HOPS", 0, minimum=0),
+        "entitlement_cache_seconds": _int(env, "ENTITLEMENT_CACHE_SECONDS", 0, minimum=0),
+        "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
+    }

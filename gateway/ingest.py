@@ -21,10 +21,11 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from gateway import logs, metrics
 from gateway.apply import Changes, apply_translation
+from gateway.clock import utcnow
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
 from gateway.domain.events import Event
@@ -36,10 +37,6 @@ from gateway.store.port import Store, StoreRefused, StoreUnavailable
 log = logging.getLogger("gateway.ingest")
 
 PROCESSED, DUPLICATE, IGNORED, DEFERRED, FAILED = "processed", "duplicate", "ignored", "deferred", "failed"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def backoff(attempts: int, base: float = 30.0, cap: float = 6 * 3600.0) -> timedelta:

@@ -15,9 +15,10 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from gateway.domain.catalog import SOURCES
+
 log = logging.getLogger("gateway.metrics")
 
-SOURCES = ("stripe", "apple", "google", "revenuecat")
 BACKLOG_STATUSES = ("deferred", "failed")
 # Seconds. A delivery takes milliseconds when it carries its truth, up to the store
 # API timeouts (4-5 s) when it must fetch it.

@@ -8,6 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from gateway.domain.catalog import SOURCES
 from gateway.jobs import retry
 from gateway.store.migrate import upgrade
 
@@ -35,9 +36,6 @@ class _Time(click.ParamType):
         return parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-SOURCES = click.Choice(["stripe", "apple", "google", "revenuecat"])
-
-
 @click.command("migrate")
 @with_appcontext
 def migrate_command() -> None:
@@ -47,7 +45,7 @@ def migrate_command() -> None:
 
 
 @events.command("list")
-@click.option("--source", type=SOURCES)
+@click.option("--source", type=click.Choice(SOURCES))
 @click.option("--status", type=click.Choice(["received", "processed", "ignored", "deferred", "failed"]))
 @click.option("--since", type=_Time(), help="received at or after this time")
 @click.option("--limit", default=50, show_default=True)
@@ -78,7 +76,7 @@ def show_command(event_pk: int) -> None:
 @click.argument("event_pks", nargs=-1, type=int)
 @click.option("--failed", is_flag=True, help="every failed delivery")
 @click.option("--since", type=_Time(), help="every delivery received at or after this time")
-@click.option("--source", type=SOURCES)
+@click.option("--source", type=click.Choice(SOURCES))
 def replay_command(event_pks, failed, since, source) -> None:
     """Apply stored deliveries again: safe, since applying is idempotent and newest-wins."""
     if not (event_pks or failed or since):

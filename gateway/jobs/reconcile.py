@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from gateway.apply import apply_translation
+from gateway.clock import utcnow
+from gateway.domain.catalog import SOURCES
 from gateway.domain.model import Subscription, merge_snapshot
 from gateway.jobs import reconcile_sources as sources
 from gateway.jobs.reconcile_apple import apple_checker
@@ -29,7 +31,6 @@ from gateway.store.port import StoreUnavailable
 
 log = logging.getLogger("gateway.reconcile")
 
-SOURCES = ("stripe", "apple", "google", "revenuecat")
 #: After this many failures in a row without a success, a source is taken to be down and
 #: its remaining subscriptions fail at once instead of each waiting out a timeout.
 DOWN_AFTER = 8
@@ -126,10 +127,6 @@ def build_checkers(services, clock) -> dict:
     }
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @click.command("reconcile")
 @click.option("--source", "chosen", type=click.Choice(SOURCES), multiple=True, help="default: every source")
 @click.option("--dry-run", is_flag=True, help="report drift without repairing it or acknowledging")
@@ -140,8 +137,8 @@ def _utcnow() -> datetime:
 def reconcile_command(chosen, dry_run, since_days, ahead_days, workers) -> None:
     """Re-read subscriptions from each store's API and repair what drifted."""
     services = current_app.extensions["gateway"]
-    checkers = build_checkers(services, _utcnow)
-    reconciler = Reconciler(services, checkers, _utcnow, workers)
+    checkers = build_checkers(services, utcnow)
+    reconciler = Reconciler(services, checkers, utcnow, workers)
     tallies = reconciler.run(chosen or SOURCES, timedelta(days=since_days), timedelta(days=ahead_days), dry_run)
     for source, tally in tallies.items():
         click.echo(tally.line(source) + (" (dry run)" if dry_run and not tally.skipped else ""))

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from gateway.auth import bearer
+from gateway.clock import utcnow
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation, ignored
 from gateway.domain.events import Event
@@ -34,10 +35,6 @@ from gateway.providers.google_push_auth import DEFAULT_CERTS_URL, CertificateCac
 from gateway.providers.unconfigured import Unconfigured
 
 SOURCE = state.SOURCE
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class GooglePlayNotifications:

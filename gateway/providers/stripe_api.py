@@ -29,6 +29,15 @@ class StripeApiError(StoreApiError):
         #: Stripe answered 4xx other than 429: retrying the same call will not help.
         self.refused = refused
 
+    @classmethod
+    def from_stripe(cls, exc: stripe.StripeError, call: str) -> StripeApiError:
+        """stripe-python's error for ``call``, classified once for every caller: a 4xx other
+        than 429 is refused; no answer, a 429 or a 5xx is Stripe unavailable."""
+        status = exc.http_status
+        detail = " ".join(str(exc.user_message or type(exc).__name__).split())[:300]
+        return cls(f"{call} failed ({status or 'no answer'}): {detail}",
+                   refused=status is not None and 400 <= status < 500 and status != 429)
+
 
 class StripeApi(Protocol):
     def subscription(self, subscription_id: str) -> dict: ...
@@ -58,11 +67,7 @@ class StripeHttpApi:
         try:
             return self.client.raw_request(method, path, **params).data
         except stripe.StripeError as exc:
-            status = exc.http_status
-            refused = status is not None and 400 <= status < 500 and status != 429
-            detail = " ".join(str(exc.user_message or type(exc).__name__).split())[:300]
-            raise StripeApiError(f"Stripe {method.upper()} {path} failed ({status or 'no answer'}): {detail}",
-                                 refused=refused) from None
+            raise StripeApiError.from_stripe(exc, f"Stripe {method.upper()} {path}") from None
 
     def subscription(self, subscription_id: str) -> dict:
         return self._call("get", f"/v1/subscriptions/{subscription_id}")

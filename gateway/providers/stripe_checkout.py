@@ -50,18 +50,15 @@ def _calling_stripe(call):
     """Stripe being down or slow is a 503 the client may retry; a refusal is a 502."""
     try:
         return call()
-    except StripeApiError as exc:
-        if exc.refused:
-            raise StripeRefused(str(exc)) from None
-        raise Unavailable(str(exc), code="stripe_unavailable") from None
     except CustomerPending as exc:
         raise Unavailable(str(exc), code="stripe_unavailable") from None
     except stripe.StripeError as exc:  # from ensure_customer, which uses stripe-python directly
-        status = exc.http_status
-        message = f"Stripe customer lookup failed ({status or 'no answer'}): {exc.user_message or type(exc).__name__}"
-        if status is not None and 400 <= status < 500 and status != 429:
-            raise StripeRefused(message) from None
-        raise Unavailable(" ".join(message.split())[:300], code="stripe_unavailable") from None
+        failure = StripeApiError.from_stripe(exc, "Stripe customer lookup")
+    except StripeApiError as exc:
+        failure = exc
+    if failure.refused:
+        raise StripeRefused(str(failure))
+    raise Unavailable(str(failure), code="stripe_unavailable")
 
 
 def build(settings) -> StripeCheckout | None:

@@ -8,8 +8,9 @@ which ``stripe_snapshots`` deals with.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 
+from gateway.clock import utcnow
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation, ignored
 from gateway.domain.events import Event
@@ -20,7 +21,7 @@ from gateway.providers import stripe_webhook
 from gateway.providers.stripe_api import StripeApi, StripeHttpApi
 from gateway.providers.stripe_snapshots import Snapshotter
 
-SOURCE = "stripe"
+SOURCE = so.SOURCE
 
 SUBSCRIPTION_TYPES = frozenset(f"customer.subscription.{kind}" for kind in
                                ("created", "updated", "deleted", "paused", "resumed"))
@@ -31,17 +32,13 @@ PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "dispu
 ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | {"checkout.session.completed"}
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class StripeEvents:
     source = SOURCE
     #: Translating reads what is stored (ordering) and may call Stripe: record first.
     translates_offline = False
 
     def __init__(self, secrets: tuple[str, ...], catalog: Catalog, api: StripeApi | None = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.secrets = secrets
         self.snapshots = Snapshotter(catalog, api, clock)
 

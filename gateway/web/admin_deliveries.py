@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
+from gateway.domain.catalog import SOURCES
 from gateway.jobs import retry
 from gateway.store.port import MAX_ROW_ID, StoreUnavailable
 from gateway.web.admin import bp, row_id_arg
@@ -14,7 +15,6 @@ from gateway.web.admin import bp, row_id_arg
 log = logging.getLogger("gateway.admin")
 
 PAGE = 50
-SOURCES = ("stripe", "apple", "google", "revenuecat")
 STATUSES = ("received", "processed", "ignored", "deferred", "failed")
 
 

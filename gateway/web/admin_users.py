@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import abort, redirect, render_template, request, url_for
 
 from gateway.explain import explain
-from gateway.ingest import utcnow
+from gateway.clock import utcnow
 from gateway.store.port import StoreUnavailable
 from gateway.web.admin import bp, row_id_arg
 from gateway.web.admin_deliveries import services

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.ingest import utcnow
+from gateway.clock import utcnow
 from gateway.store.port import StoreUnavailable
 from gateway.errors import Unavailable
 from gateway.web.presenters import entitlements_answer

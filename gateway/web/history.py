@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from gateway.domain.events import Event
 from gateway.errors import Malformed, Unavailable
 from gateway.explain import MAX_DELIVERIES, Explanation, Holding, explain
-from gateway.ingest import utcnow
+from gateway.clock import utcnow
 from gateway.store.port import MAX_ROW_ID, StoreUnavailable
 from gateway.web.presenters import entitlements_answer, iso
 

@@ -10,7 +10,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
-from gateway.web import apple_purchases, checkout, google_purchases, schemas
+from gateway.web import checkout, purchases, schemas
 
 bp = Blueprint("openapi", __name__)
 
@@ -105,8 +105,8 @@ def document() -> dict:
                    info={"description": "Webhooks of Stripe, the App Store, Google Play and RevenueCat in; "
                                         "one entitlement answer per Cognito user out."})
     named = {"CheckoutBody": checkout.CheckoutBody, "PortalBody": checkout.PortalBody,
-             "ApplePurchaseBody": apple_purchases._PurchaseSchema,
-             "GooglePurchaseBody": google_purchases._PurchaseSchema}
+             "ApplePurchaseBody": purchases.ApplePurchaseBody,
+             "GooglePurchaseBody": purchases.GooglePurchaseBody}
     for name in ("Entitlement", "EntitlementsAnswer", "HistoryAnswer", "Error", "WebhookAnswer",
                  "CheckoutSession", "PortalSession", "Health", "StripeEvent", "AppleNotification",
                  "PubSubPush", "RevenueCatWebhook"):

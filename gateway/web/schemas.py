@@ -11,7 +11,8 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields
 
-SOURCES = ["stripe", "apple", "google", "revenuecat"]
+from gateway.domain.catalog import SOURCES
+
 STATUSES = ["active", "grace_period", "billing_retry", "paused", "expired", "revoked", "pending"]
 
 
