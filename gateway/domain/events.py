@@ -5,6 +5,9 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
+#: What became of a delivery: recorded, applied, of no interest, waiting for a retry, given up.
+STATUSES = ("received", "processed", "ignored", "deferred", "failed")
+
 
 @dataclasses.dataclass(frozen=True)
 class Event:

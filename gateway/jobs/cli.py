@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from gateway.domain.catalog import SOURCES
+from gateway.domain.events import STATUSES
 from gateway.jobs import retry
 from gateway.store.migrate import upgrade
 
@@ -46,7 +47,7 @@ def migrate_command() -> None:
 
 @events.command("list")
 @click.option("--source", type=click.Choice(SOURCES))
-@click.option("--status", type=click.Choice(["received", "processed", "ignored", "deferred", "failed"]))
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--since", type=_Time(), help="received at or after this time")
 @click.option("--limit", default=50, show_default=True)
 def list_command(source, status, since, limit) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from gateway.domain.catalog import SOURCES
+from gateway.domain.events import STATUSES
 from gateway.jobs import retry
 from gateway.store.port import MAX_ROW_ID, StoreUnavailable
 from gateway.web.admin import bp, row_id_arg
@@ -15,7 +16,6 @@ from gateway.web.admin import bp, row_id_arg
 log = logging.getLogger("gateway.admin")
 
 PAGE = 50
-STATUSES = ("received", "processed", "ignored", "deferred", "failed")
 
 
 def services():
