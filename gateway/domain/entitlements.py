@@ -73,3 +73,21 @@ def derive(subscriptions: list[Snapshot], catalog: Catalog) -> dict[str, Grant]:
 
 def is_premium(grants, now: datetime) -> bool:
     return any(grant.is_active(now) for grant in grants)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as the API writes it: UTC, ``Z``, milliseconds only when there are some."""
+    if value is None:
+        return None
+    value = value.astimezone(timezone.utc)
+    spec = "milliseconds" if value.microsecond else "seconds"
+    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def view(grant: Grant | None, now: datetime) -> dict | None:
+    """One entitlement as the entitlement API shows it at ``now``."""
+    if grant is None:
+        return None
+    return {"active": grant.is_active(now), "status": grant.status_at(now).value,
+            "expires_at": iso(grant.expires_at), "will_renew": grant.will_renew,
+            "source": grant.source, "product_id": grant.product_id}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from gateway.clock import utcnow
+from gateway.domain.entitlements import iso
 from gateway.domain.events import Event
 from gateway.errors import Malformed, Unavailable
 from gateway.explain import MAX_DELIVERIES, Explanation, Holding, explain
-from gateway.clock import utcnow
 from gateway.store.port import MAX_ROW_ID, StoreUnavailable
-from gateway.web.presenters import entitlements_answer, iso
+from gateway.web.presenters import entitlements_answer
 
 bp = Blueprint("history", __name__)
 
@@ -32,10 +33,12 @@ def _number(name: str, default, minimum: int, maximum: int | None):
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum or (maximum and int(raw) > maximum):
+    # ASCII digits, and few enough for int(): past 4,300 digits it raises ValueError.
+    number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else None
+    if number is None or number < minimum or (maximum and number > maximum):
         bound = f"{minimum}..{maximum}" if maximum else f"at least {minimum}"
         raise Malformed(f"{name} must be a whole number {bound}", code="bad_query")
-    return int(raw)
+    return number
 
 
 def history_answer(found: Explanation, now) -> dict:
