@@ -1,0 +1,1 @@
+"""Entitlement events out: signed webhooks to the app's own backend."""
