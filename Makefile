@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test test-unit soak bench demo migrate lambda clean
+.PHONY: run test test-unit fuzz soak bench demo migrate lambda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(VENV)/.dev
 
 test-unit: $(VENV)/.dev
 	$(BIN)/pytest -q tests/unit
+
+# The fuzz and bad-input tests with thousands of examples each (make test runs a few hundred), on SQLite.
+FUZZ_EXAMPLES ?= 3000
+fuzz: $(VENV)/.dev
+	TEST_DATABASE=sqlite FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/e2e/test_fuzz_webhooks.py \
+	  tests/e2e/test_fuzz_api.py tests/e2e/test_bad_input.py tests/unit/test_wire.py
 
 # The 10,000-delivery soak of the README, on PostgreSQL (TEST_POSTGRES_URL, or the local cluster).
 soak: $(VENV)/.dev

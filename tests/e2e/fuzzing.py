@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.store import tables
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large, HealthCheck.filter_too_much])
@@ -38,15 +38,19 @@ depths = st.sampled_from([1, 20, 63, 64, 65, 100, 500, 999, 1000, 1001, 3000, 10
 # Any text, NUL and lone surrogates included (PostgreSQL can store neither).
 text = st.text(max_size=20)
 long_text = st.integers(min_value=0, max_value=600).map(lambda n: "x" * n) | st.text(min_size=100, max_size=400)
-huge_ints = st.sampled_from([-2**63 - 1, -2**63, -1, 0, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**20, 10**40,
-                             253402300799, 253402300800, 253370764799999, 253370764800000, 253402300799999,
-                             253402300800000, -62135596800000, -62135596801000]) | st.integers()
+#: Integers at and past the edges of datetime (seconds and milliseconds), BIGINT and float.
+time_edges = st.sampled_from([-2**63 - 1, -2**63, -1, 0, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**20, 10**40,
+                              253402300799, 253402300800, 253370764799999, 253370764800000, 253402300799999,
+                              253402300800000, -62135596800000, -62135596801000])
+huge_ints = time_edges | st.integers()
 json_scalars = (st.none() | st.booleans() | huge_ints | st.floats(allow_nan=False, allow_infinity=False)
                 | text | long_text)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
                            max_leaves=12)
+#: Strings at and past each column's length (gateway/store/tables.py: 32, 64, 128, 255).
+column_edges = st.sampled_from([31, 32, 33, 63, 64, 65, 127, 128, 129, 254, 255, 256, 1000]).map(lambda n: "x" * n)
 #: A value for any field of a delivery: wrong types, edges of every range, long strings.
-hostile = json_values | depths.map(lambda d: json.loads(nested(min(d, 60))))
+hostile = st.one_of(column_edges, huge_ints, json_values, depths.map(lambda d: json.loads(nested(min(d, 60)))))
 
 # Raw JSON texts Python's json reads but JSON forbids, or that no column can hold.
 raw_hostile = st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"1" * 5000,

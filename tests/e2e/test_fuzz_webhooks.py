@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools import google_pubsub as rtdn
 from devtools import revenuecat as rc
+from devtools import stripe_objects
 from devtools.apple_pki import mint_chain
 from devtools.apple_store import AppStore
 from devtools.google_pubsub import envelope, subscription
@@ -154,7 +156,7 @@ def test_a_delivery_holding_a_character_postgresql_cannot_store_is_applied_with_
     assert again.get_json()["status"] == "duplicate"
     assert api(app.test_client(), "fuzz-user")["is_premium"] is True
     with app.extensions["gateway"].store.transaction() as tx:
-        stored = tx.find_event("revenuecat", event["id"])
+        (stored,) = tx.search_events(source="revenuecat", event_id=event["id"])
     assert stored.data["presented_offering_id"] == "offer\ufffd"
     assert count_events(app) == 1
 
@@ -181,6 +183,47 @@ def leaf_paths(value, prefix: tuple = (), depth: int = 6) -> list[tuple]:
         for index, inner in enumerate(value):
             paths += leaf_paths(inner, prefix + (index,), depth - 1)
     return paths
+
+
+def mutate(document, paths: list[tuple], data):
+    """``document`` with one to four of ``paths`` given a hostile value (or dropped)."""
+    chosen = data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=4, unique=True), label="paths")
+    for path in sorted(chosen, key=len, reverse=True):  # the deepest first: a parent may be replaced
+        try:
+            document = put(document, path, data.draw(hostile_or_drop, label=str(path)))
+        except (KeyError, IndexError, TypeError):  # a parent replaced already
+            pass
+    return document
+
+
+def get(document, path: tuple):
+    for step in path:
+        document = document[step]
+    return document
+
+
+def at_edges(document, paths: list[tuple], data):
+    """One to three string or integer fields at the edge of their range, their type kept
+    (strings at and past each column's length, integers at and past datetime's), so that
+    the delivery is otherwise valid and what it stores can be checked against the columns."""
+    typed = [p for p in paths if type(get(document, p)) in (str, int)]
+    chosen = data.draw(st.lists(st.sampled_from(typed), min_size=1, max_size=3, unique=True), label="edges")
+    for path in chosen:
+        value = get(document, path)
+        edge = fz.time_edges if isinstance(value, int) else \
+            digit_edges | fz.column_edges if value.isdigit() else fz.column_edges
+        document = put(document, path, data.draw(edge, label=str(path)))
+    return document
+
+
+#: A number written as a string (Google's eventTimeMillis): the same edges, and digits that
+#: are not ASCII ("²".isdigit() is true, int("²") raises).
+digit_edges = fz.time_edges.map(str) | st.sampled_from(["\u00b2", "\u0661\u0662\u0663", "9" * 30, "0" * 5000])
+
+
+def hostile_fields(document, paths: list[tuple], data):
+    edges = data.draw(st.booleans(), label="types kept")
+    return at_edges(document, paths, data) if edges else mutate(document, paths, data)
 
 
 def put(document, path: tuple, value):
@@ -210,8 +253,7 @@ def rc_document(data) -> dict:
 
 
 def stripe_document(data) -> dict:
-    from devtools import stripe_objects as so
-
+    so = stripe_objects
     customer_id, sub_id = so.new_id("cus"), so.new_id("sub")
     kind = data.draw(st.sampled_from(["customer.subscription.updated", "customer.subscription.deleted",
                                       "customer.updated", "checkout.session.completed", "invoice.paid",
@@ -241,35 +283,40 @@ def send_revenuecat(app, document: dict | bytes):
     return post(app, "revenuecat", body, {"Authorization": rc.AUTH, "Content-Type": "application/json"})
 
 
-@NEAR
+@FUZZ
 @given(data=st.data())
 def test_revenuecat_events_with_hostile_fields_are_refused_unstored_or_fit_every_column(app, data):
     document = rc_document(data)
-    path = data.draw(st.sampled_from(leaf_paths(document)), label="path")
     before = fz.state(app)
-    fz.check_answer(app, send_revenuecat(app, put(document, path, data.draw(hostile_or_drop))), before, (200, 400))
+    fz.check_answer(app, send_revenuecat(app, hostile_fields(document, leaf_paths(document), data)), before, (200, 400))
 
 
-@NEAR
+@FUZZ
 @given(data=st.data())
 def test_stripe_events_with_hostile_fields_are_refused_unstored_or_fit_every_column(app, data):
     document = stripe_document(data)
-    path = data.draw(st.sampled_from(leaf_paths(document)), label="path")
     before = fz.state(app)
-    fz.check_answer(app, send_stripe(app, put(document, path, data.draw(hostile_or_drop))), before, (200, 400))
+    fz.check_answer(app, send_stripe(app, hostile_fields(document, leaf_paths(document), data)), before, (200, 400))
 
 
 @NEAR
-@given(data=st.data(), source=st.sampled_from(["revenuecat", "stripe"]))
-def test_authenticated_bodies_holding_json_python_reads_but_json_forbids_are_400(app, data, source):
+@given(data=st.data(), source=st.sampled_from(["revenuecat", "stripe", "apple"]))
+def test_authenticated_bodies_holding_json_python_reads_but_json_forbids_are_400(app, chain, data, source):
     """Deep nesting (json's RecursionError), NaN, Infinity, 1e400, huge integers: spliced as
     raw text into a delivery that is otherwise valid and correctly authenticated."""
-    document = rc_document(data) if source == "revenuecat" else stripe_document(data)
-    path = data.draw(st.sampled_from(leaf_paths(document)), label="path")
+    if source == "apple":  # the body around the JWS; the JWS's own JSON is fuzzed below
+        document = json.loads(apple_body(AppStore(chain), apple_parts(AppStore(chain), data)))
+        paths = [("signedPayload",), ("extra",)]
+    else:
+        document = rc_document(data) if source == "revenuecat" else stripe_document(data)
+        paths = leaf_paths(document)
+    path = data.draw(st.sampled_from(paths), label="path")
     raw = data.draw(fz.raw_hostile, label="raw")
     before = fz.state(app)
-    answer = (send_revenuecat if source == "revenuecat" else send_stripe)(app, fz.splice(document, path, raw))
-    fz.check_answer(app, answer, before, (200, 400))
+    body = fz.splice(document, path, raw)
+    answer = {"revenuecat": send_revenuecat, "stripe": send_stripe,
+              "apple": lambda a, b: post(a, "apple", b, {})}[source](app, body)
+    fz.check_answer(app, answer, before, (200, 400, 401) if source == "apple" else (200, 400))
 
 
 def test_a_thousand_brackets_in_an_authenticated_body_are_400_not_500(app):
@@ -282,11 +329,9 @@ def test_a_thousand_brackets_in_an_authenticated_body_are_400_not_500(app):
 
 
 def apple_parts(store: AppStore, data) -> dict:
-    original = str(uuid.uuid4().int)[:15]
     kind = data.draw(st.sampled_from(["DID_RENEW", "SUBSCRIBED", "REFUND", "EXPIRED", "DID_FAIL_TO_RENEW",
                                       "TEST"]), label="kind")
-    return {"notification": store.notification(kind), "transaction": store.transaction(original, token=str(uuid.uuid4())),
-            "renewal": store.renewal(original)}
+    return apple_parts_of(store, kind)
 
 
 def apple_body(store: AppStore, parts: dict) -> bytes:
@@ -304,14 +349,14 @@ def apple_header(chain) -> bytes:
     return json.dumps({"alg": "ES256", "x5c": chain.x5c}).encode()
 
 
-@NEAR
+@FUZZ
 @given(data=st.data())
 def test_signed_apple_notifications_with_hostile_fields_are_refused_unstored_or_fit_every_column(app, chain, data):
     store = AppStore(chain)
     parts = apple_parts(store, data)
-    path = data.draw(st.sampled_from([p for p in leaf_paths(parts) if len(p) > 1]), label="path")  # each part signed
+    paths = [p for p in leaf_paths(parts) if len(p) > 1]  # each part stays an object to sign
     before = fz.state(app)
-    body = apple_body(store, put(parts, path, data.draw(hostile_or_drop)))
+    body = apple_body(store, hostile_fields(parts, paths, data))
     fz.check_answer(app, post(app, "apple", body, {"Content-Type": "application/json"}), before, (200, 400, 401))
 
 
@@ -351,15 +396,11 @@ def test_apple_jws_nested_deep_in_header_or_payload_is_refused_unsigned_or_signe
 
 
 def google_parts(data, play) -> dict:
-    from devtools import google_pubsub as rtdn
-
-    token = f"token-fuzz-{uuid.uuid4()}"
-    if data.draw(st.booleans(), label="known to Play"):
-        play.subscribe(token, user=str(uuid.uuid4()))
     kind = data.draw(st.sampled_from(["subscription", "voided", "one_time", "test"]), label="kind")
-    notification = {"subscription": lambda: rtdn.subscription(token), "voided": lambda: rtdn.voided(token),
-                    "one_time": lambda: rtdn.one_time(token), "test": rtdn.console_test}[kind]()
-    return {"push": json.loads(envelope(notification)), "notification": notification}
+    parts = google_parts_of(play, kind)
+    if not data.draw(st.booleans(), label="known to Play"):
+        play.purchases.clear()
+    return parts
 
 
 def google_body(parts: dict, notification: bytes | None = None) -> bytes:
@@ -370,15 +411,14 @@ def google_body(parts: dict, notification: bytes | None = None) -> bytes:
     return json.dumps(push).encode()
 
 
-@NEAR
+@FUZZ
 @given(data=st.data())
 def test_authenticated_google_pushes_with_hostile_fields_are_refused_unstored_or_fit_every_column(
         app, push_signer, play, data):
     parts = google_parts(data, play)
     paths = [p for p in leaf_paths(parts) if len(p) > 1 and p[:3] != ("push", "message", "data")]
-    path = data.draw(st.sampled_from(paths), label="path")
     before = fz.state(app)
-    body = google_body(put(parts, path, data.draw(hostile_or_drop)))
+    body = google_body(hostile_fields(parts, paths, data))
     fz.check_answer(app, post(app, "google", body, push_signer.headers()), before, (200, 400))
 
 
@@ -403,8 +443,6 @@ def test_authenticated_google_pushes_holding_json_python_reads_but_json_forbids_
 def test_google_push_tokens_garbled_deep_or_signed_with_hostile_claims_never_500(app, push_signer, data):
     """The push token is parsed before its signature is checked: garbage in the shape of a
     JWT, deep JSON in its header or claims (signed with the real key), hostile claims."""
-    from devtools import google_pubsub as rtdn
-
     kind = data.draw(st.sampled_from(["garbage", "deep", "claims"]), label="kind")
     key = push_signer.keys[push_signer.kid][0]
     if kind == "garbage":
@@ -426,3 +464,44 @@ def test_google_push_tokens_garbled_deep_or_signed_with_hostile_claims_never_500
     body = envelope(rtdn.console_test())
     scheme = data.draw(st.sampled_from(["Bearer ", "bearer ", "", "Basic "]), label="scheme")
     fz.check_answer(app, post(app, "google", body, {"Authorization": scheme + token}), before, (200, 400, 401))
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_string_field_at_and_past_each_column_length_is_refused_or_fits(app, chain, push_signer, play, source):
+    """Exhaustive where the fuzz samples: each string of a valid delivery, in turn, at and one
+    past each column length. Either the delivery is refused and stores nothing, or every
+    stored string fits its column (SQLite would keep what PostgreSQL refuses)."""
+    store = AppStore(chain)
+    documents = {
+        "revenuecat": lambda: {"api_version": "1.0", "event": rc.event(
+            "RENEWAL", user=str(uuid.uuid4()), transaction=str(uuid.uuid4().int)[:12])},
+        "stripe": lambda: stripe_event("customer.subscription.updated", stripe_objects.subscription(
+            "basil", sub_id=f"sub_{uuid.uuid4().hex}", customer=f"cus_{uuid.uuid4().hex}", cognito_sub=str(uuid.uuid4()))),
+        "apple": lambda: apple_parts_of(store, "DID_RENEW"),
+        "google": lambda: google_parts_of(play, "voided"),
+    }
+    send = {"revenuecat": send_revenuecat, "stripe": send_stripe,
+            "apple": lambda a, parts: post(a, "apple", apple_body(store, parts), {}),
+            "google": lambda a, parts: post(a, "google", google_body(parts), push_signer.headers())}[source]
+    template = documents[source]()
+    paths = [p for p in leaf_paths(template) if isinstance(get(template, p), str)
+             and p[:3] != ("push", "message", "data") and p[-1] not in ("signedTransactionInfo", "signedRenewalInfo")]
+    assert len(paths) > 5
+    for path in paths:
+        for length in (32, 33, 64, 65, 128, 129, 255, 256):
+            before = fz.state(app)
+            fz.check_answer(app, send(app, put(documents[source](), path, "x" * length)), before, (200, 400, 401))
+
+
+def apple_parts_of(store: AppStore, kind: str) -> dict:
+    original = str(uuid.uuid4().int)[:15]
+    return {"notification": store.notification(kind), "transaction": store.transaction(original, token=str(uuid.uuid4())),
+            "renewal": store.renewal(original)}
+
+
+def google_parts_of(play, kind: str) -> dict:
+    token = f"token-fuzz-{uuid.uuid4()}"
+    play.subscribe(token, user=str(uuid.uuid4()))
+    notification = {"subscription": rtdn.subscription, "voided": rtdn.voided, "one_time": rtdn.one_time}[kind](token) \
+        if kind != "test" else rtdn.console_test()
+    return {"push": json.loads(envelope(notification)), "notification": notification}

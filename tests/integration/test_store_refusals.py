@@ -17,8 +17,9 @@ from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
 from gateway.domain.model import Snapshot, Status
 from gateway.store.port import StoreRefused, StoreUnavailable
-from gateway.store.sql import SqlStore, make_engine
+from gateway.store.sql import sql_store
 from tests.e2e.conftest import refuse_writes  # noqa: F401 (a fixture)
+from tests.support.events import find_event, record_event
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
@@ -38,7 +39,7 @@ def unique_product(database_url):
 
 @pytest.fixture
 def store(database_url):
-    store = SqlStore(make_engine(database_url))
+    store = sql_store(database_url)
     yield store
     store.engine.dispose()
 
@@ -53,25 +54,25 @@ def test_a_constraint_broken_is_store_refused_and_commits_nothing(store, unique_
         apply_translation(tx, Translation(snapshots=(_snapshot("sub_a"),)), Catalog(products={}), T0)
     with pytest.raises(StoreRefused, match="UniqueViolation|IntegrityError"):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_refused", event_type="t", received_at=T0,
-                            payload="{}", data={})
+            record_event(tx, source="stripe", event_id="evt_refused", event_type="t", received_at=T0,
+                         payload="{}", data={})
             apply_translation(tx, Translation(snapshots=(_snapshot("sub_b"),)), Catalog(products={}), T0)
     with store.transaction(readonly=True) as tx:
-        assert tx.find_event("stripe", "evt_refused") is None and tx.get_subscription("stripe", "sub_b") is None
+        assert find_event(tx, "stripe", "evt_refused") is None and tx.get_subscription("stripe", "sub_b") is None
 
 
 def test_a_refused_write_is_still_an_outage(store, refuse_writes):
     refuse_writes.on("events")
     with pytest.raises(StoreUnavailable):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_full", event_type="t", received_at=T0,
-                            payload="{}", data={})
+            record_event(tx, source="stripe", event_id="evt_full", event_type="t", received_at=T0,
+                         payload="{}", data={})
     refuse_writes.off()
 
 
 def _event(app, event_id: str):
     with app.extensions["gateway"].store.transaction(readonly=True) as tx:
-        return tx.find_event("revenuecat", event_id)
+        return find_event(tx, "revenuecat", event_id)
 
 
 def test_a_delivery_the_database_refuses_fails_at_once_and_answers_400(make_app, unique_product):
@@ -101,3 +102,45 @@ def test_an_outage_still_defers(make_app, refuse_writes):
     refuse_writes.off()
     assert answer.get_json() == {"status": "deferred"}
     assert _event(app, delivery["id"]).status == "deferred"
+
+
+def test_a_client_action_the_database_refuses_answers_400_not_503(make_app, unique_product, cognito, tmp_path):
+    from devtools.apple_pki import mint_chain
+    from devtools.apple_store import AppStore
+
+    chain = mint_chain()
+    store = AppStore(chain)
+    app = make_app(**store.env(chain.write_root(tmp_path)), **cognito.env())
+    client = app.test_client()
+
+    def register(user: str, original: str):
+        return client.post("/v1/purchases/apple", json={"signedTransaction": chain.sign(store.transaction(original))},
+                           headers=cognito.header(user))
+
+    assert register("0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c", "3000001").status_code == 200
+    answer = register("1d6c3e7f-8a2b-4f9c-8d4e-3b2c1a0f9e8d", "3000002")  # same product: refused
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "store_refused")
+    with app.extensions["gateway"].store.transaction(readonly=True) as tx:
+        assert tx.get_subscription("apple", "3000002") is None
+
+
+@pytest.fixture
+def unique_event_type(database_url):
+    """At most one event per type: the event row itself is what the database refuses."""
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE UNIQUE INDEX test_one_per_type ON events (event_type)")
+    yield
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP INDEX test_one_per_type")
+    engine.dispose()
+
+
+def test_a_delivery_whose_own_row_is_refused_answers_400_and_stores_nothing(make_app, unique_event_type):
+    app = make_app(REVENUECAT_WEBHOOK_AUTH=rc.AUTH)
+    client = app.test_client()
+    assert client.post("/webhooks/revenuecat", data=rc.body(rc.event("TEST")), headers=HEADERS).status_code == 200
+    second = rc.event("TEST")
+    answer = client.post("/webhooks/revenuecat", data=rc.body(second), headers=HEADERS)
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "store_refused")
+    assert _event(app, second["id"]) is None
