@@ -4,12 +4,13 @@
     pgbench -n -M prepared -c 8 -j 2 -T 10 -f delivery.sql gateway_bench
     .venv/bin/python bench/delivery_sql.py --psycopg postgresql://gateway:gateway@127.0.0.1/gateway_bench
 
-The statements are the gateway's own (``gateway/store/statements.py``, the texts the
-driver sends), in the order PostgreSQL's statement log shows them for a ``RENEWAL`` of a
+The statements are the gateway's own (``statements.for_postgres()``, the texts the
+PostgreSQL store sends on psycopg's cursor), in the order PostgreSQL's statement log shows them for a ``RENEWAL`` of a
 known subscription, as ``bench/ingest.lua`` sends: record the event, lock the
 subscription, write it, lock the user, read the user's subscriptions, replace the
 user's entitlements, link the event, commit. Their parameters are pgbench variables and
-SQL expressions. The whole transaction is one pipeline, one round trip: the gateway
+SQL expressions; a column of a written row that a RENEWAL does not set is NULL, as it
+is for the gateway. The whole transaction is one pipeline, one round trip: the gateway
 waits three times per delivery, so this is the kindest case. pgbench is C and does no
 HTTP, JSON or signature work: its rate is the most that PostgreSQL itself lets a gateway
 ingest on this machine (``bench/run.sh`` runs it as the case ``ingest-sql``).
@@ -31,7 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gateway.store.statements import for_dialect  # noqa: E402
+from gateway.store import statements, tables  # noqa: E402
 
 LATER = "now() + interval '30 days'"
 
@@ -47,6 +48,11 @@ def body() -> str:
         "environment": "PRODUCTION", "store": "APP_STORE"}}, separators=(",", ":"))
 
 
+def row(table, **values: str) -> dict[str, str]:
+    """A value for every column of ``table``: those given, NULL for the others."""
+    return {**{column.name: "NULL" for column in table.c}, **values}
+
+
 def steps(n: str, event: str) -> list[tuple[str, dict[str, str]]]:
     """Each statement's name and its parameters' SQL; ``n`` (the user's number, 0-999)
     and ``event`` (the event's number) are placeholders in the client's own syntax."""
@@ -54,42 +60,43 @@ def steps(n: str, event: str) -> list[tuple[str, dict[str, str]]]:
     payload = "'" + body().replace("'", "''") + "'"
     users = f"ARRAY[{user}]"
     return [
-        ("record_event", {
-            "source": "'revenuecat'", "event_id": f"'bench-sql-' || {event}::text", "event_type": "'RENEWAL'",
-            "received_at": "now()", "payload": payload, "data": payload, "status": "'processed'",
-            "attempts": "1", "last_error": "NULL", "processed_at": "now()", "next_attempt_at": "NULL"}),
+        ("record_event", row(
+            tables.events, source="'revenuecat'", event_id=f"'bench-sql-' || {event}::text", event_type="'RENEWAL'",
+            received_at="now()", payload=payload, data=payload, status="'processed'", attempts="1",
+            processed_at="now()")),
         ("advisory_locks", {"space": "3", "names": f"ARRAY['revenuecat:' || {user}]"}),  # the account
         ("lock_subscription", {"source": "'revenuecat'", "key": key}),
-        ("upsert_subscription", {
-            "source": "'revenuecat'", "key": key, "user_sub": user, "owner_as_of": "now()", "account": user,
-            "account_as_of": "now()", "product_id": "'monthly'", "status": "'active'", "raw_status": "'RENEWAL'",
-            "expires_at": LATER, "will_renew": "true", "environment": "'PRODUCTION'",
-            "entitlement_names": "'[\"premium\"]'", "revocations": "NULL", "as_of": "now()",
-            "updated_at": "now()"}),
+        ("upsert_subscription", row(
+            tables.subscriptions, source="'revenuecat'", key=key, user_sub=user, owner_as_of="now()", account=user,
+            account_as_of="now()", product_id="'monthly'", status="'active'", raw_status="'RENEWAL'",
+            expires_at=LATER, will_renew="true", environment="'PRODUCTION'",
+            entitlement_names="'[\"premium\"]'", as_of="now()", updated_at="now()")),
         ("advisory_locks", {"space": "2", "names": users}),
         ("subscriptions_of_users", {"user_subs": users}),
         ("stale_entitlements", {"owners": users, "firsts": users, "seconds": "ARRAY['premium']"}),
-        ("upsert_entitlement", {
-            "user_sub": user, "name": "'premium'", "status": "'active'", "expires_at": LATER,
-            "will_renew": "true", "source": "'revenuecat'", "product_id": "'monthly'",
-            "subscription_key": key, "updated_at": "now()"}),
+        ("upsert_entitlement", row(
+            tables.entitlements, user_sub=user, name="'premium'", status="'active'", expires_at=LATER,
+            will_renew="true", source="'revenuecat'", product_id="'monthly'", subscription_key=key,
+            updated_at="now()")),
         # The event's id: the gateway passes the one RETURNING gave; in one pipeline
         # there is no answer to read it from, so the sequence's value in this session.
-        ("link_event", {"event_pk": "currval('events_id_seq')", "source": "'revenuecat'", "key": key}),
+        ("link_event", row(tables.event_subscriptions, event_pk="currval('events_id_seq')", source="'revenuecat'",
+                           key=key)),
     ]
 
 
 def transaction(n: str, event: str) -> list[str]:
     """The delivery's statements, BEGIN to COMMIT, with ``n`` and ``event`` left as placeholders."""
-    driver = for_dialect("postgresql").driver
-    statements = ["BEGIN"]
+    sent = statements.for_postgres()
+    texts = ["BEGIN"]
     for name, values in steps(n, event):
-        # Every parameter of the driver's text replaced: one it gains fails here, loudly.
-        sql = getattr(driver, name)
+        # Every parameter of the driver's text replaced: one it gains that is not a column
+        # of a written row fails here, loudly.
+        sql = getattr(sent, name)
         assert "%s" not in sql, f"{name}: a positional parameter, which has no value here"
         sql = re.sub(r"%\((\w+)\)s", lambda m: f"({values[m.group(1)]})", sql)
-        statements.append(" ".join(sql.split()))
-    return statements + [driver.commit]
+        texts.append(" ".join(sql.split()))
+    return texts + [sent.commit]
 
 
 def script() -> str:
@@ -101,12 +108,12 @@ def script() -> str:
 def psycopg_cost(url: str, deliveries: int = 2000) -> None:
     import psycopg
 
-    statements = transaction("%(n)s", "%(event)s")
+    texts = transaction("%(n)s", "%(event)s")
     with psycopg.connect(url, autocommit=True) as connection:
         def deliver() -> None:
             params = {"n": str(random.randrange(1000)), "event": str(random.randrange(10**15))}
             with connection.pipeline():
-                for sql in statements:
+                for sql in texts:
                     connection.execute(sql, params if "%(" in sql else None)
 
         for _ in range(deliveries // 10):  # warm: statements prepared, caches filled

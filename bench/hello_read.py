@@ -12,11 +12,11 @@ import threading
 import psycopg
 from flask import Flask, jsonify
 
-from gateway.store.statements import for_dialect
+from gateway.store.statements import for_postgres
 
 app = Flask(__name__)
 _local = threading.local()
-_SQL = for_dialect("postgresql").driver.select_entitlements
+_SQL = for_postgres().select_entitlements
 
 
 @app.get("/v1/users/<user_sub>/entitlements")

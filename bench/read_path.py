@@ -4,7 +4,7 @@
 
 Seeds 1,000 users with one entitlement each (users ``read-path-<n>``), then measures CPU
 microseconds per call, best of three passes of ``--calls``: the store read alone
-(``SqlStore.entitlements_of``, what the endpoint calls), the whole Flask request
+(``PostgresStore.entitlements_of``, what the endpoint calls), the whole Flask request
 (API key, store, JSON, access line, metrics) called as WSGI, and the bare Flask hello
 (``bench/hello.py``) called the same way; ``--cache-seconds`` turns on the entitlement
 cache (``gateway/store/cache.py``). In-process figures are steadier than wrk's on a

@@ -72,9 +72,9 @@ def build_services(settings: config.Settings, store: Store | None, providers: di
 
 
 def _store(settings: config.Settings) -> Store:
-    from gateway.store.sql import SqlStore, make_engine
+    from gateway.store.sql import sql_store
 
-    return SqlStore(make_engine(settings.database_url))
+    return sql_store(settings.database_url)
 
 
 def _install_web(app: Flask, settings: config.Settings) -> None:

@@ -54,12 +54,12 @@ class CognitoTokens:
             key = self.jwks.get_signing_key_from_jwt(token).key
         except jwt.PyJWKClientConnectionError as exc:
             raise Unavailable("the Cognito key set cannot be fetched", code="jwks_unavailable") from exc
-        except (jwt.PyJWTError, RecursionError) as exc:  # unknown kid, garbled or deeply nested header...
+        except jwt.PyJWTError as exc:  # unknown kid, garbled or deeply nested header (PyJWT: DecodeError)...
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
         try:
             claims = jwt.decode(token, key, algorithms=ALGORITHMS, issuer=self.issuer,
                                 options={"require": ["exp", "iss", "sub", "token_use"], "verify_aud": False})
-        except (jwt.InvalidTokenError, RecursionError) as exc:  # PyJWT lets json's RecursionError through
+        except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
         return self._check_use(claims)
 

@@ -45,7 +45,8 @@ def explain(store: Store, catalog: Catalog, user_sub: str, now: datetime, *,
     limit = max(1, min(limit, MAX_DELIVERIES))
     with store.transaction(readonly=True) as tx:
         grants = tx.entitlements_of(user_sub)
-        held = sorted(tx.subscriptions_of(user_sub), key=lambda s: (s.snapshot.source, s.snapshot.key))
+        held = sorted(tx.subscriptions_of_users([user_sub])[user_sub],
+                      key=lambda s: (s.snapshot.source, s.snapshot.key))
         keys = [(s.snapshot.source, s.snapshot.key) for s in held]
         # One more than asked, to know whether an older page exists.
         deliveries = tx.events_touching(keys, before_pk=before_pk, limit=limit + 1)

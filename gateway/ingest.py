@@ -88,19 +88,16 @@ class Ingest:
     def _record(self, delivery: Delivery) -> Event | None:
         try:
             with self.store.transaction() as tx:
-                return tx.record_event(
+                (event,) = tx.record_events([dict(
                     source=delivery.source, event_id=delivery.event_id,
                     event_type=delivery.event_type, received_at=self.clock(),
                     payload=delivery.payload, data=delivery.data,
-                )
+                )])
+                return event
         except StoreUnavailable as exc:
             log.warning("could not record delivery", extra={"fields": {
                 "source": delivery.source, "event_id": delivery.event_id, "error": str(exc)}})
             raise Unavailable("the event could not be stored; retry later", code="store_unavailable") from exc
-        except StoreRefused as exc:  # the delivery's own values: a resend would be refused again
-            log.warning("database refused delivery", extra={"fields": {
-                "source": delivery.source, "event_id": delivery.event_id, "error": str(exc)}})
-            raise Malformed(f"the database refused the delivery: {exc}", code="store_refused") from exc
 
     def _record_and_apply(self, provider: Provider, delivery: Delivery) -> str | None:
         """The one-transaction path; ``None`` when it failed and nothing was committed.
@@ -179,7 +176,7 @@ class Ingest:
             with self.store.transaction() as tx:
                 touched: set[tuple[str, str]] = set()
                 users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched))
-                tx.link_event(event.id, sorted(touched))  # the evidence the explain API shows
+                tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
                 outcome = IGNORED if translation.is_empty else PROCESSED
                 tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
                                 last_error=translation.ignored_reason, next_attempt_at=None)

@@ -33,7 +33,7 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
     try:
         with store.transaction() as tx:
             tx.lock_accounts([(source, key)])  # the lock order of every writer: account first
-            current = tx.lock_subscription(source, key)
+            current = tx.lock_subscriptions([(source, key)])[(source, key)]
             owners = {current.owner if current else None, tx.resolve(source, key)} - {None, user_sub}
             if owners:
                 raise Conflict("the purchase is linked to another user", code="purchase_owned_by_another_user")

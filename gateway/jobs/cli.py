@@ -53,7 +53,7 @@ def migrate_command() -> None:
 def list_command(source, status, since, limit) -> None:
     """Recent deliveries, newest first."""
     with _services().store.transaction() as tx:
-        found = tx.list_events(source=source, status=status, since=since, limit=limit)
+        found = tx.search_events(source=source, status=status, since=since, limit=limit)
     for e in found:
         error = f"  {e.last_error.splitlines()[0][:80]}" if e.last_error else ""
         click.echo(f"{e.id:>8}  {e.received_at:%Y-%m-%dT%H:%M:%SZ}  {e.source:<10} {e.status:<9} "
@@ -86,8 +86,8 @@ def replay_command(event_pks, failed, since, source) -> None:
     with services.store.transaction() as tx:
         chosen = [tx.get_event(pk) for pk in event_pks]
         if failed or since:
-            chosen += tx.list_events(source=source, status="failed" if failed else None, since=since,
-                                     limit=1_000_000)
+            chosen += tx.search_events(source=source, status="failed" if failed else None, since=since,
+                                       limit=1_000_000)
     missing = [pk for pk, e in zip(event_pks, chosen) if e is None]
     if missing:
         raise click.ClickException(f"no event {', '.join(map(str, missing))}")

@@ -99,10 +99,6 @@ class _NotingWrites:
         self.tx: Transaction | None = None
         self.users: set[str] = set()
 
-    def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
-        self.users.add(user_sub)
-        self.tx.replace_entitlements(user_sub, grants, now)
-
     def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
         self.users.update(grants)
         self.tx.replace_entitlements_of(grants, now)

@@ -47,9 +47,12 @@ class _MemoryTransaction(Transaction):
         self.state = state
         self.ids = ids
 
-    def record_event(self, *, source, event_id, event_type, received_at, payload, data,
-                     status="received", processed_at=None, last_error=None) -> Event | None:
-        if self.find_event(source, event_id) is not None:
+    def record_events(self, events: list[dict[str, Any]]) -> list[Event | None]:
+        return [self._record(**fields) for fields in events]
+
+    def _record(self, *, source, event_id, event_type, received_at, payload, data,
+                status="received", processed_at=None, last_error=None) -> Event | None:
+        if any((e.source, e.event_id) == (source, event_id) for e in self.state.events.values()):
             return None
         event = Event(next(self.ids), source, event_id, event_type, received_at, payload, data, status,
                       attempts=0 if status == "received" else 1, last_error=last_error,
@@ -60,18 +63,8 @@ class _MemoryTransaction(Transaction):
     def get_event(self, event_pk: int) -> Event | None:
         return self.state.events.get(event_pk)
 
-    def find_event(self, source: str, event_id: str) -> Event | None:
-        return next((e for e in self.state.events.values()
-                     if (e.source, e.event_id) == (source, event_id)), None)
-
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.state.events[event_pk] = dataclasses.replace(self.state.events[event_pk], **fields)
-
-    def list_events(self, *, source=None, status=None, since=None, limit=100) -> list[Event]:
-        chosen = [e for e in self.state.events.values()
-                  if (source is None or e.source == source) and (status is None or e.status == status)
-                  and (since is None or e.received_at >= since)]
-        return sorted(chosen, key=lambda e: e.id, reverse=True)[:limit]
 
     def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
         due = sorted((e for e in self.state.events.values() if _due(e, now, stale_before)),
@@ -80,8 +73,8 @@ class _MemoryTransaction(Transaction):
             self.update_event(event.id, next_attempt_at=lease_until)
         return due
 
-    def link_event(self, event_pk: int, keys: list[tuple[str, str]]) -> None:
-        self.state.event_links.update((event_pk, source, key) for source, key in keys)
+    def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
+        self.state.event_links.update((event_pk, source, key) for event_pk, keys in links for source, key in keys)
 
     def event_links(self, event_pks: list[int]) -> dict[int, list[tuple[str, str]]]:
         links: dict[int, list[tuple[str, str]]] = {pk: [] for pk in event_pks}
@@ -96,9 +89,9 @@ class _MemoryTransaction(Transaction):
                and (before_pk is None or pk < before_pk)}
         return [self.state.events[pk] for pk in sorted(pks, reverse=True)[:limit]]
 
-    def search_events(self, *, source=None, status=None, event_type=None, since=None, until=None,
+    def search_events(self, *, source=None, status=None, event_type=None, event_id=None, since=None, until=None,
                       before_pk=None, limit=50) -> list[Event]:
-        wanted = {"source": source, "status": status, "event_type": event_type}
+        wanted = {"source": source, "status": status, "event_type": event_type, "event_id": event_id}
         chosen = [e for e in self.state.events.values()
                   if all(v is None or getattr(e, k) == v for k, v in wanted.items())
                   and (since is None or e.received_at >= since) and (until is None or e.received_at < until)
@@ -115,12 +108,14 @@ class _MemoryTransaction(Transaction):
     def get_subscription(self, source: str, key: str) -> Subscription | None:
         return self.state.subscriptions.get((source, key))
 
-    def save_subscription(self, subscription: Subscription, now: datetime) -> None:
-        snapshot = subscription.snapshot
-        self.state.subscriptions[(snapshot.source, snapshot.key)] = subscription
+    def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
+        for subscription in subscriptions:
+            snapshot = subscription.snapshot
+            self.state.subscriptions[(snapshot.source, snapshot.key)] = subscription
 
-    def subscriptions_of(self, user_sub: str) -> list[Subscription]:
-        return [s for s in self.state.subscriptions.values() if s.owner == user_sub]
+    def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
+        return {user_sub: [s for s in self.state.subscriptions.values() if s.owner == user_sub]
+                for user_sub in user_subs}
 
     def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
         held = [s for (src, _), s in self.state.subscriptions.items()
@@ -150,8 +145,9 @@ class _MemoryTransaction(Transaction):
     def lock_users(self, user_subs: list[str]) -> None:
         pass  # the whole store is locked for the transaction
 
-    def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None:
-        self.state.entitlements[user_sub] = list(grants)
+    def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
+        for user_sub, granted in grants.items():
+            self.state.entitlements[user_sub] = list(granted)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         return list(self.state.entitlements.get(user_sub, []))

@@ -1,6 +1,6 @@
 """The store port the use cases speak to.
 
-A ``Store`` hands out transactions. Inside one, ``lock_subscription`` and ``lock_users``
+A ``Store`` hands out transactions. Inside one, ``lock_subscriptions`` and ``lock_users``
 serialize writers of the same subscription or user until the transaction ends, so two
 concurrent deliveries never both read the old state and write over each other.
 """
@@ -31,30 +31,26 @@ MAX_ROW_ID = 2**63 - 1
 
 
 class Transaction(abc.ABC):
+    """What the use cases do inside one transaction. Several items at once, for deliveries
+    applied together: a database does each call in one round trip or two."""
+
     # Event log.
     @abc.abstractmethod
-    def record_event(self, *, source: str, event_id: str, event_type: str, received_at: datetime,
-                     payload: str, data: Any, status: str = "received",
-                     processed_at: datetime | None = None, last_error: str | None = None) -> Event | None:
-        """Insert a delivery; ``None`` if (source, event_id) is already recorded.
+    def record_events(self, events: list[dict[str, Any]]) -> list[Event | None]:
+        """Insert each delivery, in order; ``None`` for one whose (source, event_id) is
+        already recorded, or repeats an earlier one of the list.
 
-        A delivery applied in the same transaction is recorded with its outcome
-        (``status``, ``processed_at``) and counts as its first attempt.
+        Each is a dict of ``source``, ``event_id``, ``event_type``, ``received_at``,
+        ``payload``, ``data`` and, for a delivery applied in the same transaction, its
+        outcome (``status``, ``processed_at``, ``last_error``), which then counts as its
+        first attempt; otherwise it is ``received``.
         """
 
     @abc.abstractmethod
     def get_event(self, event_pk: int) -> Event | None: ...
 
     @abc.abstractmethod
-    def find_event(self, source: str, event_id: str) -> Event | None: ...
-
-    @abc.abstractmethod
     def update_event(self, event_pk: int, **fields: Any) -> None: ...
-
-    @abc.abstractmethod
-    def list_events(self, *, source: str | None = None, status: str | None = None,
-                    since: datetime | None = None, limit: int = 100) -> list[Event]:
-        """The newest events first, filtered."""
 
     @abc.abstractmethod
     def claim_due_events(self, *, now: datetime, stale_before: datetime, lease_until: datetime,
@@ -63,10 +59,22 @@ class Transaction(abc.ABC):
         before ``stale_before``; each is leased until ``lease_until`` so that concurrent
         workers never take the same event."""
 
+    @abc.abstractmethod
+    def search_events(self, *, source: str | None = None, status: str | None = None,
+                      event_type: str | None = None, event_id: str | None = None,
+                      since: datetime | None = None, until: datetime | None = None,
+                      before_pk: int | None = None, limit: int = 50) -> list[Event]:
+        """The newest events first, filtered; ``before_pk`` pages towards older ones."""
+
+    @abc.abstractmethod
+    def count_events(self, statuses: tuple[str, ...]) -> dict[tuple[str, str], int]:
+        """How many events of each (source, status), for the listed statuses."""
+
     # Evidence: which subscriptions a delivery touched (the explain API, the admin).
     @abc.abstractmethod
-    def link_event(self, event_pk: int, keys: list[tuple[str, str]]) -> None:
-        """Record that the event touched these (source, key) subscriptions; idempotent."""
+    def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
+        """Record, for each (event_pk, keys), that the event touched these (source, key)
+        subscriptions; idempotent."""
 
     @abc.abstractmethod
     def event_links(self, event_pks: list[int]) -> dict[int, list[tuple[str, str]]]:
@@ -77,35 +85,27 @@ class Transaction(abc.ABC):
                         limit: int = 100) -> list[Event]:
         """Events that touched any of ``keys``, newest first, ids below ``before_pk``."""
 
-    @abc.abstractmethod
-    def search_events(self, *, source: str | None = None, status: str | None = None,
-                      event_type: str | None = None, since: datetime | None = None,
-                      until: datetime | None = None, before_pk: int | None = None,
-                      limit: int = 50) -> list[Event]:
-        """The newest events first, filtered; ``before_pk`` pages towards older ones."""
-
-    @abc.abstractmethod
-    def count_events(self, statuses: tuple[str, ...]) -> dict[tuple[str, str], int]:
-        """How many events of each (source, status), for the listed statuses."""
-
     # Subscriptions.
     @abc.abstractmethod
     def get_subscription(self, source: str, key: str) -> Subscription | None: ...
 
-    def lock_subscription(self, source: str, key: str) -> Subscription | None:
-        """The stored subscription, locked against other writers until the end."""
-        return self.get_subscription(source, key)
+    def lock_subscriptions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Subscription | None]:
+        """The stored subscription of each (source, key), locked in key order against
+        other writers until the end (a store that runs one writer at a time reads them)."""
+        return {key: self.get_subscription(*key) for key in sorted(set(keys))}
 
     @abc.abstractmethod
-    def save_subscription(self, subscription: Subscription, now: datetime) -> None: ...
+    def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
+        """Write each; at most one per (source, key)."""
 
     @abc.abstractmethod
-    def subscriptions_of(self, user_sub: str) -> list[Subscription]: ...
+    def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
+        """The subscriptions each user owns."""
 
     @abc.abstractmethod
     def lock_held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
         """The subscriptions of ``source`` whose account or owner is listed, locked for
-        update like ``lock_subscription``, in key order."""
+        update like ``lock_subscriptions``, in key order."""
 
     @abc.abstractmethod
     def subscriptions_to_reconcile(self, source: str, expires_from: datetime, expires_to: datetime,
@@ -136,38 +136,11 @@ class Transaction(abc.ABC):
     def lock_users(self, user_subs: list[str]) -> None: ...
 
     @abc.abstractmethod
-    def replace_entitlements(self, user_sub: str, grants: list[Grant], now: datetime) -> None: ...
+    def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
+        """Each user's entitlements become exactly these; the users are locked (``lock_users``)."""
 
     @abc.abstractmethod
     def entitlements_of(self, user_sub: str) -> list[Grant]: ...
-
-    # Several at once, for deliveries applied together. Each answers as the single form
-    # called for each item in order would; a database does it in one round trip or two.
-    def record_events(self, rows: list[dict[str, Any]]) -> list[Event | None]:
-        """``record_event(**row)`` for each row, in order (a repeated id is ``None``)."""
-        return [self.record_event(**row) for row in rows]
-
-    def lock_subscriptions(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Subscription | None]:
-        """``lock_subscription`` for each (source, key), locked in key order."""
-        return {key: self.lock_subscription(*key) for key in sorted(set(keys))}
-
-    def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
-        """``save_subscription`` for each; at most one per (source, key)."""
-        for subscription in subscriptions:
-            self.save_subscription(subscription, now)
-
-    def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
-        return {user_sub: self.subscriptions_of(user_sub) for user_sub in user_subs}
-
-    def replace_entitlements_of(self, grants: dict[str, list[Grant]], now: datetime) -> None:
-        """``replace_entitlements`` for each user; the users are locked (``lock_users``)."""
-        for user_sub, granted in grants.items():
-            self.replace_entitlements(user_sub, granted, now)
-
-    def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
-        """``link_event`` for each (event_pk, keys)."""
-        for event_pk, keys in links:
-            self.link_event(event_pk, keys)
 
 
 class Store(abc.ABC):

@@ -1,17 +1,24 @@
-"""The store's hot statements, built once per dialect and executed with parameters.
+"""Every statement the two SQL stores run, built from the tables in one place.
 
-Building a SQLAlchemy statement costs more than running a cached one; these run on every
-delivery, so they are built once.
+Building a SQLAlchemy statement costs more than running a cached one, so those a delivery
+runs are built once and executed with parameters: ``shared()`` (both stores, through
+SQLAlchemy), ``for_sqlite()``, and ``for_postgres()``, the texts PostgreSQL's store sends
+on psycopg's own cursor. The reads of the admin, the explain API, reconcile and the
+retry worker take filters and are built per call (``search_events`` and below).
 """
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from types import SimpleNamespace
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from . import tables as t
+from . import tables
+from .rows import GRANT_COLUMNS
+
+_events, _subs, _ents = tables.events.c, tables.subscriptions.c, tables.entitlements.c
 
 
 def _upsert(insert, table: sa.Table, keys: list[str], returning: bool = True):
@@ -23,110 +30,178 @@ def _upsert(insert, table: sa.Table, keys: list[str], returning: bool = True):
     return statement.returning(table.c[keys[0]]) if returning else statement
 
 
+def _select_entitlements() -> sa.Select:
+    """A user's grants, the columns in ``Grant``'s order (``rows.grants``)."""
+    return sa.select(*(_ents[name] for name in GRANT_COLUMNS)) \
+        .where(_ents.user_sub == sa.bindparam("user_sub")).order_by(_ents.name)
+
+
 @functools.cache
-def for_dialect(name: str) -> SimpleNamespace:
-    insert = postgresql.insert if name == "postgresql" else sqlite.insert
-    events, subs, ents = t.events.c, t.subscriptions.c, t.entitlements.c
-    select_subscription = sa.select(t.subscriptions).where(
-        subs.source == sa.bindparam("source"), subs.key == sa.bindparam("key"))
-    # Several rows, in key order.
-    select_subscriptions = sa.select(t.subscriptions).where(
-        sa.tuple_(subs.source, subs.key).in_(sa.bindparam("keys", expanding=True))).order_by(subs.source, subs.key)
-    stale_entitlements = sa.delete(t.entitlements).where(
-        ents.user_sub == sa.bindparam("owner"), ents.name.not_in(sa.bindparam("keep", expanding=True)))
-    upsert_entitlement = _upsert(insert, t.entitlements, ["user_sub", "name"])
-    select_entitlements = sa.select(ents.name, ents.status, ents.expires_at, ents.will_renew, ents.source,
-                                    ents.product_id, ents.subscription_key) \
-        .where(ents.user_sub == sa.bindparam("user_sub")).order_by(ents.name)
-    held_by = sa.select(t.subscriptions).where(subs.source == sa.bindparam("source"), sa.or_(
-        subs.account.in_(sa.bindparam("accounts", expanding=True)),
-        subs.user_sub.in_(sa.bindparam("owners", expanding=True)))).order_by(subs.key)
+def shared() -> SimpleNamespace:
+    """Both stores: reads by primary key."""
     return SimpleNamespace(
-        record_event=insert(t.events).on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(events.id, events.source, events.event_id),  # the caller has the rest
-        select_event=sa.select(t.events).where(events.id == sa.bindparam("id")),
-        select_subscription=select_subscription,
-        select_subscriptions=select_subscriptions,
-        upsert_subscription=_upsert(insert, t.subscriptions, ["source", "key"]),
-        held_by=held_by,
-        subscriptions_of=sa.select(t.subscriptions).where(subs.user_sub == sa.bindparam("user_sub")),
-        subscriptions_of_users=sa.select(t.subscriptions).where(
-            subs.user_sub.in_(sa.bindparam("user_subs", expanding=True))),
-        # The entitlements of several users that none of their new grants keeps.
-        stale_entitlements_of=sa.delete(t.entitlements).where(
-            ents.user_sub.in_(sa.bindparam("owners", expanding=True)),
-            sa.tuple_(ents.user_sub, ents.name).not_in(sa.bindparam("keep", expanding=True))),
-        stale_entitlements=stale_entitlements,
-        upsert_entitlement=upsert_entitlement,
-        select_entitlements=select_entitlements,
-        link_event=insert(t.event_subscriptions)
-        .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
-        .returning(t.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert
-        driver=_driver_statements(select_entitlements) if name == "postgresql" else None,
+        select_event=sa.select(tables.events).where(_events.id == sa.bindparam("id")),
+        select_subscription=sa.select(tables.subscriptions).where(
+            _subs.source == sa.bindparam("source"), _subs.key == sa.bindparam("key")),
     )
 
 
+@functools.cache
+def for_sqlite() -> SimpleNamespace:
+    identities = tables.identities.c
+    return SimpleNamespace(
+        record_event=sqlite.insert(tables.events).on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(_events.id, _events.source, _events.event_id),  # the caller has the rest
+        # Several rows, in key order.
+        select_subscriptions=sa.select(tables.subscriptions).where(
+            sa.tuple_(_subs.source, _subs.key).in_(sa.bindparam("keys", expanding=True)))
+        .order_by(_subs.source, _subs.key),
+        upsert_subscription=_upsert(sqlite.insert, tables.subscriptions, ["source", "key"]),
+        held_by=sa.select(tables.subscriptions).where(_subs.source == sa.bindparam("source"), sa.or_(
+            _subs.account.in_(sa.bindparam("accounts", expanding=True)),
+            _subs.user_sub.in_(sa.bindparam("owners", expanding=True)))).order_by(_subs.key),
+        subscriptions_of_users=sa.select(tables.subscriptions).where(
+            _subs.user_sub.in_(sa.bindparam("user_subs", expanding=True))),
+        # The entitlements of these users that no (user, name) pair of ``keep`` keeps.
+        stale_entitlements=sa.delete(tables.entitlements).where(
+            _ents.user_sub.in_(sa.bindparam("owners", expanding=True)),
+            sa.tuple_(_ents.user_sub, _ents.name).not_in(sa.bindparam("keep", expanding=True))),
+        upsert_entitlement=_upsert(sqlite.insert, tables.entitlements, ["user_sub", "name"]),
+        select_entitlements=_select_entitlements(),
+        link_event=sqlite.insert(tables.event_subscriptions)
+        .on_conflict_do_nothing(index_elements=["event_pk", "source", "key"])
+        .returning(tables.event_subscriptions.c.event_pk),  # one multi-row INSERT, as _upsert
+        select_identity=sa.select(identities.user_sub, identities.as_of).where(
+            identities.source == sa.bindparam("source"), identities.account == sa.bindparam("account")),
+        upsert_identity=_upsert(sqlite.insert, tables.identities, ["source", "account"], returning=False),
+    )
+
+
+@functools.cache
+def update_event(fields: tuple[str, ...]) -> sa.Update:
+    """An UPDATE of these columns of the event ``event_pk``."""
+    return sa.update(tables.events).where(_events.id == sa.bindparam("event_pk")) \
+        .values({name: sa.bindparam(name) for name in fields})
+
+
+# Built per call: the reads that take filters.
+def search_events(*, source=None, status=None, event_type=None, event_id=None, since=None, until=None,
+                  before_pk=None, limit=50) -> sa.Select:
+    query = sa.select(tables.events).order_by(_events.id.desc()).limit(limit)
+    wanted = ((_events.source, source), (_events.status, status), (_events.event_type, event_type),
+              (_events.event_id, event_id))
+    for column, value in wanted:
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(_events.received_at >= since)
+    if until is not None:
+        query = query.where(_events.received_at < until)
+    if before_pk is not None:
+        query = query.where(_events.id < before_pk)
+    return query
+
+
+def event_links(event_pks: list[int]) -> sa.Select:
+    links = tables.event_subscriptions.c
+    return sa.select(links.event_pk, links.source, links.key).where(links.event_pk.in_(list(event_pks))) \
+        .order_by(links.event_pk, links.source, links.key)
+
+
+def events_touching(keys: list[tuple[str, str]], before_pk: int | None, limit: int) -> sa.Select:
+    links = tables.event_subscriptions.c
+    touching = sa.select(links.event_pk).where(sa.tuple_(links.source, links.key).in_(list(keys)))
+    query = sa.select(tables.events).where(_events.id.in_(touching))
+    if before_pk is not None:
+        query = query.where(_events.id < before_pk)
+    return query.order_by(_events.id.desc()).limit(limit)
+
+
+def count_events(statuses) -> sa.Select:
+    return sa.select(_events.source, _events.status, sa.func.count()) \
+        .where(_events.status.in_(list(statuses))).group_by(_events.source, _events.status)
+
+
+def due_events(now: datetime, stale_before: datetime, limit: int) -> sa.Select:
+    """The ids of deferred events whose time has come and of received ones left unapplied."""
+    not_leased = sa.or_(_events.next_attempt_at.is_(None), _events.next_attempt_at <= now)
+    return sa.select(_events.id).where(sa.or_(
+        sa.and_(_events.status == "deferred", not_leased),
+        sa.and_(_events.status == "received", _events.received_at < stale_before, not_leased),
+    )).order_by(_events.id).limit(limit)
+
+
+def lease_events(event_pks: list[int], until: datetime) -> sa.Update:
+    return sa.update(tables.events).where(_events.id.in_(event_pks)).values(next_attempt_at=until)
+
+
+def subscriptions_to_reconcile(source: str, expires_from: datetime, expires_to: datetime, limit: int) -> sa.Select:
+    unsettled = sa.and_(sa.or_(_subs.user_sub.is_(None), _subs.status == "pending"),
+                        sa.or_(_subs.expires_at.is_(None), _subs.expires_at >= expires_from))
+    return sa.select(tables.subscriptions).where(_subs.source == source, sa.or_(
+        unsettled, _subs.expires_at.between(expires_from, expires_to),
+    )).order_by(_subs.key).limit(limit)
+
+
+# PostgreSQL: SQL for the driver's own cursor.
 def _psycopg(statement, columns: list[str] | None = None) -> str:
     """SQLAlchemy's SQL for psycopg (``%(name)s`` parameters); an INSERT names ``columns``."""
     return str(statement.compile(dialect=postgresql.psycopg.dialect(), column_keys=columns))
 
 
-def _driver_statements(select_entitlements) -> SimpleNamespace:
-    """PostgreSQL: the statements of a delivery's write transaction, and the entitlement
-    read, as SQL for the driver's own cursor (``sql._SqlTransaction``). A list is one array parameter (a pair
-    of lists, two arrays unnested together), so each statement has one text whatever the
-    number of rows and stays prepared; rows are written one statement each, sent together
-    in the driver's pipeline."""
-    subs, ents = t.subscriptions.c, t.entitlements.c
-    select_subscriptions = f"SELECT {', '.join(f'subscriptions.{c.name}' for c in subs)} FROM subscriptions"
+@functools.cache
+def for_postgres() -> SimpleNamespace:
+    """The statements of a delivery's write transaction, and the entitlement read, as SQL
+    for psycopg's cursor (``postgres.PostgresTransaction``). A list is one array parameter
+    (a pair of lists, two arrays unnested together), so each statement has one text
+    whatever the number of rows and stays prepared; rows are written one statement each,
+    sent together in the driver's pipeline. An INSERT names every column of its table."""
+    select_subscriptions = f"SELECT {', '.join(f'subscriptions.{c.name}' for c in _subs)} FROM subscriptions"
     in_pairs = "IN (SELECT * FROM unnest(CAST(%(firsts)s AS text[]), CAST(%(seconds)s AS text[])))"
-    event_columns = [c.name for c in t.events.c if c.name != "id"]
-    upsert_subscription = _upsert(postgresql.insert, t.subscriptions, ["source", "key"], returning=False)
-    upsert_entitlement = _upsert(postgresql.insert, t.entitlements, ["user_sub", "name"], returning=False)
+    upsert_subscription = _upsert(postgresql.insert, tables.subscriptions, ["source", "key"], returning=False)
+    upsert_entitlement = _upsert(postgresql.insert, tables.entitlements, ["user_sub", "name"], returning=False)
     return SimpleNamespace(
-        record_event=_psycopg(postgresql.insert(t.events).on_conflict_do_nothing(
-            index_elements=["source", "event_id"]).returning(t.events.c.id), event_columns),
-        lock_subscription=_psycopg(sa.select(t.subscriptions).where(
-            subs.source == sa.bindparam("source"), subs.key == sa.bindparam("key")).with_for_update()),
+        record_event=_psycopg(postgresql.insert(tables.events).on_conflict_do_nothing(
+            index_elements=["source", "event_id"]).returning(_events.id), [c.name for c in _events if c.name != "id"]),
+        lock_subscription=_psycopg(shared().select_subscription.with_for_update()),
         # Locked in key order, as the sort returns them.
         lock_subscriptions=f"{select_subscriptions} WHERE (source, key) {in_pairs} "
                            "ORDER BY source, key FOR UPDATE",
         subscriptions_of_users=f"{select_subscriptions} WHERE user_sub = ANY(%(user_subs)s)",
-        upsert_subscription=_psycopg(upsert_subscription, [c.name for c in subs]),
+        upsert_subscription=_psycopg(upsert_subscription, [c.name for c in _subs]),
         # Taken in the order of the list (sorted by the caller).
         advisory_locks="SELECT pg_advisory_xact_lock(%(space)s, hashtext(lock.name)) "
                        "FROM unnest(CAST(%(names)s AS text[])) WITH ORDINALITY AS lock(name, n) ORDER BY lock.n",
         # The entitlements of these users that no (user, name) pair keeps.
         stale_entitlements=f"DELETE FROM entitlements WHERE user_sub = ANY(%(owners)s) "
                            f"AND (user_sub, name) NOT {in_pairs}",
-        upsert_entitlement=_psycopg(upsert_entitlement, [c.name for c in ents]),
-        link_event=_psycopg(postgresql.insert(t.event_subscriptions).on_conflict_do_nothing(
+        upsert_entitlement=_psycopg(upsert_entitlement, [c.name for c in _ents]),
+        link_event=_psycopg(postgresql.insert(tables.event_subscriptions).on_conflict_do_nothing(
             index_elements=["event_pk", "source", "key"]), ["event_pk", "source", "key"]),
         # Locked in key order, as the sort returns them.
         lock_held_by=f"{select_subscriptions} WHERE source = %(source)s "
                      "AND (account = ANY(%(accounts)s) OR user_sub = ANY(%(owners)s)) ORDER BY key FOR UPDATE",
         resolve="SELECT user_sub FROM identities WHERE source = %(source)s AND account = %(account)s",
         link_identity=_psycopg(_link_identity()),
-        select_entitlements=_psycopg(select_entitlements),
+        select_entitlements=_psycopg(_select_entitlements()),
         commit="COMMIT",
     )
 
 
 @functools.cache
-def update_event(fields: tuple[str, ...]) -> str:
-    """PostgreSQL: the driver's UPDATE of these columns of one event (``%(event_pk)s``)."""
-    return _psycopg(sa.update(t.events).where(t.events.c.id == sa.bindparam("event_pk"))
-                    .values({name: sa.bindparam(name) for name in fields}))
+def postgres_update_event(fields: tuple[str, ...]) -> str:
+    """``update_event`` as SQL for psycopg's cursor."""
+    return _psycopg(update_event(fields))
 
 
 def _link_identity():
-    """PostgreSQL: write an identity link unless the one held has a greater ``link_claim``
-    (as_of present, then as_of, then user_sub by code point, as Python orders strings,
-    whatever the database's collation); returns the user it now maps to. No row comes back
-    only when another user's link holds: then the caller reads who. One atomic statement:
+    """Write an identity link unless the one held has a greater ``link_claim`` (as_of
+    present, then as_of, then user_sub by code point, as Python orders strings, whatever
+    the database's collation); returns the user it now maps to. No row comes back only
+    when another user's link holds: then the caller reads who. One atomic statement:
     concurrent links of one account need no lock of their own."""
-    ids = t.identities.c
-    statement = postgresql.insert(t.identities)
+    ids = tables.identities.c
+    statement = postgresql.insert(tables.identities)
     new = statement.excluded
     earliest = sa.literal_column("CAST('-infinity' AS TIMESTAMP WITH TIME ZONE)")
 

@@ -95,4 +95,5 @@ def _error(error: HTTPException):
 def row_id_arg(name: str) -> int | None:
     """A query argument naming a row id, or None when absent or not a valid one."""
     raw = request.args.get(name, "")
-    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) <= MAX_ROW_ID else None
+    # len(): int() raises ValueError past 4,300 digits; MAX_ROW_ID has 19.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 and 0 < int(raw) <= MAX_ROW_ID else None

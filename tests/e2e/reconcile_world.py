@@ -16,6 +16,7 @@ from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY
 from tests.fakes.apple_api import FakeAppStoreServerApi
 from tests.fakes.revenuecat_api import FakeRevenueCat
+from tests.support.events import find_event
 from tests.support.google_gateway import _play_server, play, push_signer  # noqa: F401 (fixtures)
 from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
 
@@ -96,7 +97,7 @@ class World:
 
     def event(self, source: str, event_id: str):
         with self.app.extensions["gateway"].store.transaction() as tx:
-            return tx.find_event(source, event_id)
+            return find_event(tx, source, event_id)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from devtools.apple_pki import mint_chain
 from devtools.apple_store import AppStore, now
 from tests.e2e.conftest import API_KEY, count_events
+from tests.support.events import find_event
 
 USER = str(uuid.uuid4())
 
@@ -160,6 +161,6 @@ def test_event_is_logged_under_its_notification_uuid_with_type_and_subtype(app, 
     body = store.body(notification)
     assert post(client, body).status_code == 200
     with app.extensions["gateway"].store.transaction() as tx:
-        event = tx.find_event("apple", notification["notificationUUID"])
+        event = find_event(tx, "apple", notification["notificationUUID"])
     assert (event.event_type, event.status, event.payload) == ("DID_CHANGE_RENEWAL_PREF:DOWNGRADE", "processed",
                                                                body.decode())

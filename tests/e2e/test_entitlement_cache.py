@@ -16,7 +16,7 @@ from devtools import revenuecat as rc
 from gateway.domain.entitlements import Grant
 from gateway.domain.model import Status
 from gateway.store.cache import CachedEntitlements
-from gateway.store.sql import SqlStore, make_engine
+from gateway.store.sql import SqlStore, sql_store
 from tests.e2e.conftest import API_KEY
 
 NOW = datetime.now(timezone.utc)
@@ -38,7 +38,7 @@ def grant(name: str) -> Grant:
 def write(store, user_sub: str, *names: str) -> None:
     with store.transaction() as tx:
         tx.lock_users([user_sub])
-        tx.replace_entitlements(user_sub, [grant(name) for name in names], NOW)
+        tx.replace_entitlements_of({user_sub: [grant(name) for name in names]}, NOW)
 
 
 def names(grants) -> list[str]:
@@ -47,7 +47,7 @@ def names(grants) -> list[str]:
 
 @pytest.fixture
 def sql(database_url):
-    store = SqlStore(make_engine(database_url))
+    store = sql_store(database_url)
     yield store
     store.engine.dispose()
 
@@ -55,7 +55,7 @@ def sql(database_url):
 @pytest.fixture
 def other(database_url):
     """Another worker's store on the same database: its commits are not heard of."""
-    store = SqlStore(make_engine(database_url))
+    store = sql_store(database_url)
     yield store
     store.engine.dispose()
 
@@ -121,7 +121,7 @@ def test_a_rolled_back_write_changes_nothing(sql):
     with pytest.raises(RuntimeError):
         with cache.transaction() as tx:
             tx.lock_users(["alice"])
-            tx.replace_entitlements("alice", [], NOW)
+            tx.replace_entitlements_of({"alice": []}, NOW)
             raise RuntimeError("the delivery failed halfway")
     assert names(cache.entitlements_of("alice")) == ["premium"]
 

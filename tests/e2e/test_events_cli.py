@@ -74,7 +74,7 @@ def test_replay_names_what_it_cannot_find(app):
 def test_since_with_a_utc_offset_means_that_instant(app):
     send(app, rc.event("INITIAL_PURCHASE"))
     with app.extensions["gateway"].store.transaction() as tx:
-        received = tx.list_events(limit=1)[0].received_at
+        received = tx.search_events(limit=1)[0].received_at
     india = timezone(timedelta(hours=5, minutes=30))
     before = (received - timedelta(minutes=1)).astimezone(india).isoformat()
     after = (received + timedelta(minutes=1)).astimezone(india).isoformat()

@@ -14,6 +14,7 @@ from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY, count_events
 from tests.e2e.gunicorn_world import Gunicorn
 from tests.support.google_gateway import _play_server, google, play, push_signer  # noqa: F401 (fixtures)
+from tests.support.events import find_event
 from tests.support.stripe_gateway import stripe_server  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
 
@@ -53,7 +54,7 @@ def test_applying_refused_after_recording_is_deferred_then_retried(make_app, api
     assert api(client, "fault-deferred")["is_premium"] is False
     refuse_writes.off()
     with app.extensions["gateway"].store.transaction() as tx:  # let the backoff pass
-        tx.update_event(tx.find_event("revenuecat", event["id"]).id, next_attempt_at=None)
+        tx.update_event(find_event(tx, "revenuecat", event["id"]).id, next_attempt_at=None)
     result = app.test_cli_runner().invoke(args=["events", "retry"])
     assert result.output.strip() == "processed: 1"
     assert api(client, "fault-deferred")["is_premium"] is True
@@ -123,7 +124,7 @@ def test_a_graceful_reload_during_a_burst_loses_nothing(database_url, make_app):
     app = make_app()
     assert count_events(app) == 400
     with app.extensions["gateway"].store.transaction() as tx:
-        assert all(tx.find_event("revenuecat", e["id"]) is not None for e in events)
+        assert all(find_event(tx, "revenuecat", e["id"]) is not None for e in events)
     print(f"\nreload burst: 400 deliveries, {retries[0]} resent after a connection error or 503, lost: 0")
 
 

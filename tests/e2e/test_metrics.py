@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY
+from tests.support.events import record_event
 from tests.support.procfile import serve
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
@@ -83,8 +84,8 @@ def test_a_made_up_http_method_cannot_add_series(app):
 def test_backlog_is_read_from_the_event_log_at_scrape_time(app):
     with app.extensions["gateway"].store.transaction() as tx:
         for n, status in enumerate(["deferred", "deferred", "failed", "processed"]):
-            tx.record_event(source="google", event_id=f"m{n}", event_type="4", payload="{}", data={},
-                            received_at=datetime.now(timezone.utc), status=status)
+            record_event(tx, source="google", event_id=f"m{n}", event_type="4", payload="{}", data={},
+                         received_at=datetime.now(timezone.utc), status=status)
     text = scrape(app.test_client())
     assert total(text, "gateway_events_backlog", source="google", status="deferred") == 2
     assert total(text, "gateway_events_backlog", source="google", status="failed") == 1

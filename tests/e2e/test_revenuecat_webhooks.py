@@ -138,7 +138,7 @@ def test_any_order_of_a_lifecycle_ends_in_the_same_answer(make_app, api):
         # The next order starts from an empty database.
         with client.application.extensions["gateway"].store.transaction() as tx:
             for table in ("events", "subscriptions", "entitlements", "identities"):
-                tx.db.exec_driver_sql(f"DELETE FROM {table}")
+                tx.connection.exec_driver_sql(f"DELETE FROM {table}")
     assert all(answer == answers[0] for answer in answers)
     assert answers[0]["entitlements"]["premium"]["status"] == "active"
 

@@ -17,18 +17,20 @@ from devtools import revenuecat as rc
 from gateway.domain.catalog import Catalog
 from gateway.ingest import Ingest
 from gateway.providers.revenuecat_events import RevenueCatEvents
-from gateway.store.sql import SqlStore, make_engine
+from gateway.store.port import Store
+from gateway.store.sql import sql_store
+from tests.support.events import find_event
 
 CATALOG = Catalog(products={})
 HEADERS = {"Authorization": rc.AUTH}
 BASE_MS = 1_900_000_000_000
 
 
-class GatedStore(SqlStore):
+class GatedStore(Store):
     """The SQL store; its first write transaction waits for ``gate``; counts writes."""
 
-    def __init__(self, engine, gate: threading.Event, poison: str | None = None) -> None:
-        super().__init__(engine)
+    def __init__(self, store, gate: threading.Event, poison: str | None = None) -> None:
+        self.store, self.engine = store, store.engine
         self.gate, self.poison, self.writes = gate, poison, 0
 
     @contextlib.contextmanager
@@ -36,7 +38,7 @@ class GatedStore(SqlStore):
         if not readonly:
             self.writes += 1
             self.gate.wait(10)
-        with super().transaction(readonly) as tx:
+        with self.store.transaction(readonly) as tx:
             if self.poison and not readonly:
                 tx = _Refusing(tx, self.poison)
             yield tx
@@ -63,7 +65,7 @@ def world(database_url):
     stores = []
 
     def build(poison=None):
-        store = GatedStore(make_engine(database_url), gate, poison)
+        store = GatedStore(sql_store(database_url), gate, poison)
         stores.append(store)
         return store, Ingest(store, CATALOG)
 
@@ -113,7 +115,7 @@ def test_concurrent_deliveries_share_transactions_and_end_as_if_applied_one_by_o
     assert answers[:len(events)].count("processed") + answers[len(events):].count("processed") == len(events)
     assert sorted(answers).count("duplicate") == len(resent)
     with store.transaction(readonly=True) as tx:
-        recorded = tx.list_events(limit=100)
+        recorded = tx.search_events(limit=100)
         links = tx.event_links([e.id for e in recorded])
         for user in ("ann", "bea", "cid"):
             subscription = tx.get_subscription("revenuecat", f"tx-{user}")
@@ -140,5 +142,5 @@ def test_a_delivery_that_cannot_be_applied_does_not_hold_back_its_batch(world, c
     with store.transaction(readonly=True) as tx:
         assert all(tx.entitlements_of(f"batch-{n}") for n in range(6))
         assert tx.entitlements_of("batch-poison") == []
-        deferred = tx.find_event("revenuecat", events[3]["id"])
+        deferred = find_event(tx, "revenuecat", events[3]["id"])
     assert deferred.status == "deferred" and "cannot write tx-poison" in deferred.last_error

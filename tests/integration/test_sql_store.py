@@ -18,8 +18,10 @@ from gateway.domain.entitlements import derive
 from gateway.domain.model import Snapshot, Status, Subscription, link_claim, newest
 from gateway.store.migrate import upgrade
 from gateway.store.port import StoreRefused, StoreUnavailable
-from gateway.store.sql import IDLE_PING_SECONDS, SqlStore, make_engine
+from gateway.store.postgres import IDLE_PING_SECONDS
+from gateway.store.sql import sql_store
 from tests.conftest import DATABASE
+from tests.support.events import find_event, record_event
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=1)
@@ -28,7 +30,7 @@ CATALOG = Catalog(products={})
 
 @pytest.fixture
 def store(database_url):
-    store = SqlStore(make_engine(database_url))
+    store = sql_store(database_url)
     yield store
     store.engine.dispose()
 
@@ -47,9 +49,9 @@ def apply(store, *snapshots, links=()):
 def test_event_log_dedupes_on_source_and_event_id(store):
     fields = dict(event_type="t", received_at=T0, payload="{}", data={"a": [1]})
     with store.transaction() as tx:
-        first = tx.record_event(source="stripe", event_id="evt_1", **fields)
-        again = tx.record_event(source="stripe", event_id="evt_1", **fields)
-        other = tx.record_event(source="apple", event_id="evt_1", **fields)
+        first = record_event(tx, source="stripe", event_id="evt_1", **fields)
+        again = record_event(tx, source="stripe", event_id="evt_1", **fields)
+        other = record_event(tx, source="apple", event_id="evt_1", **fields)
     assert first.data == {"a": [1]} and first.received_at == T0
     assert again is None and other is not None
 
@@ -57,12 +59,13 @@ def test_event_log_dedupes_on_source_and_event_id(store):
 def test_several_events_recorded_at_once_answer_as_one_by_one(store):
     fields = dict(event_type="t", received_at=T0, payload="{}", data={"a": 1})
     with store.transaction() as tx:
-        tx.record_event(source="stripe", event_id="evt_old", **fields)
+        record_event(tx, source="stripe", event_id="evt_old", **fields)
     rows = [dict(source="stripe", event_id=e, **fields) for e in ("evt_1", "evt_1", "evt_old", "evt_2")]
     with store.transaction() as tx:
         first, repeat, old, second = tx.record_events(rows)
         assert repeat is None and old is None
-        assert (first.id, second.id) == (tx.find_event("stripe", "evt_1").id, tx.find_event("stripe", "evt_2").id)
+        assert (first.id, second.id) == (find_event(tx, "stripe", "evt_1").id,
+                                         find_event(tx, "stripe", "evt_2").id)
     assert first.data == {"a": 1} and first.status == "received" and first.attempts == 0
 
 
@@ -70,8 +73,8 @@ def test_entitlements_of_several_users_replaced_at_once_drop_what_no_grant_keeps
     catalog = Catalog(products={("stripe", "price_m"): ("premium",), ("stripe", "price_f"): ("family",)})
     with store.transaction() as tx:
         for user, product in (("alice", "price_m"), ("alice", "price_f"), ("bob", "price_f")):
-            tx.save_subscription(Subscription(dataclasses.replace(
-                snapshot(1, key=f"{user}-{product}", user=None), product_id=product), owner=user), NOW)
+            tx.save_subscriptions([Subscription(dataclasses.replace(
+                snapshot(1, key=f"{user}-{product}", user=None), product_id=product), owner=user)], NOW)
         tx.lock_users(["alice", "bob"])
         held = tx.subscriptions_of_users(["alice", "bob"])
         tx.replace_entitlements_of({u: list(derive([s.snapshot for s in held[u]], catalog).values())
@@ -88,11 +91,11 @@ def test_a_writing_transaction_that_fails_leaves_nothing_behind(store):
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(RuntimeError):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_undone", **fields)
+            record_event(tx, source="stripe", event_id="evt_undone", **fields)
             apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_undone"),)), CATALOG, NOW)
             raise RuntimeError("the apply failed after two writes")
     with store.transaction(readonly=True) as tx:
-        assert tx.find_event("stripe", "evt_undone") is None
+        assert find_event(tx, "stripe", "evt_undone") is None
         assert tx.get_subscription("stripe", "sub_undone") is None and tx.entitlements_of("alice") == []
 
 
@@ -106,7 +109,7 @@ def driver_warnings(caplog):
 
 def _nothing_recorded(store, event_id: str) -> bool:
     with store.transaction(readonly=True) as tx:
-        return tx.find_event("stripe", event_id) is None
+        return find_event(tx, "stripe", event_id) is None
 
 
 def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store, driver_warnings):
@@ -117,7 +120,7 @@ def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store, dr
                            owner="alice")  # NOT NULL
     with pytest.raises(StoreRefused, match="NotNullViolation|IntegrityError"):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_refused", **fields)
+            record_event(tx, source="stripe", event_id="evt_refused", **fields)
             tx.save_subscriptions([refused], NOW)
             tx.lock_users(["alice"])
             tx.subscriptions_of_users(["alice"])  # waited for: the refusal is here at the latest
@@ -125,7 +128,7 @@ def test_a_write_refused_after_it_was_sent_fails_the_whole_transaction(store, dr
     assert _nothing_recorded(store, "evt_refused")
     assert driver_warnings() == []
     with store.transaction() as tx:  # the connection went back to the pool clean
-        assert tx.record_event(source="stripe", event_id="evt_refused", **fields) is not None
+        assert record_event(tx, source="stripe", event_id="evt_refused", **fields) is not None
     assert not _nothing_recorded(store, "evt_refused")
 
 
@@ -134,7 +137,7 @@ def test_a_write_refused_with_the_commit_commits_nothing(store, driver_warnings)
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(StoreRefused, match="ForeignKeyViolation"):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_last_refused", **fields)
+            record_event(tx, source="stripe", event_id="evt_last_refused", **fields)
             apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_last_refused"),)), CATALOG, NOW)
             tx.link_events([(-1, [("stripe", "sub_last_refused")])])  # no event -1: refused at COMMIT
     assert _nothing_recorded(store, "evt_last_refused")
@@ -148,16 +151,16 @@ def test_a_refusal_that_arrives_before_the_commit_is_sent_leaves_the_connection_
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(StoreRefused, match="ForeignKeyViolation"):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_early_refused", **fields)
+            record_event(tx, source="stripe", event_id="evt_early_refused", **fields)
             tx.link_events([(-1, [("stripe", "sub_early_refused")])])  # refused, answer not waited for
             time.sleep(0.2)  # the refusal is back before the COMMIT would be sent
     assert _nothing_recorded(store, "evt_early_refused")
     assert driver_warnings() == []
     for _ in range(3):  # every pooled connection answers SQLAlchemy's own statements again
         with store.transaction() as tx:
-            event = tx.record_event(source="stripe", event_id="evt_early_refused", **fields) or \
-                tx.find_event("stripe", "evt_early_refused")
-            assert tx.find_event("stripe", "evt_early_refused").id == event.id
+            event = record_event(tx, source="stripe", event_id="evt_early_refused", **fields) or \
+                find_event(tx, "stripe", "evt_early_refused")
+            assert find_event(tx, "stripe", "evt_early_refused").id == event.id
 
 
 @pytest.mark.skipif(DATABASE != "postgresql", reason="connections die on a server, not in SQLite")
@@ -166,7 +169,7 @@ def test_a_connection_that_dies_with_writes_in_flight_fails_that_transaction_the
     fields = dict(event_type="t", received_at=T0, payload="{}", data={})
     with pytest.raises(StoreUnavailable):
         with store.transaction() as tx:
-            tx.record_event(source="stripe", event_id="evt_cut", **fields)  # answered
+            record_event(tx, source="stripe", event_id="evt_cut", **fields)  # answered
             _terminate_other_connections(database_url)
             apply_translation(tx, Translation(snapshots=(snapshot(1, key="sub_cut"),)), CATALOG, NOW)
     assert _nothing_recorded(store, "evt_cut")
@@ -353,9 +356,13 @@ def _read_in_transaction(store, user_sub):
         return tx.entitlements_of(user_sub)
 
 
+def _read_by_the_store(store, user_sub):
+    return store.entitlements_of(user_sub)
+
+
 # The entitlement read both ways: in a read-only transaction, and the store's own (on
 # PostgreSQL, a statement on a pooled connection with no SQLAlchemy Connection around it).
-READS = pytest.mark.parametrize("read", [_read_in_transaction, SqlStore.entitlements_of], ids=["transaction", "store"])
+READS = pytest.mark.parametrize("read", [_read_in_transaction, _read_by_the_store], ids=["transaction", "store"])
 
 
 def test_the_store_reads_entitlements_as_a_read_only_transaction_does(store):
@@ -395,7 +402,7 @@ def test_migrations_are_idempotent(database_url):
 
 
 def test_an_unreachable_database_is_reported_as_unavailable():
-    store = SqlStore(make_engine("postgresql+psycopg://nobody:wrong@127.0.0.1:1/none"))
+    store = sql_store("postgresql+psycopg://nobody:wrong@127.0.0.1:1/none")
     with pytest.raises(StoreUnavailable):
         with store.transaction():
             pass

@@ -13,6 +13,7 @@ import pytest
 
 from devtools.google_play import FakePlay
 from devtools.google_pubsub import PushSigner, envelope
+from tests.support.events import find_event
 
 API_KEY = "test-server-key"
 
@@ -43,7 +44,7 @@ class GoogleGateway:
 
     def event(self, message_id: str):
         with self.services.store.transaction() as tx:
-            return tx.find_event("google", message_id)
+            return find_event(tx, "google", message_id)
 
     def retry(self) -> str:
         """Let the backoff of every deferred event pass, then run ``flask events retry``."""

@@ -15,6 +15,7 @@ from gateway.providers.stripe_api import StripeHttpApi
 from gateway.providers.stripe_events import StripeEvents
 from gateway.store.memory import MemoryStore
 from gateway.web.presenters import entitlements_answer
+from tests.support.events import find_event
 
 CATALOG_DOCUMENT = {
     "entitlements": {"premium": {"stripe": ["price_monthly", "price_yearly"]},
@@ -54,4 +55,4 @@ class StripeHarness:
 
     def event(self, event_id: str):
         with self.store.transaction() as tx:
-            return tx.find_event("stripe", event_id)
+            return find_event(tx, "stripe", event_id)

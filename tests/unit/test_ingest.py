@@ -14,6 +14,7 @@ from gateway.ingest import Ingest
 from gateway.jobs.retry import retry_due
 from gateway.providers.revenuecat_events import RevenueCatEvents
 from gateway.store.memory import MemoryStore
+from tests.support.events import record_event
 
 HEADERS = {"Authorization": rc.AUTH}
 
@@ -139,9 +140,9 @@ def test_an_event_that_cannot_apply_is_failed_not_retried(world):
 def test_a_delivery_abandoned_mid_request_is_picked_up_once_stale(world):
     store, clock, ingest = world
     with store.transaction() as tx:  # recorded, then the process died before applying
-        tx.record_event(source="revenuecat", event_id="e-1", event_type="INITIAL_PURCHASE",
-                        received_at=clock.now, payload=purchase().decode(),
-                        data=json.loads(purchase())["event"])
+        record_event(tx, source="revenuecat", event_id="e-1", event_type="INITIAL_PURCHASE",
+                     received_at=clock.now, payload=purchase().decode(),
+                     data=json.loads(purchase())["event"])
     assert retry_due(ingest, {"revenuecat": Flaky(0)}) == {}
     clock.now += timedelta(minutes=3)
     assert retry_due(ingest, {"revenuecat": Flaky(0)}) == {"processed": 1}

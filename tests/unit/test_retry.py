@@ -13,6 +13,7 @@ from gateway.ingest import Ingest
 from gateway.jobs import retry
 from gateway.providers.revenuecat_events import RevenueCatEvents
 from gateway.store.memory import MemoryStore
+from tests.support.events import record_event
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -33,8 +34,8 @@ def abandon(store, received_at: datetime) -> None:
     """Recorded, then the process died before applying it."""
     body = purchase()
     with store.transaction() as tx:
-        tx.record_event(source="revenuecat", event_id="e-1", event_type="INITIAL_PURCHASE",
-                        received_at=received_at, payload=body.decode(), data=json.loads(body)["event"])
+        record_event(tx, source="revenuecat", event_id="e-1", event_type="INITIAL_PURCHASE",
+                     received_at=received_at, payload=body.decode(), data=json.loads(body)["event"])
 
 
 def test_an_abandoned_delivery_is_retried_once_older_than_the_window_it_is_given():
