@@ -9,8 +9,17 @@ from alembic.config import Config
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def _config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", MIGRATIONS)
     cfg.attributes["url"] = url
-    command.upgrade(cfg, revision)
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Step the schema back to ``revision`` (tests of a migration's data step)."""
+    command.downgrade(_config(url), revision)

@@ -418,3 +418,31 @@ def test_links_without_a_store_time_are_ordered_by_arrival_not_by_name(store):
             apply_translation(tx, Translation(links=(Link("revenuecat", "$RCAnonymousID:a1", user),)), CATALOG, now)
     with store.transaction() as tx:
         assert tx.resolve("revenuecat", "$RCAnonymousID:a1") == "adam"
+
+
+def test_migration_0003_carries_a_stored_revocation_over_so_a_later_view_does_not_undo_it(database_url):
+    """A subscription revoked before 0003 kept its revocation in the snapshot itself (status
+    revoked); after the upgrade, a later view of the same period must still not grant."""
+    from gateway.store.migrate import downgrade
+
+    expires = T0 + timedelta(days=30)
+    downgrade(database_url, "0002")
+    try:
+        engine = sql_store(database_url).engine
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO subscriptions (source, key, user_sub, account, product_id, status, raw_status,"
+                " expires_at, will_renew, environment, as_of, updated_at)"
+                " VALUES ('stripe', 'sub_old', 'alice', 'cus_1', 'price_monthly', 'revoked', 'active:refunded',"
+                f" '{expires.isoformat()}', false, 'live', '{T0.isoformat()}', '{T0.isoformat()}')")
+        engine.dispose()
+    finally:
+        upgrade(database_url)
+    store = sql_store(database_url)
+    later_view = Snapshot("stripe", "sub_old", T0 + timedelta(hours=1), Status.ACTIVE, "price_monthly", expires,
+                          True, account="cus_1")
+    apply(store, later_view)
+    with store.transaction() as tx:
+        (held,) = tx.lock_subscriptions([("stripe", "sub_old")]).values()
+        assert held.revocations.taken == {("refunded:before-0003", expires)}
+        assert held.snapshot.status is Status.REVOKED and held.latest.status is Status.ACTIVE
