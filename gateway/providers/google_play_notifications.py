@@ -127,7 +127,8 @@ class GooglePlayNotifications:
 
     def _void_confirmed(self, token: str, order: str, voided_at: datetime) -> bool:
         # Play lists voids by when it recorded them, for the last 30 days.
-        start = max(voided_at - timedelta(days=1), self.clock() - timedelta(days=30) + timedelta(minutes=5))
+        now = self.clock()  # a void stamped in the future must not ask Play about the future
+        start = max(min(voided_at, now) - timedelta(days=1), now - timedelta(days=30) + timedelta(minutes=5))
         listed = self.api.voided_purchases(self.package, int(start.timestamp() * 1000))
         return any(item.get("purchaseToken") == token and item.get("orderId") == order for item in listed)
 
