@@ -25,16 +25,22 @@ T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 
 
+def unique_index(database_url, name: str, table: str, column: str):
+    """A unique index only the database knows, dropped afterwards (PostgreSQL keeps its
+    schema between tests)."""
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE UNIQUE INDEX {name} ON {table} ({column})")
+    yield
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP INDEX {name}")
+    engine.dispose()
+
+
 @pytest.fixture
 def unique_product(database_url):
     """At most one subscription per product_id: a rule only the database knows."""
-    engine = sa.create_engine(database_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE UNIQUE INDEX test_one_per_product ON subscriptions (product_id)")
-    yield
-    with engine.begin() as connection:  # PostgreSQL keeps its schema between tests
-        connection.exec_driver_sql("DROP INDEX test_one_per_product")
-    engine.dispose()
+    yield from unique_index(database_url, "test_one_per_product", "subscriptions", "product_id")
 
 
 @pytest.fixture
@@ -127,13 +133,7 @@ def test_a_client_action_the_database_refuses_answers_400_not_503(make_app, uniq
 @pytest.fixture
 def unique_event_type(database_url):
     """At most one event per type: the event row itself is what the database refuses."""
-    engine = sa.create_engine(database_url)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("CREATE UNIQUE INDEX test_one_per_type ON events (event_type)")
-    yield
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP INDEX test_one_per_type")
-    engine.dispose()
+    yield from unique_index(database_url, "test_one_per_type", "events", "event_type")
 
 
 def test_a_delivery_whose_own_row_is_refused_answers_400_and_stores_nothing(make_app, unique_event_type):
