@@ -16,12 +16,12 @@ from gateway.domain.changes import Link, Translation, ignored
 from gateway.domain.events import Event
 from gateway.errors import Malformed, NotConfigured
 from gateway.providers import Delivery, Lookup
-from gateway.providers import stripe_objects as so
+from gateway.providers import stripe_objects
 from gateway.providers import stripe_webhook
 from gateway.providers.stripe_api import StripeApi, StripeHttpApi
 from gateway.providers.stripe_snapshots import Snapshotter
 
-SOURCE = so.SOURCE
+SOURCE = stripe_objects.SOURCE
 
 SUBSCRIPTION_TYPES = frozenset(f"customer.subscription.{kind}" for kind in
                                ("created", "updated", "deleted", "paused", "resumed"))
@@ -51,17 +51,17 @@ class StripeEvents:
 
     def translate(self, event: Event, lookup: Lookup) -> Translation:
         data = event.data
-        kind, obj, created = data["type"], data["data"]["object"], so.when(data["created"])
+        kind, obj, created = data["type"], data["data"]["object"], stripe_objects.when(data["created"])
         if kind in SUBSCRIPTION_TYPES:
             return self.snapshots.from_event(obj, created, lookup)
         if kind in CUSTOMER_TYPES:
-            sub = so.cognito_sub(obj)
+            sub = stripe_objects.cognito_sub(obj)
             return Translation(links=(Link(SOURCE, obj["id"], sub, created),)) if sub else \
                 ignored("the customer carries no metadata.cognito_sub")
         if kind == "checkout.session.completed":
             return self._checkout(obj, created, lookup)
         if kind in INVOICE_TYPES:
-            subscription_id = so.invoice_subscription(obj)
+            subscription_id = stripe_objects.invoice_subscription(obj)
             return self.snapshots.fetched(subscription_id, lookup) if subscription_id else \
                 ignored("the invoice bills no subscription")
         if kind in PAYMENT_TYPES:
@@ -75,8 +75,8 @@ class StripeEvents:
         # does). client_reference_id is too, except in a Payment Link, where anyone can put
         # it in the link's URL: there it would hand a paying customer to someone else.
         reference = session.get("client_reference_id") if not session.get("payment_link") else None
-        user_sub = so.cognito_sub(session) or (reference if isinstance(reference, str) and reference else None)
-        customer, subscription_id = so.ref(session.get("customer")), so.ref(session.get("subscription"))
+        user_sub = stripe_objects.cognito_sub(session) or (reference if isinstance(reference, str) and reference else None)
+        customer, subscription_id = stripe_objects.ref(session.get("customer")), stripe_objects.ref(session.get("subscription"))
         links = (Link(SOURCE, customer, user_sub, created),) if user_sub and customer else ()
         if subscription_id is None or self.snapshots.api is None:
             return Translation(links=links) if links else ignored("the session names no user or subscription")
@@ -102,10 +102,10 @@ class StripeEvents:
             else:
                 revokes = f"disputed:{dispute}"
         invoice_id = self._invoice_of_payment(obj)
-        if reason == "refunded" and so.fully_refunded(obj) and invoice_id:
+        if reason == "refunded" and stripe_objects.fully_refunded(obj) and invoice_id:
             revokes = f"refunded:{invoice_id}"  # a partial refund leaves access as it is
         api = self.snapshots.require_api("find the invoice of a payment")
-        subscription_id = so.invoice_subscription(api.invoice(invoice_id)) if invoice_id else None
+        subscription_id = stripe_objects.invoice_subscription(api.invoice(invoice_id)) if invoice_id else None
         if subscription_id is None:
             return ignored("the payment paid no subscription invoice")
         return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores)
@@ -113,14 +113,14 @@ class StripeEvents:
     def _invoice_of_payment(self, obj: dict, fetch_charge: bool = True) -> str | None:
         # Before basil a charge names its invoice; since basil the Invoice Payments API
         # maps the PaymentIntent to it. A dispute names its charge and PaymentIntent.
-        invoice_id = so.ref(obj.get("invoice"))
+        invoice_id = stripe_objects.ref(obj.get("invoice"))
         if invoice_id:
             return invoice_id
         api = self.snapshots.require_api("find the invoice of a payment")
-        payment_intent = so.ref(obj.get("payment_intent"))
+        payment_intent = stripe_objects.ref(obj.get("payment_intent"))
         if payment_intent:
             return api.invoice_of_payment_intent(payment_intent)
-        charge_id = so.ref(obj.get("charge")) if fetch_charge else None
+        charge_id = stripe_objects.ref(obj.get("charge")) if fetch_charge else None
         return self._invoice_of_payment(api.charge(charge_id), fetch_charge=False) if charge_id else None
 
 

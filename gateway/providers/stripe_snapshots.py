@@ -16,10 +16,10 @@ from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
 from gateway.domain.model import Snapshot, Status
 from gateway.providers import Lookup
-from gateway.providers import stripe_objects as so
+from gateway.providers import stripe_objects
 from gateway.providers.stripe_api import StripeApi, StripeApiError
 
-SOURCE = so.SOURCE
+SOURCE = stripe_objects.SOURCE
 
 
 class Snapshotter:
@@ -50,7 +50,7 @@ class Snapshotter:
         it gives back what that dispute took, and nothing else."""
         subscription = self.require_api("fetch a subscription").subscription(subscription_id)
         fetched_at = self.clock()
-        latest = so.ref(subscription.get("latest_invoice"))
+        latest = stripe_objects.ref(subscription.get("latest_invoice"))
         if revokes and invoice_id and latest and latest != invoice_id:
             revokes = None  # an older period's payment was returned: the current one stands
         return self.state(subscription, fetched_at, lookup, revokes, restores)
@@ -58,13 +58,13 @@ class Snapshotter:
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup,
               revokes: str | None = None, restores: str | None = None) -> Translation:
         raw = subscription.get("status")
-        product_id, entitlements = so.products(subscription, self.catalog)
+        product_id, entitlements = stripe_objects.products(subscription, self.catalog)
         snapshot = Snapshot(
             source=SOURCE, key=subscription["id"], as_of=as_of,
-            status=so.STATUSES.get(raw, Status.PENDING),  # an unknown status grants nothing
-            product_id=product_id, expires_at=so.expires_at(subscription),
-            will_renew=so.will_renew(subscription), user_sub=so.cognito_sub(subscription),
-            account=so.ref(subscription.get("customer")),
+            status=stripe_objects.STATUSES.get(raw, Status.PENDING),  # an unknown status grants nothing
+            product_id=product_id, expires_at=stripe_objects.expires_at(subscription),
+            will_renew=stripe_objects.will_renew(subscription), user_sub=stripe_objects.cognito_sub(subscription),
+            account=stripe_objects.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
             revokes=revokes, restores=restores,
@@ -81,5 +81,5 @@ class Snapshotter:
             return (Link(SOURCE, customer, snapshot.user_sub, snapshot.as_of),)
         if lookup.resolve(SOURCE, customer) or self.api is None:
             return ()
-        found = so.cognito_sub(self.api.customer(customer))
+        found = stripe_objects.cognito_sub(self.api.customer(customer))
         return (Link(SOURCE, customer, found, self.clock()),) if found else ()

@@ -13,7 +13,7 @@ import logging
 import stripe
 
 from gateway.errors import Malformed, Unauthorized
-from gateway.providers import stripe_objects as so
+from gateway.providers import stripe_objects
 from gateway.providers import wire
 from gateway.providers.stripe_api import PINNED_VERSION
 
@@ -62,15 +62,15 @@ def parse(text: str, acted_on: frozenset[str]) -> dict:
 def _check_object(obj: dict) -> None:
     """Refuse, before it is stored, an object whose ids or times no column or datetime can
     hold (gateway/store/tables.py): SQLite would keep a long value that PostgreSQL refuses."""
-    ids = [obj.get("id"), obj.get("client_reference_id"), so.cognito_sub(obj)]
-    ids += [so.ref(obj.get(name)) for name in ("customer", "subscription", "invoice", "charge", "payment_intent")]
-    ids += [i for item in so._items(obj) for i in so._product_ids(item)]  # noqa: SLF001 (same source's reader)
+    ids = [obj.get("id"), obj.get("client_reference_id"), stripe_objects.cognito_sub(obj)]
+    ids += [stripe_objects.ref(obj.get(name)) for name in ("customer", "subscription", "invoice", "charge", "payment_intent")]
+    ids += [i for item in stripe_objects._items(obj) for i in stripe_objects._product_ids(item)]  # noqa: SLF001 (same source's reader)
     if any(isinstance(value, str) and len(value) > 255 for value in ids):
         raise Malformed("an id of data.object is longer than 255 characters", code="malformed_event")
     status = obj.get("status")
     if not (status is None or isinstance(status, str) and len(status) <= 64):
         raise Malformed("data.object.status must be a string of at most 64 characters", code="malformed_event")
-    so.expires_at(obj)  # raises Malformed for a time out of range
+    stripe_objects.expires_at(obj)  # raises Malformed for a time out of range
 
 
 def note_api_version(event: dict) -> None:

@@ -90,3 +90,35 @@ def test_the_app_loads_no_development_code():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split("\n")[-2] == "[] False"
+
+
+#: A module a maintainer reads in one sitting, a function on one screen.
+MODULE_LINES, FUNCTION_LINES = 300, 40
+
+
+def oversized(package: str) -> list[str]:
+    found = []
+    for _, path in modules(package):
+        text = path.read_text()
+        if len(text.splitlines()) > MODULE_LINES:
+            found.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > FUNCTION_LINES:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_modules_and_functions_stay_small():
+    found = oversized("gateway")
+    assert not found, (f"no module in gateway/ over {MODULE_LINES} lines, no function over {FUNCTION_LINES}:\n"
+                       + "\n".join(found))
+
+
+def test_the_size_rule_sees_a_long_function(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text("def f():\n" + "    x = 1\n" * FUNCTION_LINES)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert oversized("pkg") == [f"pkg/mod.py:1 f: {FUNCTION_LINES + 1} lines"]

@@ -15,6 +15,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _entitlements()
+    _events()
+    _identities()
+    _subscriptions()
+
+
+def _entitlements() -> None:
     op.create_table('entitlements',
     sa.Column('user_sub', sa.String(length=255), nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
@@ -27,6 +34,9 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('user_sub', 'name', name=op.f('pk_entitlements'))
     )
+
+
+def _events() -> None:
     op.create_table('events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('source', sa.String(length=32), nullable=False),
@@ -46,6 +56,8 @@ def upgrade() -> None:
     op.create_index('ix_events_received_at', 'events', ['received_at'], unique=False)
     op.create_index('ix_events_status_next_attempt_at', 'events', ['status', 'next_attempt_at'], unique=False)
 
+
+def _identities() -> None:
     op.create_table('identities',
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('account', sa.String(length=255), nullable=False),
@@ -56,6 +68,8 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_identities_user_sub'), 'identities', ['user_sub'], unique=False)
 
+
+def _subscriptions() -> None:
     op.create_table('subscriptions',
     sa.Column('source', sa.String(length=32), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
