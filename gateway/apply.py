@@ -1,26 +1,33 @@
-"""Apply translations inside one store transaction, then re-derive entitlements."""
+"""Apply translations inside one store transaction, then re-derive entitlements and
+record, in the same transaction, the feed events of what changed."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
+from gateway.domain import entitlement_events
+from gateway.domain.entitlement_events import Cause, Changed, FeedEvent
 from gateway.domain.entitlements import derive
 from gateway.domain.model import Subscription, claim_ownership, merge_snapshot, with_account_owner
 from gateway.store.port import Transaction
 
 Key = tuple[str, str]
 
+#: The cause of a change the gateway made on its own, when the caller names none.
+GATEWAY = Cause("gateway")
+
 
 def apply_translation(tx: Transaction, translation: Translation, catalog: Catalog, now: datetime,
-                      touched: set[Key] | None = None) -> set[str]:
+                      touched: set[Key] | None = None, cause: Cause = GATEWAY) -> set[str]:
     """Write the changes; returns the users whose entitlements were re-derived.
 
     ``touched``, when given, receives the (source, key) of every subscription concerned:
     the evidence the explain API shows for the delivery.
     """
     changes = Changes(tx, catalog, now)
-    users, keys = changes.apply(translation)
+    users, keys = changes.apply(translation, cause)
     changes.finish()
     if touched is not None:
         touched.update(keys)
@@ -50,6 +57,7 @@ class Changes:
         self.unsaved: dict[Key, Subscription] = {}
         self.users: set[str] = set()
         self.accounts: set[Key] = set()
+        self.causes: dict[str, Cause] = {}  # the last cause of each user's change
 
     def lock(self, translations) -> None:
         """Lock the accounts, then the subscriptions, these translations name."""
@@ -64,7 +72,7 @@ class Changes:
         if wanted:
             self.held.update(self.tx.lock_subscriptions(wanted))
 
-    def apply(self, translation: Translation) -> tuple[set[str], set[Key]]:
+    def apply(self, translation: Translation, cause: Cause = GATEWAY) -> tuple[set[str], set[Key]]:
         """Apply one translation; returns the users it concerned and the keys it touched.
 
         Links go first so that a snapshot in the same delivery finds its owner.
@@ -88,6 +96,7 @@ class Changes:
             for current in self.held_by(transfer.source, accounts, accounts):
                 step.save(current, claim_ownership(current, transfer.to_user, transfer.as_of))
         self.users |= step.users
+        self.causes.update(dict.fromkeys(step.users, cause))
         return step.users, step.touched
 
     def held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
@@ -105,16 +114,36 @@ class Changes:
             self.unsaved.clear()
 
     def finish(self) -> set[str]:
-        """Write what is left and re-derive the entitlements of every user concerned."""
+        """Write what is left, re-derive the entitlements of every user concerned (none
+        for a deleted user) and append the feed events of what changed."""
         self.flush()
         users = sorted(self.users)
         if users:
             self.tx.lock_users(users)
+            before, deleted = self.tx.read_entitlements(users)
             held = self.tx.subscriptions_of_users(users)
-            self.tx.replace_entitlements_of(
-                {user: list(derive([s.snapshot for s in held[user]], self.catalog).values()) for user in users},
-                self.now)
+            after = {user: [] if user in deleted else list(derive([s.snapshot for s in held[user]], self.catalog).values())
+                     for user in users}
+            self.tx.replace_entitlements_of(after, self.now)
+            append_changes(self.tx, {user: entitlement_events.changed(before[user], after[user]) for user in users},
+                           self.now, self.causes)
         return set(users)
+
+
+def append_changes(tx: Transaction, found: dict[str, list[Changed]], now: datetime,
+                   causes: dict[str, Cause]) -> list[FeedEvent]:
+    """Append the feed events of these changes: the last step of a transaction, since it
+    takes the feed's clock (``Transaction.take_feed_positions``). Nothing changed, nothing
+    appended, and the clock is not touched."""
+    count = sum(len(changed) for changed in found.values())
+    if not count:
+        return []
+    last, reported_through = tx.take_feed_positions(count)
+    events = [event for user, changed in found.items()
+              for event in entitlement_events.events(user, changed, now, causes.get(user, GATEWAY), reported_through)]
+    numbered = [dataclasses.replace(event, position=last + n) for n, event in enumerate(events, 1)]
+    tx.append_feed(numbered)
+    return numbered
 
 
 class _Step:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway.apply import apply_translation
+from gateway.domain.entitlement_events import Cause
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
 from gateway.errors import Unavailable
@@ -34,7 +35,7 @@ class Checkout:
         try:
             with self.store.transaction() as tx:
                 apply_translation(tx, Translation(links=(Link("stripe", customer, user_sub, now),)),
-                                  self.catalog, now)
+                                  self.catalog, now, cause=Cause("checkout", "stripe"))
         except StoreUnavailable as exc:
             raise Unavailable("the customer link cannot be stored right now", code="store_unavailable") from exc
         return customer

@@ -71,6 +71,13 @@ class Settings:
     # The Cognito attribute that holds the Stripe customer id (the backfill job; the Lambda
     # triggers read their own COGNITO_STRIPE_ATTRIBUTE, see cognito_triggers/settings.py).
     cognito_stripe_attribute: str = DEFAULT_STRIPE_ATTRIBUTE
+    # Outgoing webhooks (gateway/outbound): the JSON list of endpoints, kept out of repr since
+    # it holds their secrets; private and link-local targets refused unless allowed.
+    outbound_webhooks: str | None = dataclasses.field(default=None, repr=False)
+    outbound_allow_private_targets: bool = False
+    outbound_timeout_seconds: int = 10
+    # Sign a user out of Cognito everywhere when an entitlement of theirs is revoked.
+    cognito_sign_out_on_revoke: bool = False
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -190,4 +197,8 @@ def _special(env: Mapping[str, str]) -> dict:
         "forwarded_hops": _int(env, "FORWARDED_HOPS", 0, minimum=0),
         "entitlement_cache_seconds": _int(env, "ENTITLEMENT_CACHE_SECONDS", 0, minimum=0),
         "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
+        "outbound_webhooks": _text(env, "OUTBOUND_WEBHOOKS"),
+        "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS", False),
+        "outbound_timeout_seconds": _int(env, "OUTBOUND_TIMEOUT_SECONDS", 10),
+        "cognito_sign_out_on_revoke": _bool(env, "COGNITO_SIGN_OUT_ON_REVOKE", False),
     }

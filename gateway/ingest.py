@@ -28,6 +28,7 @@ from gateway.apply import Changes, apply_translation
 from gateway.clock import utcnow
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
+from gateway.domain.entitlement_events import Cause
 from gateway.domain.events import Event
 from gateway.errors import Malformed, Unavailable
 from gateway.group_commit import GroupCommit, Slot
@@ -160,7 +161,7 @@ class Ingest:
                 if event is None:
                     answers.append((DUPLICATE, ()))
                     continue
-                users, touched = changes.apply(pending.translation)
+                users, touched = changes.apply(pending.translation, _cause(pending.delivery))
                 evidence.append((event.id, sorted(touched)))
                 answers.append((event.status, tuple(sorted(users))))
             changes.finish()
@@ -175,7 +176,7 @@ class Ingest:
             now = self.clock()
             with self.store.transaction() as tx:
                 touched: set[tuple[str, str]] = set()
-                users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched))
+                users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event)))
                 tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
                 outcome = IGNORED if translation.is_empty else PROCESSED
                 tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
@@ -268,6 +269,10 @@ class _Pending:
 def _unrecorded(delivery: Delivery, now: datetime) -> Event:
     return Event(0, delivery.source, delivery.event_id, delivery.event_type, now, delivery.payload,
                  delivery.data, "received")
+
+
+def _cause(delivery: Delivery | Event) -> Cause:
+    return Cause("delivery", delivery.source, delivery.event_id)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from gateway.apply import apply_translation
+from gateway.domain.entitlement_events import Cause
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
 from gateway.domain.entitlements import Grant
@@ -37,7 +38,7 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
             owners = {current.owner if current else None, tx.resolve(source, key)} - {None, user_sub}
             if owners:
                 raise Conflict("the purchase is linked to another user", code="purchase_owned_by_another_user")
-            apply_translation(tx, translation, catalog, clock())
+            apply_translation(tx, translation, catalog, clock(), cause=Cause("purchase", source))
             return tx.entitlements_of(user_sub)
     except StoreUnavailable as exc:
         raise Unavailable("the purchase cannot be stored right now", code="store_unavailable") from exc

@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from gateway.apply import apply_translation
+from gateway.domain.entitlement_events import Cause
 from gateway.clock import utcnow
 from gateway.domain.catalog import SOURCES
 from gateway.domain.model import Subscription, merge_snapshot
@@ -113,7 +114,7 @@ class Reconciler:
             return state_of(current), state_of(after)
         with self.services.store.transaction() as tx:
             before = tx.get_subscription(source, key)
-            apply_translation(tx, translation, self.services.catalog, self.clock())
+            apply_translation(tx, translation, self.services.catalog, self.clock(), cause=Cause("reconcile", source))
             return state_of(before), state_of(tx.get_subscription(source, key))
 
 

@@ -6,12 +6,13 @@ import copy
 import dataclasses
 import itertools
 import threading
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
-from gateway.domain.model import Subscription, link_claim
+from gateway.domain.model import GRANTING, Subscription, link_claim
 
 from .port import Store, StoreUnavailable, Transaction
 
@@ -23,6 +24,9 @@ class _State:
     identities: dict[tuple[str, str], tuple[str, datetime | None]] = dataclasses.field(default_factory=dict)
     entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
     event_links: set[tuple[int, str, str]] = dataclasses.field(default_factory=set)
+    feed: list[FeedEvent] = dataclasses.field(default_factory=list)
+    expiries_through: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    deleted: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -151,6 +155,36 @@ class _MemoryTransaction(Transaction):
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         return list(self.state.entitlements.get(user_sub, []))
+
+    def read_entitlements(self, user_subs):
+        return ({user_sub: self.entitlements_of(user_sub) for user_sub in user_subs},
+                set(user_subs) & set(self.state.deleted))
+
+    def take_feed_positions(self, count: int):
+        return len(self.state.feed), self.state.expiries_through
+
+    def append_feed(self, events, expiries_through=None) -> None:
+        self.state.feed.extend(events)
+        if expiries_through is not None:
+            self.state.expiries_through = expiries_through
+
+    def read_feed(self, after: int, limit: int, user_sub=None):
+        chosen = [e for e in self.state.feed if e.position > after and user_sub in (None, e.user_id)]
+        return chosen[:limit]
+
+    def lapsed_grants(self, after, through, limit) -> list[str]:
+        ends = {}
+        for user_sub, granted in self.state.entitlements.items():
+            for g in granted:
+                if g.status in GRANTING and g.expires_at is not None and after < g.expires_at <= through:
+                    ends[user_sub] = min(ends.get(user_sub, g.expires_at), g.expires_at)
+        return sorted(ends, key=lambda u: (ends[u], u))[:limit]
+
+    def mark_deleted(self, user_sub, report, now):
+        if user_sub in self.state.deleted:
+            return self.state.deleted[user_sub]
+        self.state.deleted[user_sub] = report
+        return None
 
 
 def _due(event: Event, now: datetime, stale_before: datetime) -> bool:

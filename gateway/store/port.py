@@ -11,6 +11,7 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
+from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
 from gateway.domain.model import Subscription
@@ -141,6 +142,41 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def entitlements_of(self, user_sub: str) -> list[Grant]: ...
+
+    @abc.abstractmethod
+    def read_entitlements(self, user_subs: list[str]) -> tuple[dict[str, list[Grant]], set[str]]:
+        """Each user's stored entitlement rows (the users locked first), and which of the
+        users were deleted at their request (``delete_user``)."""
+
+    # The entitlement feed.
+    @abc.abstractmethod
+    def take_feed_positions(self, count: int) -> tuple[int, datetime]:
+        """Reserve the next ``count`` feed positions: returns the last position taken
+        before them and the time through which lapsed entitlements were reported expired.
+
+        Locks the feed's clock until the end of the transaction, so feed positions commit
+        in order and without gaps: call it last, after every other lock (a rollback gives
+        the positions back)."""
+
+    @abc.abstractmethod
+    def append_feed(self, events: list[FeedEvent], expiries_through: datetime | None = None) -> None:
+        """Write these events, numbered from ``take_feed_positions``; ``expiries_through``
+        moves the expiry sweep's mark."""
+
+    @abc.abstractmethod
+    def read_feed(self, after: int, limit: int, user_sub: str | None = None) -> list[FeedEvent]:
+        """Events after position ``after``, in position order; of one user when named."""
+
+    @abc.abstractmethod
+    def lapsed_grants(self, after: datetime, through: datetime, limit: int) -> list[str]:
+        """Users with a granting entitlement whose period ends in (``after``, ``through``],
+        by end: those the expiry sweep reports."""
+
+    # Deleted users.
+    @abc.abstractmethod
+    def mark_deleted(self, user_sub: str, report: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """Record the user as deleted with ``report``; returns the report recorded by an
+        earlier deletion instead, if any (nothing is written then)."""
 
 
 class Store(abc.ABC):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 from typing import Any, Iterator
 
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from psycopg.types.json import Jsonb
 from gateway.domain.entitlements import Grant
 from gateway.domain.model import Subscription
 
-from . import rows, statements, tables
+from . import feed, rows, statements, tables
 from .driver import Pipeline, driver_failure
 from .port import StoreUnavailable
 from .sql_base import SqlStore, SqlTransaction, describe
@@ -108,7 +109,8 @@ class PostgresStore(SqlStore):
             pooled.close()
 
 
-_JSON_COLUMNS = {table.name: rows.json_columns(table) for table in (tables.events, tables.subscriptions)}
+_JSON_COLUMNS = {table.name: rows.json_columns(table)
+                 for table in (tables.events, tables.subscriptions, tables.entitlement_events)}
 
 
 def _for_driver(table: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -236,3 +238,23 @@ class PostgresTransaction(SqlTransaction):
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         # The read every app launch makes: SQLAlchemy's layers cost more than the query.
         return rows.grants(self.driver.rows(self.sql.select_entitlements, {"user_sub": user_sub}, named=False))
+
+    def read_entitlements(self, user_subs: list[str]) -> tuple[dict[str, list[Grant]], set[str]]:
+        # Both sent, then both read: one round trip.
+        params = {"user_subs": list(user_subs)}
+        grants = self.driver.send(self.sql.entitlements_of_users, params)
+        deleted = self.driver.send(self.sql.deleted_among, params)
+        with self.driver.errors():
+            return feed.grants_by_user(grants.fetchall(), list(user_subs)), {row[0] for row in deleted.fetchall()}
+
+    # The feed: its clock is the transaction's last lock (``feed.py``).
+    def take_feed_positions(self, count: int) -> tuple[int, datetime]:
+        ((position, through),) = self.driver.rows(self.sql.take_feed_positions, {"count": count}, named=False)
+        return position - count, rows.utc(through)
+
+    def append_feed(self, events, expiries_through=None) -> None:
+        if events:
+            self.driver.send(self.sql.append_feed,
+                             many=[_for_driver("entitlement_events", feed.event_row(e)) for e in events])
+        if expiries_through is not None:
+            super().append_feed([], expiries_through)

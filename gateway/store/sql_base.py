@@ -14,6 +14,7 @@ from gateway.domain.events import Event
 from gateway.domain.model import Subscription
 
 from . import rows, statements
+from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
 
 # SQLite's refusals of a value or a constraint (sqlite3 calls all constraints
@@ -80,7 +81,7 @@ class SqlStore(Store):
         """The transaction's statements on ``connection``, begun by the caller."""
 
 
-class SqlTransaction(Transaction):
+class SqlTransaction(FeedTransaction, Transaction):
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
 

@@ -74,6 +74,7 @@ def for_sqlite() -> SimpleNamespace:
         select_identity=sa.select(identities.user_sub, identities.as_of).where(
             identities.source == sa.bindparam("source"), identities.account == sa.bindparam("account")),
         upsert_identity=_upsert(sqlite.insert, tables.identities, ["source", "account"], returning=False),
+        take_feed_positions=take_feed_positions(sqlite.insert),
     )
 
 
@@ -185,7 +186,30 @@ def for_postgres() -> SimpleNamespace:
         link_identity=_psycopg(_link_identity()),
         select_entitlements=_psycopg(_select_entitlements()),
         commit="COMMIT",
+        **_postgres_feed(),
     )
+
+
+def _postgres_feed() -> dict[str, str]:
+    """The feed's (``feed.py``): before-rows and tombstones of the users, the clock, the events."""
+    return dict(
+        entitlements_of_users=f"SELECT user_sub, {', '.join(GRANT_COLUMNS)} FROM entitlements "
+                              "WHERE user_sub = ANY(%(user_subs)s) ORDER BY user_sub, name",
+        deleted_among="SELECT user_sub FROM deleted_users WHERE user_sub = ANY(%(user_subs)s)",
+        take_feed_positions=_psycopg(take_feed_positions(postgresql.insert)),
+        append_feed=_psycopg(sa.insert(tables.entitlement_events), [c.name for c in tables.entitlement_events.c]),
+    )
+
+
+def take_feed_positions(insert):
+    """Add ``count`` to the feed's clock and return it with the expiry mark; the row is
+    created when missing (a restored dump, a truncated table), its mark set to now."""
+    clock = tables.feed_clock
+    statement = insert(clock).values(id=sa.literal_column("1"), position=sa.bindparam("count"),
+                                    expiries_through=sa.func.now())
+    return statement.on_conflict_do_update(
+        index_elements=["id"], set_={"position": clock.c.position + statement.excluded.position},
+    ).returning(clock.c.position, clock.c.expiries_through)
 
 
 @functools.cache

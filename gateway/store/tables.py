@@ -89,3 +89,69 @@ event_subscriptions = sa.Table(
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Index("ix_event_subscriptions_source_key", "source", "key", "event_pk"),
 )
+
+# The entitlement feed: one row per change of a user's entitlements, written in the
+# transaction that made the change. ``position`` is the feed's order: taken from the one
+# row of ``feed_clock`` (whose row lock is held to commit), so positions are gapless and
+# commit in order, and a reader paging by position never skips a late commit.
+entitlement_events = sa.Table(
+    "entitlement_events", metadata,
+    sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("event_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("user_sub", sa.String(255), nullable=False),
+    sa.Column("entitlement", sa.String(128), nullable=True),
+    sa.Column("before", Json, nullable=True),
+    sa.Column("after", Json, nullable=True),
+    sa.Column("cause", Json, nullable=False),
+    sa.Column("occurred_at", Time, nullable=False),
+    sa.Index("ix_entitlement_events_user_sub_position", "user_sub", "position"),
+)
+
+# One row: the last feed position taken, and the time up to which entitlements that lapsed
+# by time (no store event) have been reported expired.
+feed_clock = sa.Table(
+    "feed_clock", metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("expiries_through", Time, nullable=False),
+)
+
+# Outgoing webhooks: the endpoints, and each event's delivery to each endpoint.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secrets", Json, nullable=False),
+    sa.Column("event_types", Json, nullable=True),  # NULL: every type
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # "env" or "admin"
+    sa.Column("position", sa.BigInteger(), nullable=False),  # the feed, fanned out up to here
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("endpoint", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger(), primary_key=True),
+    sa.Column("user_sub", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending, delivered, failed
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", Time, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("delivered_at", Time, nullable=True),
+    sa.Index("ix_webhook_deliveries_endpoint_user_sub", "endpoint", "user_sub", "position"),
+    sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# Users deleted at their request: the deletion's report, and a tombstone that keeps a
+# late delivery from granting the deleted user anything again.
+deleted_users = sa.Table(
+    "deleted_users", metadata,
+    sa.Column("user_sub", sa.String(255), primary_key=True),
+    sa.Column("deleted_at", Time, nullable=False),
+    sa.Column("report", Json, nullable=False),
+)
