@@ -1,7 +1,8 @@
 """A local HTTP fake of the Google Play Developer API and of Google's OAuth token endpoint.
 
 Speaks the real wire format of purchases.subscriptionsv2.get (SubscriptionPurchaseV2),
-purchases.subscriptions.acknowledge (empty 200) and the service-account JWT-bearer grant
+purchases.subscriptions.acknowledge (empty 200), purchases.subscriptionsv2.cancel (empty 200,
+the purchase then ``SUBSCRIPTION_STATE_CANCELED``) and the service-account JWT-bearer grant
 (https://developers.google.com/identity/protocols/oauth2/service-account#httprest), whose
 assertion it verifies against a service-account key minted at test time.
 """
@@ -24,6 +25,8 @@ ORDER = "GPA.3333-4137-0319-36762"  # the first order of a purchase; a renewal a
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 _GET = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptionsv2/tokens/([^/]+)")
 _VOIDED = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/voidedpurchases")
+_CANCEL = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptionsv2/tokens/([^/]+):cancel")
+CANCELLATION_TYPES = ("USER_REQUESTED_STOP_RENEWALS", "DEVELOPER_REQUESTED_STOP_PAYMENTS")
 _ACK = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptions/([^/]+)/tokens/([^/]+):acknowledge")
 
 
@@ -48,6 +51,8 @@ class FakePlay:
         self.purchases: dict[str, dict] = {}
         self.acks: list[tuple[str, str]] = []  # successful acknowledgements: (product, token)
         self.fail_acks = 0  # the next N acknowledgements answer 500
+        self.cancels: list[tuple[str, str]] = []  # successful subscriptionsv2.cancel: (token, cancellationType)
+        self.fail_cancels = 0  # the next N cancellations answer 500
         self.down = False  # every call answers 503
         self.gets: list[str] = []
         self.grants: list[dict] = []  # verified service-account assertions
@@ -118,6 +123,8 @@ class FakePlay:
             return self._voided(found.group(1), request)
         if request.method == "GET" and (found := _GET.fullmatch(request.path)):
             return self._get(*found.groups())
+        if request.method == "POST" and (found := _CANCEL.fullmatch(request.path)):
+            return self._cancel(*found.groups(), request)
         if request.method == "POST" and (found := _ACK.fullmatch(request.path)):
             return self._acknowledge(*found.groups())
         return _error(404, "Not Found", "notFound")
@@ -152,17 +159,43 @@ class FakePlay:
             answer["tokenPagination"] = {"nextPageToken": str(start + size)}
         return 200, answer, {}
 
-    def _acknowledge(self, package: str, product: str, token: str) -> tuple:
-        if self.fail_acks:
-            self.fail_acks -= 1
-            return _error(500, "Internal error encountered.", "backendError")
+    def _purchase(self, package: str, token: str, failures: str) -> tuple[dict | None, tuple | None]:
+        """The purchase a write names, or the error Play answers: a 500 while ``failures``
+        (the name of a counter) lasts, a 404 for a token of another app or none."""
+        if getattr(self, failures):
+            setattr(self, failures, getattr(self, failures) - 1)
+            return None, _error(500, "Internal error encountered.", "backendError")
         purchase = self.purchases.get(token)
         if package != self.package or purchase is None:
-            return _error(404, "The purchase token was not found.", "purchaseTokenNotFound")
+            return None, _error(404, "The purchase token was not found.", "purchaseTokenNotFound")
+        return purchase, None
+
+    def _acknowledge(self, package: str, product: str, token: str) -> tuple:
+        purchase, error = self._purchase(package, token, "fail_acks")
+        if error:
+            return error
         if product not in {item["productId"] for item in purchase["lineItems"]}:
             return _error(400, "The subscription purchase is not owned by the user.", "subscriptionNotOwnedByUser")
         purchase["acknowledgementState"] = "ACKNOWLEDGEMENT_STATE_ACKNOWLEDGED"
         self.acks.append((product, token))
+        return 200, b"", {}
+
+    def _cancel(self, package: str, token: str, request) -> tuple:
+        """purchases.subscriptionsv2.cancel: the body names a ``cancellationContext``."""
+        purchase, error = self._purchase(package, token, "fail_cancels")
+        if error:
+            return error
+        try:
+            kind = json.loads(request.body or b"{}")["cancellationContext"]["cancellationType"]
+        except (ValueError, KeyError, TypeError):
+            kind = None
+        if kind not in CANCELLATION_TYPES:
+            return _error(400, "Invalid value at 'cancellation_context.cancellation_type'.", "invalid")
+        purchase["subscriptionState"] = "SUBSCRIPTION_STATE_CANCELED"
+        purchase["canceledStateContext"] = {"developerInitiatedCancellation": {}}
+        for item in purchase["lineItems"]:
+            item["autoRenewingPlan"] = {**item.get("autoRenewingPlan", {}), "autoRenewEnabled": False}
+        self.cancels.append((token, kind))
         return 200, b"", {}
 
     def _grant(self, request) -> tuple:

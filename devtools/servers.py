@@ -17,6 +17,7 @@ class Request:
         self.query = parse_qs(parts.query)
         self.headers = handler.headers
         self.body = body
+        self.received_at = time.monotonic()  # a fake can tell how fast it was asked
 
     def json(self):
         return json.loads(self.body or b"null")

@@ -1,12 +1,14 @@
 """A small local fake of the Stripe API reads the gateway makes while applying events:
 subscriptions, customers, invoices, charges by id, and invoice payments by PaymentIntent
-(https://docs.stripe.com/api/invoice-payment/list). Objects are whatever the demo put
+(https://docs.stripe.com/api/invoice-payment/list); and the cancellation of a subscription
+(``DELETE /v1/subscriptions/{id}``, https://docs.stripe.com/api/subscriptions/cancel). Objects are whatever the demo put
 there, rendered as Stripe renders them (``stripe_objects``); errors in Stripe's shape.
 """
 from __future__ import annotations
 
 import re
 import threading
+import time
 from urllib.parse import parse_qsl
 
 from devtools.servers import LocalServer
@@ -23,6 +25,8 @@ class StripeFake:
         self.api_key = api_key
         self.objects: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self.cancels: list[str] = []  # subscriptions cancelled, in order
+        self.fail_cancels = 0  # the next N cancellations answer 500
         self.server = LocalServer({"*": self._route})
 
     @property
@@ -37,6 +41,9 @@ class StripeFake:
     def _route(self, request) -> tuple:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "Invalid API Key provided.", "authentication_error")
+        if request.method == "DELETE" and (found := _BY_ID.fullmatch(request.path)) \
+                and found.group(1) == "subscriptions":
+            return self._cancel(found.group(2))
         if request.method != "GET":
             return _error(404, f"Unrecognized request URL ({request.method}: {request.path}).")
         found = _BY_ID.fullmatch(request.path)
@@ -46,6 +53,22 @@ class StripeFake:
         if request.path == "/v1/invoice_payments":
             return 200, self._invoice_payments(request), {}
         return _error(404, f"Unrecognized request URL (GET: {request.path}).")
+
+    def _cancel(self, sub_id: str) -> tuple:
+        with self._lock:
+            if self.fail_cancels:
+                self.fail_cancels -= 1
+                return _error(500, "An unknown error occurred", "api_error")
+            sub = self.objects.get(sub_id)
+            if sub is None:
+                return _error(404, f"No such subscription: '{sub_id}'")
+            if sub.get("status") == "canceled":
+                return _error(400, "A canceled subscription can only update its cancellation_details.")
+            now = int(time.time())
+            sub = {**sub, "status": "canceled", "canceled_at": now, "ended_at": now, "cancel_at_period_end": False}
+            self.objects[sub_id] = sub
+            self.cancels.append(sub_id)
+            return 200, sub, {}
 
     def _invoice_payments(self, request) -> dict:
         query = dict(parse_qsl(request.body.decode() or "")) | {k: v[0] for k, v in request.query.items()}

@@ -7,6 +7,8 @@ from typing import Any
 from flask import Flask
 
 from gateway import config, logs
+from gateway import accounts
+from gateway.accounts import AccountDeletion
 from gateway.auth import ApiKeys, CognitoTokens
 from gateway.checkout import Checkout, build_checkout
 from gateway.domain.catalog import Catalog, load_catalog
@@ -26,6 +28,7 @@ class Services:
     api_keys: ApiKeys
     cognito: CognitoTokens
     checkout: Checkout | None  # None without STRIPE_API_KEY
+    accounts: AccountDeletion
 
 
 def build_providers(settings: config.Settings, catalog: Catalog) -> dict[str, Provider]:
@@ -68,6 +71,7 @@ def build_services(settings: config.Settings, store: Store | None, providers: di
         settings=settings, store=store, catalog=catalog, ingest=Ingest(store, catalog),
         providers={**build_providers(settings, catalog), **providers}, api_keys=ApiKeys(settings.api_keys),
         cognito=CognitoTokens(settings), checkout=build_checkout(settings, store, catalog, utcnow),
+        accounts=accounts.build(settings, store, utcnow),
     )
 
 
@@ -80,10 +84,12 @@ def _store(settings: config.Settings) -> Store:
 def _install_web(app: Flask, settings: config.Settings) -> None:
     """The blueprints, the admin, access logging and metrics, error handlers and commands."""
     from gateway.jobs import cli
-    from gateway.web import access, admin, checkout, entitlements, health, history, openapi, purchases, webhooks
+    from gateway.web import access, account, admin, checkout, entitlements, feed, health, history, openapi, purchases
+    from gateway.web import webhooks
     from gateway.web.errors import register_error_handlers
 
-    for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, purchases.bp, history.bp, openapi.bp):
+    for blueprint in (health.bp, webhooks.bp, entitlements.bp, checkout.bp, purchases.bp, history.bp, feed.bp,
+                      account.bp, openapi.bp):
         app.register_blueprint(blueprint)
     admin.install(app, settings)  # /admin; sets the session key and cookie flags
     access.install(app)  # access log lines, request metrics and /metrics

@@ -15,6 +15,15 @@ DEFAULT_DATABASE_URL = "sqlite:///instance/gateway.db"
 MAX_ENTITLEMENT_CACHE_SECONDS = 300
 #: A delivery recorded this long ago and never applied was abandoned mid-request (a crash).
 DEFAULT_EVENTS_STALE_AFTER_SECONDS = 120
+#: Requests a second reconcile may send to each store's API (RECONCILE_RATE_<SOURCE>): about
+#: 80% of the documented limit, leaving the rest to the webhooks' own fetches. Stripe: 25 a
+#: second per endpoint (https://docs.stripe.com/rate-limits); App Store Server API: Get All
+#: Subscription Statuses 50 a second in Production, 10% of that in Sandbox
+#: (https://developer.apple.com/documentation/appstoreserverapi/identifying-rate-limits);
+#: Google Play: 3,000 queries a minute per bucket (https://developers.google.com/android-publisher/quotas);
+#: RevenueCat publishes its limits per endpoint in response headers only: 480 a minute is cautious.
+DEFAULT_RECONCILE_RATES = {"stripe": 20.0, "apple": 40.0, "google": 40.0, "revenuecat": 8.0}
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
 class ConfigError(ValueError):
@@ -78,6 +87,11 @@ class Settings:
     outbound_timeout_seconds: int = 10
     # Sign a user out of Cognito everywhere when an entitlement of theirs is revoked.
     cognito_sign_out_on_revoke: bool = False
+    # Requests a second reconcile sends to each store's API (gateway/jobs/reconcile_http.py).
+    reconcile_rate_stripe: float = DEFAULT_RECONCILE_RATES["stripe"]
+    reconcile_rate_apple: float = DEFAULT_RECONCILE_RATES["apple"]
+    reconcile_rate_google: float = DEFAULT_RECONCILE_RATES["google"]
+    reconcile_rate_revenuecat: float = DEFAULT_RECONCILE_RATES["revenuecat"]
 
     @property
     def cognito_issuer(self) -> str | None:
@@ -124,6 +138,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _rate(env: Mapping[str, str], name: str, default: float) -> float:
+    """Requests a second from ``50``, ``50/s``, ``3000/min`` or ``3600/h``."""
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    count, _, unit = raw.replace(" ", "").partition("/")
+    try:
+        rate = float(count) / _PER[unit.lower() or "s"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"{name} must be a rate such as 50/s, 3000/min or 3600/h, got {raw!r}") from None
+    if not rate > 0 or rate == float("inf"):
+        raise ConfigError(f"{name} must be above zero, got {raw!r}")
+    return rate
+
+
 def database_url(raw: str | None) -> str:
     url = raw or DEFAULT_DATABASE_URL
     if url.startswith("postgres://"):  # Heroku's spelling
@@ -144,6 +173,8 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError(f"APPLE_ENVIRONMENTS has unknown environments: {', '.join(sorted(unknown))}")
     if bool(settings.cognito_user_pool_id) != bool(settings.cognito_region):
         raise ConfigError("COGNITO_USER_POOL_ID and COGNITO_REGION must be set together")
+    if settings.cognito_sign_out_on_revoke and not settings.cognito_user_pool_id:
+        raise ConfigError("COGNITO_SIGN_OUT_ON_REVOKE needs COGNITO_USER_POOL_ID and COGNITO_REGION")
     if settings.cognito_user_pool_id and not settings.cognito_app_client_ids:
         raise ConfigError("COGNITO_APP_CLIENT_IDS must list the app clients whose tokens are accepted")
     if settings.admin_password and len(settings.admin_secret_key or "") < 32:
@@ -157,6 +188,9 @@ def _check(settings: Settings) -> Settings:
                           "(a refund must not go unseen for longer)")
     if settings.catalog_path and not os.path.isfile(settings.catalog_path):
         raise ConfigError(f"CATALOG_PATH {settings.catalog_path!r} is not a file")
+    if settings.outbound_webhooks:
+        from gateway.outbound.endpoints import configured
+        configured(settings)  # a bad endpoint stops the start, naming OUTBOUND_WEBHOOKS
     return settings
 
 
@@ -201,4 +235,6 @@ def _special(env: Mapping[str, str]) -> dict:
         "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS", False),
         "outbound_timeout_seconds": _int(env, "OUTBOUND_TIMEOUT_SECONDS", 10),
         "cognito_sign_out_on_revoke": _bool(env, "COGNITO_SIGN_OUT_ON_REVOKE", False),
+        **{f"reconcile_rate_{source}": _rate(env, f"RECONCILE_RATE_{source.upper()}", default)
+           for source, default in DEFAULT_RECONCILE_RATES.items()},
     }

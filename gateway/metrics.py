@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from gateway.domain.catalog import SOURCES
@@ -45,6 +45,16 @@ REQUESTS = Counter("gateway_http_requests", "HTTP requests, by route template an
                    ["method", "route", "status"], registry=REGISTRY)
 REQUEST_SECONDS = Histogram("gateway_http_request_seconds", "HTTP request latency, by route template.",
                             ["route"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+# Reconcile runs as a job of its own: its samples reach /metrics when it shares the web's
+# PROMETHEUS_MULTIPROC_DIR; the gauges show the latest run's value ("mostrecent").
+RECONCILED = Counter("gateway_reconcile_subscriptions", "Subscriptions re-read by reconcile, by outcome.",
+                     ["source", "outcome"], registry=REGISTRY)
+RECONCILE_PROGRESS = Gauge("gateway_reconcile_progress_ratio", "Share of the run's due subscriptions "
+                           "checked so far (1: the run is through).", ["source"], registry=REGISTRY,
+                           multiprocess_mode="mostrecent")
+RECONCILE_RATE = Gauge("gateway_reconcile_rate_per_second", "Subscriptions checked a second in the "
+                       "latest run, since it started.", ["source"], registry=REGISTRY,
+                       multiprocess_mode="mostrecent")
 
 
 def observe_delivery(source: str, event_type: str, outcome: str, seconds: float) -> None:
@@ -64,6 +74,12 @@ def observe_read(endpoint: str, result: str) -> None:
 
 def observe_cache_lookup(hit: bool) -> None:
     CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+
+
+def observe_reconcile(source: str, outcome: str, progress: float, rate: float) -> None:
+    RECONCILED.labels(source, outcome).inc()
+    RECONCILE_PROGRESS.labels(source).set(progress)
+    RECONCILE_RATE.labels(source).set(rate)
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:

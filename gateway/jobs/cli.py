@@ -10,7 +10,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from gateway.domain.catalog import SOURCES
 from gateway.domain.events import STATUSES
-from gateway.jobs import retry
+from gateway.jobs import retry, worker
 from gateway.store.migrate import upgrade
 
 events = AppGroup("events", help="The event log: list, show, retry and replay deliveries.")
@@ -107,19 +107,24 @@ def retry_command(limit: int) -> None:
 
 
 @events.command("work")
-@click.option("--idle-seconds", default=5.0, show_default=True)
-def work_command(idle_seconds: float) -> None:
-    """Retry deferred deliveries until stopped (the Procfile's worker)."""
+@click.option("--idle-seconds", default=1.0, show_default=True)
+@click.option("--once", is_flag=True, help="one turn of every chore, then exit")
+def work_command(idle_seconds: float, once: bool) -> None:
+    """The Procfile's worker, until stopped: retry deferred deliveries, report entitlements
+    that lapsed by time, send the outgoing webhooks (gateway/jobs/worker.py)."""
     services = _services()
-    retry.work(services.ingest, services.providers, idle_seconds=idle_seconds,
-               stale_after=_stale_after(services))
+    worker.run(worker.chores(services, _stale_after(services)), idle_seconds=idle_seconds, once=once)
 
 
 def register(app: Flask) -> None:
     from gateway.jobs.backfill import backfill_command
     from gateway.jobs.reconcile import register as register_reconcile
+    from gateway.jobs.users_cli import users
+    from gateway.jobs.webhooks_cli import webhooks
 
     app.cli.add_command(migrate_command)
     app.cli.add_command(events)
     app.cli.add_command(backfill_command)
+    app.cli.add_command(users)
+    app.cli.add_command(webhooks)
     register_reconcile(app)

@@ -2,8 +2,10 @@
 
 What is read: per source, the subscriptions expiring between ``--since-days`` ago and
 ``--ahead-days`` ahead, those whose owner is still unknown and those still pending
-(``Transaction.subscriptions_to_reconcile``); for the App Store also the notifications
-Apple failed to deliver. Each answer becomes a snapshot stamped with its fetch time and is
+(``Transaction.subscriptions_to_reconcile``), at most ``--limit`` a run, starting after the
+key where the source's previous run stopped (its cursor) and wrapping around to the first
+key: with D due and a limit L, every one is read within ceil(D / L) runs, none starved.
+For the App Store also the notifications Apple failed to deliver. Each answer becomes a snapshot stamped with its fetch time and is
 applied through ``apply_translation`` in a transaction of its own: one subscription is
 either repaired whole or not at all. A store API that fails counts its subscriptions as
 failed and the command exits 1 at the end; the other sources go on.
@@ -26,22 +28,25 @@ from gateway.domain.catalog import SOURCES
 from gateway.domain.model import Subscription, merge_snapshot
 from gateway.jobs import reconcile_sources as sources
 from gateway.jobs.reconcile_apple import apple_checker
-from gateway.jobs.reconcile_http import ThrottledSession
+from gateway.jobs.reconcile_http import ThrottledSession, TokenBucket
+from gateway.jobs.reconcile_progress import Progress
 from gateway.jobs.reconcile_report import Tally, describe, state_of
-from gateway.store.port import StoreUnavailable
+from gateway.store.port import StoreRefused, StoreUnavailable
 
 log = logging.getLogger("gateway.reconcile")
 
 #: After this many failures in a row without a success, a source is taken to be down and
 #: its remaining subscriptions fail at once instead of each waiting out a timeout.
 DOWN_AFTER = 8
-#: Most subscriptions re-read per source and run, in key order.
+#: Most subscriptions re-read per source and run (``--limit``), from the source's cursor on.
 LIMIT = 10_000
 
 
 class Reconciler:
-    def __init__(self, services, checkers: dict, clock, workers: int = 4) -> None:
+    def __init__(self, services, checkers: dict, clock, workers: int = 4, limit: int = LIMIT,
+                 echo=lambda line: None, progress_every: float = 10.0) -> None:
         self.services, self.checkers, self.clock, self.workers = services, checkers, clock, workers
+        self.limit, self.echo, self.progress_every = limit, echo, progress_every
         self.lock = threading.Lock()
 
     def run(self, chosen, since: timedelta, ahead: timedelta, dry_run: bool) -> dict[str, Tally]:
@@ -54,17 +59,10 @@ class Reconciler:
                 continue
             if hasattr(checker, "recover") and not dry_run:
                 self._recover(checker, tally, since, now)
-            try:
-                with self.services.store.transaction(readonly=True) as tx:
-                    due = tx.subscriptions_to_reconcile(source, now - since, now + ahead, limit=LIMIT)
-            except StoreUnavailable as exc:
-                tally.failed += 1
-                tally.errors.append(f"the database cannot be read: {exc}")
-                continue
-            if len(due) >= LIMIT:  # said, not silently cut: the rest waits for the next run
-                tally.extra["limit reached"] = LIMIT
-                log.warning("reconcile limit reached", extra={"fields": {"source": source, "limit": LIMIT}})
-            work += [(checker, tally, subscription) for subscription in due]
+            due = self._due(source, tally, now - since, now + ahead)
+            progress = Progress(source, [s.snapshot.key for s in due], self._saver(source, dry_run),
+                                self.echo, self.progress_every)
+            work += [(checker, tally, progress, subscription) for subscription in due]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             list(pool.map(lambda item: self._check(*item, dry_run), work))
         for source, tally in tallies.items():
@@ -72,6 +70,37 @@ class Reconciler:
             if acknowledged:
                 tally.extra["acknowledged"] = acknowledged
         return tallies
+
+    def _due(self, source: str, tally: Tally, expires_from: datetime, expires_to: datetime) -> list[Subscription]:
+        """Up to ``limit`` of the subscriptions due, those after the cursor first, then
+        from the first key on (a short read after the cursor holds all of those)."""
+        try:
+            with self.services.store.transaction(readonly=True) as tx:
+                after = tx.reconcile_cursor(source)
+                due = tx.subscriptions_to_reconcile(source, expires_from, expires_to, self.limit, after)
+                if after is not None and len(due) < self.limit:
+                    seen = {s.snapshot.key for s in due}
+                    wrapped = tx.subscriptions_to_reconcile(source, expires_from, expires_to, self.limit - len(due))
+                    due += [s for s in wrapped if s.snapshot.key not in seen]
+        except StoreUnavailable as exc:
+            tally.failed += 1
+            tally.errors.append(f"the database cannot be read: {exc}")
+            return []
+        if len(due) >= self.limit:  # said, not silently cut: the rest waits for the next runs
+            tally.extra["limit reached"] = self.limit
+            log.warning("reconcile limit reached", extra={"fields": {"source": source, "limit": self.limit}})
+        return due
+
+    def _saver(self, source: str, dry_run: bool):
+        def save(last_key: str) -> None:
+            if dry_run:  # a dry run writes nothing, its cursor included
+                return
+            try:
+                with self.services.store.transaction() as tx:
+                    tx.move_reconcile_cursor(source, last_key, self.clock())
+            except (StoreUnavailable, StoreRefused) as exc:  # the next run reads these again: harmless
+                log.warning("reconcile cursor not saved", extra={"fields": {"source": source, "error": str(exc)}})
+        return save
 
     def _recover(self, checker, tally: Tally, since: timedelta, now: datetime) -> None:
         try:
@@ -81,29 +110,39 @@ class Reconciler:
             tally.failed += 1
             tally.errors.append(f"notification history: {exc}")
 
-    def _check(self, checker, tally: Tally, current: Subscription, dry_run: bool) -> None:
+    def _check(self, checker, tally: Tally, progress: Progress, current: Subscription, dry_run: bool) -> None:
         key = current.snapshot.key
+        if tally.streak >= DOWN_AFTER and tally.checked == tally.failed:
+            error = RuntimeError("skipped: the API failed every call so far")
+            progress.done(key, self._failed(checker, tally, key, error), visited=False)
+            return
         try:
-            if tally.streak >= DOWN_AFTER and tally.checked == tally.failed:
-                raise RuntimeError("skipped: the API failed every call so far")
             translation = checker.fetch(current, self.services.ingest.lookup, dry_run)
             before, after = self._apply(current, translation, dry_run)
         except Exception as exc:
-            log.warning("reconcile failed", extra={"fields": {
-                "source": checker.source, "key": key, "error": str(exc)[:300]}})
-            with self.lock:
-                tally.checked, tally.failed, tally.streak = tally.checked + 1, tally.failed + 1, tally.streak + 1
-                tally.errors.append(f"{key}: {str(exc)[:200]}")
+            progress.done(key, self._failed(checker, tally, key, exc))
             return
+        progress.done(key, self._counted(checker, tally, key, before, after, dry_run))
+
+    def _failed(self, checker, tally: Tally, key: str, exc: Exception) -> str:
+        log.warning("reconcile failed", extra={"fields": {
+            "source": checker.source, "key": key, "error": str(exc)[:300]}})
+        with self.lock:
+            tally.checked, tally.failed, tally.streak = tally.checked + 1, tally.failed + 1, tally.streak + 1
+            tally.errors.append(f"{key}: {str(exc)[:200]}")
+        return "failed"
+
+    def _counted(self, checker, tally: Tally, key: str, before: tuple, after: tuple, dry_run: bool) -> str:
         with self.lock:
             tally.checked, tally.streak = tally.checked + 1, 0
             if before == after:
                 tally.unchanged += 1
-                return
+                return "unchanged"
             tally.changed += 1
             tally.drift.append(describe(key, before, after))
         log.warning("drift repaired" if not dry_run else "drift found", extra={"fields": {
             "source": checker.source, "key": key, "before": before[:3], "after": after[:3]}})
+        return "changed"
 
     def _apply(self, current: Subscription, translation, dry_run: bool) -> tuple[tuple, tuple]:
         source, key = current.snapshot.source, current.snapshot.key
@@ -120,11 +159,15 @@ class Reconciler:
 
 def build_checkers(services, clock) -> dict:
     s, catalog, providers = services.settings, services.catalog, services.providers
+
+    def session(source: str) -> ThrottledSession:  # one bucket per store, shared by the run's workers
+        return ThrottledSession(bucket=TokenBucket(getattr(s, f"reconcile_rate_{source}")))
+
     return {
-        "stripe": sources.stripe_checker(s, catalog, ThrottledSession(), clock),
-        "apple": apple_checker(s, providers.get("apple"), catalog, ThrottledSession(), clock),
-        "google": sources.google_checker(s, providers.get("google"), ThrottledSession(), clock),
-        "revenuecat": sources.revenuecat_checker(s, catalog, ThrottledSession(), clock),
+        "stripe": sources.stripe_checker(s, catalog, session("stripe"), clock),
+        "apple": apple_checker(s, providers.get("apple"), catalog, session("apple"), clock),
+        "google": sources.google_checker(s, providers.get("google"), session("google"), clock),
+        "revenuecat": sources.revenuecat_checker(s, catalog, session("revenuecat"), clock),
     }
 
 
@@ -134,12 +177,15 @@ def build_checkers(services, clock) -> dict:
 @click.option("--since-days", default=3.0, show_default=True, help="expired up to this many days ago")
 @click.option("--ahead-days", default=1.0, show_default=True, help="expiring within this many days")
 @click.option("--workers", default=4, show_default=True, help="API calls in flight at once")
+@click.option("--limit", default=LIMIT, show_default=True, type=click.IntRange(min=1),
+              help="most subscriptions per source and run; the next run goes on from there")
+@click.option("--progress-every", default=10.0, show_default=True, help="seconds between progress lines")
 @with_appcontext
-def reconcile_command(chosen, dry_run, since_days, ahead_days, workers) -> None:
+def reconcile_command(chosen, dry_run, since_days, ahead_days, workers, limit, progress_every) -> None:
     """Re-read subscriptions from each store's API and repair what drifted."""
     services = current_app.extensions["gateway"]
     checkers = build_checkers(services, utcnow)
-    reconciler = Reconciler(services, checkers, utcnow, workers)
+    reconciler = Reconciler(services, checkers, utcnow, workers, limit, click.echo, progress_every)
     tallies = reconciler.run(chosen or SOURCES, timedelta(days=since_days), timedelta(days=ahead_days), dry_run)
     for source, tally in tallies.items():
         click.echo(tally.line(source) + (" (dry run)" if dry_run and not tally.skipped else ""))

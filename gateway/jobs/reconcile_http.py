@@ -7,9 +7,14 @@ Play Developer API quotas and RevenueCat all answer 429 when it is too fast. A 4
 waited out (Retry-After seconds, else a short backoff) at most ``attempts`` times and never
 longer than ``max_wait`` at once; after that the 429 goes back to the client, which raises,
 and the subscription counts as failed for this run (the next run reads it again).
+
+Better than meeting a 429 is not causing one: every request, a retry included, first takes a
+token from the source's ``TokenBucket``, which the run's worker threads share, so the run
+stays within the rate configured for the store (``RECONCILE_RATE_<SOURCE>``).
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -27,15 +32,48 @@ def retry_after(value: str | None, default: float) -> float:
         return default
 
 
+class TokenBucket:
+    """At most ``burst`` requests at once and ``rate`` a second after that, whatever the
+    number of threads asking: in any span of t seconds, at most ``burst + rate * t``.
+
+    A request takes a token now and is told how long to wait for it; tokens owed go
+    negative, so waiting threads are served in the order they asked, each ``1 / rate``
+    after the one before. An idle bucket fills up to ``burst``, never more: a quota per
+    minute is not spent in its first second.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.rate, self.burst, self.clock, self.sleep = rate, burst, clock, sleep
+        self.tokens, self.stamp = burst, clock()
+        self.lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take a token; the seconds to wait before sending (0: at once)."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            self.tokens -= 1
+            return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def take(self) -> None:
+        wait = self.reserve()
+        if wait > 0:
+            self.sleep(wait)
+
+
 class ThrottledSession(requests.Session):
     def __init__(self, max_wait: float = MAX_WAIT, attempts: int = ATTEMPTS,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, bucket: TokenBucket | None = None) -> None:
         super().__init__()
-        self.max_wait, self.attempts, self.sleep = max_wait, attempts, sleep
+        self.max_wait, self.attempts, self.sleep, self.bucket = max_wait, attempts, sleep, bucket
         self.throttled = 0  # how many 429s were waited out, for the run's summary
 
     def request(self, method, url, *args, **kwargs):
         for attempt in range(1, self.attempts + 1):
+            if self.bucket is not None:
+                self.bucket.take()
             response = super().request(method, url, *args, **kwargs)
             if response.status_code != 429 or attempt == self.attempts:
                 return response

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -49,18 +48,7 @@ def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:
 def work(ingest: Ingest, providers: dict[str, Provider], idle_seconds: float = 5.0, once: bool = False,
          stale_after: timedelta = STALE_AFTER) -> None:
     """Run until stopped: retry what is due, sleep when there is nothing."""
-    while True:
-        try:
-            outcomes = retry_due(ingest, providers, stale_after=stale_after)
-        except StoreUnavailable as exc:  # the database is down or failing over: wait, do not exit
-            log.warning("cannot claim due events", extra={"fields": {"error": str(exc)}})
-            if once:
-                return
-            time.sleep(idle_seconds)
-            continue
-        if outcomes:
-            log.info("retried", extra={"fields": dict(outcomes)})
-        if once:
-            return
-        if not outcomes:
-            time.sleep(idle_seconds)
+    from gateway.jobs.worker import run
+
+    run({"retry": lambda: sum(retry_due(ingest, providers, stale_after=stale_after).values())},
+        idle_seconds=idle_seconds, once=once)

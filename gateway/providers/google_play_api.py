@@ -6,6 +6,8 @@
   https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.subscriptions/acknowledge
 - purchases.voidedpurchases.list:
   https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.voidedpurchases/list
+- purchases.subscriptionsv2.cancel (account deletion):
+  https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.subscriptionsv2/cancel
 
 Google answers 404 (``purchaseTokenNotFound``) for a token it does not know and 410
 (``purchaseTokenNoLongerValid``) for one expired more than 60 days ago: ``UnknownPurchase``.
@@ -47,6 +49,8 @@ class PlayApi(Protocol):
 
     def voided_purchases(self, package: str, start_ms: int) -> list[dict]: ...
 
+    def cancel_subscription(self, package: str, token: str) -> None: ...
+
 
 class PlayHttpApi:
     def __init__(self, access_token: Callable[[], str], base: str | None = None,
@@ -63,6 +67,15 @@ class PlayHttpApi:
         self._call("POST", f"/androidpublisher/v3/applications/{quote(package, safe='')}/purchases"
                            f"/subscriptions/{quote(product_id, safe='')}/tokens/{quote(token, safe='')}:acknowledge",
                    json={})
+
+    def cancel_subscription(self, package: str, token: str) -> None:
+        """Stop every future payment: ``DEVELOPER_REQUESTED_STOP_PAYMENTS``, which the user
+        cannot restore (``USER_REQUESTED_STOP_RENEWALS`` may be undone, and an installment
+        plan would still owe its commitment). The period paid for runs to its end on
+        Google's side; nothing is refunded (that is ``subscriptionsv2.revoke``)."""
+        self._call("POST", f"/androidpublisher/v3/applications/{quote(package, safe='')}"
+                           f"/purchases/subscriptionsv2/tokens/{quote(token, safe='')}:cancel",
+                   json={"cancellationContext": {"cancellationType": "DEVELOPER_REQUESTED_STOP_PAYMENTS"}})
 
     def voided_purchases(self, package: str, start_ms: int) -> list[dict]:
         """Subscription purchases voided since ``start_ms`` (Play keeps 30 days), every page."""

@@ -54,6 +54,8 @@ class StripeApi(Protocol):
 
     def create_portal_session(self, params: dict) -> dict: ...
 
+    def cancel_subscription(self, subscription_id: str, idempotency_key: str | None = None) -> dict: ...
+
 
 class StripeHttpApi:
     def __init__(self, api_key: str, api_base: str | None = None, timeout: float = TIMEOUT) -> None:
@@ -98,3 +100,11 @@ class StripeHttpApi:
 
     def create_portal_session(self, params: dict) -> dict:
         return self._call("post", "/v1/billing_portal/sessions", **params)
+
+    def cancel_subscription(self, subscription_id: str, idempotency_key: str | None = None) -> dict:
+        """Cancel at once: the customer is not charged again (``DELETE /v1/subscriptions/{id}``,
+        https://docs.stripe.com/api/subscriptions/cancel). No proration credit or final
+        invoice is asked for (``invoice_now``, ``prorate`` left unset). The answer is the
+        subscription, ``status`` ``canceled``."""
+        options = {"idempotency_key": idempotency_key} if idempotency_key else {}
+        return self._call("delete", f"/v1/subscriptions/{subscription_id}", **options)

@@ -80,12 +80,16 @@ class FeedTransaction:
             query = query.where(_feed.user_sub == user_sub)
         return [feed_event(row) for row in self._execute(query.order_by(_feed.position).limit(limit))]
 
-    def lapsed_grants(self, after: datetime, through: datetime, limit: int) -> list[str]:
-        query = sa.select(_ents.user_sub, sa.func.min(_ents.expires_at).label("ends")).where(
+    def lapsed_grants(self, after: datetime, through: datetime, limit: int | None) -> list[tuple[str, datetime]]:
+        query = sa.select(_ents.user_sub, _ents.expires_at).where(
             _ents.status.in_([status.value for status in GRANTING]),
             _ents.expires_at > after, _ents.expires_at <= through,
-        ).group_by(_ents.user_sub).order_by(sa.text("ends"), _ents.user_sub).limit(limit)
-        return [row.user_sub for row in self._execute(query)]
+        ).order_by(_ents.expires_at, _ents.user_sub).limit(limit)
+        return [(row.user_sub, rows.utc(row.expires_at)) for row in self._execute(query)]
+
+    def feed_head(self) -> tuple[int, datetime | None]:
+        found = self._execute(sa.select(_clock.position, _clock.expiries_through).where(_clock.id == 1)).first()
+        return (found.position, rows.utc(found.expiries_through)) if found else (0, None)
 
     def mark_deleted(self, user_sub: str, report: dict[str, Any], now: datetime) -> dict[str, Any] | None:
         held = self._execute(sa.select(_deleted.report).where(_deleted.user_sub == user_sub)).first()

@@ -27,6 +27,8 @@ class _State:
     feed: list[FeedEvent] = dataclasses.field(default_factory=list)
     expiries_through: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
     deleted: dict[str, dict] = dataclasses.field(default_factory=dict)
+    cursors: dict[str, int] = dataclasses.field(default_factory=dict)
+    reconcile_cursors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -126,14 +128,22 @@ class _MemoryTransaction(Transaction):
                 if src == source and (s.snapshot.account in accounts or s.owner in owners)]
         return sorted(held, key=lambda s: s.snapshot.key)
 
-    def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
+    def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000,
+                                   after=None) -> list[Subscription]:
         def wanted(s: Subscription) -> bool:
             expires = s.snapshot.expires_at
             unsettled = s.owner is None or s.snapshot.status.value == "pending"
             return ((unsettled and (expires is None or expires >= expires_from))
                     or (expires is not None and expires_from <= expires <= expires_to))
-        chosen = [s for (src, _), s in sorted(self.state.subscriptions.items()) if src == source and wanted(s)]
+        chosen = [s for (src, key), s in sorted(self.state.subscriptions.items())
+                  if src == source and (after is None or key > after) and wanted(s)]
         return chosen[:limit]
+
+    def reconcile_cursor(self, source):
+        return self.state.reconcile_cursors.get(source)
+
+    def move_reconcile_cursor(self, source, last_key, now) -> None:
+        self.state.reconcile_cursors[source] = last_key
 
     def resolve(self, source: str, account: str) -> str | None:
         user_sub, _ = self.state.identities.get((source, account), (None, None))
@@ -172,19 +182,42 @@ class _MemoryTransaction(Transaction):
         chosen = [e for e in self.state.feed if e.position > after and user_sub in (None, e.user_id)]
         return chosen[:limit]
 
-    def lapsed_grants(self, after, through, limit) -> list[str]:
-        ends = {}
-        for user_sub, granted in self.state.entitlements.items():
-            for g in granted:
-                if g.status in GRANTING and g.expires_at is not None and after < g.expires_at <= through:
-                    ends[user_sub] = min(ends.get(user_sub, g.expires_at), g.expires_at)
-        return sorted(ends, key=lambda u: (ends[u], u))[:limit]
+    def lapsed_grants(self, after, through, limit):
+        found = sorted((g.expires_at, user_sub) for user_sub, granted in self.state.entitlements.items()
+                       for g in granted
+                       if g.status in GRANTING and g.expires_at is not None and after < g.expires_at <= through)
+        return [(user_sub, end) for end, user_sub in found][:limit]
+
+    def feed_head(self):
+        return len(self.state.feed), self.state.expiries_through
 
     def mark_deleted(self, user_sub, report, now):
         if user_sub in self.state.deleted:
             return self.state.deleted[user_sub]
         self.state.deleted[user_sub] = report
         return None
+
+    def deletion_report(self, user_sub):
+        return self.state.deleted.get(user_sub)
+
+    def identities_of(self, user_sub):
+        return sorted(key for key, (owner, _) in self.state.identities.items() if owner == user_sub)
+
+    def unlink_user(self, user_sub) -> None:
+        for key in self.identities_of(user_sub):
+            del self.state.identities[key]
+
+    def events_naming(self, text, after_pk, limit):
+        return [e for pk, e in sorted(self.state.events.items()) if pk > after_pk and text in e.payload][:limit]
+
+    def rewrite_event(self, event_pk, payload, data) -> None:
+        self.update_event(event_pk, payload=payload, data=data)
+
+    def feed_cursor(self, name) -> int:
+        return self.state.cursors.get(name, 0)
+
+    def move_feed_cursor(self, name, position, now) -> None:
+        self.state.cursors[name] = position
 
 
 def _due(event: Event, now: datetime, stale_before: datetime) -> bool:

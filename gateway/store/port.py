@@ -110,11 +110,19 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def subscriptions_to_reconcile(self, source: str, expires_from: datetime, expires_to: datetime,
-                                   limit: int = 10_000) -> list[Subscription]:
-        """Subscriptions of ``source`` worth re-reading from the store's API, in key order:
-        those expiring between ``expires_from`` and ``expires_to``, and, unless they ended
+                                   limit: int = 10_000, after: str | None = None) -> list[Subscription]:
+        """Subscriptions of ``source`` worth re-reading from the store's API, in key order
+        (the database's), the first ``limit`` of those with a key after ``after``: those
+        expiring between ``expires_from`` and ``expires_to``, and, unless they ended
         before ``expires_from``, those whose owner is still unknown and those still pending
         (a payment may have completed unseen)."""
+
+    @abc.abstractmethod
+    def reconcile_cursor(self, source: str) -> str | None:
+        """The last key the reconcile of ``source`` finished (None: start from the first)."""
+
+    @abc.abstractmethod
+    def move_reconcile_cursor(self, source: str, last_key: str, now: datetime) -> None: ...
 
     # Identities.
     @abc.abstractmethod
@@ -159,6 +167,11 @@ class Transaction(abc.ABC):
         the positions back)."""
 
     @abc.abstractmethod
+    def feed_head(self) -> tuple[int, datetime | None]:
+        """The last position taken and the expiry sweep's mark, read without a lock;
+        (0, None) before the clock's row exists (``take_feed_positions`` creates it)."""
+
+    @abc.abstractmethod
     def append_feed(self, events: list[FeedEvent], expiries_through: datetime | None = None) -> None:
         """Write these events, numbered from ``take_feed_positions``; ``expiries_through``
         moves the expiry sweep's mark."""
@@ -168,15 +181,43 @@ class Transaction(abc.ABC):
         """Events after position ``after``, in position order; of one user when named."""
 
     @abc.abstractmethod
-    def lapsed_grants(self, after: datetime, through: datetime, limit: int) -> list[str]:
-        """Users with a granting entitlement whose period ends in (``after``, ``through``],
-        by end: those the expiry sweep reports."""
+    def lapsed_grants(self, after: datetime, through: datetime, limit: int | None) -> list[tuple[str, datetime]]:
+        """(user, end) of each granting entitlement whose period ends in (``after``,
+        ``through``], by end, at most ``limit``: what the expiry sweep reports."""
 
     # Deleted users.
     @abc.abstractmethod
     def mark_deleted(self, user_sub: str, report: dict[str, Any], now: datetime) -> dict[str, Any] | None:
         """Record the user as deleted with ``report``; returns the report recorded by an
         earlier deletion instead, if any (nothing is written then)."""
+
+    @abc.abstractmethod
+    def deletion_report(self, user_sub: str) -> dict[str, Any] | None:
+        """The report ``mark_deleted`` recorded for the user, or ``None``: not deleted."""
+
+    @abc.abstractmethod
+    def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
+        """The (source, account) pairs linked to the user, in order."""
+
+    @abc.abstractmethod
+    def unlink_user(self, user_sub: str) -> None:
+        """Delete every identity link to the user."""
+
+    @abc.abstractmethod
+    def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
+        """Events whose payload contains ``text`` (a user's sub), ids above ``after_pk``, in id order."""
+
+    @abc.abstractmethod
+    def rewrite_event(self, event_pk: int, payload: str, data: Any) -> None:
+        """Replace a stored delivery's payload and data (the erasure of personal data)."""
+
+    # Consumers of the feed inside the gateway.
+    @abc.abstractmethod
+    def feed_cursor(self, name: str) -> int:
+        """The feed position the consumer ``name`` has handled up to (0: none yet)."""
+
+    @abc.abstractmethod
+    def move_feed_cursor(self, name: str, position: int, now: datetime) -> None: ...
 
 
 class Store(abc.ABC):

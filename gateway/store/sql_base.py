@@ -14,8 +14,10 @@ from gateway.domain.events import Event
 from gateway.domain.model import Subscription
 
 from . import rows, statements
+from .accounts import AccountsTransaction
 from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
+from .reconcile_cursors import ReconcileTransaction
 
 # SQLite's refusals of a value or a constraint (sqlite3 calls all constraints
 # IntegrityError, a trigger's RAISE included, which is an operator's switch, not the input).
@@ -81,7 +83,7 @@ class SqlStore(Store):
         """The transaction's statements on ``connection``, begun by the caller."""
 
 
-class SqlTransaction(FeedTransaction, Transaction):
+class SqlTransaction(FeedTransaction, AccountsTransaction, ReconcileTransaction, Transaction):
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
 
@@ -141,7 +143,3 @@ class SqlTransaction(FeedTransaction, Transaction):
     def get_subscription(self, source: str, key: str) -> Subscription | None:
         query = statements.shared().select_subscription
         return rows.subscription(self._execute(query, {"source": source, "key": key}).first())
-
-    def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000) -> list[Subscription]:
-        query = statements.subscriptions_to_reconcile(source, expires_from, expires_to, limit)
-        return [rows.subscription(row) for row in self._execute(query)]

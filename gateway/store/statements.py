@@ -136,12 +136,18 @@ def lease_events(event_pks: list[int], until: datetime) -> sa.Update:
     return sa.update(tables.events).where(_events.id.in_(event_pks)).values(next_attempt_at=until)
 
 
-def subscriptions_to_reconcile(source: str, expires_from: datetime, expires_to: datetime, limit: int) -> sa.Select:
+def subscriptions_to_reconcile(source: str, expires_from: datetime, expires_to: datetime, limit: int,
+                               after: str | None = None) -> sa.Select:
+    """Keyset order: ``after`` is the last key of the previous page (the primary key's index
+    walks on from there; ordered and compared in the database's own collation)."""
     unsettled = sa.and_(sa.or_(_subs.user_sub.is_(None), _subs.status == "pending"),
                         sa.or_(_subs.expires_at.is_(None), _subs.expires_at >= expires_from))
-    return sa.select(tables.subscriptions).where(_subs.source == source, sa.or_(
+    query = sa.select(tables.subscriptions).where(_subs.source == source, sa.or_(
         unsettled, _subs.expires_at.between(expires_from, expires_to),
-    )).order_by(_subs.key).limit(limit)
+    ))
+    if after is not None:
+        query = query.where(_subs.key > after)
+    return query.order_by(_subs.key).limit(limit)
 
 
 # PostgreSQL: SQL for the driver's own cursor.

@@ -118,6 +118,24 @@ feed_clock = sa.Table(
     sa.Column("expiries_through", Time, nullable=False),
 )
 
+# Where each consumer of the feed inside the gateway (e.g. the Cognito sign-out on
+# revocation) has read up to: it goes on after ``position`` on its next run.
+feed_cursors = sa.Table(
+    "feed_cursors", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# Where each source's daily reconcile stopped: the next run reads the subscriptions due after
+# ``last_key`` first, so a per-run limit never re-reads the same first keys every day.
+reconcile_cursors = sa.Table(
+    "reconcile_cursors", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("last_key", sa.String(255), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
 # Outgoing webhooks: the endpoints, and each event's delivery to each endpoint.
 webhook_endpoints = sa.Table(
     "webhook_endpoints", metadata,
@@ -142,6 +160,8 @@ webhook_deliveries = sa.Table(
     sa.Column("next_attempt_at", Time, nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
     sa.Column("created_at", Time, nullable=False),
+    # Fanned out, or replayed: a delivery is parked after failing for three days from here.
+    sa.Column("queued_at", Time, nullable=False),
     sa.Column("delivered_at", Time, nullable=True),
     sa.Index("ix_webhook_deliveries_endpoint_user_sub", "endpoint", "user_sub", "position"),
     sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),

@@ -31,7 +31,7 @@ class AdminState:
 
 def install(app: Flask, settings: Settings) -> None:
     """Register the pages; configure the session only when the admin is enabled."""
-    from gateway.web import admin_deliveries, admin_login, admin_users  # noqa: F401  (their routes)
+    from gateway.web import admin_deliveries, admin_login, admin_users, admin_webhooks  # noqa: F401  (their routes)
 
     app.register_blueprint(bp)
     app.extensions["gateway_admin"] = None

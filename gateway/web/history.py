@@ -7,10 +7,11 @@ from flask import Blueprint, current_app, jsonify, request
 from gateway.clock import utcnow
 from gateway.domain.entitlements import iso
 from gateway.domain.events import Event
-from gateway.errors import Malformed, Unavailable
+from gateway.errors import Unavailable
 from gateway.explain import MAX_DELIVERIES, Explanation, Holding, explain
 from gateway.store.port import MAX_ROW_ID, StoreUnavailable
 from gateway.web.presenters import entitlements_answer
+from gateway.web.queries import query_number
 
 bp = Blueprint("history", __name__)
 
@@ -19,26 +20,14 @@ bp = Blueprint("history", __name__)
 def of_user(user_sub: str):
     services = current_app.extensions["gateway"]
     services.api_keys.check(request.headers.get("Authorization"))
-    limit = _number("limit", 100, 1, MAX_DELIVERIES)
-    before = _number("before", None, 1, MAX_ROW_ID)
+    limit = query_number("limit", 100, 1, MAX_DELIVERIES)
+    before = query_number("before", None, 1, MAX_ROW_ID)
     now = utcnow()
     try:
         found = explain(services.store, services.catalog, user_sub, now, before_pk=before, limit=limit)
     except StoreUnavailable as exc:
         raise Unavailable("history cannot be read right now", code="store_unavailable") from exc
     return jsonify(history_answer(found, now))
-
-
-def _number(name: str, default, minimum: int, maximum: int | None):
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    # ASCII digits, and few enough for int(): past 4,300 digits it raises ValueError.
-    number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else None
-    if number is None or number < minimum or (maximum and number > maximum):
-        bound = f"{minimum}..{maximum}" if maximum else f"at least {minimum}"
-        raise Malformed(f"{name} must be a whole number {bound}", code="bad_query")
-    return number
 
 
 def history_answer(found: Explanation, now) -> dict:

@@ -67,6 +67,14 @@ def _client_action(summary: str, body: str, ok: str, *errors: int) -> dict:
                      "requestBody": _body(body), "responses": _answers(ok, 400, 401, *errors, 503)}}
 
 
+def _delete_me() -> dict:
+    return {"delete": {
+        "tags": ["client"], "summary": "Delete the caller's account: stop billing, erase personal data",
+        "description": "Idempotent: asked again, answers the first report. 503: a store's API or the "
+                       "database could not answer; nothing was deleted, ask again.",
+        "security": [{"cognito": []}], "responses": _answers("DeletionReport", 401, 503)}}
+
+
 def _paths() -> dict[str, dict]:
     user = {"name": "user_sub", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {path: _webhook(source, body, auth) for path, source, body, auth in WEBHOOKS}
@@ -84,6 +92,16 @@ def _paths() -> dict[str, dict]:
                 user, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
             "responses": _answers("HistoryAnswer", 400, 401, 503)}},
+        "/v1/events": {"get": {
+            "tags": ["events"], "summary": "The entitlement feed: every change, in commit order",
+            "security": [{"apiKey": []}], "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                 "description": "the cursor: the `next` of the previous page (0: from the start)"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25},
+                 "description": "seconds to wait for an event when there is none yet (long poll)"}],
+            "responses": _answers("FeedPage", 400, 401, 503)}},
+        "/v1/me": _delete_me(),
         "/v1/checkout/sessions": _client_action("A Stripe Checkout Session for the caller", "CheckoutBody",
                                                 "CheckoutSession", 502),
         "/v1/billing-portal/sessions": _client_action("A Stripe billing portal session", "PortalBody",
@@ -109,7 +127,7 @@ def document() -> dict:
              "GooglePurchaseBody": purchases.GooglePurchaseBody}
     for name in ("Entitlement", "EntitlementsAnswer", "HistoryAnswer", "Error", "WebhookAnswer",
                  "CheckoutSession", "PortalSession", "Health", "StripeEvent", "AppleNotification",
-                 "PubSubPush", "RevenueCatWebhook"):
+                 "PubSubPush", "RevenueCatWebhook", "FeedPage", "DeletionReport"):
         named[name] = getattr(schemas, name)
     for name, schema in named.items():
         spec.components.schema(name, schema=schema)

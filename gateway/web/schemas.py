@@ -12,6 +12,7 @@ import marshmallow as ma
 from marshmallow import fields
 
 from gateway.domain.catalog import SOURCES
+from gateway.domain.entitlement_events import TYPES as FEED_TYPES
 
 STATUSES = ["active", "grace_period", "billing_retry", "paused", "expired", "revoked", "pending"]
 
@@ -63,6 +64,43 @@ class HistoryAnswer(EntitlementsAnswer):
     subscriptions = fields.List(fields.Nested(HistorySubscription), required=True)
     deliveries = fields.List(fields.Nested(HistoryDelivery), required=True)
     next_before = fields.Integer(allow_none=True, metadata={"description": "pass as ?before= for older deliveries"})
+
+
+class FeedEvent(ma.Schema):
+    id = _text("evt_...: the same id in the feed and in the webhook-id header", required=True)
+    type = fields.String(required=True, validate=ma.validate.OneOf(FEED_TYPES))
+    position = _text("the event's place in the feed; pass the last one seen as ?after=", required=True)
+    user_id = fields.String(required=True)
+    entitlement = fields.String(required=True, allow_none=True, metadata={"description": "null for user.deleted"})
+    before = fields.Nested(Entitlement, required=True, allow_none=True)
+    after = fields.Dict(required=True, allow_none=True, metadata={
+        "description": "the entitlement as the entitlement API showed it then (null: gone); "
+                       "for user.deleted, {report}"})
+    cause = fields.Dict(required=True, metadata={
+        "description": "{kind: delivery|reconcile|purchase|checkout|expiry|deletion|gateway, source, event_id}"})
+    occurred_at = fields.DateTime(required=True)
+
+
+class FeedPage(ma.Schema):
+    events = fields.List(fields.Nested(FeedEvent), required=True)
+    next = _text("the cursor to ask from next (?after=)", required=True)
+    has_more = fields.Boolean(required=True, metadata={"description": "a full page: ask again at once"})
+
+
+class DeletedSubscription(ma.Schema):
+    source = fields.String(required=True, validate=ma.validate.OneOf(SOURCES))
+    store = _text("the store's name, e.g. App Store", required=True)
+    product_id = fields.String(required=True, allow_none=True)
+    reason = _text("user_must_cancel only: must_cancel_in_store (App Store, RevenueCat), "
+                   "store_api_not_configured, or store_refused")
+
+
+class DeletionReport(ma.Schema):
+    cancelled = fields.List(fields.Nested(DeletedSubscription), required=True, metadata={
+        "description": "billing stopped by the gateway: Stripe cancelled at once, Google Play cancelled "
+                       "(DEVELOPER_REQUESTED_STOP_PAYMENTS)"})
+    user_must_cancel = fields.List(fields.Nested(DeletedSubscription), required=True, metadata={
+        "description": "subscriptions only the user can cancel, in the store's own settings"})
 
 
 class Error(ma.Schema):

@@ -66,10 +66,12 @@ def test_the_setting_reaches_the_retry_command(make_app, configured, due):
     assert result.output.strip() == due  # 5 s old: stale under a 1 s window, not under 120 s
 
 
-def test_the_setting_reaches_the_worker(make_app, monkeypatch):
-    seen = {}
-    monkeypatch.setattr(retry, "work", lambda *args, **kwargs: seen.update(kwargs))
-    app = make_app(EVENTS_STALE_AFTER_SECONDS="45")
-    result = app.test_cli_runner().invoke(args=["events", "work", "--idle-seconds", "0"])
+@pytest.mark.parametrize("configured, applied", [(None, False), ("1", True)])
+def test_the_setting_reaches_the_worker(make_app, configured, applied):
+    env = {"REVENUECAT_WEBHOOK_AUTH": rc.AUTH, **({"EVENTS_STALE_AFTER_SECONDS": configured} if configured else {})}
+    app = make_app(**env)
+    abandon(app.extensions["gateway"].store, datetime.now(timezone.utc) - timedelta(seconds=5))
+    result = app.test_cli_runner().invoke(args=["events", "work", "--once"])
     assert result.exit_code == 0, result.output
-    assert seen["stale_after"] == timedelta(seconds=45)
+    with app.extensions["gateway"].store.transaction() as tx:
+        assert bool(tx.entitlements_of("user-1")) is applied  # 5 s old: stale under 1 s, not under 120 s

@@ -54,6 +54,12 @@ def _feed() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_feed_clock'))
     )
     op.execute(clock.insert().values(id=1, position=0, expiries_through=sa.func.current_timestamp()))
+    op.create_table('feed_cursors',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('position', sa.BigInteger(), nullable=False),
+    sa.Column('updated_at', Time, nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_feed_cursors'))
+    )
 
 
 def _webhooks() -> None:
@@ -78,6 +84,7 @@ def _webhooks() -> None:
     sa.Column('next_attempt_at', Time, nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', Time, nullable=False),
+    sa.Column('queued_at', Time, nullable=False),
     sa.Column('delivered_at', Time, nullable=True),
     sa.PrimaryKeyConstraint('endpoint', 'position', name=op.f('pk_webhook_deliveries'))
     )
@@ -88,5 +95,6 @@ def _webhooks() -> None:
 
 
 def downgrade() -> None:
-    for table in ('deleted_users', 'webhook_deliveries', 'webhook_endpoints', 'feed_clock', 'entitlement_events'):
+    for table in ('deleted_users', 'webhook_deliveries', 'webhook_endpoints', 'feed_cursors', 'feed_clock',
+                  'entitlement_events'):
         op.drop_table(table)

@@ -1,0 +1,221 @@
+"""Account deletion at the user's request: ``DELETE /v1/me`` and ``flask users delete``.
+
+1. The user's live subscriptions are read; a user already deleted gets the first report.
+2. Outside any transaction, billing is stopped where the developer can stop it:
+   - Stripe: cancelled at once (``DELETE /v1/subscriptions/{id}``): a user who deletes
+     their account expects not to be charged again, and keeps no access to use up;
+   - Google Play: ``purchases.subscriptionsv2.cancel`` with
+     ``DEVELOPER_REQUESTED_STOP_PAYMENTS``: no further payment, not restorable, no
+     refund (``revoke`` would refund, a decision for support, not for a deletion);
+   - App Store and RevenueCat: only the user can cancel there; reported as
+     ``must_cancel_in_store`` with the store and the product.
+   A store that does not answer (a 5xx, a timeout) is 503 and nothing is recorded: the
+   deletion can simply be asked again. A store that refuses (a 4xx) is read back: a
+   subscription found cancelled counts as cancelled (a retry after a partial failure),
+   any other is reported for the user to cancel (``store_refused``).
+3. One transaction, in the lock order of every writer (accounts, subscriptions, users,
+   the feed's clock last): the tombstone and its report (``mark_deleted``; a concurrent
+   deletion that committed first wins and its report is answered), personal values
+   erased from the stored deliveries of the user's subscriptions and of deliveries
+   naming the user or their Stripe customer (the ledger stays: ids, amounts, times,
+   types, statuses), the identity links deleted, the entitlement rows removed with
+   their ``entitlement.revoked`` events, then one ``user.deleted`` carrying the report.
+   The subscriptions stay, owned by the sub: a late delivery for them finds the
+   tombstone and grants nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from gateway.apply import append_changes
+from gateway.domain import entitlement_events, personal_data
+from gateway.domain.entitlement_events import Cause
+from gateway.domain.events import Event
+from gateway.domain.model import Status, Subscription
+from gateway.errors import Unavailable
+from gateway.providers.google_play_api import PlayApi, PlayApiError, UnknownPurchase
+from gateway.providers.stripe_api import StripeApi, StripeApiError
+from gateway.store.port import Store, StoreUnavailable, Transaction
+
+DELETION = Cause("deletion")
+STORES = {"stripe": "Stripe", "apple": "App Store", "google": "Google Play", "revenuecat": "RevenueCat"}
+MUST_CANCEL_IN_STORE, NOT_CONFIGURED, REFUSED = "must_cancel_in_store", "store_api_not_configured", "store_refused"
+CANCELLED, ENDED = "cancelled", "ended"  # what a store's cancel came to; ENDED: nothing left to cancel
+PAGE = 500
+_ENDED = (Status.EXPIRED, Status.REVOKED)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreApis:
+    """The store APIs a deletion cancels through; ``None`` where not configured."""
+
+    stripe: StripeApi | None = None
+    play: PlayApi | None = None
+    package: str | None = None
+
+
+def is_live(subscription: Subscription, now: datetime) -> bool:
+    """Whether the subscription may still bill or grant: not ended, and not past its end
+    unless it renews."""
+    snapshot = subscription.snapshot
+    return snapshot.status not in _ENDED and (
+        snapshot.will_renew or snapshot.expires_at is None or snapshot.expires_at > now)
+
+
+class AccountDeletion:
+    def __init__(self, store: Store, apis: StoreApis, clock: Callable[[], datetime]) -> None:
+        self.store, self.apis, self.clock = store, apis, clock
+
+    def delete(self, user_sub: str) -> dict:
+        """The deletion's report, ``{"cancelled": [...], "user_must_cancel": [...]}``; the
+        first report again for a user already deleted. Raises ``Unavailable`` when the
+        database or a store's API cannot answer now (nothing recorded: ask again)."""
+        try:
+            with self.store.transaction(readonly=True) as tx:
+                earlier = tx.deletion_report(user_sub)
+                held = [] if earlier else tx.subscriptions_of_users([user_sub])[user_sub]
+        except StoreUnavailable as exc:
+            raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
+        if earlier is not None:
+            return earlier
+        now = self.clock()
+        report = self._stop_billing(sorted((s for s in held if is_live(s, now)), key=_order))
+        try:
+            with self.store.transaction() as tx:
+                return erase(tx, user_sub, report, self.clock())
+        except StoreUnavailable as exc:
+            raise Unavailable("the deletion cannot be stored right now", code="store_unavailable") from exc
+
+    def _stop_billing(self, live: list[Subscription]) -> dict:
+        report: dict[str, list] = {"cancelled": [], "user_must_cancel": []}
+        for subscription in live:
+            snapshot = subscription.snapshot
+            item = {"source": snapshot.source, "store": STORES.get(snapshot.source, snapshot.source),
+                    "product_id": snapshot.product_id}
+            outcome = self._cancel(snapshot.source, snapshot.key)
+            if outcome == CANCELLED:
+                report["cancelled"].append(item)
+            elif outcome != ENDED:
+                report["user_must_cancel"].append({**item, "reason": outcome})
+        return report
+
+    def _cancel(self, source: str, key: str) -> str:
+        if source == "stripe":
+            return self._cancel_stripe(key) if self.apis.stripe else NOT_CONFIGURED
+        if source == "google":
+            return self._cancel_play(key) if self.apis.play and self.apis.package else NOT_CONFIGURED
+        return MUST_CANCEL_IN_STORE
+
+    def _cancel_stripe(self, key: str) -> str:
+        # No Idempotency-Key: Stripe replays a key's first answer, a 500 included, for 24
+        # hours, which would make the retry after an outage fail the same way. A repeated
+        # cancel is refused instead, and the read-back below tells it from a real refusal.
+        try:
+            self.apis.stripe.cancel_subscription(key)
+            return CANCELLED
+        except StripeApiError as exc:
+            _raise_unless_refused(exc.refused, "Stripe")
+        try:
+            return CANCELLED if self.apis.stripe.subscription(key).get("status") == "canceled" else REFUSED
+        except StripeApiError as exc:
+            _raise_unless_refused(exc.refused, "Stripe")
+            return REFUSED
+
+    def _cancel_play(self, key: str) -> str:
+        try:
+            self.apis.play.cancel_subscription(self.apis.package, key)
+            return CANCELLED
+        except UnknownPurchase:
+            return ENDED  # Google no longer knows it (expired over 60 days ago): nothing bills
+        except PlayApiError as exc:
+            _raise_unless_refused(_refused(exc.status), "Google Play")
+        try:
+            state = self.apis.play.subscription(self.apis.package, key).get("subscriptionState")
+        except PlayApiError as exc:
+            _raise_unless_refused(_refused(exc.status), "Google Play")
+            return REFUSED
+        return CANCELLED if state in ("SUBSCRIPTION_STATE_CANCELED", "SUBSCRIPTION_STATE_EXPIRED") else REFUSED
+
+
+def _refused(status: int | None) -> bool:
+    return status is not None and 400 <= status < 500 and status != 429
+
+
+def _raise_unless_refused(refused: bool, store: str) -> None:
+    if not refused:
+        raise Unavailable(f"{store} cannot cancel the subscription right now; nothing was deleted, try again",
+                          code="store_api_unavailable")
+
+
+def _order(subscription: Subscription) -> tuple:
+    return subscription.snapshot.source, subscription.snapshot.product_id or "", subscription.snapshot.key
+
+
+def erase(tx: Transaction, user_sub: str, report: dict, now: datetime) -> dict:
+    """Record the deletion in ``tx``; returns the report that holds (an earlier one wins)."""
+    accounts = tx.identities_of(user_sub)
+    tx.lock_accounts(accounts)
+    keys = sorted((s.snapshot.source, s.snapshot.key) for s in tx.subscriptions_of_users([user_sub])[user_sub])
+    tx.lock_subscriptions(keys)
+    tx.lock_users([user_sub])
+    earlier = tx.mark_deleted(user_sub, report, now)
+    if earlier is not None:
+        return earlier
+    names = [user_sub] + [account for source, account in accounts if source == "stripe"]
+    redact_deliveries(tx, keys, names)
+    tx.unlink_user(user_sub)
+    before, _ = tx.read_entitlements([user_sub])
+    tx.replace_entitlements_of({user_sub: []}, now)
+    append_changes(tx, {user_sub: entitlement_events.changed(before[user_sub], [])}, now, {user_sub: DELETION})
+    last, _ = tx.take_feed_positions(1)  # the clock is already held when revocations were appended
+    deleted = entitlement_events.user_deleted(user_sub, report, now)
+    tx.append_feed([dataclasses.replace(deleted, position=last + 1)])
+    return report
+
+
+def redact_deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> int:
+    """Erase personal values from the deliveries that touched ``keys`` or name one of
+    ``names``; returns how many were changed."""
+    changed, seen = 0, set()
+    for event in _deliveries(tx, keys, names):
+        if event.id in seen:
+            continue
+        seen.add(event.id)
+        payload, data = personal_data.redact_text(event.payload), personal_data.redact(event.data)
+        if (payload, data) != (event.payload, event.data):
+            tx.rewrite_event(event.id, payload, data)
+            changed += 1
+    return changed
+
+
+def _deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> Iterator[Event]:
+    before = None
+    while keys:
+        page = tx.events_touching(keys, before_pk=before, limit=PAGE)
+        yield from page
+        if len(page) < PAGE:
+            break
+        before = page[-1].id
+    for name in names:
+        after = 0
+        while True:
+            page = tx.events_naming(name, after, PAGE)
+            yield from page
+            if len(page) < PAGE:
+                break
+            after = page[-1].id
+
+
+def build(settings, store: Store, clock: Callable[[], datetime]) -> AccountDeletion:
+    """The store APIs configured in ``settings``; a store without them is reported for the
+    user to cancel (``store_api_not_configured``)."""
+    from gateway.providers.google_play_api import PlayHttpApi
+    from gateway.providers.google_play_credentials import access_token_source
+    from gateway.providers.stripe_api import StripeHttpApi
+
+    stripe = StripeHttpApi(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+    play_configured = settings.google_service_account_json or settings.google_play_access_token
+    play = PlayHttpApi(access_token_source(settings), settings.google_play_api_base) if play_configured else None
+    return AccountDeletion(store, StoreApis(stripe, play, settings.google_package_name), clock)

@@ -1,0 +1,102 @@
+"""Sign a user out of Cognito everywhere when an entitlement of theirs is revoked
+(``COGNITO_SIGN_OUT_ON_REVOKE=true``), so that a premium claim in a token minted before a
+refund cannot be refreshed for the refresh token's whole lifetime.
+
+A consumer of the entitlement feed with its own cursor (``feed_cursors``, name
+``cognito_sign_out``): each run reads the events after it, calls ``AdminUserGlobalSignOut``
+(https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_AdminUserGlobalSignOut.html)
+for each user with an ``entitlement.revoked`` among them, and moves the cursor past what
+is done. ``Username`` is the user's sub, which Cognito accepts for a local user whose pool
+has no alias attribute in its place. A user Cognito does not know (deleted there) is
+skipped; any other failure stops the run before that event, and the next run tries it
+again: a user is signed out at least once, never skipped. Two workers running it at once
+may both sign out the same user, which is harmless.
+
+The Cognito call is made outside any database transaction. boto3 is imported only when
+the consumer is built, never on the web app's import path.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.clock import utcnow
+from gateway.domain.entitlement_events import REVOKED
+from gateway.store.port import Store
+
+log = logging.getLogger("gateway.sign_out")
+
+CURSOR = "cognito_sign_out"
+BATCH = 500
+
+
+class SignOutFailed(Exception):
+    """Cognito did not sign the user out (throttled, unreachable, denied)."""
+
+
+class CognitoSignOut:
+    """``AdminUserGlobalSignOut`` through boto3's ``cognito-idp`` client."""
+
+    def __init__(self, pool_id: str, region: str, client=None) -> None:
+        import boto3
+
+        self.pool_id = pool_id
+        self.client = client or boto3.client("cognito-idp", region_name=region)
+
+    def __call__(self, user_sub: str) -> bool:
+        """True when signed out; False when the pool has no such user."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.admin_user_global_sign_out(UserPoolId=self.pool_id, Username=user_sub)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "UserNotFoundException":
+                return False
+            raise SignOutFailed(f"AdminUserGlobalSignOut failed: {exc.response.get('Error', {}).get('Code')}") from None
+        except BotoCoreError as exc:
+            raise SignOutFailed(f"AdminUserGlobalSignOut did not answer: {type(exc).__name__}") from None
+        return True
+
+
+class SignOutOnRevoke:
+    def __init__(self, store: Store, sign_out: Callable[[str], bool], clock: Callable[[], datetime] = utcnow,
+                 batch: int = BATCH) -> None:
+        self.store, self.sign_out, self.clock, self.batch = store, sign_out, clock, batch
+
+    def run_once(self) -> int:
+        """Handle the next batch of the feed; returns how many events it moved past (0:
+        caught up, or the first sign-out failed)."""
+        with self.store.transaction(readonly=True) as tx:
+            start = tx.feed_cursor(CURSOR)
+            events = tx.read_feed(start, self.batch)
+        done, signed = start, set()
+        for event in events:
+            if event.type == REVOKED and event.user_id not in signed:
+                if not self._sign_out(event.user_id):
+                    break
+                signed.add(event.user_id)
+            done = event.position
+        if done != start:
+            with self.store.transaction() as tx:
+                tx.move_feed_cursor(CURSOR, done, self.clock())
+        return done - start
+
+    def _sign_out(self, user_sub: str) -> bool:
+        """Whether the user is done with (signed out, or unknown to Cognito)."""
+        try:
+            if not self.sign_out(user_sub):
+                log.info("user to sign out is not in the pool", extra={"fields": {"user_sub": user_sub}})
+        except SignOutFailed as exc:
+            log.warning("sign-out failed; retried on the next run",
+                        extra={"fields": {"user_sub": user_sub, "error": str(exc)}})
+            return False
+        return True
+
+
+def build(services) -> SignOutOnRevoke | None:
+    """The consumer, or ``None`` unless ``COGNITO_SIGN_OUT_ON_REVOKE`` is on and the pool set."""
+    settings = services.settings
+    if not (settings.cognito_sign_out_on_revoke and settings.cognito_user_pool_id):
+        return None
+    return SignOutOnRevoke(services.store, CognitoSignOut(settings.cognito_user_pool_id, settings.cognito_region))

@@ -1,0 +1,137 @@
+"""Sends the entitlement feed to the endpoints, signed, in order per user, at least once.
+
+``Deliverer.run_once`` queues the new feed events for each endpoint (``Outbox.fan_out``),
+then claims due deliveries and POSTs each event's JSON body (``FeedEvent.body``) with the
+Standard Webhooks headers (``signing``): ``webhook-id`` is the feed event's id, the same on
+every retry, so a receiver dedupes on it. Any 2xx is delivered; anything else (no
+connection, a timeout, a redirect, which is never followed, 4xx, 5xx) is tried again with
+exponential backoff and jitter, and parked ``failed`` after three days
+(``domain.webhooks.retry_at``) until an operator replays it. The target is checked again
+before every attempt, since DNS answers change.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from http.cookiejar import DefaultCookiePolicy
+
+import requests
+
+from gateway.clock import utcnow
+from gateway.domain.webhooks import Endpoint, retry_at
+from gateway.store.outbox import Claimed, Outbox
+
+from . import endpoints, signing, targets
+
+log = logging.getLogger("gateway.outbound")
+
+#: Errors are kept this short on the delivery's row.
+MAX_ERROR = 200
+
+
+class Deliverer:
+    """One worker's sending. ``run_once`` is safe to call from several processes at once."""
+
+    def __init__(self, outbox: Outbox, configured: list[Endpoint], *, allow_private: bool = False,
+                 timeout: float = 10.0, threads: int = 8, batch: int = 64, max_attempts: int = 1000,
+                 clock: Callable[[], datetime] = utcnow, jitter: Callable[[], float] = random.random) -> None:
+        self.outbox, self.configured, self.allow_private = outbox, configured, allow_private
+        self.timeout, self.threads, self.batch, self.max_attempts = timeout, threads, batch, max_attempts
+        self.clock, self.jitter = clock, jitter
+        # Longer than any attempt, so a lease ends only when its worker has died.
+        self.lease = timedelta(seconds=2 * timeout + 60)
+        self._synced = False
+        self.session = _session(threads)
+
+    @classmethod
+    def build(cls, services) -> Deliverer:
+        """From the app's ``Services``: its store's database and the settings' endpoints."""
+        settings = services.settings
+        return cls(Outbox.of(services.store), endpoints.configured(settings),
+                   allow_private=settings.outbound_allow_private_targets, timeout=settings.outbound_timeout_seconds)
+
+    def sync(self) -> None:
+        """Write ``OUTBOUND_WEBHOOKS`` into the endpoints table (done by the first run)."""
+        self.outbox.sync(self.configured, self.clock())
+        self._synced = True
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Fan out, then attempt every due delivery (up to ``max_attempts``); returns the
+        number of attempts made. ``now`` schedules (tests pass a later one); signatures
+        always carry the real time of the attempt."""
+        now = now or self.clock()
+        if not self._synced:
+            self.sync()
+        self.outbox.fan_out(now)
+        made = 0
+        while made < self.max_attempts:
+            claimed = self.outbox.claim(now, now + self.lease, min(self.batch, self.max_attempts - made))
+            if not claimed:
+                break
+            if len(claimed) == 1:
+                tried = [self._attempt(claimed[0], now)]
+            else:  # one per (endpoint, user): sending them side by side keeps each user's order
+                with ThreadPoolExecutor(min(self.threads, len(claimed)), "webhook") as pool:
+                    tried = list(pool.map(lambda c: self._attempt(c, now), claimed))
+            for (claimed_one, error, later), status in zip(tried, self.outbox.settle(tried, now)):
+                _log(claimed_one, error, later, status)
+            made += len(claimed)
+        return made
+
+    def _attempt(self, claimed: Claimed, now: datetime) -> tuple[Claimed, str | None, datetime | None]:
+        error = self.post(claimed.endpoint, claimed.event.id, json.dumps(claimed.event.body()))
+        return claimed, error, None if error is None else retry_at(claimed.attempts, claimed.queued_at, now,
+                                                                   self.jitter())
+
+    def post(self, endpoint: Endpoint, message_id: str, body: str) -> str | None:
+        """One attempt; None when the receiver took it, else why not (short)."""
+        try:
+            targets.check(endpoint.url, self.allow_private)
+        except targets.TargetRefused as exc:
+            return f"target refused: {exc}"[:MAX_ERROR]
+        sent = signing.headers(message_id, body, endpoint.secrets, self.clock())
+        try:
+            with self.session.post(endpoint.url, data=body.encode(), headers=sent, allow_redirects=False,
+                                   timeout=(self.timeout, self.timeout), stream=True) as response:
+                status = response.status_code
+        except requests.Timeout:
+            return f"timed out after {self.timeout:g}s"
+        except requests.RequestException as exc:
+            return f"{type(exc).__name__}: {_reason(exc)}"[:MAX_ERROR]
+        if 200 <= status < 300:
+            return None
+        return f"HTTP {status} (redirect not followed)" if 300 <= status < 400 else f"HTTP {status}"
+
+
+def _log(claimed: Claimed, error: str | None, later: datetime | None, status: str) -> None:
+    fields = {"endpoint": claimed.endpoint.name, "event_id": claimed.event.id, "position": claimed.event.position,
+              "attempt": claimed.attempts, "status": status}
+    if error is None:
+        log.info("webhook delivered", extra={"fields": fields})
+    else:
+        log.warning("webhook not delivered",
+                    extra={"fields": {**fields, "error": error, "retry_at": later and later.isoformat()}})
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause of a requests error: "[Errno 111] Connection refused", not a
+    page of urllib3's wrapping."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return str(exc).rsplit(": ", 1)[-1] or type(exc).__name__
+
+
+def _session(threads: int) -> requests.Session:
+    """Connections kept alive across attempts; no cookies, no proxy or ``.netrc``
+    credentials from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=threads, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session

@@ -1,0 +1,45 @@
+"""Account deletion's and the feed consumers' statements, for both SQL stores (a mixin of
+``SqlTransaction``, whose ``_execute`` it uses)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.domain.events import Event
+
+from . import rows, tables
+
+_deleted, _identities, _events = tables.deleted_users.c, tables.identities.c, tables.events.c
+_cursors = tables.feed_cursors.c
+
+
+class AccountsTransaction:
+    def deletion_report(self, user_sub: str) -> dict[str, Any] | None:
+        found = self._execute(sa.select(_deleted.report).where(_deleted.user_sub == user_sub)).first()
+        return None if found is None else found.report
+
+    def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
+        query = sa.select(_identities.source, _identities.account).where(_identities.user_sub == user_sub)
+        return sorted((row.source, row.account) for row in self._execute(query))
+
+    def unlink_user(self, user_sub: str) -> None:
+        self._execute(sa.delete(tables.identities).where(_identities.user_sub == user_sub))
+
+    def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
+        query = sa.select(tables.events).where(_events.id > after_pk, _events.payload.contains(text, autoescape=True))
+        return [rows.event(row) for row in self._execute(query.order_by(_events.id).limit(limit))]
+
+    def rewrite_event(self, event_pk: int, payload: str, data: Any) -> None:
+        self._execute(sa.update(tables.events).where(_events.id == event_pk).values(payload=payload, data=data))
+
+    def feed_cursor(self, name: str) -> int:
+        found = self._execute(sa.select(_cursors.position).where(_cursors.name == name)).first()
+        return 0 if found is None else found.position
+
+    def move_feed_cursor(self, name: str, position: int, now: datetime) -> None:
+        values = {"position": position, "updated_at": now}
+        moved = self._execute(sa.update(tables.feed_cursors).where(_cursors.name == name).values(values))
+        if not moved.rowcount:
+            self._execute(sa.insert(tables.feed_cursors).values(name=name, **values))

@@ -1,0 +1,116 @@
+"""COGNITO_SIGN_OUT_ON_REVOKE: a refund through the gateway signs the user out of Cognito
+(moto's user pool: AdminUserGlobalSignOut revokes the user's refresh tokens), a change
+that revokes nothing signs no one out, and the consumer is off by default."""
+from __future__ import annotations
+
+import time
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from devtools import revenuecat as rc
+from gateway.jobs import sign_out
+from tests.cognito.conftest import REGION
+
+RC_AUTH = "Bearer rc-webhook-secret-for-tests"
+PASSWORD = "Passw0rd!23"
+
+
+class Pool:
+    """A moto pool signing in by email, as most apps' pools do: the username is the sub."""
+
+    def __init__(self) -> None:
+        self.client = boto3.client("cognito-idp", region_name=REGION)
+        self.id = self.client.create_user_pool(PoolName="app", UsernameAttributes=["email"])["UserPool"]["Id"]
+        self.app_client = self.client.create_user_pool_client(
+            UserPoolId=self.id, ClientName="app", ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH",
+                                                                     "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
+
+    def user(self, email: str) -> tuple[str, str]:
+        """A confirmed user signed in: (sub, refresh token)."""
+        self.client.admin_create_user(UserPoolId=self.id, Username=email, MessageAction="SUPPRESS")
+        self.client.admin_set_user_password(UserPoolId=self.id, Username=email, Password=PASSWORD, Permanent=True)
+        attributes = self.client.admin_get_user(UserPoolId=self.id, Username=email)["UserAttributes"]
+        sub = next(a["Value"] for a in attributes if a["Name"] == "sub")
+        # Signed in by the username (the sub here): moto files a session under the name
+        # given at sign-in, where Cognito files it under the user whichever alias was used.
+        tokens = self.client.admin_initiate_auth(
+            UserPoolId=self.id, ClientId=self.app_client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": sub, "PASSWORD": PASSWORD})["AuthenticationResult"]
+        return sub, tokens["RefreshToken"]
+
+    def refreshes(self, refresh_token: str) -> bool:
+        try:
+            self.client.initiate_auth(ClientId=self.app_client, AuthFlow="REFRESH_TOKEN_AUTH",
+                                      AuthParameters={"REFRESH_TOKEN": refresh_token})
+        except ClientError as exc:
+            assert exc.response["Error"]["Code"] == "NotAuthorizedException"
+            return False
+        return True
+
+
+@pytest.fixture
+def pool(aws_mock):
+    return Pool()
+
+
+def gateway(make_app, pool: Pool, **env):
+    return make_app(COGNITO_USER_POOL_ID=pool.id, COGNITO_REGION=REGION, COGNITO_APP_CLIENT_IDS=pool.app_client,
+                    REVENUECAT_WEBHOOK_AUTH=RC_AUTH, **env)
+
+
+def deliver(app, kind: str, user: str, **fields) -> None:
+    answer = app.test_client().post("/webhooks/revenuecat", data=rc.body(rc.event(kind, user, **fields)),
+                                    headers={"Authorization": RC_AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 200 and answer.get_json()["status"] == "processed", answer.get_data(as_text=True)
+
+
+def consumer(app) -> sign_out.SignOutOnRevoke:
+    found = sign_out.build(app.extensions["gateway"])
+    assert found is not None
+    return found
+
+
+def test_a_refund_signs_the_user_out_everywhere(make_app, pool):
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    refunded, kept = pool.user("refunded@example.com"), pool.user("kept@example.com")
+    deliver(app, "INITIAL_PURCHASE", refunded[0], transaction="rc-1")
+    deliver(app, "INITIAL_PURCHASE", kept[0], transaction="rc-2")
+    deliver(app, "CANCELLATION", refunded[0], transaction="rc-1", cancel_reason="CUSTOMER_SUPPORT")
+    assert pool.refreshes(refunded[1])  # until the worker's consumer runs
+
+    assert consumer(app).run_once() == 3
+    assert not pool.refreshes(refunded[1])
+    assert pool.refreshes(kept[1])
+    assert consumer(app).run_once() == 0  # the cursor is past them
+
+
+def test_a_change_that_revokes_nothing_signs_no_one_out(make_app, pool):
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    sub, refresh = pool.user("renewing@example.com")
+    deliver(app, "INITIAL_PURCHASE", sub, transaction="rc-3")
+    deliver(app, "RENEWAL", sub, transaction="rc-3", expiration_at_ms=int(time.time() * 1000) + 60 * 86400_000)
+    deliver(app, "CANCELLATION", sub, transaction="rc-3", cancel_reason="UNSUBSCRIBE")  # renewal off, access kept
+
+    assert consumer(app).run_once() >= 2
+    assert pool.refreshes(refresh)
+
+
+def test_a_failed_sign_out_is_retried_and_an_unknown_user_skipped(make_app, pool):
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    sub, refresh = pool.user("retried@example.com")
+    for user in ("not-in-the-pool", sub):
+        deliver(app, "INITIAL_PURCHASE", user, transaction=f"rc-{user}")
+        deliver(app, "CANCELLATION", user, transaction=f"rc-{user}", cancel_reason="CUSTOMER_SUPPORT")
+    broken = consumer(app)
+    broken.sign_out = sign_out.CognitoSignOut("eu-west-1_NoSuchPool", REGION)  # Cognito answers an error
+
+    assert broken.run_once() == 1  # past the first purchase only: its revocation failed
+    assert pool.refreshes(refresh)
+    assert consumer(app).run_once() == 3  # the unknown user skipped, the other signed out
+    assert not pool.refreshes(refresh)
+
+
+def test_sign_out_is_off_by_default(make_app, pool):
+    assert sign_out.build(gateway(make_app, pool).extensions["gateway"]) is None

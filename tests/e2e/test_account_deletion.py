@@ -1,0 +1,236 @@
+"""Account deletion through HTTP (``DELETE /v1/me``) and the CLI (``flask users delete``):
+real Cognito tokens, signed store deliveries, and the local Stripe and Play fakes as
+real HTTP servers."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from devtools import scenarios
+from devtools import stripe_objects as so
+from devtools.cognito import CognitoIssuer
+from devtools.credentials import load_or_mint
+from devtools.fakes import DemoFakes
+from devtools.stripe_signing import signed
+from gateway.domain.entitlement_events import REVOKED, USER_DELETED
+
+USER = "7d3c2a10-5b1e-4c2f-9a8d-2f6e4b1c0d9e"
+OTHER = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
+EMAIL, NAME = "jane.roe@example.com", "Jane Roe"
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory):
+    with DemoFakes(load_or_mint(tmp_path_factory.mktemp("deletion"))) as running:
+        yield running
+
+
+class World:
+    """The gateway and the stores' fakes; also the ``sender`` the demo's scenarios speak to."""
+
+    def __init__(self, app, fakes: DemoFakes) -> None:
+        self.app, self.fakes, self.credentials = app, fakes, fakes.credentials
+        self.client, self.store = app.test_client(), app.extensions["gateway"].store
+
+    def stripe_state(self, *objects: dict) -> None:
+        self.fakes.stripe.put(*objects)
+
+    def play_state(self, token: str, **purchase) -> None:
+        self.fakes.play.subscribe(token, **purchase)
+
+    def push_headers(self) -> dict[str, str]:
+        return self.fakes.google.headers()
+
+    def post(self, source: str, body: bytes, headers: dict[str, str]) -> None:
+        answer = self.client.post(f"/webhooks/{source}", data=body, headers=headers)
+        assert answer.status_code == 200 and answer.get_json()["status"] == "processed", answer.get_data(as_text=True)
+
+    def stripe_event(self, event_type: str, obj: dict) -> dict:
+        event = so.event(event_type, obj)
+        self.post("stripe", *signed(event, self.credentials.stripe_webhook_secret))
+        return event
+
+    def delete(self, user: str = USER, **token):
+        return self.client.delete("/v1/me", headers=self.fakes.cognito.header(user, **token))
+
+    def entitlements(self, user: str = USER) -> dict:
+        answer = self.client.get(f"/v1/users/{user}/entitlements",
+                                 headers={"Authorization": f"Bearer {self.credentials.api_key}"})
+        assert answer.status_code == 200
+        return answer.get_json()
+
+    def events(self):
+        with self.store.transaction(readonly=True) as tx:
+            return tx.search_events(limit=1000)
+
+    def feed(self, user: str = USER):
+        with self.store.transaction(readonly=True) as tx:
+            return tx.read_feed(0, 1000, user)
+
+
+@pytest.fixture
+def world(fakes, make_app, database_url):
+    fakes.play.reset()
+    fakes.stripe.objects.clear()
+    fakes.stripe.cancels.clear()
+    fakes.stripe.fail_cancels = 0
+    env = {k: v for k, v in fakes.gateway_env(database_url).items() if k != "DATABASE_URL"}
+    return World(make_app(**env), fakes)
+
+
+def subscribe_everywhere(world: World, user: str = USER) -> dict:
+    """Stripe (with an invoice and a customer update carrying the user's email and name),
+    Google Play and the App Store; returns the Stripe objects."""
+    scenarios.stripe(world, "subscribe", user)
+    scenarios.google(world, "purchase", user)
+    scenarios.apple(world, "subscribe", user)
+    h = scenarios._ids(user)
+    customer = {**so.customer(customer_id=f"cus_demo{h}", cognito_sub=user, email=EMAIL), "name": NAME,
+                "address": {"line1": "1 Main St", "city": "Springfield", "country": "US"}, "phone": "+15550100"}
+    world.stripe_event("customer.updated", customer)
+    invoice = {**so.invoice("basil", invoice_id=f"in_demo{h}", customer=customer["id"],
+                            subscription_id=f"sub_demo{h}"),
+               "customer_email": EMAIL, "customer_name": NAME, "customer_address": customer["address"]}
+    paid = world.stripe_event("invoice.paid", invoice)
+    return {"subscription": f"sub_demo{h}", "customer": customer["id"], "invoice_event": paid["id"],
+            "google_token": f"demo-purchase-token-{h}"}
+
+
+def stored_text(world: World) -> str:
+    return "\n".join(e.payload + json.dumps(e.data) for e in world.events())
+
+
+def test_deleting_an_account_cancels_what_it_can_erases_personal_data_and_revokes(world):
+    ids = subscribe_everywhere(world)
+    before = world.entitlements()
+    assert before["is_premium"] is True and EMAIL in stored_text(world) and NAME in stored_text(world)
+
+    answer = world.delete()
+
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    report = answer.get_json()
+    assert [(c["source"], c["store"]) for c in report["cancelled"]] == [("google", "Google Play"), ("stripe", "Stripe")]
+    assert [(c["source"], c["store"], c["reason"]) for c in report["user_must_cancel"]] == [
+        ("apple", "App Store", "must_cancel_in_store")]
+    assert report["user_must_cancel"][0]["product_id"] == "com.example.premium.monthly"
+    assert world.fakes.stripe.cancels == [ids["subscription"]]
+    assert world.fakes.stripe.objects[ids["subscription"]]["status"] == "canceled"
+    assert world.fakes.play.cancels == [(ids["google_token"], "DEVELOPER_REQUESTED_STOP_PAYMENTS")]
+    assert world.entitlements() == {"user_id": USER, "is_premium": False, "entitlements": {}}
+
+    text = stored_text(world)
+    assert EMAIL not in text and NAME not in text and "1 Main St" not in text and "+15550100" not in text
+    invoice = next(e for e in world.events() if e.event_id == ids["invoice_event"])
+    paid = invoice.data["data"]["object"]
+    assert (paid["id"], paid["amount_paid"], paid["currency"], paid["status"]) == (
+        f"in_demo{scenarios._ids(USER)}", 999, "usd", "paid")
+    assert paid["customer_email"] == "[redacted]" and json.loads(invoice.payload)["data"]["object"]["total"] == 999
+
+    feed = world.feed()
+    assert any(e.type == REVOKED and e.entitlement == "premium" for e in feed)
+    deleted = [e for e in feed if e.type == USER_DELETED]
+    assert len(deleted) == 1 and deleted[0] == feed[-1] and deleted[0].after == {"report": report}
+    with world.store.transaction(readonly=True) as tx:
+        assert tx.identities_of(USER) == []
+
+
+def test_a_second_deletion_answers_the_first_report_and_calls_no_store(world):
+    subscribe_everywhere(world)
+    first = world.delete()
+    assert first.status_code == 200
+    cancels = (list(world.fakes.stripe.cancels), list(world.fakes.play.cancels))
+    feed = world.feed()
+
+    again = world.delete()
+
+    assert (again.status_code, again.get_json()) == (200, first.get_json())
+    assert (world.fakes.stripe.cancels, world.fakes.play.cancels) == cancels
+    assert world.feed() == feed
+
+
+def test_a_late_delivery_for_a_deleted_user_grants_nothing(world):
+    subscribe_everywhere(world)
+    assert world.delete().status_code == 200
+
+    scenarios.apple(world, "renew", USER)
+    scenarios.google(world, "purchase", USER)
+    scenarios.stripe(world, "subscribe", USER)
+
+    assert world.entitlements() == {"user_id": USER, "is_premium": False, "entitlements": {}}
+    assert [e.type for e in world.feed()].count(USER_DELETED) == 1
+
+
+def test_forged_and_expired_tokens_delete_nothing(world):
+    subscribe_everywhere(world)
+    forged = CognitoIssuer()  # a key of its own, never published in the pool's JWKS
+    answers = [world.client.delete("/v1/me", headers=forged.header(USER)),
+               world.delete(exp=int(time.time()) - 60),
+               world.client.delete("/v1/me")]
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert world.fakes.stripe.cancels == [] and world.fakes.play.cancels == []
+    assert world.entitlements()["is_premium"] is True and EMAIL in stored_text(world)
+
+
+def test_a_store_failure_is_503_records_nothing_and_the_retry_completes(world):
+    ids = subscribe_everywhere(world)
+    world.fakes.play.fail_cancels = 1
+
+    failed = world.delete()
+
+    assert (failed.status_code, failed.get_json()["error"]) == (503, "store_api_unavailable")
+    assert world.entitlements()["is_premium"] is True and EMAIL in stored_text(world)
+    assert not any(e.type == USER_DELETED for e in world.feed())
+
+    retried = world.delete()
+
+    assert retried.status_code == 200
+    assert [c["source"] for c in retried.get_json()["cancelled"]] == ["google", "stripe"]
+    assert world.fakes.stripe.cancels == [ids["subscription"]]  # the retry found it cancelled already
+    assert world.fakes.play.cancels == [(ids["google_token"], "DEVELOPER_REQUESTED_STOP_PAYMENTS")]
+    assert world.entitlements()["is_premium"] is False and EMAIL not in stored_text(world)
+
+
+def test_stripe_down_is_503_and_the_retry_cancels(world):
+    ids = subscribe_everywhere(world)
+    world.fakes.stripe.fail_cancels = 1
+    assert world.delete().status_code == 503
+    assert world.delete().status_code == 200
+    assert world.fakes.stripe.cancels == [ids["subscription"]]
+
+
+def test_the_cli_deletes_the_same_way_and_is_idempotent(world):
+    ids = subscribe_everywhere(world)
+    subscribe_everywhere(world, OTHER)
+    runner = world.app.test_cli_runner()
+
+    result = runner.invoke(args=["users", "delete", USER])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [c["source"] for c in report["cancelled"]] == ["google", "stripe"]
+    assert ids["subscription"] in world.fakes.stripe.cancels and len(world.fakes.stripe.cancels) == 1
+    assert world.entitlements()["is_premium"] is False
+    assert world.entitlements(OTHER)["is_premium"] is True  # another user's data stays
+    assert EMAIL in stored_text(world)
+    again = runner.invoke(args=["users", "delete", USER])
+    assert again.exit_code == 0 and json.loads(again.output) == report
+    assert len(world.fakes.stripe.cancels) == 1
+    assert world.delete().get_json() == report
+
+
+def test_the_cli_reports_a_store_outage_and_deletes_nothing(world):
+    subscribe_everywhere(world)
+    world.fakes.play.fail_cancels = 1
+    result = world.app.test_cli_runner().invoke(args=["users", "delete", USER])
+    assert result.exit_code != 0 and "store_api_unavailable" in result.output
+    assert world.entitlements()["is_premium"] is True
+
+
+def test_a_user_with_nothing_known_is_deleted_with_an_empty_report(world):
+    answer = world.delete(OTHER)
+    assert (answer.status_code, answer.get_json()) == (200, {"cancelled": [], "user_must_cancel": []})
+    assert [e.type for e in world.feed(OTHER)] == [USER_DELETED]
+    scenarios.google(world, "purchase", OTHER)  # bought after deleting the account: still nothing
+    assert world.entitlements(OTHER)["is_premium"] is False
