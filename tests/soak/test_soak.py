@@ -30,12 +30,21 @@ from devtools.stripe_signing import new_secret
 from tests.fakes.stripe_billing import StripeBilling
 from tests.soak import oracle, wire
 from tests.soak.plan import SOURCES, plan
-from tests.support.procfile import serve
+from tests.soak.receiver import outbound_env, replay_check, wait_for_endpoint
+from tests.support.procfile import serve, work
+from tests.support.webhook_receiver import Receiver, secret
 
 # PostgreSQL is the pass that counts; SQLite (one writer at a time) runs a smaller one.
 DEFAULT = "2000" if os.environ.get("TEST_DATABASE") == "postgresql" else "600"
 DELIVERIES = int(os.environ.get("SOAK_DELIVERIES", DEFAULT))
 SENDERS, DUPLICATES, API_KEY = 8, 0.10, "soak-key"
+
+
+@pytest.fixture
+def receiver():
+    found = Receiver([secret()]).start()
+    yield found
+    found.stop()
 
 
 @pytest.fixture
@@ -85,7 +94,8 @@ def send_all(port: int, batch: list, outcomes: list, resent: list) -> None:
     resent.append(sender.resent)
 
 
-def test_soak_every_delivery_once_and_entitlements_equal_the_oracle(database_url, stores, make_app):
+def test_soak_every_delivery_once_and_entitlements_equal_the_oracle(database_url, stores, make_app, receiver,
+                                                                    tmp_path):
     facts = plan(DELIVERIES)
     found = oracle.outcomes(facts)
     wire.arrange_store_apis(facts, stores["stripe"], stores["play"])
@@ -96,7 +106,10 @@ def test_soak_every_delivery_once_and_entitlements_equal_the_oracle(database_url
     rng.shuffle(sent)
     outcomes, resent = [], []
     started = time.monotonic()
-    with serve(gateway_env(database_url, stores)) as (url, _):
+    env = {**gateway_env(database_url, stores), **outbound_env(receiver)}
+    with serve(env) as (url, _), work(env, tmp_path / "worker.log") as worker:
+        app = make_app(**{k: v for k, v in env.items() if k != "DATABASE_URL"})
+        wait_for_endpoint(app, worker)  # an endpoint gets the events from its first worker start on
         port = urlsplit(url).port
         threads = [threading.Thread(target=send_all, args=(port, sent[i::SENDERS], outcomes, resent))
                    for i in range(SENDERS)]
@@ -104,9 +117,9 @@ def test_soak_every_delivery_once_and_entitlements_equal_the_oracle(database_url
             thread.start()
         for thread in threads:
             thread.join()
-    elapsed = time.monotonic() - started
-    app = make_app(**{k: v for k, v in gateway_env(database_url, stores).items() if k != "DATABASE_URL"})
-    deferred = retry_deferred(app)
+        elapsed = time.monotonic() - started
+        deferred = retry_deferred(app)
+        webhooks = replay_check(app, receiver, worker, API_KEY)
     lost, twice = log_check(app, unique)
     expected = oracle.expected(facts, datetime.now(timezone.utc), found)
     mismatches = compare(app, expected)
@@ -119,6 +132,7 @@ def test_soak_every_delivery_once_and_entitlements_equal_the_oracle(database_url
           f"deferred then retried {deferred}, users {len(expected)} "
           f"(premium {sum(bool(row and row.active) for row in expected.values())}), "
           f"mismatches {len(mismatches)} (subscriptions {len(differing)}), lost {lost}, recorded twice {twice}\n"
+          f"webhooks: {webhooks}\n"
           f"cases: {dict(sorted(cases.items()))}")
     assert len(outcomes) == len(sent)
     assert lost == 0 and twice == 0

@@ -35,15 +35,29 @@ def serve(env: dict[str, str], workers: int = 2):
     commands, port = procfile(), free_port()
     env = _env({**env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)})
     subprocess.run(commands["release"], shell=True, cwd=ROOT, env=env, check=True, capture_output=True)
-    web = subprocess.Popen(commands["web"], shell=True, cwd=ROOT, env=env, start_new_session=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with _running(commands["web"], env) as web:
         _wait_ready(port, web)
         yield f"http://127.0.0.1:{port}", web
+
+
+@contextlib.contextmanager
+def work(env: dict[str, str], log: Path):
+    """Run the Procfile's worker until the block ends, its log lines into ``log`` (the
+    schema is the caller's)."""
+    with open(log, "wb") as stderr, _running(procfile()["worker"], _env(env), stderr) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def _running(command: str, env: dict[str, str], stderr=subprocess.PIPE):
+    process = subprocess.Popen(command, shell=True, cwd=ROOT, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        yield process
     finally:
-        os.killpg(web.pid, 15)  # SIGTERM: gunicorn's graceful stop
-        web.wait(timeout=30)
-        _wait_group_gone(web.pid)
+        os.killpg(process.pid, 15)  # SIGTERM: gunicorn's graceful stop
+        process.wait(timeout=30)
+        _wait_group_gone(process.pid)
 
 
 def _wait_group_gone(group: int, timeout: float = 30) -> None:
