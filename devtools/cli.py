@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -30,9 +32,10 @@ def demo_group() -> None:
 
 @demo_group.command("serve")
 @click.option("--port", default=8000, show_default=True)
+@click.option("--receiver-port", default=8001, show_default=True, help="where `receive` listens")
 @click.option("--directory", default=DIRECTORY, show_default=True, help="credentials, database, run.json")
-def serve_command(port: int, directory: str) -> None:
-    """Start the local fakes and the gateway, until interrupted."""
+def serve_command(port: int, receiver_port: int, directory: str) -> None:
+    """Start the local fakes, the gateway and its worker, until interrupted."""
     from werkzeug.serving import run_simple
 
     from devtools.fakes import DemoFakes
@@ -43,13 +46,49 @@ def serve_command(port: int, directory: str) -> None:
     folder = Path(directory).resolve()
     credentials = load_or_mint(folder)
     with DemoFakes(credentials) as fakes:
-        settings = from_env(fakes.gateway_env(f"sqlite:///{folder / 'gateway.db'}"))
+        env = {**fakes.gateway_env(f"sqlite:///{folder / 'gateway.db'}"), **_webhooks_env(credentials, receiver_port)}
+        settings = from_env(env)
         upgrade(settings.database_url)
+        app = create_app(settings)
+        _start_worker(app)
         url = f"http://127.0.0.1:{port}"
         (folder / RUN).write_text(json.dumps({"gateway": url, "control": fakes.control.url}))
-        click.echo(f"demo gateway on {url}; try:  .venv/bin/python -m devtools send stripe subscribe")
+        click.echo(f"demo gateway on {url}; try:  .venv/bin/python -m devtools send stripe subscribe\n"
+                   f"its events go to http://127.0.0.1:{receiver_port}: .venv/bin/python -m devtools receive")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the gateway logs each request itself
-        run_simple("127.0.0.1", port, create_app(settings), threaded=True)
+        run_simple("127.0.0.1", port, app, threaded=True)
+
+
+def _webhooks_env(credentials: Credentials, receiver_port: int) -> dict[str, str]:
+    endpoint = {"name": "demo", "url": f"http://127.0.0.1:{receiver_port}/hooks/entitlements",
+                "secrets": [credentials.webhook_secret]}
+    return {"OUTBOUND_WEBHOOKS": json.dumps([endpoint]), "OUTBOUND_ALLOW_PRIVATE_TARGETS": "true"}
+
+
+def _start_worker(app) -> None:
+    """The Procfile's worker, in a thread of the demo's process: retries, expiries, webhooks."""
+    from gateway.jobs import worker
+
+    services = app.extensions["gateway"]
+    chores = worker.chores(services, timedelta(seconds=services.settings.events_stale_after_seconds))
+    threading.Thread(target=worker.run, args=(chores,), kwargs={"idle_seconds": 0.5}, daemon=True).start()
+
+
+@demo_group.command("receive")
+@click.option("--port", default=8001, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print each event whole, as JSON")
+@click.option("--directory", default=DIRECTORY, show_default=True)
+def receive_command(port: int, as_json: bool, directory: str) -> None:
+    """Receive the demo's signed webhooks, verify them and print each event."""
+    from werkzeug.serving import run_simple
+
+    from devtools.receiver import receiver
+
+    if not (Path(directory) / CREDENTIALS_FILE).exists():
+        raise click.ClickException(f"no demo credentials in {directory}: start the demo with `make demo` first")
+    click.echo(f"receiving the demo's entitlement events on http://127.0.0.1:{port}/hooks/entitlements", err=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    run_simple("127.0.0.1", port, receiver(load_or_mint(directory).webhook_secret, as_json), threaded=True)
 
 
 class Sender:

@@ -8,6 +8,7 @@ keys are RSA keys whose public halves only the demo's local fakes publish.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -37,6 +38,7 @@ class Credentials:
     cognito_kid: str
     cognito_key_pem: str
     apple: dict  # {"root"|"intermediate"|"leaf": {"cert": PEM, "key": PEM}}
+    webhook_secret: str = ""  # signs the demo's outgoing webhooks (added to older files on load)
 
     @property
     def apple_root_path(self) -> str:
@@ -61,7 +63,11 @@ def load_or_mint(directory: str | Path) -> Credentials:
     directory = Path(directory)
     path = directory / FILE
     if path.exists():
-        return Credentials(directory=directory, **json.loads(path.read_text()))
+        fields = json.loads(path.read_text())
+        if not fields.get("webhook_secret"):  # written before the demo sent webhooks
+            fields["webhook_secret"] = webhook_secret()
+            path.write_text(json.dumps(fields, indent=2))  # the file keeps its 0600
+        return Credentials(directory=directory, **fields)
     credentials = _mint(directory)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fields = {k: v for k, v in dataclasses.asdict(credentials).items() if k != "directory"}
@@ -85,7 +91,13 @@ def _mint(directory: Path) -> Credentials:
         api_key="gk_demo_" + secrets.token_urlsafe(18),
         google_kid=secrets.token_hex(16), google_key_pem=_pem(google),
         cognito_kid=secrets.token_hex(16), cognito_key_pem=_pem(cognito), apple=apple,
+        webhook_secret=webhook_secret(),
     )
+
+
+def webhook_secret() -> str:
+    """A Standard Webhooks secret: whsec_ and the base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def google_certificate(credentials: Credentials) -> str:

@@ -66,8 +66,9 @@ def apple(sender, scenario: str, user: str) -> None:
         note = store.notification("SUBSCRIBED", "INITIAL_BUY", transaction=store.transaction(original, token=user),
                                   renewal=store.renewal(original))
     elif scenario == "renew":
+        # The renewal of the period "subscribe" bought: it ends a period after that one.
         renewed = store.transaction(original, token=user, transaction_id=f"{original}{int(time.time())}",
-                                    expires=moment + timedelta(days=30))
+                                    expires=moment + timedelta(days=60))
         note = store.notification("DID_RENEW", transaction=renewed, renewal=store.renewal(original))
     elif scenario == "refund":
         note = store.notification("REFUND", transaction=store.transaction(original, token=user, revoked=moment),

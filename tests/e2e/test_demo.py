@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -23,17 +24,39 @@ APPLE_USER = "5b0e9a44-0d5c-4c4f-8f0b-6d6a3c0f7e21"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
-    port = free_port()
+    port, receiver_port = free_port(), free_port()
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
     server = subprocess.Popen([sys.executable, "-m", "devtools", "serve", "--port", str(port),
-                               "--directory", str(directory)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--receiver-port", str(receiver_port), "--directory", str(directory)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    received = open(directory / "received.jsonl", "wb")
+    receiver = None
     try:
         _wait(f"http://127.0.0.1:{port}/healthz", server)
+        receiver = subprocess.Popen([sys.executable, "-m", "devtools", "receive", "--json", "--port",
+                                     str(receiver_port), "--directory", str(directory)],
+                                    cwd=ROOT, env=env, stdout=received, stderr=subprocess.DEVNULL)
+        _wait_listening(receiver_port, receiver)
         yield directory
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        for process in (receiver, server):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
+        received.close()
+
+
+def _wait_listening(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "demo receive exited"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+        except urllib.error.HTTPError:
+            return  # it answers (404 for GET /)
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the demo receiver did not start")
 
 
 def _wait(url: str, server: subprocess.Popen) -> None:
@@ -69,6 +92,28 @@ def test_stripe_subscribe_cancel_refund(demo):
     assert state(send(demo, "stripe", "subscribe", user)) == ("active", True, True, "stripe")
     assert state(send(demo, "stripe", "cancel", user)) == ("active", True, False, "stripe")
     assert state(send(demo, "stripe", "refund", user)) == ("revoked", False, False, "stripe")
+
+
+def test_the_receiver_gets_each_change_signed_and_the_feed_pages_the_same_events(demo):
+    user = "4f1e2d3c-5b6a-4798-8a9b-0c1d2e3f4a5b"
+    send(demo, "apple", "subscribe", user)
+    send(demo, "apple", "renew", user)
+    send(demo, "apple", "refund", user)
+    wanted = ["entitlement.granted", "entitlement.renewed", "entitlement.revoked"]
+    deadline, got = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        lines = (demo / "received.jsonl").read_text().splitlines()
+        got = [event for event in map(json.loads, lines) if event["user_id"] == user]
+        if len(got) >= len(wanted):
+            break
+        time.sleep(0.2)
+    assert [event["type"] for event in got] == wanted  # verified by the receiver, each once
+    run, credentials = json.loads((demo / "run.json").read_text()), json.loads((demo / "credentials.json").read_text())
+    request = urllib.request.Request(f"{run['gateway']}/v1/events?after=0&limit=1000",
+                                     headers={"Authorization": f"Bearer {credentials['api_key']}"})
+    with urllib.request.urlopen(request) as answer:
+        feed = [event for event in json.load(answer)["events"] if event["user_id"] == user]
+    assert feed == got
 
 
 def test_apple_subscribe_renew_grace_refund(demo):
