@@ -10,7 +10,7 @@ TEST_DATABASE=sqlite python -m pytest -q "$@"
 
 if url=$(scripts/postgres.sh); then
   echo "== store, end-to-end and soak tests on PostgreSQL"
-  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$url" python -m pytest -q tests/integration tests/e2e tests/soak "$@"
+  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$url" python -m pytest -q tests/integration tests/e2e tests/soak tests/cognito/test_sign_out_on_revoke.py "$@"
 elif [ "${CI:-}" = "true" ]; then
   echo "PostgreSQL could not be started: CI needs it" >&2
   exit 1
