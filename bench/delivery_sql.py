@@ -7,11 +7,12 @@
 The statements are the gateway's own (``statements.for_postgres()``, the texts the
 PostgreSQL store sends on psycopg's cursor), in the order PostgreSQL's statement log shows them for a ``RENEWAL`` of a
 known subscription, as ``bench/ingest.lua`` sends: record the event, lock the
-subscription, write it, lock the user, read the user's subscriptions, replace the
-user's entitlements, link the event, commit. Their parameters are pgbench variables and
+subscription, write it, lock the user, read the user's entitlement rows (and whether the
+user was deleted) and subscriptions, replace the user's entitlements, take a feed
+position and append the renewal's feed event, link the event, commit. Their parameters are pgbench variables and
 SQL expressions; a column of a written row that a RENEWAL does not set is NULL, as it
 is for the gateway. The whole transaction is one pipeline, one round trip: the gateway
-waits three times per delivery, so this is the kindest case. pgbench is C and does no
+waits six times per delivery, so this is the kindest case. pgbench is C and does no
 HTTP, JSON or signature work: its rate is the most that PostgreSQL itself lets a gateway
 ingest on this machine (``bench/run.sh`` runs it as the case ``ingest-sql``).
 
@@ -35,6 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gateway.store import statements, tables  # noqa: E402
 
 LATER = "now() + interval '30 days'"
+FEED_VIEW = """'{"active": true, "status": "active", "expires_at": "2027-01-04T10:00:00Z", "will_renew": true, \
+"source": "revenuecat", "product_id": "monthly"}'"""
+CAUSE = """'{"kind": "delivery", "source": "revenuecat", "event_id": "bench-1796236065042-1-1"}'"""
 
 
 def body() -> str:
@@ -72,12 +76,20 @@ def steps(n: str, event: str) -> list[tuple[str, dict[str, str]]]:
             expires_at=LATER, will_renew="true", environment="'PRODUCTION'",
             entitlement_names="'[\"premium\"]'", as_of="now()", updated_at="now()")),
         ("advisory_locks", {"space": "2", "names": users}),
+        ("entitlements_of_users", {"user_subs": users}),  # the rows before, for the feed
+        ("deleted_among", {"user_subs": users}),
         ("subscriptions_of_users", {"user_subs": users}),
         ("stale_entitlements", {"owners": users, "firsts": users, "seconds": "ARRAY['premium']"}),
         ("upsert_entitlement", row(
             tables.entitlements, user_sub=user, name="'premium'", status="'active'", expires_at=LATER,
             will_renew="true", source="'revenuecat'", product_id="'monthly'", subscription_key=key,
             updated_at="now()")),
+        # A renewal moves the end: one feed event, numbered from the clock, locked last.
+        ("take_feed_positions", {"count": "1"}),
+        ("append_feed", row(
+            tables.entitlement_events, position="(SELECT position FROM feed_clock WHERE id = 1)",
+            event_id="'evt_' || md5(random()::text)", type="'entitlement.renewed'", user_sub=user,
+            entitlement="'premium'", before=FEED_VIEW, after=FEED_VIEW, cause=CAUSE, occurred_at="now()")),
         # The event's id: the gateway passes the one RETURNING gave; in one pipeline
         # there is no answer to read it from, so the sequence's value in this session.
         ("link_event", row(tables.event_subscriptions, event_pk="currval('events_id_seq')", source="'revenuecat'",
