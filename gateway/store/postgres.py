@@ -6,8 +6,8 @@ state; a new row needs no existing row to lock.
 
 Round trips: in a write transaction, the statements every delivery makes run on psycopg's
 own cursor in pipeline mode (``driver.Pipeline``, ``statements.for_postgres``). A
-delivery to a known subscription then waits on the database six times (four, and two for the
-feed: the rows before, the clock) instead of eleven.
+delivery to a known subscription then waits on the database six times: four, and two for the
+feed (the rows before the change, the clock).
 The rest (the admin's reads, reconcile's, the retry worker's) go through SQLAlchemy
 (``sql_base.SqlTransaction``), after the pipeline has been waited for.
 """
