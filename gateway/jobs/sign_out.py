@@ -6,7 +6,8 @@ A consumer of the entitlement feed with its own cursor (``feed_cursors``, name
 ``cognito_sign_out``): each run reads the events after it, calls ``AdminUserGlobalSignOut``
 (https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_AdminUserGlobalSignOut.html)
 for each user with an ``entitlement.revoked`` among them, and moves the cursor past what
-is done. ``Username`` is the user's sub, which Cognito accepts for a local user whose pool
+is done. Switched on for the first time, it starts at the feed's head: it signs out the
+users revoked from then on, not every user ever refunded. ``Username`` is the user's sub, which Cognito accepts for a local user whose pool
 has no alias attribute in its place. A user Cognito does not know (deleted there) is
 skipped; any other failure stops the run before that event, and the next run tries it
 again: a user is signed out at least once, never skipped. Two workers running it at once
@@ -68,8 +69,12 @@ class SignOutOnRevoke:
         """Handle the next batch of the feed; returns how many events it moved past (0:
         caught up, or the first sign-out failed)."""
         with self.store.transaction(readonly=True) as tx:
-            start = tx.feed_cursor(CURSOR)
+            stored = tx.feed_cursor(CURSOR)
+            # Just switched on: the revocations from now on, not the whole history.
+            start = tx.feed_head()[0] if stored is None else stored
             events = tx.read_feed(start, self.batch)
+        if stored is None:
+            self._save(start)
         done, signed = start, set()
         for event in events:
             if event.type == REVOKED and event.user_id not in signed:
@@ -78,9 +83,12 @@ class SignOutOnRevoke:
                 signed.add(event.user_id)
             done = event.position
         if done != start:
-            with self.store.transaction() as tx:
-                tx.move_feed_cursor(CURSOR, done, self.clock())
+            self._save(done)
         return done - start
+
+    def _save(self, position: int) -> None:
+        with self.store.transaction() as tx:
+            tx.move_feed_cursor(CURSOR, position, self.clock())
 
     def _sign_out(self, user_sub: str) -> bool:
         """Whether the user is done with (signed out, or unknown to Cognito)."""

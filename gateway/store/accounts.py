@@ -34,9 +34,9 @@ class AccountsTransaction:
     def rewrite_event(self, event_pk: int, payload: str, data: Any) -> None:
         self._execute(sa.update(tables.events).where(_events.id == event_pk).values(payload=payload, data=data))
 
-    def feed_cursor(self, name: str) -> int:
+    def feed_cursor(self, name: str) -> int | None:
         found = self._execute(sa.select(_cursors.position).where(_cursors.name == name)).first()
-        return 0 if found is None else found.position
+        return None if found is None else found.position
 
     def move_feed_cursor(self, name: str, position: int, now: datetime) -> None:
         values = {"position": position, "updated_at": now}

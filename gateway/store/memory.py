@@ -213,8 +213,8 @@ class _MemoryTransaction(Transaction):
     def rewrite_event(self, event_pk, payload, data) -> None:
         self.update_event(event_pk, payload=payload, data=data)
 
-    def feed_cursor(self, name) -> int:
-        return self.state.cursors.get(name, 0)
+    def feed_cursor(self, name):
+        return self.state.cursors.get(name)
 
     def move_feed_cursor(self, name, position, now) -> None:
         self.state.cursors[name] = position

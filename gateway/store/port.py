@@ -213,8 +213,8 @@ class Transaction(abc.ABC):
 
     # Consumers of the feed inside the gateway.
     @abc.abstractmethod
-    def feed_cursor(self, name: str) -> int:
-        """The feed position the consumer ``name`` has handled up to (0: none yet)."""
+    def feed_cursor(self, name: str) -> int | None:
+        """The feed position the consumer ``name`` has handled up to; None: it never ran."""
 
     @abc.abstractmethod
     def move_feed_cursor(self, name: str, position: int, now: datetime) -> None: ...

@@ -75,6 +75,7 @@ def consumer(app) -> sign_out.SignOutOnRevoke:
 def test_a_refund_signs_the_user_out_everywhere(make_app, pool):
     app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
     refunded, kept = pool.user("refunded@example.com"), pool.user("kept@example.com")
+    assert consumer(app).run_once() == 0  # the worker starts: from the feed's head on
     deliver(app, "INITIAL_PURCHASE", refunded[0], transaction="rc-1")
     deliver(app, "INITIAL_PURCHASE", kept[0], transaction="rc-2")
     deliver(app, "CANCELLATION", refunded[0], transaction="rc-1", cancel_reason="CUSTOMER_SUPPORT")
@@ -89,6 +90,7 @@ def test_a_refund_signs_the_user_out_everywhere(make_app, pool):
 def test_a_change_that_revokes_nothing_signs_no_one_out(make_app, pool):
     app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
     sub, refresh = pool.user("renewing@example.com")
+    consumer(app).run_once()
     deliver(app, "INITIAL_PURCHASE", sub, transaction="rc-3")
     deliver(app, "RENEWAL", sub, transaction="rc-3", expiration_at_ms=int(time.time() * 1000) + 60 * 86400_000)
     deliver(app, "CANCELLATION", sub, transaction="rc-3", cancel_reason="UNSUBSCRIBE")  # renewal off, access kept
@@ -100,6 +102,7 @@ def test_a_change_that_revokes_nothing_signs_no_one_out(make_app, pool):
 def test_a_failed_sign_out_is_retried_and_an_unknown_user_skipped(make_app, pool):
     app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
     sub, refresh = pool.user("retried@example.com")
+    consumer(app).run_once()
     for user in ("not-in-the-pool", sub):
         deliver(app, "INITIAL_PURCHASE", user, transaction=f"rc-{user}")
         deliver(app, "CANCELLATION", user, transaction=f"rc-{user}", cancel_reason="CUSTOMER_SUPPORT")
@@ -110,6 +113,18 @@ def test_a_failed_sign_out_is_retried_and_an_unknown_user_skipped(make_app, pool
     assert pool.refreshes(refresh)
     assert consumer(app).run_once() == 3  # the unknown user skipped, the other signed out
     assert not pool.refreshes(refresh)
+
+
+def test_switched_on_it_starts_at_the_feed_head_not_the_history(make_app, pool):
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    earlier, later = pool.user("earlier@example.com"), pool.user("later@example.com")
+    for user, transaction in ((earlier[0], "rc-e"), (later[0], "rc-l")):
+        deliver(app, "INITIAL_PURCHASE", user, transaction=transaction)
+    deliver(app, "CANCELLATION", earlier[0], transaction="rc-e", cancel_reason="CUSTOMER_SUPPORT")
+    assert consumer(app).run_once() == 0  # refunded before the switch: not signed out now
+    deliver(app, "CANCELLATION", later[0], transaction="rc-l", cancel_reason="CUSTOMER_SUPPORT")
+    assert consumer(app).run_once() == 1
+    assert pool.refreshes(earlier[1]) and not pool.refreshes(later[1])
 
 
 def test_sign_out_is_off_by_default(make_app, pool):
