@@ -68,3 +68,51 @@ def test_an_event_numbered_after_an_uncommitted_one_waits_for_it(store):
     assert seen == [1, 2]
     with store.transaction(readonly=True) as tx:
         assert [e.user_id for e in tx.read_feed(0, 10)] == ["ann", "bea"]
+
+
+def renew(store, user: str, ends: datetime, now: datetime) -> None:
+    snapshot = Snapshot(source="stripe", key=f"sub_{user}", as_of=now, status=Status.ACTIVE, product_id="price_m",
+                        expires_at=ends, will_renew=True, user_sub=user, entitlements=("premium",))
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(snapshots=(snapshot,)), Catalog(products={}), now)
+
+
+def test_the_expiry_sweep_and_a_late_renewal_racing_tell_one_story(store):
+    """Released together: the sweep reports the lapse and the renewal grants again, or the
+    renewal comes first and nothing lapses. Never a lapse reported after the renewal, nor a
+    renewal of what the feed had already called expired."""
+    from gateway.jobs.expiry import ExpirySweep
+
+    rounds, stories = 36, {}
+    for n in range(rounds):
+        user, start = f"racer{n}", NOW + timedelta(days=n)
+        end = start + timedelta(days=30)
+        renew(store, user, end, start)
+        with store.transaction() as tx:  # the sweep's mark just before the end
+            tx.take_feed_positions(0)
+            tx.append_feed([], expiries_through=end - timedelta(seconds=1))
+        after_end = end + timedelta(seconds=1)
+        barrier = threading.Barrier(2)
+        # Each side is given a head start in turn, and then neither: both orders happen.
+        sweep_waits, renewal_waits = [(0, 0.01), (0.01, 0), (0, 0)][n % 3]
+
+        def sweep() -> None:
+            barrier.wait()
+            time.sleep(sweep_waits)
+            ExpirySweep(store, clock=lambda: after_end).run_once()
+
+        def renewal() -> None:
+            barrier.wait()
+            time.sleep(renewal_waits)
+            renew(store, user, end + timedelta(days=30), after_end)
+
+        threads = [threading.Thread(target=sweep), threading.Thread(target=renewal)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        with store.transaction(readonly=True) as tx:
+            stories[user] = tuple(e.type.removeprefix("entitlement.") for e in tx.read_feed(0, 1000, user))
+    allowed = {("granted", "renewed"), ("granted", "expired", "granted")}
+    assert set(stories.values()) <= allowed, stories
+    assert len(set(stories.values())) == 2, stories  # the race went both ways
