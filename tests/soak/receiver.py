@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-import sqlalchemy as sa
+from gateway.store.outbox import Outbox
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
@@ -22,13 +22,13 @@ def outbound_env(receiver) -> dict[str, str]:
 
 
 def wait_for_endpoint(app, worker, timeout: float = 30) -> None:
-    """Until the worker has written the endpoint: events from then on are sent to it."""
-    deadline = time.monotonic() + timeout
-    with app.extensions["gateway"].store.engine.connect() as connection:
-        while not connection.execute(sa.text("SELECT count(*) FROM webhook_endpoints")).scalar():
-            assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
-            time.sleep(0.1)
-            connection.rollback()
+    """Until the worker has written the endpoint: events from then on are sent to it. Read
+    in read-only transactions: on SQLite a writing one would hold the worker off."""
+    outbox, deadline = Outbox.of(app.extensions["gateway"].store), time.monotonic() + timeout
+    while not outbox.endpoints():
+        assert worker.poll() is None, "the worker exited"
+        assert time.monotonic() < deadline, "the worker did not write its endpoint"
+        time.sleep(0.1)
 
 
 def pull(client, api_key: str) -> list[dict]:
