@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-
-from gateway.store.outbox import Outbox
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+
+from gateway.store.outbox import Outbox
 
 #: Near the final read, an entitlement may lapse between the API's answer and the expiry
 #: sweep's report; only there may ``active`` and ``status`` differ.
