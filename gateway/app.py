@@ -61,11 +61,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
 
 def build_services(settings: config.Settings, store: Store | None, providers: dict[str, Provider]) -> Services:
     """Everything the views and commands use, built once; ``providers`` replace the built ones."""
-    store = _store(settings) if store is None else store
-    if settings.entitlement_cache_seconds:
-        from gateway.store.cache import CachedEntitlements
-
-        store = CachedEntitlements(store, settings.entitlement_cache_seconds)
+    store = _cached(settings, _store(settings) if store is None else store)
     catalog = load_catalog(settings.catalog_path)
     return Services(
         settings=settings, store=store, catalog=catalog, ingest=Ingest(store, catalog),
@@ -73,6 +69,19 @@ def build_services(settings: config.Settings, store: Store | None, providers: di
         cognito=CognitoTokens(settings), checkout=build_checkout(settings, store, catalog, utcnow),
         accounts=accounts.build(settings, store, utcnow),
     )
+
+
+def _cached(settings: config.Settings, store: Store) -> Store:
+    """``store`` under the entitlement cache: by default where the database announces every
+    change, else only when ENTITLEMENT_CACHE_SECONDS is set."""
+    seconds = settings.entitlement_cache_seconds
+    if seconds is None:
+        seconds = config.DEFAULT_ENTITLEMENT_CACHE_SECONDS if store.announces_changes else 0
+    if not seconds:
+        return store
+    from gateway.store.cache import CachedEntitlements
+
+    return CachedEntitlements(store, seconds)
 
 
 def _store(settings: config.Settings) -> Store:

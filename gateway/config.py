@@ -13,8 +13,20 @@ from cognito_triggers.settings import DEFAULT_ATTRIBUTE as DEFAULT_STRIPE_ATTRIB
 
 DEFAULT_DATABASE_URL = "sqlite:///instance/gateway.db"
 MAX_ENTITLEMENT_CACHE_SECONDS = 300
+#: The entitlement cache's backstop where the database announces every change (PostgreSQL):
+#: a worker hears of a change at once, and reads a user it holds again after this long anyway.
+DEFAULT_ENTITLEMENT_CACHE_SECONDS = 60
 #: A delivery recorded this long ago and never applied was abandoned mid-request (a crash).
 DEFAULT_EVENTS_STALE_AFTER_SECONDS = 120
+#: Days a finished delivery stays in the event log (EVENTS_RETENTION_DAYS; 0: forever).
+#: The least accepted is the longest a store may deliver an event again on its own: Google
+#: Pub/Sub keeps a message, and retries or replays it, up to 31 days after publishing
+#: (https://cloud.google.com/pubsub/docs/subscription-properties), beyond Stripe's three
+#: days of retries and 30 days of resendable events (https://docs.stripe.com/webhooks/process-undelivered-events),
+#: Apple's five retries over about a week (https://developer.apple.com/documentation/appstoreservernotifications/responding-to-app-store-server-notifications)
+#: and RevenueCat's five over 2.5 hours (https://www.revenuecat.com/docs/integrations/webhooks).
+#: Inside it a redelivery is answered ``duplicate`` from the log; see gateway/jobs/retention.py.
+DEFAULT_EVENTS_RETENTION_DAYS, MIN_EVENTS_RETENTION_DAYS = 90, 31
 #: Requests a second reconcile may send to each store's API (RECONCILE_RATE_<SOURCE>): about
 #: 80% of the documented limit, leaving the rest to the webhooks' own fetches. Stripe: 25 a
 #: second per endpoint (https://docs.stripe.com/rate-limits); App Store Server API: Get All
@@ -72,11 +84,14 @@ class Settings:
     admin_cookie_secure: str = "auto"  # "true", "false", or "auto": Secure when served over https
     # Proxies in front of the app (Heroku's router: 1) whose X-Forwarded-For/-Proto are trusted.
     forwarded_hops: int = 0
-    # Seconds an entitlement read may be answered from a worker's memory (gateway/store/cache.py); 0: never.
-    entitlement_cache_seconds: int = 0
+    # Seconds an entitlement read may be answered from a worker's memory (gateway/store/cache.py); 0:
+    # never. None: DEFAULT_ENTITLEMENT_CACHE_SECONDS where the database announces changes, else 0.
+    entitlement_cache_seconds: int | None = None
     # Seconds after which the retry worker (gateway/jobs/retry.py) takes a delivery recorded but
     # never applied for abandoned; above gunicorn's timeout, or live requests get retried too.
     events_stale_after_seconds: int = DEFAULT_EVENTS_STALE_AFTER_SECONDS
+    # Days finished deliveries (and delivered outgoing webhooks) are kept (gateway/jobs/retention.py); 0: forever.
+    events_retention_days: int = DEFAULT_EVENTS_RETENTION_DAYS
     # The Cognito attribute that holds the Stripe customer id (the backfill job; the Lambda
     # triggers read their own COGNITO_STRIPE_ATTRIBUTE, see cognito_triggers/settings.py).
     cognito_stripe_attribute: str = DEFAULT_STRIPE_ATTRIBUTE
@@ -183,9 +198,12 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError("ADMIN_SECRET_KEY of at least 32 characters is required when ADMIN_PASSWORD is set")
     if settings.admin_cookie_secure not in ("auto", "true", "false"):
         raise ConfigError("ADMIN_COOKIE_SECURE must be auto, true or false")
-    if settings.entitlement_cache_seconds > MAX_ENTITLEMENT_CACHE_SECONDS:
+    if (settings.entitlement_cache_seconds or 0) > MAX_ENTITLEMENT_CACHE_SECONDS:
         raise ConfigError(f"ENTITLEMENT_CACHE_SECONDS must be at most {MAX_ENTITLEMENT_CACHE_SECONDS} "
                           "(a refund must not go unseen for longer)")
+    if 0 < settings.events_retention_days < MIN_EVENTS_RETENTION_DAYS:
+        raise ConfigError(f"EVENTS_RETENTION_DAYS must be 0 (keep forever) or at least {MIN_EVENTS_RETENTION_DAYS}, "
+                          f"got {settings.events_retention_days}: a store may deliver an event again for 31 days")
     if settings.catalog_path and not os.path.isfile(settings.catalog_path):
         raise ConfigError(f"CATALOG_PATH {settings.catalog_path!r} is not a file")
     if settings.outbound_webhooks:
@@ -229,8 +247,9 @@ def _special(env: Mapping[str, str]) -> dict:
         "log_level": (_text(env, "LOG_LEVEL") or "INFO").upper(),
         "admin_cookie_secure": (_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
         "forwarded_hops": _int(env, "FORWARDED_HOPS", 0, minimum=0),
-        "entitlement_cache_seconds": _int(env, "ENTITLEMENT_CACHE_SECONDS", 0, minimum=0),
+        "entitlement_cache_seconds": _int(env, "ENTITLEMENT_CACHE_SECONDS", None, minimum=0),
         "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
+        "events_retention_days": _int(env, "EVENTS_RETENTION_DAYS", DEFAULT_EVENTS_RETENTION_DAYS, minimum=0),
         "outbound_webhooks": _text(env, "OUTBOUND_WEBHOOKS"),
         "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS", False),
         "outbound_timeout_seconds": _int(env, "OUTBOUND_TIMEOUT_SECONDS", 10),

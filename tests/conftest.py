@@ -66,10 +66,7 @@ def make_app(database_url):
 
     yield build
     for app in apps:
-        store = app.extensions["gateway"].store
-        store = getattr(store, "store", store)  # under the entitlement cache, when it is on
-        if hasattr(store, "engine"):
-            store.engine.dispose()
+        app.extensions["gateway"].store.close()  # its pool, and the cache's listener when there is one
 
 
 @pytest.fixture(scope="session")

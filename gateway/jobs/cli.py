@@ -1,4 +1,4 @@
-"""``flask --app wsgi ...`` commands: migrate, and the event log's retry and replay."""
+"""``flask --app wsgi ...`` commands: migrate, and the event log's retry, replay and pruning."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,14 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from gateway.clock import utcnow
 from gateway.domain.catalog import SOURCES
 from gateway.domain.events import STATUSES
-from gateway.jobs import retry, worker
+from gateway.jobs import retention, retry, worker
 from gateway.store.migrate import upgrade
+from gateway.store.retention import Retention
 
-events = AppGroup("events", help="The event log: list, show, retry and replay deliveries.")
+events = AppGroup("events", help="The event log: list, show, retry, replay and prune deliveries.")
 
 
 def _services():
@@ -106,12 +108,36 @@ def retry_command(limit: int) -> None:
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items())) or "nothing due")
 
 
+@events.command("prune")
+@click.option("--dry-run", is_flag=True, help="count what would be deleted, delete nothing")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=retention.BATCH, show_default=True,
+              help="rows deleted per transaction")
+def prune_command(dry_run: bool, batch: int) -> None:
+    """Delete finished deliveries and delivered outgoing webhooks older than
+    EVENTS_RETENTION_DAYS, a batch per transaction (gateway/jobs/retention.py)."""
+    services = _services()
+    days = services.settings.events_retention_days
+    if not days:
+        click.echo("EVENTS_RETENTION_DAYS is 0: every event is kept")
+        return
+    store = Retention.of(services.store)
+    before = retention.cutoff(days, utcnow())
+    if dry_run:
+        due = store.due(before, store.newest_event())
+        click.echo(f"would delete: events {due.events}, their evidence rows {due.evidence}, "
+                   f"delivered webhooks {due.deliveries} (received or delivered before {before:%Y-%m-%dT%H:%M:%SZ})")
+        return
+    done = retention.prune(store, before, batch)
+    click.echo(f"deleted: events {done.events}, their evidence rows {done.evidence}, delivered webhooks "
+               f"{done.deliveries}; {done.transactions} transactions, the longest {done.longest_seconds * 1000:.0f} ms")
+
+
 @events.command("work")
 @click.option("--idle-seconds", default=1.0, show_default=True)
 @click.option("--once", is_flag=True, help="one turn of every chore, then exit")
 def work_command(idle_seconds: float, once: bool) -> None:
     """The Procfile's worker, until stopped: retry deferred deliveries, report entitlements
-    that lapsed by time, send the outgoing webhooks (gateway/jobs/worker.py)."""
+    that lapsed by time, send the outgoing webhooks, prune the event log (gateway/jobs/worker.py)."""
     services = _services()
     worker.run(worker.chores(services, _stale_after(services)), idle_seconds=idle_seconds, once=once)
 

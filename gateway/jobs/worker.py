@@ -4,7 +4,8 @@ the loop sleeps ``idle_seconds``. A chore that fails (the database failing over,
 is logged and tried again on the next turn; it never stops the others or the process.
 
 The chores: the retry of deferred deliveries, the expiry sweep (``expiry.py``), the
-outgoing webhooks and the Cognito sign-outs, each when configured.
+outgoing webhooks and the Cognito sign-outs, each when configured, and the event log's
+pruning (``retention.py``, at most once an hour unless it has a backlog).
 """
 from __future__ import annotations
 
@@ -55,4 +56,10 @@ def chores(services, stale_after) -> dict[str, Chore]:
     consumer = sign_out.build(services)  # None unless COGNITO_SIGN_OUT_ON_REVOKE and a pool
     if consumer:
         found["cognito_sign_out"] = consumer.run_once
+    days = services.settings.events_retention_days
+    if days:  # 0: the log is kept whole
+        from gateway.jobs.retention import Pruner
+        from gateway.store.retention import Retention
+
+        found["events_prune"] = Pruner(Retention.of(services.store), days).run_once
     return found

@@ -35,11 +35,7 @@ class AccountsTransaction:
         self._execute(sa.update(tables.events).where(_events.id == event_pk).values(payload=payload, data=data))
 
     def feed_cursor(self, name: str) -> int | None:
-        found = self._execute(sa.select(_cursors.position).where(_cursors.name == name)).first()
-        return None if found is None else found.position
+        return self._cursor(_cursors.position, _cursors.name, name)
 
     def move_feed_cursor(self, name: str, position: int, now: datetime) -> None:
-        values = {"position": position, "updated_at": now}
-        moved = self._execute(sa.update(tables.feed_cursors).where(_cursors.name == name).values(values))
-        if not moved.rowcount:
-            self._execute(sa.insert(tables.feed_cursors).values(name=name, **values))
+        self._move_cursor(_cursors.name, name, {"position": position, "updated_at": now})

@@ -1,29 +1,32 @@
-"""An opt-in cache of entitlement reads, per process (``ENTITLEMENT_CACHE_SECONDS``).
+"""A per-process cache of entitlement reads (``ENTITLEMENT_CACHE_SECONDS``).
 
-Off by default: then every read asks the database. When on, a user's grants, once read,
-are answered from this process's memory for up to that many seconds. Expiry is still
-judged at each read (the grants are cached, not the answer), so an entitlement lapses
-on time.
+A user's grants, once read, are answered from this process's memory for up to that many
+seconds. Expiry is still judged at each read (the grants are cached, not the answer), so
+an entitlement lapses on time.
 
 What a read may miss, and what it may not:
 
-- A change committed by this process (a webhook, a purchase, the admin) is seen by the
-  next read in this process. The users whose entitlements a transaction replaced are
-  forgotten once it has committed, and a read that overlapped such a commit does not
-  keep what it read (``_generation``), so it cannot put back what the commit replaced.
-- A change committed by another process (the other gunicorn workers, another dyno, the
-  reconciliation job) is seen within ``seconds``: this process does not hear of it.
-
-So with N workers, a webhook's effect reaches every read within ``seconds`` of its 200.
-The purchase endpoints answer with the caller's entitlements themselves, so an app that
-has just bought does not depend on this.
+- On PostgreSQL (on by default there) every commit that changes a user's entitlements, in
+  any process of any dyno, is announced by the database (migration 0006), and this
+  process's listener (``notify.ChangeListener``) forgets that user as it hears it: a
+  change reaches every worker's reads within the notification's trip (bench/README.md
+  measures it). While the listener cannot vouch for its connection, every read asks the
+  database; when it is back, everything read before is forgotten. The seconds are a
+  backstop only.
+- A change committed by this process (a webhook, a purchase, the admin) is seen by its
+  next read: the users whose entitlements a transaction replaced are forgotten once it has
+  committed.
+- A read that overlapped a commit or a notification does not keep what it read
+  (``_generation``), so it cannot put back what the commit replaced.
+- Where the database announces nothing (SQLite, where it is off unless set), a change
+  committed by another process is seen within ``seconds``.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from gateway import metrics
@@ -44,7 +47,13 @@ class CachedEntitlements(Store):
         self._clock = clock
         self._mutex = threading.Lock()
         self._grants: dict[str, tuple[float, tuple[Grant, ...]]] = {}  # user -> (read at, grants)
-        self._generation = 0  # bumped by every commit that replaced someone's entitlements
+        self._generation = 0  # bumped by every commit or notification that replaced entitlements
+        self.listener = store.listen(self.forget, self.forget_everyone)  # None: the database cannot
+
+    @property
+    def engine(self):
+        """The database's engine, for the jobs that speak SQL to it."""
+        return self.store.engine
 
     def transaction(self, readonly: bool = False) -> contextlib.AbstractContextManager[Transaction]:
         if readonly:
@@ -63,16 +72,22 @@ class CachedEntitlements(Store):
             if tx.users:
                 self.forget(tx.users)
 
-    def forget(self, users) -> None:
+    def forget(self, users: Iterable[str]) -> None:
         with self._mutex:
             self._generation += 1
             for user_sub in users:
                 self._grants.pop(user_sub, None)
 
+    def forget_everyone(self) -> None:
+        with self._mutex:
+            self._generation += 1
+            self._grants.clear()
+
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         now = self._clock()
+        trusted = self.listener is None or self.listener.listening()
         with self._mutex:
-            entry = self._grants.get(user_sub)
+            entry = self._grants.get(user_sub) if trusted else None
             generation = self._generation
         if entry is not None and now - entry[0] < self.seconds:
             metrics.observe_cache_lookup(hit=True)
@@ -80,7 +95,7 @@ class CachedEntitlements(Store):
         metrics.observe_cache_lookup(hit=False)
         grants = self.store.entitlements_of(user_sub)
         with self._mutex:
-            if self._generation == generation:  # no commit replaced entitlements meanwhile
+            if trusted and self._generation == generation:  # nothing replaced entitlements meanwhile
                 self._grants.pop(user_sub, None)  # re-inserted last: the dict stays oldest first
                 self._grants[user_sub] = (now, tuple(grants))
                 while len(self._grants) > self.max_users:
@@ -89,6 +104,11 @@ class CachedEntitlements(Store):
 
     def ping(self) -> None:
         self.store.ping()
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+        self.store.close()
 
 
 class _NotingWrites:

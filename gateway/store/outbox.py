@@ -15,10 +15,8 @@ second worker neither takes it nor the user's next one until it is delivered.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from datetime import datetime
-from typing import Iterator
 
 import sqlalchemy as sa
 
@@ -27,9 +25,7 @@ from gateway.domain.webhooks import ADMIN, DELIVERED, ENV, FAILED, PENDING, Deli
 
 from . import rows, tables
 from .feed import feed_event
-from .port import Store
-from .sql import transactional
-from .sql_base import classified
+from .sql import EngineWork
 
 _E, _D, _F = tables.webhook_endpoints.c, tables.webhook_deliveries.c, tables.entitlement_events.c
 FAN_OUT_PAGE = 1000
@@ -81,25 +77,8 @@ _SETTLE = sa.update(tables.webhook_deliveries).where(
          delivered_at=sa.bindparam("delivered"))
 
 
-class Outbox:
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-
-    @classmethod
-    def of(cls, store: Store) -> Outbox:
-        """The outbox in the database of ``store`` (under the entitlement cache, its inner store)."""
-        return cls(getattr(store, "store", store).engine)
-
-    @contextlib.contextmanager
-    def _transaction(self, readonly: bool = False) -> Iterator[sa.Connection]:
-        try:
-            with self.engine.connect() as connection:
-                connection = (connection.execution_options(gateway_readonly=True) if readonly
-                              else transactional(connection))
-                with connection.begin():
-                    yield connection
-        except sa.exc.DBAPIError as exc:
-            raise classified(exc.orig, self.engine.dialect.loaded_dbapi) from exc
+class Outbox(EngineWork):
+    """The outgoing webhooks' endpoints and deliveries."""
 
     # Endpoints.
     def endpoints(self) -> list[Endpoint]:

@@ -221,6 +221,9 @@ class Transaction(abc.ABC):
 
 
 class Store(abc.ABC):
+    #: Whether the database announces every committed change of entitlements (``listen``).
+    announces_changes = False
+
     @abc.abstractmethod
     def transaction(self, readonly: bool = False) -> contextlib.AbstractContextManager[Transaction]:
         """Commit on a clean exit, roll back on an exception.
@@ -242,4 +245,10 @@ class Store(abc.ABC):
         with self.transaction(readonly=True) as tx:
             return tx.entitlements_of(user_sub)
 
+    def listen(self, forget, forget_everyone):
+        """A listener (``notify.ChangeListener``) handing ``forget`` each user whose
+        entitlements any process changed, or None where the database announces nothing."""
+        return None
 
+    def close(self) -> None:
+        """Let go of the store's connections (and its listener's)."""

@@ -26,6 +26,7 @@ from gateway.domain.model import Subscription
 
 from . import feed, rows, statements, tables
 from .driver import Pipeline, driver_failure
+from .notify import ChangeListener
 from .port import StoreUnavailable
 from .sql_base import SqlStore, SqlTransaction, describe
 
@@ -75,6 +76,7 @@ def _ping_when_idle(engine: sa.Engine) -> None:
 
 class PostgresStore(SqlStore):
     create_engine = staticmethod(engine)
+    announces_changes = True  # migration 0006's trigger
 
     @staticmethod
     def transactional(connection: sa.Connection) -> sa.Connection:
@@ -90,6 +92,10 @@ class PostgresStore(SqlStore):
     def _opened(self, connection: sa.Connection, readonly: bool) -> Iterator[PostgresTransaction]:
         with Pipeline(connection, pipelined=not readonly).committing() as pipeline:
             yield PostgresTransaction(connection, pipeline)
+
+    def listen(self, forget, forget_everyone) -> ChangeListener:
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return ChangeListener(conninfo, forget, forget_everyone)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         # One autocommit statement on a pooled connection, without the SQLAlchemy

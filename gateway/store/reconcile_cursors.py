@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import sqlalchemy as sa
-
 from gateway.domain.model import Subscription
 
 from . import rows, statements, tables
@@ -20,11 +18,7 @@ class ReconcileTransaction:
         return [rows.subscription(row) for row in self._execute(query)]
 
     def reconcile_cursor(self, source: str) -> str | None:
-        found = self._execute(sa.select(_cursors.last_key).where(_cursors.source == source)).first()
-        return None if found is None else found.last_key
+        return self._cursor(_cursors.last_key, _cursors.source, source)
 
     def move_reconcile_cursor(self, source: str, last_key: str, now: datetime) -> None:
-        values = {"last_key": last_key, "updated_at": now}
-        moved = self._execute(sa.update(tables.reconcile_cursors).where(_cursors.source == source).values(values))
-        if not moved.rowcount:
-            self._execute(sa.insert(tables.reconcile_cursors).values(source=source, **values))
+        self._move_cursor(_cursors.source, source, {"last_key": last_key, "updated_at": now})

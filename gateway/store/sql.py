@@ -6,11 +6,15 @@ asked for, so a SQLite gateway runs without its driver.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import sqlalchemy as sa
 
-from .sql_base import SqlStore
+from .port import Store
+from .sql_base import SqlStore, classified
 
-__all__ = ["SqlStore", "make_engine", "sql_store", "transactional"]
+__all__ = ["EngineWork", "SqlStore", "make_engine", "sql_store", "transactional"]
 
 
 def _store_class(dialect: str) -> type[SqlStore]:
@@ -39,3 +43,27 @@ def transactional(connection: sa.Connection) -> sa.Connection:
     """``connection``, with the statements between its BEGIN and COMMIT in one
     transaction (on SQLite they always are: every BEGIN is the store's own)."""
     return _store_class(connection.dialect.name).transactional(connection)
+
+
+class EngineWork:
+    """Work done on a store's engine outside the port's transactions (the outbox, the
+    retention): its own connections, with the store's error classes."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def of(cls, store: Store):
+        """This work on ``store``'s database (under the entitlement cache, its inner store)."""
+        return cls(getattr(store, "store", store).engine)
+
+    @contextlib.contextmanager
+    def _transaction(self, readonly: bool = False) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as connection:
+                connection = (connection.execution_options(gateway_readonly=True) if readonly
+                              else transactional(connection))
+                with connection.begin():
+                    yield connection
+        except sa.exc.DBAPIError as exc:
+            raise classified(exc.orig, self.engine.dialect.loaded_dbapi) from exc

@@ -50,6 +50,9 @@ class SqlStore(Store):
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     @staticmethod
     @abc.abstractmethod
     def create_engine(url: str) -> sa.Engine:
@@ -89,6 +92,17 @@ class SqlTransaction(FeedTransaction, AccountsTransaction, ReconcileTransaction,
 
     def _execute(self, statement, params=None):
         return self.connection.execute(statement, params)
+
+    # Cursors: one row per consumer, keyed by its name (``feed_cursors``, ``reconcile_cursors``).
+    def _cursor(self, column: sa.Column, key: sa.Column, name: str) -> Any:
+        found = self._execute(sa.select(column).where(key == name)).first()
+        return None if found is None else found[0]
+
+    def _move_cursor(self, key: sa.Column, name: str, values: dict[str, Any]) -> None:
+        """Update the cursor's row, or insert it when there is none yet."""
+        moved = self._execute(sa.update(key.table).where(key == name).values(values))
+        if not moved.rowcount:
+            self._execute(sa.insert(key.table).values({key.name: name, **values}))
 
     # Event log.
     def record_events(self, events: list[dict[str, Any]]) -> list[Event | None]:

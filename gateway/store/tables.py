@@ -165,6 +165,9 @@ webhook_deliveries = sa.Table(
     sa.Column("delivered_at", Time, nullable=True),
     sa.Index("ix_webhook_deliveries_endpoint_user_sub", "endpoint", "user_sub", "position"),
     sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    # The retention's walk over delivered rows by age (gateway/store/retention.py).
+    sa.Index("ix_webhook_deliveries_delivered_at", "delivered_at",
+             postgresql_where=sa.text("delivered_at IS NOT NULL"), sqlite_where=sa.text("delivered_at IS NOT NULL")),
 )
 
 # Users deleted at their request: the deletion's report, and a tombstone that keeps a

@@ -56,3 +56,13 @@ def count_events(app) -> int:
     store = app.extensions["gateway"].store
     with store.engine.connect() as connection:
         return connection.execute(sa.text("SELECT count(*) FROM events")).scalar()
+
+
+@pytest.fixture
+def sql(database_url):
+    """The SQL store of the test database, on an engine of its own."""
+    from gateway.store.sql import sql_store
+
+    store = sql_store(database_url)
+    yield store
+    store.engine.dispose()

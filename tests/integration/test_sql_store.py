@@ -184,7 +184,8 @@ def test_locks_taken_in_a_writing_transaction_hold_until_it_ends(store, database
     def held_elsewhere():
         with _other_connection(database_url) as other:
             return other.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                                 "AND pid <> pg_backend_pid()").fetchone()[0]
+                                 "AND pid <> pg_backend_pid() AND database = "  # not another test run's
+                                 "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()[0]
 
     with store.transaction() as tx:
         tx.lock_subscriptions([("stripe", "sub_new_1"), ("stripe", "sub_new_2")])  # no rows yet: advisory locks

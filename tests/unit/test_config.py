@@ -14,7 +14,7 @@ def test_defaults_need_no_configuration():
     assert settings.database_url == "sqlite:///instance/gateway.db"
     assert settings.max_body_bytes == 1_048_576 and settings.apple_environments == ("Production", "Sandbox")
     assert settings.api_keys == () and settings.cognito_issuer is None
-    assert settings.entitlement_cache_seconds == 0  # every read asks the database
+    assert settings.entitlement_cache_seconds is None  # the database's default: app._cached
     assert settings.events_stale_after_seconds == 120
     assert settings.cognito_stripe_attribute == "custom:stripe_customer_id"
 

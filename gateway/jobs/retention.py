@@ -1,0 +1,127 @@
+"""The event log does not grow forever: finished deliveries, with their evidence, and
+delivered outgoing webhooks are deleted once older than ``EVENTS_RETENTION_DAYS`` (90 by
+default, at least 31, 0 keeps everything). The worker does it (``Pruner``, at most once
+an hour), and so does ``flask events prune``; the SQL is ``gateway/store/retention.py``.
+
+Why deleting an old event cannot let a late redelivery of it change anything. The event
+log's unique (source, event id) answers a redelivery ``duplicate``, but it is the first
+guard, not the only one. What a delivery did lives on in the rows it changed:
+
+- a subscription keeps its newest snapshot with the store's time of it (``as_of``), and
+  ``merge_snapshot`` replaces it only with a strictly newer one (``supersedes``). A pruned
+  delivery sent again carries the store time it carried then, no newer than what the row
+  holds (that snapshot or a later one), so the state stays as it is;
+- who holds a subscription and its store account are registers stamped with the store's
+  time too (``owner_as_of``, ``account_as_of``, ``Link.as_of`` from Stripe's ``created``):
+  an old claim loses to the one held;
+- refunds and their reversals are grow-only sets on the row (``Revocations``): seeing a
+  refund again adds nothing, and a reversal given since stays given;
+- where a body is not the truth (Google always, Stripe when not strictly newer), the
+  gateway fetches the subscription from the store's API, which is what reconcile does;
+- a deleted user's tombstone keeps anything from granting them again.
+
+So such a delivery is recorded anew and answered ``processed``, and changes no
+subscription, entitlement or feed event. One exception: links that carry no store time
+(a RevenueCat event's aliases) are ordered by when the gateway records them, so a hand
+replay of a RevenueCat event older than the retention could move an alias that another
+user claimed since. RevenueCat itself retries for 2.5 hours, far inside the least
+retention; the least retention (31 days) is the longest any store sends an event again on
+its own (Google Pub/Sub's message retention), so inside it a redelivery is always a
+``duplicate`` and the log stays a complete record of what each store sent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from gateway.clock import utcnow
+from gateway.store.retention import Batch, Retention
+
+log = logging.getLogger("gateway.retention")
+
+#: Rows per transaction: locks held some 40 to 150 ms on PostgreSQL (bench/prune.py measures it).
+BATCH = 1000
+#: Batches of each table one worker turn may take, so retries and webhooks get their turns.
+BATCHES_PER_TURN = 10
+#: After a turn that cleared everything due, the next one is due this much later.
+INTERVAL = timedelta(hours=1)
+
+
+@dataclasses.dataclass
+class Report:
+    """What a prune deleted, in how many transactions, and the longest of them."""
+
+    events: int = 0
+    evidence: int = 0
+    deliveries: int = 0
+    transactions: int = 0
+    longest_seconds: float = 0.0
+    more: bool = False  # stopped after its last batch allowed with a full batch: more is due
+
+    def add(self, batch: Batch, seconds: float) -> None:
+        self.transactions += 1
+        self.longest_seconds = max(self.longest_seconds, seconds)
+        self.evidence += batch.evidence
+
+
+def prune(retention: Retention, cutoff: datetime, batch: int = BATCH, max_batches: int | None = None) -> Report:
+    """Delete what was finished before ``cutoff``, ``batch`` rows per transaction, at most
+    ``max_batches`` transactions per table (None: until done)."""
+    report = Report()
+    below = retention.newest_event()
+    report.events = _drain(lambda after: retention.events_batch(cutoff, after, below, batch),
+                           batch, max_batches, report, retention.pause)
+    report.deliveries = _drain(lambda after: retention.deliveries_batch(cutoff, after, batch),
+                               batch, max_batches, report, retention.pause)
+    return report
+
+
+def _drain(step: Callable[[datetime | None], Batch], batch: int, max_batches: int | None, report: Report,
+           pause: float) -> int:
+    """Run ``step`` until a batch comes back short, resting ``pause`` seconds between
+    batches; returns the rows deleted."""
+    deleted, after, taken = 0, None, 0
+    while max_batches is None or taken < max_batches:
+        if taken and pause:
+            time.sleep(pause)
+        started = time.perf_counter()
+        done = step(after)
+        report.add(done, time.perf_counter() - started)
+        deleted, after, taken = deleted + done.deleted, done.last, taken + 1
+        if done.deleted < batch:
+            return deleted
+    report.more = True
+    return deleted
+
+
+def cutoff(days: int, now: datetime) -> datetime:
+    return now - timedelta(days=days)
+
+
+class Pruner:
+    """The worker's chore: a prune at most once per ``interval``, and again on the next
+    turn while the last one stopped with more to do (a backlog, e.g. the first run on an
+    old log, is cleared ``BATCHES_PER_TURN`` batches per turn between the other chores)."""
+
+    def __init__(self, retention: Retention, days: int, *, clock: Callable[[], datetime] = utcnow,
+                 monotonic: Callable[[], float] = time.monotonic, batch: int = BATCH,
+                 max_batches: int = BATCHES_PER_TURN, interval: timedelta = INTERVAL) -> None:
+        self.retention, self.days, self.clock, self.monotonic = retention, days, clock, monotonic
+        self.batch, self.max_batches, self.interval = batch, max_batches, interval.total_seconds()
+        self.due_at: float | None = None  # None: at the first turn
+
+    def run_once(self) -> int:
+        """Prune when due; returns the rows deleted."""
+        now = self.monotonic()
+        if self.due_at is not None and now < self.due_at:
+            return 0
+        self.due_at = now + self.interval  # a run that fails waits the interval too
+        report = prune(self.retention, cutoff(self.days, self.clock()), self.batch, self.max_batches)
+        if report.more:
+            self.due_at = now
+        if report.events or report.deliveries:
+            log.info("pruned", extra={"fields": dataclasses.asdict(report)})
+        return report.events + report.deliveries
