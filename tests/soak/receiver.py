@@ -21,13 +21,17 @@ def outbound_env(receiver) -> dict[str, str]:
             "OUTBOUND_TIMEOUT_SECONDS": "5"}
 
 
-def wait_for_endpoint(app, worker, timeout: float = 30) -> None:
-    """Until the worker has written the endpoint: events from then on are sent to it. Read
+def _running(workers: list) -> None:
+    assert all(worker.poll() is None for worker in workers), "a worker exited"
+
+
+def wait_for_endpoint(app, workers: list, timeout: float = 30) -> None:
+    """Until a worker has written the endpoint: events from then on are sent to it. Read
     in read-only transactions: on SQLite a writing one would hold the worker off."""
     outbox, deadline = Outbox.of(app.extensions["gateway"].store), time.monotonic() + timeout
     while not outbox.endpoints():
-        assert worker.poll() is None, "the worker exited"
-        assert time.monotonic() < deadline, "the worker did not write its endpoint"
+        _running(workers)
+        assert time.monotonic() < deadline, "no worker wrote the endpoint"
         time.sleep(0.1)
 
 
@@ -42,7 +46,7 @@ def pull(client, api_key: str) -> list[dict]:
             return found
 
 
-def replay_check(app, receiver, worker, api_key: str, timeout: float = 180) -> str:
+def replay_check(app, receiver, workers: list, api_key: str, timeout: float = 180) -> str:
     """Wait until the receiver holds the whole feed, then check it; returns a summary."""
     client, started = app.test_client(), time.monotonic()
     while True:
@@ -52,12 +56,12 @@ def replay_check(app, receiver, worker, api_key: str, timeout: float = 180) -> s
             tables = {user: answer(client, api_key, user) for user in {e["user_id"] for e in feed}}
             if len(pull(client, api_key)) == len(feed):  # nothing appended while the API was read
                 break
-        assert worker.poll() is None, "the worker exited"
+        _running(workers)
         assert time.monotonic() - started < timeout, f"{len(receiver.accepted())} of {len(feed)} events arrived"
         time.sleep(0.2)
     got = receiver.accepted()
     ids = [b["id"] for b in got]
-    assert len(ids) == len(set(ids)), "an event was delivered twice"
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} of {len(set(ids))} events were delivered twice"
     assert {b["id"]: b for b in got} == {e["id"]: e for e in feed}, "the webhooks and the feed differ"
     by_user = defaultdict(list)
     for body in got:
