@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test test-unit fuzz soak bench demo migrate lambda clean
+.PHONY: run test test-unit fuzz soak bench bench-scale demo migrate lambda clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,8 @@ fuzz: $(VENV)/.dev
 	TEST_DATABASE=sqlite FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/e2e/test_fuzz_webhooks.py \
 	  tests/e2e/test_fuzz_api.py tests/e2e/test_bad_input.py tests/unit/test_wire.py
 
-# The 10,000-delivery soak of the README, on PostgreSQL (TEST_POSTGRES_URL, or the local cluster).
+# The 10,000-delivery soak of the README, on PostgreSQL (TEST_POSTGRES_URL, or the local cluster):
+# with one dyno, then with two (two gunicorn masters and two workers on the one database).
 soak: $(VENV)/.dev
 	url=$$(PATH="$(CURDIR)/$(BIN):$$PATH" scripts/postgres.sh) && \
 	  TEST_DATABASE=postgresql TEST_POSTGRES_URL="$$url" SOAK_DELIVERIES=10000 $(BIN)/pytest -q -s tests/soak
@@ -47,6 +48,10 @@ demo: $(VENV)/.runtime
 
 bench: $(VENV)/.dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" bench/run.sh
+
+# A million users on one PostgreSQL (bench/scale.sh; SCALE_USERS for another size).
+bench-scale: $(VENV)/.dev
+	PATH="$(CURDIR)/$(BIN):$$PATH" bench/scale.sh
 
 lambda: | $(BIN)/python
 	$(BIN)/python deploy/build_lambda.py
