@@ -57,8 +57,11 @@ def _endpoint_values(endpoint: Endpoint) -> dict:
 
 def _due(now: datetime, limit: int) -> sa.Select:
     earlier = tables.webhook_deliveries.alias("earlier")
+    # The status in the SQL's text, not a parameter: a generic plan then still matches the
+    # partial index of the rows to send (ix_webhook_deliveries_undelivered).
     held_back = sa.exists().where(earlier.c.endpoint == _D.endpoint, earlier.c.user_sub == _D.user_sub,
-                                  earlier.c.position < _D.position, earlier.c.status != DELIVERED)
+                                  earlier.c.position < _D.position,
+                                  earlier.c.status != sa.literal(DELIVERED, literal_execute=True))
     return (sa.select(_D.endpoint, _D.position, _D.attempts, _D.queued_at)
             .join(tables.webhook_endpoints, _E.name == _D.endpoint)
             .where(_E.enabled.is_(True), _D.status == PENDING, _D.next_attempt_at <= now, ~held_back)

@@ -53,6 +53,7 @@ subscriptions = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.Index("ix_subscriptions_source_account", "source", "account"),
     sa.Index("ix_subscriptions_expires_at", "expires_at"),
+    sa.Index("ix_subscriptions_status", "status"),  # reconcile's unsettled rows
 )
 
 entitlements = sa.Table(
@@ -66,6 +67,7 @@ entitlements = sa.Table(
     sa.Column("product_id", sa.String(255), nullable=True),
     sa.Column("subscription_key", sa.String(255), nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_entitlements_expires_at", "expires_at"),  # the expiry sweep's window
 )
 
 identities = sa.Table(
@@ -165,6 +167,9 @@ webhook_deliveries = sa.Table(
     sa.Column("delivered_at", Time, nullable=True),
     sa.Index("ix_webhook_deliveries_endpoint_user_sub", "endpoint", "user_sub", "position"),
     sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    # The claim's check for an earlier delivery still to send (outbox.py): the rows to send only.
+    sa.Index("ix_webhook_deliveries_undelivered", "endpoint", "user_sub", "position",
+             postgresql_where=sa.text("status <> 'delivered'"), sqlite_where=sa.text("status <> 'delivered'")),
     # The retention's walk over delivered rows by age (gateway/store/retention.py).
     sa.Index("ix_webhook_deliveries_delivered_at", "delivered_at",
              postgresql_where=sa.text("delivered_at IS NOT NULL"), sqlite_where=sa.text("delivered_at IS NOT NULL")),
