@@ -18,8 +18,9 @@ ingest on this machine (``bench/run.sh`` runs it as the case ``ingest-sql``).
 
 ``--psycopg URL`` sends the same transaction from Python instead, in one psycopg pipeline,
 one delivery after another (the body a literal in the SQL, as above), and prints the CPU
-microseconds the client spent per delivery: the least a Python gateway on psycopg pays
-on top of PostgreSQL's share. It writes made-up deliveries into that database.
+microseconds the client spent per delivery: what a Python gateway on psycopg pays on top
+of PostgreSQL's share (bench/delivery_cpu.py also asks for it waiting where a gateway
+must). It writes made-up deliveries into that database.
 """
 from __future__ import annotations
 
@@ -117,24 +118,44 @@ def script() -> str:
     return "\n".join(lines + ["\\endpipeline"]) + "\n"
 
 
-def psycopg_cost(url: str, deliveries: int = 2000) -> None:
+#: The statements whose answer the gateway waits for before it sends more (and the COMMIT):
+#: a delivery's least round trips, as the merge, the users' rows and the feed's numbers need
+#: what PostgreSQL answered.
+GATEWAY_WAITS = ("lock_subscription", "subscriptions_of_users", "take_feed_positions")
+
+
+def psycopg_cpu(url: str, deliveries: int = 2000, passes: int = 3, waits: tuple[str, ...] = ()) -> list[float]:
+    """CPU microseconds psycopg's client spends per delivery, for each pass; with ``waits``,
+    reading the answer of each statement named there before sending the next."""
     import psycopg
 
     texts = transaction("%(n)s", "%(event)s")
+    names = ["BEGIN", *(name for name, _ in steps("0", "0")), "COMMIT"]
     with psycopg.connect(url, autocommit=True) as connection:
+
         def deliver() -> None:
             params = {"n": str(random.randrange(1000)), "event": str(random.randrange(10**15))}
             with connection.pipeline():
-                for sql in texts:
-                    connection.execute(sql, params if "%(" in sql else None)
+                for name, sql in zip(names, texts):
+                    given = params if "%(" in sql else None
+                    cursor = connection.execute(sql, given)
+                    if name in waits:
+                        cursor.fetchall()
 
         for _ in range(deliveries // 10):  # warm: statements prepared, caches filled
             deliver()
-        for _ in range(3):
+        figures = []
+        for _ in range(passes):
             started = time.process_time()
             for _ in range(deliveries):
                 deliver()
-            print(f"psycopg client CPU per delivery: {(time.process_time() - started) / deliveries * 1e6:.0f} us")
+            figures.append((time.process_time() - started) / deliveries * 1e6)
+        return figures
+
+
+def psycopg_cost(url: str, deliveries: int = 2000) -> None:
+    for figure in psycopg_cpu(url, deliveries):
+        print(f"psycopg client CPU per delivery: {figure:.0f} us")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 (and so each batch's locks) lasts, while a writer keeps recording deliveries beside it.
 
     .venv/bin/python bench/prune.py --database-url URL [--seed 200000] [--batch 2000]
-                                    [--retention-days 90] [--explain]
+                                    [--retention-days 90] [--explain] [--max-batches N]
 
 ``--seed N`` first adds N synthetic deliveries (COPY on PostgreSQL, executemany on SQLite):
 received over the last 180 days, so about half are older than 90; 97% processed, 2% ignored,
@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=retention.BATCH)
     parser.add_argument("--retention-days", type=int, default=90)
     parser.add_argument("--explain", action="store_true", help="print the batches' query plans (PostgreSQL)")
+    parser.add_argument("--max-batches", type=int, help="stop after this many batches of each table "
+                        "(a share of a big log, at the rate of the whole)")
     args = parser.parse_args()
     url = from_env({"DATABASE_URL": args.database_url}).database_url
     upgrade(url)
@@ -180,17 +182,17 @@ def main() -> None:
     cutoff = retention.cutoff(args.retention_days, utcnow())
     if args.explain:
         explain(store.engine, cutoff)
-    report(store, cutoff, args.batch)
+    report(store, cutoff, args.batch, args.max_batches)
     store.engine.dispose()
 
 
-def report(store, cutoff, batch: int) -> None:
+def report(store, cutoff, batch: int, max_batches: int | None = None) -> None:
     timed, writer = Timed(store.engine), Writer(store)
     writer.start()
     time.sleep(0.5)  # the writer's pace before the prune
     idle = list(writer.seconds)
     started = time.perf_counter()
-    done = retention.prune(timed, cutoff, batch)
+    done = retention.prune(timed, cutoff, batch, max_batches)
     elapsed = time.perf_counter() - started
     writer.stop.set()
     writer.join()
