@@ -1,10 +1,12 @@
-"""Reads wrk's output of bench/run.sh and prints each case's ratio to the Flask hello floor.
+"""Reads wrk's output of bench/run.sh, prints each case's ratio to the Flask hello floor,
+and each target with its figure.
 
-The output holds rounds (``== hello 1``, ``== ingest 1``, ``== read 1``, ``== read-cached 1``,
+The output holds rounds (``== hello 1``, ``== ingest 1``, ``== read 1``, ``== read-uncached 1``,
 ``== hello 2``...); each case is divided by the hello of its own round, and the verdict is
-the median round's. On PostgreSQL two bounds come with them, judged against no target:
-``read-bare`` (bare Flask asking PostgreSQL once per request, ``bench/hello_read.py``) and
-``ingest-sql`` (a delivery's SQL alone, sent by pgbench: ``bench/delivery_sql.py``).
+the median round's. On PostgreSQL two bounds come with them: ``read-bare`` (bare Flask
+asking PostgreSQL once per request, ``bench/hello_read.py``), which the uncached read is
+judged against, and ``ingest-sql`` (a delivery's SQL alone, sent by pgbench:
+``bench/delivery_sql.py``).
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import re
 import statistics
 import sys
 
-# The targets are the gateway's as configured by default; read-cached (the opt-in
-# ENTITLEMENT_CACHE_SECONDS, every read of the bench's 1,000 users a likely hit) has none,
-# and neither have the bounds.
-TARGETS = {"read": 0.6, "ingest": 0.35}
+#: Ratios of req/s, each against a case of the same round: ``read`` is the gateway as
+#: deployed (on PostgreSQL its entitlement cache is on by default), ``read-uncached`` the
+#: same reads with ENTITLEMENT_CACHE_SECONDS=0, judged against bare Flask asking the same
+#: SELECT (on SQLite, where there is no read-bare, it has no target).
+RATIO_TARGETS = {"read": ("hello", 0.6), "read-uncached": ("read-bare", 0.9)}
+#: CPU milliseconds the gunicorn workers spend per request, at most (median round).
+CPU_TARGETS = {"ingest": 0.8}
 
 
 def _wrk(block: str) -> tuple[float, float, int, int]:
@@ -68,31 +73,53 @@ def main(path: str, database: str) -> int:
     results = parse(open(path).read())
     floors = [r["rps"] for r in results["hello"]]
     print(f"database: {database.split('://')[0]}; rounds: {len(floors)}")
-    print(f"{'case':12} {'req/s (each round)':>26} {'p99 ms':>8} {'non-2xx':>8} {'ratios':>18} "
-          f"{'median':>7} {'target':>7}")
+    print(f"{'case':14} {'req/s (each round)':>30} {'p99 ms':>8} {'non-2xx':>8} {'ratios to hello':>24} {'median':>7}")
     cpu_lines = []
     medians: dict[str, float] = {}
     failed = False
     for name, rounds in results.items():
         ratios = [r["rps"] / floor for r, floor in zip(rounds, floors)]
-        median = medians[name] = statistics.median(ratios)
+        medians[name] = statistics.median(ratios)
         non_2xx = sum(r["non_2xx"] for r in rounds)
-        target = TARGETS.get(name)
-        mark = "" if target is None else ("ok" if median >= target else "BELOW")
-        failed |= mark == "BELOW" or non_2xx > 0
+        failed |= non_2xx > 0
         rps = " ".join(f"{r['rps']:.0f}" for r in rounds)
-        print(f"{name:12} {rps:>26} {_ms(statistics.median(r['p99_ms'] for r in rounds), 1):>8} {non_2xx:8d} "
-              f"{' '.join(f'{x:.2f}' for x in ratios):>18} {median:7.2f} {target or '':>7} {mark}")
+        print(f"{name:14} {rps:>30} {_ms(statistics.median(r['p99_ms'] for r in rounds), 1):>8} {non_2xx:8d} "
+              f"{' '.join(f'{x:.2f}' for x in ratios):>24} {medians[name]:7.2f}")
         worker = " ".join(_ms(r["worker_ms"]) for r in rounds)
         postgres = " ".join(_ms(r["postgres_ms"]) for r in rounds)
-        cpu_lines.append(f"{name:12} {worker:>26} {postgres:>30}")
+        cpu_lines.append(f"{name:14} {worker:>30} {postgres:>30}")
     if "ingest-sql" in results:
         sql = medians["ingest-sql"]
         print(f"\ningest-sql: PostgreSQL alone takes deliveries at {sql:.2f} of the hello; a gateway that "
               f"cost a hello plus that SQL, and nothing else, would reach {bound(sql):.2f}")
-    print(f"\nCPU ms per request, each round {'gunicorn workers':>8} {'PostgreSQL':>30}")
+    print(f"\nCPU ms per request, each round {'gunicorn workers':>12} {'PostgreSQL':>30}")
     print("\n".join(cpu_lines))
+    print("\ntargets (median round)")
+    for line, missed in targets(results):
+        print(line)
+        failed |= missed
     return 1 if failed else 0
+
+
+def targets(results: dict[str, list[dict[str, float]]]) -> list[tuple[str, bool]]:
+    """One line per target whose cases ran, and whether it was missed."""
+    lines = []
+    for name, (against, target) in RATIO_TARGETS.items():
+        if name not in results or against not in results:
+            continue
+        ratios = [r["rps"] / a["rps"] for r, a in zip(results[name], results[against])]
+        median = statistics.median(ratios)
+        lines.append((f"  {name} / {against}: {median:.2f} (rounds {' '.join(f'{x:.2f}' for x in ratios)}), "
+                      f"target >= {target}: {'ok' if median >= target else 'MISSED'}", median < target))
+    for name, target in CPU_TARGETS.items():
+        if name not in results:
+            continue
+        spent = [r["worker_ms"] for r in results[name]]
+        median = statistics.median(spent)
+        missed = math.isnan(median) or median > target
+        lines.append((f"  {name}: {_ms(median)} ms of worker CPU per request (rounds {' '.join(_ms(x) for x in spent)}), "
+                      f"target <= {target}: {'MISSED' if missed else 'ok'}", missed))
+    return lines
 
 
 if __name__ == "__main__":
