@@ -62,19 +62,22 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     seconds = time.perf_counter() - g.get("started", time.perf_counter())
-    route = request.url_rule.rule if request.url_rule else "unmatched"
+    req = request._get_current_object()  # read once: each read through the proxy costs a lookup
+    route = req.url_rule.rule if req.url_rule else "unmatched"
     if route == "/metrics":
         return response  # scrapes every few seconds would drown the lines that matter
     error = _error_code(response)
-    method = request.method if request.method in METHODS else "OTHER"  # any token reaches us: bound the label
-    metrics.observe_request(method, route, response.status_code, seconds)
-    if request.endpoint == "webhooks.receive" and error and response.status_code != 404:
-        metrics.observe_refusal((request.view_args or {}).get("source", ""), error)
-    if request.endpoint in READ_ENDPOINTS:
-        metrics.observe_read(READ_ENDPOINTS[request.endpoint], error or "ok")
-    fields = {"method": request.method, "path": route, "status": response.status_code,
-              "ms": round(seconds * 1000, 1)}
-    user = _user(response)
+    method = req.method if req.method in METHODS else "OTHER"  # any token reaches us: bound the label
+    status, endpoint = response.status_code, req.endpoint
+    metrics.observe_request(method, route, status, seconds)
+    if endpoint == "webhooks.receive" and error and status != 404:
+        metrics.observe_refusal((req.view_args or {}).get("source", ""), error)
+    if endpoint in READ_ENDPOINTS:
+        metrics.observe_read(READ_ENDPOINTS[endpoint], error or "ok")
+    if not log.isEnabledFor(logging.INFO):
+        return response
+    fields = {"method": req.method, "path": route, "status": status, "ms": round(seconds * 1000, 1)}
+    user = _user(response, req)
     if user:
         fields["user"] = user
     if error:
@@ -90,9 +93,9 @@ def _error_code(response: Response) -> str | None:
     return body.get("error") if isinstance(body, dict) else None
 
 
-def _user(response: Response) -> str | None:
+def _user(response: Response, req) -> str | None:
     if "user_sub" in g:
         return g.user_sub
     if response.status_code < 400:  # an API-key read that passed names its user in the path
-        return (request.view_args or {}).get("user_sub")
+        return (req.view_args or {}).get("user_sub")
     return None

@@ -17,7 +17,9 @@ def register_error_handlers(app: Flask) -> None:
     def _refuse_nul():
         # PostgreSQL cannot compare or store NUL: a path or query holding one would fail
         # in the driver and be answered as an outage (503) instead of a bad request.
-        if "\x00" in request.path or any("\x00" in k + v for k, v in request.args.items(multi=True)):
+        req = request._get_current_object()
+        if "\x00" in req.path or (req.query_string and any(
+                "\x00" in k + v for k, v in req.args.items(multi=True))):
             return jsonify({"error": "bad_request", "message": "NUL characters are not allowed in a URL"}), 400
 
     @app.errorhandler(GatewayError)
