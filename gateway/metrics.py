@@ -9,6 +9,7 @@ event log at scrape time, so it is right whichever process changed it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -69,11 +70,11 @@ def observe_refusal(source: str, reason: str) -> None:
 
 
 def observe_read(endpoint: str, result: str) -> None:
-    READS.labels(endpoint, result).inc()
+    _series(READS, endpoint, result).inc()
 
 
 def observe_cache_lookup(hit: bool) -> None:
-    CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
+    _series(CACHE_LOOKUPS, "hit" if hit else "miss").inc()
 
 
 def observe_reconcile(source: str, outcome: str, progress: float, rate: float) -> None:
@@ -83,8 +84,19 @@ def observe_reconcile(source: str, outcome: str, progress: float, rate: float) -
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    REQUEST_SECONDS.labels(route).observe(seconds)
+    _series(REQUESTS, method, route, str(status)).inc()
+    _series(REQUEST_SECONDS, route).observe(seconds)
+
+
+@functools.lru_cache(maxsize=4096)
+def _series(metric, *labels: str):
+    """``metric.labels(*labels)``, found once. ``labels()`` checks and looks the labels up
+    under a lock on every call: on the reads a worker answers from memory, the metrics of
+    a request cost as much as the rest of the gateway's own work. Only the per-request
+    metrics come here, whose label sets are bounded (a method among seven, a route
+    template, a status, a read endpoint and result); prometheus_client keeps every
+    series it made in any case."""
+    return metric.labels(*labels)
 
 
 class BacklogCollector:
