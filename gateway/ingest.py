@@ -38,6 +38,12 @@ from gateway.store.port import Store, StoreRefused, StoreUnavailable
 log = logging.getLogger("gateway.ingest")
 
 PROCESSED, DUPLICATE, IGNORED, DEFERRED, FAILED = "processed", "duplicate", "ignored", "deferred", "failed"
+#: A replayed delivery the retention deleted after the replay read it: nothing was applied.
+GONE = "gone"
+
+
+class _Gone(Exception):
+    """Raised inside a replay's transaction to roll it back: its event was pruned."""
 
 
 def backoff(attempts: int, base: float = 30.0, cap: float = 6 * 3600.0) -> timedelta:
@@ -168,8 +174,10 @@ class Ingest:
             tx.link_events(evidence)
         return answers
 
-    def process(self, provider: Provider, event: Event) -> str:
-        """Translate and apply a recorded event; also the retry worker's entry point."""
+    def process(self, provider: Provider, event: Event, replaying: bool = False) -> str:
+        """Translate and apply a recorded event; also the retry worker's and a replay's entry
+        point (``replaying``: an event read earlier, which the retention may have deleted
+        since; a delivery just recorded is younger than any retention)."""
         attempts = event.attempts + 1
         try:
             translation = provider.translate(event, self.lookup)
@@ -177,10 +185,15 @@ class Ingest:
             with self.store.transaction() as tx:
                 touched: set[tuple[str, str]] = set()
                 users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event)))
+                if replaying and not tx.hold_event(event.id):  # after the users' locks, as a foreign key would
+                    raise _Gone
                 tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
                 outcome = IGNORED if translation.is_empty else PROCESSED
                 tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
                                 last_error=translation.ignored_reason, next_attempt_at=None)
+        except _Gone:
+            log.info("replayed delivery no longer in the log", extra={"fields": {"event_id": event.event_id}})
+            return GONE
         except Malformed as exc:
             self._mark(event, FAILED, attempts, f"malformed: {exc.message}")
             raise

@@ -38,7 +38,7 @@ def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:
     outcomes: Counter = Counter()
     for event in events:
         try:
-            outcomes[ingest.process(providers[event.source], event)] += 1
+            outcomes[ingest.process(providers[event.source], event, replaying=True)] += 1
         except Exception as exc:  # a malformed event is marked failed by process()
             log.warning("retry failed", extra={"fields": {"event_id": event.event_id, "error": str(exc)}})
             outcomes["failed"] += 1

@@ -72,6 +72,9 @@ class _MemoryTransaction(Transaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.state.events[event_pk] = dataclasses.replace(self.state.events[event_pk], **fields)
 
+    def hold_event(self, event_pk: int) -> bool:
+        return event_pk in self.state.events
+
     def claim_due_events(self, *, now, stale_before, lease_until, limit) -> list[Event]:
         due = sorted((e for e in self.state.events.values() if _due(e, now, stale_before)),
                      key=lambda e: e.id)[:limit]

@@ -54,6 +54,11 @@ class Transaction(abc.ABC):
     def update_event(self, event_pk: int, **fields: Any) -> None: ...
 
     @abc.abstractmethod
+    def hold_event(self, event_pk: int) -> bool:
+        """Whether the event is still in the log, kept there until this transaction ends
+        (the retention's batches pass over a row held)."""
+
+    @abc.abstractmethod
     def claim_due_events(self, *, now: datetime, stale_before: datetime, lease_until: datetime,
                          limit: int) -> list[Event]:
         """Deferred events whose time has come, and received events left unapplied since

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from gateway.domain.events import Event
 from gateway.domain.model import Subscription
 
-from . import rows, statements
+from . import rows, statements, tables
 from .accounts import AccountsTransaction
 from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
@@ -124,6 +124,13 @@ class SqlTransaction(FeedTransaction, AccountsTransaction, ReconcileTransaction,
 
     def get_event(self, event_pk: int) -> Event | None:
         return rows.event(self._execute(statements.shared().select_event, {"id": event_pk}).first())
+
+    def hold_event(self, event_pk: int) -> bool:
+        # FOR KEY SHARE, the lock a foreign key takes: the retention's FOR UPDATE SKIP LOCKED
+        # passes over it, and a batch that deleted the row first makes this find nothing.
+        # (SQLite has one writer at a time: the row is there or not.)
+        held = sa.select(tables.events.c.id).where(tables.events.c.id == event_pk).with_for_update(key_share=True)
+        return self._execute(held).first() is not None
 
     def search_events(self, **filters) -> list[Event]:
         return [rows.event(row) for row in self._execute(statements.search_events(**filters))]

@@ -9,6 +9,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 
 from gateway.domain.catalog import SOURCES
 from gateway.domain.events import STATUSES
+from gateway.ingest import GONE
 from gateway.jobs import retry
 from gateway.store.port import MAX_ROW_ID, StoreUnavailable
 from gateway.web.admin import bp, row_id_arg
@@ -85,6 +86,9 @@ def replay(event_pk: int):
     outcomes = retry.replay(s.ingest, s.providers, [event])
     outcome = ", ".join(sorted(outcomes)) or "nothing"
     log.info("admin replay", extra={"fields": {"event_id": event.event_id, "outcome": outcome}})
+    if outcome == GONE:  # pruned by the retention meanwhile: there is no page to go back to
+        flash(f"Delivery {event_pk} is no longer in the log (the retention deleted it): nothing was replayed.", "warn")
+        return redirect(url_for("admin.deliveries"))
     flash(f"Replayed delivery {event_pk}: {outcome}.", "ok" if outcome in ("processed", "ignored") else "warn")
     return redirect(url_for("admin.delivery", event_pk=event_pk))
 

@@ -3,6 +3,7 @@ deleted with their evidence, a batch per transaction; anything the retry worker 
 operator still needs is kept; and a store sending a pruned event again changes nothing."""
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from devtools import revenuecat as rc
 from gateway.clock import utcnow
 from gateway.config import ConfigError, from_env
-from gateway.jobs import retention, worker
+from gateway.jobs import retention, retry, worker
 from gateway.store import tables
 from gateway.store.retention import Retention
 from tests.e2e.conftest import API_KEY
@@ -219,6 +220,80 @@ def test_a_pruned_event_sent_again_changes_nothing(app, store, ending):
     # Recorded anew (not a duplicate: the log no longer knows them), and nothing moves.
     assert [send(app, purchase), send(app, later)] == ["processed", "processed"]
     assert state(app, store) == before
+
+
+# An operator's replay of an old delivery (`events replay`, the admin's button) meeting the prune.
+def aged_purchase(app, store, user: str, transaction: str):
+    """A purchase applied through the webhook, then made older than the retention, with a
+    younger delivery after it (the newest event is never pruned); the event as a replay
+    loads it."""
+    purchase = rc.event("INITIAL_PURCHASE", user=user, transaction=transaction)
+    assert send(app, purchase) == "processed"
+    send(app, rc.event("RENEWAL", user=f"{user}-other", transaction=f"{transaction}9"))
+    with Retention.of(store).engine.begin() as connection:
+        connection.execute(sa.update(tables.events).where(tables.events.c.event_id == purchase["id"])
+                           .values(received_at=OLD))
+        pk = connection.execute(sa.select(tables.events.c.id).where(
+            tables.events.c.event_id == purchase["id"])).scalar_one()
+    with store.transaction(readonly=True) as tx:
+        return tx.get_event(pk)
+
+
+def replay(app, event) -> dict:
+    services = app.extensions["gateway"]
+    return dict(retry.replay(services.ingest, services.providers, [event]))
+
+
+def premium(app, user: str) -> bool:
+    answer = app.test_client().get(f"/v1/users/{user}/entitlements", headers={"Authorization": f"Bearer {API_KEY}"})
+    return answer.get_json()["is_premium"]
+
+
+def test_a_replay_of_an_event_pruned_after_it_was_read_says_gone_and_changes_nothing(app, store):
+    event = aged_purchase(app, store, "user-1", "1000001")
+    before = state(app, store)
+
+    assert prune(store).events == 1  # after the operator's replay read it, before it applies it
+
+    assert replay(app, event) == {"gone": 1}
+    assert event.id not in evidence(store)  # no evidence left pointing at a deleted event
+    assert event.event_id not in names(store)
+    assert state(app, store) == before
+
+
+def test_a_replay_and_the_prune_released_together_tell_one_story(app, store):
+    """Either the replay holds the event first (applied again; the prune passes over it, or
+    deletes it with its evidence once the replay has committed) or the prune deletes it
+    first (the replay says gone and writes nothing): never a failure, never evidence of a
+    deleted event."""
+    seen = set()
+    for n in range(8):
+        user = f"racer-{n}"
+        event = aged_purchase(app, store, user, f"30000{n}")
+        gate, outcome = threading.Barrier(2), {}
+
+        def pruner():
+            gate.wait()
+            prune(store)
+
+        def replayer():
+            gate.wait()
+            outcome.update(replay(app, event))
+
+        threads = [threading.Thread(target=pruner), threading.Thread(target=replayer)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        kept = event.event_id in names(store)
+        assert outcome in ({"processed": 1}, {"gone": 1}), (n, outcome)
+        assert not (kept and outcome == {"gone": 1}), n
+        assert (event.id in evidence(store)) == kept, (n, outcome, kept)
+        assert premium(app, user)
+        seen.add((next(iter(outcome)), kept))
+        prune(store)  # what a run left goes on the next
+        assert event.id not in evidence(store) and event.event_id not in names(store)
+    print(f"stories seen (outcome, event kept): {sorted(seen)}")
 
 
 # The command line.
