@@ -29,6 +29,7 @@ from devtools import revenuecat as rc
 from devtools import scenarios
 from devtools import stripe_objects as so
 from devtools.apple_store import AppStore, now
+from devtools.fakes import InProcessSender
 from devtools.google_pubsub import envelope, subscription
 from devtools.stripe_signing import signed
 
@@ -59,29 +60,8 @@ class Capture:
     rows: dict[str, list[dict[str, str]]]
 
 
-class _Sender:
-    """``devtools.scenarios``' sender, speaking to the app in-process."""
-
-    def __init__(self, fakes, client) -> None:
-        self.fakes, self.client, self.credentials = fakes, client, fakes.credentials
-
-    def stripe_state(self, *objects: dict) -> None:
-        self.fakes.stripe.put(*objects)
-
-    def play_state(self, token: str, **purchase) -> None:
-        self.fakes.play.subscribe(token, **purchase)
-
-    def push_headers(self) -> dict[str, str]:
-        return self.fakes.google.headers()
-
-    def post(self, source: str, body: bytes, headers: dict[str, str], wanted: str = "processed") -> None:
-        answer = self.client.post(f"/webhooks/{source}", data=body, headers=headers)
-        if answer.status_code != 200 or answer.get_json().get("status") != wanted:
-            raise RuntimeError(f"{source}: {answer.status_code} {answer.get_data(as_text=True)}")
-
-
 # Stripe (basil): the state is put in the fake first, as the store's changes before it notifies.
-def _stripe_event(sender: _Sender, user: str, kind: str, days: int, **fields) -> None:
+def _stripe_event(sender: InProcessSender, user: str, kind: str, days: int, **fields) -> None:
     start = int(time.time()) - 60
     customer, sub, invoice, payment = scenarios._stripe_objects(user, **fields)
     sub["items"]["data"][0].update(current_period_start=start, current_period_end=start + days * scenarios.DAY)
@@ -91,7 +71,7 @@ def _stripe_event(sender: _Sender, user: str, kind: str, days: int, **fields) ->
     sender.post("stripe", *signed(event, sender.credentials.stripe_webhook_secret))
 
 
-def _stripe(sender: _Sender, kind: str, user: str) -> None:
+def _stripe(sender: InProcessSender, kind: str, user: str) -> None:
     if kind == "purchase":
         return scenarios.stripe(sender, "subscribe", user)
     if kind == "refund":
@@ -107,7 +87,7 @@ def _stripe(sender: _Sender, kind: str, user: str) -> None:
                          ended_at=int(time.time()), cancel_at_period_end=True)
 
 
-def _apple(sender: _Sender, kind: str, user: str) -> None:
+def _apple(sender: InProcessSender, kind: str, user: str) -> None:
     if kind in ("purchase", "renew", "refund"):
         return scenarios.apple(sender, {"purchase": "subscribe"}.get(kind, kind), user)
     if kind == "change":
@@ -120,7 +100,7 @@ def _apple(sender: _Sender, kind: str, user: str) -> None:
     sender.post("apple", store.body(note), {"Content-Type": "application/json"})
 
 
-def _google(sender: _Sender, kind: str, user: str) -> None:
+def _google(sender: InProcessSender, kind: str, user: str) -> None:
     if kind != "renew":
         return scenarios.google(sender, {"change": "hold", "end": "expire"}.get(kind, kind), user)
     token = f"demo-purchase-token-{scenarios._ids(user)}"
@@ -128,7 +108,7 @@ def _google(sender: _Sender, kind: str, user: str) -> None:
     sender.post("google", envelope(subscription(token, 2), str(secrets.randbelow(10**15))), sender.push_headers())
 
 
-def _revenuecat(sender: _Sender, kind: str, user: str) -> None:
+def _revenuecat(sender: InProcessSender, kind: str, user: str) -> None:
     transaction, at = f"rc_demo{scenarios._ids(user)}", int(time.time() * 1000)
     later = at + 2 * rc.MONTH_MS
     event = {
@@ -208,7 +188,7 @@ def capture(database_url: str) -> list[Capture]:
             DemoFakes(load_or_mint(Path(folder) / "credentials")) as fakes:
         app = create_app(from_env({**fakes.gateway_env(database_url), "LOG_LEVEL": "ERROR"}))
         logging.getLogger("gateway").setLevel(logging.CRITICAL)  # the deferred delivery warns, as it should
-        sender, tables = _Sender(fakes, app.test_client()), _Tables(database_url)
+        sender, tables = InProcessSender(fakes, app.test_client()), _Tables(database_url)
         try:
             for source, stories in STORIES.items():
                 for number, story in enumerate(stories):

@@ -69,3 +69,26 @@ class DemoFakes(contextlib.ExitStack):
             "APPLE_APP_APPLE_ID": str(APP_APPLE_ID), **self.google.env(), **self.play.env(),
             **self.cognito.env(),
         }
+
+
+class InProcessSender:
+    """``devtools.scenarios``' sender (as ``cli.Sender`` is over HTTP) for a gateway app in
+    this process: the stores' state is put in ``fakes``, deliveries go through ``client``
+    (the app's test client), and each must be answered 200 with the ``wanted`` status."""
+
+    def __init__(self, fakes: DemoFakes, client) -> None:
+        self.fakes, self.client, self.credentials = fakes, client, fakes.credentials
+
+    def stripe_state(self, *objects: dict) -> None:
+        self.fakes.stripe.put(*objects)
+
+    def play_state(self, token: str, **purchase) -> None:
+        self.fakes.play.subscribe(token, **purchase)
+
+    def push_headers(self) -> dict[str, str]:
+        return self.fakes.google.headers()
+
+    def post(self, source: str, body: bytes, headers: dict[str, str], wanted: str = "processed") -> None:
+        answer = self.client.post(f"/webhooks/{source}", data=body, headers=headers)
+        if answer.status_code != 200 or answer.get_json().get("status") != wanted:
+            raise AssertionError(f"{source}: {answer.status_code} {answer.get_data(as_text=True)}")

@@ -12,7 +12,7 @@ from devtools import scenarios
 from devtools import stripe_objects as so
 from devtools.cognito import CognitoIssuer
 from devtools.credentials import load_or_mint
-from devtools.fakes import DemoFakes
+from devtools.fakes import DemoFakes, InProcessSender
 from devtools.stripe_signing import signed
 from gateway.domain.entitlement_events import REVOKED, USER_DELETED
 
@@ -27,25 +27,12 @@ def fakes(tmp_path_factory):
         yield running
 
 
-class World:
+class World(InProcessSender):
     """The gateway and the stores' fakes; also the ``sender`` the demo's scenarios speak to."""
 
     def __init__(self, app, fakes: DemoFakes) -> None:
-        self.app, self.fakes, self.credentials = app, fakes, fakes.credentials
-        self.client, self.store = app.test_client(), app.extensions["gateway"].store
-
-    def stripe_state(self, *objects: dict) -> None:
-        self.fakes.stripe.put(*objects)
-
-    def play_state(self, token: str, **purchase) -> None:
-        self.fakes.play.subscribe(token, **purchase)
-
-    def push_headers(self) -> dict[str, str]:
-        return self.fakes.google.headers()
-
-    def post(self, source: str, body: bytes, headers: dict[str, str]) -> None:
-        answer = self.client.post(f"/webhooks/{source}", data=body, headers=headers)
-        assert answer.status_code == 200 and answer.get_json()["status"] == "processed", answer.get_data(as_text=True)
+        super().__init__(fakes, app.test_client())
+        self.app, self.store = app, app.extensions["gateway"].store
 
     def stripe_event(self, event_type: str, obj: dict) -> dict:
         event = so.event(event_type, obj)
