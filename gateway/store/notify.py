@@ -12,6 +12,9 @@ connection is known to be up, that is, for ``ALIVE_SECONDS`` after a round trip 
 proved it (a heartbeat every ``HEARTBEAT_SECONDS``; a closed connection is seen at once).
 A cache must not answer from memory otherwise. When it connects again, it first listens,
 then calls ``forget_everyone`` (what it may have missed meanwhile), then says it listens.
+A connection that had listened and is lost is retried after ``FIRST_RETRY_SECONDS``,
+however often that happens; while the database refuses, the wait doubles up to
+``MAX_BACKOFF_SECONDS``.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ EVERYONE = "*"
 APPLICATION_NAME = "gateway-entitlement-listener"
 HEARTBEAT_SECONDS = 1.0
 ALIVE_SECONDS = 2.5
+FIRST_RETRY_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -45,6 +49,7 @@ class ChangeListener:
         self._clock = clock
         self._alive_until = 0.0
         self._pid: int | None = None
+        self._listened = False  # the current connection got as far as listening
         self._start = threading.Lock()
         self._stopping = threading.Event()
 
@@ -69,12 +74,15 @@ class ChangeListener:
             threading.Thread(target=self._run, name=APPLICATION_NAME, daemon=True).start()
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff = FIRST_RETRY_SECONDS
         while not self._stopping.is_set():
+            self._listened = False
             try:
                 self._listen()
             except (psycopg.Error, OSError) as exc:
                 self._alive_until = 0.0
+                if self._listened:  # a connection that worked was lost: a blip, not a refusal
+                    backoff = FIRST_RETRY_SECONDS
                 log.warning("entitlement listener disconnected; the cache is bypassed until it is back",
                             extra={"fields": {"error": str(exc).strip(), "retry_in_seconds": backoff}})
             self._stopping.wait(backoff)
@@ -86,6 +94,7 @@ class ChangeListener:
                              keepalives_count=2) as connection:
             connection.execute(f"LISTEN {CHANNEL}")
             self.forget_everyone()  # whatever committed before the LISTEN went unheard
+            self._listened = True
             self._beat()
             log.info("entitlement listener listening", extra={"fields": {"channel": CHANNEL}})
             while not self._stopping.is_set():

@@ -6,6 +6,7 @@ loopback proxy (``tests/support/tcp_proxy.py``), never by patching the gateway."
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.store.cache import CachedEntitlements
-from gateway.store.notify import ChangeListener
+from gateway.store.notify import FIRST_RETRY_SECONDS, ChangeListener
 from tests.conftest import DATABASE
 from tests.e2e.test_entitlement_cache import NOW, Counting, grant, listening, names, write
 from tests.support.tcp_proxy import TcpProxy
@@ -167,3 +168,35 @@ def test_a_read_that_overlaps_a_heard_commit_does_not_keep_what_it_read(sql, oth
     assert names(cache.entitlements_of("alice")) == ["premium"]
     reads = store.reads
     assert cache.entitlements_of("alice") == [] and store.reads == reads + 1  # not kept: asked again
+
+
+def retries(caplog):
+    """The waits the listener announced before each reconnection, in order."""
+    return [record.fields["retry_in_seconds"] for record in caplog.records
+            if record.name == "gateway.store" and "listener disconnected" in record.getMessage()]
+
+
+def test_each_lost_connection_that_had_listened_is_retried_at_once_however_often(sql, proxy, made, caplog):
+    caplog.set_level(logging.WARNING, logger="gateway.store")
+    cache = cache_over(Proxied(sql, proxy), made)
+    for _ in range(6):  # six blips, each after the listener was back
+        proxy.cut()
+        eventually(lambda: cache.listener.listening(), False)
+        proxy.restore()
+        listening(cache)
+    assert retries(caplog) == [FIRST_RETRY_SECONDS] * 6  # not 0.1, 0.2, ... 3.2 s
+
+
+def test_while_the_database_refuses_the_listener_waits_longer_each_time(sql, proxy, made, caplog):
+    caplog.set_level(logging.WARNING, logger="gateway.store")
+    cache = cache_over(Proxied(sql, proxy), made)
+    proxy.cut()  # and it stays refused: every new connection is closed at once
+    eventually(lambda: len(retries(caplog)) >= 4, True)
+    waits = retries(caplog)[:4]
+    assert waits == [FIRST_RETRY_SECONDS * 2 ** n for n in range(4)]  # 0.1, 0.2, 0.4, 0.8 s
+    proxy.restore()
+    listening(cache)
+    before = len(retries(caplog))
+    proxy.cut()  # lost again after it had listened: the first wait again, then longer ones
+    eventually(lambda: len(retries(caplog)) >= before + 2, True)
+    assert retries(caplog)[before:before + 2] == [FIRST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2]
