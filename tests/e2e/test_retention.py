@@ -4,6 +4,7 @@ operator still needs is kept; and a store sending a pruned event again changes n
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,8 @@ from gateway.config import ConfigError, from_env
 from gateway.jobs import retention, retry, worker
 from gateway.store import tables
 from gateway.store.retention import Retention
+from tests.conftest import DATABASE
+from tests.e2e import test_admin as admin
 from tests.e2e.conftest import API_KEY
 
 NOW = utcnow()
@@ -294,6 +297,51 @@ def test_a_replay_and_the_prune_released_together_tell_one_story(app, store):
         prune(store)  # what a run left goes on the next
         assert event.id not in evidence(store) and event.event_id not in names(store)
     print(f"stories seen (outcome, event kept): {sorted(seen)}")
+
+
+@pytest.mark.skipif(DATABASE != "postgresql",
+                    reason="SQLite locks the whole database: nothing can be pruned while a replay waits")
+def test_an_operators_replay_of_a_delivery_pruned_while_it_waited_goes_back_to_the_list(make_app):
+    """Through the admin page: the operator's replay waits for the subscription's lock (another
+    delivery of it is being applied); meanwhile the prune deletes the event. The page says
+    so and goes back to the list; nothing is written."""
+    app = make_app(ADMIN_PASSWORD=admin.PASSWORD, ADMIN_SECRET_KEY=admin.SECRET_KEY,
+                   REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY)
+    store = app.extensions["gateway"].store
+    event = aged_purchase(app, store, "user-1", "1000001")
+    before = state(app, store)
+    with store.transaction(readonly=True) as tx:
+        (subscription,) = tx.event_links([event.id])[event.id]
+    operator = app.test_client()
+    admin.sign_in(operator)
+    form = {"csrf_token": admin.token(operator, f"/admin/deliveries/{event.id}")}
+    answer = {}
+    replaying = threading.Thread(target=lambda: answer.update(
+        page=operator.post(f"/admin/deliveries/{event.id}/replay", data=form)))
+    with store.transaction() as tx:
+        assert tx.lock_subscriptions([subscription])[subscription] is not None
+        replaying.start()
+        waiting_for_a_lock(store)
+        assert prune(store).events == 1
+    replaying.join(timeout=30)
+
+    assert answer["page"].status_code == 302
+    assert answer["page"].headers["Location"].endswith("/admin/deliveries")
+    listed = operator.get("/admin/deliveries").get_data(as_text=True)
+    assert f"Delivery {event.id} is no longer in the log (the retention deleted it): nothing was replayed." in listed
+    assert event.id not in evidence(store) and event.event_id not in names(store)
+    assert state(app, store) == before
+
+
+def waiting_for_a_lock(store) -> None:
+    """Returns once a session of this database waits for a lock."""
+    deadline = time.monotonic() + 10
+    with Retention.of(store).engine.connect() as connection:
+        while not connection.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one():
+            assert time.monotonic() < deadline, "the replay never waited for the subscription's lock"
+            time.sleep(0.01)
+            connection.rollback()
 
 
 # The command line.
