@@ -12,6 +12,13 @@ connection is known to be up, that is, for ``ALIVE_SECONDS`` after a round trip 
 proved it (a heartbeat every ``HEARTBEAT_SECONDS``; a closed connection is seen at once).
 A cache must not answer from memory otherwise. When it connects again, it first listens,
 then calls ``forget_everyone`` (what it may have missed meanwhile), then says it listens.
+A notification reaches the session that listens: through a pooler that hands a server's
+session to another client between transactions (PgBouncer in transaction mode, for one),
+notifications go astray while every heartbeat still answers. A pooler shows itself: the
+process id the connection was given (the cancel key's) is not the server's own. Then the
+listener says why, once, as an error, and gives up for the life of the process: its cache
+stays bypassed, every read asks the database.
+
 A connection that had listened and is lost is retried after ``FIRST_RETRY_SECONDS``,
 however often that happens; while the database refuses, the wait doubles up to
 ``MAX_BACKOFF_SECONDS``.
@@ -35,6 +42,10 @@ HEARTBEAT_SECONDS = 1.0
 ALIVE_SECONDS = 2.5
 FIRST_RETRY_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
+
+
+class BehindAPooler(Exception):
+    """The listener's connection reaches PostgreSQL through a pooler."""
 
 
 class ChangeListener:
@@ -79,6 +90,13 @@ class ChangeListener:
             self._listened = False
             try:
                 self._listen()
+            except BehindAPooler as exc:
+                self._alive_until = 0.0
+                log.error("entitlement listener is behind a connection pooler, which may hand its session to "
+                          "another client and its notifications with it; the cache is bypassed in this process. "
+                          "Point DATABASE_URL at PostgreSQL itself, or set ENTITLEMENT_CACHE_SECONDS=0",
+                          extra={"fields": {"error": str(exc)}})
+                return
             except (psycopg.Error, OSError) as exc:
                 self._alive_until = 0.0
                 if self._listened:  # a connection that worked was lost: a blip, not a refusal
@@ -91,7 +109,11 @@ class ChangeListener:
     def _listen(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True, application_name=APPLICATION_NAME,
                              connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
-                             keepalives_count=2) as connection:
+                             keepalives_count=2, prepare_threshold=None) as connection:
+            (served_by,) = connection.execute("SELECT pg_backend_pid()").fetchone()
+            if served_by != connection.info.backend_pid:
+                raise BehindAPooler(f"the server process is {served_by}, the connection was told "
+                                    f"{connection.info.backend_pid}")
             connection.execute(f"LISTEN {CHANNEL}")
             self.forget_everyone()  # whatever committed before the LISTEN went unheard
             self._listened = True

@@ -2,14 +2,19 @@
 any process, is announced by the database (migration 0006), and a cache forgets that user as
 it hears it; while it cannot vouch for its listening connection, it answers nothing from
 memory. Real PostgreSQL, real connections; the network to the database is broken with a
-loopback proxy (``tests/support/tcp_proxy.py``), never by patching the gateway."""
+loopback proxy (``tests/support/tcp_proxy.py``), never by patching the gateway, and a
+real PgBouncer stands between the listener and the database where a platform's pooler
+would (``tests/support/pgbouncer.py``)."""
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import threading
 import time
 from datetime import timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -17,6 +22,7 @@ from gateway.store.cache import CachedEntitlements
 from gateway.store.notify import FIRST_RETRY_SECONDS, ChangeListener
 from tests.conftest import DATABASE
 from tests.e2e.test_entitlement_cache import NOW, Counting, grant, listening, names, write
+from tests.support import pgbouncer
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(DATABASE != "postgresql", reason="only PostgreSQL announces changes")
@@ -52,17 +58,21 @@ def other(sql):
     store.engine.dispose()
 
 
-class Proxied(Counting):
-    """Reads go straight to the database; the listener's connection goes through ``proxy``."""
+class ListeningThrough(Counting):
+    """Reads go straight to the database; the listener's connection goes to ``url``."""
 
-    def __init__(self, store, proxy: TcpProxy) -> None:
+    def __init__(self, store, url: str) -> None:
         super().__init__(store)
-        self.proxy = proxy
+        self.url = url
 
     def listen(self, forget, forget_everyone):
-        url = self.store.engine.url.set(drivername="postgresql", host="127.0.0.1", port=self.proxy.port)
-        return ChangeListener(url.render_as_string(hide_password=False), forget, forget_everyone,
-                              heartbeat=0.2, alive=0.5)
+        return ChangeListener(self.url, forget, forget_everyone, heartbeat=0.2, alive=0.5)
+
+
+def proxied(store, proxy: TcpProxy) -> ListeningThrough:
+    """The listener's connection through ``proxy``."""
+    url = store.engine.url.set(drivername="postgresql", host="127.0.0.1", port=proxy.port)
+    return ListeningThrough(store, url.render_as_string(hide_password=False))
 
 
 @pytest.fixture
@@ -122,7 +132,7 @@ def test_a_hand_written_statement_and_a_truncate_are_heard_too(sql, other, made)
 
 
 def test_while_the_listener_is_cut_off_every_read_asks_the_database(sql, other, proxy, made):
-    store = Proxied(sql, proxy)
+    store = proxied(sql, proxy)
     cache = cache_over(store, made)
     heard(cache, lambda: write(other, "alice", "premium"))
     assert names(cache.entitlements_of("alice")) == ["premium"]
@@ -143,7 +153,7 @@ def test_while_the_listener_is_cut_off_every_read_asks_the_database(sql, other, 
 
 
 def test_a_listener_gone_silent_stops_the_cache_within_its_alive_time(sql, other, proxy, made):
-    store = Proxied(sql, proxy)
+    store = proxied(sql, proxy)
     cache = cache_over(store, made)
     write(other, "alice", "premium")
     eventually(lambda: names(cache.entitlements_of("alice")), ["premium"])
@@ -178,7 +188,7 @@ def retries(caplog):
 
 def test_each_lost_connection_that_had_listened_is_retried_at_once_however_often(sql, proxy, made, caplog):
     caplog.set_level(logging.WARNING, logger="gateway.store")
-    cache = cache_over(Proxied(sql, proxy), made)
+    cache = cache_over(proxied(sql, proxy), made)
     for _ in range(6):  # six blips, each after the listener was back
         proxy.cut()
         eventually(lambda: cache.listener.listening(), False)
@@ -189,7 +199,7 @@ def test_each_lost_connection_that_had_listened_is_retried_at_once_however_often
 
 def test_while_the_database_refuses_the_listener_waits_longer_each_time(sql, proxy, made, caplog):
     caplog.set_level(logging.WARNING, logger="gateway.store")
-    cache = cache_over(Proxied(sql, proxy), made)
+    cache = cache_over(proxied(sql, proxy), made)
     proxy.cut()  # and it stays refused: every new connection is closed at once
     eventually(lambda: len(retries(caplog)) >= 4, True)
     waits = retries(caplog)[:4]
@@ -200,3 +210,60 @@ def test_while_the_database_refuses_the_listener_waits_longer_each_time(sql, pro
     proxy.cut()  # lost again after it had listened: the first wait again, then longer ones
     eventually(lambda: len(retries(caplog)) >= before + 2, True)
     assert retries(caplog)[before:before + 2] == [FIRST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2]
+
+
+class Traffic:
+    """Another client's short transactions through ``url``, until stopped."""
+
+    def __init__(self, url: str) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url,), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str) -> None:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as connection:
+            while not self._stopping.is_set():
+                connection.execute("SELECT 1")
+                time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def transaction_pooler(sql):
+    """A real PgBouncer in transaction mode in front of the test database; its URL."""
+    found = pgbouncer.binary()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PgBouncer is not installed (scripts/test.sh installs it under CI)")
+        pytest.skip("PgBouncer is not installed")
+    with pgbouncer.running(found, sql.engine.url, pool_mode="transaction") as url:
+        yield url
+
+
+def test_behind_a_transaction_pooler_the_listener_says_so_and_every_read_asks_the_database(
+        sql, other, transaction_pooler, made, caplog):
+    """PgBouncer in transaction mode hands the listener's server session to other clients
+    between its statements, and the notifications meant for it with them, while every
+    heartbeat still answers: a cache that trusted it would keep a refunded user premium."""
+    caplog.set_level(logging.INFO, logger="gateway.store")
+    cache = CachedEntitlements(ListeningThrough(sql, transaction_pooler), seconds=300)
+    made.append(cache)
+    assert not cache.listener.listening()  # starts it
+    busy = Traffic(transaction_pooler)  # the gateway's own pool shares the pooler
+    try:
+        for n in range(5):
+            user = f"user-{n}"
+            write(other, user, "premium")
+            assert names(cache.entitlements_of(user)) == ["premium"]
+            time.sleep(0.3)  # heartbeats come and go
+            write(other, user)  # refunded in another process
+            assert cache.entitlements_of(user) == [], n  # asked the database, not a stale memory
+    finally:
+        busy.stop()
+    assert not cache.listener.listening()
+    said = [record for record in caplog.records if record.name == "gateway.store"]
+    assert [record.levelname for record in said] == ["ERROR"]  # once, and nothing else
+    assert "behind a connection pooler" in said[0].getMessage()
