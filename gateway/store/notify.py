@@ -14,9 +14,8 @@ A cache must not answer from memory otherwise. When it connects again, it first 
 then calls ``forget_everyone`` (what it may have missed meanwhile), then says it listens.
 A notification reaches the session that listens: through a pooler that hands a server's
 session to another client between transactions (PgBouncer in transaction mode, for one),
-notifications go astray while every heartbeat still answers. A pooler shows itself: the
-process id the connection was given (the cancel key's) is not the server's own. Then the
-listener says why, once, as an error, and gives up for the life of the process: its cache
+notifications go astray while every heartbeat still answers. A pooler shows itself
+(``pooler.pooled``), and then the listener says why, once, as an error, and gives up for the life of the process: its cache
 stays bypassed, every read asks the database.
 
 A connection that had listened and is lost is retried after ``FIRST_RETRY_SECONDS``,
@@ -32,6 +31,8 @@ import time
 from collections.abc import Callable, Iterable
 
 import psycopg
+
+from .pooler import pooled
 
 log = logging.getLogger("gateway.store")
 
@@ -110,10 +111,8 @@ class ChangeListener:
         with psycopg.connect(self.conninfo, autocommit=True, application_name=APPLICATION_NAME,
                              connect_timeout=5, keepalives=1, keepalives_idle=5, keepalives_interval=2,
                              keepalives_count=2, prepare_threshold=None) as connection:
-            (served_by,) = connection.execute("SELECT pg_backend_pid()").fetchone()
-            if served_by != connection.info.backend_pid:
-                raise BehindAPooler(f"the server process is {served_by}, the connection was told "
-                                    f"{connection.info.backend_pid}")
+            if why := pooled(connection):
+                raise BehindAPooler(why)
             connection.execute(f"LISTEN {CHANNEL}")
             self.forget_everyone()  # whatever committed before the LISTEN went unheard
             self._listened = True

@@ -27,6 +27,7 @@ from gateway.domain.model import Subscription
 from . import feed, rows, statements, tables
 from .driver import Pipeline, driver_failure
 from .notify import ChangeListener
+from .pooler import pooled
 from .port import StoreUnavailable
 from .sql_base import SqlStore, SqlTransaction, describe
 
@@ -44,7 +45,19 @@ def engine(url: str) -> sa.Engine:
     created = sa.create_engine(url, pool_size=5, max_overflow=5, isolation_level="AUTOCOMMIT",
                                connect_args={"connect_timeout": 5})
     _ping_when_idle(created)
+    _unprepared_behind_a_pooler(created)
     return created
+
+
+def _unprepared_behind_a_pooler(engine: sa.Engine) -> None:
+    """psycopg prepares a statement run often enough on a connection, and runs it by name
+    from then on. Behind a pooler in transaction mode the next transaction may run on a
+    server session that never prepared it ("prepared statement does not exist"), so on a
+    connection that goes through a pooler (``pooler.pooled``) nothing is prepared."""
+    @sa.event.listens_for(engine, "connect")
+    def _connected(dbapi_connection, _record):
+        if pooled(dbapi_connection):
+            dbapi_connection.prepare_threshold = None
 
 
 def _ping_when_idle(engine: sa.Engine) -> None:
