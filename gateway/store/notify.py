@@ -15,8 +15,8 @@ then calls ``forget_everyone`` (what it may have missed meanwhile), then says it
 A notification reaches the session that listens: through a pooler that hands a server's
 session to another client between transactions (PgBouncer in transaction mode, for one),
 notifications go astray while every heartbeat still answers. A pooler shows itself
-(``pooler.pooled``), and then the listener says why, once, as an error, and gives up for the life of the process: its cache
-stays bypassed, every read asks the database.
+(``pooler.pooled``), and then the listener says why, once, as an error, and gives up for
+the life of the process: its cache stays bypassed, every read asks the database.
 
 A connection that had listened and is lost is retried after ``FIRST_RETRY_SECONDS``,
 however often that happens; while the database refuses, the wait doubles up to
@@ -61,7 +61,6 @@ class ChangeListener:
         self._clock = clock
         self._alive_until = 0.0
         self._pid: int | None = None
-        self._listened = False  # the current connection got as far as listening
         self._start = threading.Lock()
         self._stopping = threading.Event()
 
@@ -88,7 +87,6 @@ class ChangeListener:
     def _run(self) -> None:
         backoff = FIRST_RETRY_SECONDS
         while not self._stopping.is_set():
-            self._listened = False
             try:
                 self._listen()
             except BehindAPooler as exc:
@@ -99,8 +97,8 @@ class ChangeListener:
                           extra={"fields": {"error": str(exc)}})
                 return
             except (psycopg.Error, OSError) as exc:
-                self._alive_until = 0.0
-                if self._listened:  # a connection that worked was lost: a blip, not a refusal
+                listened, self._alive_until = self._alive_until > 0, 0.0
+                if listened:  # a connection that worked was lost: a blip, not a refusal
                     backoff = FIRST_RETRY_SECONDS
                 log.warning("entitlement listener disconnected; the cache is bypassed until it is back",
                             extra={"fields": {"error": str(exc).strip(), "retry_in_seconds": backoff}})
@@ -115,7 +113,6 @@ class ChangeListener:
                 raise BehindAPooler(why)
             connection.execute(f"LISTEN {CHANNEL}")
             self.forget_everyone()  # whatever committed before the LISTEN went unheard
-            self._listened = True
             self._beat()
             log.info("entitlement listener listening", extra={"fields": {"channel": CHANNEL}})
             while not self._stopping.is_set():
