@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from datetime import timedelta
@@ -234,12 +233,7 @@ class Traffic:
 @pytest.fixture
 def transaction_pooler(sql):
     """A real PgBouncer in transaction mode in front of the test database; its URL."""
-    found = pgbouncer.binary()
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PgBouncer is not installed (scripts/test.sh installs it under CI)")
-        pytest.skip("PgBouncer is not installed")
-    with pgbouncer.running(found, sql.engine.url, pool_mode="transaction") as url:
+    with pgbouncer.running(pgbouncer.required(), sql.engine.url, pool_mode="transaction") as url:
         yield url
 
 

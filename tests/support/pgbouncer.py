@@ -17,12 +17,24 @@ import time
 from collections.abc import Iterator
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 
 
 def binary() -> str | None:
     return shutil.which("pgbouncer") or next(
         (path for path in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(path, os.X_OK)), None)
+
+
+def required() -> str:
+    """PgBouncer's binary; the test is skipped where it is not installed, and fails
+    under CI, where ``scripts/test.sh`` installs it."""
+    found = binary()
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PgBouncer is not installed (scripts/test.sh installs it under CI)")
+        pytest.skip("PgBouncer is not installed")
+    return found
 
 
 @contextlib.contextmanager
