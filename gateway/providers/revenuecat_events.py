@@ -24,7 +24,7 @@ ANONYMOUS_PREFIX = "$RCAnonymousID:"
 
 # Types that grant until expiration_at_ms, with whether they renew by themselves.
 _GRANTING = {
-    "INITIAL_PURCHASE": True, "RENEWAL": True, "UNCANCELLATION": True, "PRODUCT_CHANGE": True,
+    "INITIAL_PURCHASE": True, "RENEWAL": True, "UNCANCELLATION": True,
     "SUBSCRIPTION_EXTENDED": True, "REFUND_REVERSED": True,
     "NON_RENEWING_PURCHASE": False, "TEMPORARY_ENTITLEMENT_GRANT": False,
 }
@@ -113,6 +113,11 @@ class RevenueCatEvents:
         kind = event["type"]
         if kind == "TRANSFER":
             return self._transfer(event)
+        if kind == "PRODUCT_CHANGE":
+            # "Does not mean the new subscription is in effect immediately": its product_id
+            # and expiration_at_ms are the old product's. An immediate change comes with a
+            # RENEWAL of the new product, a change at period end with the next RENEWAL.
+            return ignored("PRODUCT_CHANGE announces a change; the RENEWAL that makes it carries the state")
         if kind not in _STATE_TYPES:
             return ignored(f"{kind} carries no subscription state")
         return self._snapshot(event)

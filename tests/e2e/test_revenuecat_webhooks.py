@@ -52,7 +52,6 @@ def test_purchase_grants_premium_with_the_contract_shape(client, api):
 @pytest.mark.parametrize("kind, fields, active, status, will_renew", [
     ("RENEWAL", {}, True, "active", True),
     ("UNCANCELLATION", {}, True, "active", True),
-    ("PRODUCT_CHANGE", {"new_product_id": "yearly"}, True, "active", True),
     ("NON_RENEWING_PURCHASE", {}, True, "active", False),
     ("SUBSCRIPTION_EXTENDED", {}, True, "active", True),
     ("TEMPORARY_ENTITLEMENT_GRANT", {}, True, "active", False),
@@ -71,6 +70,52 @@ def test_each_event_type_after_a_purchase(client, api, kind, fields, active, sta
     assert send(client, rc.event(kind, at_ms=NOW_MS, **fields)).get_json() == {"status": "processed"}
     grant = premium(api, client)
     assert (grant["active"], grant["status"], grant["will_renew"]) == (active, status, will_renew)
+
+
+MONTHLY, YEARLY = "com.example.premium.monthly", "com.example.premium.yearly"
+
+
+def holding(api, client) -> tuple[str, str]:
+    """The premium grant's product and expiry, to the second."""
+    grant = premium(api, client)
+    return grant["product_id"], grant["expires_at"][:19]
+
+
+def at_second(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+
+
+@pytest.mark.parametrize("change_first", [False, True], ids=["renewal-first", "product-change-first"])
+def test_an_immediate_upgrade_holds_the_new_product_whatever_order_its_two_events_arrive_in(
+        client, api, change_first):
+    """An App Store upgrade: RevenueCat sends a RENEWAL of the new product and a
+    PRODUCT_CHANGE that still names the old product and the old period's end; the
+    PRODUCT_CHANGE may be stamped after the RENEWAL."""
+    old_end, new_end = NOW_MS + 20 * DAY_MS, NOW_MS + 365 * DAY_MS
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS - 10 * DAY_MS, product_id=MONTHLY, expiration_at_ms=old_end))
+    renewal = rc.event("RENEWAL", at_ms=NOW_MS, product_id=YEARLY, transaction="2000002",
+                       original_transaction_id="1000001", expiration_at_ms=new_end)
+    change = rc.event("PRODUCT_CHANGE", at_ms=NOW_MS + 1, product_id=MONTHLY, new_product_id=YEARLY,
+                      expiration_at_ms=old_end)
+    answers = [send(client, evt).get_json()["status"] for evt in ([change, renewal] if change_first else [renewal, change])]
+    assert sorted(answers) == ["ignored", "processed"]
+    assert holding(api, client) == (YEARLY, at_second(new_end))
+    assert send(client, change).get_json() == {"status": "duplicate"}
+    assert holding(api, client) == (YEARLY, at_second(new_end))
+
+
+def test_a_change_at_period_end_keeps_the_old_product_until_the_renewal_that_makes_it(client, api):
+    """A downgrade: the PRODUCT_CHANGE comes at once, the new product with the next RENEWAL."""
+    old_end = NOW_MS + 20 * DAY_MS
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS - 10 * DAY_MS, product_id=YEARLY, expiration_at_ms=old_end))
+    change = rc.event("PRODUCT_CHANGE", at_ms=NOW_MS, product_id=YEARLY, new_product_id=MONTHLY,
+                      expiration_at_ms=old_end)
+    assert send(client, change).get_json() == {"status": "ignored"}
+    assert holding(api, client) == (YEARLY, at_second(old_end))
+    renewal = rc.event("RENEWAL", at_ms=old_end, product_id=MONTHLY, transaction="2000002",
+                       original_transaction_id="1000001", expiration_at_ms=old_end + rc.MONTH_MS)
+    assert send(client, renewal).get_json() == {"status": "processed"}
+    assert holding(api, client) == (MONTHLY, at_second(old_end + rc.MONTH_MS))
 
 
 @pytest.mark.parametrize("kind", ["TEST", "INVOICE_ISSUANCE", "VIRTUAL_CURRENCY_TRANSACTION",

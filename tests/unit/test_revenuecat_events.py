@@ -30,13 +30,20 @@ def only_snapshot(evt: dict):
     return snapshot
 
 
-@pytest.mark.parametrize("kind", ["INITIAL_PURCHASE", "RENEWAL", "UNCANCELLATION", "PRODUCT_CHANGE",
-                                  "SUBSCRIPTION_EXTENDED", "REFUND_REVERSED"])
+@pytest.mark.parametrize("kind", ["INITIAL_PURCHASE", "RENEWAL", "UNCANCELLATION", "SUBSCRIPTION_EXTENDED",
+                                  "REFUND_REVERSED"])
 def test_granting_events_are_active_and_renewing(kind):
     snapshot = only_snapshot(rc.event(kind, at_ms=1_700_000_000_000))
     assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, True)
     assert snapshot.expires_at.timestamp() * 1000 == 1_700_000_000_000 + rc.MONTH_MS
     assert snapshot.key == "1000001" and snapshot.user_sub == "user-1"
+
+
+def test_a_product_change_carries_no_state():
+    """Its product_id and expiration_at_ms are the old product's; the RENEWAL that puts
+    the change in effect carries the new state."""
+    translation = translate(rc.event("PRODUCT_CHANGE", new_product_id="yearly"))
+    assert translation.is_empty and "RENEWAL" in translation.ignored_reason
 
 
 def test_non_renewing_purchase_grants_without_renewal():
