@@ -8,6 +8,7 @@ assertion it verifies against a service-account key minted at test time.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import re
@@ -40,6 +41,16 @@ def _error(status: int, message: str, reason: str = "error") -> tuple:
         {"message": message, "domain": "androidpublisher", "reason": reason}]}}, {}
 
 
+class Held:
+    """One subscriptionsv2 answer held back (``FakePlay.hold``)."""
+
+    def __init__(self) -> None:
+        self.read, self.released = threading.Event(), threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FakePlay:
     def __init__(self, package: str = PACKAGE) -> None:
         self.package, self.key = package, None
@@ -59,6 +70,7 @@ class FakePlay:
         self.voids: list[dict] = []  # VoidedPurchase resources, in the order Play recorded them
         self._gate: threading.Barrier | None = None
         self.gates_opened = 0  # how many gates every party passed together
+        self._held: Held | None = None
 
     def subscribe(self, token: str, state: str = "SUBSCRIPTION_STATE_ACTIVE", *, product: str = "premium_monthly",
                   user: str | None = None, acknowledged: bool = False, days: float = 30, auto_renew: bool = True,
@@ -88,6 +100,12 @@ class FakePlay:
         """Hold the next ``parties`` subscriptionsv2 reads until all have arrived, then
         answer them together: concurrent readers all read before any writes back."""
         self._gate = threading.Barrier(parties, timeout=timeout)
+
+    def hold(self) -> Held:
+        """Read the purchase for the next subscriptionsv2 request at once, but answer it
+        only on ``release()``: an answer slow to arrive, with the state of when it was read."""
+        self._held = Held()
+        return self._held
 
     def void(self, token: str, order: str = ORDER, *, at: dt.datetime | None = None) -> dict:
         """Record ``order`` of ``token`` as voided (refunded), as the voided purchases list shows it."""
@@ -141,7 +159,12 @@ class FakePlay:
             return _error(400, "Invalid Value", "invalid")
         if token not in self.purchases:
             return _error(404, "The purchase token was not found.", "purchaseTokenNotFound")
-        return 200, self.purchases[token], {}
+        answer = copy.deepcopy(self.purchases[token])
+        if (held := self._held) is not None:
+            self._held = None  # one answer only
+            held.read.set()
+            held.released.wait(10)
+        return 200, answer, {}
 
     def _voided(self, package: str, request) -> tuple:
         """purchases.voidedpurchases.list: by the time Play recorded the void, paged by ``token``."""

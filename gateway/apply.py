@@ -3,17 +3,29 @@ record, in the same transaction, the feed events of what changed."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
 from gateway.domain import entitlement_events
 from gateway.domain.entitlement_events import Cause, Changed, FeedEvent
 from gateway.domain.entitlements import derive
-from gateway.domain.model import Subscription, claim_ownership, merge_snapshot, with_account_owner
+from gateway.domain.model import (StaleRead, Subscription, claim_ownership, merge_snapshot, stale_read,
+                                  with_account_owner)
 from gateway.store.port import Transaction
 
 Key = tuple[str, str]
+T = TypeVar("T")
+
+log = logging.getLogger("gateway.apply")
+
+#: How often a store is read and the result applied in a row while the read turns out
+#: older than a state stored meanwhile (``StaleRead``), before giving up.
+READS = 3
 
 #: The cause of a change the gateway made on its own, when the caller names none.
 GATEWAY = Cause("gateway")
@@ -32,6 +44,19 @@ def apply_translation(tx: Transaction, translation: Translation, catalog: Catalo
     if touched is not None:
         touched.update(keys)
     return users
+
+
+def reading_again(attempt: Callable[[], T]) -> T:
+    """``attempt()``: read a store, then apply what it read in a transaction of its own;
+    again while it raises ``StaleRead`` (a read that rolls back writes nothing), up to
+    READS times, then the ``StaleRead`` is raised."""
+    for read in itertools.count(1):
+        try:
+            return attempt()
+        except StaleRead as exc:
+            if read == READS:
+                raise
+            log.info("read again", extra={"fields": {"why": str(exc), "read": read}})
 
 
 class Changes:
@@ -75,9 +100,14 @@ class Changes:
     def apply(self, translation: Translation, cause: Cause = GATEWAY) -> tuple[set[str], set[Key]]:
         """Apply one translation; returns the users it concerned and the keys it touched.
 
-        Links go first so that a snapshot in the same delivery finds its owner.
+        Links go first so that a snapshot in the same delivery finds its owner. Raises
+        ``StaleRead`` before writing anything when a state it read may be older than the
+        one held (``stale_read``): the caller rolls back and translates the delivery again.
         """
         self.lock([translation])
+        for snapshot in translation.snapshots:
+            if stale_read(self.held[(snapshot.source, snapshot.key)], snapshot):
+                raise StaleRead(f"{snapshot.source} {snapshot.key} changed while it was read")
         step = _Step(self)
         for link in translation.links:
             # A link without the store's own time is ordered by when the gateway records it.

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from gateway import logs, metrics
-from gateway.apply import Changes, apply_translation
+from gateway.apply import Changes, apply_translation, reading_again
 from gateway.clock import utcnow
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
@@ -180,17 +180,8 @@ class Ingest:
         since; a delivery just recorded is younger than any retention)."""
         attempts = event.attempts + 1
         try:
-            translation = provider.translate(event, self.lookup)
-            now = self.clock()
-            with self.store.transaction() as tx:
-                touched: set[tuple[str, str]] = set()
-                users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event)))
-                if replaying and not tx.hold_event(event.id):  # after the users' locks, as a foreign key would
-                    raise _Gone
-                tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
-                outcome = IGNORED if translation.is_empty else PROCESSED
-                tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
-                                last_error=translation.ignored_reason, next_attempt_at=None)
+            # Translated again while a store's state it read is older than one stored meanwhile.
+            outcome, users = reading_again(lambda: self._apply_once(provider, event, attempts, replaying))
         except _Gone:
             log.info("replayed delivery no longer in the log", extra={"fields": {"event_id": event.event_id}})
             return GONE
@@ -211,6 +202,20 @@ class Ingest:
             return outcome
         log.debug("applied", extra={"fields": {"event_id": event.event_id, "users": sorted(users)}})
         return outcome
+
+    def _apply_once(self, provider: Provider, event: Event, attempts: int, replaying: bool) -> tuple[str, set[str]]:
+        translation = provider.translate(event, self.lookup)
+        now = self.clock()
+        with self.store.transaction() as tx:
+            touched: set[tuple[str, str]] = set()
+            users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event)))
+            if replaying and not tx.hold_event(event.id):  # after the users' locks, as a foreign key would
+                raise _Gone
+            tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
+            outcome = IGNORED if translation.is_empty else PROCESSED
+            tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
+                            last_error=translation.ignored_reason, next_attempt_at=None)
+        return outcome, users
 
     def _mark(self, event: Event, status: str, attempts: int, error: str, next_at=None) -> None:
         try:

@@ -59,9 +59,13 @@ class Snapshot:
     revokes: str | None = None
     #: A revocation given back by the store (a dispute won, a refund reversed): its cause.
     restores: str | None = None
+    #: When the state was read from the store's API, the moment just before it was asked
+    #: (``as_of`` is when the answer came); for an event's own body, its time. The read
+    #: holds only while nothing stamped at this moment or later is stored (``stale_read``).
+    read_since: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in ("as_of", "expires_at"):
+        for name in ("as_of", "expires_at", "read_since"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must be timezone-aware")
@@ -179,7 +183,7 @@ def _owner_claim(as_of: datetime | None, owner: str | None) -> tuple:
 def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscription:
     """The subscription after seeing ``snapshot``; commutative and idempotent."""
     named = snapshot.user_sub
-    stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None)
+    stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None, read_since=None)
     revocations = (current.revocations if current else NO_REVOCATIONS).seeing(snapshot)
     if current is None:
         return Subscription(stripped, named, snapshot.as_of if named else None,
@@ -191,6 +195,25 @@ def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscrip
     updated = Subscription(dataclasses.replace(state, account=account), current.owner,
                            current.owner_as_of, account_as_of, revocations)
     return claim_ownership(updated, named, snapshot.as_of) if named else updated
+
+
+class StaleRead(Exception):
+    """A state read from a store while another change of the same subscription was
+    stored: which of the two is newer cannot be told, so the delivery reads it again."""
+
+
+def stale_read(current: Subscription | None, snapshot: Snapshot) -> bool:
+    """True when ``snapshot``'s read (``read_since``) may be older than the stored state,
+    and says otherwise: that state is stamped at or after the moment the read began, so
+    it was read, or happened, while this read was in flight. Two overlapping reads of one
+    subscription cannot be ordered by their stamps (a slow answer may carry the older
+    state), and neither can an event's body and a state stored from the same moment; read
+    after the stored one committed, the store's answer is newer than it. Two reads that
+    say the same need no order. Decided under the subscription's lock, on the state held
+    there."""
+    if snapshot.read_since is None or current is None or current.latest.as_of < snapshot.read_since:
+        return False
+    return precedence(current.latest)[1:] != precedence(snapshot)[1:]  # the state but for its time
 
 
 def claim_ownership(current: Subscription, owner: str | None, as_of: datetime) -> Subscription:

@@ -21,7 +21,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from gateway.apply import apply_translation
+from gateway.apply import apply_translation, reading_again
 from gateway.domain.entitlement_events import Cause
 from gateway.clock import utcnow
 from gateway.domain.catalog import SOURCES
@@ -117,8 +117,8 @@ class Reconciler:
             progress.done(key, self._failed(checker, tally, key, error), visited=False)
             return
         try:
-            translation = checker.fetch(current, self.services.ingest.lookup, dry_run)
-            before, after = self._apply(current, translation, dry_run)
+            before, after = reading_again(
+                lambda: self._apply(current, checker.fetch(current, self.services.ingest.lookup, dry_run), dry_run))
         except Exception as exc:
             progress.done(key, self._failed(checker, tally, key, exc))
             return

@@ -2,7 +2,9 @@
 
 https://developer.android.com/google/play/billing/rtdn-reference
 A notification carries only a purchase token: for a subscription we fetch
-purchases.subscriptionsv2.get and snapshot that, stamped at fetch time.
+purchases.subscriptionsv2.get and snapshot that, stamped when the answer came; should
+another state of the token be stored while the request was in flight, the delivery reads
+it again (``model.stale_read``).
 
 Acknowledgement: Google refunds a purchase not acknowledged within three days
 (https://developer.android.com/google/play/billing/integrate#process). ``translate``
@@ -71,18 +73,25 @@ class GooglePlayNotifications:
 
     def _subscription(self, token: str, lookup: Lookup) -> Translation:
         try:
-            purchase = self.api.subscription(self.package, token)
+            asked, purchase = self._read(token)
         except UnknownPurchase as exc:  # retrying will not make Google know it
             return ignored(str(exc))
         as_of = self.clock()
         self._acknowledge(token, purchase)
-        return self.translation(token, purchase, as_of, lookup)
+        return self.translation(token, purchase, as_of, lookup, asked)
 
-    def translation(self, token: str, purchase: dict, as_of: datetime, lookup: Lookup) -> Translation:
-        """The purchase's snapshot; for a replacing purchase also the old token, replaced,
-        and the old owner carried over when the new purchase names no user."""
+    def _read(self, token: str) -> tuple[datetime, dict]:
+        """subscriptionsv2.get, with the moment just before it was asked."""
+        asked = self.clock()
+        return asked, self.api.subscription(self.package, token)
+
+    def translation(self, token: str, purchase: dict, as_of: datetime, lookup: Lookup,
+                    read_since: datetime | None = None) -> Translation:
+        """The purchase's snapshot (read from Play after ``read_since``, when given); for a
+        replacing purchase also the old token, replaced, and the old owner carried over when
+        the new purchase names no user."""
         # A voided period stays revoked while Play still shows it: the merge decides that.
-        snapshot = state.snapshot_of(token, purchase, as_of)
+        snapshot = dataclasses.replace(state.snapshot_of(token, purchase, as_of), read_since=read_since)
         old = state.replaces(purchase)
         if not old or old == token:
             return Translation(snapshots=(snapshot,))
@@ -115,10 +124,10 @@ class GooglePlayNotifications:
         if not self._void_confirmed(token, order, messages.event_time(notification)):
             return ignored(f"Play's voided purchases do not list order {order} for this token")
         try:
-            purchase = self.api.subscription(self.package, token)
+            asked, purchase = self._read(token)
         except UnknownPurchase as exc:
             return ignored(str(exc))
-        fetched = self.translation(token, purchase, self.clock(), lookup)
+        fetched = self.translation(token, purchase, self.clock(), lookup, asked)
         if order not in state.current_orders(purchase):
             return fetched  # an older period's order: the one Play shows now stands
         current, *others = fetched.snapshots
@@ -135,7 +144,7 @@ class GooglePlayNotifications:
     def purchase(self, token: str, product_id: str, lookup: Lookup) -> tuple[str, Translation, dict]:
         """A purchase the app reports (POST /v1/purchases/google), fetched and checked."""
         try:
-            purchase = self.api.subscription(self.package, token)
+            asked, purchase = self._read(token)
         except PlayApiError as exc:
             # The token is looked up under GOOGLE_PACKAGE_NAME: one of another app is unknown.
             if exc.status in (400, 404, 410):
@@ -143,7 +152,7 @@ class GooglePlayNotifications:
             raise Unavailable(f"Google Play cannot be asked now: {exc}", code="play_api_unavailable") from None
         if product_id not in {item.get("productId") for item in state.line_items(purchase)}:
             raise Malformed("productId is not a product of this purchase", code="product_mismatch")
-        return token, self.translation(token, purchase, self.clock(), lookup), purchase
+        return token, self.translation(token, purchase, self.clock(), lookup, asked), purchase
 
     def acknowledge(self, token: str, purchase: dict) -> None:
         try:

@@ -4,8 +4,10 @@ Ordering: an event's ``created`` has one-second resolution and Stripe does not o
 deliveries (https://docs.stripe.com/webhooks#event-ordering). A subscription event
 strictly newer than the stored snapshot is taken from its body, stamped ``created``.
 Otherwise, and for every invoice, charge and dispute, the subscription is fetched and
-stamped with the time the answer arrived: any later event is then strictly newer, and
-the state read can be no older than that stamp.
+stamped with the time the answer arrived: any later event is then strictly newer.
+Whether the body was newer is judged again under the subscription's lock, and a fetch
+holds only if nothing stamped after its request began was stored meanwhile
+(``model.stale_read``); otherwise the delivery is translated again, and fetches.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class Snapshotter:
         # decided by the merge, under the subscription's lock.
         stored = lookup.subscription(SOURCE, subscription["id"])
         if stored is None or created > stored.latest.as_of or self.api is None:
-            return self.state(subscription, created, lookup)
+            return self.state(subscription, created, lookup, read_since=created if self.api else None)
         return self.fetched(subscription["id"], lookup)
 
     def fetched(self, subscription_id: str, lookup: Lookup, revokes: str | None = None,
@@ -48,15 +50,16 @@ class Snapshotter:
         (``refunded:<invoice>``, ``disputed:<dispute>``): it takes back the current period
         if ``invoice_id`` is still the latest invoice. ``restores`` names a dispute won:
         it gives back what that dispute took, and nothing else."""
-        subscription = self.require_api("fetch a subscription").subscription(subscription_id)
+        api, asked = self.require_api("fetch a subscription"), self.clock()
+        subscription = api.subscription(subscription_id)
         fetched_at = self.clock()
         latest = stripe_objects.ref(subscription.get("latest_invoice"))
         if revokes and invoice_id and latest and latest != invoice_id:
             revokes = None  # an older period's payment was returned: the current one stands
-        return self.state(subscription, fetched_at, lookup, revokes, restores)
+        return self.state(subscription, fetched_at, lookup, revokes, restores, read_since=asked)
 
-    def state(self, subscription: dict, as_of: datetime, lookup: Lookup,
-              revokes: str | None = None, restores: str | None = None) -> Translation:
+    def state(self, subscription: dict, as_of: datetime, lookup: Lookup, revokes: str | None = None,
+              restores: str | None = None, read_since: datetime | None = None) -> Translation:
         raw = subscription.get("status")
         product_id, entitlements = stripe_objects.products(subscription, self.catalog)
         snapshot = Snapshot(
@@ -67,7 +70,7 @@ class Snapshotter:
             account=stripe_objects.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
-            revokes=revokes, restores=restores,
+            revokes=revokes, restores=restores, read_since=read_since,
         )
         return Translation(snapshots=(snapshot,), links=self.owner_links(snapshot, lookup))
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import Blueprint, current_app, jsonify, request
 
+from gateway.apply import reading_again
 from gateway.clock import utcnow
-from gateway.errors import Conflict, NotConfigured
+from gateway.domain.model import StaleRead
+from gateway.errors import Conflict, NotConfigured, Unavailable
 from gateway.purchases import register_purchase
 from gateway.web.bodies import load_body
 from gateway.web.presenters import entitlements_answer
@@ -77,8 +79,16 @@ def _register(source: str, schema: ma.Schema, claim):
     if not hasattr(provider, "purchase"):
         raise NotConfigured(f"the {source} source is not configured")
     body = load_body(schema, "malformed_purchase")
-    key, translation, registered = claim(provider, body, user_sub, services.ingest.lookup)
-    grants = register_purchase(services.store, services.catalog, utcnow, source=source, key=key,
-                               user_sub=user_sub, translation=translation)
+
+    def attempt():  # read again while the purchase changes under the registration (apply.reading_again)
+        key, translation, registered = claim(provider, body, user_sub, services.ingest.lookup)
+        return registered, register_purchase(services.store, services.catalog, utcnow, source=source, key=key,
+                                             user_sub=user_sub, translation=translation)
+
+    try:
+        registered, grants = reading_again(attempt)
+    except StaleRead as exc:
+        raise Unavailable("the purchase kept changing while it was read; retry",
+                          code="purchase_changing") from exc
     registered()
     return jsonify(entitlements_answer(user_sub, grants, utcnow()))

@@ -9,8 +9,9 @@ import pytest
 
 from gateway.domain.catalog import Catalog, CatalogError, parse_catalog
 from gateway.domain.entitlements import derive, is_premium
-from gateway.domain.model import (Snapshot, Status, Subscription, claim_ownership, merge_snapshot, newest, supersedes,
-                                   with_account_owner)
+from gateway.apply import READS, reading_again
+from gateway.domain.model import (Snapshot, StaleRead, Status, Subscription, claim_ownership, merge_snapshot, newest,
+                                  stale_read, supersedes, with_account_owner)
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -72,6 +73,43 @@ def test_a_store_reported_revocation_without_a_newer_period_stays_revoked():
     reversed_ = snap(20, expires_at=T0 + timedelta(days=30), restores="refunded:1000")
     assert fold(refunded, snap(15, expires_at=T0 + timedelta(days=30))).snapshot.status is Status.REVOKED
     assert fold(reversed_, refunded).snapshot.status is Status.ACTIVE
+
+
+def test_a_read_holds_only_while_nothing_stamped_since_it_began_is_stored():
+    stored = fold(snap(10, expires_at=T0 + timedelta(days=30)))
+    other = dict(status=Status.EXPIRED, expires_at=T0 + timedelta(days=30))
+    assert not stale_read(stored, snap(20, read_since=T0 + timedelta(seconds=11), **other))  # stored before it began
+    assert stale_read(stored, snap(20, read_since=T0 + timedelta(seconds=10), **other))  # the same moment: cannot tell
+    assert stale_read(stored, snap(20, read_since=T0 + timedelta(seconds=5), **other))  # stored while in flight
+    same = snap(20, read_since=T0 + timedelta(seconds=5), expires_at=T0 + timedelta(days=30))
+    assert not stale_read(stored, same)  # both reads say the same: no order needed
+    assert not stale_read(None, snap(20, read_since=T0))  # nothing stored
+    assert not stale_read(stored, snap(20, **other))  # an event's whole truth (Apple, RevenueCat): no read to doubt
+    assert merge_snapshot(None, snap(20, read_since=T0)).latest.read_since is None  # never stored
+
+
+def test_a_read_is_made_again_while_stale_then_given_up():
+    reads = []
+
+    def stale():
+        reads.append(1)
+        raise StaleRead("changed while it was read")
+
+    with pytest.raises(StaleRead):
+        reading_again(stale)
+    assert len(reads) == READS == 3
+    answers = iter([StaleRead("once"), "applied"])
+
+    def second_time_lucky():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert reading_again(second_time_lucky) == "applied"
+    with pytest.raises(ValueError):  # any other failure is not read again
+        reading_again(lambda: (reads.append(1), int("x")))
+    assert len(reads) == READS + 1
 
 
 def test_same_second_ties_resolve_to_the_more_final_state_in_either_order():

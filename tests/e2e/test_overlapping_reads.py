@@ -1,0 +1,100 @@
+"""A store's state read while another change of the same subscription was stored.
+
+Google and Stripe deliveries read the subscription from the store's API (or, for a
+Stripe subscription event, take its body when it is newer than what is stored), outside
+any transaction. Two such reads of one subscription in flight together cannot be ordered
+by their stamps: a slow answer may carry the older state, and a body of the same second as
+a stored state may be the older of the two. Under the subscription's lock the domain
+tells (``model.stale_read``), and the delivery reads again (``apply.reading_again``).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from devtools import stripe_objects as so
+from devtools.google_pubsub import subscription
+from tests.conftest import DATABASE
+from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
+from tests.e2e.reconcile_world import new_user, soon
+from tests.e2e.test_races import ok, push
+from tests.support.stripe_scenarios import signup
+
+REVOKED = 12  # SUBSCRIPTION_REVOKED
+RENEWED = 2  # SUBSCRIPTION_RENEWED
+
+
+def in_thread(call) -> tuple[threading.Thread, dict]:
+    answer: dict = {}
+    thread = threading.Thread(target=lambda: answer.update(response=call()))
+    thread.start()
+    return thread, answer
+
+
+def test_a_slow_answer_read_before_a_revocation_does_not_outlive_it(world, play, push_signer):
+    """A renewal notification's read of Play answers the active state and is slow to come
+    back; meanwhile the subscription is revoked and the revocation's notification reads
+    and stores that. Stamped when it arrived, the renewal's answer was the newer, and the
+    refunded user stayed premium until the next notification or reconcile."""
+    token, user = "token-slow-answer", new_user()
+    play.subscribe(token, user=user, acknowledged=True, days=0.25)
+    assert ok(push(world, push_signer, subscription(token))) == "processed"
+    held = play.hold()
+    renewal, answer = in_thread(lambda: push(world, push_signer, subscription(token, RENEWED)))
+    assert held.read.wait(10)  # Play has answered the active state; the answer is in flight
+    play.subscribe(token, "SUBSCRIPTION_STATE_EXPIRED", user=user, acknowledged=True, days=0)
+    assert ok(push(world, push_signer, subscription(token, REVOKED))) == "processed"
+    assert world.premium(user)["active"] is False
+    held.release()
+    renewal.join(30)
+    assert ok(answer["response"]) == "processed"  # read again: Play says expired
+    assert world.premium(user)["active"] is False
+    assert play.gets.count(token) == 4  # the subscription, the renewal twice, the revocation
+
+
+def test_a_state_read_while_nothing_changed_is_read_once(world, play, push_signer):
+    token, user = "token-read-once", new_user()
+    play.subscribe(token, user=user, acknowledged=True, days=0.25)
+    assert ok(push(world, push_signer, subscription(token))) == "processed"
+    assert ok(push(world, push_signer, subscription(token, RENEWED))) == "processed"
+    assert play.gets.count(token) == 2 and world.premium(user)["active"] is True
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="holds a row lock while the deliveries read")
+def test_two_subscription_events_of_one_second_end_on_stripes_state(world, stripe_fake):
+    """A cancellation at period end and its undoing, both in one second: two workers take
+    both bodies as newer than what they read stored (neither had committed yet), and the
+    tie of the second went to the cancellation. Stripe says the subscription renews."""
+    s = signup(stripe_fake, user=new_user())
+    s.end = int(soon(6).timestamp())
+    created = int(time.time()) - 50
+    stripe_fake.put(s.subscription())
+    assert ok(world.stripe(so.event("customer.subscription.created", s.subscription(), created=created - 50))) \
+        == "processed"
+    canceled = so.event("customer.subscription.updated", s.subscription(cancel_at_period_end=True),
+                        created=created, previous={"cancel_at_period_end": False})
+    resumed = so.event("customer.subscription.updated", s.subscription(cancel_at_period_end=False),
+                       created=created, previous={"cancel_at_period_end": True})
+    store = world.app.extensions["gateway"].store
+    key = ("stripe", s.sub_id)
+    with store.transaction() as tx:  # another delivery of this subscription, being applied
+        assert tx.lock_subscriptions([key])[key] is not None
+        threads = [in_thread(lambda event=event: world.stripe(event)) for event in (canceled, resumed)]
+        waiting(store, 2)  # both read what is stored and took their bodies; both wait to apply
+    for thread, answer in threads:
+        thread.join(30)
+        assert ok(answer["response"]) == "processed"
+    assert world.premium(s.user)["will_renew"] is True
+
+
+def waiting(store, count: int) -> None:
+    """Until ``count`` transactions wait for a lock."""
+    deadline = time.monotonic() + 10
+    with store.engine.connect() as connection:
+        while connection.execute(sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one() < count:
+            assert time.monotonic() < deadline, "the deliveries never waited for the subscription's lock"
+            time.sleep(0.01)
+            connection.rollback()
