@@ -56,7 +56,10 @@ class Snapshotter:
         latest = stripe_objects.ref(subscription.get("latest_invoice"))
         if revokes and invoice_id and latest and latest != invoice_id:
             revokes = None  # an older period's payment was returned: the current one stands
-        return self.state(subscription, fetched_at, lookup, revokes, restores, read_since=asked)
+        # Stripe stamps an event to the second: a change made just after the request began
+        # may be stamped in the same second, before it. The read is judged from that second.
+        return self.state(subscription, fetched_at, lookup, revokes, restores,
+                          read_since=asked.replace(microsecond=0))
 
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup, revokes: str | None = None,
               restores: str | None = None, read_since: datetime | None = None) -> Translation:

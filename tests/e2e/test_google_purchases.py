@@ -1,6 +1,8 @@
 """POST /v1/purchases/google, ownership by linkedPurchaseToken, and the service account."""
 from __future__ import annotations
 
+import threading
+
 from devtools import google_pubsub as rtdn
 from tests.support.google_gateway import API_KEY, _play_server, google, play, push_signer  # noqa: F401
 
@@ -144,3 +146,24 @@ def test_without_play_api_credentials_events_are_kept_for_later(make_app, push_s
     answer = app.test_client().post("/webhooks/google", data=rtdn.envelope(rtdn.subscription("tok-x")),
                                     headers=push_signer.headers())
     assert answer.get_json() == {"status": "deferred"}
+
+
+def test_a_registration_whose_read_of_play_is_overtaken_reads_again(google):
+    """Play answers the registration with the active state, slowly; meanwhile the purchase is
+    revoked and its notification stores that. The registration reads again (it does not
+    store the older answer over the newer one) and links the token all the same."""
+    google.play.subscribe("tok-overtaken", acknowledged=True)
+    assert google.push(rtdn.subscription("tok-overtaken", 4)).get_json() == {"status": "processed"}
+    held = google.play.hold()
+    answer: dict = {}
+    registering = threading.Thread(target=lambda: answer.update(response=google.register(ALICE, "tok-overtaken")))
+    registering.start()
+    assert held.read.wait(10)
+    google.play.subscribe("tok-overtaken", "SUBSCRIPTION_STATE_EXPIRED", acknowledged=True, days=0)
+    assert google.push(rtdn.subscription("tok-overtaken", 12)).get_json() == {"status": "processed"}
+    held.release()
+    registering.join(30)
+    assert answer["response"].status_code == 200, answer["response"].get_json()
+    assert answer["response"].get_json()["is_premium"] is False  # Play's newest answer
+    assert google.premium(ALICE)["status"] == "expired"  # linked: the user holds the token
+    assert google.play.gets.count("tok-overtaken") == 4

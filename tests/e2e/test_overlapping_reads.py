@@ -63,6 +63,29 @@ def test_a_state_read_while_nothing_changed_is_read_once(world, play, push_signe
     assert play.gets.count(token) == 2 and world.premium(user)["active"] is True
 
 
+def test_a_stripe_fetch_begun_in_the_second_of_a_cancellation_does_not_outlive_it(world, stripe_fake):
+    """Stripe stamps events to the second: a cancellation made just after a fetch began is
+    stamped no later than the moment the fetch began. Stored first, it lost to the fetch's
+    older answer, stamped when that answer arrived."""
+    s = signup(stripe_fake, user=new_user())
+    s.end = int(soon(6).timestamp())
+    stripe_fake.put(s.subscription())
+    created = so.event("customer.subscription.created", s.subscription(), created=int(time.time()) - 100)
+    assert ok(world.stripe(created)) == "processed"
+    held = stripe_fake.hold(f"/v1/subscriptions/{s.sub_id}")
+    paid, answer = in_thread(lambda: world.stripe(so.event("invoice.paid", s.invoice())))
+    assert held.read.wait(10)  # Stripe read the active subscription; the answer is in flight
+    canceled = s.subscription(status="canceled", canceled_at=int(held.read_at), ended_at=int(held.read_at))
+    stripe_fake.put(canceled)
+    deleted = so.event("customer.subscription.deleted", canceled, created=int(held.read_at))
+    assert ok(world.stripe(deleted)) == "processed"
+    held.release()
+    paid.join(30)
+    assert ok(answer["response"]) == "processed"
+    assert world.premium(s.user)["active"] is False
+    assert stripe_fake.calls("GET", f"/v1/subscriptions/{s.sub_id}") == 2  # read again
+
+
 @pytest.mark.skipif(DATABASE != "postgresql", reason="holds a row lock while the deliveries read")
 def test_two_subscription_events_of_one_second_end_on_stripes_state(world, stripe_fake):
     """A cancellation at period end and its undoing, both in one second: two workers take

@@ -147,6 +147,16 @@ def register_customers(fake: "FakeStripe") -> None:
         return 200, customer
 
 
+class Held:
+    """One answer held back (``FakeStripe.hold``)."""
+
+    def __init__(self) -> None:
+        self.read, self.released, self.read_at = threading.Event(), threading.Event(), 0.0
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FakeStripe:
     """``FakeStripe(api_key).start()``; point the client at ``url``; ``stop()`` when done."""
 
@@ -163,6 +173,7 @@ class FakeStripe:
         self._released = threading.Event()
         self._gate: tuple[str, threading.Barrier] | None = None
         self.gates_opened = 0  # how many gates every party passed together
+        self._held: dict[str, Held] = {}
         self._server: ThreadingHTTPServer | None = None
         register_customers(self)
 
@@ -196,6 +207,12 @@ class FakeStripe:
                 self._gate, self.gates_opened = None, self.gates_opened + 1  # one round only
         except threading.BrokenBarrierError:
             pass
+
+    def hold(self, path: str) -> "Held":
+        """Answer the next GET of ``path`` as the object is when it arrives, but send the
+        answer only on ``release()``: an answer slow to come back."""
+        self._held[path] = held = Held()
+        return held
 
     def trickle(self, seconds_per_byte: float) -> None:
         """Answer, but slowly: each byte alone, so no socket read ever times out."""
@@ -251,9 +268,14 @@ class FakeStripe:
             return self.outage_status, StripeError(self.outage_status, "api_error", "Simulated outage.").body(), {}
         try:
             self._authorize(request.headers.get("authorization", ""))
-            return self._idempotent(request)
+            answer = self._idempotent(request)
         except StripeError as error:
             return error.status, error.body(), {}
+        if request.method == "GET" and (held := self._held.pop(request.path, None)):
+            held.read_at = time.time()
+            held.read.set()
+            held.released.wait(10)
+        return answer
 
     def handle(self, request: Request) -> tuple[int, dict]:
         for method, regex, function in self.routes:
