@@ -59,9 +59,10 @@ class Snapshot:
     revokes: str | None = None
     #: A revocation given back by the store (a dispute won, a refund reversed): its cause.
     restores: str | None = None
-    #: When the state was read from the store's API, the moment just before it was asked
-    #: (``as_of`` is when the answer came); for an event's own body, its time. The read
-    #: holds only while nothing stamped at this moment or later is stored (``stale_read``).
+    #: When the gateway began the read this snapshot stands on, by its own clock: the
+    #: request to the store's API (``as_of`` is when the answer came), or, for an event's
+    #: body judged newer than the stored state, the look at the stored state. The read
+    #: holds only while nothing written since then says otherwise (``stale_read``).
     read_since: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -156,6 +157,9 @@ class Subscription:
     is at least as new, so a late delivery never undoes a transfer. Without a named
     owner, the owner is whoever the identity mapping gives for the store account
     (``latest.account``, the newest account any delivery gave, at ``account_as_of``).
+
+    ``updated_at`` is when the gateway last wrote it (its own clock, set by the store):
+    not part of what it is, so two subscriptions that differ only there are equal.
     """
 
     latest: Snapshot
@@ -163,6 +167,7 @@ class Subscription:
     owner_as_of: datetime | None = None
     account_as_of: datetime | None = None
     revocations: Revocations = NO_REVOCATIONS
+    updated_at: datetime | None = dataclasses.field(default=None, compare=False)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -203,15 +208,20 @@ class StaleRead(Exception):
 
 
 def stale_read(current: Subscription | None, snapshot: Snapshot) -> bool:
-    """True when ``snapshot``'s read (``read_since``) may be older than the stored state,
-    and says otherwise: that state is stamped at or after the moment the read began, so
-    it was read, or happened, while this read was in flight. Two overlapping reads of one
-    subscription cannot be ordered by their stamps (a slow answer may carry the older
-    state), and neither can an event's body and a state stored from the same moment; read
-    after the stored one committed, the store's answer is newer than it. Two reads that
-    say the same need no order. Decided under the subscription's lock, on the state held
-    there."""
-    if snapshot.read_since is None or current is None or current.latest.as_of < snapshot.read_since:
+    """True when ``snapshot`` stands on a read (``read_since``) that may be older than the
+    stored state, and says otherwise. The stored state may be the newer one when it was
+    written after the read began (two reads of one store in flight together: a slow
+    answer may carry the older state, whatever its stamp says; Stripe stamps an event to
+    the second, so a change made just after the read began may carry an earlier stamp),
+    or when it is stamped no older than the snapshot (an event's body judged newer on a
+    look at the stored state that another writer has since overtaken). Read again once
+    the stored state is committed, the store's answer is newer than it. Two reads that
+    say the same need no order. Decided under the subscription's lock, on the state
+    held there."""
+    if snapshot.read_since is None or current is None:
+        return False
+    written_since = current.updated_at is not None and current.updated_at >= snapshot.read_since
+    if not (written_since or current.latest.as_of >= snapshot.as_of):
         return False
     return precedence(current.latest)[1:] != precedence(snapshot)[1:]  # the state but for its time
 

@@ -5,9 +5,9 @@ deliveries (https://docs.stripe.com/webhooks#event-ordering). A subscription eve
 strictly newer than the stored snapshot is taken from its body, stamped ``created``.
 Otherwise, and for every invoice, charge and dispute, the subscription is fetched and
 stamped with the time the answer arrived: any later event is then strictly newer.
-Whether the body was newer is judged again under the subscription's lock, and a fetch
-holds only if nothing stamped after its request began was stored meanwhile
-(``model.stale_read``); otherwise the delivery is translated again, and fetches.
+Under the subscription's lock both are judged again (``model.stale_read``): a body only
+while it is still newer than the stored state, a fetch only while nothing written since its
+request began says otherwise; else the delivery is translated again.
 """
 from __future__ import annotations
 
@@ -39,9 +39,10 @@ class Snapshotter:
         # Whether the body is newer than what is stored decides only where the state is
         # read from (a body strictly newer, else a fetch); what it means for access is
         # decided by the merge, under the subscription's lock.
+        looked = self.clock()
         stored = lookup.subscription(SOURCE, subscription["id"])
         if stored is None or created > stored.latest.as_of or self.api is None:
-            return self.state(subscription, created, lookup, read_since=created if self.api else None)
+            return self.state(subscription, created, lookup, read_since=looked if self.api else None)
         return self.fetched(subscription["id"], lookup)
 
     def fetched(self, subscription_id: str, lookup: Lookup, revokes: str | None = None,
@@ -56,10 +57,7 @@ class Snapshotter:
         latest = stripe_objects.ref(subscription.get("latest_invoice"))
         if revokes and invoice_id and latest and latest != invoice_id:
             revokes = None  # an older period's payment was returned: the current one stands
-        # Stripe stamps an event to the second: a change made just after the request began
-        # may be stamped in the same second, before it. The read is judged from that second.
-        return self.state(subscription, fetched_at, lookup, revokes, restores,
-                          read_since=asked.replace(microsecond=0))
+        return self.state(subscription, fetched_at, lookup, revokes, restores, read_since=asked)
 
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup, revokes: str | None = None,
               restores: str | None = None, read_since: datetime | None = None) -> Translation:

@@ -120,7 +120,7 @@ class _MemoryTransaction(Transaction):
     def save_subscriptions(self, subscriptions: list[Subscription], now: datetime) -> None:
         for subscription in subscriptions:
             snapshot = subscription.snapshot
-            self.state.subscriptions[(snapshot.source, snapshot.key)] = subscription
+            self.state.subscriptions[(snapshot.source, snapshot.key)] = dataclasses.replace(subscription, updated_at=now)
 
     def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
         return {user_sub: [s for s in self.state.subscriptions.values() if s.owner == user_sub]

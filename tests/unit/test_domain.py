@@ -1,6 +1,7 @@
 """The pure rules: newest-wins, ownership, entitlement merge, expiry at read time."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -75,17 +76,21 @@ def test_a_store_reported_revocation_without_a_newer_period_stays_revoked():
     assert fold(reversed_, refunded).snapshot.status is Status.ACTIVE
 
 
-def test_a_read_holds_only_while_nothing_stamped_since_it_began_is_stored():
-    stored = fold(snap(10, expires_at=T0 + timedelta(days=30)))
+def test_a_read_holds_unless_what_was_written_since_it_began_says_otherwise():
+    written = T0 + timedelta(seconds=100)  # when the gateway wrote the stored state (its clock)
+    stored = dataclasses.replace(fold(snap(10, expires_at=T0 + timedelta(days=30))), updated_at=written)
     other = dict(status=Status.EXPIRED, expires_at=T0 + timedelta(days=30))
-    assert not stale_read(stored, snap(20, read_since=T0 + timedelta(seconds=11), **other))  # stored before it began
-    assert stale_read(stored, snap(20, read_since=T0 + timedelta(seconds=10), **other))  # the same moment: cannot tell
-    assert stale_read(stored, snap(20, read_since=T0 + timedelta(seconds=5), **other))  # stored while in flight
-    same = snap(20, read_since=T0 + timedelta(seconds=5), expires_at=T0 + timedelta(days=30))
-    assert not stale_read(stored, same)  # both reads say the same: no order needed
+    assert not stale_read(stored, snap(20, read_since=written + timedelta(seconds=1), **other))  # written before
+    assert stale_read(stored, snap(20, read_since=written, **other))  # written as it began: cannot tell
+    assert stale_read(stored, snap(20, read_since=written - timedelta(seconds=5), **other))  # written in flight
+    same = snap(20, read_since=written - timedelta(seconds=5), expires_at=T0 + timedelta(days=30))
+    assert not stale_read(stored, same)  # both say the same: no order needed
+    # A body judged newer than the stored state, which another writer has since overtaken.
+    assert stale_read(stored, snap(10, read_since=written + timedelta(seconds=1), **other))
     assert not stale_read(None, snap(20, read_since=T0))  # nothing stored
     assert not stale_read(stored, snap(20, **other))  # an event's whole truth (Apple, RevenueCat): no read to doubt
     assert merge_snapshot(None, snap(20, read_since=T0)).latest.read_since is None  # never stored
+    assert stored == dataclasses.replace(stored, updated_at=None)  # when it was written is not what it is
 
 
 def test_a_read_is_made_again_while_stale_then_given_up():
