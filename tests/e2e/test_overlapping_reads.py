@@ -65,8 +65,8 @@ def test_a_state_read_while_nothing_changed_is_read_once(world, play, push_signe
 
 def test_a_stripe_fetch_begun_in_the_second_of_a_cancellation_does_not_outlive_it(world, stripe_fake):
     """Stripe stamps events to the second: a cancellation made just after a fetch began is
-    stamped no later than the moment the fetch began. Stored first, it lost to the fetch's
-    older answer, stamped when that answer arrived."""
+    stamped with that second, so maybe before the fetch began. Stored first, it lost to
+    the fetch's older answer, stamped when that answer arrived."""
     s = signup(stripe_fake, user=new_user())
     s.end = int(soon(6).timestamp())
     stripe_fake.put(s.subscription())
