@@ -29,13 +29,16 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
     if claimed - {user_sub}:
         raise Conflict("the purchase was made for another user", code="purchase_owned_by_another_user")
     snapshots = tuple(dataclasses.replace(s, account=s.account or key) for s in translation.snapshots)
-    translation = dataclasses.replace(
-        translation, snapshots=snapshots, links=translation.links + (Link(source, key, user_sub),))
+    # The key, and the account its purchase goes with when that is another (a Google
+    # upgrade whose old purchase's user is not known yet goes with the old token).
+    accounts = sorted({key} | {s.account for s in snapshots if s.key == key})
+    translation = dataclasses.replace(translation, snapshots=snapshots,
+                                      links=translation.links + tuple(Link(source, a, user_sub) for a in accounts))
     try:
         with store.transaction() as tx:
-            tx.lock_accounts([(source, key)])  # the lock order of every writer: account first
+            tx.lock_accounts([(source, a) for a in accounts])  # the lock order of every writer: accounts first
             current = tx.lock_subscriptions([(source, key)])[(source, key)]
-            owners = {current.owner if current else None, tx.resolve(source, key)} - {None, user_sub}
+            owners = {current.owner if current else None, *(tx.resolve(source, a) for a in accounts)} - {None, user_sub}
             if owners:
                 raise Conflict("the purchase is linked to another user", code="purchase_owned_by_another_user")
             apply_translation(tx, translation, catalog, clock(), cause=Cause("purchase", source))

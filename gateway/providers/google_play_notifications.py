@@ -87,19 +87,26 @@ class GooglePlayNotifications:
 
     def translation(self, token: str, purchase: dict, as_of: datetime, lookup: Lookup,
                     read_since: datetime | None = None) -> Translation:
-        """The purchase's snapshot (read from Play after ``read_since``, when given); for a
-        replacing purchase also the old token, replaced, and the old owner carried over when
-        the new purchase names no user."""
+        """The purchase's snapshot (read from Play after ``read_since``, when given), and the
+        user it names linked to its token; for a replacing purchase also the old token,
+        replaced, and the old owner carried over when the new purchase names no user."""
         # A voided period stays revoked while Play still shows it: the merge decides that.
         snapshot = dataclasses.replace(state.snapshot_of(token, purchase, as_of), read_since=read_since)
+        # Linked, not only named: a purchase that replaces this one later may name nobody
+        # and belong to this token's account (below).
+        links = (Link(SOURCE, token, snapshot.user_sub, as_of),) if snapshot.user_sub else ()
         old = state.replaces(purchase)
         if not old or old == token:
-            return Translation(snapshots=(snapshot,))
+            return Translation(snapshots=(snapshot,), links=links)
         current = lookup.subscription(SOURCE, old)
-        links: tuple[Link, ...] = ()
         if snapshot.user_sub is None:
             owner = (current.owner if current else None) or lookup.resolve(SOURCE, old)
-            links = (Link(SOURCE, token, owner),) if owner else ()
+            if owner:
+                links = (Link(SOURCE, token, owner),)
+            elif not lookup.resolve(SOURCE, token):  # nobody known yet, nor registered the new
+                # token: it goes with the old token's account, so that the link that names its
+                # user, whenever it comes, attaches both (under the lock)
+                snapshot = dataclasses.replace(snapshot, account=old)
         return Translation(snapshots=(snapshot, state.replaced(old, current, as_of)), links=links)
 
     def _acknowledge(self, token: str, purchase: dict) -> None:

@@ -167,3 +167,34 @@ def test_a_registration_whose_read_of_play_is_overtaken_reads_again(google):
     assert answer["response"].get_json()["is_premium"] is False  # Play's newest answer
     assert google.premium(ALICE)["status"] == "expired"  # linked: the user holds the token
     assert google.play.gets.count("tok-overtaken") == 4
+
+
+def test_an_upgrade_delivered_before_its_old_purchase_goes_to_the_old_purchases_user(google):
+    """The new token's notification comes first (the old token's was deferred, or is late)
+    and names nobody; the old token's own delivery, naming its user, attaches both."""
+    google.play.subscribe("tok-o", "SUBSCRIPTION_STATE_EXPIRED", user=ALICE, acknowledged=True, days=20)
+    google.play.subscribe("tok-n", product="premium_yearly", days=365, linked="tok-o", acknowledged=True)
+    assert google.push(rtdn.subscription("tok-n", 4)).get_json() == {"status": "processed"}
+    assert google.entitlements(ALICE)["is_premium"] is False  # nobody is known to hold it yet
+    assert google.push(rtdn.subscription("tok-o", 13)).get_json() == {"status": "processed"}
+    premium = google.premium(ALICE)
+    assert (premium["active"], premium["product_id"]) == (True, "premium_yearly")
+
+
+def test_an_upgrade_whose_old_purchase_is_registered_later_goes_to_its_user(google):
+    google.play.subscribe("tok-o2", "SUBSCRIPTION_STATE_EXPIRED", acknowledged=True, days=20)
+    google.play.subscribe("tok-n2", product="premium_yearly", days=365, linked="tok-o2", acknowledged=True)
+    assert google.push(rtdn.subscription("tok-n2", 4)).get_json() == {"status": "processed"}
+    assert google.register(ALICE, "tok-o2").status_code == 200
+    premium = google.premium(ALICE)
+    assert (premium["active"], premium["product_id"]) == (True, "premium_yearly")
+    assert google.register(BOB, "tok-n2", product="premium_yearly").status_code == 409  # it is Alice's now
+
+
+def test_an_upgrade_registered_before_its_old_purchase_is_known_is_the_callers(google):
+    google.play.subscribe("tok-o3", "SUBSCRIPTION_STATE_EXPIRED", acknowledged=True, days=20)
+    google.play.subscribe("tok-n3", product="premium_yearly", days=365, linked="tok-o3", acknowledged=True)
+    assert google.push(rtdn.subscription("tok-n3", 4)).get_json() == {"status": "processed"}
+    assert google.register(ALICE, "tok-n3", product="premium_yearly").get_json()["is_premium"] is True
+    google.push(rtdn.subscription("tok-n3", 2))  # a renewal: still hers
+    assert google.premium(ALICE)["active"] is True

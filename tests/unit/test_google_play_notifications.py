@@ -91,10 +91,25 @@ def test_the_old_owner_is_found_through_identities_too():
     assert translation.links == (Link("google", "new", "sub-2"),)
 
 
-def test_a_replacing_purchase_that_names_its_user_needs_no_link():
+def test_a_replacing_purchase_that_names_its_user_carries_no_owner_over():
     named = resource(linkedPurchaseToken="old", externalAccountIdentifiers={"obfuscatedExternalAccountId": "sub-3"})
     translation = translate(Play(new=named), rtdn.subscription("new"), Lookup(identities={"old": "sub-1"}))
-    assert translation.links == () and translation.snapshots[0].user_sub == "sub-3"
+    assert translation.links == (Link("google", "new", "sub-3", NOW),)  # its own user, linked to its token
+    assert translation.snapshots[0].user_sub == "sub-3" and translation.snapshots[0].account == "new"
+
+
+def test_a_replacing_purchase_whose_old_owner_is_unknown_goes_with_the_old_token():
+    """Neither purchase names a user yet: whoever the old token's account is linked to
+    later (its own delivery, its registration) holds both."""
+    translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"), Lookup())
+    new, replaced = translation.snapshots
+    assert translation.links == () and (new.account, replaced.account) == ("old", "old")
+
+
+def test_a_replacing_purchase_already_registered_keeps_its_own_account():
+    translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"),
+                            Lookup(identities={"new": "sub-4"}))
+    assert translation.links == () and translation.snapshots[0].account == "new"
 
 
 ORDER = "GPA.3333-4137-0319-36762"
