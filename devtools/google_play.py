@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from devtools.google_pubsub import PACKAGE, mint_key
-from devtools.servers import LocalServer
+from devtools.servers import Held, LocalServer
 
 ACCESS_TOKEN = "ya29.test-play-access-token"
 ORDER = "GPA.3333-4137-0319-36762"  # the first order of a purchase; a renewal adds "..0", "..1", ...
@@ -39,16 +39,6 @@ def rfc3339(when: dt.datetime) -> str:
 def _error(status: int, message: str, reason: str = "error") -> tuple:
     return status, {"error": {"code": status, "message": message, "errors": [
         {"message": message, "domain": "androidpublisher", "reason": reason}]}}, {}
-
-
-class Held:
-    """One subscriptionsv2 answer held back (``FakePlay.hold``)."""
-
-    def __init__(self) -> None:
-        self.read, self.released = threading.Event(), threading.Event()
-
-    def release(self) -> None:
-        self.released.set()
 
 
 class FakePlay:
@@ -162,8 +152,7 @@ class FakePlay:
         answer = copy.deepcopy(self.purchases[token])
         if (held := self._held) is not None:
             self._held = None  # one answer only
-            held.read.set()
-            held.released.wait(10)
+            held.reached()
         return 200, answer, {}
 
     def _voided(self, package: str, request) -> tuple:

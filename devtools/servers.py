@@ -27,6 +27,23 @@ class Request:
 Route = Callable[[Request], tuple]
 
 
+class Held:
+    """One answer a fake holds back: the state is read when the request arrives, the
+    answer sent only on ``release()`` (an answer slow to come back)."""
+
+    def __init__(self) -> None:
+        self.read, self.released, self.read_at = threading.Event(), threading.Event(), 0.0
+
+    def reached(self, timeout: float = 10) -> None:
+        """Called by the fake once it has read the state: say so, then wait for release."""
+        self.read_at = time.time()
+        self.read.set()
+        self.released.wait(timeout)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class LocalServer:
     """Serve ``routes`` (``"GET /path"`` -> function, or a fallback ``"*"``) on an ephemeral port."""
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from devtools.servers import write_body
+from devtools.servers import Held, write_body
 
 
 class StripeError(Exception):
@@ -147,16 +147,6 @@ def register_customers(fake: "FakeStripe") -> None:
         return 200, customer
 
 
-class Held:
-    """One answer held back (``FakeStripe.hold``)."""
-
-    def __init__(self) -> None:
-        self.read, self.released, self.read_at = threading.Event(), threading.Event(), 0.0
-
-    def release(self) -> None:
-        self.released.set()
-
-
 class FakeStripe:
     """``FakeStripe(api_key).start()``; point the client at ``url``; ``stop()`` when done."""
 
@@ -208,7 +198,7 @@ class FakeStripe:
         except threading.BrokenBarrierError:
             pass
 
-    def hold(self, path: str) -> "Held":
+    def hold(self, path: str) -> Held:
         """Answer the next GET of ``path`` as the object is when it arrives, but send the
         answer only on ``release()``: an answer slow to come back."""
         self._held[path] = held = Held()
@@ -272,9 +262,7 @@ class FakeStripe:
         except StripeError as error:
             return error.status, error.body(), {}
         if request.method == "GET" and (held := self._held.pop(request.path, None)):
-            held.read_at = time.time()
-            held.read.set()
-            held.released.wait(10)
+            held.reached()
         return answer
 
     def handle(self, request: Request) -> tuple[int, dict]:
