@@ -92,12 +92,17 @@ class RevenueCatChecker:
         self.api, self.catalog, self.clock = api, catalog, clock
 
     def fetch(self, current, lookup, dry_run):
+        # The answer is judged against the stored state (revoked, owner known), read now
+        # rather than when the run listed it; stored otherwise since, the answer is read
+        # again under the lock (model.stale_read, apply.reading_again).
+        looked = self.clock()
+        current = lookup.subscription(self.source, current.snapshot.key) or current
         app_user_id = current.snapshot.account or current.owner
         if not app_user_id:
             raise revenuecat_api.RevenueCatApiError("the subscription names no app user id")
         as_of = self.clock()  # taken before asking: a change made meanwhile is newer than this answer
         subscriber = self.api.subscriber(app_user_id)
-        return revenuecat_api.translation_of(subscriber, current, app_user_id, as_of, self.catalog)
+        return revenuecat_api.translation_of(subscriber, current, app_user_id, as_of, self.catalog, looked)
 
 
 def stripe_checker(settings, catalog, session, clock):

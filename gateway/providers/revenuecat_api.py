@@ -83,7 +83,7 @@ def _state(found: dict, as_of: datetime) -> tuple[Status, datetime | None, bool]
 
 
 def translation_of(subscriber: dict, current: Subscription, app_user_id: str, as_of: datetime,
-                   catalog: Catalog) -> Translation:
+                   catalog: Catalog, read_since: datetime | None = None) -> Translation:
     """The stored subscription as the subscriber answer shows it at ``as_of``; nothing
     when the answer may be about another purchase than the stored one.
 
@@ -91,7 +91,10 @@ def translation_of(subscriber: dict, current: Subscription, app_user_id: str, as
     which need not be the stored one (the key is the store's original transaction id, which
     the answer lacks). So a revoked subscription is left as it is (a refund is final for
     the purchase it refunded; RevenueCat's webhooks bring a reversal), as is one that ended
-    before the answer's purchase began.
+    before the answer's purchase began. ``current`` is the stored state as read at
+    ``read_since``: one stored since, and other than the answer says, makes the answer
+    a stale read under the subscription's lock (``model.stale_read``), to be judged
+    again on the state then stored.
     """
     held = current.snapshot
     if held.status is Status.REVOKED:
@@ -116,6 +119,7 @@ def translation_of(subscriber: dict, current: Subscription, app_user_id: str, as
         environment="SANDBOX" if found.get("is_sandbox") else "PRODUCTION",
         raw_status=f"SUBSCRIBER:{found.get('store') or 'unknown'}",
         entitlements=catalog.map_names(SOURCE, granted) if granted else held.entitlements,
+        read_since=read_since,
     ),))
 
 

@@ -4,22 +4,28 @@ Google and Stripe deliveries read the subscription from the store's API (or, for
 Stripe subscription event, take its body when it is newer than what is stored), outside
 any transaction. Two such reads of one subscription in flight together cannot be ordered
 by their stamps: a slow answer may carry the older state, and a body of the same second as
-a stored state may be the older of the two. Under the subscription's lock the domain
-tells (``model.stale_read``), and the delivery reads again (``apply.reading_again``).
+a stored state may be the older of the two. Reconcile judges RevenueCat's answer on the
+stored state (a refunded purchase is left alone), which may change while it asks. Under
+the subscription's lock the domain tells (``model.stale_read``), and the delivery or the
+reconcile reads again (``apply.reading_again``).
 """
 from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from devtools import revenuecat as rc
 from devtools import stripe_objects as so
+from devtools.apple_store import ms, now
 from devtools.google_pubsub import subscription
 from tests.conftest import DATABASE
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import new_user, soon
+from tests.e2e.test_reconcile import PRODUCT, rc_purchase
 from tests.e2e.test_races import ok, push
 from tests.support.stripe_scenarios import signup
 
@@ -84,6 +90,29 @@ def test_a_stripe_fetch_begun_in_the_second_of_a_cancellation_does_not_outlive_i
     assert ok(answer["response"]) == "processed"
     assert world.premium(s.user)["active"] is False
     assert stripe_fake.calls("GET", f"/v1/subscriptions/{s.sub_id}") == 2  # read again
+
+
+def test_a_refund_delivered_while_reconcile_reads_revenuecat_is_not_undone_by_the_answer(world, revenuecat):
+    """Reconcile leaves a refunded RevenueCat purchase alone: the answer lists the app
+    user's latest purchase of the product, maybe a later one. The refund, made a minute
+    ago, is delivered while the answer (read before it arrived) is in flight. Judged on
+    the state the run listed, the answer revived the refunded purchase with the later
+    purchase's period."""
+    user = new_user()
+    expires = rc_purchase(world, revenuecat, user, transaction="7000300")
+    revenuecat.subscribe(user, PRODUCT, expires=expires + timedelta(days=30))  # bought again since
+    held = revenuecat.hold()
+    run, answer = in_thread(lambda: world.reconcile("--source", "revenuecat"))
+    assert held.read.wait(10)  # RevenueCat has answered; the answer is in flight
+    refund = rc.event("CANCELLATION", user, transaction="7000300", at_ms=ms(now() - timedelta(minutes=1)),
+                      expiration_at_ms=ms(expires), cancel_reason="CUSTOMER_SUPPORT")
+    assert ok(world.revenuecat(refund)) == "processed"
+    held.release()
+    run.join(30)
+    code, output = answer["response"]
+    assert code == 0 and "revenuecat: checked 1, changed 0, unchanged 1, failed 0" in output, output
+    assert world.premium(user)["status"] == "revoked"
+    assert revenuecat.calls.count(f"/v1/subscribers/{user}") == 2  # read again, on the refunded state
 
 
 @pytest.mark.skipif(DATABASE != "postgresql", reason="holds a row lock while the deliveries read")

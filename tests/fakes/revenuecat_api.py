@@ -3,7 +3,8 @@
 Answers in the Customer Info Model (https://www.revenuecat.com/docs/api-v1/customer-info-model):
 ``{"request_date", "request_date_ms", "subscriber": {"original_app_user_id", "entitlements",
 "subscriptions", ...}}`` with ISO 8601 times; checks ``Authorization: Bearer <secret key>``.
-Switches: ``down`` (503), ``throttle`` (the next N calls answer 429 with Retry-After).
+Switches: ``down`` (503), ``throttle`` (the next N calls answer 429 with Retry-After),
+``hold()`` (the next answer is read at once and sent on release).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
-from devtools.servers import LocalServer
+import copy
+
+from devtools.servers import Held, LocalServer
 
 API_KEY = "sk_rc_test_reconcile"
 PREFIX = "/v1/subscribers/"
@@ -26,6 +29,7 @@ class FakeRevenueCat:
         self.subscribers: dict[str, dict] = {}
         self.down, self.throttle, self.retry_after = False, 0, "1"
         self.calls: list[str] = []
+        self._held: Held | None = None
         self.server = LocalServer({"*": self._route})
 
     def subscribe(self, user: str, product: str, *, expires: datetime, entitlement: str = "premium",
@@ -61,6 +65,12 @@ class FakeRevenueCat:
             {"id": f"np_{len(subscriber['non_subscriptions'])}", "purchase_date": iso(at), "store": "play_store",
              "is_sandbox": False, "store_transaction_id": "GPA.0000-0000-0000-00001"})
 
+    def hold(self) -> Held:
+        """Read the subscriber for the next request at once, but answer only on
+        ``release()``: an answer slow to arrive, with the state of when it was read."""
+        self._held = Held()
+        return self._held
+
     def env(self) -> dict[str, str]:
         return {"REVENUECAT_API_KEY": API_KEY, "REVENUECAT_API_BASE": self.server.url}
 
@@ -76,9 +86,12 @@ class FakeRevenueCat:
         if request.method != "GET" or not request.path.startswith(PREFIX):
             return 404, {"code": 7259, "message": "Not found."}, {}
         user = unquote(request.path[len(PREFIX):])
-        subscriber = self.subscribers.get(user) or {"original_app_user_id": user, "entitlements": {},
-                                                     "subscriptions": {}}
+        subscriber = copy.deepcopy(self.subscribers.get(user)) or {"original_app_user_id": user, "entitlements": {},
+                                                                   "subscriptions": {}}
         now = time.time()
+        if (held := self._held) is not None:
+            self._held = None  # one answer only
+            held.reached()
         return 200, {"request_date": iso(datetime.now(timezone.utc)), "request_date_ms": int(now * 1000),
                      "subscriber": subscriber}, {}
 

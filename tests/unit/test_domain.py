@@ -93,6 +93,19 @@ def test_a_read_holds_unless_what_was_written_since_it_began_says_otherwise():
     assert stored == dataclasses.replace(stored, updated_at=None)  # when it was written is not what it is
 
 
+def test_a_read_naming_a_user_other_than_the_owner_stored_since_it_began_is_read_again():
+    written = T0 + timedelta(seconds=100)
+    period = dict(expires_at=T0 + timedelta(days=30))
+    owned = dataclasses.replace(fold(snap(10, user_sub="bob", **period)), updated_at=written)
+    unowned = dataclasses.replace(fold(snap(10, **period)), updated_at=written)
+    naming = dict(user_sub="alice", **period)  # the same state as stored; it names Alice
+    assert stale_read(owned, snap(20, read_since=written - timedelta(seconds=5), **naming))  # Bob named in flight
+    assert not stale_read(owned, snap(20, read_since=written + timedelta(seconds=1), **naming))  # Bob seen by it
+    assert not stale_read(unowned, snap(20, read_since=written - timedelta(seconds=5), **naming))  # nobody to undo
+    bob = dict(naming, user_sub="bob")
+    assert not stale_read(owned, snap(20, read_since=written - timedelta(seconds=5), **bob))  # names the owner
+
+
 def test_a_read_is_made_again_while_stale_then_given_up():
     reads = []
 
