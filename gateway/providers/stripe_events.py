@@ -27,7 +27,11 @@ SUBSCRIPTION_TYPES = frozenset(f"customer.subscription.{kind}" for kind in
                                ("created", "updated", "deleted", "paused", "resumed"))
 CUSTOMER_TYPES = frozenset({"customer.created", "customer.updated"})
 INVOICE_TYPES = frozenset({"invoice.paid", "invoice.payment_failed"})
+# A dispute is judged by its status on every event of it: an inquiry (warning_*) that
+# escalates into a chargeback keeps its id and says so by charge.dispute.updated and
+# charge.dispute.funds_withdrawn; what it takes back is one cause, whichever tells first.
 PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "disputed",
+                 "charge.dispute.updated": "disputed", "charge.dispute.funds_withdrawn": "disputed",
                  "charge.dispute.closed": "disputed"}
 ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | {"checkout.session.completed"}
 

@@ -130,6 +130,39 @@ def test_an_inquiry_is_not_a_chargeback(client, api, fake):
     assert premium(api, client)["status"] == "active"
 
 
+@pytest.mark.parametrize("told_by", ["charge.dispute.updated", "charge.dispute.funds_withdrawn"])
+def test_an_inquiry_that_escalates_into_a_chargeback_takes_the_period_back(client, api, fake, told_by):
+    """Stripe keeps the inquiry's dispute id when it escalates: no second
+    charge.dispute.created, only an update of the status and the funds withdrawn."""
+    s = signup(fake)
+    send(client, so.event("customer.subscription.created", s.subscription()))
+    dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent)
+    inquiry = {**dispute, "status": "warning_needs_response"}
+    assert status_of(send(client, so.event("charge.dispute.created", inquiry))) == (200, "ignored")
+    under_review = {**dispute, "status": "warning_under_review"}
+    assert status_of(send(client, so.event("charge.dispute.updated", under_review))) == (200, "ignored")
+    assert premium(api, client)["status"] == "active"
+    escalated = send(client, so.event(told_by, {**dispute, "status": "needs_response"}))
+    assert status_of(escalated) == (200, "processed") and premium(api, client)["status"] == "revoked"
+    # The other event of the escalation, and an update with evidence: the same cause, once.
+    for kind, status in (("charge.dispute.funds_withdrawn", "needs_response"), ("charge.dispute.updated", "under_review")):
+        send(client, so.event(kind, {**dispute, "status": status}))
+    won = send(client, so.event("charge.dispute.closed", {**dispute, "status": "won"}))
+    assert status_of(won) == (200, "processed") and premium(api, client)["status"] == "active"
+    late = send(client, so.event("charge.dispute.updated", {**dispute, "status": "under_review"}, created=int(time.time()) - 60))
+    assert status_of(late) == (200, "processed") and premium(api, client)["status"] == "active"  # won stays won
+
+
+def test_an_inquiry_closed_without_escalating_changes_nothing(client, api, fake):
+    s = signup(fake)
+    send(client, so.event("customer.subscription.created", s.subscription()))
+    dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent)
+    for kind, status in (("charge.dispute.created", "warning_needs_response"),
+                         ("charge.dispute.updated", "warning_under_review"), ("charge.dispute.closed", "warning_closed")):
+        assert status_of(send(client, so.event(kind, {**dispute, "status": status}))) == (200, "ignored")
+    assert premium(api, client)["status"] == "active"
+
+
 def test_a_payment_links_client_reference_id_names_no_one(client, api, fake):
     """Anyone can add ?client_reference_id= to a Payment Link's URL: a customer paying
     through such a link must not be handed to whoever the link names."""

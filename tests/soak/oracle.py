@@ -14,7 +14,8 @@ The rules, stated plainly:
   not given back has E on or after the newest state's expiry; a later period grants again.
 - Stripe: a full refund of invoice I revokes ``refunded:I``, a dispute D opened or lost
   ``disputed:D``, both only when I is the subscription's latest invoice; a dispute won gives
-  ``disputed:D`` back and nothing else; an inquiry does nothing; a partial refund only
+  ``disputed:D`` back and nothing else; an inquiry does nothing until it escalates into a
+  chargeback (same D, status ``needs_response``), which revokes as one opened; a partial refund only
   makes the gateway read the subscription. Google: a void of order O revokes ``voided:O``
   when Play's voided purchases list shows it and O paid the current period; one the list
   does not show is ignored. App Store: a transaction with a revocationDate is revoked, cause
@@ -139,7 +140,7 @@ def _stripe(fact: Fact, plan: Plan, voided, outcome: Outcome) -> None:
     latest = fact.invoice == LATEST_INVOICE
     if fact.kind == "refund" and latest:
         outcome.taken.add((f"refunded:{sub.invoice(fact.invoice)}", fetched.expires_at))
-    elif fact.kind in ("dispute_opened", "dispute_lost") and latest:
+    elif fact.kind in ("dispute_opened", "dispute_escalated", "dispute_lost") and latest:
         outcome.taken.add((f"disputed:{fact.dispute}", fetched.expires_at))
     elif fact.kind == "dispute_won":
         outcome.given_back.add(f"disputed:{fact.dispute}")

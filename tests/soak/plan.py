@@ -173,7 +173,10 @@ class _Builder:
                 self.add(sub, f"dispute_{outcome}", invoice=invoice, dispute=dispute)
         else:
             self.disputes += 1
-            self.add(sub, "inquiry", invoice=LATEST_INVOICE, dispute=f"dp_soak{self.disputes}")
+            dispute = f"dp_soak{self.disputes}"
+            self.add(sub, "inquiry", invoice=LATEST_INVOICE, dispute=dispute)
+            if self.disputes % 2:  # every other one escalates into a chargeback, under the same id
+                self.add(sub, "dispute_escalated", invoice=LATEST_INVOICE, dispute=dispute)
 
     def google(self, sub: Sub, r: float) -> None:
         if r < 0.6:

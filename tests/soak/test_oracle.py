@@ -97,6 +97,8 @@ def test_stripe_newest_state_wins_and_a_full_refund_of_the_latest_invoice_revoke
     [("dispute_opened", LATEST_INVOICE, "dp_1"), ("dispute_won", LATEST_INVOICE, "dp_1")],
     [("dispute_won", LATEST_INVOICE, "dp_1"), ("dispute_opened", LATEST_INVOICE, "dp_1")],  # in any order
     [("dispute_lost", 0, "dp_1")],
+    [("inquiry", LATEST_INVOICE, "dp_1"), ("dispute_escalated", LATEST_INVOICE, "dp_1"),
+     ("dispute_won", LATEST_INVOICE, "dp_1")],
 ])
 def test_stripe_payments_that_leave_access(payments):
     row, s = stripe(*payments)
@@ -111,6 +113,8 @@ def test_stripe_payments_that_leave_access(payments):
      ("dispute_won", LATEST_INVOICE, "dp_1")],
     [("dispute_opened", LATEST_INVOICE, "dp_1"), ("dispute_won", LATEST_INVOICE, "dp_2"),
      ("dispute_opened", LATEST_INVOICE, "dp_2")],
+    [("inquiry", LATEST_INVOICE, "dp_1"), ("dispute_escalated", LATEST_INVOICE, "dp_1")],
+    [("dispute_escalated", LATEST_INVOICE, "dp_1"), ("inquiry", LATEST_INVOICE, "dp_1")],  # in any order
 ])
 def test_stripe_payments_that_revoke(payments):
     row, s = stripe(*payments)

@@ -69,8 +69,10 @@ def stripe(fact: Fact, secret: str) -> Delivery:
         event_type, obj = "charge.refunded", stripe_charge(sub, fact.invoice, 999 if kind == "refund" else 333)
     else:
         status = {"dispute_opened": "needs_response", "dispute_won": "won", "dispute_lost": "lost",
-                  "inquiry": "warning_needs_response"}[kind]
+                  "inquiry": "warning_needs_response", "dispute_escalated": "needs_response"}[kind]
         event_type = "charge.dispute.closed" if kind in ("dispute_won", "dispute_lost") else "charge.dispute.created"
+        if kind == "dispute_escalated":  # Stripe tells by either event; the plan uses both
+            event_type = ("charge.dispute.updated", "charge.dispute.funds_withdrawn")[fact.n % 2]
         obj = {**so.dispute(dispute_id=fact.dispute, charge_id=sub.charge(fact.invoice),
                             payment_intent=sub.payment_intent(fact.invoice)), "status": status}
     event = so.event(event_type, obj, created=int(fact.at.timestamp()), event_id=f"evt_soak{fact.n}")
