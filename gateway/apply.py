@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Translation
+from gateway.domain.changes import Link, Translation
 from gateway.domain import entitlement_events
 from gateway.domain.entitlement_events import Cause, Changed, FeedEvent
 from gateway.domain.entitlements import derive
@@ -110,10 +110,7 @@ class Changes:
                 raise StaleRead(f"{snapshot.source} {snapshot.key} changed while it was read")
         step = _Step(self)
         for link in translation.links:
-            # A link without the store's own time is ordered by when the gateway records it.
-            owner = self.tx.link(link.source, link.account, link.user_sub, link.as_of or self.now, self.now)
-            for current in self.held_by(link.source, (link.account,), ()):
-                step.save(current, with_account_owner(current, owner))
+            self._link(step, link)
         for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
             current = self.held[(snapshot.source, snapshot.key)]
             updated = merge_snapshot(current, snapshot)
@@ -128,6 +125,27 @@ class Changes:
         self.users |= step.users
         self.causes.update(dict.fromkeys(step.users, cause))
         return step.users, step.touched
+
+    def _link(self, step: _Step, link: Link) -> None:
+        """Record ``link``; the subscriptions held under its account take the owner it
+        resolves to. One that carries goes on from each purchase it attached that is held
+        under another's account to the purchases held under that one's key, linked to the
+        same owner. Their account needs no lock of its own: a purchase is stored under
+        another's key only together with that purchase's row (``replaced``), whose lock
+        ``held_by`` holds by then, so the writer of one either committed before the search
+        or waits and then finds this link."""
+        # A link without the store's own time is ordered by when the gateway records it.
+        as_of, pending, seen = link.as_of or self.now, [(link.account, link.user_sub)], {link.account}
+        while pending:
+            account, user_sub = pending.pop()
+            owner = self.tx.link(link.source, account, user_sub, as_of, self.now)
+            for current in self.held_by(link.source, (account,), ()):
+                updated = with_account_owner(current, owner)
+                step.save(current, updated)
+                key = current.snapshot.key
+                if link.carries and key not in seen and updated.owner_as_of is None and updated.owner:
+                    seen.add(key)
+                    pending.append((key, updated.owner))
 
     def held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
         """The subscriptions these accounts or owners hold, locked, each as it now is here."""

@@ -20,8 +20,11 @@ from gateway.store.port import Store, StoreUnavailable
 
 
 def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], datetime], *,
-                      source: str, key: str, user_sub: str, translation: Translation) -> list[Grant]:
+                      source: str, key: str, user_sub: str, translation: Translation,
+                      carries: bool = False) -> list[Grant]:
     """Link ``key`` of ``source`` to ``user_sub`` and apply ``translation``; the user's grants.
+    ``carries``: the key is a purchase that later purchases replacing it go with
+    (``Link.carries``: Google).
 
     Raises ``Conflict`` when the purchase already belongs to another user.
     """
@@ -33,7 +36,7 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
     # upgrade whose old purchase's user is not known yet goes with the old token).
     accounts = sorted({key} | {s.account for s in snapshots if s.key == key})
     translation = dataclasses.replace(translation, snapshots=snapshots,
-                                      links=translation.links + tuple(Link(source, a, user_sub) for a in accounts))
+                                      links=translation.links + tuple(Link(source, a, user_sub, carries=carries) for a in accounts))
     try:
         with store.transaction() as tx:
             tx.lock_accounts([(source, a) for a in accounts])  # the lock order of every writer: accounts first

@@ -14,12 +14,17 @@ class Link:
 
     When two links name different users for one account, the newer one holds (no stamp
     is the oldest), so the mapping does not depend on the order links arrive in.
+
+    ``carries``: the account is a purchase (a Google purchase token) under which a later
+    purchase that replaced it is held while that one's owner is unknown; the owner goes
+    on to it, and from it to the purchases held under its own key in turn.
     """
 
     source: str
     account: str
     user_sub: str
     as_of: datetime | None = None
+    carries: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

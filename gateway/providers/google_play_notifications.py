@@ -94,7 +94,7 @@ class GooglePlayNotifications:
         snapshot = dataclasses.replace(state.snapshot_of(token, purchase, as_of), read_since=read_since)
         # Linked, not only named: a purchase that replaces this one later may name nobody
         # and belong to this token's account (below).
-        links = (Link(SOURCE, token, snapshot.user_sub, as_of),) if snapshot.user_sub else ()
+        links = (Link(SOURCE, token, snapshot.user_sub, as_of, carries=True),) if snapshot.user_sub else ()
         old = state.replaces(purchase)
         if not old or old == token:
             return Translation(snapshots=(snapshot,), links=links)
@@ -102,7 +102,7 @@ class GooglePlayNotifications:
         if snapshot.user_sub is None:
             owner = (current.owner if current else None) or lookup.resolve(SOURCE, old)
             if owner:
-                links = (Link(SOURCE, token, owner),)
+                links = (Link(SOURCE, token, owner, carries=True),)
             elif not lookup.resolve(SOURCE, token):  # nobody known yet, nor registered the new
                 # token: it goes with the old token's account, so that the link that names its
                 # user, whenever it comes, attaches both (under the lock)

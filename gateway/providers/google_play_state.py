@@ -104,12 +104,16 @@ def current_orders(purchase: dict) -> set[str]:
 
 
 def replaced(token: str, current: Subscription | None, as_of: datetime) -> Snapshot:
-    """The old token of an upgrade, downgrade or resubscription: it no longer grants."""
+    """The old token of an upgrade, downgrade or resubscription: it no longer grants.
+
+    It names no account: the old purchase's own (its token, or the purchase it replaced
+    in turn while that one's owner was unknown) is its delivery's to say, and a
+    replacement read later must not take it back to the token."""
     known = current.snapshot if current else None
     return Snapshot(
         source=SOURCE, key=token, as_of=as_of, status=Status.EXPIRED,
         product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
-        will_renew=False, account=token, environment=known.environment if known else None, raw_status=REPLACED,
+        will_renew=False, environment=known.environment if known else None, raw_status=REPLACED,
     )
 
 

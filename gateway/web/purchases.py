@@ -68,10 +68,11 @@ def register_apple():
 
 @bp.post("/v1/purchases/google")
 def register_google():
-    return _register("google", GooglePurchaseBody(), _google)
+    # A Google token is a purchase that its upgrades go with (Link.carries).
+    return _register("google", GooglePurchaseBody(), _google, carries=True)
 
 
-def _register(source: str, schema: ma.Schema, claim):
+def _register(source: str, schema: ma.Schema, claim, carries: bool = False):
     """The view of both stores: the caller, the store's claim, the registration, the answer."""
     services = current_app.extensions["gateway"]
     user_sub = services.cognito.user_sub(request.headers.get("Authorization"))
@@ -83,7 +84,7 @@ def _register(source: str, schema: ma.Schema, claim):
     def attempt():  # read again while the purchase changes under the registration (apply.reading_again)
         key, translation, registered = claim(provider, body, user_sub, services.ingest.lookup)
         return registered, register_purchase(services.store, services.catalog, utcnow, source=source, key=key,
-                                             user_sub=user_sub, translation=translation)
+                                             user_sub=user_sub, translation=translation, carries=carries)
 
     try:
         registered, grants = reading_again(attempt)

@@ -198,3 +198,29 @@ def test_an_upgrade_registered_before_its_old_purchase_is_known_is_the_callers(g
     assert google.register(ALICE, "tok-n3", product="premium_yearly").get_json()["is_premium"] is True
     google.push(rtdn.subscription("tok-n3", 2))  # a renewal: still hers
     assert google.premium(ALICE)["active"] is True
+
+
+def test_two_upgrades_delivered_newest_first_go_to_the_first_purchases_user(google):
+    """P upgraded to O, O to N; the notifications come N, O, then P naming Alice: the link
+    that names her attaches O (held under P's account) and N (held under O's)."""
+    google.play.subscribe("tok-p4", "SUBSCRIPTION_STATE_EXPIRED", user=ALICE, acknowledged=True, days=40)
+    google.play.subscribe("tok-o4", "SUBSCRIPTION_STATE_EXPIRED", linked="tok-p4", acknowledged=True, days=20)
+    google.play.subscribe("tok-n4", product="premium_yearly", days=365, linked="tok-o4", acknowledged=True)
+    for token in ("tok-n4", "tok-o4"):
+        assert google.push(rtdn.subscription(token, 4)).get_json() == {"status": "processed"}
+    assert google.entitlements(ALICE)["is_premium"] is False  # nobody is known to hold them yet
+    assert google.push(rtdn.subscription("tok-p4", 13)).get_json() == {"status": "processed"}
+    premium = google.premium(ALICE)
+    assert (premium["active"], premium["product_id"]) == (True, "premium_yearly")
+    assert google.register(BOB, "tok-n4", product="premium_yearly").status_code == 409  # it is Alice's
+
+
+def test_two_upgrades_delivered_before_the_first_purchase_is_registered_go_to_its_registrant(google):
+    google.play.subscribe("tok-p5", "SUBSCRIPTION_STATE_EXPIRED", acknowledged=True, days=40)
+    google.play.subscribe("tok-o5", "SUBSCRIPTION_STATE_EXPIRED", linked="tok-p5", acknowledged=True, days=20)
+    google.play.subscribe("tok-n5", product="premium_yearly", days=365, linked="tok-o5", acknowledged=True)
+    for token in ("tok-n5", "tok-o5"):
+        assert google.push(rtdn.subscription(token, 4)).get_json() == {"status": "processed"}
+    assert google.register(ALICE, "tok-p5").status_code == 200
+    premium = google.premium(ALICE)
+    assert (premium["active"], premium["product_id"]) == (True, "premium_yearly")

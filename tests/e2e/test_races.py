@@ -291,6 +291,26 @@ def test_a_customer_link_and_a_new_subscription_released_together_end_linked(wor
     assert (world.premium(user) or {}).get("active") is True
 
 
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_an_owner_carried_along_upgrades_and_the_next_upgrade_released_together_end_linked(
+        world, play, push_signer, round_):
+    """P upgraded to O, stored under P's account while P's user is unknown; then P's
+    notification naming its user and the notification of O's own upgrade N, by a varying
+    delay so that the two transactions overlap in every order: N goes to P's user, whether
+    it is carried over from O (P committed first) or the link carries on to it."""
+    user, p, o, n = new_user(), f"tok-p-{round_}", f"tok-o-{round_}", f"tok-n-{round_}"
+    play.subscribe(p, "SUBSCRIPTION_STATE_EXPIRED", user=user, acknowledged=True, days=40)
+    play.subscribe(o, "SUBSCRIPTION_STATE_EXPIRED", linked=p, acknowledged=True, days=20)
+    play.subscribe(n, days=365, linked=o, acknowledged=True)  # a longer plan
+    assert ok(push(world, push_signer, subscription(o, 4))) == "processed"
+    delay = (round_ % 8) * 0.002
+    answers = together(lambda: time.sleep(delay) or push(world, push_signer, subscription(p, 13)),
+                       lambda: push(world, push_signer, subscription(n, 4)))
+    assert [ok(answer) for answer in answers] == ["processed", "processed"]
+    premium = world.premium(user)
+    assert premium["active"] is True and premium["expires_at"] > soon(24 * 300).isoformat(), premium
+
+
 def test_a_transfer_to_anonymous_ids_only_leaves_the_subscription_unowned(world, revenuecat):
     transaction = "7400001"
     user, _ = rc_subscribed(world, revenuecat, transaction)

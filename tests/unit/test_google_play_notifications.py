@@ -81,20 +81,20 @@ def test_a_replacing_purchase_without_a_user_carries_the_old_owner_over():
     translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"),
                             Lookup(subscriptions={"old": old}))
     new, replaced = translation.snapshots
-    assert translation.links == (Link("google", "new", "sub-1"),)
+    assert translation.links == (Link("google", "new", "sub-1", carries=True),)
     assert (new.key, replaced.key, replaced.raw_status, replaced.status) == ("new", "old", "REPLACED", Status.EXPIRED)
 
 
 def test_the_old_owner_is_found_through_identities_too():
     translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"),
                             Lookup(identities={"old": "sub-2"}))
-    assert translation.links == (Link("google", "new", "sub-2"),)
+    assert translation.links == (Link("google", "new", "sub-2", carries=True),)
 
 
 def test_a_replacing_purchase_that_names_its_user_carries_no_owner_over():
     named = resource(linkedPurchaseToken="old", externalAccountIdentifiers={"obfuscatedExternalAccountId": "sub-3"})
     translation = translate(Play(new=named), rtdn.subscription("new"), Lookup(identities={"old": "sub-1"}))
-    assert translation.links == (Link("google", "new", "sub-3", NOW),)  # its own user, linked to its token
+    assert translation.links == (Link("google", "new", "sub-3", NOW, carries=True),)  # its own user, linked to its token
     assert translation.snapshots[0].user_sub == "sub-3" and translation.snapshots[0].account == "new"
 
 
@@ -103,7 +103,7 @@ def test_a_replacing_purchase_whose_old_owner_is_unknown_goes_with_the_old_token
     later (its own delivery, its registration) holds both."""
     translation = translate(Play(new=resource(linkedPurchaseToken="old")), rtdn.subscription("new"), Lookup())
     new, replaced = translation.snapshots
-    assert translation.links == () and (new.account, replaced.account) == ("old", "old")
+    assert translation.links == () and (new.account, replaced.account) == ("old", None)
 
 
 def test_a_replacing_purchase_already_registered_keeps_its_own_account():
