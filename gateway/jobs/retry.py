@@ -24,13 +24,21 @@ LEASE = timedelta(minutes=5)
 
 def retry_due(ingest: Ingest, providers: dict[str, Provider], limit: int = 100,
               stale_after: timedelta = STALE_AFTER) -> Counter:
-    """Apply every due event once (deferred ones whose time has come, and received ones
-    older than ``stale_after``); returns the outcomes counted."""
-    now = ingest.clock()
-    with ingest.store.transaction() as tx:
-        due = tx.claim_due_events(now=now, stale_before=now - stale_after, lease_until=now + LEASE,
-                                  limit=limit)
-    return replay(ingest, providers, due)
+    """Apply due events once each, up to ``limit`` (deferred ones whose time has come, and
+    received ones older than ``stale_after``); returns the outcomes counted.
+
+    Each is claimed when its turn comes and leased from then: a batch leased at once
+    outlives its lease while a store API is slow (during an outage, when deferred events
+    pile up), and another worker would apply the rest a second time."""
+    outcomes: Counter = Counter()
+    for _ in range(limit):
+        now = ingest.clock()
+        with ingest.store.transaction() as tx:
+            due = tx.claim_due_events(now=now, stale_before=now - stale_after, lease_until=now + LEASE, limit=1)
+        if not due:
+            break
+        outcomes.update(replay(ingest, providers, due))
+    return outcomes
 
 
 def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:

@@ -42,8 +42,6 @@ class Deliverer:
         self.outbox, self.configured, self.allow_private = outbox, configured, allow_private
         self.timeout, self.threads, self.batch, self.max_attempts = timeout, threads, batch, max_attempts
         self.clock, self.jitter = clock, jitter
-        # Longer than any attempt, so a lease ends only when its worker has died.
-        self.lease = timedelta(seconds=2 * timeout + 60)
         self._synced = False
         self.session = _session(threads)
 
@@ -61,31 +59,41 @@ class Deliverer:
 
     def run_once(self, now: datetime | None = None) -> int:
         """Fan out, then attempt every due delivery (up to ``max_attempts``); returns the
-        number of attempts made. ``now`` schedules (tests pass a later one); signatures
-        always carry the real time of the attempt."""
-        now = now or self.clock()
+        number of attempts made. ``now`` shifts the schedule (tests pass a later one);
+        signatures always carry the real time of the attempt."""
+        shift = now - self.clock() if now else timedelta(0)
         if not self._synced:
             self.sync()
-        self.outbox.fan_out(now)
+        self.outbox.fan_out(self.clock() + shift)
         made = 0
         while made < self.max_attempts:
-            claimed = self.outbox.claim(now, now + self.lease, min(self.batch, self.max_attempts - made))
+            # Each round leased from its own start: a run, or a round, may outlast a lease
+            # taken earlier, and another worker would send what this one is sending.
+            count, at = min(self.batch, self.max_attempts - made), self.clock() + shift
+            claimed = self.outbox.claim(at, at + self.lease(count), count)
             if not claimed:
                 break
             if len(claimed) == 1:
-                tried = [self._attempt(claimed[0], now)]
+                tried = [self._attempt(claimed[0], shift)]
             else:  # one per (endpoint, user): sending them side by side keeps each user's order
                 with ThreadPoolExecutor(min(self.threads, len(claimed)), "webhook") as pool:
-                    tried = list(pool.map(lambda c: self._attempt(c, now), claimed))
-            for (claimed_one, error, later), status in zip(tried, self.outbox.settle(tried, now)):
+                    tried = list(pool.map(lambda c: self._attempt(c, shift), claimed))
+            for (claimed_one, error, later), status in zip(tried, self.outbox.settle(tried, self.clock() + shift)):
                 _log(claimed_one, error, later, status)
             made += len(claimed)
         return made
 
-    def _attempt(self, claimed: Claimed, now: datetime) -> tuple[Claimed, str | None, datetime | None]:
+    def lease(self, count: int) -> timedelta:
+        """Longer than ``count`` attempts take on this worker's threads (each up to its
+        connect and read timeouts, queued behind the others of its thread), so a lease
+        ends only when its worker has died."""
+        return timedelta(seconds=-(-count // self.threads) * 2 * self.timeout + 60)
+
+    def _attempt(self, claimed: Claimed, shift: timedelta) -> tuple[Claimed, str | None, datetime | None]:
         error = self.post(claimed.endpoint, claimed.event.id, json.dumps(claimed.event.body()))
-        return claimed, error, None if error is None else retry_at(claimed.attempts, claimed.queued_at, now,
-                                                                   self.jitter())
+        # The next try counts from this one's end, not from when the run began.
+        return claimed, error, None if error is None else retry_at(
+            claimed.attempts, claimed.queued_at, self.clock() + shift, self.jitter())
 
     def post(self, endpoint: Endpoint, message_id: str, body: str) -> str | None:
         """One attempt; None when the receiver took it, else why not (short)."""

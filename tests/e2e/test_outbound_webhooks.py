@@ -14,6 +14,7 @@ import pytest
 from devtools import revenuecat as rc
 from gateway.outbound.worker import Deliverer
 from gateway.store.outbox import Outbox
+from tests.conftest import DATABASE
 from tests.support.webhook_receiver import Receiver, free_port, secret
 
 NOW_MS = int(time.time() * 1000)
@@ -228,3 +229,54 @@ def test_endpoints_follow_the_environment_across_restarts(make_app, app, receive
             ("user-2", "entitlement.granted"), ("user-2", "entitlement.renewed")]
     finally:
         other.stop()
+
+
+class SlowClock:
+    """The workers' clock: each answer of a slow receiver moves it on by most of a timeout."""
+
+    def __init__(self) -> None:
+        self.now, self.lock = datetime.now(timezone.utc), threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self.lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += timedelta(seconds=seconds)
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="two workers at once: PostgreSQL")
+@pytest.mark.parametrize("batch", [1, 8], ids=["round-by-round", "one-round"])
+def test_a_worker_slowed_by_its_receiver_keeps_what_it_is_sending(make_app, app, receiver, deliverer, batch):
+    """Eight answers each take most of the 10 s timeouts: past the 80 s lease that one
+    attempt needs, whether the run claims one delivery a round or all in one round. A
+    lease taken from the run's start (or sized for one attempt) had lapsed while the
+    worker was still sending, and another worker sent the same delivery again."""
+    receiver.start()
+    clock, users = SlowClock(), [f"slow-{n}" for n in range(8)]
+    backend = {"name": "backend", "url": receiver.url, "secrets": receiver.secrets, "types": ["entitlement.*"]}
+    a, b = (Deliverer(Outbox.of(make_app(**env(backend)).extensions["gateway"].store), deliverer.configured,
+                      allow_private=True, timeout=10, threads=1, batch=batch, clock=clock) for _ in range(2))
+    for worker in (a, b):
+        worker.sync()
+    for user in users:
+        purchase(app, user)
+    a_sending, b_done = threading.Event(), threading.Event()
+
+    def answer(body):
+        if body["user_id"] == users[5] and not a_sending.is_set():
+            a_sending.set()  # A's sixth attempt is in flight, 95 s after its run began ...
+            b_done.wait(10)  # ... while another worker runs
+        clock.advance(19)
+        return "ok"
+
+    receiver.answer = answer
+    run = threading.Thread(target=a.run_once)
+    run.start()
+    assert a_sending.wait(10)
+    b.run_once()
+    b_done.set()
+    run.join(30)
+    got = [body["user_id"] for body in receiver.accepted()]
+    assert sorted(got) == sorted(users), got  # each once: between them, nothing sent twice
