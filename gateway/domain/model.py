@@ -64,6 +64,10 @@ class Snapshot:
     #: body judged newer than the stored state, the look at the stored state. The read
     #: holds only while nothing written since then says otherwise (``stale_read``).
     read_since: datetime | None = None
+    #: The store's id of the payment behind the period shown (an App Store
+    #: ``transactionId``), where the store names one: a revocation holds only the
+    #: period of the payment it took back, whatever a later payment's period ends.
+    period_id: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("as_of", "expires_at", "read_since"):
@@ -90,6 +94,7 @@ def precedence(snapshot: Snapshot) -> tuple:
         snapshot.environment or "",
         snapshot.raw_status or "",
         snapshot.entitlements or (),
+        snapshot.period_id or "",
     )
 
 
@@ -108,17 +113,18 @@ class Revocations:
     """What refunds, chargebacks and voids took back, and what the stores gave back.
 
     Two grow-only sets, so merging them is commutative and idempotent like the snapshot
-    register: ``taken`` holds (cause, end of the period it took), ``given_back`` the
-    causes a store reversed. A cause given back stays given back, whichever came first.
+    register: ``taken`` holds (cause, end of the period it took, id of the payment behind
+    it when the store names one), ``given_back`` the causes a store reversed. A cause
+    given back stays given back, whichever came first.
     """
 
-    taken: frozenset[tuple[str, datetime | None]] = frozenset()
+    taken: frozenset[tuple[str, datetime | None, str | None]] = frozenset()
     given_back: frozenset[str] = frozenset()
 
     def seeing(self, snapshot: Snapshot) -> Revocations:
         taken, given_back = self.taken, self.given_back
         if snapshot.revokes:
-            taken = taken | {(snapshot.revokes, snapshot.expires_at)}
+            taken = taken | {(snapshot.revokes, snapshot.expires_at, snapshot.period_id)}
         if snapshot.restores:
             given_back = given_back | {snapshot.restores}
         return self if (taken, given_back) == (self.taken, self.given_back) else Revocations(taken, given_back)
@@ -127,13 +133,18 @@ class Revocations:
         """The cause that takes back the period ``snapshot`` shows, if one does.
 
         A revocation is final for its period: a later view of the same period (stores
-        go on showing a subscription as it was before the refund) stays revoked. A
-        period that ends later than every revoked one is a renewal, and grants.
+        go on showing a subscription as it was before the refund) stays revoked. Where
+        both name the payment behind the period, another payment is another period and
+        grants (a resubscription to a shorter plan of the group); where either does not,
+        a period that ends later than the revoked one is a renewal, and grants.
         """
-        for cause, period_end in sorted(self.taken, key=lambda item: item[0]):
+        for cause, period_end, period_id in sorted(self.taken, key=lambda item: item[0]):
             if cause in self.given_back:
                 continue
-            if snapshot.expires_at and period_end and snapshot.expires_at > period_end:
+            if period_id and snapshot.period_id:
+                if period_id != snapshot.period_id:
+                    continue
+            elif snapshot.expires_at and period_end and snapshot.expires_at > period_end:
                 continue
             return cause
         return None

@@ -58,6 +58,13 @@ def _subscription_state(transaction: dict, renewal: dict, as_of: datetime) -> tu
     return Status.EXPIRED, expires_at, False
 
 
+def _period_id(transaction: dict) -> str | None:
+    """The transaction that paid for the period: each renewal, resubscription and plan
+    change is a new one under the same originalTransactionId."""
+    transaction_id = transaction.get("transactionId")
+    return transaction_id if _text(transaction_id) else None
+
+
 def _revocation(transaction: dict, raw_status: str) -> dict:
     """A refunded transaction takes back its period, named by its transactionId; a
     REFUND_REVERSED notification gives that back. A transaction merely shown without
@@ -96,6 +103,6 @@ def translate_transaction(transaction: dict, renewal: dict | None, as_of: dateti
         source=SOURCE, key=key, as_of=as_of, status=status, product_id=product_id,
         expires_at=expires_at, will_renew=will_renew, user_sub=owner_of(transaction),
         account=key, environment=transaction.get("environment"), raw_status=raw_status[:64],
-        **_revocation(transaction, raw_status),
+        period_id=_period_id(transaction), **_revocation(transaction, raw_status),
     )
     return Translation(snapshots=(snapshot,))

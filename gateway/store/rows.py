@@ -160,7 +160,10 @@ def identity_row(source: str, account: str, user_sub: str, as_of: datetime | Non
 def _revocations_json(revocations: Revocations) -> dict | None:
     if revocations == NO_REVOCATIONS:
         return None
-    return {"taken": sorted([cause, end.isoformat() if end else None] for cause, end in revocations.taken),
+    # [cause, end] or, where the store named the payment, [cause, end, payment id]
+    taken = ([cause, end.isoformat() if end else None, *([period_id] if period_id else [])]
+             for cause, end, period_id in revocations.taken)
+    return {"taken": sorted(taken, key=lambda item: (item[0], item[1] or "", item[2:])),
             "given_back": sorted(revocations.given_back)}
 
 
@@ -168,5 +171,6 @@ def _revocations(value: dict | None) -> Revocations:
     if not value:
         return NO_REVOCATIONS
     return Revocations(
-        frozenset((cause, utc(datetime.fromisoformat(end)) if end else None) for cause, end in value["taken"]),
+        frozenset((cause, utc(datetime.fromisoformat(end)) if end else None, period[0] if period else None)
+                  for cause, end, *period in value["taken"]),
         frozenset(value["given_back"]))

@@ -46,6 +46,8 @@ subscriptions = sa.Table(
     sa.Column("expires_at", Time, nullable=True),
     sa.Column("will_renew", sa.Boolean(), nullable=False),
     sa.Column("environment", sa.String(32), nullable=True),
+    # The store's id of the payment behind the period (App Store transactionId); NULL: none named.
+    sa.Column("period_id", sa.String(255), nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
     # What refunds and chargebacks took back (``domain.model.Revocations``); NULL: nothing.
     sa.Column("revocations", Json, nullable=True),

@@ -445,7 +445,7 @@ def test_migration_0003_carries_a_stored_revocation_over_so_a_later_view_does_no
     apply(store, later_view)
     with store.transaction() as tx:
         (held,) = tx.lock_subscriptions([("stripe", "sub_old")]).values()
-        assert held.revocations.taken == {("refunded:before-0003", expires)}
+        assert held.revocations.taken == {("refunded:before-0003", expires, None)}
         assert held.snapshot.status is Status.REVOKED and held.latest.status is Status.ACTIVE
 
 

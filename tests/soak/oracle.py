@@ -19,7 +19,8 @@ The rules, stated plainly:
   makes the gateway read the subscription. Google: a void of order O revokes ``voided:O``
   when Play's voided purchases list shows it and O paid the current period; one the list
   does not show is ignored. App Store: a transaction with a revocationDate is revoked, cause
-  ``refunded:<transactionId>``; REFUND_REVERSED gives that back; a REFUND or
+  ``refunded:<transactionId>``, and takes back that transaction's period only (another
+  transaction, even one ending sooner, grants); REFUND_REVERSED gives that back; a REFUND or
   REFUND_REVERSED of a period that had ended when signed is ignored. RevenueCat:
   CANCELLATION for CUSTOMER_SUPPORT revokes ``refunded:<transaction_id>``; REFUND_REVERSED
   grants and gives that back.
@@ -57,6 +58,7 @@ class View:
     status: str
     expires_at: datetime
     fact: int | None  # the fact that showed it (None: a fetch)
+    payment: str | None = None  # App Store: the transaction that paid for the period shown
 
     def order(self) -> tuple:
         return (self.as_of, FINALITY[self.status])
@@ -68,7 +70,7 @@ class Outcome:
 
     sub: Sub
     views: list[View] = dataclasses.field(default_factory=list)
-    taken: set[tuple[str, datetime]] = dataclasses.field(default_factory=set)  # (cause, E)
+    taken: set[tuple] = dataclasses.field(default_factory=set)  # (cause, E), App Store (cause, E, transaction)
     given_back: set[str] = dataclasses.field(default_factory=set)
     notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # for coverage()
 
@@ -81,8 +83,16 @@ class Outcome:
             raise ValueError(f"{self.sub.source} {self.sub.key}: states tie at {best.as_of}: {sorted(rivals)}")
         return best
 
-    def live(self) -> list[tuple[str, datetime]]:
-        return sorted((cause, end) for cause, end in self.taken if cause not in self.given_back)
+    def live(self) -> list[tuple]:
+        return sorted(taken for taken in self.taken if taken[0] not in self.given_back)
+
+    @staticmethod
+    def holds(taken: tuple, view: View) -> bool:
+        """Whether a revocation takes back the period ``view`` shows: the same payment's,
+        where both name one; else any period ending no later than the one it took."""
+        if len(taken) == 3 and view.payment is not None:
+            return taken[2] == view.payment
+        return taken[1] >= view.expires_at
 
     def effective(self) -> tuple[str, datetime, str] | None:
         """(status, expires_at, why) the subscription counts as, or None if never seen."""
@@ -91,7 +101,7 @@ class Outcome:
             return None
         if newest.status == "revoked":
             return "revoked", newest.expires_at, f"the newest state (fact {newest.fact}) is revoked"
-        holding = [cause for cause, end in self.live() if end >= newest.expires_at]
+        holding = [taken[0] for taken in self.live() if self.holds(taken, newest)]
         if holding:
             return "revoked", newest.expires_at, f"{holding[0]} takes back the period ending {newest.expires_at}"
         shown = "read from the store's API" if newest.fact is None else f"fact {newest.fact}"
@@ -170,12 +180,13 @@ def _apple(fact: Fact, plan: Plan, voided, outcome: Outcome) -> None:
     if fact.kind in ("refund", "refund_reversed") and end <= fact.at:
         outcome.notes["refund of an ended period, ignored"] += 1  # Apple sent an old renewal
         return
-    cause = f"refunded:{fact.sub.transaction(fact.period)}"
+    payment = fact.sub.transaction(fact.period)
+    cause = f"refunded:{payment}"
     if fact.kind == "refund":
-        outcome.views.append(View(fact.at, "revoked", end, fact.n))
-        outcome.taken.add((cause, end))
+        outcome.views.append(View(fact.at, "revoked", end, fact.n, payment))
+        outcome.taken.add((cause, end, payment))
         return
-    outcome.views.append(View(fact.at, "active" if fact.at < end else "expired", end, fact.n))
+    outcome.views.append(View(fact.at, "active" if fact.at < end else "expired", end, fact.n, payment))
     if fact.kind == "refund_reversed":
         outcome.given_back.add(cause)
 

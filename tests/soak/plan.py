@@ -200,6 +200,8 @@ class _Builder:
             self.add(sub, "refund", period=period)
             if rng.random() < 0.4:
                 self.add(sub, "refund_reversed", period=period)
+            elif period == 2:  # a view of the refunded period signed later, without the refund
+                self.add(sub, kind, state=next(s for s in STATES[sub.source] if s not in ENDED_STATES), period=period)
         elif r < 0.87 and ended_refunds:
             self.add(sub, "refund", period=ENDED)  # Apple sends the refunded transaction: an old renewal
         else:  # twins: a state to come and the ended state at one instant

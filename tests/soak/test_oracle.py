@@ -145,7 +145,10 @@ def test_refund_then_a_later_view_of_the_same_period_stays_revoked(source, state
     row = answer([fact(s, "refund", 1, period=2), fact(s, kind, 2, state=state, period=2)])
     assert row == oracle.Row(False, "revoked", s.ends[2], source)
     row = answer([fact(s, "refund", 1, period=2), fact(s, kind, 2, state=state, period=1)])  # an earlier period
-    assert row == oracle.Row(False, "revoked", s.ends[1], source)
+    if source == "apple":  # Apple names the payment: another transaction's period is not the refunded one
+        assert row == oracle.Row(True, "active", s.ends[1], source)
+    else:
+        assert row == oracle.Row(False, "revoked", s.ends[1], source)
 
 
 @pytest.mark.parametrize("source, state", [("apple", "renewing"), ("revenuecat", "RENEWAL")])

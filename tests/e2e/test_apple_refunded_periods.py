@@ -1,0 +1,106 @@
+"""An App Store refund takes back the period of the transaction it refunded, and no other.
+
+Apple names the refunded transaction (``revocationDate`` belongs to one ``transactionId``);
+each renewal, resubscription or plan change is a new transaction under the same
+``originalTransactionId``. A later transaction grants, even when its period ends before
+the refunded one would have: told apart by their ends only, it stayed revoked.
+https://developer.apple.com/documentation/appstoreservernotifications/revocationdate
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from devtools.apple_pki import mint_chain
+from devtools.apple_store import AppStore, now
+from tests.e2e.conftest import API_KEY
+
+USER = str(uuid.uuid4())
+WEEKLY = "com.example.premium.weekly"  # same subscription group, shorter period
+
+
+@pytest.fixture(scope="module")
+def chain():  # valid since before the backdated notifications below
+    return mint_chain(valid_from=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10))
+
+
+@pytest.fixture
+def store(chain):
+    return AppStore(chain)
+
+
+@pytest.fixture
+def client(make_app, store, chain, tmp_path):
+    return make_app(GATEWAY_API_KEYS=API_KEY, **store.env(chain.write_root(tmp_path))).test_client()
+
+
+def post(client, store, notification):
+    response = client.post("/webhooks/apple", data=store.body(notification))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+def premium(api, client):
+    return api(client, USER)["entitlements"].get("premium")
+
+
+def bought_and_refunded(client, store, key: str):
+    """A monthly plan bought three days ago (transaction ``key``), refunded a day later;
+    the end of its period."""
+    bought, refunded = now() - timedelta(days=3), now() - timedelta(days=2)
+    end = bought + timedelta(days=30)
+    post(client, store, store.notification("SUBSCRIBED", "INITIAL_BUY", signed=bought, transaction=store.transaction(
+        key, token=USER, transaction_id=key, signed=bought, expires=end), renewal=store.renewal(key)))
+    post(client, store, store.notification("REFUND", signed=refunded, transaction=store.transaction(
+        key, token=USER, transaction_id=key, signed=refunded, expires=end, revoked=refunded),
+        renewal=store.renewal(key, auto_renew=False, signed=refunded)))
+    return end
+
+
+def test_a_new_paid_transaction_after_a_refund_grants_even_if_it_ends_before_the_refunded_one(client, api, store):
+    """REFUND revokes the refunded transaction (its revocationDate). A later SUBSCRIBED:RESUBSCRIBE
+    ("Customer resubscribes to any subscription from the same subscription group") is a new
+    transaction, without revocationDate: it must grant, whatever its expiresDate."""
+    key, resubscribed = "7100", now()
+    bought_and_refunded(client, store, key)
+    assert premium(api, client)["status"] == "revoked"
+    weekly = store.transaction(key, token=USER, transaction_id="7101", product=WEEKLY, signed=resubscribed,
+                               expires=resubscribed + timedelta(days=7))
+    assert post(client, store, store.notification("SUBSCRIBED", "RESUBSCRIBE", signed=resubscribed,
+                                                  transaction=weekly,
+                                                  renewal=store.renewal(key, product=WEEKLY))) == {"status": "processed"}
+    got = premium(api, client)
+    assert (got["status"], got["active"], got["product_id"]) == ("active", True, WEEKLY)
+
+
+def test_family_member_given_access_again_after_revoke_is_granted(client, api, store):
+    """REVOKE: the family-shared purchase is no longer available. SUBSCRIBED:RESUBSCRIBE: the
+    customer "received access through Family Sharing to the same subscription" again. The
+    shared period still ends on the purchaser's renewal date, the same expiresDate."""
+    key, period_end = "7200", now() + timedelta(days=20)
+    shared = dict(token=USER, expires=period_end, inAppOwnershipType="FAMILY_SHARED")
+    post(client, store, store.notification("SUBSCRIBED", "INITIAL_BUY", signed=now() - timedelta(days=2),
+                                           transaction=store.transaction(key, transaction_id="7200",
+                                                                         signed=now() - timedelta(days=2), **shared)))
+    post(client, store, store.notification("REVOKE", signed=now() - timedelta(days=1), transaction=store.transaction(
+        key, transaction_id="7200", signed=now() - timedelta(days=1), revoked=now() - timedelta(days=1), **shared)))
+    assert premium(api, client)["status"] == "revoked"
+    post(client, store, store.notification("SUBSCRIBED", "RESUBSCRIBE", signed=now(), transaction=store.transaction(
+        key, transaction_id="7201", signed=now(), **shared), renewal=store.renewal(key)))
+    got = premium(api, client)
+    assert (got["status"], got["active"]) == ("active", True)
+
+
+def test_a_later_view_of_the_refunded_transaction_stays_revoked(client, api, store):
+    """Apple goes on showing the refunded transaction; without its revocationDate (a view
+    signed later but made before the refund), it is the same payment: still revoked."""
+    key = "7300"
+    end = bought_and_refunded(client, store, key)
+    post(client, store, store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_ENABLED", signed=now(),
+                                           transaction=store.transaction(key, token=USER, transaction_id="7300",
+                                                                         signed=now(), expires=end),
+                                           renewal=store.renewal(key)))
+    assert premium(api, client)["status"] == "revoked"
