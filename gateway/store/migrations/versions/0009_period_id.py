@@ -8,7 +8,10 @@ An App Store refund takes back one transaction's period. It was told from a late
 payment only by a later end, so a resubscription to a shorter plan of the same group,
 made before the refunded period would have ended, stayed revoked. The snapshot now
 keeps the transactionId behind its period (``Snapshot.period_id``), and a revocation
-the transaction it took back. Nullable, no default: adding it rewrites no rows.
+the transaction it took back. Nullable, no default: adding it rewrites no rows. A
+revocation recorded before this names no transaction and keeps the end rule: a
+resubscription ending sooner than such a refunded period reads as revoked until the
+refunded period's end passes.
 """
 from alembic import op
 import sqlalchemy as sa
