@@ -89,7 +89,11 @@ class AppleNotifications:
         key = transaction.get("originalTransactionId")
         if not isinstance(key, str) or not key:
             raise Malformed("the transaction has no originalTransactionId", code="apple_malformed")
-        as_of = instant(transaction.get("signedDate"))
+        as_of, expires = instant(transaction.get("signedDate")), instant(transaction.get("expiresDate"))
+        if as_of and expires and expires < as_of and transaction.get("revocationDate") is None:
+            # Without the renewal info, a lapsed period says nothing of what followed it (a
+            # grace period, billing retry): it counts as of its end, older than any of those.
+            as_of = expires
         return key, translate_transaction(transaction, None, as_of, PURCHASE_REGISTRATION, self.catalog)
 
     def _signed_parts(self, notification: dict) -> dict:

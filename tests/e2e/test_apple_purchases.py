@@ -111,3 +111,25 @@ def test_unconfigured_source_is_503(make_app, cognito, store):
     client = make_app(**cognito.env()).test_client()
     response = register(client, cognito, ALICE, store.chain.sign(store.transaction("4008")))
     assert (response.status_code, response.get_json()["error"]) == (503, "source_not_configured")
+
+
+def test_a_lapsed_transaction_registered_during_billing_grace_keeps_the_grace_period(client, api, cognito, store):
+    """DID_FAIL_TO_RENEW:GRACE_PERIOD: "continue to provide service through the grace
+    period", whose end only the renewal info carries. The app registers what it holds, the
+    transaction alone, signed later, its expiresDate past as throughout the grace period:
+    stamped when signed, it said expired, newer than the grace period."""
+    failed_at, lapsed, grace_end = now() - timedelta(minutes=10), now() - timedelta(hours=1), now() + timedelta(days=5)
+    notify(client, store, store.notification(
+        "DID_FAIL_TO_RENEW", "GRACE_PERIOD", signed=failed_at, transaction=store.transaction("4100", expires=lapsed),
+        renewal=store.renewal("4100", retry=True, grace_until=grace_end, signed=failed_at)))
+    response = register(client, cognito, ALICE, store.chain.sign(store.transaction("4100", signed=now(), expires=lapsed)))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    granted = api(client, ALICE)["entitlements"]["premium"]
+    assert (granted["status"], granted["active"]) == ("grace_period", True)
+
+
+def test_a_lapsed_transaction_registered_first_reads_expired(client, api, cognito, store):
+    lapsed = now() - timedelta(hours=1)
+    response = register(client, cognito, ALICE, store.chain.sign(store.transaction("4200", signed=now(), expires=lapsed)))
+    assert response.status_code == 200 and response.get_json()["is_premium"] is False
+    assert api(client, ALICE)["entitlements"]["premium"]["status"] == "expired"
