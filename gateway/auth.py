@@ -42,8 +42,9 @@ class CognitoTokens:
         url = settings.cognito_jwks
         # PyJWKClient caches the key set and fetches it again when a kid is unknown, which
         # is how Cognito key rotation shows up; the cooldown stops tokens with made-up kids
-        # from turning into a stream of fetches.
-        self.jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600, timeout=5,
+        # from turning into a stream of fetches. No per-kid cache (cache_keys): it never
+        # expires, so a key the pool stopped publishing would go on verifying tokens.
+        self.jwks = jwt.PyJWKClient(url, lifespan=3600, timeout=5,
                                     cooldown_duration=settings.cognito_jwks_refresh_cooldown) if url else None
 
     def user_sub(self, authorization: str | None) -> str:
@@ -57,8 +58,11 @@ class CognitoTokens:
         except jwt.PyJWTError as exc:  # unknown kid, garbled or deeply nested header (PyJWT: DecodeError)...
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
         try:
+            # iat is not checked: Cognito stamps it by its own clock, which may run a little
+            # ahead of ours, and a token fresh from sign-in would be refused; exp bounds it.
             claims = jwt.decode(token, key, algorithms=ALGORITHMS, issuer=self.issuer,
-                                options={"require": ["exp", "iss", "sub", "token_use"], "verify_aud": False})
+                                options={"require": ["exp", "iss", "sub", "token_use"], "verify_aud": False,
+                                         "verify_iat": False})
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}", code="invalid_token") from None
         return self._check_use(claims)

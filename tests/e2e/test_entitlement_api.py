@@ -77,6 +77,30 @@ def test_rotated_signing_key_is_fetched_once_when_its_kid_is_new(make_app, cogni
     assert len(cognito.server.requests) == fetches + 1
 
 
+def test_a_signing_key_the_pool_stopped_publishing_no_longer_verifies(make_app, cognito):
+    client = make_app(COGNITO_JWKS_REFRESH_COOLDOWN=0, **cognito.env()).test_client()
+    old_kid = cognito.kid
+    old_token = cognito.token("alice", kid=old_kid)
+    assert me(client, {"Authorization": f"Bearer {old_token}"}).status_code == 200
+    old_key = cognito.keys[old_kid]
+    try:
+        cognito.rotate()
+        del cognito.keys[old_kid]  # the pool now publishes only the new key
+        assert me(client, cognito.header("alice")).status_code == 200  # the key set was fetched again
+        assert me(client, {"Authorization": f"Bearer {old_token}"}).status_code == 401
+    finally:
+        cognito.keys[old_kid] = old_key  # the issuer is shared by the session's tests
+
+
+@pytest.mark.parametrize("ahead", [2, 120])
+def test_a_fresh_token_stamped_by_a_clock_ahead_of_ours_is_accepted(client, cognito, ahead):
+    # Cognito stamps iat by its own clock; a token used right after sign-in may carry an iat
+    # in our future. Its exp is what bounds it.
+    now = int(time.time())
+    token = cognito.token("alice", iat=now + ahead, auth_time=now + ahead, exp=now + ahead + 3600)
+    assert me(client, {"Authorization": f"Bearer {token}"}).status_code == 200
+
+
 def test_made_up_kids_do_not_refetch_the_key_set_within_the_cooldown(client, cognito):
     assert me(client, cognito.header("alice")).status_code == 200
     fetches = len(cognito.server.requests)
