@@ -55,8 +55,10 @@ class _EventSchema(ma.Schema):
     original_app_user_id = _text()
     aliases = _texts()  # each one linked to the owner
     product_id = _text()
-    entitlement_ids = _texts(_NAME, default=None)
-    entitlement_id = _text(_NAME)
+    # Absent from an older payload, null where the product maps to no entitlement: which of
+    # the two it is matters (``_entitlement_names``), so neither gets a default.
+    entitlement_ids = ma.fields.List(ma.fields.String(validate=_NAME), allow_none=True)
+    entitlement_id = ma.fields.String(allow_none=True, validate=_NAME)  # deprecated
     expiration_at_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
     grace_period_expiration_at_ms = ma.fields.Integer(load_default=None, allow_none=True, strict=True)
     original_transaction_id = _text()  # the subscription's key
@@ -120,6 +122,10 @@ class RevenueCatEvents:
             return ignored("PRODUCT_CHANGE announces a change; the RENEWAL that makes it carries the state")
         if kind not in _STATE_TYPES:
             return ignored(f"{kind} carries no subscription state")
+        if kind == "CANCELLATION" and event["cancel_reason"] == "BILLING_ERROR":
+            # Sent beside BILLING_ISSUE, whose grace period keeps access; its expiration_at_ms
+            # is the end of the period that failed to renew. EXPIRATION ends access.
+            return ignored("CANCELLATION for BILLING_ERROR: the BILLING_ISSUE carries the state")
         return self._snapshot(event)
 
     def _snapshot(self, event: dict) -> Translation:
@@ -129,7 +135,7 @@ class RevenueCatEvents:
             raise Malformed(f"{event['type']} needs original_transaction_id, app_user_id and event_timestamp_ms")
         owner = _owner(event)
         status, expires_at, will_renew = self._state(event)
-        ids = event["entitlement_ids"] or ([event["entitlement_id"]] if event["entitlement_id"] else None)
+        ids = _entitlement_names(event)
         snapshot = Snapshot(
             source=SOURCE, key=key, as_of=as_of, status=status, product_id=event["product_id"],
             expires_at=expires_at, will_renew=will_renew, user_sub=owner,
@@ -139,7 +145,7 @@ class RevenueCatEvents:
             **_revocation(event, status),
         )
         aliases = {a for a in [event["app_user_id"], event["original_app_user_id"], *(event["aliases"] or [])] if a}
-        links = tuple(Link(SOURCE, alias, owner) for alias in sorted(aliases) if owner and alias != owner)
+        links = tuple(Link(SOURCE, alias, owner, as_of) for alias in sorted(aliases) if owner and alias != owner)
         return Translation(snapshots=(snapshot,), links=links)
 
     @staticmethod
@@ -172,6 +178,18 @@ class RevenueCatEvents:
         # gives it to nobody until the app logs a user in (an alias then links it).
         to_user = next((t for t in targets if not is_anonymous(t)), None)
         return Translation(transfers=(Transfer(SOURCE, tuple(sources), to_user, as_of),))
+
+
+def _entitlement_names(event: dict) -> list[str] | None:
+    """What RevenueCat says the purchase grants: exactly ``entitlement_ids``, none where it
+    is null or empty (a consumable, a product mapped to no entitlement). Only a payload
+    without it falls back to the deprecated ``entitlement_id``, and one with neither to
+    the catalog (``None``)."""
+    if "entitlement_ids" in event:
+        return event["entitlement_ids"] or []
+    if "entitlement_id" in event:
+        return [event["entitlement_id"]] if event["entitlement_id"] else []
+    return None
 
 
 def _revocation(event: dict, status: Status) -> dict:

@@ -57,7 +57,6 @@ def test_purchase_grants_premium_with_the_contract_shape(client, api):
     ("TEMPORARY_ENTITLEMENT_GRANT", {}, True, "active", False),
     ("REFUND_REVERSED", {}, True, "active", True),
     ("CANCELLATION", {"cancel_reason": "UNSUBSCRIBE"}, True, "active", False),
-    ("CANCELLATION", {"cancel_reason": "BILLING_ERROR"}, True, "active", False),
     ("CANCELLATION", {"cancel_reason": "CUSTOMER_SUPPORT"}, False, "revoked", False),
     ("BILLING_ISSUE", {"grace_period_expiration_at_ms": NOW_MS + 6 * DAY_MS}, True, "grace_period", True),
     ("BILLING_ISSUE", {"expiration_at_ms": NOW_MS - DAY_MS}, False, "billing_retry", True),
@@ -147,6 +146,42 @@ def test_anonymous_purchase_attaches_when_an_event_aliases_the_user(client, api)
     send(client, rc.event("EXPIRATION", user="user-7", aliases=[anonymous, "user-7"], at_ms=NOW_MS,
                           transaction="99", expiration_at_ms=NOW_MS))
     assert api(client, "user-7")["entitlements"]["premium"]["active"] is True
+
+
+@pytest.mark.parametrize("ids", [None, []])
+def test_a_purchase_mapped_to_no_entitlement_grants_nothing(client, api, ids):
+    # A consumable: entitlement_ids null ("not mapped to any entitlements"), expiration null.
+    send(client, rc.event("NON_RENEWING_PURCHASE", user="coin-buyer", at_ms=NOW_MS, product_id="coins_100",
+                          entitlement_ids=ids, expiration_at_ms=None, transaction="coins-1"))
+    assert api(client, "coin-buyer") == {"user_id": "coin-buyer", "is_premium": False, "entitlements": {}}
+
+
+def test_the_billing_error_cancellation_beside_a_billing_issue_keeps_the_grace_period(client, api):
+    # RevenueCat sends BILLING_ISSUE and CANCELLATION (BILLING_ERROR) together; both carry the
+    # end of the period that failed to renew, already past. The grace period keeps access.
+    period_end = NOW_MS - 60_000
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=period_end - 30 * DAY_MS, expiration_at_ms=period_end))
+    for kind, at_ms, fields in [("CANCELLATION", NOW_MS + 1, {"cancel_reason": "BILLING_ERROR"}),
+                                ("BILLING_ISSUE", NOW_MS, {"grace_period_expiration_at_ms": NOW_MS + 16 * DAY_MS})]:
+        send(client, rc.event(kind, at_ms=at_ms, expiration_at_ms=period_end, **fields))
+        assert premium(api, client)["active"] is (kind == "BILLING_ISSUE")
+    assert premium(api, client)["status"] == "grace_period"
+    send(client, rc.event("EXPIRATION", at_ms=NOW_MS + 2, expiration_at_ms=NOW_MS + 2,
+                          expiration_reason="BILLING_ERROR"))
+    assert premium(api, client)["active"] is False
+
+
+@pytest.mark.parametrize("order", ["as stamped", "newer first"])
+def test_an_anonymous_id_two_users_claimed_follows_the_newer_event_in_either_order(client, api, order):
+    anonymous = "$RCAnonymousID:5e5e5e"
+    send(client, rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous,
+                          aliases=[anonymous], at_ms=NOW_MS - 10_000, transaction="anon"))
+    older, newer = [rc.event("INITIAL_PURCHASE", user=user, original_app_user_id=anonymous, aliases=[anonymous, user],
+                             at_ms=NOW_MS - ago, transaction=f"own-{user}", expiration_at_ms=NOW_MS - 1)
+                    for user, ago in (("user-a", 5_000), ("user-b", 1_000))]
+    for evt in ([older, newer] if order == "as stamped" else [newer, older]):
+        send(client, evt)
+    assert (api(client, "user-a")["is_premium"], api(client, "user-b")["is_premium"]) == (False, True)
 
 
 def test_redelivery_is_a_duplicate_and_changes_nothing(app, client, api):

@@ -83,7 +83,30 @@ def test_expiration_ends_access():
 
 def test_entitlement_ids_are_mapped_through_the_catalog():
     assert only_snapshot(rc.event("RENEWAL", entitlement_ids=["pro", "extra"])).entitlements == ("premium", "extra")
-    assert only_snapshot(rc.event("RENEWAL", entitlement_ids=None)).entitlements is None
+
+
+@pytest.mark.parametrize("ids", [None, []])
+def test_null_or_empty_entitlement_ids_grant_nothing(ids):
+    # RevenueCat: null "if the product_id is not mapped to any entitlements" (a consumable).
+    assert only_snapshot(rc.event("NON_RENEWING_PURCHASE", entitlement_ids=ids)).entitlements == ()
+
+
+def test_a_payload_without_entitlement_ids_falls_back_to_entitlement_id_then_the_catalog():
+    older = rc.event("RENEWAL", entitlement_id="pro")
+    del older["entitlement_ids"]
+    assert only_snapshot(older).entitlements == ("premium",)
+    del older["entitlement_id"]
+    assert only_snapshot(older).entitlements is None  # the catalog decides, by product
+
+
+def test_a_billing_error_cancellation_is_left_to_the_billing_issue():
+    assert translate(rc.event("CANCELLATION", cancel_reason="BILLING_ERROR")).ignored_reason
+    assert only_snapshot(rc.event("CANCELLATION", cancel_reason="UNSUBSCRIBE")).status is Status.ACTIVE
+
+
+def test_alias_links_carry_the_event_time():
+    translation = translate(rc.event("RENEWAL", user="user-9", at_ms=1_700_000_000_000))
+    assert {link.as_of.timestamp() for link in translation.links} == {1_700_000_000}
 
 
 def test_anonymous_ids_are_not_users_but_are_linked_to_the_user():
