@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
-import re
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -33,6 +31,7 @@ from gateway.domain.events import Event
 from gateway.errors import Malformed, Unavailable
 from gateway.group_commit import GroupCommit, Slot
 from gateway.providers import Delivery, Lookup, Provider
+from gateway.storable import clean, storable
 from gateway.store.port import Store, StoreRefused, StoreUnavailable
 
 log = logging.getLogger("gateway.ingest")
@@ -40,10 +39,16 @@ log = logging.getLogger("gateway.ingest")
 PROCESSED, DUPLICATE, IGNORED, DEFERRED, FAILED = "processed", "duplicate", "ignored", "deferred", "failed"
 #: A replayed delivery the retention deleted after the replay read it: nothing was applied.
 GONE = "gone"
+#: The retry worker took the delivery over (``Ingest.process``): it applies it, not this call.
+TAKEN_OVER = "taken over"
 
 
 class _Gone(Exception):
     """Raised inside a replay's transaction to roll it back: its event was pruned."""
+
+
+class _TakenOver(Exception):
+    """Raised inside a transaction to roll it back: another process holds the event's claim."""
 
 
 def backoff(attempts: int, base: float = 30.0, cap: float = 6 * 3600.0) -> timedelta:
@@ -85,7 +90,9 @@ class Ingest:
             outcome = self._record_and_apply(provider, delivery)
         if outcome is None:
             event = self._record(delivery)
-            outcome = DUPLICATE if event is None else self.process(provider, event)
+            outcome = DUPLICATE if event is None else self.process(provider, event, claimed=True)
+            # Recorded, and applied or to be applied by the retry worker that took it over.
+            outcome = DEFERRED if outcome == TAKEN_OVER else outcome
         log.info("delivery", extra={"fields": {
             "source": delivery.source, "event_id": delivery.event_id, "type": delivery.event_type,
             "outcome": outcome, "ms": round((time.perf_counter() - started) * 1000, 1), "users": logs.take_users()}})
@@ -174,107 +181,93 @@ class Ingest:
             tx.link_events(evidence)
         return answers
 
-    def process(self, provider: Provider, event: Event, replaying: bool = False) -> str:
+    def process(self, provider: Provider, event: Event, replaying: bool = False, claimed: bool = False) -> str:
         """Translate and apply a recorded event; also the retry worker's and a replay's entry
         point (``replaying``: an event read earlier, which the retention may have deleted
-        since; a delivery just recorded is younger than any retention)."""
+        since; a delivery just recorded is younger than any retention).
+
+        ``claimed``: the caller holds the event's claim, its ``next_attempt_at`` as read:
+        none for the request that recorded it, the lease the retry worker set. The worker
+        takes over a delivery it finds abandoned (a request still at work after
+        ``EVENTS_STALE_AFTER_SECONDS``: gunicorn never kills a thread) or an expired lease by
+        leasing it anew; from then on the caller that lost the claim commits nothing, so
+        a delivery is applied and marked by one process (``TAKEN_OVER``). A replay by hand
+        holds no claim and applies the event whatever its state."""
         attempts = event.attempts + 1
+        claim = _Claim(event.next_attempt_at) if claimed else None
         try:
             # Translated again while a store's state it read is older than one stored meanwhile.
-            outcome, users = reading_again(lambda: self._apply_once(provider, event, attempts, replaying))
+            outcome, users = reading_again(lambda: self._apply_once(provider, event, attempts, replaying, claim))
         except _Gone:
             log.info("replayed delivery no longer in the log", extra={"fields": {"event_id": event.event_id}})
             return GONE
+        except _TakenOver:
+            log.info("delivery taken over by the retry worker", extra={"fields": {"event_id": event.event_id}})
+            return TAKEN_OVER
         except Malformed as exc:
-            self._mark(event, FAILED, attempts, f"malformed: {exc.message}")
+            self._mark(event, claim, FAILED, attempts, f"malformed: {exc.message}")
             raise
         except StoreRefused as exc:  # no retry can change what the database refuses: failed now
-            self._mark(event, FAILED, attempts, f"refused by the database: {exc}")
+            self._mark(event, claim, FAILED, attempts, f"refused by the database: {exc}")
             raise Malformed(f"the database refused the delivery: {exc}", code="store_refused") from exc
         except Exception as exc:  # anything else is retried: the event log is our inbox
-            exhausted = attempts >= self.max_attempts and self.clock() - event.received_at >= self.give_up_after
-            outcome = FAILED if exhausted else DEFERRED
-            retry_at = self.clock() + backoff(attempts) if outcome == DEFERRED else None
-            self._mark(event, outcome, attempts, _error_text(exc), retry_at)
-            log.warning("applying failed", extra={"fields": {
-                "source": event.source, "event_id": event.event_id, "outcome": outcome,
-                "attempts": attempts, "error": _error_text(exc)}})
-            return outcome
+            return self._defer(event, claim, attempts, exc)
         log.debug("applied", extra={"fields": {"event_id": event.event_id, "users": sorted(users)}})
         return outcome
 
-    def _apply_once(self, provider: Provider, event: Event, attempts: int, replaying: bool) -> tuple[str, set[str]]:
+    def _defer(self, event: Event, claim: _Claim | None, attempts: int, exc: Exception) -> str:
+        exhausted = attempts >= self.max_attempts and self.clock() - event.received_at >= self.give_up_after
+        outcome = FAILED if exhausted else DEFERRED
+        retry_at = self.clock() + backoff(attempts) if outcome == DEFERRED else None
+        if not self._mark(event, claim, outcome, attempts, _error_text(exc), retry_at):
+            return TAKEN_OVER
+        log.warning("applying failed", extra={"fields": {
+            "source": event.source, "event_id": event.event_id, "outcome": outcome,
+            "attempts": attempts, "error": _error_text(exc)}})
+        return outcome
+
+    def _apply_once(self, provider: Provider, event: Event, attempts: int, replaying: bool,
+                    claim: _Claim | None) -> tuple[str, set[str]]:
         translation = provider.translate(event, self.lookup)
         now = self.clock()
         with self.store.transaction() as tx:
             touched: set[tuple[str, str]] = set()
             users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event)))
-            if replaying and not tx.hold_event(event.id):  # after the users' locks, as a foreign key would
-                raise _Gone
-            tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
             outcome = IGNORED if translation.is_empty else PROCESSED
-            tx.update_event(event.id, status=outcome, attempts=attempts, processed_at=now,
-                            last_error=translation.ignored_reason, next_attempt_at=None)
+            marked = dict(status=outcome, attempts=attempts, processed_at=now,
+                          last_error=translation.ignored_reason, next_attempt_at=None)
+            # The event row after the users' locks, as a foreign key would.
+            if claim is not None:
+                if not tx.update_claimed_event(event.id, claim.held, **marked):
+                    raise _Gone if replaying and tx.get_event(event.id) is None else _TakenOver
+            else:
+                if replaying and not tx.hold_event(event.id):
+                    raise _Gone
+                tx.update_event(event.id, **marked)
+            tx.link_events([(event.id, sorted(touched))])  # the evidence the explain API shows
         return outcome, users
 
-    def _mark(self, event: Event, status: str, attempts: int, error: str, next_at=None) -> None:
+    def _mark(self, event: Event, claim: _Claim | None, status: str, attempts: int, error: str,
+              next_at=None) -> bool:
+        """Record the outcome of a failed attempt; False when the claim was lost meanwhile."""
+        marked = dict(status=status, attempts=attempts, last_error=clean(error), next_attempt_at=next_at)
         try:
             with self.store.transaction() as tx:
-                tx.update_event(event.id, status=status, attempts=attempts, last_error=_clean(error),
-                                next_attempt_at=next_at)
+                if claim is None:
+                    tx.update_event(event.id, **marked)
+                    return True
+                return tx.update_claimed_event(event.id, claim.held, **marked)
         except (StoreUnavailable, StoreRefused):
             # The row stays "received"; the retry worker also picks up stale received events.
             log.error("could not mark event", extra={"fields": {"event_id": event.event_id, "status": status}})
+            return True
 
 
-# What PostgreSQL cannot hold in text or jsonb: NUL, and a surrogate code point that
-# is not half of a pair (JSON's "\ud800" escape decodes to one).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+@dataclasses.dataclass(frozen=True)
+class _Claim:
+    """The ``next_attempt_at`` an applier found (a live request: none) or set (a lease)."""
 
-
-def storable(delivery: Delivery) -> Delivery:
-    """The delivery with characters the database cannot store replaced by U+FFFD.
-
-    A store may legitimately send them (a NUL typed into a customer's name). Refusing
-    the delivery would make the store resend it for days, and storing it as-is fails
-    on PostgreSQL every time; so the decoded data is cleaned, deterministically, and
-    translated again from the cleaned data. Almost every delivery has none: then it is
-    returned untouched.
-    """
-    if not 0 < len(delivery.event_id) <= 255:  # the event log's column: longer would fail every retry
-        raise Malformed("the event id must be 1 to 255 characters", code="malformed_event_id")
-    if len(delivery.event_type) > 128:
-        delivery = dataclasses.replace(delivery, event_type=delivery.event_type[:128])
-    fields = (delivery.event_id, delivery.event_type, delivery.payload)
-    if not any(_UNSTORABLE.search(text) for text in fields) and not _holds_unstorable(delivery.data):
-        return delivery
-    log.warning("delivery holds characters the database cannot store; replaced with U+FFFD",
-                extra={"fields": {"source": delivery.source, "event_id": _clean(delivery.event_id)}})
-    return dataclasses.replace(
-        delivery, event_id=_clean(delivery.event_id), event_type=_clean(delivery.event_type),
-        payload=_clean(delivery.payload), data=_clean(delivery.data), translation=None)
-
-
-def _holds_unstorable(value) -> bool:
-    if isinstance(value, str):
-        return _UNSTORABLE.search(value) is not None
-    if isinstance(value, float) and not math.isfinite(value):  # Python's json reads NaN; JSON has none
-        raise Malformed("the body is not JSON: NaN and Infinity are not numbers there", code="malformed_json")
-    if isinstance(value, dict):
-        return any(_holds_unstorable(k) or _holds_unstorable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_unstorable(item) for item in value)
-    return False
-
-
-def _clean(value):
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(item) for item in value]
-    return value
+    held: datetime | None
 
 
 @dataclasses.dataclass(frozen=True)

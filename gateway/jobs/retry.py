@@ -13,8 +13,9 @@ from gateway.store.port import StoreUnavailable
 log = logging.getLogger("gateway.retry")
 
 #: A received event not applied after this long was abandoned mid-request (a crash). The
-#: jobs are given ``Settings.events_stale_after_seconds`` (``EVENTS_STALE_AFTER_SECONDS``);
-#: keep it above the longest request (gunicorn's timeout), or live requests get retried too.
+#: jobs are given ``Settings.events_stale_after_seconds`` (``EVENTS_STALE_AFTER_SECONDS``).
+#: A request still at work then (gunicorn never kills a thread) loses the event to the
+#: worker and commits nothing of it (``Ingest.process``): set it above the usual request.
 STALE_AFTER = timedelta(seconds=DEFAULT_EVENTS_STALE_AFTER_SECONDS)
 
 
@@ -37,16 +38,17 @@ def retry_due(ingest: Ingest, providers: dict[str, Provider], limit: int = 100,
             due = tx.claim_due_events(now=now, stale_before=now - stale_after, lease_until=now + LEASE, limit=1)
         if not due:
             break
-        outcomes.update(replay(ingest, providers, due))
+        outcomes.update(replay(ingest, providers, due, claimed=True))
     return outcomes
 
 
-def replay(ingest: Ingest, providers: dict[str, Provider], events) -> Counter:
-    """Apply each stored event again; returns the outcomes counted."""
+def replay(ingest: Ingest, providers: dict[str, Provider], events, claimed: bool = False) -> Counter:
+    """Apply each stored event again; returns the outcomes counted. ``claimed``: the events
+    are leased to this worker, which applies none of them once another has taken it over."""
     outcomes: Counter = Counter()
     for event in events:
         try:
-            outcomes[ingest.process(providers[event.source], event, replaying=True)] += 1
+            outcomes[ingest.process(providers[event.source], event, replaying=True, claimed=claimed)] += 1
         except Exception as exc:  # a malformed event is marked failed by process()
             log.warning("retry failed", extra={"fields": {"event_id": event.event_id, "error": str(exc)}})
             outcomes["failed"] += 1

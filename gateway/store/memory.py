@@ -72,6 +72,13 @@ class _MemoryTransaction(Transaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.state.events[event_pk] = dataclasses.replace(self.state.events[event_pk], **fields)
 
+    def update_claimed_event(self, event_pk: int, claim, **fields: Any) -> bool:
+        event = self.state.events.get(event_pk)
+        if event is None or event.status not in ("received", "deferred") or event.next_attempt_at != claim:
+            return False
+        self.update_event(event_pk, **fields)
+        return True
+
     def hold_event(self, event_pk: int) -> bool:
         return event_pk in self.state.events
 
@@ -80,7 +87,7 @@ class _MemoryTransaction(Transaction):
                      key=lambda e: e.id)[:limit]
         for event in due:
             self.update_event(event.id, next_attempt_at=lease_until)
-        return due
+        return [self.state.events[event.id] for event in due]
 
     def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
         self.state.event_links.update((event_pk, source, key) for event_pk, keys in links for source, key in keys)

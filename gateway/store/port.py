@@ -54,6 +54,13 @@ class Transaction(abc.ABC):
     def update_event(self, event_pk: int, **fields: Any) -> None: ...
 
     @abc.abstractmethod
+    def update_claimed_event(self, event_pk: int, claim: datetime | None, **fields: Any) -> bool:
+        """Update the event only while it waits to be applied (``received`` or ``deferred``)
+        under ``claim``, the ``next_attempt_at`` its applier found or set; whether it did.
+        The retry worker takes an event over by leasing it anew, and from then on the one
+        it took it from writes nothing (``Ingest.process``)."""
+
+    @abc.abstractmethod
     def hold_event(self, event_pk: int) -> bool:
         """Whether the event is still in the log, kept there until this transaction ends
         (the retention's batches pass over a row held)."""

@@ -172,6 +172,10 @@ class PostgresTransaction(SqlTransaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.driver.send(statements.postgres_update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk})
 
+    def update_claimed_event(self, event_pk: int, claim, **fields: Any) -> bool:
+        sql = statements.postgres_update_claimed_event(tuple(sorted(fields)))
+        return bool(self.driver.rows(sql, {**fields, "event_pk": event_pk, "claim": claim}, named=False))
+
     def _due_events(self, *args) -> sa.Select:
         # Concurrent workers skip each other's rows instead of waiting.
         return super()._due_events(*args).with_for_update(skip_locked=True)

@@ -69,6 +69,10 @@ class SqliteTransaction(SqlTransaction):
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self._execute(statements.update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk})
 
+    def update_claimed_event(self, event_pk: int, claim, **fields: Any) -> bool:
+        statement = statements.update_claimed_event(tuple(sorted(fields)))
+        return self._execute(statement, {**fields, "event_pk": event_pk, "claim": claim}).first() is not None
+
     def link_events(self, links: list[tuple[int, list[tuple[str, str]]]]) -> None:
         linked = [{"event_pk": event_pk, "source": source, "key": key}
                   for event_pk, keys in links for source, key in sorted(set(keys))]

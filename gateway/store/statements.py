@@ -85,6 +85,15 @@ def update_event(fields: tuple[str, ...]) -> sa.Update:
         .values({name: sa.bindparam(name) for name in fields})
 
 
+@functools.cache
+def update_claimed_event(fields: tuple[str, ...]) -> sa.Update:
+    """``update_event`` of an event still waiting under the claim ``claim``; returns its id."""
+    waiting = [sa.literal_column("'received'"), sa.literal_column("'deferred'")]
+    return update_event(fields).where(
+        _events.status.in_(waiting), _events.next_attempt_at.is_not_distinct_from(sa.bindparam("claim", type_=tables.Time)),
+    ).returning(_events.id)
+
+
 # Built per call: the reads that take filters.
 def search_events(*, source=None, status=None, event_type=None, event_id=None, since=None, until=None,
                   before_pk=None, limit=50) -> sa.Select:
@@ -230,6 +239,11 @@ def take_feed_positions(insert):
 def postgres_update_event(fields: tuple[str, ...]) -> str:
     """``update_event`` as SQL for psycopg's cursor."""
     return _psycopg(update_event(fields))
+
+
+@functools.cache
+def postgres_update_claimed_event(fields: tuple[str, ...]) -> str:
+    return _psycopg(update_claimed_event(fields))
 
 
 def _link_identity():

@@ -1,13 +1,17 @@
 """POST /webhooks/google end to end: signed pushes, the Play API fake, the public API."""
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 
 from devtools import google_pubsub as rtdn
 from devtools.google_play import ORDER
 from devtools.google_pubsub import mint_key
+from gateway.jobs import retry
 from tests.support.google_gateway import _play_server, google, play, push_signer  # noqa: F401
 
 USER = "8d1f4e0a-1111-4c4c-9999-0123456789ab"
@@ -226,3 +230,24 @@ def test_notifications_without_subscription_state_are_recorded_and_ignored(googl
 def test_malformed_pushes_are_400_and_store_nothing(google, body):
     answer = google.client.post("/webhooks/google", data=body, headers=google.signer.headers())
     assert answer.status_code == 400 and google.event("1") is None
+
+
+def test_a_request_overtaken_by_the_retry_worker_commits_nothing_of_the_delivery(google, play):
+    # A live request still reading Play when the worker judges its delivery abandoned
+    # (EVENTS_STALE_AFTER_SECONDS; gunicorn never kills a thread): the worker applies it,
+    # and the request, once its read times out, neither applies it again nor marks it.
+    play.subscribe("tok-live", user="user-live", acknowledged=True)
+    held = play.hold()  # the request's read waits past its timeout
+    answers = {}
+    request = threading.Thread(target=lambda: answers.update(
+        live=google.push(rtdn.subscription("tok-live"), message_id="live-1").get_json()))
+    request.start()
+    assert held.read.wait(5)
+    time.sleep(1.1)
+    worker = retry.retry_due(google.services.ingest, google.services.providers, stale_after=timedelta(seconds=1))
+    assert worker == {"processed": 1} and google.premium("user-live")["active"] is True
+    request.join(20)
+    held.release()
+    event = google.event("live-1")
+    assert answers["live"] == {"status": "deferred"}  # stored; the worker has it
+    assert (event.status, event.attempts, event.next_attempt_at) == ("processed", 1, None)

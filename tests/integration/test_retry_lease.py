@@ -95,3 +95,22 @@ def test_an_event_claimed_by_a_worker_is_not_applied_again_by_another_once_the_l
     report = f"A: {dict(outcomes_a)}, B: {outcomes_b}, translations: {calls}, e-2 {status(store_a, 'e-2')}"
     assert sorted(calls) == ["e-0", "e-1", "e-2"], report  # each applied once: by A, or by B if A had not yet
     assert granted and status(store_a, "e-2") == "processed", report
+
+
+def test_a_worker_whose_lease_ran_out_does_not_mark_the_event_another_applied(make_app):
+    app_a, app_b = make_app(), make_app()
+    clock, calls, outcomes_b = Clock(), [], {}
+    store_a, store_b = app_a.extensions["gateway"].store, app_b.extensions["gateway"].store
+    ingest_a = Ingest(store_a, Catalog(products={}), clock)
+    ingest_b = Ingest(store_b, Catalog(products={}), clock)
+    deferred(store_a, "e-0", "user-0")  # 14 attempts over four days: one more failure gives up
+
+    def slow_then_timed_out():
+        clock.now += timedelta(minutes=6)  # past the 5 min lease, B takes the event over ...
+        outcomes_b.update(retry.retry_due(ingest_b, {"revenuecat": StoreBehindAnApi({}, calls)}))
+        raise StoreApiTimeout("store API timed out")  # ... then A's call fails
+
+    outcomes_a = retry.retry_due(ingest_a, {"revenuecat": StoreBehindAnApi({"e-0": slow_then_timed_out}, calls)})
+    report = f"A: {dict(outcomes_a)}, B: {outcomes_b}, e-0 {status(store_a, 'e-0')}"
+    assert outcomes_b == {"processed": 1} and outcomes_a == {"taken over": 1}, report
+    assert status(store_a, "e-0") == "processed", report  # not failed, with A's timeout
