@@ -5,6 +5,8 @@ from __future__ import annotations
 class GatewayError(Exception):
     status = 500
     code = "internal_error"
+    #: Seconds the caller should wait before asking again (a ``Retry-After`` header), when known.
+    retry_after: int | None = None
 
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
         super().__init__(message or self.code)
@@ -45,6 +47,10 @@ class Unavailable(GatewayError):
     """A dependency (database, store API) cannot answer now; the caller may retry."""
 
     status, code = 503, "unavailable"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class StoreApiError(Exception):

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import stripe
 
+from cognito_triggers.stripe_customers import key_in_use
 from gateway.errors import StoreApiError
 
 log = logging.getLogger("gateway.stripe")
@@ -32,11 +33,12 @@ class StripeApiError(StoreApiError):
     @classmethod
     def from_stripe(cls, exc: stripe.StripeError, call: str) -> StripeApiError:
         """stripe-python's error for ``call``, classified once for every caller: a 4xx other
-        than 429 is refused; no answer, a 429 or a 5xx is Stripe unavailable."""
+        than 429 is refused; no answer, a 429, a 5xx or an idempotency key still in use by
+        another request (retried later, it gets that request's answer) is Stripe unavailable."""
         status = exc.http_status
         detail = " ".join(str(exc.user_message or type(exc).__name__).split())[:300]
         return cls(f"{call} failed ({status or 'no answer'}): {detail}",
-                   refused=status is not None and 400 <= status < 500 and status != 429)
+                   refused=status is not None and 400 <= status < 500 and status != 429 and not key_in_use(exc))
 
 
 class StripeApi(Protocol):

@@ -51,7 +51,7 @@ def _calling_stripe(call):
     try:
         return call()
     except CustomerPending as exc:
-        raise Unavailable(str(exc), code="stripe_unavailable") from None
+        raise Unavailable(str(exc), code="stripe_unavailable", retry_after=exc.retry_after) from None
     except stripe.StripeError as exc:  # from ensure_customer, which uses stripe-python directly
         failure = StripeApiError.from_stripe(exc, "Stripe customer lookup")
     except StripeApiError as exc:

@@ -25,7 +25,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def _known(error: GatewayError):
         body = {"error": error.code, "message": error.message}
-        return jsonify(body), error.status
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+        return jsonify(body), error.status, headers
 
     @app.errorhandler(StoreRefused)
     def _refused(error: StoreRefused):

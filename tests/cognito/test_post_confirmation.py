@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import boto3
@@ -10,7 +11,7 @@ import pytest
 
 from cognito_triggers import aws
 from cognito_triggers.post_confirmation import handler
-from cognito_triggers.stripe_customers import IDEMPOTENCY_PREFIX
+from cognito_triggers.stripe_customers import IDEMPOTENCY_PREFIX, StripeCustomers
 from tests.cognito.conftest import REGION, LambdaContext, UserPool, load_event, log_lines
 
 pytestmark = pytest.mark.usefixtures("stripe_configured")
@@ -56,6 +57,44 @@ def test_a_retry_that_lost_the_search_race_replays_the_first_create(user_pool, a
 
     assert stripe_api.calls("POST", "/v1/customers") == 2
     assert stripe_api.state.counts["customer.created"] == 1
+
+
+def checkout_creating(stripe_api, pool, sub):
+    """The gateway's checkout creating the user's customer, its create held executing in Stripe."""
+    held = stripe_api.hold("/v1/customers")
+    checkout = pool.submit(StripeCustomers(stripe_api.api_key, stripe_api.url, timeout=10.0).ensure_customer, sub)
+    assert held.read.wait(2)
+    return held, checkout
+
+
+def test_a_confirmation_during_checkouts_create_waits_and_links_that_customer(user_pool, ada, stripe_api,
+                                                                               cognito_writes):
+    with ThreadPoolExecutor() as pool:
+        held, checkout = checkout_creating(stripe_api, pool, ada["sub"])
+        stripe_api.release_after_key_in_use(held)
+
+        handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
+
+    assert stripe_api.keys_in_use >= 1 and stripe_api.state.counts["customer.created"] == 1
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == checkout.result()
+
+
+def test_a_customer_still_being_created_after_the_waits_is_logged_and_nothing_written(user_pool, ada, stripe_api,
+                                                                                      cognito_writes, capsys):
+    event = user_pool.confirmation_event(ada["username"])
+    with ThreadPoolExecutor() as pool:
+        held, checkout = checkout_creating(stripe_api, pool, ada["sub"])
+        try:
+            assert handler(event, LambdaContext()) is event
+        finally:
+            held.release()
+
+    assert cognito_writes == [] and "custom:stripe_customer_id" not in user_pool.attributes(ada["username"])
+    [warning] = [line for line in log_lines(capsys.readouterr().err) if line["level"] == "warning"]
+    assert (warning["sub"], warning["error"], warning["code"]) == (ada["sub"], "CustomerInFlight",
+                                                                   "idempotency_key_in_use")
+    assert "still being created" in warning["detail"]
+    assert [c["id"] for c in stripe_api.customers] == [checkout.result()]  # checkout's, made once
 
 
 def test_rerun_after_the_link_writes_nothing(user_pool, ada, stripe_api, cognito_writes):

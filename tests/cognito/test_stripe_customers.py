@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import stripe
 
 from cognito_triggers.stripe_customers import IDEMPOTENCY_PREFIX, CustomerPending, StripeCustomers, search_query
+from tests.fakes.stripe_api import StripeError
 
 
 @pytest.fixture
@@ -37,6 +39,50 @@ def test_changed_details_inside_the_search_lag_say_to_ask_again_and_make_no_seco
     with pytest.raises(CustomerPending):  # Stripe refused the key's reuse; the customer exists
         customers.ensure_customer("sub-1", "ada@new.example")
     assert len(stripe_api.customers) == 1
+
+
+def test_a_create_meeting_one_still_executing_waits_and_gets_the_same_customer(customers, stripe_api):
+    held = stripe_api.hold("/v1/customers")  # the first create executes until released
+    with ThreadPoolExecutor() as pool:
+        first = pool.submit(customers.ensure_customer, "sub-1")
+        assert held.read.wait(2)
+        stripe_api.release_after_key_in_use(held)
+
+        second = customers.ensure_customer("sub-1")
+
+    assert second == first.result() and stripe_api.state.counts["customer.created"] == 1
+    assert stripe_api.keys_in_use >= 1  # the second met the first executing, and waited
+    keys = {r.headers["idempotency-key"] for r in stripe_api.requests if r.method == "POST"}
+    assert keys == {f"{IDEMPOTENCY_PREFIX}sub-1"}
+
+
+def test_a_create_still_executing_after_every_wait_says_ask_again_and_makes_nothing(customers, stripe_api):
+    patient = StripeCustomers(stripe_api.api_key, stripe_api.url, timeout=10.0)
+    held = stripe_api.hold("/v1/customers")
+    with ThreadPoolExecutor() as pool:
+        first = pool.submit(patient.ensure_customer, "sub-1")
+        assert held.read.wait(2)
+        try:
+            with pytest.raises(CustomerPending, match="still being created"):
+                customers.ensure_customer("sub-1")
+            assert stripe_api.customers == []
+        finally:
+            held.release()
+    assert stripe_api.calls("POST", "/v1/customers") == 1 + 4  # the first, then each attempt of the second
+    assert [c["id"] for c in stripe_api.customers] == [first.result()]
+
+
+@pytest.mark.parametrize("refusal", [
+    StripeError(409, "invalid_request_error", "The request conflicts with another.", "resource_conflict"),
+    StripeError(400, "invalid_request_error", "Invalid email address: ada@", "email_invalid", "email"),
+], ids=["another-409", "400"])
+def test_a_refused_create_is_raised_at_once(customers, stripe_api, refusal):
+    stripe_api.refuse_next("POST", "/v1/customers", refusal)
+
+    with pytest.raises(stripe.StripeError) as raised:
+        customers.ensure_customer("sub-1", "ada@")
+    assert raised.value.http_status == refusal.status and not isinstance(raised.value, CustomerPending)
+    assert stripe_api.calls("POST", "/v1/customers") == 1 and stripe_api.customers == []
 
 
 def test_changed_details_after_the_lag_find_the_first_customer(customers, stripe_api):

@@ -1,11 +1,16 @@
 """Checkout and Customer Portal sessions through the WSGI app, against the local Stripe fake."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from cognito_triggers.stripe_customers import StripeCustomers
 from devtools import stripe_objects as so
 from devtools.stripe_signing import new_secret, signed
+from gateway.providers.stripe_api import StripeApiError, StripeHttpApi
 from tests.e2e.conftest import API_KEY
+from tests.fakes.stripe_api import StripeError
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
 
 USER = "0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"
@@ -106,6 +111,70 @@ def test_stripe_down_is_503_with_a_clear_error(client, cognito, fake):
     for response in (checkout(client, cognito), portal(client, cognito)):
         assert (response.status_code, response.get_json()["error"]) == (503, "stripe_unavailable")
         assert "Stripe" in response.get_json()["message"]
+
+
+def trigger_creating(fake, pool):
+    """The post confirmation trigger creating the user's customer, its create held executing in Stripe."""
+    held = fake.hold("/v1/customers")
+    trigger = StripeCustomers(fake.api_key, fake.url, timeout=10.0)
+    created = pool.submit(trigger.ensure_customer, USER, "ada@example.com", "Ada Lovelace", "ada")
+    assert held.read.wait(2)
+    return held, created
+
+
+def test_checkout_during_the_triggers_create_waits_and_sells_to_that_customer(client, cognito, fake):
+    with ThreadPoolExecutor() as pool:
+        held, created = trigger_creating(fake, pool)
+        fake.release_after_key_in_use(held)
+
+        response = checkout(client, cognito)
+
+    assert response.status_code == 200, response.get_json()
+    assert fake.keys_in_use >= 1 and [c["id"] for c in fake.customers] == [created.result()]
+    assert [s["customer"] for s in fake.sessions()] == [created.result()]
+
+
+def test_checkout_while_the_customer_is_still_being_created_is_a_503_to_retry(client, cognito, fake):
+    with ThreadPoolExecutor() as pool:
+        held, created = trigger_creating(fake, pool)
+        try:
+            response = checkout(client, cognito)
+        finally:
+            held.release()
+
+    assert (response.status_code, response.get_json()["error"]) == (503, "stripe_unavailable")
+    assert "still being created" in response.get_json()["message"] and response.headers["Retry-After"] == "2"
+    assert not fake.sessions() and [c["id"] for c in fake.customers] == [created.result()]
+
+
+@pytest.mark.parametrize("refusal", [
+    StripeError(409, "invalid_request_error", "The request conflicts with another.", "resource_conflict"),
+    StripeError(400, "invalid_request_error", "Invalid email address.", "email_invalid", "email"),
+], ids=["another-409", "400"])
+def test_a_customer_creation_stripe_refuses_stays_a_502(client, cognito, fake, refusal):
+    fake.refuse_next("POST", "/v1/customers", refusal)
+
+    response = checkout(client, cognito)
+
+    assert (response.status_code, response.get_json()["error"]) == (502, "stripe_refused")
+    assert fake.calls("POST", "/v1/customers") == 1 and not fake.customers and not fake.sessions()
+
+
+def test_a_stripe_call_whose_idempotency_key_is_still_in_use_is_unavailable_not_refused(fake):
+    api = StripeHttpApi(fake.api_key, fake.url)
+    params = {"mode": "subscription", "line_items": [{"price": "price_monthly", "quantity": 1}]}
+    held = fake.hold("/v1/checkout/sessions")
+    with ThreadPoolExecutor() as pool:
+        first = pool.submit(api.create_checkout_session, params, "session-of-order-1")
+        assert held.read.wait(2)
+        try:
+            with pytest.raises(StripeApiError) as raised:
+                api.create_checkout_session(params, "session-of-order-1")
+        finally:
+            held.release()
+
+    assert "(409)" in str(raised.value) and not raised.value.refused  # asked again later, it gets the first's answer
+    assert [s["id"] for s in fake.sessions()] == [first.result()["id"]]
 
 
 def test_stripe_unconfigured_is_503(make_app, env, cognito):

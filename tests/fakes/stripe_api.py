@@ -4,11 +4,13 @@ Requests carry ``Authorization: Bearer sk_test_...`` and form-encoded parameters
 notation (``metadata[cognito_sub]=...``, ``expand[]=...``, ``items[0][price]=...``); answers are
 Stripe-shaped JSON objects, and errors ``{"error": {"type", "message", ...}}``
 (https://docs.stripe.com/api/errors). POSTs honour ``Idempotency-Key``
-(https://docs.stripe.com/api/idempotent_requests).
+(https://docs.stripe.com/api/idempotent_requests): a key still executing answers 409
+``idempotency_key_in_use`` to any other request with it, and saves nothing.
 
 To add a resource, write functions ``(state, request, **path_params) -> (status, body)`` and
 register them with ``fake.route(method, "/v1/things/{id}")``, as ``register_customers`` does.
-Switches: ``fail_with(500)``, ``hang(seconds)``, ``gate(path_prefix, parties)``, ``recover()``. Counters: ``requests``,
+Switches: ``fail_with(500)``, ``hang(seconds)``, ``gate(path_prefix, parties)``, ``hold(path)``,
+``refuse_next(method, path, error)``, ``recover()``. Counters: ``requests``,
 ``calls(method, path)``, ``state.counts``.
 """
 from __future__ import annotations
@@ -29,7 +31,10 @@ from devtools.servers import Held, write_body
 class StripeError(Exception):
     def __init__(self, status: int, type: str, message: str, code: str | None = None, param: str | None = None):
         super().__init__(message)
-        self.status, self.fields = status, {"type": type, "message": message, "code": code, "param": param}
+        # Stripe links every error code to its page.
+        doc_url = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}" if code else None
+        self.status = status
+        self.fields = {"type": type, "message": message, "code": code, "param": param, "doc_url": doc_url}
 
     def body(self) -> dict:
         return {"error": {k: v for k, v in self.fields.items() if v is not None}}
@@ -159,11 +164,14 @@ class FakeStripe:
         self.delay = 0.0
         self.drip: float | None = None  # send the body a byte at a time, this many seconds apart
         self._replays: dict[str, tuple[str, int, dict]] = {}
+        self._executing: set[str] = set()  # idempotency keys of requests not answered yet
+        self.keys_in_use = 0  # requests answered 409 idempotency_key_in_use
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._gate: tuple[str, threading.Barrier] | None = None
         self.gates_opened = 0  # how many gates every party passed together
         self._held: dict[str, Held] = {}
+        self._refusals: dict[tuple[str, str], StripeError] = {}
         self._server: ThreadingHTTPServer | None = None
         register_customers(self)
 
@@ -200,7 +208,8 @@ class FakeStripe:
 
     def hold(self, path: str) -> Held:
         """Answer the next GET of ``path`` as the object is when it arrives, but send the
-        answer only on ``release()``: an answer slow to come back."""
+        answer only on ``release()``: an answer slow to come back. A POST of ``path`` is
+        executed only on ``release()``: until then its idempotency key is in use."""
         self._held[path] = held = Held()
         return held
 
@@ -211,8 +220,24 @@ class FakeStripe:
     def search_lag(self, seconds: float) -> None:
         self.state.search_lag = seconds
 
+    def release_after_key_in_use(self, held: Held, timeout: float = 5.0) -> None:
+        """Release ``held`` once Stripe has answered another request 409 because its key
+        was in use: a rival request met the held one before it ended."""
+        def wait() -> None:
+            deadline = time.monotonic() + timeout
+            while not self.keys_in_use and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held.release()
+        threading.Thread(target=wait, daemon=True).start()
+
+    def refuse_next(self, method: str, path: str, error: StripeError) -> None:
+        """Answer the next ``method path`` with ``error`` instead of executing it."""
+        self._refusals[(method, path)] = error
+
     def recover(self) -> None:
         self.outage_status, self.delay, self._gate, self.gates_opened = None, 0.0, None, 0
+        self._refusals.clear()
+        self.keys_in_use = 0
 
     def calls(self, method: str, path: str) -> int:
         return sum(1 for request in self.requests if (request.method, request.path) == (method, path))
@@ -258,12 +283,18 @@ class FakeStripe:
             return self.outage_status, StripeError(self.outage_status, "api_error", "Simulated outage.").body(), {}
         try:
             self._authorize(request.headers.get("authorization", ""))
+            if refusal := self._refusals.pop((request.method, request.path), None):
+                raise refusal
             answer = self._idempotent(request)
         except StripeError as error:
             return error.status, error.body(), {}
-        if request.method == "GET" and (held := self._held.pop(request.path, None)):
-            held.reached()
+        if request.method == "GET":
+            self._hold(request)
         return answer
+
+    def _hold(self, request: Request) -> None:
+        if held := self._held.pop(request.path, None):
+            held.reached()
 
     def handle(self, request: Request) -> tuple[int, dict]:
         for method, regex, function in self.routes:
@@ -284,12 +315,21 @@ class FakeStripe:
             raise StripeError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
 
     def _idempotent(self, request: Request) -> tuple[int, dict, dict]:
-        """Same key and parameters replay the first answer; same key, other parameters: 400."""
+        """Same key and parameters replay the first answer; same key, other parameters: 400;
+        a key whose first request is still executing: 409 with the code, type and message
+        Stripe answers (https://docs.stripe.com/error-codes#idempotency-key-in-use)."""
         key = request.headers.get("idempotency-key")
-        with self._lock:
-            if request.method != "POST" or not key:
+        if request.method != "POST" or not key:
+            with self._lock:
                 return (*self.handle(request), {})
-            fingerprint = json.dumps([request.path, request.params], sort_keys=True)
+        fingerprint = json.dumps([request.path, request.params], sort_keys=True)
+        with self._lock:
+            if key in self._executing:
+                self.keys_in_use += 1
+                raise StripeError(409, "invalid_request_error",
+                                  "There is currently another in-progress request using this Idempotent Key (that "
+                                  "probably means you submitted twice, and the other request is still going "
+                                  f"through): {key}. Please try again later.", "idempotency_key_in_use")
             if key in self._replays:
                 first, status, body = self._replays[key]
                 if first != fingerprint:
@@ -298,9 +338,16 @@ class FakeStripe:
                                       f"were first used with. Try using a key other than '{key}' if you meant to "
                                       "execute a different request.")
                 return status, body, {"Idempotent-Replayed": "true"}
-            status, body = self.handle(request)
-            self._replays[key] = (fingerprint, status, body)
-            return status, body, {}
+            self._executing.add(key)
+        try:
+            self._hold(request)
+            with self._lock:
+                status, body = self.handle(request)
+                self._replays[key] = (fingerprint, status, body)
+        finally:
+            with self._lock:
+                self._executing.discard(key)
+        return status, body, {}
 
 
 def _handler_class(fake: FakeStripe):
