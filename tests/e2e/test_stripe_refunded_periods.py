@@ -1,0 +1,104 @@
+"""Which Stripe period a refund takes back, through the WSGI app with real signatures and
+the local Stripe fake, read back through the entitlement API.
+
+A refund takes back the period its invoice paid for: not a proration's difference, and not
+more than that period when a scheduled cancellation is removed afterwards (Stripe's
+``cancel_at`` shortens the period shown, not the one paid for)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from devtools import stripe_objects as so
+from devtools.stripe_signing import new_secret, signed
+from tests.e2e.conftest import API_KEY
+from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
+from tests.support.stripe_scenarios import signup
+
+SECRET = new_secret()
+
+
+@pytest.fixture
+def client(make_app, fake, stripe_catalog):
+    return make_app(STRIPE_WEBHOOK_SECRETS=SECRET, STRIPE_API_KEY=fake.api_key, STRIPE_API_BASE=fake.url,
+                    GATEWAY_API_KEYS=API_KEY, CATALOG_PATH=stripe_catalog).test_client()
+
+
+def deliver(client, event: dict) -> str:
+    body, headers = signed(event, SECRET)
+    response = client.post("/webhooks/stripe", data=body, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["status"]
+
+
+def premium(api, client, user: str = "user-1") -> dict:
+    return api(client, user)["entitlements"].get("premium") or {}
+
+
+def iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def upgraded_with_a_proration(fake, s, shape: str) -> dict:
+    """A mid-period upgrade with ``proration_behavior=always_invoice``: Stripe bills the
+    difference at once on an invoice of its own, which becomes ``latest_invoice``; the
+    period (and its start) stays the one the first invoice paid for."""
+    invoice_id, charge_id, intent = so.new_id("in"), so.new_id("ch"), so.new_id("pi")
+    fake.put(so.invoice(shape, invoice_id=invoice_id, customer=s.customer, subscription_id=s.sub_id,
+                        charge=charge_id, payment_intent=intent, billing_reason="subscription_update",
+                        period=(s.start, s.end), amount=300))
+    fake.put(so.charge(shape, charge_id=charge_id, customer=s.customer, invoice_id=invoice_id,
+                       payment_intent=intent, amount=300))
+    fake.pay(invoice_id, intent)
+    upgraded = fake.put(s.subscription(shape, latest_invoice=invoice_id, price_id="price_yearly"))
+    return {"invoice": invoice_id, "charge": charge_id, "intent": intent, "subscription": upgraded}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_removing_a_scheduled_cancellation_after_a_full_refund_leaves_the_period_revoked(client, api, fake, shape):
+    s, t = signup(fake), int(time.time())
+    scheduled = fake.put(s.subscription(shape, cancel_at=t + 5 * so.DAY))  # access would end in five days
+    assert deliver(client, so.event("customer.subscription.updated", scheduled, shape=shape, created=t)) == "processed"
+    assert deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape,
+                                    created=t + 1)) == "processed"
+    assert premium(api, client)["status"] == "revoked"
+    resumed = fake.put(s.subscription(shape, cancel_at=None))  # same period, no new invoice: nothing paid
+    deliver(client, so.event("customer.subscription.updated", resumed, shape=shape, created=t + 2))
+    assert premium(api, client)["status"] == "revoked"
+    renewed = fake.put(s.subscription(shape, start=s.end, end=s.end + 30 * so.DAY, latest_invoice="in_next"))
+    deliver(client, so.event("customer.subscription.updated", renewed, shape=shape, created=t + 3))
+    assert premium(api, client)["status"] == "active"  # a renewal is a new period, paid for
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("kind", ["refund", "dispute"])
+def test_returning_a_proration_in_full_leaves_the_period_paid_for(client, api, fake, shape, kind):
+    s, t = signup(fake), int(time.time())
+    proration = upgraded_with_a_proration(fake, s, shape)
+    deliver(client, so.event("customer.subscription.updated", proration["subscription"], shape=shape, created=t))
+    if kind == "refund":
+        returned = so.event("charge.refunded", so.charge(
+            shape, charge_id=proration["charge"], customer=s.customer, invoice_id=proration["invoice"],
+            payment_intent=proration["intent"], amount=300, amount_refunded=300), shape=shape, created=t + 1)
+    else:
+        returned = so.event("charge.dispute.created", so.dispute(
+            dispute_id=so.new_id("dp"), charge_id=proration["charge"], payment_intent=proration["intent"],
+            amount=300), shape=shape, created=t + 1)
+    assert deliver(client, returned) == "processed"
+    assert premium(api, client) == {
+        "active": True, "status": "active", "expires_at": iso(s.end), "will_renew": True, "source": "stripe",
+        "product_id": "price_yearly"}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("order", ["upgrade first", "refund first"])
+def test_refunding_the_periods_invoice_revokes_it_though_a_proration_is_the_latest(client, api, fake, shape, order):
+    s, t = signup(fake), int(time.time())
+    proration = upgraded_with_a_proration(fake, s, shape)  # what the refund's fetch reads either way
+    upgrade = so.event("customer.subscription.updated", proration["subscription"], shape=shape, created=t)
+    refund = so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1)
+    for event in ((upgrade, refund) if order == "upgrade first" else (refund, upgrade)):
+        assert deliver(client, event) == "processed"
+    assert premium(api, client)["status"] == "revoked"
