@@ -82,7 +82,13 @@ class Snapshotter:
 
     def owner_links(self, snapshot: Snapshot, lookup: Lookup) -> tuple[Link, ...]:
         """Who the user is: the subscription's metadata, a remembered customer, or the
-        customer's metadata fetched once and remembered through the link made here."""
+        customer's metadata fetched once and remembered through the link made here.
+
+        That link is stamped with the customer's ``created``, a store time, not with when
+        the fetch happened: so a completed Checkout Session (stamped with its event's
+        ``created``, later than the customer it was paid by) that names another user holds
+        the customer whichever arrives first, and a ``customer.updated`` event that
+        changes the metadata later holds over both."""
         customer = snapshot.account
         if customer is None:
             return ()
@@ -90,5 +96,6 @@ class Snapshotter:
             return (Link(SOURCE, customer, snapshot.user_sub, snapshot.as_of),)
         if lookup.resolve(SOURCE, customer) or self.api is None:
             return ()
-        found = stripe_objects.cognito_sub(self.api.customer(customer))
-        return (Link(SOURCE, customer, found, self.clock()),) if found else ()
+        fetched = self.api.customer(customer)
+        found = stripe_objects.cognito_sub(fetched)
+        return (Link(SOURCE, customer, found, stripe_objects.when(fetched.get("created"))),) if found else ()
