@@ -41,19 +41,31 @@ def iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def upgraded_with_a_proration(fake, s, shape: str) -> dict:
+def paid(fake, s, shape: str, *, amount: int, credited: dict | None = None, **invoice) -> dict:
+    """An invoice of ``s``'s subscription, paid by a charge of its own; ``credited``: a
+    proration line (unused time credited) listed first, as Stripe lists prorations."""
+    ids = {"invoice": so.new_id("in"), "charge": so.new_id("ch"), "intent": so.new_id("pi")}
+    body = so.invoice(shape, invoice_id=ids["invoice"], customer=s.customer, subscription_id=s.sub_id,
+                      charge=ids["charge"], payment_intent=ids["intent"], amount=amount, **invoice)
+    if credited:
+        body["lines"]["data"].insert(0, so.invoice_line(shape, invoice_id=ids["invoice"], subscription_id=s.sub_id,
+                                                        proration=True, **credited))
+    fake.put(body)
+    fake.put(so.charge(shape, charge_id=ids["charge"], customer=s.customer, invoice_id=ids["invoice"],
+                       payment_intent=ids["intent"], amount=amount))
+    fake.pay(ids["invoice"], ids["intent"])
+    return ids
+
+
+def upgraded_with_a_proration(fake, s, shape: str, start: int | None = None, end: int | None = None) -> dict:
     """A mid-period upgrade with ``proration_behavior=always_invoice``: Stripe bills the
     difference at once on an invoice of its own, which becomes ``latest_invoice``; the
-    period (and its start) stays the one the first invoice paid for."""
-    invoice_id, charge_id, intent = so.new_id("in"), so.new_id("ch"), so.new_id("pi")
-    fake.put(so.invoice(shape, invoice_id=invoice_id, customer=s.customer, subscription_id=s.sub_id,
-                        charge=charge_id, payment_intent=intent, billing_reason="subscription_update",
-                        period=(s.start, s.end), amount=300))
-    fake.put(so.charge(shape, charge_id=charge_id, customer=s.customer, invoice_id=invoice_id,
-                       payment_intent=intent, amount=300))
-    fake.pay(invoice_id, intent)
-    upgraded = fake.put(s.subscription(shape, latest_invoice=invoice_id, price_id="price_yearly"))
-    return {"invoice": invoice_id, "charge": charge_id, "intent": intent, "subscription": upgraded}
+    period (and its start) stays the one shown."""
+    start, end = start or s.start, end or s.end
+    proration = paid(fake, s, shape, billing_reason="subscription_update", period=(start, end), amount=300)
+    upgraded = fake.put(s.subscription(shape, start=start, end=end, latest_invoice=proration["invoice"],
+                                       price_id="price_yearly"))
+    return {**proration, "subscription": upgraded}
 
 
 @pytest.mark.parametrize("shape", so.SHAPES)
@@ -101,4 +113,26 @@ def test_refunding_the_periods_invoice_revokes_it_though_a_proration_is_the_late
     refund = so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1)
     for event in ((upgrade, refund) if order == "upgrade first" else (refund, upgrade)):
         assert deliver(client, event) == "processed"
+    assert premium(api, client)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_refunding_an_interval_changes_invoice_revokes_the_period_it_began(client, api, fake, shape):
+    """Switching from monthly to yearly restarts the billing cycle: Stripe bills the new year
+    at once on a ``subscription_update`` invoice whose line is not a proration (the unused
+    month is credited on a proration line). That invoice paid for the new period: refunded
+    in full, it takes it back though a later proration became the latest invoice; the
+    first month's invoice refunded takes nothing from it."""
+    s, t = signup(fake), int(time.time())
+    start, end = t - 10, t - 10 + 365 * so.DAY
+    switch = paid(fake, s, shape, period=(start, end), amount=9999,  # a line billing the new year
+                  credited={"start": start, "end": s.end, "amount": -990})
+    fake.put({**fake.state.objects["invoice"][switch["invoice"]], "billing_reason": "subscription_update"})
+    later = upgraded_with_a_proration(fake, s, shape, start, end)  # a seat added since, billed at once
+    deliver(client, so.event("customer.subscription.updated", later["subscription"], shape=shape, created=t))
+    deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1))
+    assert premium(api, client)["status"] == "active"
+    refund = so.charge(shape, charge_id=switch["charge"], customer=s.customer, invoice_id=switch["invoice"],
+                       payment_intent=switch["intent"], amount=9999, amount_refunded=9999)
+    assert deliver(client, so.event("charge.refunded", refund, shape=shape, created=t + 2)) == "processed"
     assert premium(api, client)["status"] == "revoked"
