@@ -31,7 +31,8 @@ def _stripe_objects(user: str, **subscription_fields) -> tuple[dict, ...]:
     h, start = _ids(user), int(time.time()) - 60
     sub = so.subscription("basil", sub_id=f"sub_demo{h}", customer=f"cus_demo{h}", cognito_sub=user,
                           latest_invoice=f"in_demo{h}", start=start, end=start + 30 * DAY, **subscription_fields)
-    invoice = so.invoice("basil", invoice_id=f"in_demo{h}", customer=f"cus_demo{h}", subscription_id=sub["id"])
+    invoice = so.invoice("basil", invoice_id=f"in_demo{h}", customer=f"cus_demo{h}", subscription_id=sub["id"],
+                         billing_reason="subscription_create", period=(start, start + 30 * DAY))
     payment = {"id": f"inpay_demo{h}", "object": "invoice_payment", "invoice": invoice["id"],
                "payment": {"type": "payment_intent", "payment_intent": f"pi_demo{h}"}}
     return so.customer(customer_id=f"cus_demo{h}", cognito_sub=user), sub, invoice, payment

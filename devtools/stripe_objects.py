@@ -56,18 +56,59 @@ def subscription(shape: str, *, sub_id: str, customer: str, status: str = "activ
     return body
 
 
+def invoice_line(shape: str, *, invoice_id: str, subscription_id: str | None, start: int, end: int,
+                 amount: int = 999, proration: bool = False, price_id: str = "price_monthly") -> dict:
+    """One of ``invoice.lines.data`` (https://docs.stripe.com/api/invoice-line-item/object):
+    a subscription item's period, or a proration of it. ``period`` is the service period.
+    Since basil ``parent`` says what billed it; before, ``type``, ``proration`` and
+    ``subscription`` did."""
+    line = {"id": new_id("il"), "object": "line_item", "amount": amount, "currency": "usd",
+            "description": f"{'Remaining time on ' if proration else '1 × '}Premium", "discountable": not proration,
+            "invoice": invoice_id, "livemode": False, "metadata": {}, "period": {"start": start, "end": end},
+            "quantity": 1}
+    item = f"si_{subscription_id[4:]}" if subscription_id else None
+    invoice_item = new_id("ii") if proration or not subscription_id else None
+    if shape == "basil":
+        details = {"invoice_item": invoice_item, "proration": proration, "proration_details": {"credited_items": None},
+                   "subscription": subscription_id, "subscription_item": item}
+        line["parent"] = {"type": "subscription_item_details", "invoice_item_details": None,
+                          "subscription_item_details": details} if subscription_id else {
+            "type": "invoice_item_details", "subscription_item_details": None,
+            "invoice_item_details": {"invoice_item": invoice_item, "proration": False, "proration_details": None,
+                                     "subscription": None}}
+        line["pricing"] = {"type": "price_details", "unit_amount_decimal": str(amount),
+                           "price_details": {"price": price_id, "product": "prod_premium"}}
+    else:
+        line.update(type="subscription" if subscription_id and not proration else "invoiceitem",
+                    proration=proration, subscription=subscription_id, subscription_item=item,
+                    invoice_item=invoice_item, price=price(price_id))
+    return line
+
+
 def invoice(shape: str, *, invoice_id: str, customer: str, subscription_id: str | None,
             status: str = "paid", charge: str | None = None, payment_intent: str | None = None,
-            cognito_sub: str | None = None, created: int | None = None) -> dict:
+            cognito_sub: str | None = None, created: int | None = None,
+            billing_reason: str = "subscription_cycle", period: tuple[int, int] | None = None,
+            amount: int = 999) -> dict:
+    """An invoice of ``subscription_id``. ``billing_reason`` ``subscription_create`` or
+    ``subscription_cycle`` bills the period ``period`` (start, end; from ``created`` for
+    30 days by default); ``subscription_update`` bills a proration from ``created`` to
+    the period's end. ``period_start``/``period_end`` look back one period, as Stripe's do."""
     created = created or int(time.time())
+    start, end = period or (created, created + 30 * DAY)
     metadata = {"cognito_sub": cognito_sub} if cognito_sub else {}
+    proration = billing_reason == "subscription_update"
+    lines = [invoice_line(shape, invoice_id=invoice_id, subscription_id=subscription_id, amount=amount,
+                          start=created if proration else start, end=end, proration=proration)]
+    looked_back = (start - 30 * DAY, start) if billing_reason == "subscription_cycle" else (created, created)
     body = {
-        "id": invoice_id, "object": "invoice", "amount_due": 999, "amount_paid": 999 if status == "paid" else 0,
-        "amount_remaining": 0 if status == "paid" else 999, "attempt_count": 1, "attempted": True,
-        "billing_reason": "subscription_cycle", "collection_method": "charge_automatically",
+        "id": invoice_id, "object": "invoice", "amount_due": amount, "amount_paid": amount if status == "paid" else 0,
+        "amount_remaining": 0 if status == "paid" else amount, "attempt_count": 1, "attempted": True,
+        "billing_reason": billing_reason, "collection_method": "charge_automatically",
         "created": created, "currency": "usd", "customer": customer, "livemode": False,
-        "period_start": created - 30 * DAY, "period_end": created, "status": status, "total": 999,
-        "lines": {"object": "list", "data": [], "has_more": False},
+        "period_start": looked_back[0], "period_end": looked_back[1], "status": status, "total": amount,
+        "lines": {"object": "list", "data": lines, "has_more": False, "total_count": len(lines),
+                  "url": f"/v1/invoices/{invoice_id}/lines"},
     }
     if shape == "basil":
         body["parent"] = None if subscription_id is None else {
@@ -109,8 +150,9 @@ def checkout_session(*, session_id: str, customer: str, subscription_id: str | N
             "url": None}
 
 
-def customer(*, customer_id: str, cognito_sub: str | None = None, email: str = "user@example.com") -> dict:
-    return {"id": customer_id, "object": "customer", "created": int(time.time()), "email": email,
+def customer(*, customer_id: str, cognito_sub: str | None = None, email: str = "user@example.com",
+             created: int | None = None) -> dict:
+    return {"id": customer_id, "object": "customer", "created": created or int(time.time()), "email": email,
             "livemode": False, "metadata": {"cognito_sub": cognito_sub} if cognito_sub else {},
             "name": None}
 

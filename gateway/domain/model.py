@@ -64,10 +64,15 @@ class Snapshot:
     #: body judged newer than the stored state, the look at the stored state. The read
     #: holds only while nothing written since then says otherwise (``stale_read``).
     read_since: datetime | None = None
-    #: The store's id of the payment behind the period shown (an App Store
-    #: ``transactionId``), where the store names one: a revocation holds only the
-    #: period of the payment it took back, whatever a later payment's period ends.
+    #: The store's id of the period shown, where the store names one: the payment behind
+    #: it (an App Store ``transactionId``), or when it began (Stripe's
+    #: ``current_period_start``). A revocation holds only the period it took back,
+    #: whatever a later period ends, or the same period's end moves to.
     period_id: str | None = None
+    #: The end and id of the period ``revokes`` takes back, where that is not the period
+    #: shown: a Stripe refund takes the period its invoice paid, which may be an earlier
+    #: one than the subscription shows now.
+    revoked_period: tuple[datetime | None, str | None] | None = None
 
     def __post_init__(self) -> None:
         for name in ("as_of", "expires_at", "read_since"):
@@ -124,7 +129,8 @@ class Revocations:
     def seeing(self, snapshot: Snapshot) -> Revocations:
         taken, given_back = self.taken, self.given_back
         if snapshot.revokes:
-            taken = taken | {(snapshot.revokes, snapshot.expires_at, snapshot.period_id)}
+            end, period_id = snapshot.revoked_period or (snapshot.expires_at, snapshot.period_id)
+            taken = taken | {(snapshot.revokes, end, period_id)}
         if snapshot.restores:
             given_back = given_back | {snapshot.restores}
         return self if (taken, given_back) == (self.taken, self.given_back) else Revocations(taken, given_back)
@@ -134,9 +140,11 @@ class Revocations:
 
         A revocation is final for its period: a later view of the same period (stores
         go on showing a subscription as it was before the refund) stays revoked. Where
-        both name the payment behind the period, another payment is another period and
-        grants (a resubscription to a shorter plan of the group); where either does not,
-        a period that ends later than the revoked one is a renewal, and grants.
+        both name the period (the App Store: the payment behind it; Stripe: when it
+        began), another one grants (a resubscription to a shorter plan of the group, a
+        renewal), and the same one stays revoked whatever its end (removing a Stripe
+        ``cancel_at`` lengthens the period shown, not paid); where either does not, a
+        period that ends later than the revoked one is a renewal, and grants.
         """
         for cause, period_end, period_id in sorted(self.taken, key=lambda item: item[0]):
             if cause in self.given_back:
@@ -199,7 +207,8 @@ def _owner_claim(as_of: datetime | None, owner: str | None) -> tuple:
 def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscription:
     """The subscription after seeing ``snapshot``; commutative and idempotent."""
     named = snapshot.user_sub
-    stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None, read_since=None)
+    stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None, read_since=None,
+                                   revoked_period=None)
     revocations = (current.revocations if current else NO_REVOCATIONS).seeing(snapshot)
     if current is None:
         return Subscription(stripped, named, snapshot.as_of if named else None,

@@ -90,7 +90,10 @@ class StripeEvents:
     def _payment_returned(self, obj: dict, reason: str, lookup: Lookup) -> Translation:
         """A refund or dispute: find the subscription through the invoice the payment paid.
 
-        A full refund takes back the invoice's period. A dispute takes it back when it is
+        A full refund takes back the period the invoice paid for (its first or a renewal
+        invoice: ``billing_reason``, and its lines' period), whether or not a later
+        invoice, such as a proration's, became the latest; a proration invoice paid for
+        no period and takes nothing back. A dispute takes it back when it is
         opened; closed as won, the money came back and the dispute gives back what it
         took (only that: a refund of the same period still holds); closed as lost, it
         stays taken. An inquiry (``warning_*``, no money taken yet) changes nothing."""
@@ -109,10 +112,14 @@ class StripeEvents:
         if reason == "refunded" and stripe_objects.fully_refunded(obj) and invoice_id:
             revokes = f"refunded:{invoice_id}"  # a partial refund leaves access as it is
         api = self.snapshots.require_api("find the invoice of a payment")
-        subscription_id = stripe_objects.invoice_subscription(api.invoice(invoice_id)) if invoice_id else None
+        invoice = api.invoice(invoice_id) if invoice_id else {}
+        subscription_id = stripe_objects.invoice_subscription(invoice)
         if subscription_id is None:
             return ignored("the payment paid no subscription invoice")
-        return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores)
+        if revokes and not stripe_objects.pays_period(invoice):
+            revokes = None  # a proration or an extra charge returned: the period stays paid for
+        return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores,
+                                      stripe_objects.invoice_period(invoice))
 
     def _invoice_of_payment(self, obj: dict, fetch_charge: bool = True) -> str | None:
         # Before basil a charge names its invoice; since basil the Invoice Payments API

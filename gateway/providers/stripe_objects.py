@@ -68,6 +68,15 @@ def period_end(subscription: dict) -> datetime | None:
     return when(max(ends)) if ends else when(subscription.get("current_period_end"))
 
 
+def period_id(subscription: dict) -> str | None:
+    """The current period's identity: when it began (UNIX seconds), from the items (basil+)
+    or the subscription. A renewal begins a new one; removing a ``cancel_at`` does not."""
+    starts = [item.get("current_period_start") for item in _items(subscription)]
+    starts = [start for start in starts if isinstance(start, int) and not isinstance(start, bool)]
+    start = max(starts) if starts else subscription.get("current_period_start")
+    return str(start) if when(start) is not None else None
+
+
 def expires_at(subscription: dict) -> datetime | None:
     """Access ends when the subscription ended (an immediate cancel), else with the period."""
     ended = when(subscription.get("ended_at"))
@@ -112,6 +121,49 @@ def invoice_subscription(invoice: dict) -> str | None:
     if isinstance(details, dict) and ref(details.get("subscription")):
         return ref(details.get("subscription"))
     return ref(invoice.get("subscription"))
+
+
+#: Invoices that pay for a subscription's period (https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason):
+#: its first one and each renewal. ``subscription_update`` bills a change: a proration of
+#: the period under way, or, when the change restarts the billing cycle (a new interval),
+#: a new period as well, which its lines tell. ``subscription`` is from before 2018.
+PERIOD_REASONS = frozenset({"subscription_create", "subscription_cycle"})
+CHANGE_REASONS = frozenset({"subscription_update", "subscription"})
+
+
+def _period_line(line) -> dict | None:
+    """The line's ``period`` when it bills a subscription item's period, not a proration:
+    basil+ ``parent.subscription_item_details``, else ``type`` and ``proration``."""
+    if not isinstance(line, dict) or not isinstance(line.get("period"), dict):
+        return None
+    parent = line.get("parent")
+    if isinstance(parent, dict):
+        details = parent.get("subscription_item_details")
+        billed = parent.get("type") == "subscription_item_details" and isinstance(details, dict) \
+            and details.get("proration") is False
+    else:
+        billed = line.get("type") == "subscription" and line.get("proration") is False
+    return line["period"] if billed else None
+
+
+def invoice_period(invoice: dict) -> tuple[datetime | None, str] | None:
+    """The end and id (``period_id``) of the period ``invoice`` paid for, from its lines'
+    service periods (``invoice.period_*`` look back one period); ``None`` when the
+    lines shown name none. https://docs.stripe.com/api/invoice-line-item/object"""
+    lines = invoice.get("lines")
+    data = lines.get("data") if isinstance(lines, dict) else None
+    periods = [p for p in map(_period_line, data if isinstance(data, list) else []) if p]
+    starts = [p["start"] for p in periods if when(p.get("start")) is not None]
+    if not starts:
+        return None
+    ends = [when(p.get("end")) for p in periods if p.get("start") == max(starts)]
+    return max((end for end in ends if end), default=None), str(max(starts))
+
+
+def pays_period(invoice: dict) -> bool:
+    """Whether ``invoice`` paid for a period, rather than a proration or an extra charge."""
+    reason = invoice.get("billing_reason")
+    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and invoice_period(invoice) is not None)
 
 
 def fully_refunded(charge: dict) -> bool:

@@ -46,21 +46,26 @@ class Snapshotter:
         return self.fetched(subscription["id"], lookup)
 
     def fetched(self, subscription_id: str, lookup: Lookup, revokes: str | None = None,
-                invoice_id: str | None = None, restores: str | None = None) -> Translation:
+                invoice_id: str | None = None, restores: str | None = None,
+                period: tuple[datetime | None, str] | None = None) -> Translation:
         """The subscription as Stripe has it now. ``revokes`` names a payment returned
-        (``refunded:<invoice>``, ``disputed:<dispute>``): it takes back the current period
-        if ``invoice_id`` is still the latest invoice. ``restores`` names a dispute won:
-        it gives back what that dispute took, and nothing else."""
+        (``refunded:<invoice>``, ``disputed:<dispute>``): it takes back ``period``, the
+        end and id of the period ``invoice_id`` paid for, which the merge holds against
+        the period shown. Where the invoice's lines name no period, it takes back the
+        current period if ``invoice_id`` is still the latest invoice. ``restores`` names
+        a dispute won: it gives back what that dispute took, and nothing else."""
         api, asked = self.require_api("fetch a subscription"), self.clock()
         subscription = api.subscription(subscription_id)
         fetched_at = self.clock()
         latest = stripe_objects.ref(subscription.get("latest_invoice"))
-        if revokes and invoice_id and latest and latest != invoice_id:
+        if revokes and period is None and invoice_id and latest and latest != invoice_id:
             revokes = None  # an older period's payment was returned: the current one stands
-        return self.state(subscription, fetched_at, lookup, revokes, restores, read_since=asked)
+        return self.state(subscription, fetched_at, lookup, read_since=asked,
+                          revokes=revokes, restores=restores, revoked_period=period if revokes else None)
 
-    def state(self, subscription: dict, as_of: datetime, lookup: Lookup, revokes: str | None = None,
-              restores: str | None = None, read_since: datetime | None = None) -> Translation:
+    def state(self, subscription: dict, as_of: datetime, lookup: Lookup, read_since: datetime | None = None,
+              **revocation) -> Translation:
+        """``revocation``: the ``revokes``, ``restores`` and ``revoked_period`` of a payment returned."""
         raw = subscription.get("status")
         product_id, entitlements = stripe_objects.products(subscription, self.catalog)
         snapshot = Snapshot(
@@ -71,13 +76,19 @@ class Snapshotter:
             account=stripe_objects.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
-            revokes=revokes, restores=restores, read_since=read_since,
+            read_since=read_since, period_id=stripe_objects.period_id(subscription), **revocation,
         )
         return Translation(snapshots=(snapshot,), links=self.owner_links(snapshot, lookup))
 
     def owner_links(self, snapshot: Snapshot, lookup: Lookup) -> tuple[Link, ...]:
         """Who the user is: the subscription's metadata, a remembered customer, or the
-        customer's metadata fetched once and remembered through the link made here."""
+        customer's metadata fetched once and remembered through the link made here.
+
+        That link is stamped with the customer's ``created``, a store time, not with when
+        the fetch happened: so a completed Checkout Session (stamped with its event's
+        ``created``, later than the customer it was paid by) that names another user holds
+        the customer whichever arrives first, and a ``customer.updated`` event that
+        changes the metadata later holds over both."""
         customer = snapshot.account
         if customer is None:
             return ()
@@ -85,5 +96,6 @@ class Snapshotter:
             return (Link(SOURCE, customer, snapshot.user_sub, snapshot.as_of),)
         if lookup.resolve(SOURCE, customer) or self.api is None:
             return ()
-        found = stripe_objects.cognito_sub(self.api.customer(customer))
-        return (Link(SOURCE, customer, found, self.clock()),) if found else ()
+        fetched = self.api.customer(customer)
+        found = stripe_objects.cognito_sub(fetched)
+        return (Link(SOURCE, customer, found, stripe_objects.when(fetched.get("created"))),) if found else ()

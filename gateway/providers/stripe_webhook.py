@@ -70,7 +70,8 @@ def _check_object(obj: dict) -> None:
     status = obj.get("status")
     if not (status is None or isinstance(status, str) and len(status) <= 64):
         raise Malformed("data.object.status must be a string of at most 64 characters", code="malformed_event")
-    stripe_objects.expires_at(obj)  # raises Malformed for a time out of range
+    stripe_objects.expires_at(obj)  # these raise Malformed for a time out of range
+    stripe_objects.period_id(obj)
 
 
 def note_api_version(event: dict) -> None:

@@ -242,3 +242,27 @@ def _time_passes(app, how_long: timedelta) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text("UPDATE events SET next_attempt_at = :at WHERE status = 'deferred'"),
                            {"at": datetime.now(timezone.utc) - how_long})
+
+
+def _after(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
+@pytest.mark.parametrize("order", ["subscription first", "session first"])
+def test_a_checkout_session_holds_the_customer_over_its_metadata_in_either_order(client, api, fake, order):
+    """The customer's metadata names user-A (set when the customer was made); a Checkout
+    Session completed later on that customer names user-B. The session is the later
+    statement by Stripe's clock, so user-B holds the subscription whichever delivery
+    arrives first (the session is delivered after it completed; the subscription's event
+    before it completed, or after)."""
+    s = signup(fake, user="user-A", named=False, customer_names_user=True)
+    t0 = int(time.time()) + 1
+    created = so.event("customer.subscription.created", s.subscription(), created=t0 - 2)
+    completed = so.event("checkout.session.completed", {**s.session(), "client_reference_id": "user-B"}, created=t0)
+    if order == "subscription first":
+        assert status_of(send(client, created)) == (200, "processed")
+    _after(t0 + 0.2)
+    assert status_of(send(client, completed)) == (200, "processed")
+    if order == "session first":
+        assert status_of(send(client, created)) == (200, "processed")
+    assert (api(client, "user-A")["is_premium"], api(client, "user-B")["is_premium"]) == (False, True)

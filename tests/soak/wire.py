@@ -126,10 +126,14 @@ def arrange_store_apis(plan: Plan, stripe_fake, play) -> None:
     for sub in plan.subs:
         final = plan.finals.get((sub.source, sub.key))
         if sub.source == "stripe":
-            stripe_fake.put(stripe_subscription(sub, final.state, final.period))
+            shown = stripe_subscription(sub, final.state, final.period)
+            stripe_fake.put(shown)
+            item = shown["items"]["data"][0]  # the latest invoice paid the period shown, invoice 0 the one before
+            paid = {LATEST_INVOICE: (item["current_period_start"], item["current_period_end"]),
+                    0: (item["current_period_start"] - 30 * so.DAY, item["current_period_start"])}
             for k in (0, LATEST_INVOICE):
                 stripe_fake.put(so.invoice("basil", invoice_id=sub.invoice(k), customer=sub.account,
-                                           subscription_id=sub.key, cognito_sub=sub.user))
+                                           subscription_id=sub.key, cognito_sub=sub.user, period=paid[k]))
                 stripe_fake.put(stripe_charge(sub, k))
                 stripe_fake.pay(sub.invoice(k), sub.payment_intent(k))
         elif sub.source == "google":

@@ -25,6 +25,7 @@ class Signup:
         return so.subscription(shape, sub_id=self.sub_id, customer=self.customer, **fields)
 
     def invoice(self, shape: str = "basil", **fields) -> dict:
+        fields = {"billing_reason": "subscription_create", "period": (self.start, self.end), **fields}
         return so.invoice(shape, invoice_id=self.invoice_id, customer=self.customer,
                           subscription_id=self.sub_id, charge=self.charge_id,
                           payment_intent=self.payment_intent, **fields)
@@ -56,7 +57,8 @@ def signup(fake, user: str = "user-1", *, named: bool = True, customer_names_use
     made = Signup(user=user, customer=so.new_id("cus"), sub_id=so.new_id("sub"), invoice_id=so.new_id("in"),
                   charge_id=so.new_id("ch"), payment_intent=so.new_id("pi"), start=start,
                   end=start + 30 * so.DAY, named=named)
-    fake.put(so.customer(customer_id=made.customer, cognito_sub=user if customer_names_user else None))
+    fake.put(so.customer(customer_id=made.customer, cognito_sub=user if customer_names_user else None,
+                         created=start - 60))  # the customer is made before it subscribes
     fake.put(made.subscription())
     fake.put(made.invoice())
     fake.put(made.charge())

@@ -32,6 +32,9 @@ snapshots = st.builds(
     # Refunds, chargebacks and voids, and the stores giving some back.
     revokes=st.sampled_from([None, None, None, "refunded:in_1", "disputed:dp_1"]),
     restores=st.sampled_from([None, None, None, "disputed:dp_1", "refunded:in_1"]),
+    # The period shown, and the one a revocation takes back when it is another (Stripe).
+    period_id=st.sampled_from([None, "p1", "p2"]),
+    revoked_period=st.sampled_from([None, None, (T0 + timedelta(days=10), "p1"), (T0 + timedelta(days=20), "p2")]),
 )
 changes = st.one_of(
     snapshots.map(lambda s: Translation(snapshots=(s,))),

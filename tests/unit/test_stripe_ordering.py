@@ -95,7 +95,7 @@ def test_a_partial_refund_leaves_access(h, fake, shape):
 
 def test_refunding_an_older_period_leaves_the_current_one(h, fake):
     s = signup(fake)
-    fake.put(s.subscription(latest_invoice="in_newer"))
+    fake.put(s.subscription(start=s.end, end=s.end + 30 * so.DAY, latest_invoice="in_newer"))  # renewed
     h.deliver(so.event("charge.refunded", s.charge(amount_refunded=999)))
     assert premium(h)["status"] == "active"
 

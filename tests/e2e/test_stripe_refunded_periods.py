@@ -1,0 +1,138 @@
+"""Which Stripe period a refund takes back, through the WSGI app with real signatures and
+the local Stripe fake, read back through the entitlement API.
+
+A refund takes back the period its invoice paid for: not a proration's difference, and not
+more than that period when a scheduled cancellation is removed afterwards (Stripe's
+``cancel_at`` shortens the period shown, not the one paid for)."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from devtools import stripe_objects as so
+from devtools.stripe_signing import new_secret, signed
+from tests.e2e.conftest import API_KEY
+from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
+from tests.support.stripe_scenarios import signup
+
+SECRET = new_secret()
+
+
+@pytest.fixture
+def client(make_app, fake, stripe_catalog):
+    return make_app(STRIPE_WEBHOOK_SECRETS=SECRET, STRIPE_API_KEY=fake.api_key, STRIPE_API_BASE=fake.url,
+                    GATEWAY_API_KEYS=API_KEY, CATALOG_PATH=stripe_catalog).test_client()
+
+
+def deliver(client, event: dict) -> str:
+    body, headers = signed(event, SECRET)
+    response = client.post("/webhooks/stripe", data=body, headers=headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["status"]
+
+
+def premium(api, client, user: str = "user-1") -> dict:
+    return api(client, user)["entitlements"].get("premium") or {}
+
+
+def iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def paid(fake, s, shape: str, *, amount: int, credited: dict | None = None, **invoice) -> dict:
+    """An invoice of ``s``'s subscription, paid by a charge of its own; ``credited``: a
+    proration line (unused time credited) listed first, as Stripe lists prorations."""
+    ids = {"invoice": so.new_id("in"), "charge": so.new_id("ch"), "intent": so.new_id("pi")}
+    body = so.invoice(shape, invoice_id=ids["invoice"], customer=s.customer, subscription_id=s.sub_id,
+                      charge=ids["charge"], payment_intent=ids["intent"], amount=amount, **invoice)
+    if credited:
+        body["lines"]["data"].insert(0, so.invoice_line(shape, invoice_id=ids["invoice"], subscription_id=s.sub_id,
+                                                        proration=True, **credited))
+    fake.put(body)
+    fake.put(so.charge(shape, charge_id=ids["charge"], customer=s.customer, invoice_id=ids["invoice"],
+                       payment_intent=ids["intent"], amount=amount))
+    fake.pay(ids["invoice"], ids["intent"])
+    return ids
+
+
+def upgraded_with_a_proration(fake, s, shape: str, start: int | None = None, end: int | None = None) -> dict:
+    """A mid-period upgrade with ``proration_behavior=always_invoice``: Stripe bills the
+    difference at once on an invoice of its own, which becomes ``latest_invoice``; the
+    period (and its start) stays the one shown."""
+    start, end = start or s.start, end or s.end
+    proration = paid(fake, s, shape, billing_reason="subscription_update", period=(start, end), amount=300)
+    upgraded = fake.put(s.subscription(shape, start=start, end=end, latest_invoice=proration["invoice"],
+                                       price_id="price_yearly"))
+    return {**proration, "subscription": upgraded}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_removing_a_scheduled_cancellation_after_a_full_refund_leaves_the_period_revoked(client, api, fake, shape):
+    s, t = signup(fake), int(time.time())
+    scheduled = fake.put(s.subscription(shape, cancel_at=t + 5 * so.DAY))  # access would end in five days
+    assert deliver(client, so.event("customer.subscription.updated", scheduled, shape=shape, created=t)) == "processed"
+    assert deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape,
+                                    created=t + 1)) == "processed"
+    assert premium(api, client)["status"] == "revoked"
+    resumed = fake.put(s.subscription(shape, cancel_at=None))  # same period, no new invoice: nothing paid
+    deliver(client, so.event("customer.subscription.updated", resumed, shape=shape, created=t + 2))
+    assert premium(api, client)["status"] == "revoked"
+    renewed = fake.put(s.subscription(shape, start=s.end, end=s.end + 30 * so.DAY, latest_invoice="in_next"))
+    deliver(client, so.event("customer.subscription.updated", renewed, shape=shape, created=t + 3))
+    assert premium(api, client)["status"] == "active"  # a renewal is a new period, paid for
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("kind", ["refund", "dispute"])
+def test_returning_a_proration_in_full_leaves_the_period_paid_for(client, api, fake, shape, kind):
+    s, t = signup(fake), int(time.time())
+    proration = upgraded_with_a_proration(fake, s, shape)
+    deliver(client, so.event("customer.subscription.updated", proration["subscription"], shape=shape, created=t))
+    if kind == "refund":
+        returned = so.event("charge.refunded", so.charge(
+            shape, charge_id=proration["charge"], customer=s.customer, invoice_id=proration["invoice"],
+            payment_intent=proration["intent"], amount=300, amount_refunded=300), shape=shape, created=t + 1)
+    else:
+        returned = so.event("charge.dispute.created", so.dispute(
+            dispute_id=so.new_id("dp"), charge_id=proration["charge"], payment_intent=proration["intent"],
+            amount=300), shape=shape, created=t + 1)
+    assert deliver(client, returned) == "processed"
+    assert premium(api, client) == {
+        "active": True, "status": "active", "expires_at": iso(s.end), "will_renew": True, "source": "stripe",
+        "product_id": "price_yearly"}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("order", ["upgrade first", "refund first"])
+def test_refunding_the_periods_invoice_revokes_it_though_a_proration_is_the_latest(client, api, fake, shape, order):
+    s, t = signup(fake), int(time.time())
+    proration = upgraded_with_a_proration(fake, s, shape)  # what the refund's fetch reads either way
+    upgrade = so.event("customer.subscription.updated", proration["subscription"], shape=shape, created=t)
+    refund = so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1)
+    for event in ((upgrade, refund) if order == "upgrade first" else (refund, upgrade)):
+        assert deliver(client, event) == "processed"
+    assert premium(api, client)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_refunding_an_interval_changes_invoice_revokes_the_period_it_began(client, api, fake, shape):
+    """Switching from monthly to yearly restarts the billing cycle: Stripe bills the new year
+    at once on a ``subscription_update`` invoice whose line is not a proration (the unused
+    month is credited on a proration line). That invoice paid for the new period: refunded
+    in full, it takes it back though a later proration became the latest invoice; the
+    first month's invoice refunded takes nothing from it."""
+    s, t = signup(fake), int(time.time())
+    start, end = t - 10, t - 10 + 365 * so.DAY
+    switch = paid(fake, s, shape, period=(start, end), amount=9999,  # a line billing the new year
+                  credited={"start": start, "end": s.end, "amount": -990})
+    fake.put({**fake.state.objects["invoice"][switch["invoice"]], "billing_reason": "subscription_update"})
+    later = upgraded_with_a_proration(fake, s, shape, start, end)  # a seat added since, billed at once
+    deliver(client, so.event("customer.subscription.updated", later["subscription"], shape=shape, created=t))
+    deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1))
+    assert premium(api, client)["status"] == "active"
+    refund = so.charge(shape, charge_id=switch["charge"], customer=s.customer, invoice_id=switch["invoice"],
+                       payment_intent=switch["intent"], amount=9999, amount_refunded=9999)
+    assert deliver(client, so.event("charge.refunded", refund, shape=shape, created=t + 2)) == "processed"
+    assert premium(api, client)["status"] == "revoked"
