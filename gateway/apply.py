@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import TypeVar
 
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Link, Translation
+from gateway.domain.changes import Link, Transfer, Translation, transferred
 from gateway.domain import entitlement_events
 from gateway.domain.entitlement_events import Cause, Changed, FeedEvent
 from gateway.domain.entitlements import derive
-from gateway.domain.model import (StaleRead, Subscription, claim_ownership, merge_snapshot, stale_read,
+from gateway.domain.model import (StaleRead, Subscription, merge_snapshot, stale_read,
                                   with_account_owner)
 from gateway.store.port import Transaction
 
@@ -29,6 +29,10 @@ READS = 3
 
 #: The cause of a change the gateway made on its own, when the caller names none.
 GATEWAY = Cause("gateway")
+
+#: The account whose lock (``Transaction.lock_accounts``) a source's transfers take: one
+#: at a time per source, each replays the register (``tables.transfers``) as committed.
+REGISTER = ""
 
 
 def apply_translation(tx: Transaction, translation: Translation, catalog: Catalog, now: datetime,
@@ -68,7 +72,8 @@ class Changes:
     the state their one-by-one application would.
 
     Lock order: the store accounts a translation names (so that a link and a new
-    subscription of one account see each other), then its subscriptions, all keys in one
+    subscription of one account see each other; a transfer also the register's,
+    ``REGISTER``), then its subscriptions, all keys in one
     ordered call, then the subscriptions its links and transfers move, found by account
     or owner; users last, after every subscription. Writers that follow this order
     cannot deadlock each other, except that rows found by account (a link, a transfer)
@@ -89,7 +94,8 @@ class Changes:
         translations = list(translations)
         accounts = {(link.source, link.account) for t in translations for link in t.links}
         accounts |= {(s.source, s.account) for t in translations for s in t.snapshots if s.account}
-        accounts |= {(t.source, a) for tr in translations for t in tr.transfers for a in t.from_accounts}
+        moved = [t for tr in translations for t in tr.transfers]
+        accounts |= {(t.source, a) for t in moved for a in (*t.from_accounts, REGISTER)}
         if accounts - self.accounts:
             self.tx.lock_accounts(sorted(accounts - self.accounts))
             self.accounts |= accounts
@@ -119,9 +125,7 @@ class Changes:
                 updated = with_account_owner(updated, self.tx.resolve(snapshot.source, account) if account else None)
             step.save(current, updated)
         for transfer in translation.transfers:
-            accounts = transfer.from_accounts
-            for current in self.held_by(transfer.source, accounts, accounts):
-                step.save(current, claim_ownership(current, transfer.to_user, transfer.as_of))
+            self._transfer(step, transfer)
         self.users |= step.users
         self.causes.update(dict.fromkeys(step.users, cause))
         return step.users, step.touched
@@ -146,6 +150,24 @@ class Changes:
                 if link.carries and key not in seen and updated.owner_as_of is None and updated.owner:
                     seen.add(key)
                     pending.append((key, updated.owner))
+
+    def _transfer(self, step: _Step, transfer: Transfer) -> None:
+        """Record ``transfer``; each subscription its accounts hold takes the owner that
+        every recorded transfer it may reach gives it, by their stamps (``transferred``):
+        one recorded while its from-set held nothing counts once an older one brings the
+        purchase there. The register's lock (``REGISTER``) keeps the register as read."""
+        self.tx.record_transfer(transfer, self.now)
+        accounts = transfer.from_accounts
+        held = self.held_by(transfer.source, accounts, accounts)
+        reached, pending = set(), {n for s in held for n in (s.owner, s.snapshot.account) if n}
+        register: list[Transfer] = []
+        while pending:  # every account an owner may pass through, from those held now
+            reached |= pending
+            found = self.tx.transfers_from(transfer.source, sorted(pending))
+            register += found
+            pending = {t.to_user for t in found if t.to_user} - reached
+        for current in held:
+            step.save(current, transferred(current, register))
 
     def held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
         """The subscriptions these accounts or owners hold, locked, each as it now is here."""

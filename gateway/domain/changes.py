@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import datetime
 
-from .model import Snapshot
+from .model import Snapshot, Subscription, claim_ownership
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,21 @@ class Transfer:
     from_accounts: tuple[str, ...]
     to_user: str | None
     as_of: datetime
+
+
+def transferred(current: Subscription, register: Iterable[Transfer]) -> Subscription:
+    """``current`` after the recorded transfers (``register``) in the order of their stamps.
+
+    Each moves it when its from-set names the owner it has by then, or its store account;
+    a transfer only takes it from an older claim (``claim_ownership``). Replayed from the
+    claim held, a transfer that arrives late still takes its place among the others: one
+    B->A recorded while B held nothing moves the purchase back once A->B, older, gives it
+    to B. Decided under the lock of the subscription and of the source's register.
+    """
+    for transfer in sorted(register, key=lambda t: (t.as_of, t.to_user or "", t.from_accounts)):
+        if current.owner in transfer.from_accounts or current.snapshot.account in transfer.from_accounts:
+            current = claim_ownership(current, transfer.to_user, transfer.as_of)
+    return current
 
 
 @dataclasses.dataclass(frozen=True)

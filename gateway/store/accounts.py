@@ -12,7 +12,7 @@ from gateway.domain.events import Event
 from . import rows, tables
 
 _deleted, _identities, _events = tables.deleted_users.c, tables.identities.c, tables.events.c
-_cursors = tables.feed_cursors.c
+_cursors, _transfers = tables.feed_cursors.c, tables.transfers.c
 
 
 class AccountsTransaction:
@@ -26,6 +26,8 @@ class AccountsTransaction:
 
     def unlink_user(self, user_sub: str) -> None:
         self._execute(sa.delete(tables.identities).where(_identities.user_sub == user_sub))
+        self._execute(sa.delete(tables.transfers).where(
+            sa.or_(_transfers.account == user_sub, _transfers.to_user == user_sub)))
 
     def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
         query = sa.select(tables.events).where(_events.id > after_pk, _events.payload.contains(text, autoescape=True))

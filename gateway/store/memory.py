@@ -9,6 +9,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
+from gateway.domain.changes import Transfer
 from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
@@ -22,6 +23,7 @@ class _State:
     events: dict[int, Event] = dataclasses.field(default_factory=dict)
     subscriptions: dict[tuple[str, str], Subscription] = dataclasses.field(default_factory=dict)
     identities: dict[tuple[str, str], tuple[str, datetime | None]] = dataclasses.field(default_factory=dict)
+    transfers: dict[tuple[str, str, datetime], str | None] = dataclasses.field(default_factory=dict)
     entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
     event_links: set[tuple[int, str, str]] = dataclasses.field(default_factory=set)
     feed: list[FeedEvent] = dataclasses.field(default_factory=list)
@@ -166,6 +168,18 @@ class _MemoryTransaction(Transaction):
             return user_sub
         return held[0]
 
+    def record_transfer(self, transfer: Transfer, now: datetime) -> None:
+        for account in transfer.from_accounts:
+            key = (transfer.source, account, transfer.as_of)
+            held = self.state.transfers
+            if key not in held or link_claim(transfer.as_of, transfer.to_user) > link_claim(transfer.as_of, held[key]):
+                self.state.transfers[key] = transfer.to_user
+
+    def transfers_from(self, source: str, accounts: list[str]) -> list[Transfer]:
+        return [Transfer(src, (account,), to_user, as_of)
+                for (src, account, as_of), to_user in sorted(self.state.transfers.items(), key=str)
+                if src == source and account in accounts]
+
     def lock_users(self, user_subs: list[str]) -> None:
         pass  # the whole store is locked for the transaction
 
@@ -216,6 +230,9 @@ class _MemoryTransaction(Transaction):
     def unlink_user(self, user_sub) -> None:
         for key in self.identities_of(user_sub):
             del self.state.identities[key]
+        for key, to_user in list(self.state.transfers.items()):
+            if user_sub in (key[1], to_user):
+                del self.state.transfers[key]
 
     def events_naming(self, text, after_pk, limit):
         return [e for pk, e in sorted(self.state.events.items()) if pk > after_pk and text in e.payload][:limit]

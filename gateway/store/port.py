@@ -14,6 +14,7 @@ from typing import Any
 from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
+from gateway.domain.changes import Transfer
 from gateway.domain.model import Subscription
 
 
@@ -152,6 +153,16 @@ class Transaction(abc.ABC):
         everywhere: accounts, then subscriptions, then users. A store that runs one
         writer at a time needs nothing here."""
 
+    # The transfer register (``tables.transfers``); its writers hold the source's lock.
+    @abc.abstractmethod
+    def record_transfer(self, transfer: Transfer, now: datetime) -> None:
+        """Record one entry per account ``transfer`` moves from; of two from one account
+        stamped alike, the greater claim (``link_claim`` of the user) stays."""
+
+    @abc.abstractmethod
+    def transfers_from(self, source: str, accounts: list[str]) -> list[Transfer]:
+        """The recorded entries of ``source`` from any of ``accounts``, one account each."""
+
     # Entitlements.
     @abc.abstractmethod
     def lock_users(self, user_subs: list[str]) -> None: ...
@@ -213,7 +224,7 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def unlink_user(self, user_sub: str) -> None:
-        """Delete every identity link to the user."""
+        """Delete every identity link to the user, and every recorded transfer from or to them."""
 
     @abc.abstractmethod
     def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:

@@ -18,6 +18,7 @@ from .accounts import AccountsTransaction
 from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
 from .reconcile_cursors import ReconcileTransaction
+from .transfers import TransfersTransaction
 
 # SQLite's refusals of a value or a constraint (sqlite3 calls all constraints
 # IntegrityError, a trigger's RAISE included, which is an operator's switch, not the input).
@@ -86,7 +87,7 @@ class SqlStore(Store):
         """The transaction's statements on ``connection``, begun by the caller."""
 
 
-class SqlTransaction(FeedTransaction, AccountsTransaction, ReconcileTransaction, Transaction):
+class SqlTransaction(FeedTransaction, AccountsTransaction, ReconcileTransaction, TransfersTransaction, Transaction):
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
 

@@ -81,6 +81,19 @@ identities = sa.Table(
     sa.Column("created_at", Time, nullable=False),
 )
 
+# The transfers each source's store made (RevenueCat TRANSFER), one row per account moved
+# from: replayed by their stamps whenever a transfer applies (``domain.changes.transferred``),
+# so one that found nothing to move still counts once an older one brings the purchase.
+# Two transfers from one account stamped alike: the greater claim holds (``link_claim``).
+transfers = sa.Table(
+    "transfers", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("account", sa.String(255), primary_key=True),
+    sa.Column("as_of", Time, primary_key=True),
+    sa.Column("to_user", sa.String(255), nullable=True, index=True),  # NULL: to nobody
+    sa.Column("created_at", Time, nullable=False),
+)
+
 # Which subscriptions each delivery touched, written when it is applied: the evidence the
 # explain API and the admin show. Many-to-many, since one delivery may move several
 # subscriptions (a RevenueCat transfer, an identity link) and a subscription has many.

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from devtools import revenuecat as rc
 from devtools import scenarios
 from devtools import stripe_objects as so
 from devtools.cognito import CognitoIssuer
@@ -147,6 +148,21 @@ def test_a_late_delivery_for_a_deleted_user_grants_nothing(world):
 
     assert world.entitlements() == {"user_id": USER, "is_premium": False, "entitlements": {}}
     assert [e.type for e in world.feed()].count(USER_DELETED) == 1
+
+
+def test_deletion_forgets_the_transfers_that_name_the_user(world):
+    # The transfer register keeps who moved a purchase to whom: the user's sub is personal data.
+    scenarios.revenuecat(world, "purchase", OTHER)
+    now_ms = int(time.time() * 1000)
+    for n, (from_user, to_user) in enumerate([(OTHER, USER), (USER, OTHER), (OTHER, "third-user")]):
+        world.post("revenuecat", rc.body(rc.transfer([from_user], [to_user], at_ms=now_ms + n)),
+                   {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"})
+    with world.store.transaction(readonly=True) as tx:
+        assert len(tx.transfers_from("revenuecat", [USER, OTHER])) == 3
+    assert world.delete().status_code == 200
+    with world.store.transaction(readonly=True) as tx:
+        kept = tx.transfers_from("revenuecat", [USER, OTHER])
+    assert [(t.from_accounts, t.to_user) for t in kept] == [((OTHER,), "third-user")]
 
 
 def test_forged_and_expired_tokens_delete_nothing(world):

@@ -320,3 +320,18 @@ def test_a_transfer_to_anonymous_ids_only_leaves_the_subscription_unowned(world,
     held = world.client.get(f"/v1/users/{anonymous}/entitlements",
                             headers={"Authorization": f"Bearer {API_KEY}"})
     assert held.status_code in (200, 400) and not (held.get_json().get("entitlements") or {})
+
+
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_two_transfers_back_and_forth_released_together_end_with_the_newer(world, revenuecat, round_):
+    """A->B and the newer B->A, by a varying delay so that the two transactions overlap in
+    every order: B->A finds nothing at B unless A->B committed first; either way the
+    purchase ends with A, since transfers apply one at a time and replay the register."""
+    user_a, _ = rc_subscribed(world, revenuecat, f"75000{round_:02d}")
+    user_b, at = new_user(), now()
+    there = rc.transfer([user_a], [user_b], at_ms=ms(at - timedelta(seconds=2)))
+    back = rc.transfer([user_b], [user_a], at_ms=ms(at - timedelta(seconds=1)))
+    delay = (round_ % 8) * 0.002
+    answers = together(lambda: time.sleep(delay) or world.revenuecat(there), lambda: world.revenuecat(back))
+    assert [ok(answer) for answer in answers] == ["processed", "processed"]
+    assert (world.premium(user_b), (world.premium(user_a) or {}).get("active")) == (None, True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 import time
@@ -132,6 +133,42 @@ def test_transfer_moves_access_to_the_new_user(client, api):
     # A late renewal stamped before the transfer does not take access back.
     send(client, rc.event("RENEWAL", user="user-1", at_ms=NOW_MS - 500))
     assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (False, True)
+
+
+def holders_after_transfers(client, api, chains: dict[str, list[tuple[str, str]]]) -> dict[tuple, list[str]]:
+    """Each chain's transfers after the purchase, in every order, bought as a user and
+    bought anonymously (then logged in): a world of its own users and transaction each,
+    in one database. Which of A, B, C holds premium in each world."""
+    holders = {}
+    worlds = ((name, order, bought) for name, moves in chains.items()
+              for order in itertools.permutations(range(len(moves))) for bought in ("as A", "anonymously"))
+    for world, (name, order, bought) in enumerate(worlds):
+        users = {who: f"user-{who}{world}" for who in "ABC"}
+        anonymous = f"$RCAnonymousID:{world:032x}"
+        account = users["A"] if bought == "as A" else anonymous
+        send(client, rc.event("INITIAL_PURCHASE", user=account, original_app_user_id=account,
+                              aliases=sorted({account, users["A"]}), at_ms=NOW_MS - 10_000, transaction=f"tx-{world}"))
+        transfers = [rc.transfer([users[a]], [users[b]], at_ms=NOW_MS - 5_000 + 1_000 * n)
+                     for n, (a, b) in enumerate(chains[name])]
+        for n in order:
+            assert send(client, transfers[n]).get_json() == {"status": "processed"}
+        key = (name, ",".join(f"t{n + 1}" for n in order), bought)
+        holders[key] = [who for who, user in users.items() if api(client, user)["is_premium"]]
+    return holders
+
+
+def test_two_transfers_end_with_the_newer_holder_in_either_order(client, api):
+    # A buys; B restores on A's device (A->B, t1), then A restores again (B->A, t2). In
+    # either order of the two the stamps decide: B->A first finds nothing at B, and still
+    # counts once A->B brings the purchase there.
+    holders = holders_after_transfers(client, api, {"A->B,B->A": [("A", "B"), ("B", "A")]})
+    assert holders == dict.fromkeys(holders, ["A"])
+
+
+def test_three_chained_transfers_end_with_the_last_holder_in_any_order(client, api):
+    holders = holders_after_transfers(client, api, {"A->B,B->A,A->C": [("A", "B"), ("B", "A"), ("A", "C")],
+                                                    "A->B,B->C,C->A": [("A", "B"), ("B", "C"), ("C", "A")]})
+    assert holders == {key: ["C" if key[0] == "A->B,B->A,A->C" else "A"] for key in holders}
 
 
 def test_anonymous_purchase_attaches_when_an_event_aliases_the_user(client, api):

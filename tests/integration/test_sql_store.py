@@ -13,7 +13,7 @@ import pytest
 
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Link, Translation
+from gateway.domain.changes import Link, Transfer, Translation
 from gateway.domain.entitlements import derive
 from gateway.domain.model import Snapshot, Status, Subscription, link_claim, newest
 from gateway.store.migrate import upgrade
@@ -339,6 +339,34 @@ def test_concurrent_deliveries_for_two_subscriptions_of_one_user_both_count(stor
         thread.join()
     with store.transaction() as tx:
         assert sorted(g.name for g in tx.entitlements_of("alice")) == ["family", "premium"]
+
+
+def test_a_transfer_waits_for_another_of_its_source_then_replays_it(store):
+    """B->A, the newer, is applied first and its transaction held open; A->B, applied
+    meanwhile, waits for it (the register's lock), then replays it: the purchase ends with
+    A. Reading the register before B->A committed, A->B would leave it with B."""
+    bought = Snapshot(source="revenuecat", key="rc_register_1", as_of=T0, status=Status.ACTIVE,
+                      expires_at=T0 + timedelta(days=30), user_sub="alice", account="alice")
+    apply(store, bought)
+
+    def transfer(a, b, seconds):
+        return Translation(transfers=(Transfer("revenuecat", (a,), b, T0 + timedelta(seconds=seconds)),))
+
+    applied = threading.Event()
+
+    def there():
+        with store.transaction() as tx:
+            apply_translation(tx, transfer("alice", "bob", 10), CATALOG, NOW)
+        applied.set()
+
+    with store.transaction() as tx:
+        apply_translation(tx, transfer("bob", "alice", 20), CATALOG, NOW)
+        thread = threading.Thread(target=there)
+        thread.start()
+        assert not applied.wait(0.5)  # A->B waits until B->A commits
+    thread.join(30)
+    with store.transaction() as tx:
+        assert tx.get_subscription("revenuecat", "rc_register_1").owner == "alice"
 
 
 def _other_connection(database_url) -> psycopg.Connection:

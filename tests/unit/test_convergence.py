@@ -110,3 +110,23 @@ def test_the_transfer_check_compares_like_with_like():
     """The keys the test above sets aside are (source, key) pairs, as the store's are."""
     subscriptions, _ = final_state([Translation(snapshots=(Snapshot("revenuecat", "t1", T0, Status.ACTIVE),))])
     assert set(subscriptions) == {("revenuecat", "t1")}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["alice", "bob", "carol"]), min_size=1, max_size=5),
+       st.sampled_from(["alice", "anon-1"]), st.randoms())
+def test_chained_transfers_after_the_purchase_converge_in_any_order(hops, account, random):
+    # The purchase is alice's (bought as alice, or anonymously then logged in); each transfer
+    # moves it from whoever holds it at its stamp, as RevenueCat makes them. Delivered after
+    # the purchase in any order, they end where their stamps say, the last hop.
+    bought = Snapshot("revenuecat", "t1", T0, Status.ACTIVE, expires_at=T0 + timedelta(days=30),
+                      user_sub="alice", account=account)
+    purchase = Translation(snapshots=(bought,))
+    holders = ["alice", *hops]
+    transfers = [Translation(transfers=(Transfer("revenuecat", (a,), b, T0 + timedelta(seconds=n)),))
+                 for n, (a, b) in enumerate(zip(holders, holders[1:]), 1)]
+    shuffled = transfers[:]
+    random.shuffle(shuffled)
+    expected = final_state([purchase, *transfers])
+    assert expected[0][("revenuecat", "t1")].owner == holders[-1]
+    assert final_state([purchase, *shuffled]) == expected

@@ -11,6 +11,7 @@ import pytest
 from gateway.domain.catalog import Catalog, CatalogError, parse_catalog
 from gateway.domain.entitlements import derive, is_premium
 from gateway.apply import READS, reading_again
+from gateway.domain.changes import Transfer, transferred
 from gateway.domain.model import (Snapshot, StaleRead, Status, Subscription, claim_ownership, merge_snapshot, newest,
                                   stale_read, supersedes, with_account_owner)
 
@@ -145,6 +146,30 @@ def test_owner_named_by_a_newer_delivery_wins_and_a_late_one_does_not_undo_it():
     moved = claim_ownership(first, "bob", T0 + timedelta(seconds=5))
     late = merge_snapshot(moved, snap(3, user_sub="alice"))
     assert (moved.owner, late.owner) == ("bob", "bob")
+
+
+def moves(*hops):
+    """Transfers (from, to, second) as a store's register holds them."""
+    return [Transfer("revenuecat", (a,), b, T0 + timedelta(seconds=s)) for a, b, s in hops]
+
+
+def test_transfers_replay_by_their_stamps_from_the_claim_held():
+    bought = merge_snapshot(None, snap(0, user_sub="alice", account="alice"))
+    # B->A recorded first (bob held nothing then) still counts after A->B, older.
+    assert transferred(bought, moves(("bob", "alice", 20), ("alice", "bob", 10))).owner == "alice"
+    chain = moves(("alice", "bob", 10), ("bob", "carol", 20), ("carol", "alice", 30))
+    assert transferred(bought, chain[::-1]).owner == "alice"
+    # A transfer from someone who does not hold it by then moves nothing.
+    assert transferred(bought, moves(("bob", "carol", 5), ("alice", "bob", 10))).owner == "bob"
+    # Nor does one older than the claim held, even from its holder.
+    named = claim_ownership(bought, "alice", T0 + timedelta(seconds=40))
+    assert transferred(named, moves(("alice", "bob", 30))) == named
+
+
+def test_a_transfer_from_the_store_account_moves_it_whoever_holds_it():
+    anonymous = merge_snapshot(None, snap(0, account="$RCAnonymousID:1"))
+    moved = transferred(anonymous, moves(("$RCAnonymousID:1", None, 5), ("$RCAnonymousID:1", "bob", 10)))
+    assert (moved.owner, moved.owner_as_of) == ("bob", T0 + timedelta(seconds=10))
 
 
 def test_owner_found_through_identity_fills_only_an_unknown_owner():
