@@ -52,7 +52,8 @@ def stripe(sender, scenario: str, user: str) -> None:
         h = _ids(user)
         charge = so.charge("basil", charge_id=f"ch_demo{h}", customer=customer["id"], invoice_id=None,
                            payment_intent=f"pi_demo{h}", amount_refunded=999)
-        sender.stripe_state(customer, sub, charge, *rest)
+        refund = so.refund(refund_id=f"re_demo{h}", charge_id=charge["id"], payment_intent=f"pi_demo{h}")
+        sender.stripe_state(customer, sub, charge, refund, *rest)
         event = so.event("charge.refunded", charge)
     # A fresh id per delivery: the fixtures' counter restarts with every `demo send`.
     event["id"] = "evt_demo" + secrets.token_hex(12)

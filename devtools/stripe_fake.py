@@ -1,6 +1,7 @@
 """A small local fake of the Stripe API reads the gateway makes while applying events:
-subscriptions, customers, invoices, charges by id, and invoice payments by PaymentIntent
-(https://docs.stripe.com/api/invoice-payment/list); and the cancellation of a subscription
+subscriptions, customers, invoices, charges by id, invoice payments by PaymentIntent
+(https://docs.stripe.com/api/invoice-payment/list) and refunds by charge
+(https://docs.stripe.com/api/refunds/list); and the cancellation of a subscription
 (``DELETE /v1/subscriptions/{id}``, https://docs.stripe.com/api/subscriptions/cancel). Objects are whatever the demo put
 there, rendered as Stripe renders them (``stripe_objects``); errors in Stripe's shape.
 """
@@ -52,6 +53,8 @@ class StripeFake:
             return (200, obj, {}) if obj else _error(404, f"No such object: '{found.group(2)}'")
         if request.path == "/v1/invoice_payments":
             return 200, self._invoice_payments(request), {}
+        if request.path == "/v1/refunds":
+            return 200, self._refunds(request), {}
         return _error(404, f"Unrecognized request URL (GET: {request.path}).")
 
     def _cancel(self, sub_id: str) -> tuple:
@@ -76,6 +79,12 @@ class StripeFake:
         data = [obj for obj in self.objects.values() if obj.get("object") == "invoice_payment"
                 and obj["payment"].get("payment_intent") == wanted]
         return {"object": "list", "data": data[:1], "has_more": False, "url": "/v1/invoice_payments"}
+
+    def _refunds(self, request) -> dict:
+        query = dict(parse_qsl(request.body.decode() or "")) | {k: v[0] for k, v in request.query.items()}
+        data = sorted((obj for obj in self.objects.values() if obj.get("object") == "refund"
+                       and obj.get("charge") == query.get("charge")), key=lambda obj: obj["created"], reverse=True)
+        return {"object": "list", "data": data, "has_more": False, "url": "/v1/refunds"}
 
     def __enter__(self) -> "StripeFake":
         self.server.__enter__()

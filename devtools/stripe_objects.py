@@ -4,7 +4,7 @@
 ``charge.invoice``); ``basil`` is 2025-03-31.basil and later (period on the items,
 ``invoice.parent.subscription_details``, no ``charge.invoice``). Field lists follow
 https://docs.stripe.com/api/subscriptions/object, /api/invoices/object, /api/charges/object,
-/api/disputes/object, /api/checkout/sessions/object and /api/customers/object.
+/api/refunds/object, /api/disputes/object, /api/checkout/sessions/object and /api/customers/object.
 """
 from __future__ import annotations
 
@@ -132,6 +132,20 @@ def charge(shape: str, *, charge_id: str, customer: str, invoice_id: str | None,
     if shape == "legacy":
         body["invoice"] = invoice_id
     return body
+
+
+def refund(*, refund_id: str, charge_id: str, payment_intent: str | None, amount: int = 999,
+           status: str = "succeeded", created: int | None = None) -> dict:
+    """https://docs.stripe.com/api/refunds/object. A failed refund keeps its id and says why
+    (``failure_reason``); its amount is back on the charge (``amount_refunded``)."""
+    failed = status == "failed"
+    return {"id": refund_id, "object": "refund", "amount": amount, "balance_transaction": new_id("txn"),
+            "charge": charge_id, "created": created or int(time.time()), "currency": "usd",
+            "destination_details": {"type": "card", "card": {"type": "refund"}},
+            "failure_balance_transaction": new_id("txn") if failed else None,
+            "failure_reason": "expired_or_canceled_card" if failed else None, "metadata": {},
+            "payment_intent": payment_intent, "reason": "requested_by_customer", "receipt_number": None,
+            "source_transfer_reversal": None, "status": status, "transfer_reversal": None}
 
 
 def dispute(*, dispute_id: str, charge_id: str, payment_intent: str | None, amount: int = 999) -> dict:

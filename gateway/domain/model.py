@@ -120,7 +120,9 @@ class Revocations:
     Two grow-only sets, so merging them is commutative and idempotent like the snapshot
     register: ``taken`` holds (cause, end of the period it took, id of the payment behind
     it when the store names one), ``given_back`` the causes a store reversed. A cause
-    given back stays given back, whichever came first.
+    given back stays given back, whichever came first. A cause may be made of several
+    returns, ``reason:id1+id2`` (a charge refunded in full by two refunds): it stands
+    only while each of them does, so giving back ``reason:id1`` gives it back too.
     """
 
     taken: frozenset[tuple[str, datetime | None, str | None]] = frozenset()
@@ -147,7 +149,7 @@ class Revocations:
         period that ends later than the revoked one is a renewal, and grants.
         """
         for cause, period_end, period_id in sorted(self.taken, key=lambda item: item[0]):
-            if cause in self.given_back:
+            if self.given(cause):
                 continue
             if period_id and snapshot.period_id:
                 if period_id != snapshot.period_id:
@@ -156,6 +158,13 @@ class Revocations:
                 continue
             return cause
         return None
+
+
+    def given(self, cause: str) -> bool:
+        """Whether ``cause``, or one of the returns it is made of, was given back."""
+        reason, _, ids = cause.partition(":")
+        return cause in self.given_back or ("+" in ids and any(
+            f"{reason}:{part}" in self.given_back for part in ids.split("+")))
 
 
 NO_REVOCATIONS = Revocations()

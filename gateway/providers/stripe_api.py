@@ -52,6 +52,8 @@ class StripeApi(Protocol):
 
     def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None: ...
 
+    def refunds_of_charge(self, charge_id: str) -> list[dict]: ...
+
     def create_checkout_session(self, params: dict, idempotency_key: str | None = None) -> dict: ...
 
     def create_portal_session(self, params: dict) -> dict: ...
@@ -95,6 +97,14 @@ class StripeHttpApi:
         data = answer.get("data") or []
         invoice = data[0].get("invoice") if data and isinstance(data[0], dict) else None
         return invoice.get("id") if isinstance(invoice, dict) else invoice
+
+    def refunds_of_charge(self, charge_id: str) -> list[dict]:
+        """The refunds of a charge as Stripe shows them now, newest first
+        (https://docs.stripe.com/api/refunds/list): a failed one keeps its id, ``status``
+        ``failed``. Events render a charge without them since API version 2022-11-15."""
+        answer = self._call("get", "/v1/refunds", charge=charge_id, limit=100)
+        data = answer.get("data")
+        return [refund for refund in data if isinstance(refund, dict)] if isinstance(data, list) else []
 
     def create_checkout_session(self, params: dict, idempotency_key: str | None = None) -> dict:
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}

@@ -7,6 +7,7 @@ which ``stripe_snapshots`` deals with.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
@@ -33,7 +34,14 @@ INVOICE_TYPES = frozenset({"invoice.paid", "invoice.payment_failed"})
 PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "disputed",
                  "charge.dispute.updated": "disputed", "charge.dispute.funds_withdrawn": "disputed",
                  "charge.dispute.closed": "disputed"}
-ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | {"checkout.session.completed"}
+# A refund can fail after it was made (the card was closed) or be canceled: its amount goes
+# back to the charge. Endpoints are told by charge.refund.updated and, in newer API
+# versions, refund.failed and refund.updated; each is judged by the refund's status.
+REFUND_TYPES = frozenset({"charge.refund.updated", "refund.failed", "refund.updated"})
+#: Statuses of a refund that returned nothing; both are final.
+UNDONE = frozenset({"failed", "canceled"})
+ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | REFUND_TYPES \
+    | {"checkout.session.completed"}
 
 
 class StripeEvents:
@@ -70,6 +78,8 @@ class StripeEvents:
                 ignored("the invoice bills no subscription")
         if kind in PAYMENT_TYPES:
             return self._payment_returned(obj, PAYMENT_TYPES[kind], lookup)
+        if kind in REFUND_TYPES:
+            return self._refund_undone(obj, lookup)
         return ignored(f"{kind} is not an event type the gateway acts on")
 
     def _checkout(self, session: dict, created: datetime, lookup: Lookup) -> Translation:
@@ -91,7 +101,8 @@ class StripeEvents:
         """A refund or dispute: find the subscription through the invoice the payment paid.
 
         A full refund takes back the period the invoice paid for (its first or a renewal
-        invoice: ``billing_reason``, and its lines' period), whether or not a later
+        invoice: ``billing_reason``, and its lines' period), named by the refunds that
+        make it full (``_refunds_standing``), whether or not a later
         invoice, such as a proration's, became the latest; a proration invoice paid for
         no period and takes nothing back. A dispute takes it back when it is
         opened; closed as won, the money came back and the dispute gives back what it
@@ -110,7 +121,11 @@ class StripeEvents:
                 revokes = f"disputed:{dispute}"
         invoice_id = self._invoice_of_payment(obj)
         if reason == "refunded" and stripe_objects.fully_refunded(obj) and invoice_id:
-            revokes = f"refunded:{invoice_id}"  # a partial refund leaves access as it is
+            revokes = self._refunds_standing(obj)  # a partial refund leaves access as it is
+        return self._returned(invoice_id, lookup, revokes, restores)
+
+    def _returned(self, invoice_id: str | None, lookup: Lookup, revokes: str | None,
+                  restores: str | None) -> Translation:
         api = self.snapshots.require_api("find the invoice of a payment")
         invoice = api.invoice(invoice_id) if invoice_id else {}
         subscription_id = stripe_objects.invoice_subscription(invoice)
@@ -121,9 +136,41 @@ class StripeEvents:
         return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores,
                                       stripe_objects.invoice_period(invoice))
 
+    def _refunds_standing(self, charge: dict) -> str | None:
+        """The cause of a charge refunded in full, named by the refunds that make it so as
+        Stripe shows them now (``refunded:re_1``, ``refunded:re_1+re_2``): one of them that
+        fails later gives it back, and a new refund after that is another cause. ``None``
+        when those not failed or canceled no longer add up to the charge."""
+        api = self.snapshots.require_api("list the refunds of a charge")
+        standing = [r for r in api.refunds_of_charge(charge["id"]) if r.get("status") not in UNDONE]
+        ids = sorted(r["id"] for r in standing if isinstance(r.get("id"), str) and r["id"])
+        amounts = [r.get("amount") for r in standing]
+        amount = charge.get("amount")
+        if not ids or not all(isinstance(a, int) for a in amounts) or not isinstance(amount, int) \
+                or sum(amounts) < amount:
+            return None
+        return "refunded:" + "+".join(ids)
+
+    def _refund_undone(self, refund: dict, lookup: Lookup) -> Translation:
+        """A refund failed or canceled returned nothing: it gives back the full refund it
+        was part of (``refunded:<refund>``, whichever is told first). A cause taken before
+        refunds were named (``refunded:<invoice>``) is given back too while the charge, as
+        Stripe shows it now, is not refunded in full. Other updates change nothing."""
+        status = refund.get("status")
+        if status not in UNDONE:
+            return ignored(f"a refund {status}: only its failure or cancellation changes access")
+        invoice_id = self._invoice_of_payment(refund)
+        translation = self._returned(invoice_id, lookup, None, f"refunded:{refund['id']}")
+        charge_id = stripe_objects.ref(refund.get("charge"))
+        if not translation.snapshots or not charge_id or \
+                stripe_objects.fully_refunded(self.snapshots.require_api("read a charge").charge(charge_id)):
+            return translation
+        legacy = dataclasses.replace(translation.snapshots[0], restores=f"refunded:{invoice_id}")
+        return dataclasses.replace(translation, snapshots=translation.snapshots + (legacy,))
+
     def _invoice_of_payment(self, obj: dict, fetch_charge: bool = True) -> str | None:
         # Before basil a charge names its invoice; since basil the Invoice Payments API
-        # maps the PaymentIntent to it. A dispute names its charge and PaymentIntent.
+        # maps the PaymentIntent to it. A dispute or a refund names its charge and PaymentIntent.
         invoice_id = stripe_objects.ref(obj.get("invoice"))
         if invoice_id:
             return invoice_id

@@ -49,11 +49,11 @@ class Snapshotter:
                 invoice_id: str | None = None, restores: str | None = None,
                 period: tuple[datetime | None, str] | None = None) -> Translation:
         """The subscription as Stripe has it now. ``revokes`` names a payment returned
-        (``refunded:<invoice>``, ``disputed:<dispute>``): it takes back ``period``, the
+        (``refunded:<refund>[+<refund>...]``, ``disputed:<dispute>``): it takes back ``period``, the
         end and id of the period ``invoice_id`` paid for, which the merge holds against
         the period shown. Where the invoice's lines name no period, it takes back the
         current period if ``invoice_id`` is still the latest invoice. ``restores`` names
-        a dispute won: it gives back what that dispute took, and nothing else."""
+        a dispute won or a refund that failed: it gives back what that took, and nothing else."""
         api, asked = self.require_api("fetch a subscription"), self.clock()
         subscription = api.subscription(subscription_id)
         fetched_at = self.clock()

@@ -257,7 +257,8 @@ def stripe_document(data) -> dict:
     customer_id, sub_id = so.new_id("cus"), so.new_id("sub")
     kind = data.draw(st.sampled_from(["customer.subscription.updated", "customer.subscription.deleted",
                                       "customer.updated", "checkout.session.completed", "invoice.paid",
-                                      "charge.refunded", "product.created"]), label="kind")
+                                      "charge.refunded", "refund.failed", "charge.refund.updated",
+                                      "product.created"]), label="kind")
     shape = data.draw(st.sampled_from(so.SHAPES), label="shape")
     if kind.startswith("customer.subscription"):
         obj = so.subscription(shape, sub_id=sub_id, customer=customer_id, cognito_sub=str(uuid.uuid4()))
@@ -268,6 +269,9 @@ def stripe_document(data) -> dict:
                                   client_reference_id=str(uuid.uuid4()))
     elif kind == "invoice.paid":
         obj = so.invoice(shape, invoice_id=so.new_id("in"), customer=customer_id, subscription_id=sub_id)
+    elif kind in ("refund.failed", "charge.refund.updated"):
+        obj = so.refund(refund_id=so.new_id("re"), charge_id=so.new_id("ch"), payment_intent=so.new_id("pi"),
+                        status="failed")
     else:
         obj = {"id": so.new_id("obj"), "object": kind.split(".")[0]}
     return stripe_event(kind, obj, shape=shape)

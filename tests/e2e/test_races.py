@@ -84,7 +84,8 @@ def stripe_subscribed(world, stripe_fake):
     return s
 
 
-def stripe_refund(s):
+def stripe_refund(s, fake):
+    s.refund(fake)
     return so.event("charge.refunded", s.charge(amount_refunded=999))
 
 
@@ -92,9 +93,27 @@ def stripe_refund(s):
 def test_stripe_refund_and_a_late_view_of_its_period_released_together_end_revoked(world, stripe_fake, round_):
     s = stripe_subscribed(world, stripe_fake)
     stripe_fake.gate("/v1/subscriptions/", 2)
-    together(lambda: world.stripe(stripe_refund(s)), lambda: world.stripe(so.event("invoice.paid", s.invoice())))
+    together(lambda: world.stripe(stripe_refund(s, stripe_fake)),
+             lambda: world.stripe(so.event("invoice.paid", s.invoice())))
     assert stripe_fake.gates_opened == 1  # both read Stripe before either wrote
     assert world.premium(s.user)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_stripe_refund_and_its_failure_released_together_end_with_the_period_given_back(world, stripe_fake, round_):
+    """The refund's event lists the refund as it stood (succeeded) while its failure is
+    applied: both read the subscription before either writes."""
+    s = stripe_subscribed(world, stripe_fake)
+    made = stripe_refund(s, stripe_fake)
+    failed = {**stripe_fake.state.objects["refund"][made_refund(stripe_fake, s)], "status": "failed"}
+    stripe_fake.gate("/v1/subscriptions/", 2)
+    together(lambda: world.stripe(made), lambda: world.stripe(so.event("refund.failed", failed)))
+    assert stripe_fake.gates_opened == 1
+    assert world.premium(s.user)["status"] == "active"
+
+
+def made_refund(stripe_fake, s) -> str:
+    return next(r["id"] for r in stripe_fake.state.objects["refund"].values() if r["charge"] == s.charge_id)
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
@@ -108,7 +127,7 @@ def test_stripe_dispute_won_on_an_old_invoice_and_a_refund_of_the_current_one_en
     stripe_fake.pay(old_invoice, old_intent)
     dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=old_charge, payment_intent=old_intent)
     stripe_fake.gate("/v1/subscriptions/", 2)
-    together(lambda: world.stripe(stripe_refund(s)),
+    together(lambda: world.stripe(stripe_refund(s, stripe_fake)),
              lambda: world.stripe(so.event("charge.dispute.closed", {**dispute, "status": "won"})))
     assert stripe_fake.gates_opened == 1 and world.premium(s.user)["status"] == "revoked"
 
@@ -119,7 +138,7 @@ def test_stripe_dispute_won_and_a_refund_of_the_same_invoice_end_revoked(world, 
     dispute = so.dispute(dispute_id=so.new_id("dp"), charge_id=s.charge_id, payment_intent=s.payment_intent)
     assert ok(world.stripe(so.event("charge.dispute.created", dispute))) == "processed"
     stripe_fake.gate("/v1/subscriptions/", 2)
-    together(lambda: world.stripe(stripe_refund(s)),
+    together(lambda: world.stripe(stripe_refund(s, stripe_fake)),
              lambda: world.stripe(so.event("charge.dispute.closed", {**dispute, "status": "won"})))
     assert world.premium(s.user)["status"] == "revoked"  # the win gives back the dispute's, not the refund's
 
@@ -127,7 +146,7 @@ def test_stripe_dispute_won_and_a_refund_of_the_same_invoice_end_revoked(world, 
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_stripe_refund_applied_by_the_retry_worker_against_a_late_view_ends_revoked(world, stripe_fake, round_):
     s = stripe_subscribed(world, stripe_fake)
-    refund = stripe_refund(s)
+    refund = stripe_refund(s, stripe_fake)
     stripe_fake.fail_with(500)
     assert ok(world.stripe(refund)) == "deferred"
     stripe_fake.recover()
@@ -142,7 +161,7 @@ def test_stripe_refund_applied_by_the_retry_worker_against_a_late_view_ends_revo
 def test_stripe_refund_and_reconcile_released_together_end_revoked(world, stripe_fake, round_):
     s = stripe_subscribed(world, stripe_fake)
     stripe_fake.gate("/v1/subscriptions/", 2)
-    together(lambda: world.stripe(stripe_refund(s)), lambda: reconcile(world, "stripe"))
+    together(lambda: world.stripe(stripe_refund(s, stripe_fake)), lambda: reconcile(world, "stripe"))
     assert stripe_fake.gates_opened == 1
     assert world.premium(s.user)["status"] == "revoked"
     reconcile(world, "stripe")  # and a reconcile after it, of the same period, changes nothing

@@ -15,7 +15,7 @@ from devtools import stripe_objects as so
 from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
-from tests.support.stripe_scenarios import signup
+from tests.support.stripe_scenarios import refund, signup
 
 SECRET = new_secret()
 
@@ -73,6 +73,7 @@ def test_removing_a_scheduled_cancellation_after_a_full_refund_leaves_the_period
     s, t = signup(fake), int(time.time())
     scheduled = fake.put(s.subscription(shape, cancel_at=t + 5 * so.DAY))  # access would end in five days
     assert deliver(client, so.event("customer.subscription.updated", scheduled, shape=shape, created=t)) == "processed"
+    s.refund(fake)
     assert deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape,
                                     created=t + 1)) == "processed"
     assert premium(api, client)["status"] == "revoked"
@@ -91,6 +92,7 @@ def test_returning_a_proration_in_full_leaves_the_period_paid_for(client, api, f
     proration = upgraded_with_a_proration(fake, s, shape)
     deliver(client, so.event("customer.subscription.updated", proration["subscription"], shape=shape, created=t))
     if kind == "refund":
+        refund(fake, proration["charge"], proration["intent"], 300)
         returned = so.event("charge.refunded", so.charge(
             shape, charge_id=proration["charge"], customer=s.customer, invoice_id=proration["invoice"],
             payment_intent=proration["intent"], amount=300, amount_refunded=300), shape=shape, created=t + 1)
@@ -110,8 +112,9 @@ def test_refunding_the_periods_invoice_revokes_it_though_a_proration_is_the_late
     s, t = signup(fake), int(time.time())
     proration = upgraded_with_a_proration(fake, s, shape)  # what the refund's fetch reads either way
     upgrade = so.event("customer.subscription.updated", proration["subscription"], shape=shape, created=t)
-    refund = so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1)
-    for event in ((upgrade, refund) if order == "upgrade first" else (refund, upgrade)):
+    s.refund(fake)
+    refunded = so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1)
+    for event in ((upgrade, refunded) if order == "upgrade first" else (refunded, upgrade)):
         assert deliver(client, event) == "processed"
     assert premium(api, client)["status"] == "revoked"
 
@@ -130,9 +133,11 @@ def test_refunding_an_interval_changes_invoice_revokes_the_period_it_began(clien
     fake.put({**fake.state.objects["invoice"][switch["invoice"]], "billing_reason": "subscription_update"})
     later = upgraded_with_a_proration(fake, s, shape, start, end)  # a seat added since, billed at once
     deliver(client, so.event("customer.subscription.updated", later["subscription"], shape=shape, created=t))
+    s.refund(fake)
     deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1))
     assert premium(api, client)["status"] == "active"
-    refund = so.charge(shape, charge_id=switch["charge"], customer=s.customer, invoice_id=switch["invoice"],
-                       payment_intent=switch["intent"], amount=9999, amount_refunded=9999)
-    assert deliver(client, so.event("charge.refunded", refund, shape=shape, created=t + 2)) == "processed"
+    refund(fake, switch["charge"], switch["intent"], 9999)
+    refunded = so.charge(shape, charge_id=switch["charge"], customer=s.customer, invoice_id=switch["invoice"],
+                         payment_intent=switch["intent"], amount=9999, amount_refunded=9999)
+    assert deliver(client, so.event("charge.refunded", refunded, shape=shape, created=t + 2)) == "processed"
     assert premium(api, client)["status"] == "revoked"

@@ -1,7 +1,8 @@
 """``FakeStripe`` plus the billing endpoints the gateway calls.
 
 Adds subscriptions, invoices and charges (retrieve), the Invoice Payments list
-(https://docs.stripe.com/api/invoice-payment/list), Checkout Sessions
+(https://docs.stripe.com/api/invoice-payment/list), the Refunds list by charge
+(https://docs.stripe.com/api/refunds/list), Checkout Sessions
 (https://docs.stripe.com/api/checkout/sessions/create) and Customer Portal sessions
 (https://docs.stripe.com/api/customer_portal/sessions/create). Objects a test arranges
 are rendered as the API version our client pins renders them (basil and later).
@@ -28,6 +29,15 @@ def register_billing(fake: FakeStripe) -> None:
         limit = int(request.params.get("limit", 10))
         return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit,
                      "url": "/v1/invoice_payments"}
+
+    @fake.route("GET", "/v1/refunds")
+    def list_refunds(state, request):
+        """https://docs.stripe.com/api/refunds/list: newest first, ``charge`` filters."""
+        wanted = request.params.get("charge")
+        data = sorted((r for r in state.objects["refund"].values() if wanted in (None, r["charge"])),
+                      key=lambda r: r["created"], reverse=True)
+        limit = int(request.params.get("limit", 10))
+        return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit, "url": "/v1/refunds"}
 
     @fake.route("POST", "/v1/checkout/sessions")
     def create_checkout_session(state, request):

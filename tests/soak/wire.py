@@ -138,6 +138,11 @@ def arrange_store_apis(plan: Plan, stripe_fake, play) -> None:
                 stripe_fake.pay(sub.invoice(k), sub.payment_intent(k))
         elif sub.source == "google":
             play.purchases[sub.key] = play_purchase(sub, final.state, final.period)
+    for fact in plan.facts:  # each refund as Stripe lists it for its charge
+        if fact.sub.source == "stripe" and fact.kind in ("refund", "partial_refund"):
+            stripe_fake.put(so.refund(refund_id=f"re_soak{fact.n}", charge_id=fact.sub.charge(fact.invoice),
+                                      payment_intent=fact.sub.payment_intent(fact.invoice),
+                                      amount=999 if fact.kind == "refund" else 333))
     for token, order in sorted(plan.voided()):
         play.void(token, order)
 

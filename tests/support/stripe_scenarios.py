@@ -34,6 +34,10 @@ class Signup:
         return so.charge(shape, charge_id=self.charge_id, customer=self.customer,
                          invoice_id=self.invoice_id, payment_intent=self.payment_intent, **fields)
 
+    def refund(self, fake, amount: int = 999, status: str = "succeeded", refund_id: str | None = None) -> dict:
+        """Stripe refunds ``amount`` of the first invoice's charge (``refund``)."""
+        return refund(fake, self.charge_id, self.payment_intent, amount, status, refund_id)
+
     def session(self) -> dict:
         return so.checkout_session(session_id=so.new_id("cs_test"), customer=self.customer,
                                    subscription_id=self.sub_id, client_reference_id=self.user)
@@ -49,6 +53,20 @@ class Signup:
             so.event("customer.subscription.updated", self.subscription(shape), shape=shape, created=t + 1,
                      previous={"status": "incomplete"}),
         ]
+
+
+def refund(fake, charge_id: str, payment_intent: str | None, amount: int = 999, status: str = "succeeded",
+           refund_id: str | None = None) -> dict:
+    """A refund of ``charge_id`` as Stripe holds it, made or changed (``refund_id`` of one
+    made before, now ``failed``: its amount is back on the charge); the charge's
+    ``amount_refunded`` is what its refunds not failed or canceled add up to."""
+    made = fake.put(so.refund(refund_id=refund_id or so.new_id("re"), charge_id=charge_id,
+                              payment_intent=payment_intent, amount=amount, status=status))
+    charge = fake.state.objects["charge"][charge_id]
+    standing = sum(r["amount"] for r in fake.state.objects["refund"].values()
+                   if r["charge"] == charge_id and r["status"] not in ("failed", "canceled"))
+    fake.put({**charge, "amount_refunded": standing, "refunded": standing >= charge["amount"]})
+    return made
 
 
 def signup(fake, user: str = "user-1", *, named: bool = True, customer_names_user: bool = False) -> Signup:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -68,6 +69,20 @@ def test_a_won_dispute_gives_back_only_what_that_dispute_took():
     assert fold(won, dispute).snapshot.status is Status.ACTIVE  # the win delivered first still counts
     assert fold(dispute, refund, won).snapshot.status is Status.REVOKED
     assert fold(refund, other_won).snapshot.status is Status.REVOKED
+
+
+def test_a_cause_made_of_several_returns_stands_only_while_each_does_in_every_order():
+    """A charge refunded in full by two refunds; one of them fails later (Stripe)."""
+    period = T0 + timedelta(days=30)
+    full = snap(10, expires_at=period, revokes="refunded:re_1+re_2")
+    one_failed = snap(20, expires_at=period, restores="refunded:re_1")
+    other_failed = snap(20, expires_at=period, restores="refunded:re_3")
+    again = snap(30, expires_at=period, revokes="refunded:re_2+re_4")  # a new refund makes it full again
+    for order in itertools.permutations((full, one_failed)):
+        assert fold(*order).snapshot.status is Status.ACTIVE
+    assert fold(full, other_failed).snapshot.status is Status.REVOKED
+    for order in itertools.permutations((full, one_failed, again)):
+        assert fold(*order).snapshot.status is Status.REVOKED
 
 
 def test_a_store_reported_revocation_without_a_newer_period_stays_revoked():

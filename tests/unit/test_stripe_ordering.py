@@ -2,6 +2,7 @@
 ordering, re-fetching, refunds and disputes, owners, and a Stripe that is down."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from datetime import datetime, timezone
@@ -9,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devtools import stripe_objects as so
+from gateway.domain.model import Revocations, Status
 from tests.support.stripe_harness import StripeHarness
 from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixtures)
 from tests.support.stripe_scenarios import signup
@@ -78,6 +80,7 @@ def test_invoices_apply_the_fetched_subscription(h, fake, shape, kind, held, sta
 def test_a_full_refund_revokes_access(h, fake, shape):
     s = signup(fake)
     h.deliver(so.event("customer.subscription.created", s.subscription(shape), shape=shape))
+    s.refund(fake)
     refunded = s.charge(shape, amount_refunded=999)
     assert h.deliver(so.event("charge.refunded", refunded, shape=shape)) == "processed"
     assert premium(h)["status"] == "revoked" and premium(h)["active"] is False
@@ -87,8 +90,30 @@ def test_a_full_refund_revokes_access(h, fake, shape):
 
 
 @pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("another_stands", [False, True])
+def test_a_revocation_named_by_invoice_before_refunds_were_is_given_back_when_its_refund_fails(
+        h, fake, shape, another_stands):
+    """Stored before refunds named their cause: ``refunded:<invoice>``. The refund's failure
+    gives it back while the charge, as Stripe shows it now, is not refunded in full."""
+    s = signup(fake)
+    h.deliver(so.event("customer.subscription.created", s.subscription(shape), shape=shape))
+    refund = s.refund(fake)
+    with h.store.transaction() as tx:
+        held = tx.get_subscription("stripe", s.sub_id)
+        taken = frozenset({(f"refunded:{s.invoice_id}", held.latest.expires_at, held.latest.period_id)})
+        tx.save_subscriptions([dataclasses.replace(held, revocations=Revocations(taken))], datetime.now(timezone.utc))
+    assert h.stored(s.sub_id).snapshot.status is Status.REVOKED
+    failed = s.refund(fake, refund_id=refund["id"], status="failed")
+    if another_stands:
+        s.refund(fake)  # refunded again before the failure was told: the charge is refunded in full
+    assert h.deliver(so.event("refund.failed", failed, shape=shape)) == "processed"
+    assert h.stored(s.sub_id).snapshot.status is (Status.REVOKED if another_stands else Status.ACTIVE)
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
 def test_a_partial_refund_leaves_access(h, fake, shape):
     s = signup(fake)
+    s.refund(fake, 300)
     h.deliver(so.event("charge.refunded", s.charge(shape, amount_refunded=300), shape=shape))
     assert premium(h)["status"] == "active"
 
@@ -96,6 +121,7 @@ def test_a_partial_refund_leaves_access(h, fake, shape):
 def test_refunding_an_older_period_leaves_the_current_one(h, fake):
     s = signup(fake)
     fake.put(s.subscription(start=s.end, end=s.end + 30 * so.DAY, latest_invoice="in_newer"))  # renewed
+    s.refund(fake)
     h.deliver(so.event("charge.refunded", s.charge(amount_refunded=999)))
     assert premium(h)["status"] == "active"
 
@@ -114,6 +140,7 @@ def test_a_dispute_revokes_access(h, fake, shape, via_charge):
 
 def test_a_revocation_holds_for_the_period_and_a_renewal_ends_it(h, fake):
     s = signup(fake)
+    s.refund(fake)
     h.deliver(so.event("charge.refunded", s.charge(amount_refunded=999)))
     h.deliver(so.event("customer.subscription.updated", s.subscription(), created=int(time.time()) + 2))
     assert premium(h)["status"] == "revoked"
