@@ -20,6 +20,8 @@ log = logging.getLogger("gateway.stripe")
 #: The API version the gateway reads and writes: the one stripe-python is generated for.
 PINNED_VERSION = stripe.api_version
 TIMEOUT = 5.0
+#: Pages of 100 a list is read to (an invoice's lines, a charge's refunds); more is refused.
+MAX_PAGES = 20
 
 
 class StripeApiError(StoreApiError):
@@ -82,7 +84,14 @@ class StripeHttpApi:
         return self._call("get", f"/v1/customers/{customer_id}")
 
     def invoice(self, invoice_id: str) -> dict:
-        return self._call("get", f"/v1/invoices/{invoice_id}")
+        """The invoice with every line: it embeds only the first ones (prorations are listed
+        first), the rest are read from https://docs.stripe.com/api/invoices/invoice_lines."""
+        invoice = self._call("get", f"/v1/invoices/{invoice_id}")
+        lines = invoice.get("lines")
+        if not isinstance(lines, dict) or lines.get("has_more") is not True:
+            return invoice
+        data = self._listed(f"/v1/invoices/{invoice_id}/lines", _items(lines))
+        return {**invoice, "lines": {**lines, "data": data, "has_more": False}}
 
     def charge(self, charge_id: str) -> dict:
         return self._call("get", f"/v1/charges/{charge_id}")
@@ -99,12 +108,23 @@ class StripeHttpApi:
         return invoice.get("id") if isinstance(invoice, dict) else invoice
 
     def refunds_of_charge(self, charge_id: str) -> list[dict]:
-        """The refunds of a charge as Stripe shows them now, newest first
+        """The refunds of a charge as Stripe shows them now, newest first, every page
         (https://docs.stripe.com/api/refunds/list): a failed one keeps its id, ``status``
         ``failed``. Events render a charge without them since API version 2022-11-15."""
-        answer = self._call("get", "/v1/refunds", charge=charge_id, limit=100)
-        data = answer.get("data")
-        return [refund for refund in data if isinstance(refund, dict)] if isinstance(data, list) else []
+        return self._listed("/v1/refunds", [], charge=charge_id)
+
+    def _listed(self, path: str, shown: list[dict], **params) -> list[dict]:
+        """``shown`` and the rest of the list at ``path``, page after page
+        (https://docs.stripe.com/api/pagination: ``has_more``, ``starting_after``)."""
+        items = list(shown)
+        for _ in range(MAX_PAGES):
+            after = {"starting_after": items[-1]["id"]} if items else {}
+            answer = self._call("get", path, limit=100, **params, **after)
+            page = _items(answer)
+            items += page
+            if not page or answer.get("has_more") is not True:
+                return items
+        raise StripeApiError(f"Stripe GET {path} lists more than {100 * MAX_PAGES}", refused=True)
 
     def create_checkout_session(self, params: dict, idempotency_key: str | None = None) -> dict:
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}
@@ -120,3 +140,10 @@ class StripeHttpApi:
         subscription, ``status`` ``canceled``."""
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}
         return self._call("delete", f"/v1/subscriptions/{subscription_id}", **options)
+
+
+def _items(listed: dict) -> list[dict]:
+    """The objects of a Stripe list that have an id (the cursor of the next page)."""
+    data = listed.get("data")
+    return [item for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)] \
+        if isinstance(data, list) else []

@@ -181,3 +181,14 @@ def test_a_malformed_failure_is_400_and_stores_nothing(app, client, api, fake, k
     response = send(client, so.event(kind, {**refund, "status": "failed", **change}))
     assert response.status_code == 400 and count_events(app) == events
     assert status(api, client) == "revoked"
+
+
+def test_a_charge_refunded_in_full_by_more_than_a_page_of_refunds_is_revoked(client, api, fake):
+    # GET /v1/refunds answers 100 a page at most; the oldest refund is on the second.
+    s, t = subscribed(client, fake), int(time.time())
+    fake.put({**s.refund(fake, 99), "created": t - 1000})
+    for _ in range(100):
+        s.refund(fake, 9)
+    assert fake.state.objects["charge"][s.charge_id]["amount_refunded"] == 999
+    assert deliver(client, refunded(s, created=t)) == "processed"
+    assert status(api, client) == "revoked"

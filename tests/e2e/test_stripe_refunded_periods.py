@@ -141,3 +141,49 @@ def test_refunding_an_interval_changes_invoice_revokes_the_period_it_began(clien
                          payment_intent=switch["intent"], amount=9999, amount_refunded=9999)
     assert deliver(client, so.event("charge.refunded", refunded, shape=shape, created=t + 2)) == "processed"
     assert premium(api, client)["status"] == "revoked"
+
+
+def seat_changes(shape, s, invoice_id: str, start: int, end: int, n: int = 10) -> list[dict]:
+    """Lines of ``n`` seat changes billed at the next invoice (``create_prorations``)."""
+    return [so.invoice_line(shape, invoice_id=invoice_id, subscription_id=s.sub_id, proration=True,
+                            start=start + 3600 * (k + 1), end=end, amount=-50 if k % 2 else 50) for k in range(n)]
+
+
+def listed_first(fake, invoice_id: str, lines: list[dict]) -> None:
+    """Put ``lines`` before the invoice's own, as Stripe lists prorations: its period line
+    is then past the ten an invoice embeds."""
+    body = fake.state.objects["invoice"][invoice_id]
+    fake.put({**body, "lines": {**body["lines"], "data": lines + body["lines"]["data"]}})
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_refunding_a_cycle_restarting_invoice_whose_period_line_is_not_embedded_revokes_its_period(
+        client, api, fake, shape):
+    s, t = signup(fake), int(time.time())
+    start, end = t - 10, t - 10 + 365 * so.DAY
+    switch = paid(fake, s, shape, billing_reason="subscription_update", period=(start, end), amount=9999)
+    body = fake.state.objects["invoice"][switch["invoice"]]
+    body["lines"]["data"] = [so.invoice_line(shape, invoice_id=switch["invoice"], subscription_id=s.sub_id,
+                                             start=start, end=end, amount=9999, price_id="price_yearly")]
+    listed_first(fake, switch["invoice"], seat_changes(shape, s, switch["invoice"], s.start, s.end))
+    yearly = fake.put(s.subscription(shape, start=start, end=end, latest_invoice=switch["invoice"],
+                                     price_id="price_yearly"))
+    assert deliver(client, so.event("customer.subscription.updated", yearly, shape=shape, created=t)) == "processed"
+    refund(fake, switch["charge"], switch["intent"], 9999)
+    refunded = so.charge(shape, charge_id=switch["charge"], customer=s.customer, invoice_id=switch["invoice"],
+                         payment_intent=switch["intent"], amount=9999, amount_refunded=9999)
+    assert deliver(client, so.event("charge.refunded", refunded, shape=shape, created=t + 1)) == "processed"
+    assert premium(api, client)["status"] == "revoked"  # the year it paid for
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_refunding_a_renewal_whose_period_line_is_not_embedded_revokes_though_a_proration_is_the_latest(
+        client, api, fake, shape):
+    s, t = signup(fake), int(time.time())
+    listed_first(fake, s.invoice_id, seat_changes(shape, s, s.invoice_id, s.start - 30 * so.DAY, s.start))
+    fake.put({**fake.state.objects["invoice"][s.invoice_id], "billing_reason": "subscription_cycle"})
+    later = upgraded_with_a_proration(fake, s, shape)
+    deliver(client, so.event("customer.subscription.updated", later["subscription"], shape=shape, created=t))
+    s.refund(fake)
+    deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1))
+    assert premium(api, client)["status"] == "revoked"

@@ -16,9 +16,33 @@ from tests.fakes.stripe_api import FakeStripe, Request, StripeError, StripeState
 API_KEY = "sk_test_gateway_4242"
 
 
+#: Lines an invoice embeds; the rest are at ``GET /v1/invoices/{id}/lines``.
+EMBEDDED_LINES = 10
+
+
 def register_billing(fake: FakeStripe) -> None:
-    for kind, path in (("subscription", "subscriptions"), ("invoice", "invoices"), ("charge", "charges")):
+    for kind, path in (("subscription", "subscriptions"), ("charge", "charges")):
         fake.route("GET", f"/v1/{path}/{{id}}")(lambda state, request, id, kind=kind: (200, state.get(kind, id)))
+
+    @fake.route("GET", "/v1/invoices/{id}")
+    def get_invoice(state, request, id):
+        """The invoice with its first lines only, ``has_more`` telling of the rest."""
+        invoice = state.get("invoice", id)
+        lines = invoice.get("lines") or {}
+        data = lines.get("data") or []
+        shown = {**lines, "data": data[:EMBEDDED_LINES], "has_more": len(data) > EMBEDDED_LINES}
+        return 200, {**invoice, "lines": shown} if "lines" in invoice else invoice
+
+    @fake.route("GET", "/v1/invoices/{id}/lines")
+    def list_invoice_lines(state, request, id):
+        """https://docs.stripe.com/api/invoices/invoice_lines: pages after ``starting_after``."""
+        data = (state.get("invoice", id).get("lines") or {}).get("data") or []
+        after = request.params.get("starting_after")
+        if after is not None:
+            data = data[[line["id"] for line in data].index(after) + 1:]
+        limit = int(request.params.get("limit", 10))
+        return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit,
+                     "url": f"/v1/invoices/{id}/lines"}
 
     @fake.route("GET", "/v1/invoice_payments")
     def list_invoice_payments(state, request):
@@ -32,10 +56,14 @@ def register_billing(fake: FakeStripe) -> None:
 
     @fake.route("GET", "/v1/refunds")
     def list_refunds(state, request):
-        """https://docs.stripe.com/api/refunds/list: newest first, ``charge`` filters."""
+        """https://docs.stripe.com/api/refunds/list: newest first, ``charge`` filters,
+        pages of ``limit`` after the id ``starting_after``."""
         wanted = request.params.get("charge")
         data = sorted((r for r in state.objects["refund"].values() if wanted in (None, r["charge"])),
-                      key=lambda r: r["created"], reverse=True)
+                      key=lambda r: (r["created"], r["id"]), reverse=True)
+        after = request.params.get("starting_after")
+        if after is not None:
+            data = data[[r["id"] for r in data].index(after) + 1:]
         limit = int(request.params.get("limit", 10))
         return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit, "url": "/v1/refunds"}
 
