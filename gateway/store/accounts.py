@@ -12,7 +12,7 @@ from gateway.domain.events import Event
 from . import rows, tables
 
 _deleted, _identities, _events = tables.deleted_users.c, tables.identities.c, tables.events.c
-_cursors, _transfers = tables.feed_cursors.c, tables.transfers.c
+_cursors = tables.feed_cursors.c
 
 
 class AccountsTransaction:
@@ -25,9 +25,8 @@ class AccountsTransaction:
         return sorted((row.source, row.account) for row in self._execute(query))
 
     def unlink_user(self, user_sub: str) -> None:
+        # The transfer register is kept: other users' access is replayed from it.
         self._execute(sa.delete(tables.identities).where(_identities.user_sub == user_sub))
-        self._execute(sa.delete(tables.transfers).where(
-            sa.or_(_transfers.account == user_sub, _transfers.to_user == user_sub)))
 
     def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
         query = sa.select(tables.events).where(_events.id > after_pk, _events.payload.contains(text, autoescape=True))

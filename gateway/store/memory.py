@@ -230,9 +230,6 @@ class _MemoryTransaction(Transaction):
     def unlink_user(self, user_sub) -> None:
         for key in self.identities_of(user_sub):
             del self.state.identities[key]
-        for key, to_user in list(self.state.transfers.items()):
-            if user_sub in (key[1], to_user):
-                del self.state.transfers[key]
 
     def events_naming(self, text, after_pk, limit):
         return [e for pk, e in sorted(self.state.events.items()) if pk > after_pk and text in e.payload][:limit]

@@ -150,19 +150,21 @@ def test_a_late_delivery_for_a_deleted_user_grants_nothing(world):
     assert [e.type for e in world.feed()].count(USER_DELETED) == 1
 
 
-def test_deletion_forgets_the_transfers_that_name_the_user(world):
-    # The transfer register keeps who moved a purchase to whom: the user's sub is personal data.
-    scenarios.revenuecat(world, "purchase", OTHER)
+def test_a_transfer_away_from_the_deleted_user_still_moves_the_purchase_delivered_later(world):
+    # OTHER buys; OTHER->USER (t1), then USER->THIRD (t2): by the stamps THIRD holds it. t2 is
+    # delivered first (USER holds nothing yet), USER deletes the account, then t1 arrives.
+    third = "3c4d5e6f-0a1b-4c2d-8e9f-aabbccddeeff"
     now_ms = int(time.time() * 1000)
-    for n, (from_user, to_user) in enumerate([(OTHER, USER), (USER, OTHER), (OTHER, "third-user")]):
-        world.post("revenuecat", rc.body(rc.transfer([from_user], [to_user], at_ms=now_ms + n)),
-                   {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"})
-    with world.store.transaction(readonly=True) as tx:
-        assert len(tx.transfers_from("revenuecat", [USER, OTHER])) == 3
+    headers = {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"}
+    world.post("revenuecat", rc.body(rc.event("INITIAL_PURCHASE", OTHER, at_ms=now_ms - 10_000,
+                                              transaction="rc_moved")), headers)
+    world.post("revenuecat", rc.body(rc.transfer([USER], [third], at_ms=now_ms - 4_000)), headers)
     assert world.delete().status_code == 200
+    world.post("revenuecat", rc.body(rc.transfer([OTHER], [USER], at_ms=now_ms - 5_000)), headers)
     with world.store.transaction(readonly=True) as tx:
-        kept = tx.transfers_from("revenuecat", [USER, OTHER])
-    assert [(t.from_accounts, t.to_user) for t in kept] == [((OTHER,), "third-user")]
+        assert tx.subscriptions_of_users([USER])[USER] == []
+    assert world.entitlements(third)["is_premium"] is True
+    assert world.entitlements(USER)["is_premium"] is False
 
 
 def test_forged_and_expired_tokens_delete_nothing(world):
