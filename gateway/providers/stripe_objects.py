@@ -68,10 +68,13 @@ def period_end(subscription: dict) -> datetime | None:
     return when(max(ends)) if ends else when(subscription.get("current_period_end"))
 
 
-def period_id(subscription: dict) -> str | None:
+def period_id(subscription: dict, catalog: Catalog | None = None) -> str | None:
     """The current period's identity: when it began (UNIX seconds), from the items (basil+)
-    or the subscription. A renewal begins a new one; removing a ``cancel_at`` does not."""
-    starts = [item.get("current_period_start") for item in _items(subscription)]
+    or the subscription. A renewal begins a new one; removing a ``cancel_at`` does not.
+    Items of mixed intervals renew apart: only those the catalog lists count, when it
+    lists any (a monthly add-on's renewal is not a new year of the plan); every item
+    without a catalog."""
+    starts = [item.get("current_period_start") for item in _granting(_items(subscription), _product_ids, catalog)]
     starts = [start for start in starts if isinstance(start, int) and not isinstance(start, bool)]
     start = max(starts) if starts else subscription.get("current_period_start")
     return str(start) if when(start) is not None else None
@@ -146,13 +149,15 @@ def _period_line(line) -> dict | None:
     return line["period"] if billed else None
 
 
-def invoice_period(invoice: dict) -> tuple[datetime | None, str] | None:
+def invoice_period(invoice: dict, catalog: Catalog) -> tuple[datetime | None, str] | None:
     """The end and id (``period_id``) of the period ``invoice`` paid for, from its lines'
-    service periods (``invoice.period_*`` look back one period); ``None`` when the
-    lines shown name none. https://docs.stripe.com/api/invoice-line-item/object"""
+    service periods (``invoice.period_*`` look back one period), those of items the
+    catalog lists when it lists any (as ``period_id``); ``None`` when no line names one.
+    https://docs.stripe.com/api/invoice-line-item/object"""
     lines = invoice.get("lines")
     data = lines.get("data") if isinstance(lines, dict) else None
-    periods = [p for p in map(_period_line, data if isinstance(data, list) else []) if p]
+    billed = [line for line in (data if isinstance(data, list) else []) if _period_line(line)]
+    periods = [_period_line(line) for line in _granting(billed, _line_product_ids, catalog)]
     starts = [p["start"] for p in periods if when(p.get("start")) is not None]
     if not starts:
         return None
@@ -160,10 +165,26 @@ def invoice_period(invoice: dict) -> tuple[datetime | None, str] | None:
     return max((end for end in ends if end), default=None), str(max(starts))
 
 
-def pays_period(invoice: dict) -> bool:
+def pays_period(invoice: dict, catalog: Catalog) -> bool:
     """Whether ``invoice`` paid for a period, rather than a proration or an extra charge."""
     reason = invoice.get("billing_reason")
-    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and invoice_period(invoice) is not None)
+    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and invoice_period(invoice, catalog) is not None)
+
+
+def _line_product_ids(line: dict) -> list[str]:
+    """The price and product a line bills: basil+ ``pricing.price_details``, else ``price``."""
+    pricing = line.get("pricing")
+    details = pricing.get("price_details") if isinstance(pricing, dict) else None
+    if isinstance(details, dict):
+        return [i for i in (ref(details.get("price")), ref(details.get("product"))) if i]
+    return _product_ids(line)
+
+
+def _granting(found: list[dict], ids_of, catalog: Catalog | None) -> list[dict]:
+    """The items or lines of ``found`` whose price or product the catalog lists; all of
+    them when it lists none (the catalog's default then grants for every one)."""
+    listed = [x for x in found if catalog and any(catalog.knows(SOURCE, i) for i in ids_of(x))]
+    return listed or found
 
 
 def fully_refunded(charge: dict) -> bool:

@@ -76,7 +76,7 @@ class Snapshotter:
             account=stripe_objects.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,
-            read_since=read_since, period_id=stripe_objects.period_id(subscription), **revocation,
+            read_since=read_since, period_id=stripe_objects.period_id(subscription, self.catalog), **revocation,
         )
         return Translation(snapshots=(snapshot,), links=self.owner_links(snapshot, lookup))
 

@@ -187,3 +187,75 @@ def test_refunding_a_renewal_whose_period_line_is_not_embedded_revokes_though_a_
     s.refund(fake)
     deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=999), shape=shape, created=t + 1))
     assert premium(api, client)["status"] == "revoked"
+
+
+# Mixed intervals (flexible billing, basil and later): items keep their own periods and
+# renew apart (https://docs.stripe.com/billing/subscriptions/mixed-interval). A yearly plan the
+# catalog lists with a monthly add-on it does not: the add-on's renewal is not a new year.
+
+
+def _mixed(s, year: tuple[int, int], month: tuple[int, int], latest: str) -> dict:
+    body = s.subscription("basil", start=year[0], end=year[1], price_id="price_yearly", latest_invoice=latest)
+    addon = {**body["items"]["data"][0], "id": f"si_addon{s.sub_id[4:]}", "price": so.price("price_addon", "prod_addon"),
+             "current_period_start": month[0], "current_period_end": month[1]}
+    body["items"]["data"].append(addon)
+    body["items"]["total_count"] = 2
+    return body
+
+
+def _mixed_intervals(fake):
+    s, now = signup(fake), int(time.time())
+    t0 = now - 40 * so.DAY
+    year, first_month, second_month = (t0, t0 + 365 * so.DAY), (t0, t0 + 30 * so.DAY), (t0 + 30 * so.DAY, t0 + 60 * so.DAY)
+    created = fake.put(s.invoice("basil", billing_reason="subscription_create", period=year, amount=999))
+    created["lines"]["data"].append(so.invoice_line("basil", invoice_id=s.invoice_id, subscription_id=s.sub_id,
+                                                    start=first_month[0], end=first_month[1], amount=100,
+                                                    price_id="price_addon"))
+    fake.put({**created, "created": t0})
+    before = fake.put(_mixed(s, year, first_month, s.invoice_id))
+    renewal = so.invoice("basil", invoice_id=so.new_id("in"), customer=s.customer, subscription_id=s.sub_id,
+                         billing_reason="subscription_cycle", period=second_month, amount=100)
+    renewal["lines"]["data"][0]["pricing"]["price_details"]["price"] = "price_addon"
+    fake.put(renewal)
+    return s, before, _mixed(s, year, second_month, renewal["id"]), now
+
+
+@pytest.mark.parametrize("order", ["refund before the add-on renews", "refund after the add-on renewed"])
+def test_a_refunded_year_stays_revoked_when_a_monthly_add_on_renews(client, api, fake, order):
+    s, before, renewed, now = _mixed_intervals(fake)
+    assert deliver(client, so.event("customer.subscription.created", before, created=now - 40 * so.DAY + 5)) \
+        == "processed"
+    assert premium(api, client)["status"] == "active"
+    refund(fake, s.charge_id, s.payment_intent, 999)
+    refunded = so.event("charge.refunded", s.charge("basil", amount_refunded=999), created=now - 5)
+    renewal = so.event("customer.subscription.updated", renewed, created=now - 2,
+                       previous={"items": {"data": [{"current_period_start": before["items"]["data"][1]["current_period_start"]}]}})
+    if order == "refund before the add-on renews":
+        assert deliver(client, refunded) == "processed"
+        assert premium(api, client)["status"] == "revoked"
+        fake.put(renewed)
+        assert deliver(client, renewal) == "processed"
+    else:
+        fake.put(renewed)
+        assert deliver(client, renewal) == "processed"
+        assert deliver(client, refunded) == "processed"
+    # The year that grants premium was refunded in full; the add-on's month pays for the add-on.
+    assert premium(api, client)["status"] == "revoked"
+
+
+def test_refunding_only_the_add_ons_month_leaves_the_paid_year_granted(client, api, fake):
+    s, before, renewed, now = _mixed_intervals(fake)
+    fake.put(renewed)
+    assert deliver(client, so.event("customer.subscription.updated", renewed, created=now - 2)) == "processed"
+    assert premium(api, client)["status"] == "active"
+    renewal_id = renewed["latest_invoice"]
+    charge_id, intent = so.new_id("ch"), so.new_id("pi")
+    fake.put(so.charge("basil", charge_id=charge_id, customer=s.customer, invoice_id=renewal_id,
+                       payment_intent=intent, amount=100))
+    fake.pay(renewal_id, intent)
+    refund(fake, charge_id, intent, 100)
+    refunded = so.charge("basil", charge_id=charge_id, customer=s.customer, invoice_id=renewal_id,
+                         payment_intent=intent, amount=100, amount_refunded=100)
+    assert deliver(client, so.event("charge.refunded", refunded, created=now)) == "processed"
+    # Only the add-on's month was returned; the year that grants premium is paid for.
+    assert premium(api, client)["status"] == "active"
