@@ -7,6 +7,8 @@ from typing import Any
 
 #: What became of a delivery: recorded, applied, of no interest, waiting for a retry, given up.
 STATUSES = ("received", "processed", "ignored", "deferred", "failed")
+#: Those of a delivery still to be applied, which the holder of its claim may mark.
+WAITING = ("received", "deferred")
 
 
 @dataclasses.dataclass(frozen=True)

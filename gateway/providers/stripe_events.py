@@ -131,10 +131,10 @@ class StripeEvents:
         subscription_id = stripe_objects.invoice_subscription(invoice)
         if subscription_id is None:
             return ignored("the payment paid no subscription invoice")
-        if revokes and not stripe_objects.pays_period(invoice, self.snapshots.catalog):
+        period = stripe_objects.invoice_period(invoice, self.snapshots.catalog)
+        if revokes and not stripe_objects.pays_period(invoice, period):
             revokes = None  # a proration or an extra charge returned: the period stays paid for
-        return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores,
-                                      stripe_objects.invoice_period(invoice, self.snapshots.catalog))
+        return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores, period)
 
     def _refunds_standing(self, charge: dict) -> str | None:
         """The cause of a charge refunded in full, named by the refunds that make it so as

@@ -157,7 +157,7 @@ def invoice_period(invoice: dict, catalog: Catalog) -> tuple[datetime | None, st
     lines = invoice.get("lines")
     data = lines.get("data") if isinstance(lines, dict) else None
     billed = [line for line in (data if isinstance(data, list) else []) if _period_line(line)]
-    periods = [_period_line(line) for line in _granting(billed, _line_product_ids, catalog)]
+    periods = [line["period"] for line in _granting(billed, _line_product_ids, catalog)]
     starts = [p["start"] for p in periods if when(p.get("start")) is not None]
     if not starts:
         return None
@@ -165,10 +165,11 @@ def invoice_period(invoice: dict, catalog: Catalog) -> tuple[datetime | None, st
     return max((end for end in ends if end), default=None), str(max(starts))
 
 
-def pays_period(invoice: dict, catalog: Catalog) -> bool:
-    """Whether ``invoice`` paid for a period, rather than a proration or an extra charge."""
+def pays_period(invoice: dict, period: tuple[datetime | None, str] | None) -> bool:
+    """Whether ``invoice``, whose lines name ``period`` (``invoice_period``), paid for a
+    period, rather than a proration or an extra charge."""
     reason = invoice.get("billing_reason")
-    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and invoice_period(invoice, catalog) is not None)
+    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and period is not None)
 
 
 def _line_product_ids(line: dict) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from gateway.domain.changes import Transfer
 from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
-from gateway.domain.events import Event
+from gateway.domain.events import WAITING, Event
 from gateway.domain.model import GRANTING, Subscription, link_claim
 
 from .port import Store, StoreUnavailable, Transaction
@@ -76,7 +76,7 @@ class _MemoryTransaction(Transaction):
 
     def update_claimed_event(self, event_pk: int, claim, **fields: Any) -> bool:
         event = self.state.events.get(event_pk)
-        if event is None or event.status not in ("received", "deferred") or event.next_attempt_at != claim:
+        if event is None or event.status not in WAITING or event.next_attempt_at != claim:
             return False
         self.update_event(event_pk, **fields)
         return True

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway.domain.events import WAITING
+
 from . import tables
 from .rows import GRANT_COLUMNS
 
@@ -88,7 +90,7 @@ def update_event(fields: tuple[str, ...]) -> sa.Update:
 @functools.cache
 def update_claimed_event(fields: tuple[str, ...]) -> sa.Update:
     """``update_event`` of an event still waiting under the claim ``claim``; returns its id."""
-    waiting = [sa.literal_column("'received'"), sa.literal_column("'deferred'")]
+    waiting = [sa.literal_column(f"'{status}'") for status in WAITING]
     return update_event(fields).where(
         _events.status.in_(waiting), _events.next_attempt_at.is_not_distinct_from(sa.bindparam("claim", type_=tables.Time)),
     ).returning(_events.id)
