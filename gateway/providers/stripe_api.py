@@ -20,7 +20,7 @@ log = logging.getLogger("gateway.stripe")
 #: The API version the gateway reads and writes: the one stripe-python is generated for.
 PINNED_VERSION = stripe.api_version
 TIMEOUT = 5.0
-#: Pages of 100 a list is read to (an invoice's lines, a charge's refunds); more is refused.
+#: Pages of 100 a list is read to (an invoice's lines or payments, a payment's refunds); more is refused.
 MAX_PAGES = 20
 
 
@@ -54,7 +54,9 @@ class StripeApi(Protocol):
 
     def invoice_of_payment_intent(self, payment_intent_id: str) -> str | None: ...
 
-    def refunds_of_charge(self, charge_id: str) -> list[dict]: ...
+    def payments_of_invoice(self, invoice_id: str) -> list[dict]: ...
+
+    def refunds_of(self, kind: str, payment_id: str) -> list[dict]: ...
 
     def create_checkout_session(self, params: dict, idempotency_key: str | None = None) -> dict: ...
 
@@ -107,11 +109,20 @@ class StripeHttpApi:
         invoice = data[0].get("invoice") if data and isinstance(data[0], dict) else None
         return invoice.get("id") if isinstance(invoice, dict) else invoice
 
-    def refunds_of_charge(self, charge_id: str) -> list[dict]:
-        """The refunds of a charge as Stripe shows them now, newest first, every page
-        (https://docs.stripe.com/api/refunds/list): a failed one keeps its id, ``status``
-        ``failed``. Events render a charge without them since API version 2022-11-15."""
-        return self._listed("/v1/refunds", [], charge=charge_id)
+    def payments_of_invoice(self, invoice_id: str) -> list[dict]:
+        """Every payment made on an invoice (basil+: an invoice may be paid by several),
+        each with its ``status`` and ``payment`` (``type`` ``payment_intent`` or ``charge``).
+
+        https://docs.stripe.com/api/invoice-payment/list
+        """
+        return self._listed("/v1/invoice_payments", [], invoice=invoice_id)
+
+    def refunds_of(self, kind: str, payment_id: str) -> list[dict]:
+        """The refunds of a payment (``kind`` ``charge`` or ``payment_intent``) as Stripe
+        shows them now, newest first, every page (https://docs.stripe.com/api/refunds/list):
+        a failed one keeps its id, ``status`` ``failed``. Events render a charge without
+        them since API version 2022-11-15."""
+        return self._listed("/v1/refunds", [], **{kind: payment_id})
 
     def _listed(self, path: str, shown: list[dict], **params) -> list[dict]:
         """``shown`` and the rest of the list at ``path``, page after page

@@ -40,6 +40,9 @@ PAYMENT_TYPES = {"charge.refunded": "refunded", "charge.dispute.created": "dispu
 REFUND_TYPES = frozenset({"charge.refund.updated", "refund.failed", "refund.updated"})
 #: Statuses of a refund that returned nothing; both are final.
 UNDONE = frozenset({"failed", "canceled"})
+#: Payments of an invoice that Stripe refunds (https://docs.stripe.com/api/invoice-payment/object#invoice_payment_object-payment-type);
+#: a ``payment_record`` (paid outside Stripe) is refunded outside it too.
+REFUNDABLE = frozenset({"charge", "payment_intent"})
 ACTED_ON = SUBSCRIPTION_TYPES | CUSTOMER_TYPES | INVOICE_TYPES | set(PAYMENT_TYPES) | REFUND_TYPES \
     | {"checkout.session.completed"}
 
@@ -119,37 +122,56 @@ class StripeEvents:
                 restores = f"disputed:{dispute}"
             else:
                 revokes = f"disputed:{dispute}"
-        invoice_id = self._invoice_of_payment(obj)
-        if reason == "refunded" and stripe_objects.fully_refunded(obj) and invoice_id:
-            revokes = self._refunds_standing(obj)  # a partial refund leaves access as it is
-        return self._returned(invoice_id, lookup, revokes, restores)
+        refunded = obj if reason == "refunded" and stripe_objects.fully_refunded(obj) else None
+        return self._returned(self._invoice_of_payment(obj), lookup, revokes, restores, refunded)
 
     def _returned(self, invoice_id: str | None, lookup: Lookup, revokes: str | None,
-                  restores: str | None) -> Translation:
+                  restores: str | None, refunded: dict | None = None) -> Translation:
+        """``refunded``: a charge refunded in full, which revokes while its invoice is
+        (``_refunds_standing``); a partial refund leaves access as it is."""
         api = self.snapshots.require_api("find the invoice of a payment")
         invoice = api.invoice(invoice_id) if invoice_id else {}
         subscription_id = stripe_objects.invoice_subscription(invoice)
         if subscription_id is None:
             return ignored("the payment paid no subscription invoice")
+        if refunded is not None:
+            revokes = self._refunds_standing(refunded, invoice)
         period = stripe_objects.invoice_period(invoice, self.snapshots.catalog)
         if revokes and not stripe_objects.pays_period(invoice, period):
             revokes = None  # a proration or an extra charge returned: the period stays paid for
         return self.snapshots.fetched(subscription_id, lookup, revokes, invoice_id, restores, period)
 
-    def _refunds_standing(self, charge: dict) -> str | None:
-        """The cause of a charge refunded in full, named by the refunds that make it so as
+    def _refunds_standing(self, charge: dict, invoice: dict) -> str | None:
+        """The cause of an invoice refunded in full, named by the refunds that make it so as
         Stripe shows them now (``refunded:re_1``, ``refunded:re_1+re_2``): one of them that
         fails later gives it back, and a new refund after that is another cause. ``None``
-        when those not failed or canceled no longer add up to the charge."""
-        api = self.snapshots.require_api("list the refunds of a charge")
-        standing = [r for r in api.refunds_of_charge(charge["id"]) if r.get("status") not in UNDONE]
+        when those not failed or canceled no longer add up to what was paid. An invoice
+        paid by several payments (basil+) is refunded in full when all of them are; one
+        paid by ``charge`` alone, when it is."""
+        api = self.snapshots.require_api("list the refunds of a payment")
+        amount, paid = charge.get("amount"), invoice.get("amount_paid")
+        if isinstance(amount, int) and isinstance(paid, int) and paid > amount:
+            refunds, amount = [r for kind, paid_by in self._payments(invoice["id"])
+                               for r in api.refunds_of(kind, paid_by)], paid
+        else:
+            refunds = api.refunds_of("charge", charge["id"])
+        standing = [r for r in refunds if r.get("status") not in UNDONE]
         ids = sorted(r["id"] for r in standing if isinstance(r.get("id"), str) and r["id"])
         amounts = [r.get("amount") for r in standing]
-        amount = charge.get("amount")
         if not ids or not all(isinstance(a, int) for a in amounts) or not isinstance(amount, int) \
                 or sum(amounts) < amount:
             return None
         return "refunded:" + "+".join(ids)
+
+    def _payments(self, invoice_id: str) -> list[tuple[str, str]]:
+        """The (``charge`` or ``payment_intent``, id) of each payment that paid the invoice."""
+        found = []
+        for payment in self.snapshots.require_api("list an invoice's payments").payments_of_invoice(invoice_id):
+            paid_by = payment.get("payment") if payment.get("status") == "paid" else None
+            kind = paid_by.get("type") if isinstance(paid_by, dict) else None
+            if kind in REFUNDABLE and isinstance(paid_by.get(kind), str) and paid_by[kind]:
+                found.append((kind, paid_by[kind]))
+        return found
 
     def _refund_undone(self, refund: dict, lookup: Lookup) -> Translation:
         """A refund failed or canceled returned nothing: it gives back the full refund it

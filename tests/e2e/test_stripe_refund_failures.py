@@ -4,9 +4,14 @@ the local Stripe fake, read back through the entitlement API.
 
 Stripe sets the refund's ``status`` to ``failed`` (``failure_reason`` says why), puts its
 amount back on the charge (``amount_refunded``), and tells by ``charge.refund.updated``
-and, in newer API versions, ``refund.failed`` and ``refund.updated``."""
+and, in newer API versions, ``refund.failed`` and ``refund.updated``.
+
+An invoice paid by several payments (partial payments on invoices, API version basil and
+later) is refunded in full only when the refunds of all its payments add up to what it was
+paid (https://docs.stripe.com/api/invoice-payment/list)."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -17,7 +22,7 @@ from devtools import stripe_objects as so
 from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY, count_events
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
-from tests.support.stripe_scenarios import signup
+from tests.support.stripe_scenarios import Signup, refund, signup
 
 SECRET = new_secret()
 FAILURE_TYPES = ["charge.refund.updated", "refund.failed", "refund.updated"]
@@ -192,3 +197,75 @@ def test_a_charge_refunded_in_full_by_more_than_a_page_of_refunds_is_revoked(cli
     assert fake.state.objects["charge"][s.charge_id]["amount_refunded"] == 999
     assert deliver(client, refunded(s, created=t)) == "processed"
     assert status(api, client) == "revoked"
+
+
+# An invoice paid by two payments, 500 then 499 of its 999.
+FIRST, SECOND = 500, 499
+
+
+@dataclasses.dataclass
+class Payment:
+    charge_id: str
+    payment_intent: str
+    amount: int
+
+
+def paid_twice(client, api, fake, shape: str) -> tuple[Signup, list[Payment]]:
+    """A subscriber whose first invoice (999) was paid by two payments, 500 then 499."""
+    s = signup(fake)
+    fake.state.objects["invoice_payment"].clear()
+    payments = [Payment(s.charge_id, s.payment_intent, FIRST), Payment(so.new_id("ch"), so.new_id("pi"), SECOND)]
+    for index, p in enumerate(payments):
+        fake.put(payment_charge(s, p, shape))
+        fake.pay(s.invoice_id, p.payment_intent, amount=p.amount, is_default=index == 0)
+    assert deliver(client, so.event("customer.subscription.created", s.subscription(shape), shape=shape)) == "processed"
+    assert status(api, client) == "active"
+    return s, payments
+
+
+def payment_charge(s: Signup, p: Payment, shape: str, refunded: int = 0) -> dict:
+    return so.charge(shape, charge_id=p.charge_id, customer=s.customer, invoice_id=s.invoice_id,
+                     payment_intent=p.payment_intent, amount=p.amount, amount_refunded=refunded)
+
+
+def payment_refunded(fake, s: Signup, p: Payment, shape: str) -> dict:
+    """Stripe refunds ``p`` in full; its ``charge.refunded`` event."""
+    refund(fake, p.charge_id, p.payment_intent, p.amount)
+    return so.event("charge.refunded", payment_charge(s, p, shape, refunded=p.amount), shape=shape)
+
+
+def causes(app, s: Signup) -> set[str]:
+    return {cause for cause, _, _ in stored(app, s.sub_id).revocations.taken}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_one_of_two_payments_refunded_in_full_leaves_the_period_paid_for(app, client, api, fake, shape):
+    s, (first, second) = paid_twice(client, api, fake, shape)
+    assert deliver(client, payment_refunded(fake, s, first, shape)) == "processed"
+    assert status(api, client) == "active"  # 499 of 999 is still paid
+    assert causes(app, s) == set()
+    assert deliver(client, payment_refunded(fake, s, second, shape)) == "processed"
+    assert status(api, client) == "revoked"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(2))))
+def test_both_payments_refunded_revoke_once_whichever_is_told_first(app, client, api, fake, order):
+    s, payments = paid_twice(client, api, fake, "basil")
+    events = [payment_refunded(fake, s, p, "basil") for p in payments]
+    for index in order:
+        assert deliver(client, events[index]) == "processed"
+        assert status(api, client) == "revoked"
+    refund_ids = sorted(fake.state.objects["refund"])
+    assert causes(app, s) == {"refunded:" + "+".join(refund_ids)}
+
+
+def test_a_refund_of_either_payment_that_fails_gives_the_period_back(app, client, api, fake):
+    s, payments = paid_twice(client, api, fake, "basil")
+    for p in payments:
+        deliver(client, payment_refunded(fake, s, p, "basil"))
+    assert status(api, client) == "revoked"
+    first = next(r for r in fake.state.objects["refund"].values() if r["charge"] == payments[0].charge_id)
+    failed = refund(fake, payments[0].charge_id, payments[0].payment_intent, FIRST, "failed", first["id"])
+    assert deliver(client, so.event("refund.failed", failed)) == "processed"
+    assert status(api, client) == "active"
+

@@ -20,6 +20,16 @@ API_KEY = "sk_test_gateway_4242"
 EMBEDDED_LINES = 10
 
 
+def paged(request: Request, data: list[dict], url: str) -> tuple[int, dict]:
+    """A page of ``data``: ``limit`` objects after the id ``starting_after``
+    (https://docs.stripe.com/api/pagination)."""
+    after = request.params.get("starting_after")
+    if after is not None:
+        data = data[[item["id"] for item in data].index(after) + 1:]
+    limit = int(request.params.get("limit", 10))
+    return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit, "url": url}
+
+
 def register_billing(fake: FakeStripe) -> None:
     for kind, path in (("subscription", "subscriptions"), ("charge", "charges")):
         fake.route("GET", f"/v1/{path}/{{id}}")(lambda state, request, id, kind=kind: (200, state.get(kind, id)))
@@ -37,35 +47,26 @@ def register_billing(fake: FakeStripe) -> None:
     def list_invoice_lines(state, request, id):
         """https://docs.stripe.com/api/invoices/invoice_lines: pages after ``starting_after``."""
         data = (state.get("invoice", id).get("lines") or {}).get("data") or []
-        after = request.params.get("starting_after")
-        if after is not None:
-            data = data[[line["id"] for line in data].index(after) + 1:]
-        limit = int(request.params.get("limit", 10))
-        return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit,
-                     "url": f"/v1/invoices/{id}/lines"}
+        return paged(request, data, f"/v1/invoices/{id}/lines")
 
     @fake.route("GET", "/v1/invoice_payments")
     def list_invoice_payments(state, request):
-        wanted = (request.params.get("payment") or {}).get("payment_intent")
+        """https://docs.stripe.com/api/invoice-payment/list: ``invoice`` or ``payment`` filters."""
+        wanted = request.params.get("payment") or {}
         data = [p for p in state.objects["invoice_payment"].values()
-                if wanted in (None, p["payment"]["payment_intent"])
+                if all(p["payment"].get(key) == value for key, value in wanted.items())
                 and request.params.get("invoice") in (None, p["invoice"])]
-        limit = int(request.params.get("limit", 10))
-        return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit,
-                     "url": "/v1/invoice_payments"}
+        return paged(request, data, "/v1/invoice_payments")
 
     @fake.route("GET", "/v1/refunds")
     def list_refunds(state, request):
-        """https://docs.stripe.com/api/refunds/list: newest first, ``charge`` filters,
-        pages of ``limit`` after the id ``starting_after``."""
-        wanted = request.params.get("charge")
-        data = sorted((r for r in state.objects["refund"].values() if wanted in (None, r["charge"])),
+        """https://docs.stripe.com/api/refunds/list: newest first, ``charge`` or
+        ``payment_intent`` filters."""
+        wanted = {key: request.params[key] for key in ("charge", "payment_intent") if key in request.params}
+        data = sorted((r for r in state.objects["refund"].values()
+                       if all(r.get(key) == value for key, value in wanted.items())),
                       key=lambda r: (r["created"], r["id"]), reverse=True)
-        after = request.params.get("starting_after")
-        if after is not None:
-            data = data[[r["id"] for r in data].index(after) + 1:]
-        limit = int(request.params.get("limit", 10))
-        return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit, "url": "/v1/refunds"}
+        return paged(request, data, "/v1/refunds")
 
     @fake.route("POST", "/v1/checkout/sessions")
     def create_checkout_session(state, request):
@@ -113,11 +114,14 @@ class StripeBilling(FakeStripe):
         self.state.objects[obj["object"]][obj["id"]] = obj
         return obj
 
-    def pay(self, invoice_id: str, payment_intent: str) -> None:
-        """Record that ``payment_intent`` paid ``invoice_id``, as the Invoice Payments API shows."""
-        self.put({"id": self.state.new_id("inpay"), "object": "invoice_payment", "amount_paid": 999,
-                  "currency": "usd", "invoice": invoice_id, "is_default": True, "livemode": False,
-                  "status": "paid", "payment": {"type": "payment_intent", "payment_intent": payment_intent}})
+    def pay(self, invoice_id: str, payment_intent: str, amount: int = 999, is_default: bool = True,
+            status: str = "paid") -> None:
+        """Record that ``payment_intent`` paid ``amount`` of ``invoice_id``, as the Invoice
+        Payments API shows (https://docs.stripe.com/api/invoice-payment/object)."""
+        self.put({"id": self.state.new_id("inpay"), "object": "invoice_payment", "amount_paid": amount,
+                  "amount_requested": amount, "currency": "usd", "invoice": invoice_id,
+                  "is_default": is_default, "livemode": False,
+                  "status": status, "payment": {"type": "payment_intent", "payment_intent": payment_intent}})
 
     def requests_to(self, path_prefix: str) -> list[Request]:
         return [request for request in self.requests if request.path.startswith(path_prefix)]
