@@ -1,1 +1,1 @@
-"""Persistence behind a small port: a SQL implementation and an in-memory fake."""
+"""Persistence behind a small port (`port.py`): the SQL stores, PostgreSQL and SQLite."""

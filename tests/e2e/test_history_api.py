@@ -123,7 +123,7 @@ def test_a_transfer_is_evidence_for_the_subscriptions_it_moved(client):
 def test_the_in_memory_store_keeps_the_same_evidence():
     from gateway import create_app
     from gateway.config import from_env
-    from gateway.store.memory import MemoryStore
+    from tests.fakes.memory_store import MemoryStore
 
     app = create_app(from_env({"GATEWAY_API_KEYS": API_KEY, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH}), store=MemoryStore())
     client = app.test_client()

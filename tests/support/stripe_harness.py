@@ -13,7 +13,7 @@ from gateway.ingest import Ingest
 from gateway.jobs.retry import retry_due
 from gateway.providers.stripe_api import StripeHttpApi
 from gateway.providers.stripe_events import StripeEvents
-from gateway.store.memory import MemoryStore
+from tests.fakes.memory_store import MemoryStore
 from gateway.web.presenters import entitlements_answer
 from tests.support.events import find_event
 

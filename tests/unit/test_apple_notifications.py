@@ -15,7 +15,7 @@ from gateway.domain.catalog import Catalog
 from gateway.ingest import Ingest
 from gateway.providers.apple_notifications import AppleNotifications, build
 from gateway.providers.unconfigured import Unconfigured
-from gateway.store.memory import MemoryStore
+from tests.fakes.memory_store import MemoryStore
 
 USER = str(uuid.uuid4())
 

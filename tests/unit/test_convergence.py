@@ -12,7 +12,7 @@ from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Transfer, Translation
 from gateway.domain.model import Snapshot, Status, merge_snapshot
-from gateway.store.memory import MemoryStore
+from tests.fakes.memory_store import MemoryStore
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 NOW = T0 + timedelta(days=2)

@@ -13,7 +13,7 @@ from gateway.errors import Malformed, StoreApiError, Unavailable
 from gateway.ingest import Ingest
 from gateway.jobs.retry import retry_due
 from gateway.providers.revenuecat_events import RevenueCatEvents
-from gateway.store.memory import MemoryStore
+from tests.fakes.memory_store import MemoryStore
 from tests.support.events import record_event
 
 HEADERS = {"Authorization": rc.AUTH}

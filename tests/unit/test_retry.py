@@ -12,7 +12,7 @@ from gateway.domain.catalog import Catalog
 from gateway.ingest import Ingest
 from gateway.jobs import retry
 from gateway.providers.revenuecat_events import RevenueCatEvents
-from gateway.store.memory import MemoryStore
+from tests.fakes.memory_store import MemoryStore
 from tests.support.events import record_event
 
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)

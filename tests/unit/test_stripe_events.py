@@ -17,7 +17,7 @@ from gateway.errors import Malformed, NotConfigured, StoreApiError, Unauthorized
 from gateway.ingest import StoreLookup
 from gateway.providers import stripe_webhook
 from gateway.providers.stripe_events import StripeEvents
-from gateway.store.memory import MemoryStore
+from tests.fakes.memory_store import MemoryStore
 from tests.support.stripe_harness import CATALOG
 
 SECRET, NEXT_SECRET = new_secret(), new_secret()

@@ -1,4 +1,4 @@
-"""An in-memory store for unit tests: the same port, whole-store transactions."""
+"""An in-memory store for unit tests: the same port as the SQL stores, whole-store transactions."""
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +15,7 @@ from gateway.domain.entitlements import Grant
 from gateway.domain.events import WAITING, Event
 from gateway.domain.model import GRANTING, Subscription, link_claim
 
-from .port import Store, StoreUnavailable, Transaction
+from gateway.store.port import Store, StoreUnavailable, Transaction
 
 
 @dataclasses.dataclass
