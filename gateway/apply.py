@@ -96,6 +96,10 @@ class Changes:
         accounts |= {(s.source, s.account) for t in translations for s in t.snapshots if s.account}
         moved = [t for tr in translations for t in tr.transfers]
         accounts |= {(t.source, a) for t in moved for a in (*t.from_accounts, REGISTER)}
+        # An owner a transferable translation gives is an account a transfer may move from:
+        # locked, so that the transfer, recorded together, finds the purchase or is found.
+        accounts |= {(c.source, c.user_sub) for t in translations if t.transferable
+                     for c in (*t.snapshots, *t.links) if c.user_sub}
         if accounts - self.accounts:
             self.tx.lock_accounts(sorted(accounts - self.accounts))
             self.accounts |= accounts
@@ -114,7 +118,7 @@ class Changes:
         for snapshot in translation.snapshots:
             if stale_read(self.held[(snapshot.source, snapshot.key)], snapshot):
                 raise StaleRead(f"{snapshot.source} {snapshot.key} changed while it was read")
-        step = _Step(self)
+        step = _Step(self, translation.transferable)
         for link in translation.links:
             self._link(step, link)
         for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
@@ -159,15 +163,20 @@ class Changes:
         self.tx.record_transfer(transfer, self.now)
         accounts = transfer.from_accounts
         held = self.held_by(transfer.source, accounts, accounts)
-        reached, pending = set(), {n for s in held for n in (s.owner, s.snapshot.account) if n}
-        register: list[Transfer] = []
-        while pending:  # every account an owner may pass through, from those held now
+        register = self.register(transfer.source, {n for s in held for n in (s.owner, s.snapshot.account) if n})
+        for current in held:
+            step.save(current, transferred(current, register), replayed=True)
+
+    def register(self, source: str, names: set[str]) -> list[Transfer]:
+        """The recorded transfers from ``names``, and on from each one's new owner: every
+        account an owner may pass through from there."""
+        reached, pending, register = set(), set(names), []
+        while pending:
             reached |= pending
-            found = self.tx.transfers_from(transfer.source, sorted(pending))
+            found = self.tx.transfers_from(source, sorted(pending))
             register += found
             pending = {t.to_user for t in found if t.to_user} - reached
-        for current in held:
-            step.save(current, transferred(current, register))
+        return register
 
     def held_by(self, source: str, accounts: tuple[str, ...], owners: tuple[str, ...]) -> list[Subscription]:
         """The subscriptions these accounts or owners hold, locked, each as it now is here."""
@@ -219,15 +228,26 @@ def append_changes(tx: Transaction, found: dict[str, list[Changed]], now: dateti
 class _Step:
     """What one translation changed: the users concerned and the subscriptions touched."""
 
-    def __init__(self, changes: Changes) -> None:
+    def __init__(self, changes: Changes, transferable: bool = False) -> None:
         self.changes = changes
+        self.transferable = transferable
         self.users: set[str] = set()
         self.touched: set[Key] = set()
 
-    def save(self, current: Subscription | None, updated: Subscription) -> None:
+    def save(self, current: Subscription | None, updated: Subscription, replayed: bool = False) -> None:
+        """Keep ``updated``; in a transferable translation, one whose owner or account
+        this changed (``replayed``: not yet) first takes the transfers recorded from them."""
+        if self.transferable and not replayed and _holder(updated) != (_holder(current) if current else None):
+            names = {n for n in _holder(updated) if n}
+            updated = transferred(updated, self.changes.register(updated.snapshot.source, names))
         key = (updated.snapshot.source, updated.snapshot.key)
         self.touched.add(key)
         self.changes.held[key] = updated
         if updated != current:
             self.changes.unsaved[key] = updated
             self.users.update(s.owner for s in (current, updated) if s is not None and s.owner)
+
+
+def _holder(subscription: Subscription) -> tuple[str | None, str | None]:
+    """Who a transfer may move ``subscription`` from: its owner and its store account."""
+    return subscription.owner, subscription.snapshot.account

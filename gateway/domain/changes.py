@@ -61,6 +61,10 @@ class Translation:
     transfers: tuple[Transfer, ...] = ()
     #: Why nothing is applied, for a verified delivery of no interest.
     ignored_reason: str | None = None
+    #: The source keeps a register of transfers (RevenueCat): a subscription whose owner
+    #: or account these snapshots and links change answers to the transfers recorded from
+    #: them, so a transfer delivered before the purchase it moves still moves it.
+    transferable: bool = False
 
     @property
     def is_empty(self) -> bool:

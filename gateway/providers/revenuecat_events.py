@@ -146,7 +146,7 @@ class RevenueCatEvents:
         )
         aliases = {a for a in [event["app_user_id"], event["original_app_user_id"], *(event["aliases"] or [])] if a}
         links = tuple(Link(SOURCE, alias, owner, as_of) for alias in sorted(aliases) if owner and alias != owner)
-        return Translation(snapshots=(snapshot,), links=links)
+        return Translation(snapshots=(snapshot,), links=links, transferable=True)
 
     @staticmethod
     def _state(event: dict) -> tuple[Status, datetime | None, bool]:

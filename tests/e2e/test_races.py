@@ -354,3 +354,28 @@ def test_two_transfers_back_and_forth_released_together_end_with_the_newer(world
     answers = together(lambda: time.sleep(delay) or world.revenuecat(there), lambda: world.revenuecat(back))
     assert [ok(answer) for answer in answers] == ["processed", "processed"]
     assert (world.premium(user_b), (world.premium(user_a) or {}).get("active")) == (None, True)
+
+
+@pytest.mark.parametrize("bought", ["as the user", "anonymously"])
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_a_transfer_and_the_purchase_it_moves_released_together_end_with_the_new_user(
+        world, make_app, revenuecat, round_, bought):
+    """A purchase (t1) and the transfer of its user's purchases (t2), each through a
+    gateway of its own (one process batches concurrent deliveries into one transaction),
+    by a varying delay so that the two transactions overlap in every order: the transfer
+    finds the purchase (it committed first), or the purchase finds the transfer in the
+    register. Bought anonymously, the purchase's account is not the user it names: its
+    transaction must still hold that user's lock, or neither sees the other."""
+    other = make_app(GATEWAY_API_KEYS=API_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH).test_client()
+    user_a, user_b, at = new_user(), new_user(), now()
+    account = user_a if bought == "as the user" else f"$RCAnonymousID:{user_a.replace('-', '')[-32:]}"
+    purchase = rc.event("INITIAL_PURCHASE", account, original_app_user_id=account, aliases=sorted({account, user_a}),
+                        transaction=f"76{1 + (bought == 'anonymously')}{round_:03d}",
+                        at_ms=ms(at - timedelta(seconds=2)), expiration_at_ms=ms(soon(6)))
+    moved = rc.transfer([user_a], [user_b], at_ms=ms(at - timedelta(seconds=1)))
+    delays = [(round_ % 6) * 0.003, 0.0][::1 if round_ % 2 else -1]  # either side sent later
+    answers = together(lambda: time.sleep(delays[0]) or world.revenuecat(moved),
+                       lambda: time.sleep(delays[1]) or other.post(
+                           "/webhooks/revenuecat", data=rc.body(purchase), headers={"Authorization": rc.AUTH}))
+    assert [ok(answer) for answer in answers] == ["processed", "processed"]
+    assert (world.premium(user_a), (world.premium(user_b) or {}).get("active")) == (None, True)

@@ -135,6 +135,32 @@ def test_transfer_moves_access_to_the_new_user(client, api):
     assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (False, True)
 
 
+@pytest.mark.parametrize("bought", ["as the user", "anonymously"])
+def test_a_transfer_delivered_before_the_purchase_it_moves_still_moves_it(client, api, bought):
+    # RevenueCat retries a failed delivery later: the TRANSFER (t2) may come first and find
+    # nothing held; the purchase (t1) it moved is still the new user's when it arrives.
+    account = "user-1" if bought == "as the user" else "$RCAnonymousID:5e1f"
+    assert send(client, rc.transfer([account], ["user-2"], at_ms=NOW_MS)).get_json() == {"status": "processed"}
+    send(client, rc.event("INITIAL_PURCHASE", user=account, original_app_user_id=account,
+                          aliases=sorted({account, "user-1"}), at_ms=NOW_MS - 1000))
+    assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (False, True)
+    # A later event of the purchase that still names the old user, stamped after the transfer: it holds.
+    send(client, rc.event("RENEWAL", user="user-1", at_ms=NOW_MS + 1000))
+    assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (True, False)
+
+
+def test_an_alias_delivered_after_a_transfer_from_its_user_gives_the_purchase_to_the_new_user(client, api):
+    # Bought anonymously; the user logged in (t1, told late by an event that aliases the
+    # ids), then restored on another account (TRANSFER at t2, told first).
+    anonymous = "$RCAnonymousID:77aa"
+    send(client, rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous,
+                          aliases=[anonymous], at_ms=NOW_MS - 3000, transaction="500"))
+    assert send(client, rc.transfer(["user-1"], ["user-2"], at_ms=NOW_MS)).get_json() == {"status": "processed"}
+    send(client, rc.event("UNCANCELLATION", user="user-1", original_app_user_id=anonymous,
+                          aliases=[anonymous, "user-1"], at_ms=NOW_MS - 1000, transaction="500"))
+    assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (False, True)
+
+
 def holders_after_transfers(client, api, chains: dict[str, list[tuple[str, str]]]) -> dict[tuple, list[str]]:
     """Each chain's transfers after the purchase, in every order, bought as a user and
     bought anonymously (then logged in): a world of its own users and transaction each,
