@@ -89,9 +89,10 @@ class AppleNotifications:
         if not isinstance(key, str) or not key:
             raise Malformed("the transaction has no originalTransactionId", code="apple_malformed")
         as_of, expires = instant(transaction.get("signedDate")), instant(transaction.get("expiresDate"))
-        if as_of and expires and expires < as_of and transaction.get("revocationDate") is None:
+        if as_of and expires and expires < as_of:
             # Without the renewal info, a lapsed period says nothing of what followed it (a
-            # grace period, billing retry): it counts as of its end, older than any of those.
+            # grace period, billing retry, a renewal): it counts as of its end, older than
+            # any of those. Refunded, its revocation still takes back that period.
             as_of = expires
         return key, translate_transaction(transaction, None, as_of, PURCHASE_REGISTRATION, self.catalog)
 
