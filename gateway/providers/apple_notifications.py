@@ -76,7 +76,8 @@ class AppleNotifications:
         if not transaction:
             return ignored(f"{kind} carries no transaction")
         as_of = instant(notification.get("signedDate"))
-        if notification.get("notificationType") in REFUND_TYPES and _past_period(transaction, data.get("renewal"), as_of):
+        refund = notification.get("notificationType") in REFUND_TYPES
+        if refund and _past_period(transaction, data.get("renewal"), as_of):
             # The notification carries the refunded transaction, which may be a renewal
             # long past: its revocationDate is that period's, not the subscription's.
             return ignored(f"{kind} concerns a period that had ended or was renewed; the current one is unaffected")
