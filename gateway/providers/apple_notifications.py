@@ -76,11 +76,11 @@ class AppleNotifications:
         if not transaction:
             return ignored(f"{kind} carries no transaction")
         as_of = instant(notification.get("signedDate"))
-        ended = instant(transaction.get("expiresDate"))
-        if notification.get("notificationType") in REFUND_TYPES and ended and as_of and ended <= as_of:
+        refund = notification.get("notificationType") in REFUND_TYPES
+        if refund and _past_period(transaction, data.get("renewal"), as_of):
             # The notification carries the refunded transaction, which may be a renewal
             # long past: its revocationDate is that period's, not the subscription's.
-            return ignored(f"{kind} concerns a period that had ended; the current one is unaffected")
+            return ignored(f"{kind} concerns a period that had ended or was renewed; the current one is unaffected")
         return translate_transaction(transaction, data.get("renewal"), as_of, kind, self.catalog)
 
     def purchase(self, signed_transaction: str) -> tuple[str, Translation]:
@@ -90,9 +90,10 @@ class AppleNotifications:
         if not isinstance(key, str) or not key:
             raise Malformed("the transaction has no originalTransactionId", code="apple_malformed")
         as_of, expires = instant(transaction.get("signedDate")), instant(transaction.get("expiresDate"))
-        if as_of and expires and expires < as_of and transaction.get("revocationDate") is None:
+        if as_of and expires and expires < as_of:
             # Without the renewal info, a lapsed period says nothing of what followed it (a
-            # grace period, billing retry): it counts as of its end, older than any of those.
+            # grace period, billing retry, a renewal): it counts as of its end, older than
+            # any of those. Refunded, its revocation still takes back that period.
             as_of = expires
         return key, translate_transaction(transaction, None, as_of, PURCHASE_REGISTRATION, self.catalog)
 
@@ -107,6 +108,20 @@ class AppleNotifications:
         if isinstance(part.get("signedRenewalInfo"), str):
             found["renewal"] = self.verifier.renewal(part["signedRenewalInfo"], environment)
         return found
+
+
+def _past_period(transaction: dict, renewal: dict | None, as_of) -> bool:
+    """Whether ``transaction`` is a period the subscription has left: ended by ``as_of``, or
+    followed by a renewal, which the App Store makes "slightly before it expires". The
+    renewal info's renewalDate is "the expiration date of the most recent auto-renewable
+    subscription purchase, including renewals"; a later one than this transaction's end
+    is another period's.
+    https://developer.apple.com/documentation/appstoreservernotifications/renewaldate"""
+    ended = instant(transaction.get("expiresDate"))
+    if ended is None:
+        return False
+    latest_end = instant((renewal or {}).get("renewalDate"))
+    return bool(as_of and ended <= as_of) or bool(latest_end and latest_end > ended)
 
 
 def _signed_payload(body: bytes) -> tuple[str, str]:

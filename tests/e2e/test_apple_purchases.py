@@ -133,3 +133,21 @@ def test_a_lapsed_transaction_registered_first_reads_expired(client, api, cognit
     response = register(client, cognito, ALICE, store.chain.sign(store.transaction("4200", signed=now(), expires=lapsed)))
     assert response.status_code == 200 and response.get_json()["is_premium"] is False
     assert api(client, ALICE)["entitlements"]["premium"]["status"] == "expired"
+
+
+def test_a_refunded_past_period_registered_leaves_the_current_period(client, api, cognito, store):
+    """StoreKit delivers a refund of an old period as that transaction again, now with its
+    revocationDate and signed at the refund (Transaction.updates), and the app registers
+    it like any transaction. Its period had ended long before: the notification of the
+    same refund is ignored (a past period), and the current period stands here too.
+    Stamped when signed, the old transaction's revoked view hid the current period."""
+    key, old_end = "4300", now() - timedelta(days=10)
+    renewed = now() - timedelta(days=1)
+    notify(client, store, store.notification("DID_RENEW", signed=renewed, transaction=store.transaction(
+        key, transaction_id=f"{key}-3", signed=renewed, expires=now() + timedelta(days=29)),
+        renewal=store.renewal(key, signed=renewed)))
+    refunded = store.transaction(key, transaction_id=f"{key}-1", signed=now(), expires=old_end, revoked=now())
+    response = register(client, cognito, ALICE, store.chain.sign(refunded))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    granted = api(client, ALICE)["entitlements"]["premium"]
+    assert (granted["status"], granted["active"]) == ("active", True)

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from devtools.apple_pki import mint_chain
-from devtools.apple_store import AppStore, now
+from devtools.apple_store import AppStore, ms, now
 from tests.e2e.conftest import API_KEY
 
 USER = str(uuid.uuid4())
@@ -41,6 +41,10 @@ def post(client, store, notification):
     response = client.post("/webhooks/apple", data=store.body(notification))
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_json()
+
+
+def iso(value) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def premium(api, client):
@@ -104,3 +108,31 @@ def test_a_later_view_of_the_refunded_transaction_stays_revoked(client, api, sto
                                                                          signed=now(), expires=end),
                                            renewal=store.renewal(key)))
     assert premium(api, client)["status"] == "revoked"
+
+
+@pytest.mark.parametrize("kind", ["REFUND", "REFUND_DECLINED", "REFUND_REVERSED"])
+def test_a_refund_decision_on_the_period_a_renewal_already_followed_leaves_the_renewal(client, api, store, kind):
+    """The App Store "renews the subscription slightly before it expires", so a refund of a
+    period may be decided after its renewal and before its expiresDate. The notification
+    carries the refunded transaction; its renewal info's renewalDate, "the expiration date
+    of the most recent auto-renewable subscription purchase, including renewals", is the
+    renewal's end: the transaction is not the current period. Taken as the newest view of
+    the subscription, it hid the renewal (revoked, or lapsing when the old period ends)."""
+    key, old_end = f"7400{len(kind)}", now() + timedelta(hours=6)
+    new_end, renewed = old_end + timedelta(days=30), now() - timedelta(hours=1)
+    post(client, store, store.notification("SUBSCRIBED", "INITIAL_BUY", signed=now() - timedelta(days=2),
+                                           transaction=store.transaction(key, token=USER, transaction_id=key,
+                                                                         signed=now() - timedelta(days=2),
+                                                                         expires=old_end),
+                                           renewal=store.renewal(key, renewalDate=ms(old_end))))
+    post(client, store, store.notification("DID_RENEW", signed=renewed, transaction=store.transaction(
+        key, token=USER, transaction_id=f"{key}-2", signed=renewed, expires=new_end),
+        renewal=store.renewal(key, signed=renewed, renewalDate=ms(new_end))))
+    extra = {"revoked": now()} if kind == "REFUND" else {}
+    decided = store.notification(kind, signed=now(), transaction=store.transaction(
+        key, token=USER, transaction_id=key, signed=now(), expires=old_end, **extra),
+        renewal=store.renewal(key, renewalDate=ms(new_end)))
+    answer = post(client, store, decided)
+    got = premium(api, client)
+    assert (got["status"], got["active"], got["expires_at"]) == ("active", True, iso(new_end))
+    assert answer == {"status": "ignored"}
