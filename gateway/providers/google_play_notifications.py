@@ -108,7 +108,7 @@ class GooglePlayNotifications:
                 # token: it goes with the old token's account, so that the link that names its
                 # user, whenever it comes, attaches both (under the lock)
                 snapshot = dataclasses.replace(snapshot, account=old)
-        return Translation(snapshots=(snapshot, state.replaced(old, current, as_of)), links=links)
+        return Translation(snapshots=(snapshot, state.replaced(old, current, as_of, token)), links=links)
 
     def _acknowledge(self, token: str, purchase: dict) -> None:
         if not state.needs_acknowledgement(purchase):

@@ -12,6 +12,7 @@ import re
 from datetime import datetime, timezone
 
 from gateway.domain.catalog import Catalog
+from gateway.domain import model
 from gateway.domain.model import Snapshot, Status, Subscription
 
 log = logging.getLogger("gateway.google")
@@ -121,8 +122,12 @@ def current_orders(purchase: dict) -> set[str]:
     return {order for order in orders if isinstance(order, str) and order}
 
 
-def replaced(token: str, current: Subscription | None, as_of: datetime) -> Snapshot:
-    """The old token of an upgrade, downgrade or resubscription: it no longer grants.
+def replaced(token: str, current: Subscription | None, as_of: datetime, by: str) -> Snapshot:
+    """The old token of an upgrade, downgrade or resubscription (replaced ``by`` another):
+    it no longer grants, for good. Play goes on showing it active for a while, so a view
+    of it read later must not give it back: the replacement is recorded like a revocation
+    of every period (``model.REPLACED``), whatever the order the two tokens' deliveries
+    come in.
 
     It names no account: the old purchase's own (its token, or the purchase it replaced
     in turn while that one's owner was unknown) is its delivery's to say, and a
@@ -132,6 +137,7 @@ def replaced(token: str, current: Subscription | None, as_of: datetime) -> Snaps
         source=SOURCE, key=token, as_of=as_of, status=Status.EXPIRED,
         product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
         will_renew=False, environment=known.environment if known else None, raw_status=REPLACED,
+        revokes=f"{model.REPLACED}:{by}", revoked_period=(None, None),
     )
 
 
