@@ -137,6 +137,7 @@ def replaced(token: str, current: Subscription | None, as_of: datetime, by: str)
         source=SOURCE, key=token, as_of=as_of, status=Status.EXPIRED,
         product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
         will_renew=False, environment=known.environment if known else None, raw_status=REPLACED,
+        entitlements=known.entitlements if known else None,  # its add-ons' too: they end, not vanish
         revokes=f"{model.REPLACED}:{by}", revoked_period=(None, None),
     )
 

@@ -1,6 +1,7 @@
 """SubscriptionPurchaseV2 resources into snapshots (no I/O)."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -88,6 +89,8 @@ def test_a_replaced_token_no_longer_grants_but_keeps_what_was_known():
     assert (snapshot.status, snapshot.raw_status, snapshot.will_renew) == (Status.EXPIRED, "REPLACED", False)
     assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == ("premium_monthly", None, None)
     assert state.replaced("never-seen", None, NOW, "new").product_id is None
+    with_addon = dataclasses.replace(known, entitlements=("premium", "storage"))
+    assert state.replaced("old", Subscription(with_addon), NOW, "new").entitlements == ("premium", "storage")
 
 
 def test_a_replacement_read_later_leaves_the_old_purchases_account_as_its_delivery_gave_it():
