@@ -148,7 +148,8 @@ class Revocations:
         ``cancel_at`` lengthens the period shown, not paid); where either does not, a
         period that ends later than the revoked one is a renewal, and grants.
         """
-        for cause, period_end, period_id in sorted(self.taken, key=lambda item: item[0]):
+        # A refund or a void names what it took before a replacement does (``REPLACED``).
+        for cause, period_end, period_id in sorted(self.taken, key=lambda item: (_replacing(item[0]), item[0])):
             if self.given(cause):
                 continue
             if period_id and snapshot.period_id:
@@ -279,7 +280,19 @@ def link_claim(as_of: datetime | None, user_sub: str) -> tuple:
     return _owner_claim(as_of, user_sub)
 
 
+#: The cause (``replaced:<new key>``) recorded on a purchase another one replaced (a Google
+#: upgrade, by ``linkedPurchaseToken``): it grants no more, whatever the store goes on
+#: showing of it, and nothing was refunded, so it reads as expired.
+REPLACED = "replaced"
+
+
+def _replacing(cause: str) -> bool:
+    return cause.partition(":")[0] == REPLACED
+
+
 def revoked(snapshot: Snapshot, reason: str) -> Snapshot:
-    """The snapshot with its period taken back (a refund, a dispute, a voided purchase)."""
-    return dataclasses.replace(snapshot, status=Status.REVOKED, will_renew=False,
+    """The snapshot with its period taken back (a refund, a dispute, a voided purchase), or
+    ended by a replacement."""
+    status = Status.EXPIRED if reason == REPLACED else Status.REVOKED
+    return dataclasses.replace(snapshot, status=status, will_renew=False,
                                raw_status=f"{snapshot.raw_status}:{reason}")

@@ -43,8 +43,9 @@ class GooglePlayNotifications:
     source = SOURCE
 
     def __init__(self, package: str, verifier: PushTokenVerifier, api: PlayApi,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, catalog: Catalog | None = None) -> None:
         self.package, self.verifier, self.api, self.clock = package, verifier, api, clock
+        self.catalog = catalog  # what each line item's product grants (a purchase with add-ons)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
         self.verifier.verify(bearer(headers.get("Authorization")))
@@ -91,7 +92,7 @@ class GooglePlayNotifications:
         user it names linked to its token; for a replacing purchase also the old token,
         replaced, and the old owner carried over when the new purchase names no user."""
         # A voided period stays revoked while Play still shows it: the merge decides that.
-        snapshot = dataclasses.replace(state.snapshot_of(token, purchase, as_of), read_since=read_since)
+        snapshot = dataclasses.replace(state.snapshot_of(token, purchase, as_of, self.catalog), read_since=read_since)
         # Linked, not only named: a purchase that replaces this one later may name nobody
         # and belong to this token's account (below).
         links = (Link(SOURCE, token, snapshot.user_sub, as_of, carries=True),) if snapshot.user_sub else ()
@@ -107,7 +108,7 @@ class GooglePlayNotifications:
                 # token: it goes with the old token's account, so that the link that names its
                 # user, whenever it comes, attaches both (under the lock)
                 snapshot = dataclasses.replace(snapshot, account=old)
-        return Translation(snapshots=(snapshot, state.replaced(old, current, as_of)), links=links)
+        return Translation(snapshots=(snapshot, state.replaced(old, current, as_of, token)), links=links)
 
     def _acknowledge(self, token: str, purchase: dict) -> None:
         if not state.needs_acknowledgement(purchase):
@@ -177,4 +178,4 @@ def build(settings, catalog: Catalog):
     certs = CertificateCache(settings.google_oidc_certs_url or DEFAULT_CERTS_URL)
     verifier = PushTokenVerifier(settings.google_pubsub_audience, settings.google_pubsub_service_account, certs)
     api = PlayHttpApi(access_token_source(settings), settings.google_play_api_base)
-    return GooglePlayNotifications(settings.google_package_name, verifier, api)
+    return GooglePlayNotifications(settings.google_package_name, verifier, api, catalog=catalog)

@@ -11,6 +11,8 @@ import logging
 import re
 from datetime import datetime, timezone
 
+from gateway.domain.catalog import Catalog
+from gateway.domain import model
 from gateway.domain.model import Snapshot, Status, Subscription
 
 log = logging.getLogger("gateway.google")
@@ -78,17 +80,34 @@ def _renews(purchase: dict) -> bool:
     return any(isinstance(plan, dict) and plan.get("autoRenewEnabled") is True for plan in plans)
 
 
-def snapshot_of(token: str, purchase: dict, as_of: datetime) -> Snapshot:
+def _entitlements(purchase: dict, as_of: datetime, catalog: Catalog | None, product_id: str | None):
+    """What the line items still paid for at ``as_of`` grant together (a base plan and its
+    add-ons, each with its own product and ``expiryTime``); ``None`` when that is what the
+    reported product alone grants, so the catalog maps it when read."""
+    if catalog is None:
+        return None
+    live = [item for item in line_items(purchase)
+            if (end := parse_time(item.get("expiryTime"))) is None or end > as_of]
+    granted: list[str] = []
+    for item in live:
+        product = item.get("productId") if isinstance(item.get("productId"), str) else None
+        granted += [name for name in catalog.entitlements_for(SOURCE, product) if name not in granted]
+    own = catalog.entitlements_for(SOURCE, product_id)
+    return None if not live or set(granted) == set(own) else tuple(granted)
+
+
+def snapshot_of(token: str, purchase: dict, as_of: datetime, catalog: Catalog | None = None) -> Snapshot:
     raw = str(purchase.get("subscriptionState") or "SUBSCRIPTION_STATE_UNSPECIFIED")
     status = STATES.get(raw)
     if status is None:  # a state Google added after this code: no access, kept raw, said loudly
         log.warning("unknown subscriptionState", extra={"fields": {"state": raw}})
         status = Status.EXPIRED
     item, expires_at = _latest(purchase)
+    product_id = item.get("productId") if item else None
     will_renew = status is not Status.EXPIRED and raw != "SUBSCRIPTION_STATE_CANCELED" and _renews(purchase)
     return Snapshot(
-        source=SOURCE, key=token, as_of=as_of, status=status,
-        product_id=item.get("productId") if item else None, expires_at=expires_at,
+        source=SOURCE, key=token, as_of=as_of, status=status, product_id=product_id, expires_at=expires_at,
+        entitlements=_entitlements(purchase, as_of, catalog, product_id),
         will_renew=will_renew, user_sub=owner_of(purchase), account=token,
         environment="Test" if "testPurchase" in purchase else "Production", raw_status=raw,
     )
@@ -103,8 +122,12 @@ def current_orders(purchase: dict) -> set[str]:
     return {order for order in orders if isinstance(order, str) and order}
 
 
-def replaced(token: str, current: Subscription | None, as_of: datetime) -> Snapshot:
-    """The old token of an upgrade, downgrade or resubscription: it no longer grants.
+def replaced(token: str, current: Subscription | None, as_of: datetime, by: str) -> Snapshot:
+    """The old token of an upgrade, downgrade or resubscription (replaced ``by`` another):
+    it no longer grants, for good. Play goes on showing it active for a while, so a view
+    of it read later must not give it back: the replacement is recorded like a revocation
+    of every period (``model.REPLACED``), whatever the order the two tokens' deliveries
+    come in.
 
     It names no account: the old purchase's own (its token, or the purchase it replaced
     in turn while that one's owner was unknown) is its delivery's to say, and a
@@ -114,6 +137,8 @@ def replaced(token: str, current: Subscription | None, as_of: datetime) -> Snaps
         source=SOURCE, key=token, as_of=as_of, status=Status.EXPIRED,
         product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
         will_renew=False, environment=known.environment if known else None, raw_status=REPLACED,
+        entitlements=known.entitlements if known else None,  # its add-ons' too: they end, not vanish
+        revokes=f"{model.REPLACED}:{by}", revoked_period=(None, None),
     )
 
 

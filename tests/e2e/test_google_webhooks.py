@@ -199,6 +199,21 @@ def test_a_void_play_does_not_list_revokes_nothing(google):
     assert google.premium(USER)["active"] is True
 
 
+@pytest.mark.parametrize("order", ["old-first", "new-first"])
+def test_an_upgraded_purchase_never_grants_again_whatever_the_order_of_delivery(google, order):
+    """Play goes on showing the old token of an upgrade as active; only the new token may
+    grant (https://medium.com/androiddevelopers/implementing-linkedpurchasetoken-correctly-to-prevent-duplicate-subscriptions-82dfbf7167da).
+    Here the upgrade has ended already (revoked): whichever of the two notifications comes
+    first, nothing grants, the old token's 20 days included."""
+    google.play.subscribe("tok-up-old", user=USER, acknowledged=True, days=20)
+    google.play.subscribe("tok-up-new", "SUBSCRIPTION_STATE_EXPIRED", product="premium_yearly", user=USER,
+                          acknowledged=True, days=0, linked="tok-up-old")
+    tokens = ["tok-up-old", "tok-up-new"] if order == "old-first" else ["tok-up-new", "tok-up-old"]
+    for token in tokens:
+        assert google.push(rtdn.subscription(token, 4)).get_json() == {"status": "processed"}
+    assert google.entitlements(USER)["is_premium"] is False
+
+
 @pytest.mark.parametrize("notification", [
     rtdn.console_test(),
     rtdn.one_time("otp-1", 1),

@@ -1,6 +1,7 @@
 """SubscriptionPurchaseV2 resources into snapshots (no I/O)."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -84,17 +85,19 @@ def test_rfc3339_times_are_read_to_the_microsecond(value, expected):
 def test_a_replaced_token_no_longer_grants_but_keeps_what_was_known():
     known = Snapshot("google", "old", NOW, Status.ACTIVE, product_id="premium_monthly",
                      expires_at=datetime(2026, 12, 1, tzinfo=timezone.utc), will_renew=True, environment="Production")
-    snapshot = state.replaced("old", Subscription(known, owner="sub-1"), NOW)
+    snapshot = state.replaced("old", Subscription(known, owner="sub-1"), NOW, "new")
     assert (snapshot.status, snapshot.raw_status, snapshot.will_renew) == (Status.EXPIRED, "REPLACED", False)
     assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == ("premium_monthly", None, None)
-    assert state.replaced("never-seen", None, NOW).product_id is None
+    assert state.replaced("never-seen", None, NOW, "new").product_id is None
+    with_addon = dataclasses.replace(known, entitlements=("premium", "storage"))
+    assert state.replaced("old", Subscription(with_addon), NOW, "new").entitlements == ("premium", "storage")
 
 
 def test_a_replacement_read_later_leaves_the_old_purchases_account_as_its_delivery_gave_it():
     """The old purchase was itself an upgrade stored under its predecessor's account."""
     held = merge_snapshot(None, Snapshot("google", "old", NOW, Status.ACTIVE, account="older"))
     later = NOW + timedelta(minutes=1)
-    assert merge_snapshot(held, state.replaced("old", held, later)).latest.account == "older"
+    assert merge_snapshot(held, state.replaced("old", held, later, "new")).latest.account == "older"
 
 
 def test_only_a_paid_purchase_replaces_its_linked_token():
