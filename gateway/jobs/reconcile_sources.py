@@ -1,9 +1,12 @@
 """One checker per store: re-read a stored subscription from the store's API.
 
 A checker's ``fetch(current, lookup, dry_run)`` returns the translation of what the API
-answers now, stamped with the time just before it asked (so a change the store makes while
-the request is in flight, delivered by webhook, is newer), or raises when the API fails; it
-writes nothing to our store. Snapshots are built by
+answers now, or raises when the API fails; it writes nothing to our store. Where the
+store's webhooks carry the state, stamped by the store (App Store, RevenueCat), the answer
+is stamped with the time just before it asked, so a change the store makes while the
+request is in flight, delivered by webhook, is newer. Where every state is a read of the
+API (Stripe, Google), it is stamped as those reads are: when the answer came, with the
+moment it was asked, and judged under the lock against what was stored meanwhile. Snapshots are built by
 the same provider code the webhooks use, so a reconciled subscription reads exactly as a
 delivered one would.
 """
@@ -68,11 +71,17 @@ class GoogleChecker:
         self.acknowledged, self.lock = 0, threading.Lock()
 
     def fetch(self, current, lookup, dry_run):
-        token, as_of = current.snapshot.key, self.clock()  # taken before asking, as above
+        # Stamped as a notification's read is, when the answer came, with the moment it was
+        # asked (read_since): against a notification's read in flight together, which of
+        # the two Play answered last is judged under the lock (model.stale_read), and the
+        # older one is read again. Stamped when asked, a newer answer lost to an older
+        # notification's that arrived later.
+        token, asked = current.snapshot.key, self.clock()
         try:
             purchase = self.api.subscription(self.provider.package, token)
         except UnknownPurchase as exc:  # Google forgets tokens long expired: nothing to repair
             return ignored(str(exc))
+        as_of = self.clock()
         if play_state.needs_acknowledgement(purchase) and not dry_run:
             product = play_state.acknowledged_product(purchase)
             if product is None:
@@ -80,7 +89,7 @@ class GoogleChecker:
             self.api.acknowledge_subscription(self.provider.package, product, token)
             with self.lock:
                 self.acknowledged += 1
-        return self.provider.translation(token, purchase, as_of, lookup)
+        return self.provider.translation(token, purchase, as_of, lookup, asked)
 
 
 class RevenueCatChecker:

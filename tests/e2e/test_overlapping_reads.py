@@ -40,18 +40,25 @@ def in_thread(call) -> tuple[threading.Thread, dict]:
     return thread, answer
 
 
-def test_a_slow_answer_read_before_a_revocation_does_not_outlive_it(world, play, push_signer):
-    """A renewal notification's read of Play answers the active state and is slow to come
-    back; meanwhile the subscription is revoked and the revocation's notification reads
-    and stores that. Stamped when it arrived, the renewal's answer was the newer, and the
-    refunded user stayed premium until the next notification or reconcile."""
-    token, user = "token-slow-answer", new_user()
+def renewal_in_flight(world, play, push_signer, token: str, user: str):
+    """A subscription, then a renewal notification whose read of Play has the active
+    state, its answer held in flight; then Play's state turns expired."""
     play.subscribe(token, user=user, acknowledged=True, days=0.25)
     assert ok(push(world, push_signer, subscription(token))) == "processed"
     held = play.hold()
     renewal, answer = in_thread(lambda: push(world, push_signer, subscription(token, RENEWED)))
     assert held.read.wait(10)  # Play has answered the active state; the answer is in flight
     play.subscribe(token, "SUBSCRIPTION_STATE_EXPIRED", user=user, acknowledged=True, days=0)
+    return held, renewal, answer
+
+
+def test_a_slow_answer_read_before_a_revocation_does_not_outlive_it(world, play, push_signer):
+    """A renewal notification's read of Play answers the active state and is slow to come
+    back; meanwhile the subscription is revoked and the revocation's notification reads
+    and stores that. Stamped when it arrived, the renewal's answer was the newer, and the
+    refunded user stayed premium until the next notification or reconcile."""
+    token, user = "token-slow-answer", new_user()
+    held, renewal, answer = renewal_in_flight(world, play, push_signer, token, user)
     assert ok(push(world, push_signer, subscription(token, REVOKED))) == "processed"
     assert world.premium(user)["active"] is False
     held.release()
@@ -90,6 +97,29 @@ def test_a_stripe_fetch_begun_in_the_second_of_a_cancellation_does_not_outlive_i
     assert ok(answer["response"]) == "processed"
     assert world.premium(s.user)["active"] is False
     assert stripe_fake.calls("GET", f"/v1/subscriptions/{s.sub_id}") == 2  # read again
+
+
+def test_a_reconcile_read_newer_than_a_notifications_slow_answer_is_not_lost(world, play, push_signer):
+    """A renewal notification's read of Play answers the active state and is slow to come
+    back; meanwhile the subscription ends (its own notification lost), and reconcile reads
+    that, its answer slow too. The notification's answer is applied first. Stamped when it
+    asked, reconcile's newer answer counted as older than the notification's, and the
+    ended subscription granted until the next reconcile; stamped like a notification's
+    read, it is judged on the stored state and read again."""
+    token, user = "token-reconcile-overlap", new_user()
+    held_renewal, renewal, answer = renewal_in_flight(world, play, push_signer, token, user)
+    held_reconcile = play.hold()
+    run, outcome = in_thread(lambda: world.reconcile("--source", "google"))
+    assert held_reconcile.read.wait(10)  # reconcile's read has the expired state, in flight
+    held_renewal.release()
+    renewal.join(30)
+    assert ok(answer["response"]) == "processed" and world.premium(user)["active"] is True
+    held_reconcile.release()
+    run.join(30)
+    code, output = outcome["response"]
+    assert code == 0 and "google: checked 1, changed 1" in output, output
+    assert world.premium(user)["active"] is False
+    assert play.gets.count(token) == 4  # the subscription, the renewal, reconcile twice
 
 
 def test_a_refund_delivered_while_reconcile_reads_revenuecat_is_not_undone_by_the_answer(world, revenuecat):
