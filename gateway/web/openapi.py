@@ -27,6 +27,11 @@ SECURITY = {
 STRIPE_SIGNATURE = {"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"},
                     "description": "t=<unix time>,v1=<HMAC-SHA256>; 300 s tolerance; any of STRIPE_WEBHOOK_SECRETS."}
 
+#: A 503 says when to ask again where the gateway knows: a Checkout Session for the same
+#: user still being made by another request (Stripe's idempotency key in use).
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before asking again, when known",
+                               "schema": {"type": "integer", "minimum": 1}}}
+
 # (path, source, body schema, what authenticates it): the four webhook endpoints.
 WEBHOOKS = [
     ("/webhooks/stripe", "stripe", "StripeEvent", {"parameters": [STRIPE_SIGNATURE]}),
@@ -40,6 +45,8 @@ def _answers(schema: str, *errors: int, **descriptions) -> dict:
     answers = {"200": {"description": descriptions.get("ok", "OK"), "content": _json(schema)}}
     for status in errors:
         answers[str(status)] = {"description": descriptions.get(f"e{status}", "see error"), "content": _json("Error")}
+    if 503 in errors:
+        answers["503"]["headers"] = RETRY_AFTER
     return answers
 
 

@@ -145,6 +145,8 @@ def test_checkout_while_the_customer_is_still_being_created_is_a_503_to_retry(cl
     assert (response.status_code, response.get_json()["error"]) == (503, "stripe_unavailable")
     assert "still being created" in response.get_json()["message"] and response.headers["Retry-After"] == "2"
     assert not fake.sessions() and [c["id"] for c in fake.customers] == [created.result()]
+    documented = client.get("/openapi.json").get_json()["paths"]["/v1/checkout/sessions"]["post"]["responses"]
+    assert "Retry-After" in documented["503"]["headers"]  # the header a client is told to honour
 
 
 @pytest.mark.parametrize("refusal", [
