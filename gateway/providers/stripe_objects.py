@@ -167,9 +167,15 @@ def invoice_period(invoice: dict, catalog: Catalog) -> tuple[datetime | None, st
 
 def pays_period(invoice: dict, period: tuple[datetime | None, str] | None) -> bool:
     """Whether ``invoice``, whose lines name ``period`` (``invoice_period``), paid for a
-    period, rather than a proration or an extra charge."""
+    period, rather than a proration, usage or an extra charge. Any other reason (a
+    ``subscription_threshold`` that reset the billing cycle anchor, which Stripe treats as
+    a renewal: https://docs.stripe.com/billing/subscriptions/usage-based/thresholds) pays
+    one when a line bills it in advance: from where the invoice's own (usage) period ends."""
     reason = invoice.get("billing_reason")
-    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and period is not None)
+    if reason in PERIOD_REASONS or (reason in CHANGE_REASONS and period is not None):
+        return True
+    usage_end = invoice.get("period_end")
+    return period is not None and isinstance(usage_end, int) and int(period[1]) >= usage_end
 
 
 def _line_product_ids(line: dict) -> list[str]:
