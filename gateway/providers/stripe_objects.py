@@ -91,7 +91,9 @@ def expires_at(subscription: dict) -> datetime | None:
 
 
 def will_renew(subscription: dict) -> bool:
-    if subscription.get("status") in ENDED or subscription.get("cancel_at_period_end"):
+    """A ``paused`` subscription (a trial ended without a payment method) creates no
+    invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses"""
+    if subscription.get("status") in ENDED | {"paused"} or subscription.get("cancel_at_period_end"):
         return False
     return subscription.get("cancel_at") is None and subscription.get("pause_collection") is None
 
