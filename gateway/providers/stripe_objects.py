@@ -91,7 +91,9 @@ def expires_at(subscription: dict) -> datetime | None:
 
 
 def will_renew(subscription: dict) -> bool:
-    if subscription.get("status") in ENDED or subscription.get("cancel_at_period_end"):
+    """A ``paused`` subscription (a trial ended without a payment method) creates no
+    invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses"""
+    if subscription.get("status") in ENDED | {"paused"} or subscription.get("cancel_at_period_end"):
         return False
     return subscription.get("cancel_at") is None and subscription.get("pause_collection") is None
 
@@ -167,9 +169,15 @@ def invoice_period(invoice: dict, catalog: Catalog) -> tuple[datetime | None, st
 
 def pays_period(invoice: dict, period: tuple[datetime | None, str] | None) -> bool:
     """Whether ``invoice``, whose lines name ``period`` (``invoice_period``), paid for a
-    period, rather than a proration or an extra charge."""
+    period, rather than a proration, usage or an extra charge. Any other reason (a
+    ``subscription_threshold`` that reset the billing cycle anchor, which Stripe treats as
+    a renewal: https://docs.stripe.com/billing/subscriptions/usage-based/thresholds) pays
+    one when a line bills it in advance: from where the invoice's own (usage) period ends."""
     reason = invoice.get("billing_reason")
-    return reason in PERIOD_REASONS or (reason in CHANGE_REASONS and period is not None)
+    if reason in PERIOD_REASONS or (reason in CHANGE_REASONS and period is not None):
+        return True
+    usage_end = invoice.get("period_end")
+    return period is not None and isinstance(usage_end, int) and int(period[1]) >= usage_end
 
 
 def _line_product_ids(line: dict) -> list[str]:

@@ -143,6 +143,42 @@ def test_refunding_an_interval_changes_invoice_revokes_the_period_it_began(clien
     assert premium(api, client)["status"] == "revoked"
 
 
+
+def threshold_invoice(fake, s, shape: str, reached: int, reset: bool) -> dict:
+    """A ``subscription_threshold`` invoice (https://docs.stripe.com/billing/subscriptions/usage-based/thresholds):
+    the usage accrued since the period began, billed when it reached the threshold; with
+    ``reset_billing_cycle_anchor`` a new period begins then, as if the subscription had
+    reached its renewal, billed in advance on a line of its own. The invoice's own
+    ``period_*`` cover the usage (they look back)."""
+    new_period = (reached, reached + 30 * so.DAY)
+    made = paid(fake, s, shape, billing_reason="subscription_threshold", period=new_period, amount=1499)
+    body = fake.state.objects["invoice"][made["invoice"]]
+    usage = so.invoice_line(shape, invoice_id=made["invoice"], subscription_id=s.sub_id, start=s.start,
+                            end=reached, amount=500)
+    lines = [usage] + (body["lines"]["data"] if reset else [])
+    fake.put({**body, "period_start": s.start, "period_end": reached,
+              "lines": {**body["lines"], "data": lines, "total_count": len(lines)}})
+    period = new_period if reset else (s.start, s.end)
+    return {**made, "subscription": fake.put(s.subscription(shape, start=period[0], end=period[1],
+                                                            latest_invoice=made["invoice"]))}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("reset", [True, False], ids=["anchor reset", "anchor kept"])
+def test_refunding_a_threshold_invoice_revokes_the_period_it_began(client, api, fake, shape, reset):
+    """A threshold invoice that reset the billing cycle anchor paid for the period it began:
+    refunded in full, it takes that period back. One that kept the anchor billed usage
+    only: the period stays paid for by the invoice that began it."""
+    s, t = signup(fake), int(time.time())
+    threshold = threshold_invoice(fake, s, shape, reached=t - 10, reset=reset)
+    deliver(client, so.event("customer.subscription.updated", threshold["subscription"], shape=shape, created=t))
+    assert premium(api, client)["status"] == "active"
+    refund(fake, threshold["charge"], threshold["intent"], 1499)
+    refunded = so.charge(shape, charge_id=threshold["charge"], customer=s.customer, invoice_id=threshold["invoice"],
+                         payment_intent=threshold["intent"], amount=1499, amount_refunded=1499)
+    assert deliver(client, so.event("charge.refunded", refunded, shape=shape, created=t + 1)) == "processed"
+    assert premium(api, client)["status"] == ("revoked" if reset else "active")
+
 def seat_changes(shape, s, invoice_id: str, start: int, end: int, n: int = 10) -> list[dict]:
     """Lines of ``n`` seat changes billed at the next invoice (``create_prorations``)."""
     return [so.invoice_line(shape, invoice_id=invoice_id, subscription_id=s.sub_id, proration=True,

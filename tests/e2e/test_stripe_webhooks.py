@@ -185,6 +185,21 @@ def test_cancel_at_period_end_keeps_premium_until_the_period_ends(client, api, f
                                     "will_renew": False, "source": "stripe", "product_id": "price_monthly"}
 
 
+def test_a_trial_that_ended_without_a_payment_method_is_paused_and_does_not_renew(client, api, fake):
+    """``trial_settings.end_behavior.missing_payment_method=pause``: the trial ends in status
+    ``paused``, and Stripe creates no invoices until it is resumed
+    (https://docs.stripe.com/billing/subscriptions/trials#create-free-trials-without-payment)."""
+    s, t = signup(fake), int(time.time())
+    trial = s.subscription(status="trialing", trial_start=s.start, trial_end=s.end,
+                           trial_settings={"end_behavior": {"missing_payment_method": "pause"}})
+    send(client, so.event("customer.subscription.created", trial, created=t - 1))
+    assert premium(api, client)["status"] == "active"  # a trial grants
+    paused = {**trial, "status": "paused", "default_payment_method": None}
+    send(client, so.event("customer.subscription.paused", paused, created=t))
+    assert premium(api, client) == {"active": False, "status": "paused", "expires_at": iso(s.end),
+                                    "will_renew": False, "source": "stripe", "product_id": "price_monthly"}
+
+
 @pytest.mark.parametrize("overrides", [
     {"secret": new_secret()},
     {"signature": "a" * 64},
