@@ -55,6 +55,8 @@ class ExpirySweep:
         lapsed = sorted((g.expires_at, user, g.name, g) for user in users if user not in deleted
                         for g in grants[user] if g.status in GRANTING and g.expires_at is not None
                         and mark < g.expires_at <= upto)
+        told = tx.said_inactive({(user, name) for _, user, name, _ in lapsed})  # by a change after the end
+        lapsed = [entry for entry in lapsed if entry[1:3] not in told]
         last, held_mark = tx.take_feed_positions(len(lapsed))
         if held_mark != mark:
             raise _Raced

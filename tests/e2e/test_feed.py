@@ -228,3 +228,25 @@ def test_a_reader_paging_during_concurrent_commits_sees_every_event_once(app):
     assert [e["id"] for e in seen] == [e["id"] for e in feed(app.test_client())]
     for n in range(writers):
         assert kinds(seen, f"w{n}") == [("entitlement.granted", "premium")] + [("entitlement.renewed", "premium")] * 7
+
+
+def _at(app, when: datetime) -> None:
+    """Deliveries from now on are received at ``when``."""
+    app.extensions["gateway"].ingest.clock = lambda: when
+
+
+def test_a_lapse_a_delivery_reported_is_not_reported_again_by_the_sweep(client, app):
+    """A delivery that comes after the end, before the sweep (the worker idle or down),
+    and leaves the lapsed row granting (renewal switched off) reports the lapse; the sweep
+    must not report it a second time, nor a second such delivery."""
+    ends_ms = NOW_MS + 5 * DAY_MS
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS, expiration_at_ms=ends_ms))
+    ends = datetime.fromtimestamp(ends_ms / 1000, timezone.utc)
+    _at(app, ends + timedelta(seconds=10))
+    send(client, rc.event("CANCELLATION", at_ms=NOW_MS + 1000, expiration_at_ms=ends_ms,
+                          cancel_reason="UNSUBSCRIBE"))
+    _at(app, ends + timedelta(seconds=20))  # renewal switched on again, the period still over
+    send(client, rc.event("UNCANCELLATION", at_ms=NOW_MS + 2000, expiration_at_ms=ends_ms))
+    assert _sweep(app, ends + timedelta(seconds=30)) == 0
+    assert kinds(feed(client)) == [("entitlement.granted", "premium"), ("entitlement.expired", "premium"),
+                                   ("entitlement.changed", "premium")]
