@@ -250,3 +250,26 @@ def test_a_lapse_a_delivery_reported_is_not_reported_again_by_the_sweep(client, 
     assert _sweep(app, ends + timedelta(seconds=30)) == 0
     assert kinds(feed(client)) == [("entitlement.granted", "premium"), ("entitlement.expired", "premium"),
                                    ("entitlement.changed", "premium")]
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _last_word(client, user: str) -> dict:
+    return [e for e in feed(client) if e["user_id"] == user][-1]
+
+
+def test_a_change_stamped_before_the_sweep_and_committed_after_it_does_not_grant_what_lapsed(client, app):
+    """A delivery received (stamped) just before a period's end, committed after the sweep
+    passed that end (its transaction waited on locks, or its batch): granted at its stamp,
+    the sweep would never report the lapse, and the feed would say "active" for ever."""
+    send(client, rc.event("INITIAL_PURCHASE", user="bob", at_ms=NOW_MS))  # the feed's clock exists
+    swept = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(days=2)
+    _sweep(app, swept)
+    _at(app, swept - timedelta(seconds=2))
+    send(client, rc.event("INITIAL_PURCHASE", user="alice", transaction="t-alice", at_ms=_ms(swept) - 3000,
+                          expiration_at_ms=_ms(swept) - 1000))
+    _sweep(app, swept + timedelta(seconds=10))
+    assert _last_word(client, "alice")["after"]["active"] is False
+
