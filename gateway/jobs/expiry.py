@@ -6,8 +6,10 @@ that ended up to the mark has been reported. One run reports those that ended in
 now], in one transaction: the users locked, their rows read again (a renewal committed
 meanwhile is seen and nothing is reported for it), the events appended and the mark
 moved with the feed's clock held last. Two workers sweeping at once: the second finds the
-mark moved under its lock and rolls back. The change path reads the same mark, so an
-entitlement reported expired here comes back as ``granted``, not ``renewed``.
+mark moved under its lock and rolls back; so does a run whose window, read again once the
+clock is held, shows a user a change committed meanwhile (the next run reports it). The
+change path reads the same mark, so an entitlement reported expired here comes back as
+``granted``, not ``renewed``, and judges no earlier than it.
 """
 from __future__ import annotations
 
@@ -59,6 +61,10 @@ class ExpirySweep:
         lapsed = [entry for entry in lapsed if entry[1:3] not in told]
         last, held_mark = tx.take_feed_positions(len(lapsed))
         if held_mark != mark:
+            raise _Raced
+        # The clock held, every change that committed since the window was read shows; one
+        # that granted in it, to a user not locked here, is the next run's.
+        if {user for user, _ in tx.lapsed_grants(mark, upto, None)} - set(users):
             raise _Raced
         events = [dataclasses.replace(entitlement_events.expired(user, grant), position=last + n)
                   for n, (_, user, _, grant) in enumerate(lapsed, 1)]

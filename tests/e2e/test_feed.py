@@ -2,6 +2,7 @@
 paged by a cursor that never skips, long-polled, and lapses reported by the expiry sweep."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -10,7 +11,9 @@ import pytest
 
 from devtools import revenuecat as rc
 from gateway.jobs.expiry import ExpirySweep
+from tests.conftest import DATABASE
 from tests.e2e.conftest import API_KEY
+from tests.e2e.test_races import together
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 KEY = {"Authorization": f"Bearer {API_KEY}"}
@@ -273,3 +276,36 @@ def test_a_change_stamped_before_the_sweep_and_committed_after_it_does_not_grant
     _sweep(app, swept + timedelta(seconds=10))
     assert _last_word(client, "alice")["after"]["active"] is False
 
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="on SQLite the sweep's transaction holds every writer off")
+def test_a_change_committed_while_the_sweep_reads_its_window_is_reported_by_a_later_run(client, app):
+    """The sweep reads the window's entitlements, a change commits a grant ending in it
+    (stamped before its end), then the sweep moves its mark past it: never reported."""
+    send(client, rc.event("INITIAL_PURCHASE", user="bob", at_ms=NOW_MS))
+    swept = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(days=2)
+    _sweep(app, swept)
+    store, ends = app.extensions["gateway"].store, swept + timedelta(seconds=5)
+    _at(app, ends - timedelta(seconds=1))
+
+    class Racing:
+        """The sweep's store: a grant commits right after the sweep read its window."""
+
+        @contextlib.contextmanager
+        def transaction(self):
+            with store.transaction() as tx:
+                read = tx.lapsed_grants
+
+                def lapsed_grants(*args):
+                    found = read(*args)
+                    together(lambda: send(app.test_client(), rc.event(
+                        "INITIAL_PURCHASE", user="alice", transaction="t-alice", at_ms=_ms(ends) - 2000,
+                        expiration_at_ms=_ms(ends))))
+                    return found
+
+                tx.lapsed_grants = lapsed_grants
+                yield tx
+
+    ExpirySweep(Racing(), clock=lambda: ends + timedelta(seconds=1)).run_once()
+    assert _last_word(client, "alice")["type"] == "entitlement.granted"
+    _sweep(app, ends + timedelta(seconds=2))
+    assert _last_word(client, "alice")["type"] == "entitlement.expired"
