@@ -218,8 +218,14 @@ def append_changes(tx: Transaction, found: dict[str, list[Changed]], now: dateti
     if not count:
         return []
     last, reported_through = tx.take_feed_positions(count)
+    # Judged no earlier than the sweep's mark: a change stamped before an end the sweep has
+    # since passed (it waited on a lock) would grant a lapse nobody reports.
+    now = max(now, reported_through)
+    told = tx.said_inactive({(user, name) for user, changed in found.items() for name, old, _ in changed
+                             if entitlement_events.lapse_unreported(old, now, reported_through)})
     events = [event for user, changed in found.items()
-              for event in entitlement_events.events(user, changed, now, causes.get(user, GATEWAY), reported_through)]
+              for event in entitlement_events.events(user, changed, now, causes.get(user, GATEWAY), reported_through,
+                                                     frozenset(name for who, name in told if who == user))]
     numbered = [dataclasses.replace(event, position=last + n) for n, event in enumerate(events, 1)]
     tx.append_feed(numbered)
     return numbered

@@ -17,7 +17,10 @@ another subscription granting the same view is no change either. Types:
 Whether the feed last said "active" is not judged at the time of the change alone: an
 entitlement that lapsed by time was active for the feed until the sweep reported it
 expired, up to ``reported_through``. So a renewal that comes after the end, before the
-sweep, is ``renewed``; after the sweep, ``granted``.
+sweep, is ``renewed``; after the sweep, ``granted``. A lapse the sweep has not reached may
+have been reported already, by a change after the end that left the row granting (renewal
+switched off): the feed's last event on it says so (``lapse_unreported``,
+``Transaction.said_inactive``), and neither a later change nor the sweep reports it again.
 """
 from __future__ import annotations
 
@@ -95,10 +98,11 @@ def changed(before: list[Grant], after: list[Grant]) -> list[Changed]:
 
 
 def events(user_id: str, found: list[Changed], now: datetime, cause: Cause,
-           reported_through: datetime) -> list[FeedEvent]:
-    """The events of one user's changed entitlements (``changed``)."""
-    return [FeedEvent(new_id(), _type(was, is_now, now, reported_through), user_id, name,
-                      view(was, now), view(is_now, now), cause.as_dict(), now)
+           reported_through: datetime, told: frozenset[str] = frozenset()) -> list[FeedEvent]:
+    """The events of one user's changed entitlements (``changed``); ``told``: the names
+    whose lapse the feed has already reported, though the sweep has not reached it."""
+    return [FeedEvent(new_id(), _type(was if name not in told else None, is_now, now, reported_through), user_id,
+                      name, view(was, now), view(is_now, now), cause.as_dict(), now)
             for name, was, is_now in found]
 
 
@@ -107,6 +111,12 @@ def reported_active(grant: Grant | None, reported_through: datetime) -> bool:
     sweep has not yet reported lapsed."""
     return grant is not None and grant.status in GRANTING and (
         grant.expires_at is None or grant.expires_at > reported_through)
+
+
+def lapse_unreported(grant: Grant | None, now: datetime, reported_through: datetime) -> bool:
+    """Whether ``grant`` lapsed by time after the sweep's mark: the feed may still say
+    "active", or a change after the end may have reported the lapse already."""
+    return reported_active(grant, reported_through) and not grant.is_active(now)
 
 
 def expired(user_id: str, grant: Grant) -> FeedEvent:

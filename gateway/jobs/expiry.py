@@ -6,8 +6,10 @@ that ended up to the mark has been reported. One run reports those that ended in
 now], in one transaction: the users locked, their rows read again (a renewal committed
 meanwhile is seen and nothing is reported for it), the events appended and the mark
 moved with the feed's clock held last. Two workers sweeping at once: the second finds the
-mark moved under its lock and rolls back. The change path reads the same mark, so an
-entitlement reported expired here comes back as ``granted``, not ``renewed``.
+mark moved under its lock and rolls back; so does a run whose window, read again once the
+clock is held, shows a user a change committed meanwhile (the next run reports it). The
+change path reads the same mark, so an entitlement reported expired here comes back as
+``granted``, not ``renewed``, and judges no earlier than it.
 """
 from __future__ import annotations
 
@@ -55,8 +57,14 @@ class ExpirySweep:
         lapsed = sorted((g.expires_at, user, g.name, g) for user in users if user not in deleted
                         for g in grants[user] if g.status in GRANTING and g.expires_at is not None
                         and mark < g.expires_at <= upto)
+        told = tx.said_inactive({(user, name) for _, user, name, _ in lapsed})  # by a change after the end
+        lapsed = [entry for entry in lapsed if entry[1:3] not in told]
         last, held_mark = tx.take_feed_positions(len(lapsed))
         if held_mark != mark:
+            raise _Raced
+        # The clock held, every change that committed since the window was read shows; one
+        # that granted in it, to a user not locked here, is the next run's.
+        if {user for user, _ in tx.lapsed_grants(mark, upto, None)} - set(users):
             raise _Raced
         events = [dataclasses.replace(entitlement_events.expired(user, grant), position=last + n)
                   for n, (_, user, _, grant) in enumerate(lapsed, 1)]

@@ -80,6 +80,16 @@ class FeedTransaction:
             query = query.where(_feed.user_sub == user_sub)
         return [feed_event(row) for row in self._execute(query.order_by(_feed.position).limit(limit))]
 
+    def said_inactive(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not pairs:
+            return set()
+        last = sa.select(sa.func.max(_feed.position)).where(
+            _feed.user_sub.in_(sorted({user for user, _ in pairs})), _feed.entitlement.is_not(None),
+        ).group_by(_feed.user_sub, _feed.entitlement)
+        found = self._execute(sa.select(_feed.user_sub, _feed.entitlement, _feed.after).where(_feed.position.in_(last)))
+        return {(row.user_sub, row.entitlement) for row in found
+                if (row.user_sub, row.entitlement) in pairs and not (row.after or {}).get("active")}
+
     def lapsed_grants(self, after: datetime, through: datetime, limit: int | None) -> list[tuple[str, datetime]]:
         query = sa.select(_ents.user_sub, _ents.expires_at).where(
             _ents.status.in_([status.value for status in GRANTING]),

@@ -204,6 +204,11 @@ class Transaction(abc.ABC):
         """Events after position ``after``, in position order; of one user when named."""
 
     @abc.abstractmethod
+    def said_inactive(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of these (user, entitlement) pairs, those whose last feed event left them
+        inactive (a lapse already reported); the users locked first."""
+
+    @abc.abstractmethod
     def lapsed_grants(self, after: datetime, through: datetime, limit: int | None) -> list[tuple[str, datetime]]:
         """(user, end) of each granting entitlement whose period ends in (``after``,
         ``through``], by end, at most ``limit``: what the expiry sweep reports."""

@@ -2,6 +2,7 @@
 paged by a cursor that never skips, long-polled, and lapses reported by the expiry sweep."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -10,7 +11,9 @@ import pytest
 
 from devtools import revenuecat as rc
 from gateway.jobs.expiry import ExpirySweep
+from tests.conftest import DATABASE
 from tests.e2e.conftest import API_KEY
+from tests.e2e.test_races import together
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 KEY = {"Authorization": f"Bearer {API_KEY}"}
@@ -228,3 +231,81 @@ def test_a_reader_paging_during_concurrent_commits_sees_every_event_once(app):
     assert [e["id"] for e in seen] == [e["id"] for e in feed(app.test_client())]
     for n in range(writers):
         assert kinds(seen, f"w{n}") == [("entitlement.granted", "premium")] + [("entitlement.renewed", "premium")] * 7
+
+
+def _at(app, when: datetime) -> None:
+    """Deliveries from now on are received at ``when``."""
+    app.extensions["gateway"].ingest.clock = lambda: when
+
+
+def test_a_lapse_a_delivery_reported_is_not_reported_again_by_the_sweep(client, app):
+    """A delivery that comes after the end, before the sweep (the worker idle or down),
+    and leaves the lapsed row granting (renewal switched off) reports the lapse; the sweep
+    must not report it a second time, nor a second such delivery."""
+    ends_ms = NOW_MS + 5 * DAY_MS
+    send(client, rc.event("INITIAL_PURCHASE", at_ms=NOW_MS, expiration_at_ms=ends_ms))
+    ends = datetime.fromtimestamp(ends_ms / 1000, timezone.utc)
+    _at(app, ends + timedelta(seconds=10))
+    send(client, rc.event("CANCELLATION", at_ms=NOW_MS + 1000, expiration_at_ms=ends_ms,
+                          cancel_reason="UNSUBSCRIBE"))
+    _at(app, ends + timedelta(seconds=20))  # renewal switched on again, the period still over
+    send(client, rc.event("UNCANCELLATION", at_ms=NOW_MS + 2000, expiration_at_ms=ends_ms))
+    assert _sweep(app, ends + timedelta(seconds=30)) == 0
+    assert kinds(feed(client)) == [("entitlement.granted", "premium"), ("entitlement.expired", "premium"),
+                                   ("entitlement.changed", "premium")]
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _last_word(client, user: str) -> dict:
+    return [e for e in feed(client) if e["user_id"] == user][-1]
+
+
+def test_a_change_stamped_before_the_sweep_and_committed_after_it_does_not_grant_what_lapsed(client, app):
+    """A delivery received (stamped) just before a period's end, committed after the sweep
+    passed that end (its transaction waited on locks, or its batch): granted at its stamp,
+    the sweep would never report the lapse, and the feed would say "active" for ever."""
+    send(client, rc.event("INITIAL_PURCHASE", user="bob", at_ms=NOW_MS))  # the feed's clock exists
+    swept = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(days=2)
+    _sweep(app, swept)
+    _at(app, swept - timedelta(seconds=2))
+    send(client, rc.event("INITIAL_PURCHASE", user="alice", transaction="t-alice", at_ms=_ms(swept) - 3000,
+                          expiration_at_ms=_ms(swept) - 1000))
+    _sweep(app, swept + timedelta(seconds=10))
+    assert _last_word(client, "alice")["after"]["active"] is False
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="on SQLite the sweep's transaction holds every writer off")
+def test_a_change_committed_while_the_sweep_reads_its_window_is_reported_by_a_later_run(client, app):
+    """The sweep reads the window's entitlements, a change commits a grant ending in it
+    (stamped before its end), then the sweep moves its mark past it: never reported."""
+    send(client, rc.event("INITIAL_PURCHASE", user="bob", at_ms=NOW_MS))
+    swept = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(days=2)
+    _sweep(app, swept)
+    store, ends = app.extensions["gateway"].store, swept + timedelta(seconds=5)
+    _at(app, ends - timedelta(seconds=1))
+
+    class Racing:
+        """The sweep's store: a grant commits right after the sweep read its window."""
+
+        @contextlib.contextmanager
+        def transaction(self):
+            with store.transaction() as tx:
+                read = tx.lapsed_grants
+
+                def lapsed_grants(*args):
+                    found = read(*args)
+                    together(lambda: send(app.test_client(), rc.event(
+                        "INITIAL_PURCHASE", user="alice", transaction="t-alice", at_ms=_ms(ends) - 2000,
+                        expiration_at_ms=_ms(ends))))
+                    return found
+
+                tx.lapsed_grants = lapsed_grants
+                yield tx
+
+    ExpirySweep(Racing(), clock=lambda: ends + timedelta(seconds=1)).run_once()
+    assert _last_word(client, "alice")["type"] == "entitlement.granted"
+    _sweep(app, ends + timedelta(seconds=2))
+    assert _last_word(client, "alice")["type"] == "entitlement.expired"

@@ -206,6 +206,10 @@ class _MemoryTransaction(Transaction):
         chosen = [e for e in self.state.feed if e.position > after and user_sub in (None, e.user_id)]
         return chosen[:limit]
 
+    def said_inactive(self, pairs):
+        last = {(e.user_id, e.entitlement): e for e in self.state.feed if e.entitlement is not None}
+        return {pair for pair in pairs if pair in last and not (last[pair].after or {}).get("active")}
+
     def lapsed_grants(self, after, through, limit):
         found = sorted((g.expires_at, user_sub) for user_sub, granted in self.state.entitlements.items()
                        for g in granted
