@@ -23,7 +23,7 @@ import requests
 
 from gateway.clock import utcnow
 from gateway.domain.webhooks import Endpoint, retry_at
-from gateway.store.outbox import Claimed, Outbox
+from gateway.store.outbox import TAKEN_OVER, Claimed, Outbox
 
 from . import endpoints, signing, targets
 
@@ -118,7 +118,9 @@ class Deliverer:
 def _log(claimed: Claimed, error: str | None, later: datetime | None, status: str) -> None:
     fields = {"endpoint": claimed.endpoint.name, "event_id": claimed.event.id, "position": claimed.event.position,
               "attempt": claimed.attempts, "status": status}
-    if error is None:
+    if status == TAKEN_OVER:  # its lease lapsed: the worker that took it over records the outcome
+        log.warning("webhook outcome dropped", extra={"fields": {**fields, "error": error}})
+    elif error is None:
         log.info("webhook delivered", extra={"fields": fields})
     else:
         log.warning("webhook not delivered",

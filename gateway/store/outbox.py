@@ -29,6 +29,8 @@ from .sql import EngineWork
 
 _E, _D, _F = tables.webhook_endpoints.c, tables.webhook_deliveries.c, tables.entitlement_events.c
 FAN_OUT_PAGE = 1000
+#: ``settle``'s word for an outcome that came after another worker took the delivery over.
+TAKEN_OVER = "taken over"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +76,12 @@ _LEASE = sa.update(tables.webhook_deliveries).where(
 ).values(next_attempt_at=sa.bindparam("lease_until"), attempts=_D.attempts + 1)
 
 
+#: Settled only by the worker that holds the lease: a claim counts the attempt, so one that
+#: took the delivery over since (the lease lapsed while this worker still sent) has moved
+#: ``attempts`` on, and the late outcome changes nothing.
 _SETTLE = sa.update(tables.webhook_deliveries).where(
     _D.endpoint == sa.bindparam("b_endpoint"), _D.position == sa.bindparam("b_position"), _D.status == PENDING,
+    _D.attempts == sa.bindparam("b_attempts"),
 ).values(status=sa.bindparam("status"), next_attempt_at=sa.bindparam("later"), last_error=sa.bindparam("error"),
          delivered_at=sa.bindparam("delivered"))
 
@@ -178,14 +184,16 @@ class Outbox(EngineWork):
     def settle(self, outcomes: list[tuple[Claimed, str | None, datetime | None]], now: datetime) -> list[str]:
         """Record attempts' outcomes, each (claimed, error, retry_at): delivered (no
         error), tried again at ``retry_at``, or parked ``failed`` (neither); returns the
-        statuses. One transaction for a round of attempts."""
+        statuses, ``TAKEN_OVER`` where another worker holds the delivery now. One
+        transaction for a round of attempts."""
         settled = [{"b_endpoint": claimed.endpoint.name, "b_position": claimed.event.position, "error": error,
+                    "b_attempts": claimed.attempts,
                     "status": DELIVERED if error is None else PENDING if later is not None else FAILED,
                     "later": later, "delivered": None if error else now} for claimed, error, later in outcomes]
-        if settled:
-            with self._transaction() as connection:
-                connection.execute(_SETTLE, settled)
-        return [row["status"] for row in settled]
+        if not settled:
+            return []
+        with self._transaction() as connection:
+            return [row["status"] if connection.execute(_SETTLE, row).rowcount else TAKEN_OVER for row in settled]
 
     def replay(self, now: datetime, endpoint: str | None = None, positions: tuple[int, ...] = ()) -> int:
         """Make failed deliveries pending again (of one endpoint, or at these positions,

@@ -280,3 +280,24 @@ def test_a_worker_slowed_by_its_receiver_keeps_what_it_is_sending(make_app, app,
     run.join(30)
     got = [body["user_id"] for body in receiver.accepted()]
     assert sorted(got) == sorted(users), got  # each once: between them, nothing sent twice
+
+
+def test_a_worker_whose_lease_was_taken_over_settles_nothing(app, receiver, deliverer):
+    """A worker outlives its lease (a receiver slower than the lease allows); another
+    claims the delivery and settles it. The first worker's late outcome, whatever it is,
+    must not overwrite the delivery's state: it would park it as failed (holding back the
+    user's later events) though the other delivers it, or make it due again and have a
+    third worker send it beside the second."""
+    purchase(app, "user-lease")
+    outbox, now = Outbox.of(app.extensions["gateway"].store), datetime.now(timezone.utc)
+    outbox.fan_out(now)
+    first = outbox.claim(now, now + timedelta(seconds=1), 10)
+    later = now + timedelta(seconds=5)  # the first lease has lapsed
+    second = outbox.claim(later, later + timedelta(minutes=5), 10)
+    assert [c.event.position for c in first] == [c.event.position for c in second] and len(first) == 1
+    # The first worker gives up (attempts exhausted: parked) while the second still sends.
+    assert outbox.settle([(first[0], "timed out", None)], later) == ["taken over"]
+    assert outbox.settle([(second[0], None, None)], later) == ["delivered"]
+    assert outbox.settle([(first[0], "timed out", later + timedelta(minutes=1))], later) == ["taken over"]
+    mine = [d for d in outbox.deliveries() if d.user_sub == "user-lease"]
+    assert [(d.status, d.attempts) for d in mine] == [("delivered", 2)]
