@@ -29,7 +29,7 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
 
     Raises ``Conflict`` when the purchase already belongs to another user.
     """
-    claimed = {s.user_sub for s in translation.snapshots if s.user_sub}
+    claimed = {s.user_sub for s in translation.snapshots if s.user_sub} | {link.user_sub for link in translation.links}
     if claimed - {user_sub}:
         raise Conflict("the purchase was made for another user", code="purchase_owned_by_another_user")
     snapshots = tuple(dataclasses.replace(s, account=s.account or key) for s in translation.snapshots)

@@ -178,3 +178,14 @@ def test_a_transaction_naming_the_caller_registered_before_its_notification_is_t
     response = register(client, cognito, ALICE, store.chain.sign(named))
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["is_premium"] is True and api(client, BOB)["is_premium"] is False
+
+
+def test_an_upgraded_transaction_naming_another_user_is_409(client, api, cognito, store):
+    """A transaction the App Store shows as upgraded grants nothing itself (the one that
+    replaced it carries the state), but its appAccountToken still names whose purchase it
+    is: another user may not link it."""
+    upgraded = store.transaction("4500", token=ALICE, isUpgraded=True)
+    response = register(client, cognito, BOB, store.chain.sign(upgraded))
+    assert (response.status_code, response.get_json()["error"]) == (409, "purchase_owned_by_another_user")
+    current = store.transaction("4500", token=ALICE, signed=now() + timedelta(seconds=1))
+    assert register(client, cognito, ALICE, store.chain.sign(current)).status_code == 200
