@@ -48,4 +48,6 @@ def configure() -> None:
     if not any(isinstance(handler, JsonLines) for handler in root.handlers):
         root.addHandler(JsonLines())
         root.propagate = False
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    # An empty or unknown LOG_LEVEL must not raise: the handler's caller is a sign-up or sign-in.
+    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    root.setLevel(level if isinstance(logging.getLevelName(level), int) else logging.INFO)

@@ -15,6 +15,7 @@ from gateway.domain.entitlement_events import Cause
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
 from gateway.domain.entitlements import Grant
+from gateway.domain.model import Snapshot, Subscription, claim_ownership
 from gateway.errors import Conflict, Unavailable
 from gateway.store.port import Store, StoreUnavailable
 
@@ -28,7 +29,7 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
 
     Raises ``Conflict`` when the purchase already belongs to another user.
     """
-    claimed = {s.user_sub for s in translation.snapshots if s.user_sub}
+    claimed = {s.user_sub for s in translation.snapshots if s.user_sub} | {link.user_sub for link in translation.links}
     if claimed - {user_sub}:
         raise Conflict("the purchase was made for another user", code="purchase_owned_by_another_user")
     snapshots = tuple(dataclasses.replace(s, account=s.account or key) for s in translation.snapshots)
@@ -41,10 +42,24 @@ def register_purchase(store: Store, catalog: Catalog, clock: Callable[[], dateti
         with store.transaction() as tx:
             tx.lock_accounts([(source, a) for a in accounts])  # the lock order of every writer: accounts first
             current = tx.lock_subscriptions([(source, key)])[(source, key)]
-            owners = {current.owner if current else None, *(tx.resolve(source, a) for a in accounts)} - {None, user_sub}
-            if owners:
+            if _held_by_another(tx, source, accounts, current, snapshots, user_sub):
                 raise Conflict("the purchase is linked to another user", code="purchase_owned_by_another_user")
             apply_translation(tx, translation, catalog, clock(), cause=Cause("purchase", source))
             return tx.entitlements_of(user_sub)
     except StoreUnavailable as exc:
         raise Unavailable("the purchase cannot be stored right now", code="store_unavailable") from exc
+
+
+def _held_by_another(tx, source: str, accounts: list[str], current: Subscription | None,
+                     snapshots: tuple[Snapshot, ...], user_sub: str) -> bool:
+    """Whether the purchase is another user's. One the store names the caller in
+    (``appAccountToken``, ``obfuscatedExternalAccountId``) is the caller's, as the merge
+    makes it, unless a newer delivery named another (``model.claim_ownership``): an
+    earlier registration by another user does not hold against it. Otherwise its owner,
+    and the users its accounts are linked to, must be the caller."""
+    named = [s for s in snapshots if s.user_sub == user_sub and s.account in accounts]
+    if named:
+        held = claim_ownership(current, user_sub, max(s.as_of for s in named)) if current else None
+        return held is not None and held.owner != user_sub
+    owners = {current.owner if current else None, *(tx.resolve(source, a) for a in accounts)} - {None, user_sub}
+    return bool(owners)

@@ -8,16 +8,17 @@ to 72 hours apart), so 503 is the answer for "try again later".
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from gateway.config import ConfigError
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Translation, ignored
+from gateway.domain.changes import Link, Translation, ignored
 from gateway.domain.events import Event
 from gateway.errors import Malformed
 from gateway.providers import Delivery, Lookup, wire
 from gateway.providers.apple_chains import load_roots
-from gateway.providers.apple_state import SOURCE, instant, translate_transaction
+from gateway.providers.apple_state import SOURCE, instant, owner_of, translate_transaction
 from gateway.providers.apple_trust import AppleVerifier
 from gateway.providers.unconfigured import Unconfigured
 
@@ -95,7 +96,12 @@ class AppleNotifications:
             # grace period, billing retry, a renewal): it counts as of its end, older than
             # any of those. Refunded, its revocation still takes back that period.
             as_of = expires
-        return key, translate_transaction(transaction, None, as_of, PURCHASE_REGISTRATION, self.catalog)
+        translation = translate_transaction(transaction, None, as_of, PURCHASE_REGISTRATION, self.catalog)
+        owner = owner_of(transaction)
+        if owner and not translation.snapshots:
+            # Granting nothing itself (an upgraded transaction), it still names whose purchase it is.
+            translation = dataclasses.replace(translation, links=(Link(SOURCE, key, owner, as_of),))
+        return key, translation
 
     def _signed_parts(self, notification: dict) -> dict:
         """The notification's transaction and renewal info, verified in its environment."""

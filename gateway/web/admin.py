@@ -47,7 +47,8 @@ def install(app: Flask, settings: Settings) -> None:
         SESSION_REFRESH_EACH_REQUEST=False,  # eight hours from sign-in, however busy
     )
     app.session_interface = AdminSessionInterface(settings.admin_cookie_secure)
-    app.extensions["gateway_admin"] = AdminState(Password(settings.admin_password), LoginThrottle())
+    password = Password(settings.admin_password, settings.admin_secret_key)
+    app.extensions["gateway_admin"] = AdminState(password, LoginThrottle())
 
 
 def state() -> AdminState:

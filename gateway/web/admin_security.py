@@ -19,10 +19,13 @@ class Password:
     """Compares SHA-256 digests in constant time: equal-length inputs, so neither the
     length nor a prefix of the password leaks through timing."""
 
-    def __init__(self, password: str) -> None:
+    def __init__(self, password: str, secret_key: str) -> None:
         self._digest = hashlib.sha256(password.encode()).digest()
-        # Stored in the session: a changed ADMIN_PASSWORD ends every open session.
-        self.fingerprint = hashlib.sha256(b"admin-session:" + self._digest).hexdigest()[:16]
+        # Stored in the session: a changed ADMIN_PASSWORD ends every open session. The
+        # cookie is signed, not encrypted, so this is keyed by ADMIN_SECRET_KEY: a hash of
+        # the password alone would let whoever holds the cookie test guesses offline.
+        self.fingerprint = hmac.new(secret_key.encode(), b"admin-session:" + self._digest,
+                                    hashlib.sha256).hexdigest()[:32]
 
     def matches(self, given: str) -> bool:
         return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self._digest)

@@ -268,3 +268,16 @@ def test_a_stripe_that_answers_a_byte_at_a_time_is_abandoned_within_the_budget(u
     assert handler(event, LambdaContext(timeout=3.0)) is event
     assert time.monotonic() - started < 3.0
     assert cognito_writes == []
+
+
+@pytest.mark.parametrize("level", ["", "verbose"])
+def test_an_unknown_log_level_never_blocks_a_sign_up(monkeypatch, user_pool, ada, stripe_api, level):
+    """LOG_LEVEL left empty by a template, or a level logging does not know, must not make
+    the handler raise: Cognito would fail the user's sign-up."""
+    monkeypatch.setenv("LOG_LEVEL", level)
+    event = user_pool.confirmation_event(ada["username"])
+
+    assert handler(event, LambdaContext()) is event
+
+    [customer] = stripe_api.customers
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == customer["id"]

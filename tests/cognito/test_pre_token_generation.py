@@ -197,3 +197,14 @@ def test_claim_values_are_strings_whatever_the_gateway_says(gateway):
     claims = handler(load_event("pre_token_generation_v1"), LambdaContext())["response"]["claimsOverrideDetails"][
         "claimsToAddOrOverride"]
     assert claims == {"premium": "true", "entitlements": "premium", "premium_until": ""}
+
+
+@pytest.mark.parametrize("level", ["", "verbose"])
+def test_an_unknown_log_level_never_blocks_a_sign_in(monkeypatch, gateway, level):
+    monkeypatch.setenv("LOG_LEVEL", level)
+    gateway.grant(SUB, premium=PREMIUM)
+    event = load_event("pre_token_generation_v1")
+
+    assert handler(event, LambdaContext()) is event
+
+    assert id_claims(event)["premium"] == "true"

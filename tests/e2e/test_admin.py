@@ -243,3 +243,19 @@ def test_a_nul_in_a_url_is_a_bad_request(client):
     for path in ("/admin/users?sub=%00", "/admin/deliveries?type=%00", "/v1/users/%00/history"):
         answer = client.get(path, headers={"Authorization": f"Bearer {API_KEY}"})
         assert answer.status_code == 400, path
+
+
+def test_the_session_cookie_gives_its_holder_no_offline_test_of_a_password_guess(make_app):
+    """Flask's session cookie is signed, not encrypted: whoever holds it reads its payload.
+    What marks it signed in must not be computable from the password alone (an unsalted
+    hash of it), or the holder could test guesses offline, past the login brake, and keep
+    the password after the session ends. Keyed by ADMIN_SECRET_KEY, it differs per key."""
+    marks = []
+    for key in ("a" * 40, "b" * 40):
+        app = make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=key)
+        client = app.test_client()
+        assert sign_in(client).status_code == 302
+        cookie = client.get_cookie("gateway_admin", path="/admin")
+        marks.append(app.session_interface.get_signing_serializer(app).loads(cookie.value)["admin"])
+        assert client.get("/admin/deliveries").status_code == 200
+    assert marks[0] != marks[1]

@@ -151,3 +151,41 @@ def test_a_refunded_past_period_registered_leaves_the_current_period(client, api
     assert response.status_code == 200, response.get_data(as_text=True)
     granted = api(client, ALICE)["entitlements"]["premium"]
     assert (granted["status"], granted["active"]) == ("active", True)
+
+
+def test_the_user_a_transaction_names_may_claim_it_after_another_registered_it(client, api, cognito, store):
+    """Apple's Set App Account Token sets or updates the appAccountToken of an existing
+    purchase (https://developer.apple.com/documentation/appstoreserverapi/set-app-account-token).
+    A purchase Bob registered without one, which Apple then shows naming Alice, is
+    Alice's: the notification gives it to her, and her own registration of the
+    transaction that names her must not be refused as another user's."""
+    key = "4400"
+    assert register(client, cognito, BOB, store.chain.sign(store.transaction(key))).status_code == 200
+    named = store.transaction(key, token=ALICE, signed=now() + timedelta(seconds=1))
+    notify(client, store, store.notification("SUBSCRIBED", signed=now() + timedelta(seconds=1), transaction=named))
+    assert api(client, ALICE)["is_premium"] is True and api(client, BOB)["is_premium"] is False
+    response = register(client, cognito, ALICE, store.chain.sign(named))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["is_premium"] is True and api(client, BOB)["is_premium"] is False
+    older = register(client, cognito, BOB, store.chain.sign(store.transaction(key)))
+    assert (older.status_code, older.get_json()["error"]) == (409, "purchase_owned_by_another_user")
+
+
+def test_a_transaction_naming_the_caller_registered_before_its_notification_is_theirs(client, api, cognito, store):
+    key = "4401"
+    assert register(client, cognito, BOB, store.chain.sign(store.transaction(key))).status_code == 200
+    named = store.transaction(key, token=ALICE, signed=now() + timedelta(seconds=1))
+    response = register(client, cognito, ALICE, store.chain.sign(named))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["is_premium"] is True and api(client, BOB)["is_premium"] is False
+
+
+def test_an_upgraded_transaction_naming_another_user_is_409(client, api, cognito, store):
+    """A transaction the App Store shows as upgraded grants nothing itself (the one that
+    replaced it carries the state), but its appAccountToken still names whose purchase it
+    is: another user may not link it."""
+    upgraded = store.transaction("4500", token=ALICE, isUpgraded=True)
+    response = register(client, cognito, BOB, store.chain.sign(upgraded))
+    assert (response.status_code, response.get_json()["error"]) == (409, "purchase_owned_by_another_user")
+    current = store.transaction("4500", token=ALICE, signed=now() + timedelta(seconds=1))
+    assert register(client, cognito, ALICE, store.chain.sign(current)).status_code == 200

@@ -224,3 +224,14 @@ def test_two_upgrades_delivered_before_the_first_purchase_is_registered_go_to_it
     assert google.register(ALICE, "tok-p5").status_code == 200
     premium = google.premium(ALICE)
     assert (premium["active"], premium["product_id"]) == (True, "premium_yearly")
+
+
+def test_the_user_a_purchase_names_may_claim_it_after_another_registered_it(google):
+    """Bob registered a purchase made without an obfuscated account id; Play now names Alice
+    (a notification would give it to her): her registration is hers, not a 409."""
+    google.play.subscribe("tok-renamed")
+    assert google.register(BOB, "tok-renamed").status_code == 200
+    google.play.subscribe("tok-renamed", user=ALICE, acknowledged=True)
+    answer = google.register(ALICE, "tok-renamed")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["is_premium"] is True and google.entitlements(BOB)["is_premium"] is False

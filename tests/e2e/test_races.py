@@ -20,12 +20,13 @@ import pytest
 
 from devtools import revenuecat as rc
 from devtools import stripe_objects as so
-from devtools.apple_store import ms, now
+from devtools.apple_store import AppStore, ms, now
 from devtools.google_play import ORDER
 from devtools.google_pubsub import envelope, subscription, voided
 from tests.e2e.conftest import API_KEY
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
-from tests.e2e.reconcile_world import new_user, soon
+from tests.e2e.reconcile_world import World, new_user, soon
+from tests.support.google_gateway import google  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
 
 ROUNDS = 4
@@ -379,3 +380,50 @@ def test_a_transfer_and_the_purchase_it_moves_released_together_end_with_the_new
                            "/webhooks/revenuecat", data=rc.body(purchase), headers={"Authorization": rc.AUTH}))
     assert [ok(answer) for answer in answers] == ["processed", "processed"]
     assert (world.premium(user_a), (world.premium(user_b) or {}).get("active")) == (None, True)
+
+
+# Purchase registration: two users claim one purchase at once; exactly one holds it.
+
+@pytest.fixture
+def apple_registrations(make_app, chain, tmp_path, cognito):
+    app = make_app(GATEWAY_API_KEYS=API_KEY, **AppStore(chain).env(chain.write_root(tmp_path)), **cognito.env())
+    return World(app, chain)
+
+
+def one_winner(answers, world_premium, users):
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [200, 409], [answer.get_data(as_text=True) for answer in answers]
+    winner = users[[answer.status_code for answer in answers].index(200)]
+    assert [(world_premium(user) or {}).get("active") is True for user in users] == [u == winner for u in users]
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_two_users_registering_one_apple_purchase_together_one_wins(apple_registrations, cognito, round_):
+    world, users = apple_registrations, (new_user(), new_user())
+    signed = world.apple.chain.sign(world.apple.transaction(f"30000001{round_:02d}"))
+    answers = together(*(lambda user=user: world.client.post("/v1/purchases/apple", json={"signedTransaction": signed},
+                                                             headers=cognito.header(user)) for user in users))
+    one_winner(answers, world.premium, users)
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_two_users_registering_one_google_purchase_together_one_wins(google, round_):
+    users, token = (new_user(), new_user()), f"tok-race-{round_}"
+    google.play.subscribe(token)
+    answers = together(*(lambda user=user: google.register(user, token) for user in users))
+    one_winner(answers, google.premium, users)
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_registration_naming_its_caller_and_one_by_another_released_together_end_with_the_named(
+        apple_registrations, cognito, round_):
+    """Bob's transaction names nobody, Alice's (signed later: Set App Account Token) names
+    her: whichever commits first, the purchase ends hers, as the merge gives it."""
+    world, key, (alice, bob) = apple_registrations, f"30000002{round_:02d}", (new_user(), new_user())
+    plain = world.apple.chain.sign(world.apple.transaction(key))
+    named = world.apple.chain.sign(world.apple.transaction(key, token=alice, signed=now() + timedelta(seconds=1)))
+    answers = together(*(lambda user=user, signed=signed: world.client.post(
+        "/v1/purchases/apple", json={"signedTransaction": signed}, headers=cognito.header(user))
+        for user, signed in ((alice, named), (bob, plain))))
+    assert answers[0].status_code == 200 and answers[1].status_code in (200, 409)
+    assert (world.premium(alice) or {}).get("active") is True and (world.premium(bob) or {}).get("active") is not True
