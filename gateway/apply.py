@@ -73,7 +73,8 @@ class Changes:
 
     Lock order: the store accounts a translation names (so that a link and a new
     subscription of one account see each other; a transfer also the register's,
-    ``REGISTER``), then its subscriptions, all keys in one
+    ``REGISTER``; a transferable one also the users it names, whom a transfer moves
+    from), then its subscriptions, all keys in one
     ordered call, then the subscriptions its links and transfers move, found by account
     or owner; users last, after every subscription. Writers that follow this order
     cannot deadlock each other, except that rows found by account (a link, a transfer)
