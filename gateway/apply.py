@@ -101,9 +101,7 @@ class Changes:
         # locked, so that the transfer, recorded together, finds the purchase or is found.
         accounts |= {(c.source, c.user_sub) for t in translations if t.transferable
                      for c in (*t.snapshots, *t.links) if c.user_sub}
-        if accounts - self.accounts:
-            self.tx.lock_accounts(sorted(accounts - self.accounts))
-            self.accounts |= accounts
+        self._lock_accounts(accounts)
         wanted = sorted({(s.source, s.key) for t in translations for s in t.snapshots} - set(self.held))
         if wanted:
             self.held.update(self.tx.lock_subscriptions(wanted))
@@ -168,11 +166,23 @@ class Changes:
         for current in held:
             step.save(current, transferred(current, register), replayed=True)
 
-    def register(self, source: str, names: set[str]) -> list[Transfer]:
+    def _lock_accounts(self, accounts: set[Key]) -> None:
+        if accounts - self.accounts:
+            self.tx.lock_accounts(sorted(accounts - self.accounts))
+            self.accounts |= accounts
+
+    def register(self, source: str, names: set[str], lock_hops: bool = False) -> list[Transfer]:
         """The recorded transfers from ``names``, and on from each one's new owner: every
-        account an owner may pass through from there."""
+        account an owner may pass through from there. ``lock_hops`` (a delivery, which
+        does not hold the register's lock): each account's lock is taken before its
+        transfers are read, the lock a transfer from it holds, so one committing meanwhile
+        is waited for and read, or waits and then finds what this transaction moved there.
+        Taken after the subscriptions' locks, out of the usual order: a deadlock it may
+        make is resolved by PostgreSQL, and the victim retried."""
         reached, pending, register = set(), set(names), []
         while pending:
+            if lock_hops:
+                self._lock_accounts({(source, name) for name in pending})
             reached |= pending
             found = self.tx.transfers_from(source, sorted(pending))
             register += found
@@ -246,7 +256,7 @@ class _Step:
         this changed (``replayed``: not yet) first takes the transfers recorded from them."""
         if self.transferable and not replayed and _holder(updated) != (_holder(current) if current else None):
             names = {n for n in _holder(updated) if n}
-            updated = transferred(updated, self.changes.register(updated.snapshot.source, names))
+            updated = transferred(updated, self.changes.register(updated.snapshot.source, names, lock_hops=True))
         key = (updated.snapshot.source, updated.snapshot.key)
         self.touched.add(key)
         self.changes.held[key] = updated

@@ -427,3 +427,25 @@ def test_a_registration_naming_its_caller_and_one_by_another_released_together_e
         for user, signed in ((alice, named), (bob, plain))))
     assert answers[0].status_code == 200 and answers[1].status_code in (200, 409)
     assert (world.premium(alice) or {}).get("active") is True and (world.premium(bob) or {}).get("active") is not True
+
+
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_a_late_purchase_and_the_next_transfer_of_its_chain_released_together_end_with_the_last_user(
+        world, make_app, revenuecat, round_):
+    """A bought (t1), moved A->B (t2, recorded before the purchase was delivered); then the
+    purchase and B->C (t3) come together through two gateways. The purchase follows the
+    register from A to B and reads what B's transfers are: B's lock, taken before that
+    read, makes it wait for B->C, or B->C wait and then find the purchase at B."""
+    other = make_app(GATEWAY_API_KEYS=API_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH).test_client()
+    user_a, user_b, user_c, at = new_user(), new_user(), new_user(), now()
+    assert ok(world.revenuecat(rc.transfer([user_a], [user_b], at_ms=ms(at - timedelta(seconds=2))))) == "processed"
+    purchase = rc.event("INITIAL_PURCHASE", user_a, transaction=f"77{round_:04d}",
+                        at_ms=ms(at - timedelta(seconds=3)), expiration_at_ms=ms(soon(6)))
+    onward = rc.transfer([user_b], [user_c], at_ms=ms(at - timedelta(seconds=1)))
+    delays = [(round_ % 6) * 0.003, 0.0][::1 if round_ % 2 else -1]  # either side sent later
+    answers = together(lambda: time.sleep(delays[0]) or world.revenuecat(onward),
+                       lambda: time.sleep(delays[1]) or other.post(
+                           "/webhooks/revenuecat", data=rc.body(purchase), headers={"Authorization": rc.AUTH}))
+    assert [ok(answer) for answer in answers] == ["processed", "processed"]
+    assert (world.premium(user_a), world.premium(user_b), (world.premium(user_c) or {}).get("active")) == \
+        (None, None, True)
