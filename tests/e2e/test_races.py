@@ -357,6 +357,18 @@ def test_two_transfers_back_and_forth_released_together_end_with_the_newer(world
     assert (world.premium(user_b), (world.premium(user_a) or {}).get("active")) == (None, True)
 
 
+def two_gateways_together(world, make_app, round_: int, first: dict, second: dict) -> list[str]:
+    """RevenueCat's ``first`` through the world's gateway and ``second`` through another on
+    the same database (one process batches concurrent deliveries into one transaction),
+    released together, either one sent a little later by a delay that varies by round."""
+    other = make_app(GATEWAY_API_KEYS=API_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH).test_client()
+    delays = [(round_ % 6) * 0.003, 0.0][::1 if round_ % 2 else -1]
+    answers = together(lambda: time.sleep(delays[0]) or world.revenuecat(first),
+                       lambda: time.sleep(delays[1]) or other.post(
+                           "/webhooks/revenuecat", data=rc.body(second), headers={"Authorization": rc.AUTH}))
+    return [ok(answer) for answer in answers]
+
+
 @pytest.mark.parametrize("bought", ["as the user", "anonymously"])
 @pytest.mark.parametrize("round_", range(LINK_ROUNDS))
 def test_a_transfer_and_the_purchase_it_moves_released_together_end_with_the_new_user(
@@ -367,18 +379,13 @@ def test_a_transfer_and_the_purchase_it_moves_released_together_end_with_the_new
     finds the purchase (it committed first), or the purchase finds the transfer in the
     register. Bought anonymously, the purchase's account is not the user it names: its
     transaction must still hold that user's lock, or neither sees the other."""
-    other = make_app(GATEWAY_API_KEYS=API_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH).test_client()
     user_a, user_b, at = new_user(), new_user(), now()
     account = user_a if bought == "as the user" else f"$RCAnonymousID:{user_a.replace('-', '')[-32:]}"
     purchase = rc.event("INITIAL_PURCHASE", account, original_app_user_id=account, aliases=sorted({account, user_a}),
                         transaction=f"76{1 + (bought == 'anonymously')}{round_:03d}",
                         at_ms=ms(at - timedelta(seconds=2)), expiration_at_ms=ms(soon(6)))
     moved = rc.transfer([user_a], [user_b], at_ms=ms(at - timedelta(seconds=1)))
-    delays = [(round_ % 6) * 0.003, 0.0][::1 if round_ % 2 else -1]  # either side sent later
-    answers = together(lambda: time.sleep(delays[0]) or world.revenuecat(moved),
-                       lambda: time.sleep(delays[1]) or other.post(
-                           "/webhooks/revenuecat", data=rc.body(purchase), headers={"Authorization": rc.AUTH}))
-    assert [ok(answer) for answer in answers] == ["processed", "processed"]
+    assert two_gateways_together(world, make_app, round_, moved, purchase) == ["processed", "processed"]
     assert (world.premium(user_a), (world.premium(user_b) or {}).get("active")) == (None, True)
 
 
@@ -436,16 +443,11 @@ def test_a_late_purchase_and_the_next_transfer_of_its_chain_released_together_en
     purchase and B->C (t3) come together through two gateways. The purchase follows the
     register from A to B and reads what B's transfers are: B's lock, taken before that
     read, makes it wait for B->C, or B->C wait and then find the purchase at B."""
-    other = make_app(GATEWAY_API_KEYS=API_KEY, REVENUECAT_WEBHOOK_AUTH=rc.AUTH).test_client()
     user_a, user_b, user_c, at = new_user(), new_user(), new_user(), now()
     assert ok(world.revenuecat(rc.transfer([user_a], [user_b], at_ms=ms(at - timedelta(seconds=2))))) == "processed"
     purchase = rc.event("INITIAL_PURCHASE", user_a, transaction=f"77{round_:04d}",
                         at_ms=ms(at - timedelta(seconds=3)), expiration_at_ms=ms(soon(6)))
     onward = rc.transfer([user_b], [user_c], at_ms=ms(at - timedelta(seconds=1)))
-    delays = [(round_ % 6) * 0.003, 0.0][::1 if round_ % 2 else -1]  # either side sent later
-    answers = together(lambda: time.sleep(delays[0]) or world.revenuecat(onward),
-                       lambda: time.sleep(delays[1]) or other.post(
-                           "/webhooks/revenuecat", data=rc.body(purchase), headers={"Authorization": rc.AUTH}))
-    assert [ok(answer) for answer in answers] == ["processed", "processed"]
+    assert two_gateways_together(world, make_app, round_, onward, purchase) == ["processed", "processed"]
     assert (world.premium(user_a), world.premium(user_b), (world.premium(user_c) or {}).get("active")) == \
         (None, None, True)
