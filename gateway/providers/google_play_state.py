@@ -83,11 +83,13 @@ def _renews(purchase: dict) -> bool:
 def _entitlements(purchase: dict, as_of: datetime, catalog: Catalog | None, product_id: str | None):
     """What the line items still paid for at ``as_of`` grant together (a base plan and its
     add-ons, each with its own product and ``expiryTime``); ``None`` when that is what the
-    reported product alone grants, so the catalog maps it when read."""
+    reported product alone grants, so the catalog maps it when read. Every item ended (the
+    purchase expired or is on hold): what they all granted, so that each entitlement lapses
+    rather than vanishes."""
     if catalog is None:
         return None
     live = [item for item in line_items(purchase)
-            if (end := parse_time(item.get("expiryTime"))) is None or end > as_of]
+            if (end := parse_time(item.get("expiryTime"))) is None or end > as_of] or line_items(purchase)
     granted: list[str] = []
     for item in live:
         product = item.get("productId") if isinstance(item.get("productId"), str) else None

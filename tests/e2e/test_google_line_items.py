@@ -53,3 +53,24 @@ def test_an_add_on_past_its_own_expiry_grants_nothing_more(google):
     granted = google.entitlements(USER)["entitlements"]
     assert granted["premium"]["active"] is True
     assert "storage" not in granted or granted["storage"]["active"] is False
+
+
+def test_a_subscription_with_an_add_on_that_ended_reports_both_entitlements_expired(google):
+    """Every item ended (the purchase expired, or is on hold): none is live to say what the
+    purchase granted, but both entitlements lapsed, they were not taken back. Judged on the
+    ending item alone, the other entitlement vanished and the feed said entitlement.revoked."""
+    with_addon(google.play, "tok-ended", addon_days=30)
+    assert google.push(rtdn.subscription("tok-ended", 4)).get_json() == {"status": "processed"}
+    ended = rfc3339(dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    purchase = google.play.purchases["tok-ended"]
+    purchase["subscriptionState"] = "SUBSCRIPTION_STATE_EXPIRED"
+    for item in purchase["lineItems"]:
+        item["expiryTime"], item["autoRenewingPlan"] = ended, {"autoRenewEnabled": False}
+    assert google.push(rtdn.subscription("tok-ended", 13)).get_json() == {"status": "processed"}
+    granted = google.entitlements(USER)["entitlements"]
+    assert sorted(granted) == ["premium", "storage"]
+    assert [granted[name]["status"] for name in ("premium", "storage")] == ["expired", "expired"]
+    feed = google.client.get("/v1/events", query_string={"after": 0, "limit": 100},
+                             headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["events"]
+    assert [(e["entitlement"], e["type"]) for e in feed if e["type"] != "entitlement.granted"] == [
+        ("premium", "entitlement.expired"), ("storage", "entitlement.expired")]
