@@ -206,3 +206,21 @@ def test_a_store_that_goes_down_midway_is_declared_down_and_the_rest_is_read_fir
     output, asked = gateway.reconcile("--limit", "4")
 
     assert asked == due[12:16]  # the first twelve were asked; the ones never asked come first now
+
+
+def test_a_429_holds_back_every_worker_for_its_retry_after(make_app, revenuecat, database_url):
+    """Retry-After tells the client, not one thread, when to ask again: while one worker waits
+    it out, the others send nothing either."""
+    gateway = Gateway(make_app, revenuecat, database_url, rate="1000/s")
+    due = [gateway.buy(key) for key in keys(8, first=7_950_000)]
+    start = len(revenuecat.server.requests)
+    revenuecat.throttle, revenuecat.retry_after = 1, "1"
+
+    output, asked = gateway.reconcile("--workers", "4")
+
+    assert "checked 8, changed 0, unchanged 8, failed 0" in output
+    times = [request.received_at for request in revenuecat.server.requests[start:]]
+    throttled = times[0]  # the first request was answered 429, Retry-After: 1
+    early = [t - throttled for t in times[1:] if t - throttled < 0.95]
+    # Only the other three workers' requests already on their way when the 429 came back.
+    assert len(early) <= 3 and all(t < 0.2 for t in early), early
