@@ -112,8 +112,8 @@ class Reconciler:
 
     def _check(self, checker, tally: Tally, progress: Progress, current: Subscription, dry_run: bool) -> None:
         key = current.snapshot.key
-        if tally.streak >= DOWN_AFTER and tally.checked == tally.failed:
-            error = RuntimeError("skipped: the API failed every call so far")
+        if tally.streak >= DOWN_AFTER:  # from the start or midway: the rest is not asked
+            error = RuntimeError(f"skipped: the API is down (it failed {DOWN_AFTER} calls in a row)")
             progress.done(key, self._failed(checker, tally, key, error), visited=False)
             return
         try:

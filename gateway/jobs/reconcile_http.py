@@ -10,7 +10,9 @@ and the subscription counts as failed for this run (the next run reads it again)
 
 Better than meeting a 429 is not causing one: every request, a retry included, first takes a
 token from the source's ``TokenBucket``, which the run's worker threads share, so the run
-stays within the rate configured for the store (``RECONCILE_RATE_<SOURCE>``).
+stays within the rate configured for the store (``RECONCILE_RATE_<SOURCE>``). A 429's wait
+holds that bucket, so none of the workers asks before the Retry-After is over (until
+2026-12-06 only the thread that met it waited, and the others kept asking).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class TokenBucket:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.rate, self.burst, self.clock, self.sleep = rate, burst, clock, sleep
         self.tokens, self.stamp = burst, clock()
+        self.resume_at = float("-inf")  # a store's Retry-After: nothing is sent before it
         self.lock = threading.Lock()
 
     def reserve(self) -> float:
@@ -58,9 +61,24 @@ class TokenBucket:
             return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
     def take(self) -> None:
-        wait = self.reserve()
-        if wait > 0:
-            self.sleep(wait)
+        while True:
+            wait = self.reserve()
+            if wait > 0:
+                self.sleep(wait)
+            if self.clock() >= self.resume_at - 1e-6:
+                return
+            # Reserved before a hold that now covers it: a place in line after the hold.
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (a store's Retry-After tells the client, not one
+        thread): requests taken from now on are spaced from its end, and one that reserved
+        its time before the hold takes a new place after it."""
+        with self.lock:
+            now = self.clock()
+            self.resume_at = max(self.resume_at, now + seconds)
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            self.tokens = min(self.tokens, 1 - (self.resume_at - now) * self.rate)
 
 
 class ThrottledSession(requests.Session):
@@ -82,5 +100,8 @@ class ThrottledSession(requests.Session):
                 return response  # longer than we may wait: failed now, read again next run
             self.throttled += 1
             response.close()
-            self.sleep(wait)
+            if self.bucket is not None:
+                self.bucket.hold(wait)  # every worker of the source waits it out, at the next take()
+            else:
+                self.sleep(wait)
         return response

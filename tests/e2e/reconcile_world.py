@@ -67,6 +67,7 @@ def _revenuecat():
 def revenuecat(_revenuecat):
     _revenuecat.subscribers.clear()
     _revenuecat.down, _revenuecat.throttle, _revenuecat.retry_after = False, 0, "0"
+    _revenuecat.down_after = None
     _revenuecat._held = None
     return _revenuecat
 

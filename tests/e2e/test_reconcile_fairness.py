@@ -182,9 +182,45 @@ def test_subscriptions_skipped_while_the_store_was_down_are_read_first_next_run(
     gateway.fake.down = True
     result = gateway.app.test_cli_runner().invoke(args=["reconcile", "--source", "revenuecat", "--workers", "1"])
     assert result.exit_code == 1 and "checked 12, changed 0, unchanged 0, failed 12" in result.output
-    assert "skipped: the API failed every call so far" in result.output
+    assert "skipped: the API is down" in result.output
     gateway.fake.down = False
 
     output, asked = gateway.reconcile("--limit", "4")
 
     assert asked == due[8:]  # the first eight were asked (and failed); the rest comes first now
+
+
+def test_a_store_that_goes_down_midway_is_declared_down_and_the_rest_is_read_first_next_run(gateway):
+    """An outage that starts after some successes: once the API has failed DOWN_AFTER calls in
+    a row the source is down, and the subscriptions not yet asked about hold the cursor (they
+    were not read; a run that marks each one failed would pass the cursor over all of them)."""
+    due = [gateway.buy(key) for key in keys(20, first=7_900_000)]
+    start = len(gateway.fake.calls)
+    gateway.fake.down_after = start + 4  # four answers, then 503 for good
+    result = gateway.app.test_cli_runner().invoke(args=["reconcile", "--source", "revenuecat", "--workers", "1"])
+    assert result.exit_code == 1 and "checked 20, changed 0, unchanged 4, failed 16" in result.output
+    assert "skipped: the API is down" in result.output
+    assert gateway.asked(start) == due[:12]  # the later ones were not asked, each waiting out a failure
+    gateway.fake.down_after = None
+
+    output, asked = gateway.reconcile("--limit", "4")
+
+    assert asked == due[12:16]  # the first twelve were asked; the ones never asked come first now
+
+
+def test_a_429_holds_back_every_worker_for_its_retry_after(make_app, revenuecat, database_url):
+    """Retry-After tells the client, not one thread, when to ask again: while one worker waits
+    it out, the others send nothing either."""
+    gateway = Gateway(make_app, revenuecat, database_url, rate="1000/s")
+    due = [gateway.buy(key) for key in keys(8, first=7_950_000)]
+    start = len(revenuecat.server.requests)
+    revenuecat.throttle, revenuecat.retry_after = 1, "1"
+
+    output, asked = gateway.reconcile("--workers", "4")
+
+    assert "checked 8, changed 0, unchanged 8, failed 0" in output
+    times = [request.received_at for request in revenuecat.server.requests[start:]]
+    throttled = times[0]  # the first request was answered 429, Retry-After: 1
+    early = [t - throttled for t in times[1:] if t - throttled < 0.95]
+    # Only the other three workers' requests already on their way when the 429 came back.
+    assert len(early) <= 3 and all(t < 0.2 for t in early), early

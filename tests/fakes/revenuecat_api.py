@@ -3,7 +3,7 @@
 Answers in the Customer Info Model (https://www.revenuecat.com/docs/api-v1/customer-info-model):
 ``{"request_date", "request_date_ms", "subscriber": {"original_app_user_id", "entitlements",
 "subscriptions", ...}}`` with ISO 8601 times; checks ``Authorization: Bearer <secret key>``.
-Switches: ``down`` (503), ``throttle`` (the next N calls answer 429 with Retry-After),
+Switches: ``down`` (503), ``down_after`` (503 once this many calls were answered), ``throttle`` (the next N calls answer 429 with Retry-After),
 ``hold()`` (the next answer is read at once and sent on release).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ class FakeRevenueCat:
     def __init__(self) -> None:
         self.subscribers: dict[str, dict] = {}
         self.down, self.throttle, self.retry_after = False, 0, "1"
+        self.down_after: int | None = None
         self.calls: list[str] = []
         self._held: Held | None = None
         self.server = LocalServer({"*": self._route})
@@ -76,7 +77,7 @@ class FakeRevenueCat:
 
     def _route(self, request) -> tuple:
         self.calls.append(request.path)
-        if self.down:
+        if self.down or (self.down_after is not None and len(self.calls) > self.down_after):
             return 503, {"code": 7110, "message": "Service unavailable."}, {}
         if self.throttle:
             self.throttle -= 1

@@ -113,3 +113,22 @@ def test_each_store_has_a_default_below_its_documented_limit():
 def test_a_bad_rate_stops_the_start_naming_the_variable(raw):
     with pytest.raises(ConfigError, match="RECONCILE_RATE_STRIPE"):
         from_env({"RECONCILE_RATE_STRIPE": raw})
+
+
+def test_a_hold_keeps_every_request_back_until_it_ends_then_spaced_at_the_rate():
+    clock = Clock()
+    sent: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    bucket = TokenBucket(rate=4, clock=clock, sleep=sleep)
+    early = bucket.reserve()  # a thread's place, taken before the 429 came back
+    bucket.hold(2.0)
+    clock.now += early
+    assert clock() < 1002.0
+    for _ in range(3):
+        bucket.take()
+        sent.append(clock.now)
+    assert sent[0] >= 1002.0 - 1e-6
+    assert [b - a for a, b in zip(sent, sent[1:])] == pytest.approx([0.25, 0.25])
