@@ -9,8 +9,8 @@
      refund (``revoke`` would refund, a decision for support, not for a deletion);
    - App Store and RevenueCat: only the user can cancel there; reported as
      ``must_cancel_in_store`` with the store and the product.
-   A store that does not answer (a 5xx, a timeout) is 503 and nothing is recorded: the
-   deletion can simply be asked again. A store that refuses (a 4xx) is read back: a
+   A store that does not answer (a 5xx, a timeout) or refuses the gateway's credentials
+   (401, 403) is 503 and nothing is recorded: the deletion can simply be asked again. A store that refuses (a 4xx) is read back: a
    subscription found cancelled counts as cancelled (a retry after a partial failure),
    any other is reported for the user to cancel (``store_refused``).
 3. One transaction, in the lock order of every writer (accounts, subscriptions, users,
@@ -116,11 +116,11 @@ class AccountDeletion:
             self.apis.stripe.cancel_subscription(key)
             return CANCELLED
         except StripeApiError as exc:
-            _raise_unless_refused(exc.refused, "Stripe")
+            _raise_unless_refused(exc.refused and exc.status not in CREDENTIALS, "Stripe")
         try:
             return CANCELLED if self.apis.stripe.subscription(key).get("status") == "canceled" else REFUSED
         except StripeApiError as exc:
-            _raise_unless_refused(exc.refused, "Stripe")
+            _raise_unless_refused(exc.refused and exc.status not in CREDENTIALS, "Stripe")
             return REFUSED
 
     def _cancel_play(self, key: str) -> str:
@@ -139,8 +139,14 @@ class AccountDeletion:
         return CANCELLED if state in ("SUBSCRIPTION_STATE_CANCELED", "SUBSCRIPTION_STATE_EXPIRED") else REFUSED
 
 
+#: A store refusing the gateway's credentials (a rolled key, a service account without
+#: access) says nothing of the subscription, which may go on billing: not a refusal the user
+#: can act on, but an outage of ours. Nothing is deleted; asked again once they are fixed.
+CREDENTIALS = frozenset({401, 403})
+
+
 def _refused(status: int | None) -> bool:
-    return status is not None and 400 <= status < 500 and status != 429
+    return status is not None and 400 <= status < 500 and status not in (429, *CREDENTIALS)
 
 
 def _raise_unless_refused(refused: bool, store: str) -> None:

@@ -27,10 +27,12 @@ MAX_PAGES = 20
 class StripeApiError(StoreApiError):
     """Stripe did not answer, or answered with an error."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(self, message: str, *, refused: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         #: Stripe answered 4xx other than 429: retrying the same call will not help.
         self.refused = refused
+        #: The HTTP status Stripe answered with; None when it did not answer.
+        self.status = status
 
     @classmethod
     def from_stripe(cls, exc: stripe.StripeError, call: str) -> StripeApiError:
@@ -39,7 +41,7 @@ class StripeApiError(StoreApiError):
         another request (retried later, it gets that request's answer) is Stripe unavailable."""
         status = exc.http_status
         detail = " ".join(str(exc.user_message or type(exc).__name__).split())[:300]
-        return cls(f"{call} failed ({status or 'no answer'}): {detail}",
+        return cls(f"{call} failed ({status or 'no answer'}): {detail}", status=status,
                    refused=status is not None and 400 <= status < 500 and status != 429 and not key_in_use(exc))
 
 

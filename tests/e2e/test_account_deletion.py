@@ -205,6 +205,31 @@ def test_stripe_down_is_503_and_the_retry_cancels(world):
     assert world.fakes.stripe.cancels == [ids["subscription"]]
 
 
+@pytest.mark.parametrize("store", ["stripe", "google"])
+def test_a_store_refusing_the_gateways_credentials_is_503_and_deletes_nothing(world, monkeypatch, store):
+    # A rolled Stripe key, a Play access token no longer valid: the store answers 401 to the
+    # gateway, which says nothing of the subscription. Reported for the user to cancel, it
+    # went on billing (a Stripe subscription the user cannot cancel once the account is gone).
+    ids = subscribe_everywhere(world)
+    if store == "stripe":
+        key, world.fakes.stripe.api_key = world.fakes.stripe.api_key, "sk_test_rolled"
+    else:
+        monkeypatch.setattr("devtools.google_play.ACCESS_TOKEN", "ya29.rotated")
+
+    failed = world.delete()
+
+    assert (failed.status_code, failed.get_json()["error"]) == (503, "store_api_unavailable")
+    assert world.entitlements()["is_premium"] is True and not any(e.type == USER_DELETED for e in world.feed())
+    if store == "stripe":
+        world.fakes.stripe.api_key = key
+    else:
+        monkeypatch.undo()
+    retried = world.delete()
+    assert retried.status_code == 200 and sorted(c["source"] for c in retried.get_json()["cancelled"]) == \
+        ["google", "stripe"]
+    assert world.fakes.stripe.cancels == [ids["subscription"]]
+
+
 def test_the_cli_deletes_the_same_way_and_is_idempotent(world):
     ids = subscribe_everywhere(world)
     subscribe_everywhere(world, OTHER)
