@@ -28,6 +28,14 @@ class Catalog:
             return granted
         return (self.default,) if self.default else ()
 
+    def granted_by(self, source: str, product_ids) -> tuple[str, ...]:
+        """What these products grant together (a subscription's several items), each name
+        once, in the order first granted."""
+        granted: list[str] = []
+        for product_id in product_ids:
+            granted += [name for name in self.entitlements_for(source, product_id) if name not in granted]
+        return tuple(granted)
+
     def knows(self, source: str, product_id: str) -> bool:
         return (source, product_id) in self.products
 

@@ -90,12 +90,10 @@ def _entitlements(purchase: dict, as_of: datetime, catalog: Catalog | None, prod
         return None
     live = [item for item in line_items(purchase)
             if (end := parse_time(item.get("expiryTime"))) is None or end > as_of] or line_items(purchase)
-    granted: list[str] = []
-    for item in live:
-        product = item.get("productId") if isinstance(item.get("productId"), str) else None
-        granted += [name for name in catalog.entitlements_for(SOURCE, product) if name not in granted]
+    granted = catalog.granted_by(SOURCE, [item.get("productId") if isinstance(item.get("productId"), str) else None
+                                          for item in live])
     own = catalog.entitlements_for(SOURCE, product_id)
-    return None if not live or set(granted) == set(own) else tuple(granted)
+    return None if not live or set(granted) == set(own) else granted
 
 
 def snapshot_of(token: str, purchase: dict, as_of: datetime, catalog: Catalog | None = None) -> Snapshot:

@@ -113,10 +113,7 @@ def products(subscription: dict, catalog: Catalog) -> tuple[str | None, tuple[st
     if not known:
         first = next((item_ids[0] for item_ids in ids if item_ids), None)
         return first, None
-    granted: list[str] = []
-    for product_id in known:
-        granted += [name for name in catalog.entitlements_for(SOURCE, product_id) if name not in granted]
-    return known[0], tuple(granted)
+    return known[0], catalog.granted_by(SOURCE, known)
 
 
 def invoice_subscription(invoice: dict) -> str | None:
