@@ -151,7 +151,7 @@ class StripeEvents:
         api = self.snapshots.require_api("list the refunds of a payment")
         amount, paid = charge.get("amount"), invoice.get("amount_paid")
         if isinstance(amount, int) and isinstance(paid, int) and paid > amount:
-            refunds, amount = [r for kind, paid_by in self._payments(invoice["id"])
+            refunds, amount = [r for kind, paid_by in _payments(api, invoice["id"])
                                for r in api.refunds_of(kind, paid_by)], paid
         else:
             refunds = api.refunds_of("charge", charge["id"])
@@ -162,16 +162,6 @@ class StripeEvents:
                 or sum(amounts) < amount:
             return None
         return "refunded:" + "+".join(ids)
-
-    def _payments(self, invoice_id: str) -> list[tuple[str, str]]:
-        """The (``charge`` or ``payment_intent``, id) of each payment that paid the invoice."""
-        found = []
-        for payment in self.snapshots.require_api("list an invoice's payments").payments_of_invoice(invoice_id):
-            paid_by = payment.get("payment") if payment.get("status") == "paid" else None
-            kind = paid_by.get("type") if isinstance(paid_by, dict) else None
-            if kind in REFUNDABLE and isinstance(paid_by.get(kind), str) and paid_by[kind]:
-                found.append((kind, paid_by[kind]))
-        return found
 
     def _refund_undone(self, refund: dict, lookup: Lookup) -> Translation:
         """A refund failed or canceled returned nothing: it gives back the full refund it
@@ -202,6 +192,17 @@ class StripeEvents:
             return api.invoice_of_payment_intent(payment_intent)
         charge_id = stripe_objects.ref(obj.get("charge")) if fetch_charge else None
         return self._invoice_of_payment(api.charge(charge_id), fetch_charge=False) if charge_id else None
+
+
+def _payments(api: StripeApi, invoice_id: str) -> list[tuple[str, str]]:
+    """The (``charge`` or ``payment_intent``, id) of each payment that paid the invoice."""
+    found = []
+    for payment in api.payments_of_invoice(invoice_id):
+        paid_by = payment.get("payment") if payment.get("status") == "paid" else None
+        kind = paid_by.get("type") if isinstance(paid_by, dict) else None
+        if kind in REFUNDABLE and isinstance(paid_by.get(kind), str) and paid_by[kind]:
+            found.append((kind, paid_by[kind]))
+    return found
 
 
 def build(settings, catalog: Catalog) -> StripeEvents:
