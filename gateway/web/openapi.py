@@ -110,7 +110,7 @@ def _paths() -> dict[str, dict]:
             "responses": _answers("FeedPage", 400, 401, 503)}},
         "/v1/me": _delete_me(),
         "/v1/checkout/sessions": _client_action("A Stripe Checkout Session for the caller", "CheckoutBody",
-                                                "CheckoutSession", 502),
+                                                "CheckoutSession", 409, 502),
         "/v1/billing-portal/sessions": _client_action("A Stripe billing portal session", "PortalBody",
                                                       "PortalSession", 502),
         "/v1/purchases/apple": _client_action("Claim an App Store purchase", "ApplePurchaseBody",
