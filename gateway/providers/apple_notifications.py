@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from datetime import datetime
 
 from gateway.config import ConfigError
 from gateway.domain.catalog import Catalog
@@ -116,18 +117,24 @@ class AppleNotifications:
         return found
 
 
-def _past_period(transaction: dict, renewal: dict | None, as_of) -> bool:
-    """Whether ``transaction`` is a period the subscription has left: ended by ``as_of``, or
-    followed by a renewal, which the App Store makes "slightly before it expires". The
-    renewal info's renewalDate is "the expiration date of the most recent auto-renewable
-    subscription purchase, including renewals"; a later one than this transaction's end
-    is another period's.
+def _past_period(transaction: dict, renewal: dict | None, as_of: datetime | None) -> bool:
+    """Whether a later purchase followed ``transaction``: a renewal, which the App Store
+    makes "slightly before it expires", a resubscription. The renewal info's renewalDate is
+    "the expiration date of the most recent auto-renewable subscription purchase, including
+    renewals": a later one than this transaction's end is another period's, and one equal
+    to it makes this the latest purchase, even ended: the one a billing grace period or
+    billing retry stands on, whose refund takes them back (StoreKit's current entitlements
+    are the latest transaction of a subscription subscribed or in its grace period, and
+    "products that the App Store has refunded or revoked don't appear" there). Without a
+    renewalDate, a period that had ended may have been followed by another.
     https://developer.apple.com/documentation/appstoreservernotifications/renewaldate"""
     ended = instant(transaction.get("expiresDate"))
     if ended is None:
         return False
     latest_end = instant((renewal or {}).get("renewalDate"))
-    return bool(as_of and ended <= as_of) or bool(latest_end and latest_end > ended)
+    if latest_end is not None:
+        return latest_end > ended
+    return bool(as_of and ended <= as_of)
 
 
 def _signed_payload(body: bytes) -> tuple[str, str]:

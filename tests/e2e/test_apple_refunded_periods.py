@@ -136,3 +136,52 @@ def test_a_refund_decision_on_the_period_a_renewal_already_followed_leaves_the_r
     got = premium(api, client)
     assert (got["status"], got["active"], got["expires_at"]) == ("active", True, iso(new_end))
     assert answer == {"status": "ignored"}
+
+
+def failed_to_renew_into_grace(store, key: str):
+    """A weekly period (transaction ``key``) that ended an hour ago and failed to renew: the
+    DID_FAIL_TO_RENEW:GRACE_PERIOD notification, its renewalDate the period's end (no later
+    purchase), and the transaction's fields."""
+    bought, ended, failed = now() - timedelta(days=7, hours=1), now() - timedelta(hours=1), now() - timedelta(minutes=50)
+    period = dict(token=USER, transaction_id=key, expires=ended, purchaseDate=ms(bought))
+    failing = store.notification("DID_FAIL_TO_RENEW", "GRACE_PERIOD", signed=failed, transaction=store.transaction(
+        key, signed=failed, **period), renewal=store.renewal(key, retry=True, grace_until=now() + timedelta(days=15),
+                                                          signed=failed, renewalDate=ms(ended)))
+    return failing, period
+
+
+@pytest.mark.parametrize("refund_first", [False, True], ids=["in_order", "refund_first"])
+def test_a_refund_of_the_period_a_grace_period_stands_on_ends_the_grace_period(client, api, store, refund_first):
+    """In a billing grace period the latest transaction is the period that failed to renew:
+    StoreKit's current entitlements are "the latest transaction for each auto-renewable
+    subscription" in the subscribed or grace period state, and "products that the App Store
+    has refunded or revoked don't appear" there; status 5 is "revoked. The App Store
+    refunded the transaction". Its REFUND, signed after the period ended, was ignored as a
+    past period, and the grace period went on granting until its end."""
+    key = "7500"
+    failing, period = failed_to_renew_into_grace(store, key)
+    refund = store.notification("REFUND", signed=now(), transaction=store.transaction(
+        key, signed=now(), revoked=now(), **period),
+        renewal=store.renewal(key, auto_renew=False, retry=True, renewalDate=ms(period["expires"])))
+    for notification in ([refund, failing] if refund_first else [failing, refund]):
+        assert post(client, store, notification) == {"status": "processed"}
+    got = premium(api, client)
+    assert (got["status"], got["active"]) == ("revoked", False)
+    assert api(client, USER)["is_premium"] is False
+
+
+def test_a_refund_reversed_gives_the_grace_period_back(client, api, store):
+    """REFUND_REVERSED: Apple "reversed a previously granted refund"; the grace period the
+    refund ended stands again, until its end."""
+    key = "7600"
+    failing, period = failed_to_renew_into_grace(store, key)
+    renewal = dict(retry=True, grace_until=now() + timedelta(days=15), renewalDate=ms(period["expires"]))
+    refunded = now() - timedelta(minutes=5)
+    post(client, store, failing)
+    post(client, store, store.notification("REFUND", signed=refunded, transaction=store.transaction(
+        key, signed=refunded, revoked=refunded, **period), renewal=store.renewal(key, signed=refunded, **renewal)))
+    assert premium(api, client)["status"] == "revoked"
+    assert post(client, store, store.notification("REFUND_REVERSED", signed=now(), transaction=store.transaction(
+        key, signed=now(), **period), renewal=store.renewal(key, **renewal))) == {"status": "processed"}
+    got = premium(api, client)
+    assert (got["status"], got["active"], got["expires_at"]) == ("grace_period", True, iso(renewal["grace_until"]))

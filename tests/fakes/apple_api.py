@@ -53,7 +53,7 @@ class FakeAppStoreServerApi:
             return 401, b"Unauthenticated", {}
         body = request.json()
         if not isinstance(body, dict) or "startDate" not in body or "endDate" not in body:
-            return 400, {"errorCode": 4000001, "errorMessage": "Invalid request."}, {}
+            return 400, {"errorCode": 4000000, "errorMessage": "Bad request."}, {}
         page = int((request.query.get("paginationToken") or ["0"])[0])
         items = self.history[page] if page < len(self.history) else []
         more = page + 1 < len(self.history)

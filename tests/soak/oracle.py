@@ -21,9 +21,10 @@ The rules, stated plainly:
   does not show is ignored. App Store: a transaction with a revocationDate is revoked, cause
   ``refunded:<transactionId>``, and takes back that transaction's period only (another
   transaction, even one ending sooner, grants); REFUND_REVERSED gives that back; a REFUND or
-  REFUND_REVERSED of a period that had ended when signed is ignored. RevenueCat:
-  CANCELLATION for CUSTOMER_SUPPORT revokes ``refunded:<transaction_id>``; REFUND_REVERSED
-  grants and gives that back.
+  REFUND_REVERSED of a period that had ended when signed is ignored (the plan's notifications
+  carry no renewalDate, which would tell the latest purchase). RevenueCat: CANCELLATION for
+  CUSTOMER_SUPPORT revokes ``refunded:<transaction_id>``; REFUND_REVERSED grants and gives
+  that back.
 - A user holds ``premium`` if a subscription grants it (active or grace_period, expiry to
   come). The row shows the granting subscription with the latest expiry, else the
   subscription with the latest expiry; a granting status past its expiry reads ``expired``.
