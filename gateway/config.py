@@ -90,7 +90,8 @@ class Settings:
     # Seconds after which the retry worker (gateway/jobs/retry.py) takes a delivery recorded but
     # never applied for abandoned; above gunicorn's timeout, or live requests get retried too.
     events_stale_after_seconds: int = DEFAULT_EVENTS_STALE_AFTER_SECONDS
-    # Days finished deliveries (and delivered outgoing webhooks) are kept (gateway/jobs/retention.py); 0: forever.
+    # Days finished deliveries (and delivered outgoing webhooks, RevenueCat transfers) are kept
+    # (gateway/jobs/retention.py); 0: forever.
     events_retention_days: int = DEFAULT_EVENTS_RETENTION_DAYS
     # The Cognito attribute that holds the Stripe customer id (the backfill job; the Lambda
     # triggers read their own COGNITO_STRIPE_ATTRIBUTE, see cognito_triggers/settings.py).

@@ -113,8 +113,8 @@ def retry_command(limit: int) -> None:
 @click.option("--batch", type=click.IntRange(1, 10_000), default=retention.BATCH, show_default=True,
               help="rows deleted per transaction")
 def prune_command(dry_run: bool, batch: int) -> None:
-    """Delete finished deliveries and delivered outgoing webhooks older than
-    EVENTS_RETENTION_DAYS, a batch per transaction (gateway/jobs/retention.py)."""
+    """Delete finished deliveries, delivered outgoing webhooks and RevenueCat transfers
+    older than EVENTS_RETENTION_DAYS, a batch per transaction (gateway/jobs/retention.py)."""
     services = _services()
     days = services.settings.events_retention_days
     if not days:
@@ -123,13 +123,15 @@ def prune_command(dry_run: bool, batch: int) -> None:
     store = Retention.of(services.store)
     before = retention.cutoff(days, utcnow())
     if dry_run:
-        due = store.due(before, store.newest_event())
+        due = store.due(before, store.newest_event(), retention.kept_for_unapplied(store))
         click.echo(f"would delete: events {due.events}, their evidence rows {due.evidence}, "
-                   f"delivered webhooks {due.deliveries} (received or delivered before {before:%Y-%m-%dT%H:%M:%SZ})")
+                   f"delivered webhooks {due.deliveries}, transfers {due.transfers} "
+                   f"(received, delivered or stamped before {before:%Y-%m-%dT%H:%M:%SZ})")
         return
     done = retention.prune(store, before, batch)
     click.echo(f"deleted: events {done.events}, their evidence rows {done.evidence}, delivered webhooks "
-               f"{done.deliveries}; {done.transactions} transactions, the longest {done.longest_seconds * 1000:.0f} ms")
+               f"{done.deliveries}, transfers {done.transfers}; {done.transactions} transactions, "
+               f"the longest {done.longest_seconds * 1000:.0f} ms")
 
 
 @events.command("work")

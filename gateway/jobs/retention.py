@@ -1,7 +1,8 @@
-"""The event log does not grow forever: finished deliveries, with their evidence, and
-delivered outgoing webhooks are deleted once older than ``EVENTS_RETENTION_DAYS`` (90 by
-default, at least 31, 0 keeps everything). The worker does it (``Pruner``, at most once
-an hour), and so does ``flask events prune``; the SQL is ``gateway/store/retention.py``.
+"""The event log does not grow forever: finished deliveries, with their evidence,
+delivered outgoing webhooks and the RevenueCat transfers register are deleted once older
+than ``EVENTS_RETENTION_DAYS`` (90 by default, at least 31, 0 keeps everything). The
+worker does it (``Pruner``, at most once an hour), and so does ``flask events prune``;
+the SQL is ``gateway/store/retention.py``.
 
 Why deleting an old event cannot let a late redelivery of it change anything. The event
 log's unique (source, event id) answers a redelivery ``duplicate``, but it is the first
@@ -28,6 +29,21 @@ user claimed since. RevenueCat itself retries for 2.5 hours, far inside the leas
 retention; the least retention (31 days) is the longest any store sends an event again on
 its own (Google Pub/Sub's message retention), so inside it a redelivery is always a
 ``duplicate`` and the log stays a complete record of what each store sent.
+
+The transfers register (``tables.transfers``) is what a transfer leaves for the purchases
+it did not find: each delivery that gives a purchase to an account replays the transfers
+recorded from it, so a purchase stamped before a transfer and delivered after it still
+goes to the transfer's new owner. An owner named after a transfer is not moved by it
+(``claim_ownership``), and what a transfer moved lives on in the rows (the owner stamped
+with the transfer's time). So a transfer is needed only while a delivery stamped before
+it may still be applied for the first time: one RevenueCat is still sending (it retries
+for 2 h 35 min), or one recorded and not applied yet (deferred, or failed and waiting for
+an operator's replay, whatever its age). A transfer goes once stamped before the cutoff
+and, while a delivery of its source is not applied yet, stamped more than ``UNAPPLIED``
+before that delivery was received (``kept_for_unapplied``). RevenueCat's reconcile reads
+its subscriber as of the read, newer than any transfer recorded, so it needs none. A
+hand resend of a RevenueCat event older than the retention (its dashboard's Retry) is
+not covered, as for aliases above.
 """
 from __future__ import annotations
 
@@ -38,6 +54,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from gateway.clock import utcnow
+from gateway.config import MIN_EVENTS_RETENTION_DAYS
 from gateway.store.retention import Batch, Retention
 
 log = logging.getLogger("gateway.retention")
@@ -48,6 +65,9 @@ BATCH = 1000
 BATCHES_PER_TURN = 10
 #: After a turn that cleared everything due, the next one is due this much later.
 INTERVAL = timedelta(hours=1)
+#: How long before its arrival a delivery may be stamped, by a store sending it on its own:
+#: the least retention, the longest any store does (RevenueCat: 2 h 35 min of retries).
+UNAPPLIED = timedelta(days=MIN_EVENTS_RETENTION_DAYS)
 
 
 @dataclasses.dataclass
@@ -57,6 +77,7 @@ class Report:
     events: int = 0
     evidence: int = 0
     deliveries: int = 0
+    transfers: int = 0
     transactions: int = 0
     longest_seconds: float = 0.0
     more: bool = False  # stopped after its last batch allowed with a full batch: more is due
@@ -71,12 +92,21 @@ def prune(retention: Retention, cutoff: datetime, batch: int = BATCH, max_batche
     """Delete what was finished before ``cutoff``, ``batch`` rows per transaction, at most
     ``max_batches`` transactions per table (None: until done)."""
     report = Report()
+    kept = kept_for_unapplied(retention)
     below = retention.newest_event()
     report.events = _drain(lambda after: retention.events_batch(cutoff, after, below, batch),
                            batch, max_batches, report, retention.pause)
     report.deliveries = _drain(lambda after: retention.deliveries_batch(cutoff, after, batch),
                                batch, max_batches, report, retention.pause)
+    report.transfers = _drain(lambda after: retention.transfers_batch(cutoff, kept, after, batch),
+                              batch, max_batches, report, retention.pause)
     return report
+
+
+def kept_for_unapplied(retention: Retention) -> dict[str, datetime]:
+    """Per source with deliveries not applied yet, the stamp from which its transfers are
+    kept whatever the cutoff: ``UNAPPLIED`` before the oldest of them was received."""
+    return {source: received_at - UNAPPLIED for source, received_at in retention.unapplied_since().items()}
 
 
 def _drain(step: Callable[[datetime | None], Batch], batch: int, max_batches: int | None, report: Report,
@@ -122,6 +152,7 @@ class Pruner:
         report = prune(self.retention, cutoff(self.days, self.clock()), self.batch, self.max_batches)
         if report.more:
             self.due_at = now
-        if report.events or report.deliveries:
+        deleted = report.events + report.deliveries + report.transfers
+        if deleted:
             log.info("pruned", extra={"fields": dataclasses.asdict(report)})
-        return report.events + report.deliveries
+        return deleted

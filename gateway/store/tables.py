@@ -92,6 +92,7 @@ transfers = sa.Table(
     sa.Column("as_of", Time, primary_key=True),
     sa.Column("to_user", sa.String(255), nullable=True, index=True),  # NULL: to nobody
     sa.Column("created_at", Time, nullable=False),
+    sa.Index("ix_transfers_as_of", "as_of"),  # the retention's walk by age (gateway/store/retention.py)
 )
 
 # Which subscriptions each delivery touched, written when it is applied: the evidence the

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from devtools import revenuecat as rc
 from gateway.clock import utcnow
 from gateway.config import ConfigError, from_env
+from gateway.domain.changes import Transfer
 from gateway.jobs import retention, retry, worker
 from gateway.store import tables
 from gateway.store.retention import Retention
@@ -151,7 +152,7 @@ def test_a_batch_is_one_transaction_and_batches_end_where_one_big_prune_would(st
         watched.close()
     assert watched.deleting("events") == [10, 10, 10, 5]
     assert watched.deleting("webhook_deliveries") == [10, 10, 10, 5]
-    assert (done.events, done.deliveries, done.evidence, done.transactions) == (35, 35, 35, 8)
+    assert (done.events, done.deliveries, done.evidence, done.transactions) == (35, 35, 35, 9)  # + transfers: none
     assert names(store) == {"young"} and deliveries(store) == {}
 
 
@@ -358,11 +359,14 @@ def test_dry_run_counts_and_changes_nothing_then_prune_deletes_in_batches(app, s
     record(store, "young", YOUNG)
     deliver(store, 1, "delivered", delivered_at=OLD)
     deliver(store, 2, "pending")
+    with store.transaction() as tx:
+        tx.record_transfer(Transfer("revenuecat", ("user-1",), "user-2", OLD - timedelta(days=40)), NOW)
     assert run(app, "events", "prune", "--dry-run").startswith(
-        "would delete: events 5, their evidence rows 5, delivered webhooks 1 ")
+        "would delete: events 5, their evidence rows 5, delivered webhooks 1, transfers 1 ")
     assert len(names(store)) == 7 and len(evidence(store)) == 7 and len(deliveries(store)) == 2
     output = run(app, "events", "prune", "--batch", "2")
-    assert output.startswith("deleted: events 5, their evidence rows 5, delivered webhooks 1; 4 transactions,")
+    assert output.startswith("deleted: events 5, their evidence rows 5, delivered webhooks 1, transfers 1; "
+                             "5 transactions,")
     assert names(store) == {"old-deferred", "young"} and deliveries(store) == {2: "pending"}
 
 
