@@ -12,7 +12,7 @@ import threading
 import time
 from urllib.parse import parse_qsl
 
-from devtools.servers import LocalServer
+from devtools.servers import Held, LocalServer
 
 _BY_ID = re.compile(r"/v1/(subscriptions|customers|invoices|charges)/([^/]+)")
 
@@ -28,6 +28,7 @@ class StripeFake:
         self._lock = threading.Lock()
         self.cancels: list[str] = []  # subscriptions cancelled, in order
         self.fail_cancels = 0  # the next N cancellations answer 500
+        self._held_cancel: Held | None = None
         self.server = LocalServer({"*": self._route})
 
     @property
@@ -38,6 +39,12 @@ class StripeFake:
         """Stripe's state changes (the demo's sender does this before each event)."""
         with self._lock:
             self.objects.update((obj["id"], obj) for obj in objects)
+
+    def hold_cancel(self) -> Held:
+        """Execute the next cancellation only on ``release()``: a slow call, during which
+        the rest of the world goes on."""
+        self._held_cancel = held = Held()
+        return held
 
     def _route(self, request) -> tuple:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -58,6 +65,9 @@ class StripeFake:
         return _error(404, f"Unrecognized request URL (GET: {request.path}).")
 
     def _cancel(self, sub_id: str) -> tuple:
+        held, self._held_cancel = self._held_cancel, None
+        if held:
+            held.reached()
         with self._lock:
             if self.fail_cancels:
                 self.fail_cancels -= 1

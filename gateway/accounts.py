@@ -14,7 +14,12 @@
    subscription found cancelled counts as cancelled (a retry after a partial failure),
    any other is reported for the user to cancel (``store_refused``).
 3. One transaction, in the lock order of every writer (accounts, subscriptions, users,
-   the feed's clock last): the tombstone and its report (``mark_deleted``; a concurrent
+   the feed's clock last). Under the user's lock, the user's subscriptions as committed
+   are held against what step 2 stopped or reported (``domain.deletion.unstopped``): one
+   stored since the read (a purchase delivered while a store's cancel was in flight) rolls
+   the transaction back, and the deletion goes round again from step 1 for it, up to
+   ``ROUNDS`` times, then answers 503. Then the tombstone and its report
+   (``mark_deleted``; a concurrent
    deletion that committed first wins and its report is answered), personal values
    erased from the stored deliveries of the user's subscriptions and of deliveries
    naming the user or their Stripe customer (the ledger stays: ids, amounts, times,
@@ -26,25 +31,31 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 
 from gateway.apply import append_changes
 from gateway.domain import entitlement_events, personal_data
+from gateway.domain.deletion import unstopped
 from gateway.domain.entitlement_events import Cause
 from gateway.domain.events import Event
-from gateway.domain.model import Status, Subscription
+from gateway.domain.model import Subscription
 from gateway.errors import Unavailable
 from gateway.providers.google_play_api import PlayApi, PlayApiError, UnknownPurchase
 from gateway.providers.stripe_api import StripeApi, StripeApiError
 from gateway.store.port import Store, StoreUnavailable, Transaction
+
+log = logging.getLogger("gateway.accounts")
 
 DELETION = Cause("deletion")
 STORES = {"stripe": "Stripe", "apple": "App Store", "google": "Google Play", "revenuecat": "RevenueCat"}
 MUST_CANCEL_IN_STORE, NOT_CONFIGURED, REFUSED = "must_cancel_in_store", "store_api_not_configured", "store_refused"
 CANCELLED, ENDED = "cancelled", "ended"  # what a store's cancel came to; ENDED: nothing left to cancel
 PAGE = 500
-_ENDED = (Status.EXPIRED, Status.REVOKED)
+#: How often a deletion stops billing and tries to record itself while purchases of the
+#: user are stored meanwhile (``PurchasedMeanwhile``), before answering 503.
+ROUNDS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +67,9 @@ class StoreApis:
     package: str | None = None
 
 
-def is_live(subscription: Subscription, now: datetime) -> bool:
-    """Whether the subscription may still bill or grant: not ended, and not past its end
-    unless it renews."""
-    snapshot = subscription.snapshot
-    return snapshot.status not in _ENDED and (
-        snapshot.will_renew or snapshot.expires_at is None or snapshot.expires_at > now)
+class PurchasedMeanwhile(Exception):
+    """Raised inside the deletion's transaction to roll it back: a live subscription of the
+    user was stored after the read that billing was stopped on."""
 
 
 class AccountDeletion:
@@ -72,24 +80,35 @@ class AccountDeletion:
         """The deletion's report, ``{"cancelled": [...], "user_must_cancel": [...]}``; the
         first report again for a user already deleted. Raises ``Unavailable`` when the
         database or a store's API cannot answer now (nothing recorded: ask again)."""
+        report: dict[str, list] = {"cancelled": [], "user_must_cancel": []}
+        stopped: set[tuple[str, str]] = set()
+        for round_ in range(1, ROUNDS + 1):
+            earlier, held = self._read(user_sub)
+            if earlier is not None:
+                return earlier
+            live = sorted(unstopped(held, stopped, self.clock()), key=_order)
+            self._stop_billing(live, report)
+            stopped.update(_keys(live))
+            try:
+                with self.store.transaction() as tx:
+                    return erase(tx, user_sub, report, self.clock(), stopped)
+            except StoreUnavailable as exc:
+                raise Unavailable("the deletion cannot be stored right now", code="store_unavailable") from exc
+            except PurchasedMeanwhile:
+                log.info("purchased while deleting", extra={"fields": {"user": user_sub, "round": round_}})
+        raise Unavailable("purchases of the account are being stored; try again", code="account_changing")
+
+    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription]]:
+        """The earlier deletion's report, or the user's subscriptions."""
         try:
             with self.store.transaction(readonly=True) as tx:
                 earlier = tx.deletion_report(user_sub)
-                held = [] if earlier else tx.subscriptions_of_users([user_sub])[user_sub]
+                return earlier, [] if earlier else tx.subscriptions_of_users([user_sub])[user_sub]
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
-        if earlier is not None:
-            return earlier
-        now = self.clock()
-        report = self._stop_billing(sorted((s for s in held if is_live(s, now)), key=_order))
-        try:
-            with self.store.transaction() as tx:
-                return erase(tx, user_sub, report, self.clock())
-        except StoreUnavailable as exc:
-            raise Unavailable("the deletion cannot be stored right now", code="store_unavailable") from exc
 
-    def _stop_billing(self, live: list[Subscription]) -> dict:
-        report: dict[str, list] = {"cancelled": [], "user_must_cancel": []}
+    def _stop_billing(self, live: list[Subscription], report: dict) -> None:
+        """Stop billing ``live`` where the store lets the gateway, and add each to ``report``."""
         for subscription in live:
             snapshot = subscription.snapshot
             item = {"source": snapshot.source, "store": STORES.get(snapshot.source, snapshot.source),
@@ -99,7 +118,6 @@ class AccountDeletion:
                 report["cancelled"].append(item)
             elif outcome != ENDED:
                 report["user_must_cancel"].append({**item, "reason": outcome})
-        return report
 
     def _cancel(self, source: str, key: str) -> str:
         if source == "stripe":
@@ -159,16 +177,21 @@ def _order(subscription: Subscription) -> tuple:
     return subscription.snapshot.source, subscription.snapshot.product_id or "", subscription.snapshot.key
 
 
-def erase(tx: Transaction, user_sub: str, report: dict, now: datetime) -> dict:
-    """Record the deletion in ``tx``; returns the report that holds (an earlier one wins)."""
+def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: Collection[tuple[str, str]]) -> dict:
+    """Record the deletion in ``tx``; returns the report that holds (an earlier one wins).
+    Raises ``PurchasedMeanwhile`` when a live subscription of the user, as committed under
+    the user's lock, is not among ``stopped``, the (source, key) of those ``report`` covers."""
     accounts = tx.identities_of(user_sub)
     tx.lock_accounts(accounts)
-    keys = sorted((s.snapshot.source, s.snapshot.key) for s in tx.subscriptions_of_users([user_sub])[user_sub])
-    tx.lock_subscriptions(keys)
+    tx.lock_subscriptions(_keys(tx.subscriptions_of_users([user_sub])[user_sub]))
     tx.lock_users([user_sub])
     earlier = tx.mark_deleted(user_sub, report, now)
     if earlier is not None:
         return earlier
+    held = tx.subscriptions_of_users([user_sub])[user_sub]  # read again: one stored meanwhile is here now
+    if unstopped(held, stopped, now):
+        raise PurchasedMeanwhile(user_sub)
+    keys = _keys(held)
     names = [user_sub] + [account for source, account in accounts if source == "stripe"]
     redact_deliveries(tx, keys, names)
     tx.unlink_user(user_sub)
@@ -179,6 +202,10 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime) -> dict:
     deleted = entitlement_events.user_deleted(user_sub, report, now)
     tx.append_feed([dataclasses.replace(deleted, position=last + 1)])
     return report
+
+
+def _keys(held: list[Subscription]) -> list[tuple[str, str]]:
+    return sorted((s.snapshot.source, s.snapshot.key) for s in held)
 
 
 def redact_deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
@@ -16,6 +17,7 @@ from devtools.credentials import load_or_mint
 from devtools.fakes import DemoFakes, InProcessSender
 from devtools.stripe_signing import signed
 from gateway.domain.entitlement_events import REVOKED, USER_DELETED
+from tests.e2e.test_races import together
 
 USER = "7d3c2a10-5b1e-4c2f-9a8d-2f6e4b1c0d9e"
 OTHER = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
@@ -58,14 +60,17 @@ class World(InProcessSender):
             return tx.read_feed(0, 1000, user)
 
 
+def gateway_env(fakes: DemoFakes, database_url: str) -> dict:
+    return {k: v for k, v in fakes.gateway_env(database_url).items() if k != "DATABASE_URL"}
+
+
 @pytest.fixture
 def world(fakes, make_app, database_url):
     fakes.play.reset()
     fakes.stripe.objects.clear()
     fakes.stripe.cancels.clear()
     fakes.stripe.fail_cancels = 0
-    env = {k: v for k, v in fakes.gateway_env(database_url).items() if k != "DATABASE_URL"}
-    return World(make_app(**env), fakes)
+    return World(make_app(**gateway_env(fakes, database_url)), fakes)
 
 
 def subscribe_everywhere(world: World, user: str = USER) -> dict:
@@ -264,3 +269,58 @@ def test_a_user_with_nothing_known_is_deleted_with_an_empty_report(world):
     assert [e.type for e in world.feed(OTHER)] == [USER_DELETED]
     scenarios.google(world, "purchase", OTHER)  # bought after deleting the account: still nothing
     assert world.entitlements(OTHER)["is_premium"] is False
+
+
+RACE_ROUNDS = 6
+
+
+def bought_again(world: World, user: str, store: str) -> tuple[bytes, dict, str]:
+    """A second purchase by ``user``, as its store delivers it: (body, headers, what the
+    deletion must report of it: ``cancelled`` or ``user_must_cancel``)."""
+    h = scenarios._ids(user)
+    if store == "stripe":  # the web checkout, in another tab: a second subscription of the customer
+        again = so.subscription("basil", sub_id=f"sub_again{h}", customer=f"cus_demo{h}", cognito_sub=user)
+        world.fakes.stripe.put(again)
+        return (*signed(so.event("customer.subscription.created", again), world.credentials.stripe_webhook_secret),
+                "cancelled")
+    bought = rc.event("INITIAL_PURCHASE", user, transaction=f"rc_again{h}", at_ms=int(time.time() * 1000))
+    return rc.body(bought), {"Authorization": world.credentials.revenuecat_auth,
+                             "Content-Type": "application/json"}, "user_must_cancel"
+
+
+@pytest.mark.parametrize("store", ["stripe", "revenuecat"])
+@pytest.mark.parametrize("round_", range(RACE_ROUNDS))
+def test_a_purchase_stored_while_the_account_is_deleted_is_stopped_or_reported_too(
+        world, make_app, fakes, database_url, store, round_):
+    """The user buys again while the deletion cancels what it read: the purchase's
+    delivery, through another gateway, commits while the deletion's Stripe call is in
+    flight (held until the delivery is answered), after the deletion's read (even rounds,
+    by a varying delay) or before it (odd rounds: the deletion starts later). Decided on
+    that read, made before the cancellations, the deletion left a new Stripe subscription
+    billing a user who can no longer cancel it, and reported nothing of a new store
+    purchase."""
+    user = str(uuid.uuid4())
+    scenarios.stripe(world, "subscribe", user)
+    body, headers, report_as = bought_again(world, user, store)
+    other = make_app(**gateway_env(fakes, database_url)).test_client()
+    held = fakes.stripe.hold_cancel()
+    delivery_delay, deletion_delay = ((round_ % 4) * 0.004, 0.0) if round_ % 2 == 0 else (0.0, 0.3)
+
+    def deliver():
+        time.sleep(delivery_delay)
+        try:
+            return other.post(f"/webhooks/{store}", data=body, headers=headers)
+        finally:
+            held.release()
+
+    deleted, delivered = together(lambda: time.sleep(deletion_delay) or world.delete(user), deliver)
+
+    assert (deleted.status_code, delivered.status_code) == (200, 200), deleted.get_data(as_text=True)
+    report = deleted.get_json()
+    h = scenarios._ids(user)
+    listed = report["cancelled"] + report["user_must_cancel"]
+    assert sorted(item["source"] for item in listed) == sorted(["stripe", store]), report
+    assert len(report[report_as]) == 1 + (report_as == "cancelled"), report
+    if store == "stripe":
+        assert sorted(fakes.stripe.cancels) == sorted([f"sub_demo{h}", f"sub_again{h}"])
+    assert world.entitlements(user) == {"user_id": user, "is_premium": False, "entitlements": {}}

@@ -1,0 +1,73 @@
+"""Account deletion against the in-memory store, with purchases stored while it cancels:
+what it records is decided on the subscriptions as its transaction holds them."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from gateway.accounts import ROUNDS, AccountDeletion, StoreApis
+from gateway.apply import apply_translation
+from gateway.domain.catalog import Catalog
+from gateway.domain.changes import Translation
+from gateway.domain.model import Snapshot, Status
+from gateway.errors import Unavailable
+from gateway.providers.stripe_api import StripeApiError
+from tests.fakes.memory_store import MemoryStore
+
+USER = "user-1"
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def subscribe(store: MemoryStore, key: str) -> None:
+    snapshot = Snapshot(source="stripe", key=key, as_of=NOW, status=Status.ACTIVE, product_id="price_monthly",
+                        expires_at=NOW + timedelta(days=30), will_renew=True, user_sub=USER)
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(snapshots=(snapshot,)), Catalog(products={}), NOW)
+
+
+class BuyingStripe:
+    """Stripe, where the user buys again while each of the next ``purchases`` cancellations
+    is in flight (another tab): the new subscription is stored before the cancel answers."""
+
+    def __init__(self, store: MemoryStore, purchases: int) -> None:
+        self.store, self.purchases, self.cancelled = store, purchases, []
+
+    def cancel_subscription(self, key: str, idempotency_key: str | None = None) -> dict:
+        if key in self.cancelled:
+            raise StripeApiError("already canceled", refused=True, status=400)
+        self.cancelled.append(key)
+        if self.purchases:
+            self.purchases -= 1
+            subscribe(self.store, f"sub_bought_while_{key}")
+        return {"id": key, "status": "canceled"}
+
+    def subscription(self, key: str) -> dict:
+        return {"id": key, "status": "canceled" if key in self.cancelled else "active"}
+
+
+def deletion(purchases: int) -> tuple[MemoryStore, BuyingStripe, AccountDeletion]:
+    store = MemoryStore()
+    subscribe(store, "sub_first")
+    stripe = BuyingStripe(store, purchases)
+    return store, stripe, AccountDeletion(store, StoreApis(stripe=stripe), lambda: NOW)
+
+
+def test_a_subscription_stored_while_billing_is_stopped_is_cancelled_before_the_deletion_is_recorded():
+    store, stripe, accounts = deletion(purchases=1)
+    report = accounts.delete(USER)
+    assert stripe.cancelled == ["sub_first", "sub_bought_while_sub_first"]
+    assert [item["source"] for item in report["cancelled"]] == ["stripe", "stripe"]
+    assert store.state.entitlements.get(USER, []) == []
+
+
+def test_purchases_stored_in_every_round_leave_the_account_undeleted_and_the_next_ask_completes():
+    store, stripe, accounts = deletion(purchases=ROUNDS)
+    with pytest.raises(Unavailable) as refused:
+        accounts.delete(USER)
+    assert refused.value.code == "account_changing"
+    with store.transaction(readonly=True) as tx:
+        assert tx.deletion_report(USER) is None  # nothing recorded: ask again
+    assert len(stripe.cancelled) == ROUNDS
+    report = accounts.delete(USER)
+    assert len(report["cancelled"]) == ROUNDS + 1 and len(stripe.cancelled) == ROUNDS + 1
