@@ -1,6 +1,6 @@
 """Checkout refuses to sell what the user already has, from any store, as the App Store and
 Google Play refuse a second purchase of an owned subscription: a second Stripe subscription
-would bill the user twice for the same entitlements."""
+would bill the user twice for the same entitlements. A deleted account buys nothing."""
 from __future__ import annotations
 
 import json
@@ -97,3 +97,15 @@ def test_a_user_in_a_billing_grace_period_still_holds_it_and_is_refused(client, 
     portal = client.post("/v1/billing-portal/sessions", json={"return_url": "https://app.example.com/account"},
                          headers=cognito.header(USER))
     assert portal.status_code == 200, portal.get_json()
+
+
+def test_a_deleted_account_gets_no_checkout_nor_portal_and_stripe_is_not_asked(client, cognito, fake):
+    deleted = client.delete("/v1/me", headers=cognito.header(USER))
+    assert deleted.status_code == 200, deleted.get_json()
+    asked = len(fake.requests)
+    response = checkout(client, cognito)  # the user's token is still valid for up to an hour
+    assert (response.status_code, response.get_json()["error"]) == (403, "account_deleted")
+    portal = client.post("/v1/billing-portal/sessions", json={"return_url": "https://app.example.com/account"},
+                         headers=cognito.header(USER))
+    assert (portal.status_code, portal.get_json()["error"]) == (403, "account_deleted")
+    assert fake.customers == [] and fake.sessions() == [] and len(fake.requests) == asked
