@@ -5,7 +5,7 @@ Two guards keep a user from getting a second customer:
 
 - a search by ``metadata['cognito_sub']`` first (https://docs.stripe.com/api/customers/search),
   which finds a customer made at any time by anyone who set that metadata;
-- creation under a fixed idempotency key per sub (https://docs.stripe.com/api/idempotent_requests),
+- creation under an idempotency key derived from the sub (https://docs.stripe.com/api/idempotent_requests),
   because search results can lag a write by up to a minute
   (https://docs.stripe.com/search#data-freshness) while Cognito retries within seconds.
   Stripe keeps keys for at least 24 hours; after that the search has long caught up.
@@ -14,6 +14,15 @@ Two creations for one user can overlap (the trigger and a checkout, or two trigg
 While the first is still executing, Stripe answers the second 409 ``idempotency_key_in_use``
 and saves nothing for it, so the same request is safe to send again
 (https://docs.stripe.com/api/idempotent_requests): it is, a few times after a short wait.
+
+Stripe also saves the answer of a request that began executing and failed, a ``500`` included,
+and replays it (``Idempotent-Replayed: true``) to every request with the key for 24 hours. So a
+key whose saved answer is a server error, or whose first request had other parameters (the
+trigger sends the email, checkout does not), is settled: its request has ended. Then the list of
+customers made in the last minutes, which unlike search shows a customer at once, and the
+search for older ones tell whether that request made the user's customer after all. If none
+did, creation moves on to the user's next key (``idempotency_key``): the same for every caller,
+so rival creations that move on together still meet on one key and make one customer.
 """
 from __future__ import annotations
 
@@ -24,12 +33,24 @@ import requests
 import stripe
 
 IDEMPOTENCY_PREFIX = "cognito-customer-"
+#: Keys one user's creation may go through, each only once the one before is settled with no customer.
+KEY_GENERATIONS = 3
+#: How far back the list of new customers reaches: well past the search's lag, which is under a
+#: minute when Stripe is well (longer during an outage: https://docs.stripe.com/search#data-freshness).
+RECENT_SECONDS = 15 * 60
+#: Pages of that list (100 customers each) read at most before giving up on ruling a customer out.
+RECENT_PAGES = 10
 MAX_CONNECT_TIMEOUT = 1.0
 #: Seconds to wait before each new create while another request with the key still executes.
 IN_FLIGHT_WAITS = (0.25, 0.5, 1.0)
 
 #: Seconds for a whole call, or a function giving them call by call (a caller's deadline).
 Timeout = Union[float, Callable[[], float]]
+
+
+def idempotency_key(sub: str, generation: int = 0) -> str:
+    """``cognito-customer-<sub>``, then ``cognito-customer.2-<sub>``, ``cognito-customer.3-<sub>``."""
+    return IDEMPOTENCY_PREFIX + sub if generation == 0 else f"{IDEMPOTENCY_PREFIX[:-1]}.{generation + 1}-{sub}"
 
 
 def search_query(sub: str) -> str:
@@ -59,6 +80,18 @@ def key_in_use(error: stripe.StripeError) -> bool:
     stripe-python raises it as a bare ``APIError`` (v1 maps only a 400 or 404 to
     ``IdempotencyError``), so the status and error code tell it."""
     return error.http_status == 409 and error.error is not None and error.error.code == "idempotency_key_in_use"
+
+
+def saved_failure(error: stripe.StripeError) -> bool:
+    """A server error Stripe saved under the key and replays: the key will never make the customer."""
+    headers = {name.lower(): value for name, value in (error.headers or {}).items()}
+    return (error.http_status or 0) >= 500 and headers.get("idempotent-replayed") == "true"
+
+
+def settled(error: stripe.StripeError) -> bool:
+    """The key's first request has ended without giving us its customer: a saved server error,
+    or other parameters (``IdempotencyError``), whose saved answer Stripe does not show."""
+    return isinstance(error, stripe.IdempotencyError) or saved_failure(error)
 
 
 class _TimedSession(requests.Session):
@@ -101,24 +134,40 @@ class StripeCustomers:
         existing = self.find_customer(sub)
         if existing:
             return existing
-        try:
-            customer = self._create(sub, _customer_params(sub, email, name, username))
-        except stripe.IdempotencyError:
-            # The key was first used with other parameters (the trigger sends the email,
-            # checkout does not): that first request made the customer, so look for it
-            # again. Stripe's search lags up to a minute behind.
-            existing = self.find_customer(sub)
+        params = _customer_params(sub, email, name, username)
+        for generation in range(KEY_GENERATIONS):
+            try:
+                return self._create(sub, idempotency_key(sub, generation), params).id
+            except stripe.StripeError as error:
+                if not settled(error):
+                    raise  # a fresh server error too: whether Stripe saved it, the next call sees
+                failure = error
+            existing = self.find_customer(sub) or self._recent_customer(sub)
             if existing:
                 return existing
-            raise CustomerPending(f"the customer of {sub} is being created; Stripe's search does not show it yet")
-        return customer.id
+        raise CustomerPending(f"every idempotency key of {sub} is spent on a failed creation (last: "
+                              f"{failure.http_status}); Stripe forgets them after 24 hours") from None
 
-    def _create(self, sub: str, params: dict):
-        """Create under the sub's key, sent again after each wait while the key is in use."""
+    def _recent_customer(self, sub: str) -> str | None:
+        """The user's customer among those made lately, read from the list, which shows a new
+        customer at once (https://docs.stripe.com/api/customers/list); the oldest if several."""
+        params: dict = {"created": {"gte": int(time.time()) - RECENT_SECONDS}, "limit": 100}
+        for _ in range(RECENT_PAGES):
+            page = self._client.v1.customers.list(params=params)
+            mine = [customer for customer in page.data if _sub_of(customer) == sub]
+            if mine:
+                return min(mine, key=lambda customer: (customer.created, customer.id)).id
+            if not page.has_more:
+                return None
+            params["starting_after"] = page.data[-1].id
+        raise CustomerPending(f"over {RECENT_PAGES * 100} customers were made in the last {RECENT_SECONDS // 60} "
+                              f"minutes: whether {sub} has one is known once the search shows it")
+
+    def _create(self, sub: str, key: str, params: dict):
+        """Create under ``key``, sent again after each wait while the key is in use."""
         for wait in (*IN_FLIGHT_WAITS, None):
             try:
-                return self._client.v1.customers.create(params=params,
-                                                        options={"idempotency_key": IDEMPOTENCY_PREFIX + sub})
+                return self._client.v1.customers.create(params=params, options={"idempotency_key": key})
             except stripe.StripeError as error:
                 if not key_in_use(error):
                     raise
@@ -126,6 +175,11 @@ class StripeCustomers:
                     raise CustomerInFlight(f"the customer of {sub} is still being created by another request "
                                            "(Stripe: idempotency key in use); ask again in a few seconds") from None
             time.sleep(wait)
+
+
+def _sub_of(customer) -> str | None:
+    metadata = customer.metadata.to_dict() if customer.metadata else {}
+    return metadata.get("cognito_sub")
 
 
 def _customer_params(sub: str, email: str | None, name: str | None, username: str | None) -> dict:

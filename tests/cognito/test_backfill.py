@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 
 from cognito_triggers import backfill
+from cognito_triggers.post_confirmation import handler
 from cognito_triggers.backfill import Summary, backfill_customers
 from cognito_triggers.stripe_customers import StripeCustomers
+from tests.cognito.conftest import LambdaContext
 
 
 @pytest.fixture
@@ -71,6 +73,18 @@ def test_a_failing_user_is_counted_and_the_run_goes_on(user_pool, customers, str
 
     assert summary.failed == 4 and summary.seen == 6
     assert stripe_api.api_key not in "\n".join(printed)
+
+
+def test_a_user_whose_sign_up_create_stripe_failed_and_saved_is_linked(user_pool, customers, stripe_configured):
+    ada = user_pool.add_user("ada@example.com", name="Ada Lovelace")
+    stripe_configured.fail_executing("/v1/customers")
+    handler(user_pool.confirmation_event(ada["username"]), LambdaContext())  # logs the saved 500
+
+    summary, printed = run(user_pool, customers)
+
+    [customer] = stripe_configured.customers
+    assert summary.created_or_linked == 1 and summary.failed == 0, printed
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == customer["id"]
 
 
 def test_attribute_name_without_prefix_is_accepted(user_pool, customers, users):

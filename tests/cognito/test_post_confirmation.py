@@ -97,6 +97,20 @@ def test_a_customer_still_being_created_after_the_waits_is_logged_and_nothing_wr
     assert [c["id"] for c in stripe_api.customers] == [checkout.result()]  # checkout's, made once
 
 
+def test_an_attempt_after_a_create_stripe_failed_and_saved_links_a_customer(user_pool, ada, stripe_api, capsys):
+    stripe_api.fail_executing("/v1/customers")  # Stripe saves the 500 and replays it for 24 hours
+    event = user_pool.confirmation_event(ada["username"])
+
+    handler(copy.deepcopy(event), LambdaContext())
+    assert "custom:stripe_customer_id" not in user_pool.attributes(ada["username"])
+    handler(copy.deepcopy(event), LambdaContext())
+
+    [customer] = stripe_api.customers
+    assert user_pool.attributes(ada["username"])["custom:stripe_customer_id"] == customer["id"]
+    assert [(r.status, r.replayed) for r in stripe_api.requests if r.method == "POST"] == [
+        (500, None), (500, "true"), (200, None)]
+
+
 def test_rerun_after_the_link_writes_nothing(user_pool, ada, stripe_api, cognito_writes):
     handler(user_pool.confirmation_event(ada["username"]), LambdaContext())
     requests_before = len(stripe_api.requests)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import stripe
 
 from cognito_triggers.stripe_customers import StripeCustomers
 from devtools import stripe_objects as so
@@ -147,6 +148,52 @@ def test_checkout_while_the_customer_is_still_being_created_is_a_503_to_retry(cl
     assert not fake.sessions() and [c["id"] for c in fake.customers] == [created.result()]
     documented = client.get("/openapi.json").get_json()["paths"]["/v1/checkout/sessions"]["post"]["responses"]
     assert "Retry-After" in documented["503"]["headers"]  # the header a client is told to honour
+
+
+def trigger_failed(fake):
+    """The post confirmation trigger's create began in Stripe and failed: Stripe saved the 500
+    under its key and replays it to every request with that key for 24 hours."""
+    fake.fail_executing("/v1/customers")
+    with pytest.raises(stripe.APIError):
+        StripeCustomers(fake.api_key, fake.url, timeout=10.0).ensure_customer(USER, "ada@example.com", "Ada", "ada")
+
+
+def test_checkout_after_the_triggers_create_failed_and_was_saved_sells_to_a_new_customer(client, cognito, fake):
+    trigger_failed(fake)
+
+    response = checkout(client, cognito)
+
+    assert response.status_code == 200, response.get_json()
+    (customer,) = fake.customers
+    assert [s["customer"] for s in fake.sessions()] == [customer["id"]]
+    assert portal(client, cognito).status_code == 200 and len(fake.customers) == 1
+
+
+def test_a_checkout_whose_create_stripe_failed_works_when_asked_again(client, cognito, fake):
+    fake.fail_executing("/v1/customers")
+
+    first, second = checkout(client, cognito), checkout(client, cognito)
+
+    assert (first.status_code, first.get_json()["error"]) == (503, "stripe_unavailable")
+    assert second.status_code == 200, second.get_json()
+    assert len(fake.customers) == 1 and [s["customer"] for s in fake.sessions()] == [fake.customers[0]["id"]]
+
+
+def test_checkout_and_the_trigger_moving_past_a_saved_failure_together_make_one_customer(client, cognito, fake):
+    trigger_failed(fake)
+    fake.gate("/v1/customers", 2, exact=True)  # both read the new customers before either creates
+    with ThreadPoolExecutor() as pool:
+        held = fake.hold("/v1/customers", "POST")  # the first create under the next key executes until released
+        fake.release_after_key_in_use(held)
+        trigger = StripeCustomers(fake.api_key, fake.url, timeout=10.0)
+        again = pool.submit(trigger.ensure_customer, USER, "ada@example.com", "Ada", "ada")
+
+        response = checkout(client, cognito)
+
+    assert response.status_code == 200, response.get_json()
+    assert fake.gates_opened == 1 and fake.keys_in_use >= 1
+    assert [c["id"] for c in fake.customers] == [again.result()]
+    assert [s["customer"] for s in fake.sessions()] == [again.result()]
 
 
 @pytest.mark.parametrize("refusal", [

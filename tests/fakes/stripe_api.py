@@ -4,12 +4,17 @@ Requests carry ``Authorization: Bearer sk_test_...`` and form-encoded parameters
 notation (``metadata[cognito_sub]=...``, ``expand[]=...``, ``items[0][price]=...``); answers are
 Stripe-shaped JSON objects, and errors ``{"error": {"type", "message", ...}}``
 (https://docs.stripe.com/api/errors). POSTs honour ``Idempotency-Key``
-(https://docs.stripe.com/api/idempotent_requests): a key still executing answers 409
-``idempotency_key_in_use`` to any other request with it, and saves nothing.
+(https://docs.stripe.com/api/idempotent_requests): the status and body of a request that began
+executing are saved under its key, errors and ``500`` included, and replayed to every later
+request with the key and the same parameters, with the header ``Idempotent-Replayed: true``;
+other parameters answer ``400 idempotency_error``. A key still executing answers 409
+``idempotency_key_in_use`` to any other request with it, and saves nothing; nor does a request
+refused before it executes (``fail_with``, ``refuse_next``: a validation failure, an outage in
+front of the API).
 
 To add a resource, write functions ``(state, request, **path_params) -> (status, body)`` and
 register them with ``fake.route(method, "/v1/things/{id}")``, as ``register_customers`` does.
-Switches: ``fail_with(500)``, ``hang(seconds)``, ``gate(path_prefix, parties)``, ``hold(path)``,
+Switches: ``fail_with(500)``, ``fail_executing(path)``, ``hang(seconds)``, ``gate(path_prefix, parties)``, ``hold(path)``,
 ``refuse_next(method, path, error)``, ``recover()``. Counters: ``requests``,
 ``calls(method, path)``, ``state.counts``.
 """
@@ -71,6 +76,8 @@ class Request:
     path: str
     params: dict
     headers: dict
+    status: int | None = None  # Stripe's answer, once given
+    replayed: str | None = None  # its Idempotent-Replayed header
 
 
 class StripeState:
@@ -114,8 +121,28 @@ def _field(obj: dict, name: str, key: str | None):
     return (value or {}).get(key) if key else value
 
 
+def paged(request: Request, data: list[dict], url: str) -> tuple[int, dict]:
+    """A page of ``data``: ``limit`` objects after the id ``starting_after``
+    (https://docs.stripe.com/api/pagination)."""
+    after = request.params.get("starting_after")
+    if after is not None:
+        data = data[[item["id"] for item in data].index(after) + 1:]
+    limit = int(request.params.get("limit", 10))
+    return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit, "url": url}
+
+
+def _created_within(obj: dict, bounds) -> bool:
+    """The ``created`` filter of list endpoints: a timestamp, or ``gt``/``gte``/``lt``/``lte``."""
+    if bounds is None:
+        return True
+    if not isinstance(bounds, dict):
+        return obj["created"] == int(bounds)
+    tests = {"gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__, "lte": int.__le__}
+    return all(tests[name](obj["created"], int(value)) for name, value in bounds.items())
+
+
 def register_customers(fake: "FakeStripe") -> None:
-    """https://docs.stripe.com/api/customers: create, search, retrieve, update."""
+    """https://docs.stripe.com/api/customers: create, list, search, retrieve, update."""
 
     @fake.route("POST", "/v1/customers")
     def create(state, request):
@@ -127,6 +154,17 @@ def register_customers(fake: "FakeStripe") -> None:
             "livemode": False, "metadata": dict(params.get("metadata") or {}), "name": params.get("name"),
             "phone": params.get("phone"), "preferred_locales": [], "shipping": None, "tax_exempt": "none",
             "test_clock": None})
+
+    @fake.route("GET", "/v1/customers")
+    def list_all(state, request):
+        """Newest first, and current: unlike search, a list shows an object as soon as it exists
+        (https://docs.stripe.com/search#data-freshness)."""
+        email = request.params.get("email")
+        found = [customer for customer in state.objects["customer"].values()
+                 if _created_within(customer, request.params.get("created"))
+                 and (email is None or customer.get("email") == email)]
+        found.sort(key=lambda customer: customer["created"], reverse=True)
+        return paged(request, found, "/v1/customers")
 
     @fake.route("GET", "/v1/customers/search")
     def search(state, request):
@@ -170,8 +208,9 @@ class FakeStripe:
         self._released = threading.Event()
         self._gate: tuple[str, threading.Barrier] | None = None
         self.gates_opened = 0  # how many gates every party passed together
-        self._held: dict[str, Held] = {}
+        self._held: dict[str, tuple[Held, str | None]] = {}
         self._refusals: dict[tuple[str, str], StripeError] = {}
+        self._failures: dict[str, tuple[StripeError, bool]] = {}
         self._server: ThreadingHTTPServer | None = None
         register_customers(self)
 
@@ -190,27 +229,32 @@ class FakeStripe:
     def hang(self, seconds: float) -> None:
         self.delay = seconds
 
-    def gate(self, path_prefix: str, parties: int, timeout: float = 3.0) -> None:
-        """Hold the next ``parties`` GETs of ``path_prefix`` until all of them have arrived,
-        then answer them together: concurrent readers all read before any writes back."""
-        self._gate = (path_prefix, threading.Barrier(parties, timeout=timeout))
+    def gate(self, path_prefix: str, parties: int, timeout: float = 3.0, exact: bool = False) -> None:
+        """Hold the next ``parties`` GETs of ``path_prefix`` (``exact``: of that path alone) until
+        all of them have arrived, then answer them together: concurrent readers all read before
+        any writes back."""
+        self._gate = (path_prefix, threading.Barrier(parties, timeout=timeout), exact)
 
     def _pass_gate(self, request: Request) -> None:
         gate = self._gate
         if gate is None or request.method != "GET" or not request.path.startswith(gate[0]):
             return
-        prefix, barrier = gate
+        prefix, barrier, exact = gate
+        if exact and request.path != prefix:
+            return
         try:
             if barrier.wait() == 0:
                 self._gate, self.gates_opened = None, self.gates_opened + 1  # one round only
         except threading.BrokenBarrierError:
             pass
 
-    def hold(self, path: str) -> Held:
+    def hold(self, path: str, method: str | None = None) -> Held:
         """Answer the next GET of ``path`` as the object is when it arrives, but send the
         answer only on ``release()``: an answer slow to come back. A POST of ``path`` is
-        executed only on ``release()``: until then its idempotency key is in use."""
-        self._held[path] = held = Held()
+        executed only on ``release()``: until then its idempotency key is in use. ``method``:
+        hold the next request of that method alone."""
+        held = Held()
+        self._held[path] = (held, method)
         return held
 
     def trickle(self, seconds_per_byte: float) -> None:
@@ -230,6 +274,12 @@ class FakeStripe:
             held.release()
         threading.Thread(target=wait, daemon=True).start()
 
+    def fail_executing(self, path: str, status: int = 500, creates: bool = False) -> None:
+        """The next POST of ``path`` begins executing, then fails with ``status``: Stripe saves
+        that answer under the request's idempotency key and replays it for as long as it keeps
+        the key. ``creates``: the object is made all the same (a 500's outcome is unknown)."""
+        self._failures[path] = (StripeError(status, "api_error", "An unknown error occurred."), creates)
+
     def refuse_next(self, method: str, path: str, error: StripeError) -> None:
         """Answer the next ``method path`` with ``error`` instead of executing it."""
         self._refusals[(method, path)] = error
@@ -237,6 +287,7 @@ class FakeStripe:
     def recover(self) -> None:
         self.outage_status, self.delay, self._gate, self.gates_opened = None, 0.0, None, 0
         self._refusals.clear()
+        self._failures.clear()
         self.keys_in_use = 0
 
     def calls(self, method: str, path: str) -> int:
@@ -275,6 +326,11 @@ class FakeStripe:
 
     def answer(self, request: Request) -> tuple[int, dict, dict]:
         """(status, body, headers) for one HTTP request, after the switches and the key check."""
+        status, body, headers = self._answer(request)
+        request.status, request.replayed = status, headers.get("Idempotent-Replayed")
+        return status, body, headers
+
+    def _answer(self, request: Request) -> tuple[int, dict, dict]:
         self.requests.append(request)
         self._pass_gate(request)
         if self.delay:
@@ -293,7 +349,8 @@ class FakeStripe:
         return answer
 
     def _hold(self, request: Request) -> None:
-        if held := self._held.pop(request.path, None):
+        held, method = self._held.get(request.path, (None, None))
+        if held is not None and method in (None, request.method) and self._held.pop(request.path, None):
             held.reached()
 
     def handle(self, request: Request) -> tuple[int, dict]:
@@ -306,6 +363,15 @@ class FakeStripe:
                     return error.status, error.body()
         message = f"Unrecognized request URL ({request.method}: {request.path})."
         return 404, StripeError(404, "invalid_request_error", message).body()
+
+    def _execute(self, request: Request) -> tuple[int, dict]:
+        failure = self._failures.pop(request.path, None) if request.method == "POST" else None
+        if failure is None:
+            return self.handle(request)
+        error, creates = failure
+        if creates:
+            self.handle(request)
+        return error.status, error.body()
 
     def _authorize(self, header: str) -> None:
         if not header.startswith("Bearer "):
@@ -321,7 +387,7 @@ class FakeStripe:
         key = request.headers.get("idempotency-key")
         if request.method != "POST" or not key:
             with self._lock:
-                return (*self.handle(request), {})
+                return (*self._execute(request), {})
         fingerprint = json.dumps([request.path, request.params], sort_keys=True)
         with self._lock:
             if key in self._executing:
@@ -342,7 +408,7 @@ class FakeStripe:
         try:
             self._hold(request)
             with self._lock:
-                status, body = self.handle(request)
+                status, body = self._execute(request)
                 self._replays[key] = (fingerprint, status, body)
         finally:
             with self._lock:

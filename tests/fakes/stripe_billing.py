@@ -11,23 +11,13 @@ from __future__ import annotations
 
 import time
 
-from tests.fakes.stripe_api import FakeStripe, Request, StripeError, StripeState
+from tests.fakes.stripe_api import FakeStripe, Request, StripeError, StripeState, paged
 
 API_KEY = "sk_test_gateway_4242"
 
 
 #: Lines an invoice embeds; the rest are at ``GET /v1/invoices/{id}/lines``.
 EMBEDDED_LINES = 10
-
-
-def paged(request: Request, data: list[dict], url: str) -> tuple[int, dict]:
-    """A page of ``data``: ``limit`` objects after the id ``starting_after``
-    (https://docs.stripe.com/api/pagination)."""
-    after = request.params.get("starting_after")
-    if after is not None:
-        data = data[[item["id"] for item in data].index(after) + 1:]
-    limit = int(request.params.get("limit", 10))
-    return 200, {"object": "list", "data": data[:limit], "has_more": len(data) > limit, "url": url}
 
 
 def register_billing(fake: FakeStripe) -> None:
