@@ -13,7 +13,7 @@ from datetime import datetime
 from gateway.domain.catalog import Catalog
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
-from gateway.domain.model import GRANTING, Subscription
+from gateway.domain.model import GRANTING, Snapshot, Subscription
 from gateway.store.port import Store
 
 MAX_DELIVERIES = 500
@@ -72,14 +72,20 @@ def verdict(subscription: Subscription, names: tuple[str, ...], now: datetime) -
     s = subscription.snapshot
     if not names:
         return f"grants nothing: product {s.product_id!r} maps to no entitlement in the catalog"
-    granted = ", ".join(names)
     if s.status in GRANTING and (s.expires_at is None or now < s.expires_at):
         until = f"until {_when(s.expires_at)}" if s.expires_at else "with no end"
-        return f"grants {granted} {until} (status {s.status.value})"
+        return f"grants {_own_ends(names, s, now)} {until} (status {s.status.value})"
     if s.status in GRANTING:
         return f"grants nothing: {s.status.value} but lapsed at {_when(s.expires_at)}, no newer delivery since"
     raw = f", store status {s.raw_status!r}" if s.raw_status else ""
     return f"grants nothing: status {s.status.value}{raw}"
+
+
+def _own_ends(names: tuple[str, ...], s: Snapshot, now: datetime) -> str:
+    """The names, each that ends before the subscription with its own end (a Play add-on)."""
+    ends = dict(s.entitlement_ends or ())
+    return ", ".join(name if name not in ends else
+                     f"{name} ({'until' if now < ends[name] else 'lapsed at'} {_when(ends[name])})" for name in names)
 
 
 def _when(value: datetime | None) -> str:

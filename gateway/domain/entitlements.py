@@ -49,18 +49,20 @@ def derive(subscriptions: list[Snapshot], catalog: Catalog) -> dict[str, Grant]:
     """The entitlement table rows of one user, from all of that user's subscriptions.
 
     Among the granting subscriptions the one with the latest end wins, so the stored
-    choice stays right as time passes: when it has lapsed, so has every other.
+    choice stays right as time passes: when it has lapsed, so has every other. An
+    entitlement that ends before its subscription (a Play add-on) has its own end.
     """
     best: dict[str, Grant] = {}
     for snapshot in subscriptions:
         names = snapshot.entitlements
         if names is None:
             names = catalog.entitlements_for(snapshot.source, snapshot.product_id)
+        ends = dict(snapshot.entitlement_ends or ())
         for name in names:
             grant = Grant(
                 name=name,
                 status=snapshot.status,
-                expires_at=snapshot.expires_at,
+                expires_at=ends.get(name, snapshot.expires_at),
                 will_renew=snapshot.will_renew,
                 source=snapshot.source,
                 product_id=snapshot.product_id,

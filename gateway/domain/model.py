@@ -53,6 +53,8 @@ class Snapshot:
     environment: str | None = None
     raw_status: str | None = None
     entitlements: tuple[str, ...] | None = None
+    #: (entitlement, end) for each one that ends before ``expires_at``: a Play add-on's line item.
+    entitlement_ends: tuple[tuple[str, datetime], ...] | None = None
     #: This delivery takes back the period ending at ``expires_at`` (a refund, a
     #: chargeback, a voided order). The cause names what took it, ``reason:id`` (for
     #: example ``refunded:in_123``), so that only that cause can give it back.
@@ -100,6 +102,7 @@ def precedence(snapshot: Snapshot) -> tuple:
         snapshot.raw_status or "",
         snapshot.entitlements or (),
         snapshot.period_id or "",
+        snapshot.entitlement_ends or (),
     )
 
 
@@ -159,7 +162,6 @@ class Revocations:
                 continue
             return cause
         return None
-
 
     def given(self, cause: str) -> bool:
         """Whether ``cause``, or one of the returns it is made of, was given back."""

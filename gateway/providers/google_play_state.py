@@ -80,20 +80,26 @@ def _renews(purchase: dict) -> bool:
     return any(isinstance(plan, dict) and plan.get("autoRenewEnabled") is True for plan in plans)
 
 
-def _entitlements(purchase: dict, as_of: datetime, catalog: Catalog | None, product_id: str | None):
-    """What the line items still paid for at ``as_of`` grant together (a base plan and its
-    add-ons, each with its own product and ``expiryTime``); ``None`` when that is what the
-    reported product alone grants, so the catalog maps it when read. Every item ended (the
-    purchase expired or is on hold): what they all granted, so that each entitlement lapses
-    rather than vanishes."""
-    if catalog is None:
-        return None
-    live = [item for item in line_items(purchase)
-            if (end := parse_time(item.get("expiryTime"))) is None or end > as_of] or line_items(purchase)
-    granted = catalog.granted_by(SOURCE, [item.get("productId") if isinstance(item.get("productId"), str) else None
-                                          for item in live])
+def _entitlements(purchase: dict, catalog: Catalog | None, product_id: str | None, expires_at: datetime | None):
+    """What the line items grant together (a base plan and its add-ons, each with its own
+    product and ``expiryTime``), each entitlement until the latest end of the items that
+    grant it: the names (``None`` when that is what the reported product alone grants, so
+    the catalog maps it when read) and the ends of those that end before ``expires_at``,
+    so that an add-on lapses at its own end without another read. An item that has ended
+    still names what it granted: its entitlement lapses, it does not vanish."""
+    items = line_items(purchase)
+    if catalog is None or not items:
+        return None, None
+    dated = [(item.get("productId") if isinstance(item.get("productId"), str) else None,
+              parse_time(item.get("expiryTime")) or expires_at) for item in items]
+    granted = catalog.granted_by(SOURCE, [product for product, _ in dated])
+    ends = []
+    for name in granted if expires_at is not None else ():  # no item dated: nothing ends early
+        last = max(end for product, end in dated if name in catalog.entitlements_for(SOURCE, product))
+        if last < expires_at:
+            ends.append((name, last))
     own = catalog.entitlements_for(SOURCE, product_id)
-    return None if not live or set(granted) == set(own) else granted
+    return (None if set(granted) == set(own) else granted), tuple(sorted(ends)) or None
 
 
 def snapshot_of(token: str, purchase: dict, as_of: datetime, catalog: Catalog | None = None) -> Snapshot:
@@ -104,10 +110,11 @@ def snapshot_of(token: str, purchase: dict, as_of: datetime, catalog: Catalog | 
         status = Status.EXPIRED
     item, expires_at = _latest(purchase)
     product_id = item.get("productId") if item else None
+    entitlements, ends = _entitlements(purchase, catalog, product_id, expires_at)
     will_renew = status is not Status.EXPIRED and raw != "SUBSCRIPTION_STATE_CANCELED" and _renews(purchase)
     return Snapshot(
         source=SOURCE, key=token, as_of=as_of, status=status, product_id=product_id, expires_at=expires_at,
-        entitlements=_entitlements(purchase, as_of, catalog, product_id),
+        entitlements=entitlements, entitlement_ends=ends,
         will_renew=will_renew, user_sub=owner_of(purchase), account=token,
         environment="Test" if "testPurchase" in purchase else "Production", raw_status=raw,
     )
@@ -138,6 +145,7 @@ def replaced(token: str, current: Subscription | None, as_of: datetime, by: str)
         product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
         will_renew=False, environment=known.environment if known else None, raw_status=REPLACED,
         entitlements=known.entitlements if known else None,  # its add-ons' too: they end, not vanish
+        entitlement_ends=known.entitlement_ends if known else None,
         revokes=f"{model.REPLACED}:{by}", revoked_period=(None, None),
     )
 

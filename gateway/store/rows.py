@@ -122,10 +122,10 @@ def grant_row(user_sub: str, grant: Grant, now: datetime) -> dict[str, Any]:
 
 # Subscriptions: the newest snapshot's fields, then the subscription's own. The stored
 # snapshot names no user: ``user_sub`` is the subscription's owner.
-_SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub",))
+_SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub", "entitlement_ends"))
 _SUBSCRIPTION = _Carried(tables.subscriptions, Subscription, besides=("revocations",))
 _SUBSCRIPTION_UNSET = _unset(tables.subscriptions, *_SNAPSHOT.names, *_SUBSCRIPTION.names,
-                             "user_sub", "entitlement_names", "revocations", "updated_at")
+                             "user_sub", "entitlement_names", "entitlement_ends", "revocations", "updated_at")
 
 
 def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any]:
@@ -134,6 +134,7 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
         **_SNAPSHOT.written(latest), **_SUBSCRIPTION.written(subscription), **_SUBSCRIPTION_UNSET,
         "user_sub": subscription.owner,
         "entitlement_names": list(latest.entitlements) if latest.entitlements is not None else None,
+        "entitlement_ends": {name: end.isoformat() for name, end in latest.entitlement_ends or ()} or None,
         "revocations": _revocations_json(subscription.revocations), "updated_at": now,
     }
 
@@ -142,7 +143,8 @@ def subscription(row) -> Subscription | None:
     if row is None:
         return None
     names = row.entitlement_names
-    snapshot = Snapshot(**_SNAPSHOT.read(row), user_sub=None,
+    ends = tuple(sorted((name, utc(datetime.fromisoformat(end))) for name, end in (row.entitlement_ends or {}).items()))
+    snapshot = Snapshot(**_SNAPSHOT.read(row), user_sub=None, entitlement_ends=ends or None,
                         entitlements=tuple(names) if names is not None else None)
     return Subscription(snapshot, owner=row.user_sub, revocations=_revocations(row.revocations),
                         **_SUBSCRIPTION.read(row))

@@ -49,6 +49,8 @@ subscriptions = sa.Table(
     # The store's id of the payment behind the period (App Store transactionId); NULL: none named.
     sa.Column("period_id", sa.String(255), nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
+    # {entitlement: end} of those that end before ``expires_at`` (a Play add-on); NULL: none.
+    sa.Column("entitlement_ends", Json, nullable=True),
     # What refunds and chargebacks took back (``domain.model.Revocations``); NULL: nothing.
     sa.Column("revocations", Json, nullable=True),
     sa.Column("as_of", Time, nullable=False),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import pytest
 
@@ -74,3 +75,41 @@ def test_a_subscription_with_an_add_on_that_ended_reports_both_entitlements_expi
                              headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["events"]
     assert [(e["entitlement"], e["type"]) for e in feed if e["type"] != "entitlement.granted"] == [
         ("premium", "entitlement.expired"), ("storage", "entitlement.expired")]
+
+
+def test_an_add_on_that_ends_before_its_base_plan_lapses_at_its_own_end_without_a_notification(google):
+    """An add-on's line item ends before the base plan's (removed, or bought for a shorter
+    period): read after its ``expiryTime`` and before the base plan's, with no notification
+    since, its entitlement no longer grants. A snapshot carried one end, the latest item's,
+    so the add-on granted until the next read of the purchase."""
+    with_addon(google.play, "tok-short", addon_days=2 / 86_400, renews=False)
+    assert google.push(rtdn.subscription("tok-short", 4)).get_json() == {"status": "processed"}
+    assert google.entitlements(USER)["entitlements"]["storage"]["active"] is True
+    addon_end = google.play.purchases["tok-short"]["lineItems"][0]["expiryTime"]
+    while rfc3339(dt.datetime.now(dt.timezone.utc)) <= addon_end:
+        time.sleep(0.1)
+    granted = google.entitlements(USER)["entitlements"]
+    assert granted["premium"]["active"] is True
+    assert granted["storage"]["active"] is False and granted["storage"]["status"] == "expired"
+    assert granted["storage"]["expires_at"][:19] == addon_end[:19]
+    history = google.client.get(f"/v1/users/{USER}/history", headers={"Authorization": f"Bearer {API_KEY}"})
+    (held,) = history.get_json()["subscriptions"]
+    assert held["explanation"].startswith("grants storage (lapsed at ") and "premium until" in held["explanation"]
+
+
+def test_an_add_on_read_after_its_end_is_reported_expired_not_revoked(google):
+    """The next read of the purchase after an add-on's end (here: Play's notification that
+    the items changed) says the add-on's entitlement expired. Judged on the items still
+    live, it vanished, and the feed said entitlement.revoked, as for a refund."""
+    with_addon(google.play, "tok-lapsing", addon_days=10)
+    assert google.push(rtdn.subscription("tok-lapsing", 4)).get_json() == {"status": "processed"}
+    addon = google.play.purchases["tok-lapsing"]["lineItems"][0]
+    addon["expiryTime"] = rfc3339(dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1))
+    addon["autoRenewingPlan"] = {"autoRenewEnabled": False}
+    assert google.push(rtdn.subscription("tok-lapsing", 17)).get_json() == {"status": "processed"}
+    granted = google.entitlements(USER)["entitlements"]
+    assert granted["premium"]["active"] is True and granted["storage"]["status"] == "expired"
+    feed = google.client.get("/v1/events", query_string={"after": 0, "limit": 100},
+                             headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["events"]
+    assert [(e["entitlement"], e["type"]) for e in feed if e["type"] != "entitlement.granted"] == [
+        ("storage", "entitlement.expired")]

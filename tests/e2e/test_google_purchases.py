@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 
 from devtools import google_pubsub as rtdn
+from devtools.google_play import ORDER
 from tests.support.google_gateway import API_KEY, _play_server, google, play, push_signer  # noqa: F401
 
 ALICE, BOB = "a11ce000-0000-4000-8000-000000000001", "b0b00000-0000-4000-8000-000000000002"
@@ -235,3 +236,31 @@ def test_the_user_a_purchase_names_may_claim_it_after_another_registered_it(goog
     answer = google.register(ALICE, "tok-renamed")
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["is_premium"] is True and google.entitlements(BOB)["is_premium"] is False
+
+
+def prepaid(purchase: dict) -> dict:
+    """A prepaid plan: it does not renew; the user tops it up (a purchase of its own)."""
+    for item in purchase["lineItems"]:
+        del item["autoRenewingPlan"]
+        item["prepaidPlan"] = {"allowExtendAfterTime": item["expiryTime"]}
+    return purchase
+
+
+def test_a_prepaid_top_up_extends_access_and_the_topped_up_token_grants_no_more(google):
+    """A top-up is a new purchase token whose ``linkedPurchaseToken`` names the one topped up
+    (https://developers.google.com/android-publisher/api-ref/rest/v3/purchases.subscriptionsv2),
+    ending later: access goes on, renewed, and the old token's own notification, read later,
+    does not bring its earlier end back."""
+    prepaid(google.play.subscribe("tok-pp1", user=ALICE, acknowledged=True, days=3))
+    assert google.push(rtdn.subscription("tok-pp1", 4)).get_json() == {"status": "processed"}
+    assert google.premium(ALICE)["active"] is True and google.premium(ALICE)["will_renew"] is False
+    top_up = prepaid(google.play.subscribe("tok-pp2", user=ALICE, acknowledged=True, days=33, linked="tok-pp1",
+                                           order=f"{ORDER}9"))
+    assert google.push(rtdn.subscription("tok-pp2", 4)).get_json() == {"status": "processed"}
+    assert google.push(rtdn.subscription("tok-pp1", 13)).get_json() == {"status": "processed"}
+    premium = google.premium(ALICE)
+    assert (premium["active"], premium["will_renew"]) == (True, False)
+    assert premium["expires_at"][:19] == top_up["lineItems"][0]["expiryTime"][:19]
+    feed = google.client.get("/v1/events", query_string={"after": 0, "limit": 100},
+                             headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["events"]
+    assert [e["type"] for e in feed] == ["entitlement.granted", "entitlement.renewed"]

@@ -172,6 +172,26 @@ def test_a_voided_subscription_is_revoked(google):
     assert google.premium(USER)["status"] == "revoked"
 
 
+def test_a_void_delivered_before_the_purchase_it_voids_still_revokes(google):
+    """Pub/Sub does not keep order: the void of a purchase never seen yet is applied to the
+    purchase as Play shows it, and the purchase's own notification, later, does not give
+    the voided period back."""
+    google.play.subscribe("tok-vf", user=USER)
+    google.play.void("tok-vf")
+    assert google.push(rtdn.voided("tok-vf")).get_json() == {"status": "processed"}
+    assert google.premium(USER)["status"] == "revoked"
+    assert google.push(rtdn.subscription("tok-vf", 4)).get_json() == {"status": "processed"}
+    assert google.premium(USER)["status"] == "revoked"
+
+
+def test_a_void_delivered_before_an_unnamed_purchase_is_registered_stays_revoked(google):
+    google.play.subscribe("tok-vu", acknowledged=True)
+    google.play.void("tok-vu")
+    assert google.push(rtdn.voided("tok-vu")).get_json() == {"status": "processed"}
+    answer = google.register(USER, "tok-vu")
+    assert answer.status_code == 200 and answer.get_json()["entitlements"]["premium"]["status"] == "revoked"
+
+
 def test_a_renewal_into_a_new_period_after_a_void_grants_again(google):
     google.play.subscribe("tok-vr", user=USER)
     google.push(rtdn.subscription("tok-vr", 4))

@@ -204,6 +204,21 @@ def test_newest_snapshot_wins_and_times_come_back_in_utc(store):
     assert grant.status is Status.EXPIRED and grant.expires_at == T0 + timedelta(seconds=10, days=30)
 
 
+def test_an_entitlement_that_ends_before_its_subscription_keeps_its_own_end(store):
+    """A Play add-on's line item ends before the base plan: stored, read back, and granted
+    with its own end, so it lapses then without another delivery."""
+    catalog = Catalog(products={("stripe", "price_m"): ("premium", "storage")}, default=None)
+    own_end = T0 + timedelta(days=3, microseconds=250)
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(snapshots=(snapshot(1, entitlement_ends=(("storage", own_end),)),)),
+                          catalog, NOW)
+    with store.transaction() as tx:
+        stored = tx.get_subscription("stripe", "sub_1")
+        grants = {grant.name: grant for grant in tx.entitlements_of("alice")}
+    assert stored.latest.entitlement_ends == (("storage", own_end),)
+    assert grants["storage"].expires_at == own_end and grants["premium"].expires_at == stored.latest.expires_at
+
+
 def test_unknown_owner_is_kept_and_attached_when_the_link_arrives(store):
     apply(store, snapshot(1, user=None, account="cus_1"))
     with store.transaction() as tx:

@@ -151,6 +151,12 @@ def test_same_second_ties_resolve_to_the_more_final_state_in_either_order():
     assert newest([active, expired]) == newest([expired, active]) == expired
 
 
+def test_same_second_views_that_differ_only_in_an_entitlement_s_own_end_converge():
+    """Two reads of a Play purchase in one instant, one before an add-on's end moved."""
+    early, late = (snap(5, entitlement_ends=(("storage", T0 + timedelta(days=d)),)) for d in (3, 5))
+    assert merge_snapshot(merge_snapshot(None, early), late) == merge_snapshot(merge_snapshot(None, late), early)
+
+
 def test_naive_datetimes_are_refused():
     with pytest.raises(ValueError):
         Snapshot(source="stripe", key="k", as_of=datetime(2026, 1, 1), status=Status.ACTIVE)

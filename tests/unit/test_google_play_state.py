@@ -6,6 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from gateway.domain.catalog import Catalog
+from gateway.domain.entitlements import derive
 from gateway.domain.model import Snapshot, Status, Subscription, merge_snapshot
 from gateway.providers import google_play_state as state
 
@@ -89,8 +91,10 @@ def test_a_replaced_token_no_longer_grants_but_keeps_what_was_known():
     assert (snapshot.status, snapshot.raw_status, snapshot.will_renew) == (Status.EXPIRED, "REPLACED", False)
     assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == ("premium_monthly", None, None)
     assert state.replaced("never-seen", None, NOW, "new").product_id is None
-    with_addon = dataclasses.replace(known, entitlements=("premium", "storage"))
-    assert state.replaced("old", Subscription(with_addon), NOW, "new").entitlements == ("premium", "storage")
+    ends = (("storage", NOW + timedelta(days=3)),)
+    with_addon = dataclasses.replace(known, entitlements=("premium", "storage"), entitlement_ends=ends)
+    replaced = state.replaced("old", Subscription(with_addon), NOW, "new")
+    assert (replaced.entitlements, replaced.entitlement_ends) == (("premium", "storage"), ends)
 
 
 def test_a_replacement_read_later_leaves_the_old_purchases_account_as_its_delivery_gave_it():
@@ -118,3 +122,36 @@ def test_paid_unacknowledged_purchases_need_acknowledgement(raw, acknowledgement
     resource = purchase(raw, acknowledgementState=acknowledgement)
     assert state.needs_acknowledgement(resource) is needed
     assert state.acknowledged_product(resource) == "premium_monthly"
+
+
+ADDONS = Catalog(products={("google", "base"): ("premium",), ("google", "addon"): ("storage",),
+                           ("google", "bundle"): ("premium", "storage")}, default=None)
+
+
+def test_each_entitlement_ends_with_the_last_line_item_that_grants_it():
+    """An add-on that ends before its base plan lapses at its own end, judged when read:
+    no notification comes at that moment."""
+    items = [{"productId": "addon", "expiryTime": "2026-11-05T00:00:00Z"},
+             {"productId": "base", "expiryTime": "2026-12-01T00:00:00Z"},
+             {"productId": "bundle", "expiryTime": "2026-11-03T00:00:00Z"}]
+    snapshot = state.snapshot_of("tok", purchase(lineItems=items), NOW, ADDONS)
+    addon_end = datetime(2026, 11, 5, tzinfo=timezone.utc)
+    assert snapshot.entitlement_ends == (("storage", addon_end),)
+    grants = derive([snapshot], ADDONS)
+    between = addon_end + timedelta(seconds=1)
+    assert grants["premium"].is_active(between) and not grants["storage"].is_active(between)
+    assert grants["storage"].is_active(addon_end - timedelta(seconds=1))
+
+
+def test_an_add_on_already_ended_is_kept_so_its_entitlement_lapses_rather_than_vanishes():
+    items = [{"productId": "addon", "expiryTime": "2026-10-30T00:00:00Z"},
+             {"productId": "base", "expiryTime": "2026-12-01T00:00:00Z"}]
+    snapshot = state.snapshot_of("tok", purchase(lineItems=items), NOW, ADDONS)
+    grants = derive([snapshot], ADDONS)
+    assert grants["premium"].is_active(NOW) and grants["storage"].status_at(NOW) is Status.EXPIRED
+
+
+def test_items_without_an_end_end_nothing_early():
+    items = [{"productId": "addon"}, {"productId": "base"}]
+    snapshot = state.snapshot_of("tok", purchase("SUBSCRIPTION_STATE_PENDING", lineItems=items), NOW, ADDONS)
+    assert (snapshot.entitlements, snapshot.entitlement_ends) == (("storage", "premium"), None)
