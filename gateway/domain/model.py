@@ -62,7 +62,7 @@ class Snapshot:
     #: When the gateway began the read this snapshot stands on, by its own clock: the
     #: request to the store's API (``as_of`` is when the answer came), or, for an event's
     #: body judged newer than the stored state, the look at the stored state. The read
-    #: holds only while nothing written since then says otherwise (``stale_read``).
+    #: holds only while nothing written since then says otherwise (``reads.stale_read``).
     read_since: datetime | None = None
     #: The store's id of the period shown, where the store names one: the payment behind
     #: it (an App Store ``transactionId``), or when it began (Stripe's
@@ -230,34 +230,6 @@ def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscrip
     updated = Subscription(dataclasses.replace(state, account=account), current.owner,
                            current.owner_as_of, account_as_of, revocations)
     return claim_ownership(updated, named, snapshot.as_of) if named else updated
-
-
-class StaleRead(Exception):
-    """A state read from a store while another change of the same subscription was
-    stored: which of the two is newer cannot be told, so the delivery reads it again."""
-
-
-def stale_read(current: Subscription | None, snapshot: Snapshot) -> bool:
-    """True when ``snapshot`` stands on a read (``read_since``) that may be older than the
-    stored state, and says otherwise. The stored state may be the newer one when it was
-    written after the read began (two reads of one store in flight together: a slow
-    answer may carry the older state, whatever its stamp says; Stripe stamps an event to
-    the second, so a change made just after the read began may carry an earlier stamp),
-    or when it is stamped no older than the snapshot (an event's body judged newer on a
-    look at the stored state that another writer has since overtaken). Read again once
-    the stored state is committed, the store's answer is newer than it. Two reads that
-    say the same need no order. A read that names a user other than the owner stored
-    since it began may have been judged on the owner before it (a reconcile names one
-    only while none is known): read again too. Decided under the subscription's lock,
-    on the state held there."""
-    if snapshot.read_since is None or current is None:
-        return False
-    written_since = current.updated_at is not None and current.updated_at >= snapshot.read_since
-    if written_since and snapshot.user_sub and current.owner not in (None, snapshot.user_sub):
-        return True
-    if not (written_since or current.latest.as_of >= snapshot.as_of):
-        return False
-    return precedence(current.latest)[1:] != precedence(snapshot)[1:]  # the state but for its time
 
 
 def claim_ownership(current: Subscription, owner: str | None, as_of: datetime) -> Subscription:

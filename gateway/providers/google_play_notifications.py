@@ -4,7 +4,7 @@ https://developer.android.com/google/play/billing/rtdn-reference
 A notification carries only a purchase token: for a subscription we fetch
 purchases.subscriptionsv2.get and snapshot that, stamped when the answer came; should
 another state of the token be stored while the request was in flight, the delivery reads
-it again (``model.stale_read``).
+it again (``reads.stale_read``).
 
 Acknowledgement: Google refunds a purchase not acknowledged within three days
 (https://developer.android.com/google/play/billing/integrate#process). ``translate``

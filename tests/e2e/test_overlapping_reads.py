@@ -6,7 +6,7 @@ any transaction. Two such reads of one subscription in flight together cannot be
 by their stamps: a slow answer may carry the older state, and a body of the same second as
 a stored state may be the older of the two. Reconcile judges RevenueCat's answer on the
 stored state (a refunded purchase is left alone), which may change while it asks. Under
-the subscription's lock the domain tells (``model.stale_read``), and the delivery or the
+the subscription's lock the domain tells (``reads.stale_read``), and the delivery or the
 reconcile reads again (``apply.reading_again``).
 """
 from __future__ import annotations
