@@ -105,12 +105,18 @@ def precedence(snapshot: Snapshot) -> tuple:
 
 def supersedes(candidate: Snapshot, current: Snapshot | None) -> bool:
     """True when ``candidate`` should replace the stored ``current`` snapshot."""
-    return current is None or precedence(candidate) > precedence(current)
+    return current is None or _rank(candidate) > _rank(current)
 
 
 def newest(snapshots) -> Snapshot | None:
     """The snapshot a store ends on after seeing all of ``snapshots`` in any order."""
-    return max(snapshots, key=precedence, default=None)
+    return max(snapshots, key=_rank, default=None)
+
+
+def _rank(snapshot: Snapshot) -> tuple:
+    """``precedence``, below which a replacement, no view of the store, ranks: any view of
+    the purchase outranks it, whatever their stamps (``replacement``)."""
+    return snapshot.raw_status != REPLACEMENT, precedence(snapshot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +262,20 @@ def link_claim(as_of: datetime | None, user_sub: str) -> tuple:
 #: upgrade, by ``linkedPurchaseToken``): it grants no more, whatever the store goes on
 #: showing of it, and nothing was refunded, so it reads as expired.
 REPLACED = "replaced"
+
+
+#: The store status of a ``replacement``.
+REPLACEMENT = "REPLACED"
+
+
+def replacement(source: str, key: str, as_of: datetime, by: str) -> Snapshot:
+    """What the purchase ``by`` says of ``key``, the purchase it replaced (a Google upgrade,
+    by ``linkedPurchaseToken``): it grants no more, whatever the store goes on showing of it
+    (the ``REPLACED`` cause, of every period). It is no view of the store and carries none:
+    a view, merged before or after it, stays what the purchase shows (its product, end and
+    add-ons, expired, not vanished), as held under the lock, not as read before it."""
+    return Snapshot(source, key, as_of, Status.EXPIRED, raw_status=REPLACEMENT,
+                    revokes=f"{REPLACED}:{by}", revoked_period=(None, None))
 
 
 def _replacing(cause: str) -> bool:
