@@ -2,7 +2,7 @@
 older than the state stored meanwhile, judged under the subscription's lock."""
 from __future__ import annotations
 
-from .model import REPLACEMENT, Snapshot, Subscription, precedence
+from .model import Snapshot, Subscription, precedence
 
 
 class StaleRead(Exception):
@@ -28,8 +28,6 @@ def stale_read(current: Subscription | None, snapshot: Snapshot) -> bool:
     written_since = current.updated_at is not None and current.updated_at >= snapshot.read_since
     if written_since and snapshot.user_sub and current.owner not in (None, snapshot.user_sub):
         return True
-    if current.latest.raw_status == REPLACEMENT:  # no read of the store: any read outranks it
-        return False
     if not (written_since or current.latest.as_of >= snapshot.as_of):
         return False
     return precedence(current.latest)[1:] != precedence(snapshot)[1:]  # the state but for its time
