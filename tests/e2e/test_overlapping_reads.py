@@ -178,9 +178,10 @@ def test_an_upgrade_registered_while_the_old_tokens_read_naming_its_user_is_in_f
     """Bob registers the upgrade (naming nobody) of Alice's purchase, through one gateway,
     while the old token's notification, naming her, is read through another: both wait
     for the old token's account, the registration first, so it commits first (200). The
-    old token's read began before that commit and names a user other than the one stored
-    since, so it is read again (``reads.stale_read``) and gives both tokens to Alice. Judged
-    on its first read, stamped before the registration, its link lost to Bob's."""
+    old token's read began before that commit, which stored another state of it (the
+    replacement) and another owner: it is read again (``reads.stale_read``) and gives both
+    tokens to Alice. Judged on its first read, stamped before the registration, its link
+    lost to Bob's, who kept Alice's upgrade."""
     one, two = two_play_gateways
     alice, bob, old, new = new_user(), new_user(), "tok-alice", "tok-alice-up"
     play.subscribe(old, "SUBSCRIPTION_STATE_EXPIRED", product="basic_monthly", user=alice, acknowledged=True)
