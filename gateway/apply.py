@@ -14,8 +14,8 @@ from gateway.domain.changes import Link, Transfer, Translation, transferred
 from gateway.domain import entitlement_events
 from gateway.domain.entitlement_events import Cause, Changed, FeedEvent
 from gateway.domain.entitlements import derive
-from gateway.domain.model import (StaleRead, Subscription, merge_snapshot, stale_read,
-                                  with_account_owner)
+from gateway.domain.model import Subscription, merge_snapshot, with_account_owner
+from gateway.domain.reads import StaleRead, stale_read
 from gateway.store.port import Transaction
 
 Key = tuple[str, str]

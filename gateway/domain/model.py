@@ -64,7 +64,7 @@ class Snapshot:
     #: When the gateway began the read this snapshot stands on, by its own clock: the
     #: request to the store's API (``as_of`` is when the answer came), or, for an event's
     #: body judged newer than the stored state, the look at the stored state. The read
-    #: holds only while nothing written since then says otherwise (``stale_read``).
+    #: holds only while nothing written since then says otherwise (``reads.stale_read``).
     read_since: datetime | None = None
     #: The store's id of the period shown, where the store names one: the payment behind
     #: it (an App Store ``transactionId``), or when it began (Stripe's
@@ -108,12 +108,18 @@ def precedence(snapshot: Snapshot) -> tuple:
 
 def supersedes(candidate: Snapshot, current: Snapshot | None) -> bool:
     """True when ``candidate`` should replace the stored ``current`` snapshot."""
-    return current is None or precedence(candidate) > precedence(current)
+    return current is None or _rank(candidate) > _rank(current)
 
 
 def newest(snapshots) -> Snapshot | None:
     """The snapshot a store ends on after seeing all of ``snapshots`` in any order."""
-    return max(snapshots, key=precedence, default=None)
+    return max(snapshots, key=_rank, default=None)
+
+
+def _rank(snapshot: Snapshot) -> tuple:
+    """``precedence``, below which a replacement, no view of the store, ranks: any view of
+    the purchase outranks it, whatever their stamps (``replacement``)."""
+    return snapshot.raw_status != REPLACEMENT, precedence(snapshot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,34 +240,6 @@ def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscrip
     return claim_ownership(updated, named, snapshot.as_of) if named else updated
 
 
-class StaleRead(Exception):
-    """A state read from a store while another change of the same subscription was
-    stored: which of the two is newer cannot be told, so the delivery reads it again."""
-
-
-def stale_read(current: Subscription | None, snapshot: Snapshot) -> bool:
-    """True when ``snapshot`` stands on a read (``read_since``) that may be older than the
-    stored state, and says otherwise. The stored state may be the newer one when it was
-    written after the read began (two reads of one store in flight together: a slow
-    answer may carry the older state, whatever its stamp says; Stripe stamps an event to
-    the second, so a change made just after the read began may carry an earlier stamp),
-    or when it is stamped no older than the snapshot (an event's body judged newer on a
-    look at the stored state that another writer has since overtaken). Read again once
-    the stored state is committed, the store's answer is newer than it. Two reads that
-    say the same need no order. A read that names a user other than the owner stored
-    since it began may have been judged on the owner before it (a reconcile names one
-    only while none is known): read again too. Decided under the subscription's lock,
-    on the state held there."""
-    if snapshot.read_since is None or current is None:
-        return False
-    written_since = current.updated_at is not None and current.updated_at >= snapshot.read_since
-    if written_since and snapshot.user_sub and current.owner not in (None, snapshot.user_sub):
-        return True
-    if not (written_since or current.latest.as_of >= snapshot.as_of):
-        return False
-    return precedence(current.latest)[1:] != precedence(snapshot)[1:]  # the state but for its time
-
-
 def claim_ownership(current: Subscription, owner: str | None, as_of: datetime) -> Subscription:
     """Ownership claimed at ``as_of`` (``None``: nobody holds it): kept only if it is
     the newest claim."""
@@ -286,6 +264,20 @@ def link_claim(as_of: datetime | None, user_sub: str) -> tuple:
 #: upgrade, by ``linkedPurchaseToken``): it grants no more, whatever the store goes on
 #: showing of it, and nothing was refunded, so it reads as expired.
 REPLACED = "replaced"
+
+
+#: The store status of a ``replacement``.
+REPLACEMENT = "REPLACED"
+
+
+def replacement(source: str, key: str, as_of: datetime, by: str) -> Snapshot:
+    """What the purchase ``by`` says of ``key``, the purchase it replaced (a Google upgrade,
+    by ``linkedPurchaseToken``): it grants no more, whatever the store goes on showing of it
+    (the ``REPLACED`` cause, of every period). It is no view of the store and carries none:
+    a view, merged before or after it, stays what the purchase shows (its product, end and
+    add-ons, expired, not vanished), as held under the lock, not as read before it."""
+    return Snapshot(source, key, as_of, Status.EXPIRED, raw_status=REPLACEMENT,
+                    revokes=f"{REPLACED}:{by}", revoked_period=(None, None))
 
 
 def _replacing(cause: str) -> bool:

@@ -73,7 +73,7 @@ class GoogleChecker:
     def fetch(self, current, lookup, dry_run):
         # Stamped as a notification's read is, when the answer came, with the moment it was
         # asked (read_since): against a notification's read in flight together, which of
-        # the two Play answered last is judged under the lock (model.stale_read), and the
+        # the two Play answered last is judged under the lock (reads.stale_read), and the
         # older one is read again. Stamped when asked, a newer answer lost to an older
         # notification's that arrived later.
         token, asked = current.snapshot.key, self.clock()
@@ -103,7 +103,7 @@ class RevenueCatChecker:
     def fetch(self, current, lookup, dry_run):
         # The answer is judged against the stored state (revoked, owner known), read now
         # rather than when the run listed it; stored otherwise since, the answer is read
-        # again under the lock (model.stale_read, apply.reading_again).
+        # again under the lock (reads.stale_read, apply.reading_again).
         looked = self.clock()
         current = lookup.subscription(self.source, current.snapshot.key) or current
         app_user_id = current.snapshot.account or current.owner

@@ -4,7 +4,7 @@ https://developer.android.com/google/play/billing/rtdn-reference
 A notification carries only a purchase token: for a subscription we fetch
 purchases.subscriptionsv2.get and snapshot that, stamped when the answer came; should
 another state of the token be stored while the request was in flight, the delivery reads
-it again (``model.stale_read``).
+it again (``reads.stale_read``).
 
 Acknowledgement: Google refunds a purchase not acknowledged within three days
 (https://developer.android.com/google/play/billing/integrate#process). ``translate``
@@ -99,8 +99,8 @@ class GooglePlayNotifications:
         old = state.replaces(purchase)
         if not old or old == token:
             return Translation(snapshots=(snapshot,), links=links)
-        current = lookup.subscription(SOURCE, old)
         if snapshot.user_sub is None:
+            current = lookup.subscription(SOURCE, old)
             owner = (current.owner if current else None) or lookup.resolve(SOURCE, old)
             if owner:
                 links = (Link(SOURCE, token, owner, carries=True),)
@@ -108,7 +108,7 @@ class GooglePlayNotifications:
                 # token: it goes with the old token's account, so that the link that names its
                 # user, whenever it comes, attaches both (under the lock)
                 snapshot = dataclasses.replace(snapshot, account=old)
-        return Translation(snapshots=(snapshot, state.replaced(old, current, as_of, token)), links=links)
+        return Translation(snapshots=(snapshot, state.replaced(old, as_of, token)), links=links)
 
     def _acknowledge(self, token: str, purchase: dict) -> None:
         if not state.needs_acknowledgement(purchase):

@@ -13,12 +13,11 @@ from datetime import datetime, timezone
 
 from gateway.domain.catalog import Catalog
 from gateway.domain import model
-from gateway.domain.model import Snapshot, Status, Subscription
+from gateway.domain.model import Snapshot, Status
 
 log = logging.getLogger("gateway.google")
 
 SOURCE = "google"
-REPLACED = "REPLACED"
 
 # CANCELED keeps access until the line item's expiryTime, without renewal; a pending
 # purchase whose payment was canceled never granted anything.
@@ -129,25 +128,18 @@ def current_orders(purchase: dict) -> set[str]:
     return {order for order in orders if isinstance(order, str) and order}
 
 
-def replaced(token: str, current: Subscription | None, as_of: datetime, by: str) -> Snapshot:
+def replaced(token: str, as_of: datetime, by: str) -> Snapshot:
     """The old token of an upgrade, downgrade or resubscription (replaced ``by`` another):
     it no longer grants, for good. Play goes on showing it active for a while, so a view
     of it read later must not give it back: the replacement is recorded like a revocation
-    of every period (``model.REPLACED``), whatever the order the two tokens' deliveries
-    come in.
+    of every period (``model.replacement``), whatever the order the two tokens' deliveries
+    come in. What the old purchase is (product, end, add-ons) is its own views' to say,
+    as held under the lock, never a read of our store made before it.
 
     It names no account: the old purchase's own (its token, or the purchase it replaced
     in turn while that one's owner was unknown) is its delivery's to say, and a
     replacement read later must not take it back to the token."""
-    known = current.snapshot if current else None
-    return Snapshot(
-        source=SOURCE, key=token, as_of=as_of, status=Status.EXPIRED,
-        product_id=known.product_id if known else None, expires_at=known.expires_at if known else None,
-        will_renew=False, environment=known.environment if known else None, raw_status=REPLACED,
-        entitlements=known.entitlements if known else None,  # its add-ons' too: they end, not vanish
-        entitlement_ends=known.entitlement_ends if known else None,
-        revokes=f"{model.REPLACED}:{by}", revoked_period=(None, None),
-    )
+    return model.replacement(SOURCE, token, as_of, by)
 
 
 def replaces(purchase: dict) -> str | None:

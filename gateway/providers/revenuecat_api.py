@@ -93,7 +93,7 @@ def translation_of(subscriber: dict, current: Subscription, app_user_id: str, as
     the purchase it refunded; RevenueCat's webhooks bring a reversal), as is one that ended
     before the answer's purchase began. ``current`` is the stored state as read at
     ``read_since``: one stored since, and other than the answer says, makes the answer
-    a stale read under the subscription's lock (``model.stale_read``), to be judged
+    a stale read under the subscription's lock (``reads.stale_read``), to be judged
     again on the state then stored.
     """
     held = current.snapshot

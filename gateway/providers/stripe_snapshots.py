@@ -5,7 +5,7 @@ deliveries (https://docs.stripe.com/webhooks#event-ordering). A subscription eve
 strictly newer than the stored snapshot is taken from its body, stamped ``created``.
 Otherwise, and for every invoice, charge and dispute, the subscription is fetched and
 stamped with the time the answer arrived: any later event is then strictly newer.
-Under the subscription's lock both are judged again (``model.stale_read``): a body only
+Under the subscription's lock both are judged again (``reads.stale_read``): a body only
 while it is still newer than the stored state, a fetch only while nothing written since its
 request began says otherwise; else the delivery is translated again.
 """

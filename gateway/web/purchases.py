@@ -21,7 +21,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from gateway.apply import reading_again
 from gateway.clock import utcnow
-from gateway.domain.model import StaleRead
+from gateway.domain.reads import StaleRead
 from gateway.errors import Conflict, NotConfigured, Unavailable
 from gateway.purchases import register_purchase
 from gateway.web.bodies import load_body

@@ -6,7 +6,7 @@ any transaction. Two such reads of one subscription in flight together cannot be
 by their stamps: a slow answer may carry the older state, and a body of the same second as
 a stored state may be the older of the two. Reconcile judges RevenueCat's answer on the
 stored state (a refunded purchase is left alone), which may change while it asks. Under
-the subscription's lock the domain tells (``model.stale_read``), and the delivery or the
+the subscription's lock the domain tells (``reads.stale_read``), and the delivery or the
 reconcile reads again (``apply.reading_again``).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.conftest import DATABASE
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import new_user, soon
 from tests.e2e.test_reconcile import PRODUCT, rc_purchase
-from tests.e2e.test_races import ok, push
+from tests.e2e.test_races import ok, push, two_play_gateways  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
 
 REVOKED = 12  # SUBSCRIPTION_REVOKED
@@ -170,6 +170,36 @@ def test_two_subscription_events_of_one_second_end_on_stripes_state(world, strip
         thread.join(30)
         assert ok(answer["response"]) == "processed"
     assert world.premium(s.user)["will_renew"] is True
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="holds an advisory lock while both wait for it")
+def test_an_upgrade_registered_while_the_old_tokens_read_naming_its_user_is_in_flight_ends_with_that_user(
+        two_play_gateways, play):
+    """Bob registers the upgrade (naming nobody) of Alice's purchase, through one gateway,
+    while the old token's notification, naming her, is read through another: both wait
+    for the old token's account, the registration first, so it commits first (200). The
+    old token's read began before that commit, which stored another state of it (the
+    replacement) and another owner: it is read again (``reads.stale_read``) and gives both
+    tokens to Alice. Judged on its first read, stamped before the registration, its link
+    lost to Bob's, who kept Alice's upgrade."""
+    one, two = two_play_gateways
+    alice, bob, old, new = new_user(), new_user(), "tok-alice", "tok-alice-up"
+    play.subscribe(old, "SUBSCRIPTION_STATE_EXPIRED", product="basic_monthly", user=alice, acknowledged=True)
+    play.subscribe(new, product="premium_yearly", days=365, linked=old, acknowledged=True)
+    store = one.services.store
+    with store.transaction() as tx:  # a writer of the old token's account, at work
+        tx.lock_accounts([("google", old)])
+        tx.resolve("google", old)
+        registering, registered = in_thread(lambda: two.register(bob, new, "premium_yearly"))
+        waiting(store, 1)
+        pushing, pushed = in_thread(lambda: one.push(subscription(old, 13)))
+        waiting(store, 2)
+    for thread in (registering, pushing):
+        thread.join(30)
+    assert registered["response"].status_code == 200 and ok(pushed["response"]) == "processed"
+    assert one.entitlements(bob)["entitlements"] == {}
+    assert one.premium(alice)["product_id"] == "premium_yearly"
+    assert play.gets.count(old) == 2  # read again
 
 
 def waiting(store, count: int) -> None:

@@ -12,6 +12,7 @@ must give the same answers.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -26,7 +27,8 @@ from devtools.google_pubsub import envelope, subscription, voided
 from tests.e2e.conftest import API_KEY
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import World, new_user, soon
-from tests.support.google_gateway import google  # noqa: F401 (fixture)
+from tests.support import google_gateway
+from tests.support.google_gateway import GoogleGateway, google  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
 
 ROUNDS = 4
@@ -206,6 +208,45 @@ def test_google_void_by_the_retry_worker_and_reconcile_end_revoked(world, play, 
     together(lambda: replay(world, "google", f"void-{round_}"), lambda: reconcile(world, "google"))
     assert play.gates_opened == 1
     assert world.premium(user)["status"] == "revoked"
+
+
+@pytest.fixture
+def two_play_gateways(make_app, push_signer, play, cognito, tmp_path):
+    """Two gateways on one database whose catalog maps the old plan and the upgrade to
+    entitlements of their own, and nothing else."""
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"entitlements": {"basic": {"google": ["basic_monthly"]},
+                                                    "premium": {"google": ["premium_yearly"]}}, "default": None}))
+    env = dict(**push_signer.env(), **play.env(), **cognito.env(), GATEWAY_API_KEYS=google_gateway.API_KEY,
+               CATALOG_PATH=str(catalog))
+    return [GoogleGateway(make_app(**env), push_signer, play, cognito) for _ in range(2)]
+
+
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_an_upgrade_and_its_old_tokens_notification_released_together_end_with_the_old_plan_expired(
+        two_play_gateways, play, round_):
+    """The old token's notification (Play still shows it active) and the upgrade's, through
+    two gateways, both read from Play together: the old token's read commits between the
+    upgrade's look at our store and its lock in some rounds. The old plan's entitlement
+    ends expired, as when they come one after the other; taken from the look before the
+    lock, the old token's product was unknown, the entitlement vanished, and the feed said
+    ``entitlement.revoked`` (a refund: Cognito sign-out) to a user who had just upgraded."""
+    one, two = two_play_gateways
+    user, old, new = new_user(), f"tok-basic-{round_}", f"tok-up-{round_}"
+    play.subscribe(old, product="basic_monthly", user=user, acknowledged=True, days=20)
+    play.subscribe(new, product="premium_yearly", user=user, days=365, linked=old, acknowledged=True)
+    play.gate(2)
+    delays = [(round_ % 6) * 0.002, 0.0][::1 if round_ % 2 else -1]
+    answers = together(lambda: time.sleep(delays[0]) or one.push(subscription(old, 4)),
+                       lambda: time.sleep(delays[1]) or two.push(subscription(new, 4)))
+    assert [ok(answer) for answer in answers] == ["processed", "processed"] and play.gates_opened == 1
+    granted = one.entitlements(user)["entitlements"]
+    assert granted["premium"]["active"] is True
+    assert (granted.get("basic") or {}).get("status") == "expired", granted
+    assert granted["basic"]["product_id"] == "basic_monthly"
+    feed = one.client.get("/v1/events", query_string={"after": "0", "limit": "100"},
+                          headers={"Authorization": f"Bearer {google_gateway.API_KEY}"}).get_json()["events"]
+    assert "entitlement.revoked" not in [event["type"] for event in feed if event["user_id"] == user]
 
 
 # Apple: a refund against a notification signed later that still shows the period unrefunded.

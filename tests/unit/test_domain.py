@@ -13,8 +13,9 @@ from gateway.domain.catalog import Catalog, CatalogError, parse_catalog
 from gateway.domain.entitlements import derive, is_premium
 from gateway.apply import READS, reading_again
 from gateway.domain.changes import Transfer, transferred
-from gateway.domain.model import (Snapshot, StaleRead, Status, Subscription, claim_ownership, merge_snapshot, newest,
-                                  stale_read, supersedes, with_account_owner)
+from gateway.domain.model import (Snapshot, Status, Subscription, claim_ownership, merge_snapshot, newest, supersedes,
+                                  with_account_owner)
+from gateway.domain.reads import StaleRead, stale_read
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

@@ -1,14 +1,13 @@
 """SubscriptionPurchaseV2 resources into snapshots (no I/O)."""
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.entitlements import derive
-from gateway.domain.model import Snapshot, Status, Subscription, merge_snapshot
+from gateway.domain.model import Snapshot, Status, merge_snapshot
 from gateway.providers import google_play_state as state
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
@@ -84,24 +83,28 @@ def test_rfc3339_times_are_read_to_the_microsecond(value, expected):
     assert state.parse_time(value) == expected
 
 
-def test_a_replaced_token_no_longer_grants_but_keeps_what_was_known():
+def test_a_replaced_token_no_longer_grants_but_keeps_what_its_views_show():
+    """Merged after a view of the old token or before it, whatever their stamps: the view
+    says what the purchase is (its product, end, add-ons), the replacement that it ended."""
     known = Snapshot("google", "old", NOW, Status.ACTIVE, product_id="premium_monthly",
-                     expires_at=datetime(2026, 12, 1, tzinfo=timezone.utc), will_renew=True, environment="Production")
-    snapshot = state.replaced("old", Subscription(known, owner="sub-1"), NOW, "new")
+                     expires_at=datetime(2026, 12, 1, tzinfo=timezone.utc), will_renew=True, environment="Production",
+                     entitlements=("premium", "storage"), entitlement_ends=(("storage", NOW + timedelta(days=3)),))
+    snapshot = state.replaced("old", NOW + timedelta(seconds=1), "new")
     assert (snapshot.status, snapshot.raw_status, snapshot.will_renew) == (Status.EXPIRED, "REPLACED", False)
-    assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == ("premium_monthly", None, None)
-    assert state.replaced("never-seen", None, NOW, "new").product_id is None
-    ends = (("storage", NOW + timedelta(days=3)),)
-    with_addon = dataclasses.replace(known, entitlements=("premium", "storage"), entitlement_ends=ends)
-    replaced = state.replaced("old", Subscription(with_addon), NOW, "new")
-    assert (replaced.entitlements, replaced.entitlement_ends) == (("premium", "storage"), ends)
+    assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == (None, None, None)
+    for held in (merge_snapshot(merge_snapshot(None, known), snapshot),
+                 merge_snapshot(merge_snapshot(None, snapshot), known)):
+        seen = held.snapshot
+        assert (seen.status, seen.will_renew) == (Status.EXPIRED, False)
+        assert (seen.product_id, seen.expires_at, seen.entitlements, seen.entitlement_ends) == \
+            (known.product_id, known.expires_at, known.entitlements, known.entitlement_ends)
 
 
 def test_a_replacement_read_later_leaves_the_old_purchases_account_as_its_delivery_gave_it():
     """The old purchase was itself an upgrade stored under its predecessor's account."""
     held = merge_snapshot(None, Snapshot("google", "old", NOW, Status.ACTIVE, account="older"))
     later = NOW + timedelta(minutes=1)
-    assert merge_snapshot(held, state.replaced("old", held, later, "new")).latest.account == "older"
+    assert merge_snapshot(held, state.replaced("old", later, "new")).latest.account == "older"
 
 
 def test_only_a_paid_purchase_replaces_its_linked_token():
