@@ -7,10 +7,12 @@ A consumer of the entitlement feed with its own cursor (``feed_cursors``, name
 (https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_AdminUserGlobalSignOut.html)
 for each user with an ``entitlement.revoked`` among them, and moves the cursor past what
 is done. Switched on for the first time, it starts at the feed's head: it signs out the
-users revoked from then on, not every user ever refunded. ``Username`` is the user's sub, which Cognito accepts for a local user whose pool
-has no alias attribute in its place. A user Cognito does not know (deleted there) is
-skipped; any other failure stops the run before that event, and the next run tries it
-again: a user is signed out at least once, never skipped. Two workers running it at once
+users revoked from then on, not every user ever refunded. ``Username`` is first the user's
+sub, which Cognito accepts for a local user; a federated user (``Google_...``,
+``SignInWithApple_...``) is known by their username only, so when the sub names no user the
+username is looked up with ``ListUsers`` and its ``sub`` filter. A user Cognito does not
+know by either (deleted there) is skipped; any other failure stops the run before that
+event, and the next run tries it again: a user is signed out at least once, never skipped. Two workers running it at once
 may both sign out the same user, which is harmless.
 
 The Cognito call is made outside any database transaction. boto3 is imported only when
@@ -47,17 +49,38 @@ class CognitoSignOut:
 
     def __call__(self, user_sub: str) -> bool:
         """True when signed out; False when the pool has no such user."""
+        if self._sign_out(user_sub):
+            return True
+        username = self._username(user_sub)
+        return username is not None and self._sign_out(username)
+
+    def _sign_out(self, username: str) -> bool:
+        answer = self._call("AdminUserGlobalSignOut", self.client.admin_user_global_sign_out,
+                            UserPoolId=self.pool_id, Username=username)
+        return answer is not None
+
+    def _username(self, user_sub: str) -> str | None:
+        """The username of the user with this sub (a federated user's), if any."""
+        if '"' in user_sub or "\\" in user_sub:
+            return None  # no sub Cognito issues has these, and they would change the filter
+        answer = self._call("ListUsers", self.client.list_users,
+                            UserPoolId=self.pool_id, Filter=f'sub = "{user_sub}"', Limit=1)
+        users = (answer or {}).get("Users") or []
+        return users[0]["Username"] if users else None
+
+    @staticmethod
+    def _call(name: str, call, **params) -> dict | None:
+        """Cognito's answer to ``call(**params)``; None when it knows no such user."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.admin_user_global_sign_out(UserPoolId=self.pool_id, Username=user_sub)
+            return call(**params)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "UserNotFoundException":
-                return False
-            raise SignOutFailed(f"AdminUserGlobalSignOut failed: {exc.response.get('Error', {}).get('Code')}") from None
+                return None
+            raise SignOutFailed(f"{name} failed: {exc.response.get('Error', {}).get('Code')}") from None
         except BotoCoreError as exc:
-            raise SignOutFailed(f"AdminUserGlobalSignOut did not answer: {type(exc).__name__}") from None
-        return True
+            raise SignOutFailed(f"{name} did not answer: {type(exc).__name__}") from None
 
 
 class SignOutOnRevoke:

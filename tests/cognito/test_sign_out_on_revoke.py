@@ -20,9 +20,10 @@ PASSWORD = "Passw0rd!23"
 class Pool:
     """A moto pool signing in by email, as most apps' pools do: the username is the sub."""
 
-    def __init__(self) -> None:
+    def __init__(self, sign_in_by_email: bool = True) -> None:
         self.client = boto3.client("cognito-idp", region_name=REGION)
-        self.id = self.client.create_user_pool(PoolName="app", UsernameAttributes=["email"])["UserPool"]["Id"]
+        self.id = self.client.create_user_pool(
+            PoolName="app", **({"UsernameAttributes": ["email"]} if sign_in_by_email else {}))["UserPool"]["Id"]
         self.app_client = self.client.create_user_pool_client(
             UserPoolId=self.id, ClientName="app", ExplicitAuthFlows=["ALLOW_ADMIN_USER_PASSWORD_AUTH",
                                                                      "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
@@ -35,10 +36,24 @@ class Pool:
         sub = next(a["Value"] for a in attributes if a["Name"] == "sub")
         # Signed in by the username (the sub here): moto files a session under the name
         # given at sign-in, where Cognito files it under the user whichever alias was used.
+        return sub, self.sign_in(sub)
+
+    def sign_in(self, username: str) -> str:
+        """A refresh token of the user."""
         tokens = self.client.admin_initiate_auth(
             UserPoolId=self.id, ClientId=self.app_client, AuthFlow="ADMIN_USER_PASSWORD_AUTH",
-            AuthParameters={"USERNAME": sub, "PASSWORD": PASSWORD})["AuthenticationResult"]
-        return sub, tokens["RefreshToken"]
+            AuthParameters={"USERNAME": username, "PASSWORD": PASSWORD})["AuthenticationResult"]
+        return tokens["RefreshToken"]
+
+    def federated_user(self, username: str) -> tuple[str, str]:
+        """A user who signed in with a social or enterprise provider, named as Cognito names
+        them (``Google_<id>``): (sub, refresh token). moto has no federation, so the user is
+        made by AdminCreateUser under that name and signs in with a password; what matters
+        here holds all the same: the user's name is not their sub."""
+        self.client.admin_create_user(UserPoolId=self.id, Username=username, MessageAction="SUPPRESS")
+        self.client.admin_set_user_password(UserPoolId=self.id, Username=username, Password=PASSWORD, Permanent=True)
+        attributes = self.client.admin_get_user(UserPoolId=self.id, Username=username)["UserAttributes"]
+        return next(a["Value"] for a in attributes if a["Name"] == "sub"), self.sign_in(username)
 
     def refreshes(self, refresh_token: str) -> bool:
         try:
@@ -85,6 +100,22 @@ def test_a_refund_signs_the_user_out_everywhere(make_app, pool):
     assert not pool.refreshes(refunded[1])
     assert pool.refreshes(kept[1])
     assert consumer(app).run_once() == 0  # the cursor is past them
+
+
+def test_a_refunded_federated_user_is_signed_out_though_the_sub_is_not_their_name(make_app, aws_mock):
+    """AdminUserGlobalSignOut takes a username or an alias; the sub only for a local user,
+    a federated user (Google_..., SignInWithApple_...) by their username
+    (https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_AdminUserGlobalSignOut.html).
+    The feed names users by sub, so such a user is found by ListUsers' ``sub`` filter."""
+    pool = Pool(sign_in_by_email=False)  # moto finds no user by sub here; Cognito no federated one
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    sub, refresh = pool.federated_user("Google_107691234567890123456")
+    consumer(app).run_once()
+    deliver(app, "INITIAL_PURCHASE", sub, transaction="rc-g")
+    deliver(app, "CANCELLATION", sub, transaction="rc-g", cancel_reason="CUSTOMER_SUPPORT")
+
+    assert consumer(app).run_once() == 2
+    assert not pool.refreshes(refresh)
 
 
 def test_a_change_that_revokes_nothing_signs_no_one_out(make_app, pool):
