@@ -32,6 +32,9 @@ log = logging.getLogger("gateway.sign_out")
 
 CURSOR = "cognito_sign_out"
 BATCH = 500
+#: Seconds to connect and per read, and attempts per call: botocore's defaults (60, 60 and up
+#: to 5 in legacy mode) let a silent endpoint hold the worker's other chores for minutes.
+CONNECT_TIMEOUT, READ_TIMEOUT, ATTEMPTS = 2, 3, 2
 
 
 class SignOutFailed(Exception):
@@ -43,9 +46,12 @@ class CognitoSignOut:
 
     def __init__(self, pool_id: str, region: str, client=None) -> None:
         import boto3
+        from botocore.config import Config
 
+        config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                        retries={"mode": "standard", "total_max_attempts": ATTEMPTS})
         self.pool_id = pool_id
-        self.client = client or boto3.client("cognito-idp", region_name=region)
+        self.client = client or boto3.client("cognito-idp", region_name=region, config=config)
 
     def __call__(self, user_sub: str) -> bool:
         """True when signed out; False when the pool has no such user."""

@@ -3,6 +3,8 @@
 that revokes nothing signs no one out, and the consumer is off by default."""
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import boto3
@@ -144,6 +146,31 @@ def test_a_failed_sign_out_is_retried_and_an_unknown_user_skipped(make_app, pool
     assert pool.refreshes(refresh)
     assert consumer(app).run_once() == 3  # the unknown user skipped, the other signed out
     assert not pool.refreshes(refresh)
+
+
+def test_a_cognito_that_never_answers_holds_the_worker_seconds_not_minutes(monkeypatch):
+    """The sign-out is one chore of the worker's loop, in turn with the retry of deferred
+    deliveries, the expiry sweep and the outgoing webhooks. botocore's defaults (60 s to
+    connect, 60 s per read, up to 5 attempts in legacy mode:
+    https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html) let an
+    endpoint gone silent hold them all for about five minutes a turn."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connections queue, nothing answers
+        monkeypatch.setenv("AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        call = sign_out.CognitoSignOut("eu-west-1_Silent", REGION)
+        outcome: dict = {}
+
+        def sign_out_once() -> None:
+            try:
+                call("3c8f4a1e-5b2d-4e61-9a0f-7d2c1b9e8a11")
+            except sign_out.SignOutFailed as exc:
+                outcome["error"] = str(exc)
+
+        worker = threading.Thread(target=sign_out_once, daemon=True)
+        worker.start()
+        worker.join(15)
+
+    assert not worker.is_alive(), "the sign-out still waits for Cognito after 15 s"
+    assert "did not answer" in outcome["error"]
 
 
 def test_switched_on_it_starts_at_the_feed_head_not_the_history(make_app, pool):
