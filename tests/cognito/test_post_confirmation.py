@@ -134,6 +134,26 @@ def test_admin_confirmation_is_treated_like_a_sign_up(user_pool, stripe_api, cog
     assert user_pool.attributes(user["username"])["custom:stripe_customer_id"] == customer["id"]
 
 
+def test_a_federated_users_first_sign_in_links_the_user_named_by_their_provider(user_pool, stripe_api, cognito_writes):
+    """A first sign-in through Google, Apple or SAML runs PreSignUp_ExternalProvider then
+    this trigger as PostConfirmation_ConfirmSignUp, with ``userName`` the provider-prefixed
+    name (``Google_<id>``), not the sub: the attribute is written to that name, the customer
+    keyed by the sub."""
+    event = load_event("post_confirmation_federated_sign_up")
+    user = user_pool.client.admin_create_user(UserPoolId=user_pool.id, Username=event["userName"],
+                                              MessageAction="SUPPRESS")["User"]
+    sub = next(a["Value"] for a in user["Attributes"] if a["Name"] == "sub")
+    event.update(userPoolId=user_pool.id)
+    event["request"]["userAttributes"]["sub"] = sub
+
+    assert handler(event, LambdaContext()) is event
+
+    [customer] = stripe_api.customers
+    assert customer["metadata"] == {"cognito_sub": sub, "cognito_username": "Google_107691234567890123456"}
+    assert user_pool.attributes("Google_107691234567890123456")["custom:stripe_customer_id"] == customer["id"]
+    assert [write["Username"] for write in cognito_writes] == ["Google_107691234567890123456"]
+
+
 def test_forgot_password_confirmation_does_nothing(user_pool, ada, stripe_api, cognito_writes):
     event = user_pool.confirmation_event(ada["username"], "post_confirmation_confirm_forgot_password")
     original = copy.deepcopy(event)
