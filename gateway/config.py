@@ -35,6 +35,8 @@ DEFAULT_EVENTS_RETENTION_DAYS, MIN_EVENTS_RETENTION_DAYS = 90, 31
 #: Google Play: 3,000 queries a minute per bucket (https://developers.google.com/android-publisher/quotas);
 #: RevenueCat publishes its limits per endpoint in response headers only: 480 a minute is cautious.
 DEFAULT_RECONCILE_RATES = {"stripe": 20.0, "apple": 40.0, "google": 40.0, "revenuecat": 8.0}
+#: The levels LOG_LEVEL takes (the standard library's names; WARN and FATAL are its aliases).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
@@ -197,6 +199,8 @@ def _check(settings: Settings) -> Settings:
         # Sessions must verify in every gunicorn worker and survive restarts, so the key
         # is configured, never random per process, nor derived from a guessable password.
         raise ConfigError("ADMIN_SECRET_KEY of at least 32 characters is required when ADMIN_PASSWORD is set")
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}")
     if settings.admin_cookie_secure not in ("auto", "true", "false"):
         raise ConfigError("ADMIN_COOKIE_SECURE must be auto, true or false")
     if (settings.entitlement_cache_seconds or 0) > MAX_ENTITLEMENT_CACHE_SECONDS:
