@@ -256,7 +256,9 @@ def _special(env: Mapping[str, str]) -> dict:
         "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
         "events_retention_days": _int(env, "EVENTS_RETENTION_DAYS", DEFAULT_EVENTS_RETENTION_DAYS, minimum=0),
         "outbound_webhooks": _text(env, "OUTBOUND_WEBHOOKS"),
-        "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS", False),
+        # OUTBOUND_ALLOW_PRIVATE: the contract's name (../shared/CONTRACT.md), read where the other is unset.
+        "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS",
+                                                _bool(env, "OUTBOUND_ALLOW_PRIVATE", False)),
         "outbound_timeout_seconds": _int(env, "OUTBOUND_TIMEOUT_SECONDS", 10),
         "cognito_sign_out_on_revoke": _bool(env, "COGNITO_SIGN_OUT_ON_REVOKE", False),
         **{f"reconcile_rate_{source}": _rate(env, f"RECONCILE_RATE_{source.upper()}", default)
