@@ -35,6 +35,8 @@ DEFAULT_EVENTS_RETENTION_DAYS, MIN_EVENTS_RETENTION_DAYS = 90, 31
 #: Google Play: 3,000 queries a minute per bucket (https://developers.google.com/android-publisher/quotas);
 #: RevenueCat publishes its limits per endpoint in response headers only: 480 a minute is cautious.
 DEFAULT_RECONCILE_RATES = {"stripe": 20.0, "apple": 40.0, "google": 40.0, "revenuecat": 8.0}
+#: The levels LOG_LEVEL takes (the standard library's names; WARN and FATAL are its aliases).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
@@ -197,6 +199,8 @@ def _check(settings: Settings) -> Settings:
         # Sessions must verify in every gunicorn worker and survive restarts, so the key
         # is configured, never random per process, nor derived from a guessable password.
         raise ConfigError("ADMIN_SECRET_KEY of at least 32 characters is required when ADMIN_PASSWORD is set")
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}")
     if settings.admin_cookie_secure not in ("auto", "true", "false"):
         raise ConfigError("ADMIN_COOKIE_SECURE must be auto, true or false")
     if (settings.entitlement_cache_seconds or 0) > MAX_ENTITLEMENT_CACHE_SECONDS:
@@ -252,7 +256,9 @@ def _special(env: Mapping[str, str]) -> dict:
         "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
         "events_retention_days": _int(env, "EVENTS_RETENTION_DAYS", DEFAULT_EVENTS_RETENTION_DAYS, minimum=0),
         "outbound_webhooks": _text(env, "OUTBOUND_WEBHOOKS"),
-        "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS", False),
+        # OUTBOUND_ALLOW_PRIVATE: the contract's name (../shared/CONTRACT.md), read where the other is unset.
+        "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS",
+                                                _bool(env, "OUTBOUND_ALLOW_PRIVATE", False)),
         "outbound_timeout_seconds": _int(env, "OUTBOUND_TIMEOUT_SECONDS", 10),
         "cognito_sign_out_on_revoke": _bool(env, "COGNITO_SIGN_OUT_ON_REVOKE", False),
         **{f"reconcile_rate_{source}": _rate(env, f"RECONCILE_RATE_{source.upper()}", default)

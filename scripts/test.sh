@@ -9,8 +9,9 @@ echo "== tests on SQLite"
 TEST_DATABASE=sqlite python -m pytest -q "$@"
 
 if url=$(scripts/postgres.sh); then
-  # One test puts a real PgBouncer between the cache's listener and PostgreSQL, as
-  # platforms do; under CI it must be there (Debian's package), elsewhere it is skipped.
+  # Two tests put a real PgBouncer between the gateway and PostgreSQL (the cache's listener,
+  # the store), as platforms do; under CI it must be there (Debian's package), elsewhere they
+  # are skipped.
   if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ] && ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q pgbouncer >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q pgbouncer >/dev/null; }

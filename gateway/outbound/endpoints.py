@@ -8,13 +8,19 @@
 ``secrets``: one or more (several while one rolls: each attempt is signed with all);
 ``types``: optional, every type when absent; ``entitlement.*`` names a family. A URL must be
 https to a public address unless ``OUTBOUND_ALLOW_PRIVATE_TARGETS`` (``targets.check``).
+
+The form of ``../shared/CONTRACT.md`` is read too: the value may be the path of a file
+holding the list, ``events`` is another name for ``types``, and ``name`` may be left out
+(the URL's host names the endpoint then).
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from gateway.config import ConfigError, Settings
 from gateway.domain.entitlement_events import TYPES
@@ -24,7 +30,7 @@ from . import signing, targets
 
 VARIABLE = "OUTBOUND_WEBHOOKS"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-FIELDS = {"name", "url", "secrets", "types"}
+FIELDS = {"name", "url", "secrets", "types", "events"}
 
 
 def endpoint(name, url, secrets, types=None, *, allow_private: bool = False, origin: str = ENV,
@@ -69,22 +75,47 @@ def parse(raw: str | None, allow_private: bool = False,
     """The endpoints of the variable's value; ``ValueError`` when it is malformed."""
     if not raw:
         return []
+    text = _text_or_file(raw)
     try:
-        found = json.loads(raw)
+        found = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
         raise ValueError("must be a JSON list of objects")
-    endpoints = []
+    endpoints: list[Endpoint] = []
     for item in found:
-        if not {"name", "url", "secrets"} <= item.keys() or item.keys() - FIELDS:
-            raise ValueError(f"each endpoint has name, url, secrets and optionally types; got {sorted(item)}")
-        endpoints.append(endpoint(item["name"], item["url"], item["secrets"], item.get("types"),
+        if not {"url", "secrets"} <= item.keys() or item.keys() - FIELDS or {"types", "events"} <= item.keys():
+            raise ValueError("each endpoint has url and secrets, optionally name and types (or events); "
+                             f"got {sorted(item)}")
+        name = item["name"] if "name" in item else _host_name(item["url"], [e.name for e in endpoints])
+        endpoints.append(endpoint(name, item["url"], item["secrets"], item.get("types", item.get("events")),
                                   allow_private=allow_private, resolve=resolve))
     names = [e.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ValueError("endpoint names must be unique")
     return endpoints
+
+
+def _text_or_file(raw: str) -> str:
+    """The JSON itself, or the path of a file that holds it."""
+    if raw.lstrip().startswith("[") or not os.path.isfile(raw):
+        return raw
+    try:
+        with open(raw, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"the file {raw!r} cannot be read ({exc.__class__.__name__})") from None
+
+
+def _host_name(url, taken: list[str]) -> str:
+    """The name of an endpoint given none: its URL's host and port, numbered when repeated."""
+    host = urlsplit(url).netloc.rpartition("@")[2] if isinstance(url, str) else ""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", host).strip("-_.")[:60] or "endpoint"
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base}-{number}"
+    return name
 
 
 def configured(settings: Settings) -> list[Endpoint]:

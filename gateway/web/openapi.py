@@ -42,8 +42,10 @@ WEBHOOKS = [
 
 
 def _answers(schema: str, *errors: int, **descriptions) -> dict:
+    """200 and the ``errors``; 400 always, since every route refuses a NUL in its URL (web/errors.py)."""
     answers = {"200": {"description": descriptions.get("ok", "OK"), "content": _json(schema)}}
-    for status in errors:
+    descriptions.setdefault("e400", "malformed: the body, the query, or a NUL character in the URL")
+    for status in sorted({400, *errors}):
         answers[str(status)] = {"description": descriptions.get(f"e{status}", "see error"), "content": _json("Error")}
     if 503 in errors:
         answers["503"]["headers"] = RETRY_AFTER

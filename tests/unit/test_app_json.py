@@ -33,6 +33,24 @@ def test_every_readme_setting_is_described_or_provided_by_the_platform():
         assert spec.get("required") is False or "value" in spec or "generator" in spec, name
 
 
+def test_every_variable_the_settings_read_is_in_the_readme():
+    """Each name gateway/config.py asks the environment for, found by asking it through a
+    mapping that notes the names, is documented in the README (its tables or their notes)."""
+    from gateway.config import from_env
+
+    class Noting(dict):
+        asked: set[str] = set()
+
+        def get(self, key, default=None):
+            self.asked.add(key)
+            return super().get(key, default)
+
+    from_env(Noting())
+    readme = (ROOT / "README.md").read_text()
+    assert len(Noting.asked) > 30
+    assert {name for name in Noting.asked if f"`{name}`" not in readme} == set()
+
+
 def test_secrets_are_generated_never_written_down():
     env = app_json()["env"]
     for name in ("GATEWAY_API_KEYS", "METRICS_TOKEN", "ADMIN_SECRET_KEY"):

@@ -63,6 +63,7 @@ def test_cognito_issuer_and_jwks_url_come_from_region_and_pool():
     ({"EVENTS_STALE_AFTER_SECONDS": "0"}, "EVENTS_STALE_AFTER_SECONDS"),
     ({"EVENTS_STALE_AFTER_SECONDS": "-5"}, "EVENTS_STALE_AFTER_SECONDS"),
     ({"EVENTS_STALE_AFTER_SECONDS": "2.5"}, "EVENTS_STALE_AFTER_SECONDS"),
+    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
 ])
 def test_bad_values_stop_the_start_naming_the_variable(env, variable):
     with pytest.raises(ConfigError, match=variable):

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import ConfigError, from_env
 from gateway.domain.webhooks import GIVE_UP_AFTER, LONGEST_WAIT, MIN_ATTEMPTS, Endpoint, retry_at
-from gateway.outbound.endpoints import parse
+from gateway.outbound.endpoints import configured, parse
 from tests.support.webhook_receiver import secret
 
 PUBLIC = "https://93.184.215.14/hooks"
@@ -38,8 +38,9 @@ def test_endpoints_are_read_with_their_secrets_in_order_and_their_types():
 @pytest.mark.parametrize("value, says", [
     ("[{", "not JSON"),
     ('{"name": "x"}', "JSON list of objects"),
-    (json.dumps([{"name": "x", "url": PUBLIC}]), "name, url, secrets"),
-    (json.dumps([{"name": "x", "url": PUBLIC, "secrets": ["s"], "extra": 1}]), "name, url, secrets"),
+    (json.dumps([{"name": "x", "url": PUBLIC}]), "url and secrets"),
+    (json.dumps([{"name": "x", "url": PUBLIC, "secrets": ["s"], "extra": 1}]), "url and secrets"),
+    (json.dumps([{"url": PUBLIC, "secrets": ["whsec_x"], "types": ["*"], "events": ["*"]}]), "(or events)"),
     (json.dumps([{"name": "x", "url": PUBLIC, "secrets": []}]), "one or more"),
     (json.dumps([{"name": "x", "url": PUBLIC, "secrets": ["whsec_c2hvcnQ="]}]), "secret 1"),
     (json.dumps([{"name": "x", "url": PUBLIC, "secrets": ["sk_live_abc"]}]), "secret 1"),
@@ -55,6 +56,26 @@ def test_a_bad_value_stops_the_start_naming_the_variable_and_never_a_secret(valu
         from_env({"OUTBOUND_WEBHOOKS": value.replace("whsec_x", key)})
     assert says in str(raised.value)
     assert not any(leak in str(raised.value) for leak in (key, "sk_live_abc", "c2hvcnQ="))
+
+
+def test_the_contracts_form_is_read_too(tmp_path):
+    """../shared/CONTRACT.md's form: a list of {"url", "secrets", "events"} as text or the path
+    of a file, no name (the host names the endpoint), and OUTBOUND_ALLOW_PRIVATE."""
+    key = secret()
+    listed = [{"url": "http://127.0.0.1:8001/hooks", "secrets": [key], "events": ["entitlement.*"]},
+              {"url": "http://127.0.0.1:8001/other", "secrets": [key]}]
+    path = tmp_path / "webhooks.json"
+    path.write_text(json.dumps(listed))
+    for value in (str(path), json.dumps(listed)):
+        settings = from_env({"OUTBOUND_WEBHOOKS": value, "OUTBOUND_ALLOW_PRIVATE": "true"})
+        assert configured(settings) == [
+            Endpoint("127.0.0.1-8001", "http://127.0.0.1:8001/hooks", (key,), ("entitlement.*",)),
+            Endpoint("127.0.0.1-8001-2", "http://127.0.0.1:8001/other", (key,))]
+    with pytest.raises(ConfigError, match="OUTBOUND_ALLOW_PRIVATE_TARGETS"):  # still refused unless allowed
+        from_env({"OUTBOUND_WEBHOOKS": str(path)})
+    with pytest.raises(ConfigError, match="OUTBOUND_ALLOW_PRIVATE_TARGETS"):  # the precise name wins
+        from_env({"OUTBOUND_WEBHOOKS": str(path), "OUTBOUND_ALLOW_PRIVATE": "true",
+                  "OUTBOUND_ALLOW_PRIVATE_TARGETS": "false"})
 
 
 def test_types_are_checked_and_a_family_or_all_may_be_named():
