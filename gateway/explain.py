@@ -83,7 +83,8 @@ def verdict(subscription: Subscription, names: tuple[str, ...], now: datetime) -
 
 def _own_ends(names: tuple[str, ...], s: Snapshot, now: datetime) -> str:
     """The names, each that ends before the subscription with its own end (a Play add-on)."""
-    ends = dict(s.entitlement_ends or ())
+    ends = {term.name: term.expires_at for term in s.entitlement_terms or ()
+            if term.expires_at and term.expires_at != s.expires_at}
     return ", ".join(name if name not in ends else
                      f"{name} ({'until' if now < ends[name] else 'lapsed at'} {_when(ends[name])})" for name in names)
 

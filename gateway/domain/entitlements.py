@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 from .catalog import Catalog
 from .model import GRANTING, Snapshot, Status
+from .terms import Term
 
 _FAR_FUTURE = datetime.max
 
@@ -50,22 +51,23 @@ def derive(subscriptions: list[Snapshot], catalog: Catalog) -> dict[str, Grant]:
 
     Among the granting subscriptions the one with the latest end wins, so the stored
     choice stays right as time passes: when it has lapsed, so has every other. An
-    entitlement that ends before its subscription (a Play add-on) has its own end.
+    entitlement with terms of its own (a Play add-on) has its own product, end and renewal.
     """
     best: dict[str, Grant] = {}
     for snapshot in subscriptions:
         names = snapshot.entitlements
         if names is None:
             names = catalog.entitlements_for(snapshot.source, snapshot.product_id)
-        ends = dict(snapshot.entitlement_ends or ())
+        terms = {term.name: term for term in snapshot.entitlement_terms or ()}
         for name in names:
+            own = terms.get(name) or Term(name, snapshot.product_id, snapshot.expires_at, snapshot.will_renew)
             grant = Grant(
                 name=name,
                 status=snapshot.status,
-                expires_at=ends.get(name, snapshot.expires_at),
-                will_renew=snapshot.will_renew,
+                expires_at=own.expires_at,
+                will_renew=own.will_renew,
                 source=snapshot.source,
-                product_id=snapshot.product_id,
+                product_id=own.product_id,
                 subscription_key=snapshot.key,
             )
             if name not in best or _strength(grant) > _strength(best[name]):

@@ -5,6 +5,9 @@ import dataclasses
 import enum
 from datetime import datetime
 
+from . import terms
+from .terms import Term
+
 
 class Status(str, enum.Enum):
     ACTIVE = "active"
@@ -53,8 +56,8 @@ class Snapshot:
     environment: str | None = None
     raw_status: str | None = None
     entitlements: tuple[str, ...] | None = None
-    #: (entitlement, end) for each one that ends before ``expires_at``: a Play add-on's line item.
-    entitlement_ends: tuple[tuple[str, datetime], ...] | None = None
+    #: By name, each entitlement whose product, end or renewal is not the snapshot's (``Term``).
+    entitlement_terms: tuple[Term, ...] | None = None
     #: This delivery takes back the period ending at ``expires_at`` (a refund, a
     #: chargeback, a voided order). The cause names what took it, ``reason:id`` (for
     #: example ``refunded:in_123``), so that only that cause can give it back.
@@ -102,7 +105,7 @@ def precedence(snapshot: Snapshot) -> tuple:
         snapshot.raw_status or "",
         snapshot.entitlements or (),
         snapshot.period_id or "",
-        snapshot.entitlement_ends or (),
+        terms.rank(snapshot.entitlement_terms),
     )
 
 
@@ -288,5 +291,6 @@ def revoked(snapshot: Snapshot, reason: str) -> Snapshot:
     """The snapshot with its period taken back (a refund, a dispute, a voided purchase), or
     ended by a replacement."""
     status = Status.EXPIRED if reason == REPLACED else Status.REVOKED
-    return dataclasses.replace(snapshot, status=status, will_renew=False,
+    ended = tuple(term._replace(will_renew=False) for term in snapshot.entitlement_terms or ()) or None
+    return dataclasses.replace(snapshot, status=status, will_renew=False, entitlement_terms=ended,
                                raw_status=f"{snapshot.raw_status}:{reason}")

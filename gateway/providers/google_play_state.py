@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from gateway.domain.catalog import Catalog
 from gateway.domain import model
 from gateway.domain.model import Snapshot, Status
+from gateway.domain.terms import Term
 
 log = logging.getLogger("gateway.google")
 
@@ -35,6 +36,9 @@ STATES = {
 PAID = frozenset({"SUBSCRIPTION_STATE_ACTIVE", "SUBSCRIPTION_STATE_CANCELED", "SUBSCRIPTION_STATE_IN_GRACE_PERIOD",
                   "SUBSCRIPTION_STATE_ON_HOLD", "SUBSCRIPTION_STATE_PAUSED"})
 _NOT_YET_PAID = frozenset({"SUBSCRIPTION_STATE_PENDING", "SUBSCRIPTION_STATE_PENDING_PURCHASE_CANCELED"})
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+#: A line item as it grants: (product, end, renews).
+Item = tuple[str | None, datetime | None, bool]
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -74,31 +78,49 @@ def owner_of(purchase: dict) -> str | None:
     return sub if isinstance(sub, str) and sub.strip() else None
 
 
-def _renews(purchase: dict) -> bool:
-    plans = (item.get("autoRenewingPlan") for item in line_items(purchase))
-    return any(isinstance(plan, dict) and plan.get("autoRenewEnabled") is True for plan in plans)
+def _item_renews(item: dict) -> bool:
+    """``autoRenewingPlan.autoRenewEnabled`` of one line item: a prepaid plan never renews."""
+    plan = item.get("autoRenewingPlan")
+    return isinstance(plan, dict) and plan.get("autoRenewEnabled") is True
 
 
-def _entitlements(purchase: dict, catalog: Catalog | None, product_id: str | None, expires_at: datetime | None):
+def _items(purchase: dict, expires_at: datetime | None, renewing: bool) -> list[Item]:
+    """Each line item as it grants; an item without ``expiryTime`` ends with the
+    purchase, and none renews once the purchase is canceled or expired (``renewing``)."""
+    return [(item.get("productId") if isinstance(item.get("productId"), str) else None,
+             parse_time(item.get("expiryTime")) or expires_at, renewing and _item_renews(item))
+            for item in line_items(purchase)]
+
+
+def _last(item: Item) -> tuple:
+    product, end, renews = item
+    return end is not None, end or _EPOCH, renews, product is not None, product or ""
+
+
+def _term(name: str, granting: list[Item]) -> Term:
+    """Entitlement ``name`` as the items that grant it show it: the product and end of the
+    one that ends last (a renewing one first, then by product id: Play lists the items in
+    no promised order), renewing while any of them renews (it goes on past that item's end)."""
+    product, end, _ = max(granting, key=_last)
+    return Term(name, product, end, any(renews for _, _, renews in granting))
+
+
+def _entitlements(purchase: dict, catalog: Catalog | None, whole: Item, renewing: bool):
     """What the line items grant together (a base plan and its add-ons, each with its own
-    product and ``expiryTime``), each entitlement until the latest end of the items that
-    grant it: the names (``None`` when that is what the reported product alone grants, so
-    the catalog maps it when read) and the ends of those that end before ``expires_at``,
-    so that an add-on lapses at its own end without another read. An item that has ended
-    still names what it granted: its entitlement lapses, it does not vanish."""
-    items = line_items(purchase)
+    product, ``expiryTime`` and renewal): the names (``None`` when that is what the reported
+    product alone grants, so the catalog maps it when read), and the terms of each one
+    whose product, end or renewal is not the purchase's (``whole``, in a ``Term``'s order):
+    so an add-on lapses at its own end without another read, and shows its own product and
+    renewal. An item that has ended still names what it granted: its entitlement lapses,
+    it does not vanish."""
+    items = _items(purchase, whole[1], renewing)
     if catalog is None or not items:
         return None, None
-    dated = [(item.get("productId") if isinstance(item.get("productId"), str) else None,
-              parse_time(item.get("expiryTime")) or expires_at) for item in items]
-    granted = catalog.granted_by(SOURCE, [product for product, _ in dated])
-    ends = []
-    for name in granted if expires_at is not None else ():  # no item dated: nothing ends early
-        last = max(end for product, end in dated if name in catalog.entitlements_for(SOURCE, product))
-        if last < expires_at:
-            ends.append((name, last))
-    own = catalog.entitlements_for(SOURCE, product_id)
-    return (None if set(granted) == set(own) else granted), tuple(sorted(ends)) or None
+    granted = catalog.granted_by(SOURCE, [product for product, _, _ in items])
+    terms = (_term(name, [item for item in items if name in catalog.entitlements_for(SOURCE, item[0])])
+             for name in granted)
+    own = tuple(sorted((term for term in terms if term[1:] != whole), key=lambda term: term.name))
+    return (None if set(granted) == set(catalog.entitlements_for(SOURCE, whole[0])) else granted), own or None
 
 
 def snapshot_of(token: str, purchase: dict, as_of: datetime, catalog: Catalog | None = None) -> Snapshot:
@@ -109,11 +131,12 @@ def snapshot_of(token: str, purchase: dict, as_of: datetime, catalog: Catalog | 
         status = Status.EXPIRED
     item, expires_at = _latest(purchase)
     product_id = item.get("productId") if item else None
-    entitlements, ends = _entitlements(purchase, catalog, product_id, expires_at)
-    will_renew = status is not Status.EXPIRED and raw != "SUBSCRIPTION_STATE_CANCELED" and _renews(purchase)
+    renewing = status is not Status.EXPIRED and raw != "SUBSCRIPTION_STATE_CANCELED"
+    will_renew = renewing and any(_item_renews(item) for item in line_items(purchase))
+    entitlements, terms = _entitlements(purchase, catalog, (product_id, expires_at, will_renew), renewing)
     return Snapshot(
         source=SOURCE, key=token, as_of=as_of, status=status, product_id=product_id, expires_at=expires_at,
-        entitlements=entitlements, entitlement_ends=ends,
+        entitlements=entitlements, entitlement_terms=terms,
         will_renew=will_renew, user_sub=owner_of(purchase), account=token,
         environment="Test" if "testPurchase" in purchase else "Production", raw_status=raw,
     )

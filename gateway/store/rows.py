@@ -2,10 +2,10 @@
 
 A column named like a field of the record it stores carries that field as it is: a
 time column comes back in UTC, an enum field (``Status``) is stored by its value. Only
-what differs is written out below: the owner (``user_sub``), the entitlement names, the
-revocations (JSON), and when a row was written. A column no record knows is written
-NULL, so a new nullable column needs the migration, the table and the tests, and a new
-field of the same name in the domain when the gateway uses it.
+what differs is written out below: the owner (``user_sub``), the entitlement names, their
+own terms and the revocations (JSON), and when a row was written. A column no record
+knows is written NULL, so a new nullable column needs the migration, the table and the
+tests, and a new field of the same name in the domain when the gateway uses it.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
 from gateway.domain.model import NO_REVOCATIONS, Revocations, Snapshot, Subscription
+from gateway.domain.terms import Term
 
 from . import tables
 
@@ -122,7 +123,7 @@ def grant_row(user_sub: str, grant: Grant, now: datetime) -> dict[str, Any]:
 
 # Subscriptions: the newest snapshot's fields, then the subscription's own. The stored
 # snapshot names no user: ``user_sub`` is the subscription's owner.
-_SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub", "entitlement_ends"))
+_SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub",))
 _SUBSCRIPTION = _Carried(tables.subscriptions, Subscription, besides=("revocations",))
 _SUBSCRIPTION_UNSET = _unset(tables.subscriptions, *_SNAPSHOT.names, *_SUBSCRIPTION.names,
                              "user_sub", "entitlement_names", "entitlement_ends", "revocations", "updated_at")
@@ -134,7 +135,7 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
         **_SNAPSHOT.written(latest), **_SUBSCRIPTION.written(subscription), **_SUBSCRIPTION_UNSET,
         "user_sub": subscription.owner,
         "entitlement_names": list(latest.entitlements) if latest.entitlements is not None else None,
-        "entitlement_ends": {name: end.isoformat() for name, end in latest.entitlement_ends or ()} or None,
+        "entitlement_ends": _terms_json(latest.entitlement_terms),
         "revocations": _revocations_json(subscription.revocations), "updated_at": now,
     }
 
@@ -142,9 +143,8 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
 def subscription(row) -> Subscription | None:
     if row is None:
         return None
-    names = row.entitlement_names
-    ends = tuple(sorted((name, utc(datetime.fromisoformat(end))) for name, end in (row.entitlement_ends or {}).items()))
-    snapshot = Snapshot(**_SNAPSHOT.read(row), user_sub=None, entitlement_ends=ends or None,
+    names, fields = row.entitlement_names, _SNAPSHOT.read(row)
+    snapshot = Snapshot(**fields, user_sub=None, entitlement_terms=_terms(row.entitlement_ends, fields),
                         entitlements=tuple(names) if names is not None else None)
     return Subscription(snapshot, owner=row.user_sub, revocations=_revocations(row.revocations),
                         **_SUBSCRIPTION.read(row))
@@ -157,6 +157,25 @@ _IDENTITY_UNSET = _unset(tables.identities, "source", "account", "user_sub", "as
 def identity_row(source: str, account: str, user_sub: str, as_of: datetime | None, now: datetime) -> dict[str, Any]:
     return {**_IDENTITY_UNSET, "source": source, "account": account, "user_sub": user_sub, "as_of": as_of,
             "created_at": now}
+
+
+def _terms_json(terms: tuple[Term, ...] | None) -> dict | None:
+    return {term.name: {"end": term.expires_at.isoformat() if term.expires_at else None, "renews": term.will_renew,
+                        "product": term.product_id} for term in terms or ()} or None
+
+
+def _terms(value: dict | None, row: dict[str, Any]) -> tuple[Term, ...] | None:
+    return tuple(sorted((_term(name, held, row) for name, held in (value or {}).items()),
+                        key=lambda term: term.name)) or None
+
+
+def _term(name: str, held: dict | str, row: dict[str, Any]) -> Term:
+    """A term as stored, or an end alone (written by revision 0012 before the terms held
+    more), with the row's product and renewal, as it was derived then."""
+    if isinstance(held, str):
+        return Term(name, row["product_id"], utc(datetime.fromisoformat(held)), row["will_renew"])
+    end = held["end"]
+    return Term(name, held["product"], utc(datetime.fromisoformat(end)) if end else None, held["renews"])
 
 
 def _revocations_json(revocations: Revocations) -> dict | None:

@@ -49,7 +49,9 @@ subscriptions = sa.Table(
     # The store's id of the payment behind the period (App Store transactionId); NULL: none named.
     sa.Column("period_id", sa.String(255), nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
-    # {entitlement: end} of those that end before ``expires_at`` (a Play add-on); NULL: none.
+    # ``Snapshot.entitlement_terms``: {entitlement: {"end", "renews", "product"}} of those whose
+    # end, renewal or product is not the row's (a Play add-on); NULL: none. Rows written by
+    # revision 0012 alone hold {entitlement: end}: the row's product and renewal.
     sa.Column("entitlement_ends", Json, nullable=True),
     # What refunds and chargebacks took back (``domain.model.Revocations``); NULL: nothing.
     sa.Column("revocations", Json, nullable=True),

@@ -30,9 +30,9 @@ def google(make_app, push_signer, play, cognito, tmp_path):
     return GoogleGateway(app, push_signer, play, cognito)
 
 
-def with_addon(play, token: str, addon_days: float, renews: bool = True) -> None:
+def with_addon(play, token: str, addon_days: float, renews: bool = True, base_renews: bool = True) -> None:
     """The base plan bought with an add-on; Play lists the items in no promised order."""
-    purchase = play.subscribe(token, user=USER, acknowledged=True)
+    purchase = play.subscribe(token, user=USER, acknowledged=True, auto_renew=base_renews)
     base = purchase["lineItems"][0]
     addon = {**base, "productId": "storage_addon", "offerDetails": {"basePlanId": "storage-monthly"},
              "autoRenewingPlan": {"autoRenewEnabled": renews},
@@ -113,3 +113,49 @@ def test_an_add_on_read_after_its_end_is_reported_expired_not_revoked(google):
                              headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["events"]
     assert [(e["entitlement"], e["type"]) for e in feed if e["type"] != "entitlement.granted"] == [
         ("storage", "entitlement.expired")]
+
+
+def shown(google) -> dict:
+    granted = google.entitlements(USER)["entitlements"]
+    return {name: (view["product_id"], view["will_renew"], view["expires_at"][:19]) for name, view in granted.items()}
+
+
+def item_end(google, token: str, product: str) -> str:
+    (item,) = [i for i in google.play.purchases[token]["lineItems"] if i["productId"] == product]
+    return item["expiryTime"][:19]
+
+
+def test_an_add_on_cancelled_on_a_renewing_base_plan_shows_its_own_product_and_end_without_renewal(google):
+    """The user keeps the base plan and cancels the add-on: Play turns off the add-on's line
+    item's ``autoRenewEnabled``, and the purchase renews. The add-on's entitlement showed the
+    purchase's renewal (``will_renew: true``, "renews on" in the app) and the base plan's
+    product."""
+    with_addon(google.play, "tok-cancel-addon", addon_days=20)
+    assert google.push(rtdn.subscription("tok-cancel-addon", 4)).get_json() == {"status": "processed"}
+    google.play.purchases["tok-cancel-addon"]["lineItems"][0]["autoRenewingPlan"] = {"autoRenewEnabled": False}
+    assert google.push(rtdn.subscription("tok-cancel-addon", 17)).get_json() == {"status": "processed"}
+    assert shown(google) == {
+        "premium": ("premium_monthly", True, item_end(google, "tok-cancel-addon", "premium_monthly")),
+        "storage": ("storage_addon", False, item_end(google, "tok-cancel-addon", "storage_addon"))}
+    feed = google.client.get("/v1/events", query_string={"after": 0, "limit": 100},
+                             headers={"Authorization": f"Bearer {API_KEY}"}).get_json()["events"]
+    changes = [(e["entitlement"], e["type"], e["before"]["will_renew"], e["after"]["will_renew"])
+               for e in feed if e["type"] != "entitlement.granted"]
+    assert changes == [("storage", "entitlement.changed", True, False)]
+
+
+def test_a_base_plan_and_its_add_on_both_renewing_each_show_their_own_product(google):
+    with_addon(google.play, "tok-both", addon_days=30)  # the add-on ends last, by a hair
+    assert google.push(rtdn.subscription("tok-both", 4)).get_json() == {"status": "processed"}
+    assert shown(google) == {"premium": ("premium_monthly", True, item_end(google, "tok-both", "premium_monthly")),
+                             "storage": ("storage_addon", True, item_end(google, "tok-both", "storage_addon"))}
+
+
+def test_a_base_plan_cancelled_with_its_add_on_renewing_says_only_the_add_on_renews(google):
+    """Each line item's own ``autoRenewEnabled``, whichever of them is off; the purchase stays
+    active while an item renews."""
+    with_addon(google.play, "tok-cancel-base", addon_days=20, renews=True, base_renews=False)
+    assert google.push(rtdn.subscription("tok-cancel-base", 4)).get_json() == {"status": "processed"}
+    assert shown(google) == {
+        "premium": ("premium_monthly", False, item_end(google, "tok-cancel-base", "premium_monthly")),
+        "storage": ("storage_addon", True, item_end(google, "tok-cancel-base", "storage_addon"))}

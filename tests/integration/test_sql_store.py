@@ -16,6 +16,8 @@ from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Transfer, Translation
 from gateway.domain.entitlements import derive
 from gateway.domain.model import Snapshot, Status, Subscription, link_claim, newest
+from gateway.domain.terms import Term
+from gateway.store import tables
 from gateway.store.migrate import upgrade
 from gateway.store.port import StoreRefused, StoreUnavailable
 from gateway.store.postgres import IDLE_PING_SECONDS
@@ -204,19 +206,33 @@ def test_newest_snapshot_wins_and_times_come_back_in_utc(store):
     assert grant.status is Status.EXPIRED and grant.expires_at == T0 + timedelta(seconds=10, days=30)
 
 
-def test_an_entitlement_that_ends_before_its_subscription_keeps_its_own_end(store):
-    """A Play add-on's line item ends before the base plan: stored, read back, and granted
-    with its own end, so it lapses then without another delivery."""
-    catalog = Catalog(products={("stripe", "price_m"): ("premium", "storage")}, default=None)
-    own_end = T0 + timedelta(days=3, microseconds=250)
+def test_entitlements_with_terms_of_their_own_keep_them_through_the_store(store):
+    """A Play add-on's line item ends before the base plan, shows its own product and does
+    not renew: stored, read back, and granted with its own terms, so it lapses then without
+    another delivery and says it will not renew. A term may name no product or no end."""
+    catalog = Catalog(products={("stripe", "price_m"): ("premium", "storage", "extra")}, default=None)
+    own = (Term("extra", None, None, True), Term("storage", "storage_addon", T0 + timedelta(days=3, microseconds=250),
+                                                 False))
     with store.transaction() as tx:
-        apply_translation(tx, Translation(snapshots=(snapshot(1, entitlement_ends=(("storage", own_end),)),)),
-                          catalog, NOW)
+        apply_translation(tx, Translation(snapshots=(snapshot(1, entitlement_terms=own),)), catalog, NOW)
     with store.transaction() as tx:
         stored = tx.get_subscription("stripe", "sub_1")
         grants = {grant.name: grant for grant in tx.entitlements_of("alice")}
-    assert stored.latest.entitlement_ends == (("storage", own_end),)
-    assert grants["storage"].expires_at == own_end and grants["premium"].expires_at == stored.latest.expires_at
+    assert stored.latest.entitlement_terms == own
+    seen = {name: (g.product_id, g.expires_at, g.will_renew) for name, g in grants.items()}
+    assert seen == {"premium": ("price_m", stored.latest.expires_at, True), "extra": (None, None, True),
+                    "storage": ("storage_addon", own[1].expires_at, False)}
+
+
+def test_an_entitlement_s_end_stored_alone_reads_with_its_subscription_s_product_and_renewal(store):
+    """Revision 0012 stored {entitlement: end} alone: such a row reads as it was derived then."""
+    own_end = T0 + timedelta(days=3, microseconds=250)
+    apply(store, snapshot(1))
+    with store.engine.begin() as connection:
+        connection.execute(tables.subscriptions.update().values(entitlement_ends={"storage": own_end.isoformat()}))
+    with store.transaction() as tx:
+        stored = tx.get_subscription("stripe", "sub_1")
+    assert stored.latest.entitlement_terms == (Term("storage", "price_m", own_end, True),)
 
 
 def test_unknown_owner_is_kept_and_attached_when_the_link_arrives(store):

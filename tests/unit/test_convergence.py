@@ -12,6 +12,7 @@ from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Transfer, Translation
 from gateway.domain.model import Snapshot, Status, merge_snapshot
+from gateway.domain.terms import Term
 from tests.fakes.memory_store import MemoryStore
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -35,6 +36,11 @@ snapshots = st.builds(
     # The period shown, and the one a revocation takes back when it is another (Stripe).
     period_id=st.sampled_from([None, "p1", "p2"]),
     revoked_period=st.sampled_from([None, None, (T0 + timedelta(days=10), "p1"), (T0 + timedelta(days=20), "p2")]),
+    # An entitlement's own product, end and renewal (a Play add-on), some of them unknown.
+    entitlement_terms=st.one_of(st.none(), st.tuples(st.builds(
+        Term, name=st.just("premium"), product_id=st.sampled_from([None, "addon", "other"]),
+        expires_at=st.sampled_from([None, T0 + timedelta(days=10), T0 + timedelta(days=20)]),
+        will_renew=st.booleans()))),
 )
 changes = st.one_of(
     snapshots.map(lambda s: Translation(snapshots=(s,))),

@@ -16,6 +16,7 @@ from gateway.domain.changes import Transfer, transferred
 from gateway.domain.model import (Snapshot, Status, Subscription, claim_ownership, merge_snapshot, newest, supersedes,
                                   with_account_owner)
 from gateway.domain.reads import StaleRead, stale_read
+from gateway.domain.terms import Term
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -86,6 +87,15 @@ def test_a_cause_made_of_several_returns_stands_only_while_each_does_in_every_or
         assert fold(*order).snapshot.status is Status.REVOKED
 
 
+def test_a_read_in_flight_that_shows_the_add_on_as_stored_holds_though_the_add_on_names_no_end():
+    """The state ``stale_read`` compares leaves the stamps out, an add-on's own terms too."""
+    written, end = T0 + timedelta(seconds=100), T0 + timedelta(days=30)
+    terms = (Term("storage", "storage_addon", None, False),)
+    stored = dataclasses.replace(fold(snap(10, expires_at=end, entitlement_terms=terms)), updated_at=written)
+    same = snap(20, read_since=written - timedelta(seconds=5), expires_at=end, entitlement_terms=terms)
+    assert not stale_read(stored, same)
+
+
 def test_a_store_reported_revocation_without_a_newer_period_stays_revoked():
     refunded = snap(10, Status.REVOKED, expires_at=T0 + timedelta(days=30), revokes="refunded:1000")
     reversed_ = snap(20, expires_at=T0 + timedelta(days=30), restores="refunded:1000")
@@ -154,8 +164,43 @@ def test_same_second_ties_resolve_to_the_more_final_state_in_either_order():
 
 def test_same_second_views_that_differ_only_in_an_entitlement_s_own_end_converge():
     """Two reads of a Play purchase in one instant, one before an add-on's end moved."""
-    early, late = (snap(5, entitlement_ends=(("storage", T0 + timedelta(days=d)),)) for d in (3, 5))
+    early, late = (snap(5, entitlement_terms=(Term("storage", "addon", T0 + timedelta(days=days), False),))
+                   for days in (3, 5))
     assert merge_snapshot(merge_snapshot(None, early), late) == merge_snapshot(merge_snapshot(None, late), early)
+
+
+def test_same_second_views_that_differ_only_in_an_add_on_s_renewal_or_product_converge():
+    """Two reads of a Play purchase in one instant, one before the add-on was cancelled; and
+    an add-on whose product is unknown (``None``) beside one whose product is named: never
+    compared with each other."""
+    end = T0 + timedelta(days=3)
+    views = [snap(5, entitlement_terms=(Term("storage", product, end, renews),))
+             for product, renews in (("addon", True), ("addon", False), (None, False), ("other", False))]
+    for first, second in itertools.permutations(views, 2):
+        assert fold(first, second) == fold(second, first)
+
+
+def test_an_entitlement_with_terms_of_its_own_shows_its_product_end_and_renewal():
+    """A Play add-on cancelled on a renewing base plan: the add-on's entitlement ends with its
+    own line item, shows its product, and does not renew; the base plan's is the purchase's."""
+    addon_end = T0 + timedelta(days=10)
+    purchase = snap(0, product_id="base", will_renew=True, entitlements=("premium", "storage"),
+                    entitlement_terms=(Term("storage", "storage_addon", addon_end, False),))
+    grants = derive([purchase], Catalog(products={}))
+    assert (grants["storage"].product_id, grants["storage"].expires_at, grants["storage"].will_renew) == (
+        "storage_addon", addon_end, False)
+    assert (grants["premium"].product_id, grants["premium"].expires_at, grants["premium"].will_renew) == (
+        "base", purchase.expires_at, True)
+
+
+def test_a_refunded_purchase_renews_none_of_its_entitlements():
+    """A refund takes the whole purchase back: an add-on that renewed on its own renews no more."""
+    view = snap(6, will_renew=True, entitlements=("premium", "storage"),
+                entitlement_terms=(Term("storage", "storage_addon", T0 + timedelta(days=3), True),))
+    refunded = fold(snap(5, expires_at=view.expires_at, revokes="refunded:GPA.1"), view)  # Play still shows it
+    grants = derive([refunded.snapshot], Catalog(products={}))
+    assert {name: (grant.status, grant.will_renew) for name, grant in grants.items()} == {
+        "premium": (Status.REVOKED, False), "storage": (Status.REVOKED, False)}
 
 
 def test_naive_datetimes_are_refused():

@@ -8,6 +8,7 @@ import pytest
 from gateway.domain.catalog import Catalog
 from gateway.domain.entitlements import derive
 from gateway.domain.model import Snapshot, Status, merge_snapshot
+from gateway.domain.terms import Term
 from gateway.providers import google_play_state as state
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
@@ -86,9 +87,10 @@ def test_rfc3339_times_are_read_to_the_microsecond(value, expected):
 def test_a_replaced_token_no_longer_grants_but_keeps_what_its_views_show():
     """Merged after a view of the old token or before it, whatever their stamps: the view
     says what the purchase is (its product, end, add-ons), the replacement that it ended."""
+    addon = Term("storage", "storage_addon", NOW + timedelta(days=3), True)
     known = Snapshot("google", "old", NOW, Status.ACTIVE, product_id="premium_monthly",
                      expires_at=datetime(2026, 12, 1, tzinfo=timezone.utc), will_renew=True, environment="Production",
-                     entitlements=("premium", "storage"), entitlement_ends=(("storage", NOW + timedelta(days=3)),))
+                     entitlements=("premium", "storage"), entitlement_terms=(addon,))
     snapshot = state.replaced("old", NOW + timedelta(seconds=1), "new")
     assert (snapshot.status, snapshot.raw_status, snapshot.will_renew) == (Status.EXPIRED, "REPLACED", False)
     assert (snapshot.product_id, snapshot.user_sub, snapshot.account) == (None, None, None)
@@ -96,8 +98,11 @@ def test_a_replaced_token_no_longer_grants_but_keeps_what_its_views_show():
                  merge_snapshot(merge_snapshot(None, snapshot), known)):
         seen = held.snapshot
         assert (seen.status, seen.will_renew) == (Status.EXPIRED, False)
-        assert (seen.product_id, seen.expires_at, seen.entitlements, seen.entitlement_ends) == \
-            (known.product_id, known.expires_at, known.entitlements, known.entitlement_ends)
+        assert (seen.product_id, seen.expires_at, seen.entitlements) == \
+            (known.product_id, known.expires_at, known.entitlements)
+        # the add-on keeps its own product and end, and renews no more than the purchase does
+        assert seen.entitlement_terms == (addon._replace(will_renew=False),)
+        assert derive([seen], ADDONS)["storage"].will_renew is False
 
 
 def test_a_replacement_read_later_leaves_the_old_purchases_account_as_its_delivery_gave_it():
@@ -139,7 +144,7 @@ def test_each_entitlement_ends_with_the_last_line_item_that_grants_it():
              {"productId": "bundle", "expiryTime": "2026-11-03T00:00:00Z"}]
     snapshot = state.snapshot_of("tok", purchase(lineItems=items), NOW, ADDONS)
     addon_end = datetime(2026, 11, 5, tzinfo=timezone.utc)
-    assert snapshot.entitlement_ends == (("storage", addon_end),)
+    assert snapshot.entitlement_terms == (Term("storage", "addon", addon_end, False),)
     grants = derive([snapshot], ADDONS)
     between = addon_end + timedelta(seconds=1)
     assert grants["premium"].is_active(between) and not grants["storage"].is_active(between)
@@ -157,4 +162,50 @@ def test_an_add_on_already_ended_is_kept_so_its_entitlement_lapses_rather_than_v
 def test_items_without_an_end_end_nothing_early():
     items = [{"productId": "addon"}, {"productId": "base"}]
     snapshot = state.snapshot_of("tok", purchase("SUBSCRIPTION_STATE_PENDING", lineItems=items), NOW, ADDONS)
-    assert (snapshot.entitlements, snapshot.entitlement_ends) == (("storage", "premium"), None)
+    assert (snapshot.entitlements, snapshot.expires_at) == (("storage", "premium"), None)
+    assert snapshot.entitlement_terms == (Term("premium", "base", None, False),)  # its own product, no end
+
+
+def base_and_addon(base_renews: bool, addon_renews: bool, addon_expiry: str = "2026-11-20T00:00:00Z") -> list[dict]:
+    """A base plan and an add-on, each with its own ``autoRenewingPlan``; the add-on listed first."""
+    return [{"productId": "addon", "expiryTime": addon_expiry, "autoRenewingPlan": {"autoRenewEnabled": addon_renews}},
+            {"productId": "base", "expiryTime": "2026-12-01T00:00:00Z",
+             "autoRenewingPlan": {"autoRenewEnabled": base_renews}}]
+
+
+def granted(items: list[dict], subscription_state: str = "SUBSCRIPTION_STATE_ACTIVE") -> dict:
+    snapshot = state.snapshot_of("tok", purchase(subscription_state, lineItems=items), NOW, ADDONS)
+    return {name: (grant.product_id, grant.expires_at.day, grant.will_renew)
+            for name, grant in derive([snapshot], ADDONS).items()}
+
+
+@pytest.mark.parametrize("base_renews, addon_renews", [(True, False), (True, True), (False, True), (False, False)])
+def test_each_entitlement_shows_the_product_end_and_renewal_of_its_own_line_item(base_renews, addon_renews):
+    """An add-on cancelled on a renewing base plan does not renew; a base plan cancelled with
+    its add-on renewing is the other way round. The purchase renews while any item does, and
+    its product is the latest item's: each entitlement showed those."""
+    assert granted(base_and_addon(base_renews, addon_renews)) == {
+        "premium": ("base", 1, base_renews), "storage": ("addon", 20, addon_renews)}
+
+
+def test_items_that_end_together_each_keep_their_own_product_whatever_the_order_play_lists_them():
+    items = base_and_addon(True, True, addon_expiry="2026-12-01T00:00:00Z")
+    expected = {"premium": ("base", 1, True), "storage": ("addon", 1, True)}
+    assert granted(items) == granted(items[::-1]) == expected
+
+
+def test_a_canceled_or_expired_purchase_renews_no_entitlement_whatever_its_items_say():
+    for raw in ("SUBSCRIPTION_STATE_CANCELED", "SUBSCRIPTION_STATE_EXPIRED"):
+        assert {renews for _, _, renews in granted(base_and_addon(True, True), raw).values()} == {False}
+
+
+def test_an_entitlement_two_items_grant_ends_with_the_later_and_renews_while_either_does():
+    """The item that ends first renews at its end, so the entitlement goes on past the later one's."""
+    items = [{"productId": product, "expiryTime": f"2026-{expiry}T00:00:00Z", "autoRenewingPlan": {"autoRenewEnabled": on}}
+             for product, expiry, on in (("bundle", "11-20", True), ("addon", "11-25", False), ("base", "12-01", False))]
+    assert granted(items)["storage"] == ("addon", 25, True)
+
+
+def test_a_single_item_purchase_carries_no_terms_of_its_own():
+    snapshot = state.snapshot_of("tok", purchase(lineItems=base_and_addon(False, True)[1:]), NOW, ADDONS)
+    assert (snapshot.entitlements, snapshot.entitlement_terms) == (None, None)
