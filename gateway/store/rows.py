@@ -123,10 +123,10 @@ def grant_row(user_sub: str, grant: Grant, now: datetime) -> dict[str, Any]:
 
 # Subscriptions: the newest snapshot's fields, then the subscription's own. The stored
 # snapshot names no user: ``user_sub`` is the subscription's owner.
-_SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub",))
+_SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub", "entitlement_terms"))
 _SUBSCRIPTION = _Carried(tables.subscriptions, Subscription, besides=("revocations",))
 _SUBSCRIPTION_UNSET = _unset(tables.subscriptions, *_SNAPSHOT.names, *_SUBSCRIPTION.names,
-                             "user_sub", "entitlement_names", "entitlement_ends", "revocations", "updated_at")
+                             "user_sub", "entitlement_names", "entitlement_terms", "revocations", "updated_at")
 
 
 def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any]:
@@ -135,7 +135,7 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
         **_SNAPSHOT.written(latest), **_SUBSCRIPTION.written(subscription), **_SUBSCRIPTION_UNSET,
         "user_sub": subscription.owner,
         "entitlement_names": list(latest.entitlements) if latest.entitlements is not None else None,
-        "entitlement_ends": _terms_json(latest.entitlement_terms),
+        "entitlement_terms": _terms_json(latest.entitlement_terms),
         "revocations": _revocations_json(subscription.revocations), "updated_at": now,
     }
 
@@ -143,8 +143,8 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
 def subscription(row) -> Subscription | None:
     if row is None:
         return None
-    names, fields = row.entitlement_names, _SNAPSHOT.read(row)
-    snapshot = Snapshot(**fields, user_sub=None, entitlement_terms=_terms(row.entitlement_ends, fields),
+    names = row.entitlement_names
+    snapshot = Snapshot(**_SNAPSHOT.read(row), user_sub=None, entitlement_terms=_terms(row.entitlement_terms),
                         entitlements=tuple(names) if names is not None else None)
     return Subscription(snapshot, owner=row.user_sub, revocations=_revocations(row.revocations),
                         **_SUBSCRIPTION.read(row))
@@ -164,16 +164,11 @@ def _terms_json(terms: tuple[Term, ...] | None) -> dict | None:
                         "product": term.product_id} for term in terms or ()} or None
 
 
-def _terms(value: dict | None, row: dict[str, Any]) -> tuple[Term, ...] | None:
-    return tuple(sorted((_term(name, held, row) for name, held in (value or {}).items()),
-                        key=lambda term: term.name)) or None
+def _terms(value: dict | None) -> tuple[Term, ...] | None:
+    return tuple(sorted((_term(name, held) for name, held in (value or {}).items()), key=lambda term: term.name)) or None
 
 
-def _term(name: str, held: dict | str, row: dict[str, Any]) -> Term:
-    """A term as stored, or an end alone (written by revision 0012 before the terms held
-    more), with the row's product and renewal, as it was derived then."""
-    if isinstance(held, str):
-        return Term(name, row["product_id"], utc(datetime.fromisoformat(held)), row["will_renew"])
+def _term(name: str, held: dict) -> Term:
     end = held["end"]
     return Term(name, held["product"], utc(datetime.fromisoformat(end)) if end else None, held["renews"])
 

@@ -50,9 +50,8 @@ subscriptions = sa.Table(
     sa.Column("period_id", sa.String(255), nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
     # ``Snapshot.entitlement_terms``: {entitlement: {"end", "renews", "product"}} of those whose
-    # end, renewal or product is not the row's (a Play add-on); NULL: none. Rows written by
-    # revision 0012 alone hold {entitlement: end}: the row's product and renewal.
-    sa.Column("entitlement_ends", Json, nullable=True),
+    # end, renewal or product is not the row's (a Play add-on); NULL: none.
+    sa.Column("entitlement_terms", Json, nullable=True),
     # What refunds and chargebacks took back (``domain.model.Revocations``); NULL: nothing.
     sa.Column("revocations", Json, nullable=True),
     sa.Column("as_of", Time, nullable=False),

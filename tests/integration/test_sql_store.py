@@ -224,17 +224,6 @@ def test_entitlements_with_terms_of_their_own_keep_them_through_the_store(store)
                     "storage": ("storage_addon", own[1].expires_at, False)}
 
 
-def test_an_entitlement_s_end_stored_alone_reads_with_its_subscription_s_product_and_renewal(store):
-    """Revision 0012 stored {entitlement: end} alone: such a row reads as it was derived then."""
-    own_end = T0 + timedelta(days=3, microseconds=250)
-    apply(store, snapshot(1))
-    with store.engine.begin() as connection:
-        connection.execute(tables.subscriptions.update().values(entitlement_ends={"storage": own_end.isoformat()}))
-    with store.transaction() as tx:
-        stored = tx.get_subscription("stripe", "sub_1")
-    assert stored.latest.entitlement_terms == (Term("storage", "price_m", own_end, True),)
-
-
 def test_unknown_owner_is_kept_and_attached_when_the_link_arrives(store):
     apply(store, snapshot(1, user=None, account="cus_1"))
     with store.transaction() as tx:
