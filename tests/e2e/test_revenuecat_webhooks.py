@@ -182,6 +182,23 @@ def test_a_purchase_made_under_an_anonymous_id_after_a_transfer_from_it_stays_wh
     assert (grant["product_id"], grant["active"]) == (YEARLY, False)
 
 
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=lambda o: "".join(map(str, o)))
+def test_a_renewal_after_a_transfer_names_the_new_user_and_holds_in_any_order(client, api, order):
+    """Bought anonymously (t0), moved to user-2 (t1); the renewal (t2) is user-2's event, as
+    RevenueCat sends every event after a transfer to the new holder. Delivered first, it is
+    the oldest stamp seen of the purchase until the purchase's own event comes."""
+    anonymous = "$RCAnonymousID:3b9d0e7f1a2c4e6b"
+    bought = rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous, aliases=[anonymous],
+                      at_ms=NOW_MS - 3000, transaction="820", expiration_at_ms=NOW_MS - 1)
+    transfer = rc.transfer([anonymous], ["user-2"], at_ms=NOW_MS - 2000)
+    renewal = rc.event("RENEWAL", user="user-2", original_app_user_id="user-2", aliases=["user-2"],
+                       at_ms=NOW_MS - 1000, transaction="821", original_transaction_id="820")
+    deliveries = [bought, transfer, renewal]
+    for n in order:
+        assert send(client, deliveries[n]).get_json() == {"status": "processed"}
+    assert premium(api, client, "user-2")["active"] is True
+
+
 def holders_after_transfers(client, api, chains: dict[str, list[tuple[str, str]]]) -> dict[tuple, list[str]]:
     """Each chain's transfers after the purchase, in every order, bought as a user and
     bought anonymously (then logged in): a world of its own users and transaction each,
