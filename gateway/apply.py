@@ -253,8 +253,9 @@ class _Step:
 
     def save(self, current: Subscription | None, updated: Subscription, replayed: bool = False) -> None:
         """Keep ``updated``; in a transferable translation, one whose owner or account
-        this changed (``replayed``: not yet) first takes the transfers recorded from them."""
-        if self.transferable and not replayed and _holder(updated) != (_holder(current) if current else None):
+        this changed, or that is now seen older (a transfer may move it from then on),
+        first takes the transfers recorded from them (``replayed``: it did)."""
+        if self.transferable and not replayed and _answers(updated) != (_answers(current) if current else None):
             names = {n for n in _holder(updated) if n}
             updated = transferred(updated, self.changes.register(updated.snapshot.source, names, lock_hops=True))
         key = (updated.snapshot.source, updated.snapshot.key)
@@ -268,3 +269,9 @@ class _Step:
 def _holder(subscription: Subscription) -> tuple[str | None, str | None]:
     """Who a transfer may move ``subscription`` from: its owner and its store account."""
     return subscription.owner, subscription.snapshot.account
+
+
+def _answers(subscription: Subscription) -> tuple:
+    """What decides which recorded transfers move ``subscription``: its holder, and since
+    when it is seen (``transferred``)."""
+    return *_holder(subscription), subscription.first_as_of

@@ -47,8 +47,16 @@ def transferred(current: Subscription, register: Iterable[Transfer]) -> Subscrip
     claim held, a transfer that arrives late still takes its place among the others: one
     B->A recorded while B held nothing moves the purchase back once A->B, older, gives it
     to B. Decided under the lock of the subscription and of the source's register.
+
+    A transfer moves only a purchase seen no later than its stamp (``first_as_of``):
+    RevenueCat moves what the ids hold when it transfers, and names the holder in every
+    event, so a purchase whose every event is stamped after the transfer was not moved by
+    it; one bought under an anonymous id after that id's purchases were transferred names
+    no user who could claim it back. Unknown (``None``): it may be older than any.
     """
     for transfer in sorted(register, key=lambda t: (t.as_of, t.to_user or "", t.from_accounts)):
+        if current.first_as_of is not None and current.first_as_of > transfer.as_of:
+            continue
         if current.owner in transfer.from_accounts or current.snapshot.account in transfer.from_accounts:
             current = claim_ownership(current, transfer.to_user, transfer.as_of)
     return current

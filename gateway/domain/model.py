@@ -207,6 +207,9 @@ class Subscription:
     owner_as_of: datetime | None = None
     account_as_of: datetime | None = None
     revocations: Revocations = NO_REVOCATIONS
+    #: The stamp of the oldest snapshot seen of it: it began no later (``changes.transferred``).
+    #: ``None``: not known (a row stored before the gateway kept it).
+    first_as_of: datetime | None = None
     updated_at: datetime | None = dataclasses.field(default=None, compare=False)
 
     @property
@@ -233,13 +236,14 @@ def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscrip
     revocations = (current.revocations if current else NO_REVOCATIONS).seeing(snapshot)
     if current is None:
         return Subscription(stripped, named, snapshot.as_of if named else None,
-                            snapshot.as_of if snapshot.account else None, revocations)
+                            snapshot.as_of if snapshot.account else None, revocations, snapshot.as_of)
     state = stripped if supersedes(stripped, current.latest) else current.latest
     account, account_as_of = current.latest.account, current.account_as_of
     if snapshot.account and _owner_claim(snapshot.as_of, snapshot.account) > _owner_claim(account_as_of, account):
         account, account_as_of = snapshot.account, snapshot.as_of
+    first = current.first_as_of and min(current.first_as_of, snapshot.as_of)
     updated = Subscription(dataclasses.replace(state, account=account), current.owner,
-                           current.owner_as_of, account_as_of, revocations)
+                           current.owner_as_of, account_as_of, revocations, first)
     return claim_ownership(updated, named, snapshot.as_of) if named else updated
 
 

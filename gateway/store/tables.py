@@ -40,6 +40,8 @@ subscriptions = sa.Table(
     sa.Column("owner_as_of", Time, nullable=True),
     sa.Column("account", sa.String(255), nullable=True),
     sa.Column("account_as_of", Time, nullable=True),
+    # The stamp of the oldest snapshot seen (``Subscription.first_as_of``); NULL: not known.
+    sa.Column("first_as_of", Time, nullable=True),
     sa.Column("product_id", sa.String(255), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("raw_status", sa.String(64), nullable=True),

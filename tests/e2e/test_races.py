@@ -430,6 +430,24 @@ def test_a_transfer_and_the_purchase_it_moves_released_together_end_with_the_new
     assert (world.premium(user_a), (world.premium(user_b) or {}).get("active")) == (None, True)
 
 
+@pytest.mark.parametrize("round_", range(LINK_ROUNDS))
+def test_a_purchase_under_an_anonymous_id_and_an_older_transfer_from_it_released_together_stay_apart(
+        world, make_app, revenuecat, round_):
+    """A transfer of an anonymous id's purchases (t1) and a purchase made under that id
+    after it (t2, naming no user), each through a gateway of its own, by a varying delay
+    so that the two transactions overlap in every order: the transfer finds the purchase
+    (it committed first) and leaves it, or the purchase finds the transfer in the register
+    and is not moved by it."""
+    user_b, at = new_user(), now()
+    anonymous = f"$RCAnonymousID:{user_b.replace('-', '')[-32:]}"
+    moved = rc.transfer([anonymous], [user_b], at_ms=ms(at - timedelta(seconds=2)))
+    purchase = rc.event("INITIAL_PURCHASE", anonymous, original_app_user_id=anonymous, aliases=[anonymous],
+                        transaction=f"78{round_:04d}", at_ms=ms(at - timedelta(seconds=1)),
+                        expiration_at_ms=ms(soon(6)))
+    assert two_gateways_together(world, make_app, round_, moved, purchase) == ["processed", "processed"]
+    assert world.premium(user_b) is None
+
+
 # Purchase registration: two users claim one purchase at once; exactly one holds it.
 
 @pytest.fixture

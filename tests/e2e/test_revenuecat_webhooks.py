@@ -161,6 +161,44 @@ def test_an_alias_delivered_after_a_transfer_from_its_user_gives_the_purchase_to
     assert (api(client, "user-1")["is_premium"], api(client, "user-2")["is_premium"]) == (False, True)
 
 
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=lambda o: "".join(map(str, o)))
+def test_a_purchase_made_under_an_anonymous_id_after_a_transfer_from_it_stays_where_it_was_made(
+        client, api, order):
+    """An anonymous id's purchase (t0) is moved to user-2 by a transfer from the dashboard
+    (t1); later the same anonymous id buys again (t2): that event names anonymous ids only.
+    A transfer moves what its ids held at its stamp, not a purchase begun after it, in any
+    order of delivery."""
+    anonymous = "$RCAnonymousID:6d1c2f0a9b8e4d7c"
+    moved = rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous, aliases=[anonymous],
+                     at_ms=NOW_MS - 3000, transaction="810", product_id=YEARLY, expiration_at_ms=NOW_MS - 1)
+    transfer = rc.transfer([anonymous], ["user-2"], at_ms=NOW_MS - 2000)
+    later = rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous, aliases=[anonymous],
+                     at_ms=NOW_MS - 1000, transaction="811", product_id=MONTHLY)
+    deliveries = [moved, transfer, later]
+    for n in order:
+        assert send(client, deliveries[n]).get_json() == {"status": "processed"}
+    # user-2 holds the moved purchase (lapsed since), not the one bought after the transfer.
+    grant = premium(api, client, "user-2")
+    assert (grant["product_id"], grant["active"]) == (YEARLY, False)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=lambda o: "".join(map(str, o)))
+def test_a_renewal_after_a_transfer_names_the_new_user_and_holds_in_any_order(client, api, order):
+    """Bought anonymously (t0), moved to user-2 (t1); the renewal (t2) is user-2's event, as
+    RevenueCat sends every event after a transfer to the new holder. Delivered first, it is
+    the oldest stamp seen of the purchase until the purchase's own event comes."""
+    anonymous = "$RCAnonymousID:3b9d0e7f1a2c4e6b"
+    bought = rc.event("INITIAL_PURCHASE", user=anonymous, original_app_user_id=anonymous, aliases=[anonymous],
+                      at_ms=NOW_MS - 3000, transaction="820", expiration_at_ms=NOW_MS - 1)
+    transfer = rc.transfer([anonymous], ["user-2"], at_ms=NOW_MS - 2000)
+    renewal = rc.event("RENEWAL", user="user-2", original_app_user_id="user-2", aliases=["user-2"],
+                       at_ms=NOW_MS - 1000, transaction="821", original_transaction_id="820")
+    deliveries = [bought, transfer, renewal]
+    for n in order:
+        assert send(client, deliveries[n]).get_json() == {"status": "processed"}
+    assert premium(api, client, "user-2")["active"] is True
+
+
 def holders_after_transfers(client, api, chains: dict[str, list[tuple[str, str]]]) -> dict[tuple, list[str]]:
     """Each chain's transfers after the purchase, in every order, bought as a user and
     bought anonymously (then logged in): a world of its own users and transaction each,

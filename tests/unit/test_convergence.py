@@ -153,3 +153,55 @@ def test_chained_transfers_after_the_purchase_converge_in_any_order(hops, accoun
     expected = final_state([purchase, *transfers])
     assert expected[0][("revenuecat", "t1")].owner == holders[-1]
     assert final_state([purchase, *shuffled]) == expected
+
+
+def owner_after(seen: list[Snapshot], transfer: Transfer) -> str | None:
+    """The rule, written out: the newest claim holds, among the users the deliveries name
+    and the transfer's user; the transfer claims only a purchase seen no later than its
+    stamp, held by then by a user or an account (each one it moves from, here)."""
+    claims = [(s.as_of, s.user_sub) for s in seen if s.user_sub]
+    if min(s.as_of for s in seen) <= transfer.as_of and any(s.user_sub or s.account for s in seen):
+        claims.append((transfer.as_of, transfer.to_user or ""))
+    return max(claims)[1] or None if claims else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(snapshots.map(lambda s: dataclasses.replace(s, key="t1", user_sub=s.user_sub and "alice")),
+                min_size=1, max_size=6), st.integers(0, 5), st.randoms(), st.sampled_from(["dave", None]))
+def test_a_transfer_moves_only_the_purchases_seen_by_its_stamp_in_any_order(deliveries, at, random, to_user):
+    # The transfer is stamped among the deliveries of one purchase: one whose every delivery
+    # is stamped after it was bought after it (RevenueCat names the holder in each event),
+    # and stays where its deliveries put it; one seen by then is moved, unless a user it
+    # names claims it later. A delivery older than all the others, arriving after the
+    # transfer, makes it one seen by then. Transferable deliveries: each order ends the same.
+    moved = Transfer("revenuecat", ("alice", "anon-1"), to_user, T0 + timedelta(seconds=at))
+    ordered = [Translation(snapshots=(s,), transferable=True) for s in deliveries] + [Translation(transfers=(moved,))]
+    shuffled = ordered[:]
+    random.shuffle(shuffled)
+    found = final_state(shuffled)
+    assert found == final_state(ordered)
+    for (_, key), subscription in found[0].items():
+        assert subscription.owner == owner_after([s for s in deliveries if s.key == key], moved)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["alice", "bob", "carol"]), min_size=1, max_size=4), st.integers(0, 5),
+       st.randoms())
+def test_chained_transfers_from_an_anonymous_id_move_only_what_it_bought_before_them(hops, bought_at, random):
+    # The purchase names no user, only its anonymous account; the chain starts from that
+    # account at T0+1s, one hop a second. A transfer stamped before the purchase did not
+    # move it, nor any later hop from a user it never reached: written out below, each
+    # transfer moves it when it is seen by then and held by the transfer's from-id.
+    bought = Snapshot("revenuecat", "t1", T0 + timedelta(seconds=bought_at), Status.ACTIVE,
+                      expires_at=T0 + timedelta(days=30), account="anon-1")
+    holders = ["anon-1", *hops]
+    moves = [Transfer("revenuecat", (a,), b, T0 + timedelta(seconds=n))
+             for n, (a, b) in enumerate(zip(holders, holders[1:]), 1)]
+    holder = "anon-1"
+    for move in moves:
+        if bought.as_of <= move.as_of and move.from_accounts == (holder,):
+            holder = move.to_user
+    deliveries = [Translation(snapshots=(bought,), transferable=True), *(Translation(transfers=(m,)) for m in moves)]
+    random.shuffle(deliveries)
+    subscriptions, _ = final_state(deliveries)
+    assert subscriptions[("revenuecat", "t1")].owner == (None if holder == "anon-1" else holder)
