@@ -9,6 +9,7 @@ import pytest
 from devtools import revenuecat as rc
 from gateway.config import ConfigError, from_env
 from tests.e2e.conftest import API_KEY
+from tests.support import chunked
 
 PASSWORD = "correct horse battery staple"
 SECRET_KEY = "s" * 40
@@ -79,6 +80,16 @@ def test_sign_in_without_csrf_token_is_refused(client):
     client.get("/admin/login")
     assert client.post("/admin/login", data={"password": PASSWORD}).status_code == 400
     assert client.get("/admin/deliveries").status_code == 302
+
+
+def test_a_sign_in_form_past_the_body_limit_is_refused_without_being_read_whole(app):
+    """The sign-in form is open to anyone: Werkzeug reads a urlencoded form whole, so
+    without a limit a chunked body of gigabytes would be held in a worker's memory."""
+    statuses, body = chunked.send(app, "/admin/login", {"Content-Type": "application/x-www-form-urlencoded"})
+    # Werkzeug reads a form up to MAX_CONTENT_LENGTH and parses that much: refused all the same.
+    assert body.served <= 1_048_576 and statuses == ["400 BAD REQUEST"]
+    answer = app.test_client().post("/admin/login", data=b"x" * 1_048_577, content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 413
 
 
 def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(client):
