@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta, timezone
 
 import pytest
@@ -217,6 +218,20 @@ def test_a_session_lasts_eight_hours_from_sign_in_however_busy(client):
     sign_in(client)
     page = client.get("/admin/deliveries")
     assert page.status_code == 200 and "Set-Cookie" not in page.headers  # not renewed by use
+
+
+def test_a_session_ends_eight_hours_after_sign_in_though_its_cookie_was_written_since(client, monkeypatch):
+    """Flask signs the cookie again whenever the session changes (the flash message after a
+    replay or a saved endpoint), and its age restarts: a holder of the cookie, the
+    operator's or a stolen one, must not keep it alive past eight hours by using it."""
+    signed_in_at = time.time()
+    sign_in(client)
+    monkeypatch.setattr(time, "time", lambda: signed_in_at + 7 * 3600)
+    csrf = token(client, "/admin/webhooks")
+    assert "Set-Cookie" in client.post("/admin/webhooks/backend/replay", data={"csrf_token": csrf}).headers
+    assert client.get("/admin/webhooks").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: signed_in_at + 8 * 3600 + 60)
+    assert client.get("/admin/deliveries").status_code == 302
 
 
 @pytest.mark.parametrize("path", [
