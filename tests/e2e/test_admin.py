@@ -214,6 +214,17 @@ def test_behind_a_trusted_proxy_the_throttle_counts_each_client_not_the_router(m
     assert sign_in(operator, **{"X-Forwarded-For": "198.51.100.4"}).status_code == 302
 
 
+def test_an_ipv6_guesser_is_throttled_across_the_addresses_of_its_network(make_app):
+    """One IPv6 host holds a /64 (2^64 addresses): counted per address, it could guess
+    five times per address without end. Failures count per /64 (an IPv4 address alone)."""
+    app = make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY, FORWARDED_HOPS="1")
+    guesser, neighbour = app.test_client(), app.test_client()
+    for n in range(1, 6):
+        assert sign_in(guesser, "guess", **{"X-Forwarded-For": f"2001:db8:0:1::{n:x}"}).status_code == 401
+    assert sign_in(guesser, "guess", **{"X-Forwarded-For": "2001:db8:0:1:ffff::6"}).status_code == 429
+    assert sign_in(neighbour, **{"X-Forwarded-For": "2001:db8:0:2::1"}).status_code == 302
+
+
 def test_a_session_lasts_eight_hours_from_sign_in_however_busy(client):
     sign_in(client)
     page = client.get("/admin/deliveries")
