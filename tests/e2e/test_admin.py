@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import timedelta, timezone
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -166,6 +167,23 @@ def test_delivery_user_and_backlog_pages(client):
     backlog = client.get("/admin/backlog").get_data(as_text=True)
     assert 'id="total-deferred">0<' in backlog and 'id="total-failed">0<' in backlog
     assert client.get("/admin/deliveries/999").status_code == 404
+
+
+def test_strings_a_store_delivers_are_escaped_on_every_page(client):
+    """A subscriber's id, a product, a store attribute: a buyer can put markup in what a
+    store sends us, and an operator opens the pages signed in."""
+    hostile = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    user = "u-" + hostile
+    send(client, rc.event("INITIAL_PURCHASE", user, product_id="p" + hostile, transaction="t" + hostile,
+                          subscriber_attributes={"$email": {"value": hostile}}))
+    send(client, rc.event(hostile))  # an event type of no interest, stored and shown
+    sign_in(client)
+    pages = ["/admin/deliveries", "/admin/deliveries/1", "/admin/deliveries/2", "/admin/backlog",
+             "/admin/users?" + urlencode({"sub": user}), f"/admin/deliveries?type={quote(hostile)}"]
+    for page in pages:
+        text = client.get(page).get_data(as_text=True)
+        assert "<script>" not in text and "<img" not in text, page
+    assert "&lt;script&gt;" in client.get("/admin/deliveries/1").get_data(as_text=True)
 
 
 def test_admin_pages_are_not_cached_or_framed(client):
