@@ -22,6 +22,10 @@ def read_body(limit: int) -> bytes:
     """
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"the body is larger than {limit} bytes")
+    # Werkzeug's own bound (MAX_CONTENT_LENGTH) refuses any read once it is reached, so a
+    # chunked body of exactly ``limit`` bytes could not be told from a longer one: one
+    # byte more for Werkzeug, and the exact limit here.
+    request.max_content_length = limit + 1
     chunks, size = [], 0
     while True:
         chunk = request.stream.read(min(_CHUNK, limit + 1 - size))

@@ -330,6 +330,8 @@ def test_chunked_body_over_the_limit_is_413_without_reading_it_whole(app):
     statuses, body = chunked.send(app, "/webhooks/revenuecat", HEADERS)
     assert statuses == ["413 REQUEST ENTITY TOO LARGE"] and count_events(app) == 0
     assert body.served <= 4097  # refused at the first byte past MAX_BODY_BYTES
+    statuses, body = chunked.send(app, "/webhooks/revenuecat", HEADERS, chunked.EndlessBody(4096))
+    assert statuses == ["400 BAD REQUEST"] and body.served == 4096  # read, not refused: it is not past the limit
 
 
 def test_database_refusing_writes_answers_503_and_the_retry_succeeds(app, client, api, refuse_writes):
