@@ -54,6 +54,9 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops, x_proto=settings.forwarded_hops)
     app.json.sort_keys = False
+    # Every body, not only a webhook's: Werkzeug reads a JSON body or a urlencoded form
+    # (the admin's sign-in, open to anyone) whole, chunked ones included, unless bounded.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["gateway"] = services
     _install_web(app, settings)
     return app

@@ -6,7 +6,7 @@ call its own metadata service (169.254.169.254), its database or another interna
 loopback, link-local, multicast, reserved and unspecified addresses are refused unless
 ``OUTBOUND_ALLOW_PRIVATE_TARGETS`` is set (a receiver on the same private network). The
 check runs when the settings are read and again before every attempt, since DNS answers
-change.
+change, and each connection goes to the addresses it checked (``transport``).
 """
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ class TargetRefused(ValueError):
     """The URL may not be called."""
 
 
-def check(url: str, allow_private: bool = False,
-          resolve: Callable[..., list] = socket.getaddrinfo) -> None:
+def check(url: str, allow_private: bool = False, resolve: Callable[..., list] | None = None) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise TargetRefused(f"not an http(s) URL with a host: {url!r}")
@@ -29,11 +28,18 @@ def check(url: str, allow_private: bool = False,
         raise TargetRefused("credentials in a webhook URL are not sent; use the signature")
     if parts.scheme == "http" and not allow_private:
         raise TargetRefused("webhooks go over https (http only with OUTBOUND_ALLOW_PRIVATE_TARGETS)")
-    if allow_private:
-        return
-    for address in _addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), resolve):
+    if not allow_private:
+        public_addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), resolve)
+
+
+def public_addresses(host: str, port: int, resolve: Callable[..., list] | None = None) -> list:
+    """Every address ``host`` resolves to (one resolution), all public; else ``TargetRefused``.
+    ``transport`` connects to these, so the name is not asked again in between."""
+    found = _addresses(host, port, resolve or socket.getaddrinfo)
+    for address in found:
         if not address.is_global or address.is_multicast:
-            raise TargetRefused(f"{parts.hostname} resolves to {address}, which is not a public address")
+            raise TargetRefused(f"{host} resolves to {address}, which is not a public address")
+    return found
 
 
 def _addresses(host: str, port: int, resolve) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -17,7 +17,6 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from http.cookiejar import DefaultCookiePolicy
 
 import requests
 
@@ -25,7 +24,7 @@ from gateway.clock import utcnow
 from gateway.domain.webhooks import Endpoint, retry_at
 from gateway.store.outbox import TAKEN_OVER, Claimed, Outbox
 
-from . import endpoints, signing, targets
+from . import endpoints, signing, targets, transport
 
 log = logging.getLogger("gateway.outbound")
 
@@ -43,7 +42,7 @@ class Deliverer:
         self.timeout, self.threads, self.batch, self.max_attempts = timeout, threads, batch, max_attempts
         self.clock, self.jitter = clock, jitter
         self._synced = False
-        self.session = _session(threads)
+        self.session = transport.session(threads, allow_private)
 
     @classmethod
     def build(cls, services) -> Deliverer:
@@ -133,15 +132,3 @@ def _reason(exc: Exception) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__
     return str(exc).rsplit(": ", 1)[-1] or type(exc).__name__
-
-
-def _session(threads: int) -> requests.Session:
-    """Connections kept alive across attempts; no cookies, no proxy or ``.netrc``
-    credentials from the environment."""
-    session = requests.Session()
-    session.trust_env = False
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = requests.adapters.HTTPAdapter(pool_maxsize=threads, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session

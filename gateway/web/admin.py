@@ -8,6 +8,7 @@ session is Flask's signed cookie, scoped to ``/admin``, keyed by ``ADMIN_SECRET_
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import timedelta
 
 from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session, url_for
@@ -19,7 +20,7 @@ from gateway.web.admin_security import (AdminSessionInterface, LoginThrottle, Pa
                                         csrf_token)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin", template_folder="templates")
-SIGNED_IN = "admin"
+SIGNED_IN, SIGNED_IN_AT = "admin", "admin_since"
 OPEN_ENDPOINTS = {"admin.login"}
 
 
@@ -56,7 +57,12 @@ def state() -> AdminState:
 
 
 def signed_in() -> bool:
-    return session.get(SIGNED_IN) == state().password.fingerprint
+    """Signed in with the current password, less than the session's lifetime ago. Counted
+    from the sign-in, not by the cookie's own age: Flask signs the cookie again, stamped
+    anew, whenever the session changes (a flash message), which would keep it alive."""
+    since = session.get(SIGNED_IN_AT)
+    return (session.get(SIGNED_IN) == state().password.fingerprint and isinstance(since, int)
+            and 0 <= time.time() - since < current_app.permanent_session_lifetime.total_seconds())
 
 
 @bp.before_request

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from flask import redirect, render_template, request, session, url_for
 
-from gateway.web.admin import SIGNED_IN, bp, signed_in, state
+from gateway.web.admin import SIGNED_IN, SIGNED_IN_AT, bp, signed_in, state
 from gateway.web.admin_security import CSRF_FIELD
 
 log = logging.getLogger("gateway.admin")
@@ -41,6 +42,7 @@ def login():
     session.clear()
     session.permanent = True
     session[SIGNED_IN] = state().password.fingerprint
+    session[SIGNED_IN_AT] = int(time.time())
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
     log.info("admin signed in", extra={"fields": {"address": address}})
     return redirect(_next_page())

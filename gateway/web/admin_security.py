@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
@@ -50,7 +51,7 @@ def csrf_problem() -> int | None:
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per client address within ``window`` seconds.
+    """At most ``limit`` failed logins per client (``_client``) within ``window`` seconds.
 
     In memory, per process: a brake on password guessing, not an accounting. With
     several gunicorn workers the effective limit is ``limit`` times the worker count.
@@ -71,15 +72,28 @@ class LoginThrottle:
 
     def succeeded(self, address: str) -> None:
         with self._lock:
-            self._failures.pop(address, None)
+            self._failures.pop(_client(address), None)
 
     def _recent(self, address: str) -> deque:
+        address = _client(address)
         failures = self._failures.setdefault(address, deque())
         while failures and failures[0] <= self.clock() - self.window:
             failures.popleft()
         if len(self._failures) > 10_000:  # bound memory under a spray of addresses
             self._failures = {address: failures}
         return failures
+
+
+def _client(address: str) -> str:
+    """Whom the throttle counts: an IPv4 address, or the /64 of an IPv6 one, which a
+    single host usually holds whole: counted per address, it would guess without end."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 6 and parsed.ipv4_mapped is None:
+        return str(ipaddress.ip_network((parsed, 64), strict=False))
+    return str(getattr(parsed, "ipv4_mapped", None) or parsed)
 
 
 class AdminSessionInterface(SecureCookieSessionInterface):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, TooLarge
 from gateway.store.port import StoreRefused
 
 log = logging.getLogger("gateway.web")
@@ -37,6 +37,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
+        if isinstance(error, RequestEntityTooLarge):  # MAX_CONTENT_LENGTH: the webhooks' own answer
+            return _known(TooLarge(f"the body is larger than {request.max_content_length} bytes"))
         code = (error.name or "error").lower().replace(" ", "_")
         return jsonify({"error": code, "message": error.description}), error.code
 

@@ -73,7 +73,8 @@ def _webhook(source: str, body: str, auth: dict) -> dict:
 
 def _client_action(summary: str, body: str, ok: str, *errors: int) -> dict:
     return {"post": {"tags": ["client"], "summary": summary, "security": [{"cognito": []}],
-                     "requestBody": _body(body), "responses": _answers(ok, 400, 401, *errors, 503)}}
+                     "requestBody": _body(body), "responses": _answers(ok, 400, 401, *errors, 413, 503,
+                                                                       e413="larger than MAX_BODY_BYTES")}}
 
 
 def _delete_me() -> dict:

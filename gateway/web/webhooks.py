@@ -3,30 +3,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from gateway.errors import NotFound, TooLarge
+from gateway.errors import NotFound
+from gateway.web.bodies import read_body
 
 bp = Blueprint("webhooks", __name__)
-
-_CHUNK = 64 * 1024
-
-
-def read_body(limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` bytes.
-
-    A declared Content-Length is checked before reading; a chunked body without one is
-    read in pieces and refused at the first byte past the limit, never held whole.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    while True:
-        chunk = request.stream.read(min(_CHUNK, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
 
 
 @bp.post("/webhooks/<source>")

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta, timezone
+from urllib.parse import quote, urlencode
 
 import pytest
 
 from devtools import revenuecat as rc
 from gateway.config import ConfigError, from_env
 from tests.e2e.conftest import API_KEY
+from tests.support import chunked
 
 PASSWORD = "correct horse battery staple"
 SECRET_KEY = "s" * 40
@@ -79,6 +82,16 @@ def test_sign_in_without_csrf_token_is_refused(client):
     client.get("/admin/login")
     assert client.post("/admin/login", data={"password": PASSWORD}).status_code == 400
     assert client.get("/admin/deliveries").status_code == 302
+
+
+def test_a_sign_in_form_past_the_body_limit_is_refused_without_being_read_whole(app):
+    """The sign-in form is open to anyone: Werkzeug reads a urlencoded form whole, so
+    without a limit a chunked body of gigabytes would be held in a worker's memory."""
+    statuses, body = chunked.send(app, "/admin/login", {"Content-Type": "application/x-www-form-urlencoded"})
+    # Werkzeug reads a form up to MAX_CONTENT_LENGTH and parses that much: refused all the same.
+    assert body.served <= 1_048_576 and statuses == ["400 BAD REQUEST"]
+    answer = app.test_client().post("/admin/login", data=b"x" * 1_048_577, content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 413
 
 
 def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(client):
@@ -156,6 +169,23 @@ def test_delivery_user_and_backlog_pages(client):
     assert client.get("/admin/deliveries/999").status_code == 404
 
 
+def test_strings_a_store_delivers_are_escaped_on_every_page(client):
+    """A subscriber's id, a product, a store attribute: a buyer can put markup in what a
+    store sends us, and an operator opens the pages signed in."""
+    hostile = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    user = "u-" + hostile
+    send(client, rc.event("INITIAL_PURCHASE", user, product_id="p" + hostile, transaction="t" + hostile,
+                          subscriber_attributes={"$email": {"value": hostile}}))
+    send(client, rc.event(hostile))  # an event type of no interest, stored and shown
+    sign_in(client)
+    pages = ["/admin/deliveries", "/admin/deliveries/1", "/admin/deliveries/2", "/admin/backlog",
+             "/admin/users?" + urlencode({"sub": user}), f"/admin/deliveries?type={quote(hostile)}"]
+    for page in pages:
+        text = client.get(page).get_data(as_text=True)
+        assert "<script>" not in text and "<img" not in text, page
+    assert "&lt;script&gt;" in client.get("/admin/deliveries/1").get_data(as_text=True)
+
+
 def test_admin_pages_are_not_cached_or_framed(client):
     sign_in(client)
     response = client.get("/admin/deliveries")
@@ -202,10 +232,35 @@ def test_behind_a_trusted_proxy_the_throttle_counts_each_client_not_the_router(m
     assert sign_in(operator, **{"X-Forwarded-For": "198.51.100.4"}).status_code == 302
 
 
+def test_an_ipv6_guesser_is_throttled_across_the_addresses_of_its_network(make_app):
+    """One IPv6 host holds a /64 (2^64 addresses): counted per address, it could guess
+    five times per address without end. Failures count per /64 (an IPv4 address alone)."""
+    app = make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY, FORWARDED_HOPS="1")
+    guesser, neighbour = app.test_client(), app.test_client()
+    for n in range(1, 6):
+        assert sign_in(guesser, "guess", **{"X-Forwarded-For": f"2001:db8:0:1::{n:x}"}).status_code == 401
+    assert sign_in(guesser, "guess", **{"X-Forwarded-For": "2001:db8:0:1:ffff::6"}).status_code == 429
+    assert sign_in(neighbour, **{"X-Forwarded-For": "2001:db8:0:2::1"}).status_code == 302
+
+
 def test_a_session_lasts_eight_hours_from_sign_in_however_busy(client):
     sign_in(client)
     page = client.get("/admin/deliveries")
     assert page.status_code == 200 and "Set-Cookie" not in page.headers  # not renewed by use
+
+
+def test_a_session_ends_eight_hours_after_sign_in_though_its_cookie_was_written_since(client, monkeypatch):
+    """Flask signs the cookie again whenever the session changes (the flash message after a
+    replay or a saved endpoint), and its age restarts: a holder of the cookie, the
+    operator's or a stolen one, must not keep it alive past eight hours by using it."""
+    signed_in_at = time.time()
+    sign_in(client)
+    monkeypatch.setattr(time, "time", lambda: signed_in_at + 7 * 3600)
+    csrf = token(client, "/admin/webhooks")
+    assert "Set-Cookie" in client.post("/admin/webhooks/backend/replay", data={"csrf_token": csrf}).headers
+    assert client.get("/admin/webhooks").status_code == 200
+    monkeypatch.setattr(time, "time", lambda: signed_in_at + 8 * 3600 + 60)
+    assert client.get("/admin/deliveries").status_code == 302
 
 
 @pytest.mark.parametrize("path", [

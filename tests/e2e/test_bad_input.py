@@ -17,12 +17,14 @@ from devtools.apple_store import AppStore
 from devtools.stripe_signing import new_secret, signed
 from tests.e2e import fuzzing as fz
 from tests.e2e.conftest import API_KEY, count_events
+from tests.support import chunked
 from tests.support.google_gateway import _play_server, play, push_signer  # noqa: F401 (fixtures)
 
 SECRET = new_secret()
 RC = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 DEEP = fz.nested(1000)  # past json's recursion limit: RecursionError, not ValueError
 PAST_9999_MS = 253402300800000  # 10000-01-01T00:00:00Z
+LIMIT = 1_048_576  # MAX_BODY_BYTES's default
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,18 @@ def test_deep_json_in_a_cognito_token_is_401_and_in_a_client_body_400(app, cogni
     answer = client.post("/v1/purchases/google", data=b'{"purchaseToken": ' + DEEP + b"}",
                          headers=cognito.header("0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"))
     assert (answer.status_code, answer.get_json()["error"]) == (400, "malformed_purchase")
+
+
+@pytest.mark.parametrize("path", ["/v1/purchases/google", "/v1/purchases/apple", "/v1/checkout/sessions",
+                                  "/v1/billing-portal/sessions"])
+def test_a_client_body_past_the_limit_is_413_without_being_read_whole(app, cognito, path):
+    """Any signed-up user holds a token: a body of gigabytes must not be read into a
+    worker's memory. Client bodies are held to MAX_BODY_BYTES as webhooks are."""
+    headers = {**cognito.header("0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"), "Content-Type": "application/json"}
+    statuses, body = chunked.send(app, path, headers)
+    assert body.served <= LIMIT + 1 and statuses == ["413 REQUEST ENTITY TOO LARGE"]
+    answer = app.test_client().post(path, data=b" " * (LIMIT + 1), headers=headers)
+    assert (answer.status_code, answer.get_json()["error"]) == (413, "payload_too_large")
 
 
 # Timestamps out of range -----------------------------------------------------------------

@@ -187,3 +187,15 @@ def test_readiness_fails_when_the_database_is_unreachable(make_app):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503 and response.get_json()["error"] == "database_unreachable"
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_readiness_tells_anyone_nothing_of_the_database(make_app, caplog):
+    """/readyz is open to the internet: the driver's message names the database's host,
+    port and user, and whether the password was wrong. That goes to the log only."""
+    from gateway.app import create_app
+    from gateway.config import from_env
+
+    app = create_app(from_env({"DATABASE_URL": "postgresql://nobody:wrong@127.0.0.1:1/none"}))
+    answer = app.test_client().get("/readyz").get_data(as_text=True)
+    assert "127.0.0.1" not in answer and "nobody" not in answer and "port" not in answer
+    assert any("127.0.0.1" in str(getattr(record, "fields", {})) for record in caplog.records)

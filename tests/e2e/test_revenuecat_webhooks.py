@@ -1,17 +1,16 @@
 """RevenueCat deliveries through the WSGI app, read back through the entitlement API."""
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import random
 import time
 
 import pytest
-from werkzeug.test import EnvironBuilder
 
 from devtools import revenuecat as rc
 from tests.e2e.conftest import API_KEY, count_events
+from tests.support import chunked
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
 NOW_MS = int(time.time() * 1000)
@@ -366,26 +365,11 @@ def test_body_over_the_limit_is_413_before_anything_else(app, client):
 
 
 def test_chunked_body_over_the_limit_is_413_without_reading_it_whole(app):
-    class Chunks(io.RawIOBase):
-        """A chunked body as gunicorn hands it over: no Content-Length, read in pieces."""
-
-        def __init__(self):
-            self.served = 0
-
-        def read(self, size=-1):
-            if self.served >= 10_000_000:
-                return b""
-            self.served += size
-            return b" " * size
-
-    body = Chunks()
-    environ = EnvironBuilder(path="/webhooks/revenuecat", method="POST", headers=HEADERS).get_environ()
-    environ.pop("CONTENT_LENGTH", None)
-    environ.update({"wsgi.input": body, "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"})
-    statuses = []
-    app(environ, lambda status, headers: statuses.append(status))
+    statuses, body = chunked.send(app, "/webhooks/revenuecat", HEADERS)
     assert statuses == ["413 REQUEST ENTITY TOO LARGE"] and count_events(app) == 0
     assert body.served <= 4097  # refused at the first byte past MAX_BODY_BYTES
+    statuses, body = chunked.send(app, "/webhooks/revenuecat", HEADERS, chunked.EndlessBody(4096))
+    assert statuses == ["400 BAD REQUEST"] and body.served == 4096  # read, not refused: it is not past the limit
 
 
 def test_database_refusing_writes_answers_503_and_the_retry_succeeds(app, client, api, refuse_writes):

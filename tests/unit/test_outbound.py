@@ -4,14 +4,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import _socket
+import ipaddress
 import os
 import socket
-from datetime import datetime, timezone
+import ssl
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from gateway.domain.webhooks import Endpoint
 from gateway.outbound import signing, targets
+from gateway.outbound.worker import Deliverer
 
 
 def secret() -> str:
@@ -70,3 +81,75 @@ def test_targets_inside_the_network_or_off_https_are_refused(url, addresses):
 def test_a_public_https_target_passes_and_private_ones_pass_when_allowed():
     targets.check("https://receiver.example/hook", resolve=resolver("93.184.215.14"))
     targets.check("http://127.0.0.1:8080/hook", allow_private=True, resolve=resolver())
+
+
+def test_a_name_that_answers_the_connection_otherwise_than_the_check_gets_no_connection(monkeypatch):
+    """DNS rebinding: the receiver's name answers the target check with a public address
+    and, a moment later (a TTL of 0), the connection with an inside one: the metadata
+    service, localhost. An attempt connects only to addresses that were checked. The name
+    service is faked below socket.getaddrinfo, where every resolver of the process asks."""
+    inside = socket.create_server(("127.0.0.1", 0))
+    inside.settimeout(0.5)
+    answers, real = iter(["93.184.215.14"]), _socket.getaddrinfo
+
+    def rebinding(host, port, *args):
+        if host != "rebind.example":
+            return real(host, port, *args)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers, "127.0.0.1"), inside.getsockname()[1]))]
+
+    monkeypatch.setattr(_socket, "getaddrinfo", rebinding)
+    with inside:
+        error = Deliverer(None, [], timeout=1).post(Endpoint("backend", "https://rebind.example/hook", (secret(),)),
+                                                    "evt_1", "{}")
+        assert error is not None and "resolves to 127.0.0.1, which is not a public address" in error, error
+        with pytest.raises(TimeoutError):
+            inside.accept()
+
+
+def _self_signed(tmp_path, name: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_a_checked_connection_speaks_tls_to_the_receivers_name(monkeypatch, tmp_path):
+    """The connection goes to the checked address, and TLS to the name: its certificate
+    is verified for receiver.example (127.0.0.1 stands in for its public address)."""
+    cert, key = _self_signed(tmp_path, "receiver.example")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = _socket.getaddrinfo
+    monkeypatch.setattr(_socket, "getaddrinfo", lambda host, port, *args: real(
+        "127.0.0.1" if host == "receiver.example" else host, port, *args))
+    monkeypatch.setattr(ipaddress.IPv4Address, "is_global", property(lambda address: True))
+    deliverer = Deliverer(None, [], timeout=2)
+    deliverer.session.verify = cert
+    url = f"https://receiver.example:{server.server_address[1]}/hook"
+    try:  # a certificate for receiver.example, not for 127.0.0.1: verified against the name
+        assert deliverer.post(Endpoint("backend", url, (secret(),)), "evt_1", "{}") is None
+    finally:
+        server.shutdown()
