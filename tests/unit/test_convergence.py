@@ -120,6 +120,16 @@ def test_store_converges_in_any_order_with_duplicates(deliveries, random, data):
         assert_ends_as_the_rules_say(subscription, [s for t in deliveries for s in t.snapshots if s.key == key])
 
 
+def assert_moved_by_the_transfer(after: dict, before: dict, transfer: Transfer) -> None:
+    """A transfer newer than every delivery moves each subscription that one of its
+    accounts holds (its owner, or the store account it was bought on) to its user, and
+    no other (README, RevenueCat's TRANSFER)."""
+    for key, subscription in after.items():
+        held = before[key]
+        moved = held.owner in transfer.from_accounts or held.latest.account in transfer.from_accounts
+        assert subscription.owner == (transfer.to_user if moved else held.owner), (key, held, subscription)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(snapshots, min_size=1, max_size=6), st.randoms(),
        st.sampled_from(["dave", None]))
@@ -133,6 +143,7 @@ def test_transfer_and_deliveries_converge_in_any_order(deliveries, random, to_us
     random.shuffle(shuffled)
     expected, _ = final_state(ordered)
     found, _ = final_state(shuffled)
+    assert_moved_by_the_transfer(expected, final_state(ordered[:-1])[0], transfer.transfers[0])
     # A transfer moves what the accounts hold when it applies, so the one order-sensitive
     # case is a subscription delivered (again) after it: it may end with another holder,
     # and nothing else may differ. Every other subscription must end exactly the same.
@@ -159,6 +170,7 @@ def test_transferable_deliveries_and_a_transfer_converge_exactly_in_any_order(de
     shuffled = ordered[:]
     random.shuffle(shuffled)
     assert final_state(shuffled) == final_state(ordered)
+    assert_moved_by_the_transfer(final_state(ordered)[0], final_state(ordered[:-1])[0], transfer.transfers[0])
 
 
 @settings(max_examples=200, deadline=None)
@@ -196,3 +208,20 @@ def test_chained_transfers_after_the_purchase_converge_in_any_order(hops, accoun
     expected = final_state([purchase, *transfers])
     assert expected[0][("revenuecat", "t1")].owner == holders[-1]
     assert final_state([purchase, *shuffled]) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(snapshots.map(lambda s: dataclasses.replace(s, key="t1", user_sub="alice", account="alice")),
+                min_size=1, max_size=6), st.integers(0, 6), st.randoms(), st.sampled_from(["dave", None]))
+def test_a_transfer_among_the_deliveries_gives_way_to_a_newer_one(deliveries, stamp, random, to_user):
+    # RevenueCat names alice on every event of her purchase; she transfers it at ``stamp``.
+    # An event stamped after the transfer is a newer claim and keeps it with alice; else
+    # the transfer's user holds it (at one instant, the greater user id; nobody is least).
+    transfer = Translation(transfers=(Transfer("revenuecat", ("alice",), to_user, T0 + timedelta(seconds=stamp)),))
+    ordered = [Translation(snapshots=(s,), transferable=True) for s in deliveries] + [transfer]
+    shuffled = ordered[:]
+    random.shuffle(shuffled)
+    subscriptions, _ = final_state(shuffled)
+    newest = max(s.as_of for s in deliveries)
+    claims = [(newest, "alice"), (transfer.transfers[0].as_of, to_user or "")]
+    assert subscriptions[("revenuecat", "t1")].owner == (max(claims)[1] or None)
