@@ -132,12 +132,16 @@ path_segment = st.one_of(st.text(max_size=300), st.text(st.characters(min_codepo
                          st.sampled_from(["%00", "%ff%fe", "%ed%a0%80", "..", "%2F", "a/b", "\u0000", "\ud800"]))
 
 
+paging_values = (st.sampled_from(["\u00b2", "\u0661\u0662", "9" * 30, "0" * 5000, " 1", "1e3", "", "0", "1", "500",
+                                  "501", "0500", str(2**63 - 1), str(2**63)])
+                 | st.integers(-2, 1002).map(str) | fz.time_edges.map(str) | st.integers().map(str) | st.text(max_size=30))
+
+
 @fz.FUZZ
 @given(sub=path_segment, key=st.sampled_from([API_KEY] * 4 + ["", "wrong"]) | fz.printable, extra=headers_drawn,
        which=st.sampled_from(["entitlements", "history"]),
        query=st.dictionaries(st.sampled_from(["limit", "before", "limit", "before", "after", "x"]),
-                             st.sampled_from(["\u00b2", "\u0661\u0662", "9" * 30, "0" * 5000, " 1", "1e3", "", "0"])
-                             | fz.time_edges.map(str) | st.integers().map(str) | st.text(max_size=30), max_size=3))
+                             paging_values, max_size=3))
 def test_user_reads_with_any_path_query_and_key_never_500(app, sub, key, extra, which, query):
     before = fz.state(app)
     # As a client puts them on the wire: percent-encoded UTF-8 bytes (a lone surrogate too).
@@ -145,6 +149,24 @@ def test_user_reads_with_any_path_query_and_key_never_500(app, sub, key, extra, 
     query_string = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
     answer = request(app, "GET", path, query_string=query_string, headers={**extra, "Authorization": f"Bearer {key}"})
     fz.check_answer(app, answer, before, (200, 308, 400, 401, 404))  # 308: Werkzeug merges "//"
+
+
+@fz.FUZZ
+@given(query=st.dictionaries(st.sampled_from(["limit", "before"]), paging_values, min_size=1))
+def test_history_paging_arguments_are_400_exactly_when_not_a_number_in_bounds(app, query):
+    """README: ``limit`` up to 500, ``before`` a row number (a positive BIGINT); anything else
+    is ``bad_query``, and a number in bounds is served."""
+    query_string = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
+    answer = request(app, "GET", f"/v1/users/{USER}/history", query_string=query_string, headers=fz.bearer(API_KEY))
+    bounds = {"limit": 500, "before": 2**63 - 1}
+    bad = [name for name, value in query.items() if not _whole(value, bounds[name])]
+    assert (answer.status_code, answer.get_json().get("error")) == ((400, "bad_query") if bad else (200, None)), \
+        (query, answer.get_data(as_text=True)[:300])
+
+
+def _whole(value: str, most: int) -> bool:
+    digits = value.lstrip("0")
+    return value.isascii() and value.isdigit() and len(digits) <= 20 and 1 <= int(digits or "0") <= most
 
 
 @fz.FUZZ
