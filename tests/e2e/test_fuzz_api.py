@@ -28,7 +28,7 @@ from tests.support.stripe_gateway import fake, stripe_server  # noqa: F401 (fixt
 USER = "0c5b2d6e-7f1a-4e8b-9c3d-2a1b0f9e8d7c"
 CATALOG = {"entitlements": {"premium": {"stripe": ["price_monthly"]}}, "default": "premium"}
 HEADER_NAMES = ["Authorization", "Content-Type", "Content-Length", "Accept", "X-Forwarded-For", "Cookie", "X-Other"]
-headers = st.dictionaries(st.sampled_from(HEADER_NAMES), fz.printable, max_size=4)
+headers_drawn = st.dictionaries(st.sampled_from(HEADER_NAMES), fz.printable, max_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -45,35 +45,48 @@ def app(make_app, cognito, chain, tmp_path, fake, push_signer, play):
                     **push_signer.env(), **play.env())
 
 
-def cognito_token(cognito, data, user: str = USER, valid: int = 1) -> str:
+def cognito_token(cognito, data, user: str = USER, valid: int = 1) -> tuple[str, bool]:
     """A token for ``user``: valid (``valid`` times as likely as each other kind), garbage,
-    deep, or signed by the issuer with a hostile claim, a hostile header or a long sub."""
+    deep, or signed by the issuer with a hostile claim, a hostile header or a long sub; and
+    whether it may pass: a hostile value is never the pool's issuer, a token use, the app
+    client or a key id, so only a claim or header the gateway need not check may be
+    hostile in a token it accepts."""
     kinds = ["valid"] * valid + ["garbage", "deep", "claims", "header", "sub"]
     kind = data.draw(st.sampled_from(kinds), label="token kind")
     key = cognito.keys[cognito.kid]
     if kind == "valid":
-        return cognito.token(user, use=data.draw(st.sampled_from(["id", "access"]), label="use"))
+        return cognito.token(user, use=data.draw(st.sampled_from(["id", "access"]), label="use")), True
     if kind == "garbage":
-        return data.draw(fz.token_garbage, label="token")
+        return data.draw(fz.token_garbage, label="token"), False
     if kind == "sub":  # what Cognito never issues, and no user_sub column holds
-        return cognito.token(data.draw(fz.column_edges | st.just(""), label="sub"))
+        sub = data.draw(fz.column_edges | st.just(""), label="sub")
+        return cognito.token(sub), 0 < len(sub) <= 255
     claims = jwt.decode(cognito.token(user), options={"verify_signature": False})
     if kind == "deep":
         depth = data.draw(fz.depths, label="depth")
         payload = json.dumps(claims).encode()[:-1] + b', "deep": ' + fz.nested(depth) + b"}"
-        return fz.raw_jwt({"kid": cognito.kid}, payload, key, "RS256")
+        return fz.raw_jwt({"kid": cognito.kid}, payload, key, "RS256"), True  # signed by the pool: deep, but good
     if kind == "claims":
         name = data.draw(st.sampled_from(["sub", "iss", "exp", "iat", "token_use", "aud", "client_id", "nbf"]))
         claims[name] = data.draw(fz.hostile, label="claim")
-        return fz.raw_jwt({"kid": cognito.kid}, claims, key, "RS256")
-    header = {"kid": cognito.kid, data.draw(st.sampled_from(["kid", "alg", "typ", "crit", "jku"])): data.draw(fz.hostile)}
-    return fz.raw_jwt(header, claims, key, "RS256")
+        return fz.raw_jwt({"kid": cognito.kid}, claims, key, "RS256"), name not in ("iss", "token_use", "aud")
+    name = data.draw(st.sampled_from(["kid", "alg", "typ", "crit", "jku"]))
+    header = {"kid": cognito.kid, name: data.draw(fz.hostile)}
+    return fz.raw_jwt(header, claims, key, "RS256"), name not in ("kid", "alg")
 
 
-def authorization(cognito, data, user: str = USER, valid: int = 1) -> dict[str, str]:
+def authorization(cognito, data, user: str = USER, valid: int = 1) -> tuple[dict[str, str], bool]:
+    """Headers with a Cognito token of any kind (``cognito_token``), and whether it may pass."""
     schemes = ["Bearer "] * valid + ["bearer ", "Basic ", ""]
     scheme = data.draw(st.sampled_from(schemes), label="scheme")
-    return {**data.draw(headers, label="headers"), "Authorization": scheme + cognito_token(cognito, data, user, valid)}
+    token, may_pass = cognito_token(cognito, data, user, valid)
+    headers = {**data.draw(headers_drawn, label="headers"), "Authorization": scheme + token}
+    return headers, may_pass and scheme.lower() == "bearer "
+
+
+def answered(app, answer, before: dict, allowed: tuple[int, ...], may_pass: bool) -> None:
+    """``fz.check_answer``, and 401 whenever the token cannot be good: authentication first."""
+    fz.check_answer(app, answer, before, allowed if may_pass else (401,))
 
 
 def body_for(data, valid: dict) -> bytes:
@@ -106,8 +119,9 @@ def request(app, method: str, path: str, **kwargs):
 @given(data=st.data())
 def test_my_entitlements_with_any_token_is_200_or_401(app, cognito, data):
     before = fz.state(app)
-    answer = request(app, "GET", "/v1/me/entitlements", headers=authorization(cognito, data))
-    fz.check_answer(app, answer, before, (200, 401))
+    given_headers, may_pass = authorization(cognito, data)
+    answer = request(app, "GET", "/v1/me/entitlements", headers=given_headers)
+    answered(app, answer, before, (200, 401), may_pass)
     if answer.status_code == 200:  # a signed sub of any shape is refused unless a user id
         user_id = answer.get_json()["user_id"]
         assert isinstance(user_id, str) and 0 < len(user_id) <= 255
@@ -118,12 +132,16 @@ path_segment = st.one_of(st.text(max_size=300), st.text(st.characters(min_codepo
                          st.sampled_from(["%00", "%ff%fe", "%ed%a0%80", "..", "%2F", "a/b", "\u0000", "\ud800"]))
 
 
+paging_values = (st.sampled_from(["\u00b2", "\u0661\u0662", "9" * 30, "0" * 5000, " 1", "1e3", "", "0", "1", "500",
+                                  "501", "0500", str(2**63 - 1), str(2**63)])
+                 | st.integers(-2, 1002).map(str) | fz.time_edges.map(str) | st.integers().map(str) | st.text(max_size=30))
+
+
 @fz.FUZZ
-@given(sub=path_segment, key=st.sampled_from([API_KEY] * 4 + ["", "wrong"]) | fz.printable, extra=headers,
+@given(sub=path_segment, key=st.sampled_from([API_KEY] * 4 + ["", "wrong"]) | fz.printable, extra=headers_drawn,
        which=st.sampled_from(["entitlements", "history"]),
        query=st.dictionaries(st.sampled_from(["limit", "before", "limit", "before", "after", "x"]),
-                             st.sampled_from(["\u00b2", "\u0661\u0662", "9" * 30, "0" * 5000, " 1", "1e3", "", "0"])
-                             | fz.time_edges.map(str) | st.integers().map(str) | st.text(max_size=30), max_size=3))
+                             paging_values, max_size=3))
 def test_user_reads_with_any_path_query_and_key_never_500(app, sub, key, extra, which, query):
     before = fz.state(app)
     # As a client puts them on the wire: percent-encoded UTF-8 bytes (a lone surrogate too).
@@ -134,16 +152,35 @@ def test_user_reads_with_any_path_query_and_key_never_500(app, sub, key, extra, 
 
 
 @fz.FUZZ
+@given(query=st.dictionaries(st.sampled_from(["limit", "before"]), paging_values, min_size=1))
+def test_history_paging_arguments_are_400_exactly_when_not_a_number_in_bounds(app, query):
+    """README: ``limit`` up to 500, ``before`` a row number (a positive BIGINT); anything else
+    is ``bad_query``, and a number in bounds is served."""
+    query_string = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
+    answer = request(app, "GET", f"/v1/users/{USER}/history", query_string=query_string, headers=fz.bearer(API_KEY))
+    bounds = {"limit": 500, "before": 2**63 - 1}
+    bad = [name for name, value in query.items() if not _whole(value, bounds[name])]
+    assert (answer.status_code, answer.get_json().get("error")) == ((400, "bad_query") if bad else (200, None)), \
+        (query, answer.get_data(as_text=True)[:300])
+
+
+def _whole(value: str, most: int) -> bool:
+    digits = value.lstrip("0")
+    return value.isascii() and value.isdigit() and len(digits) <= 20 and 1 <= int(digits or "0") <= most
+
+
+@fz.FUZZ
 @given(data=st.data(), portal=st.booleans())
 def test_checkout_and_portal_sessions_with_any_body_and_token_never_500(app, cognito, data, portal):
     valid = ({"return_url": "https://app.example.com/account"} if portal else
              {"price_id": "price_monthly", "success_url": "https://app.example.com/ok",
               "cancel_url": "http://localhost:3000/pricing"})
     before = fz.state(app)
+    given_headers, may_pass = authorization(cognito, data, valid=6)
     answer = request(app, "POST", "/v1/billing-portal/sessions" if portal else "/v1/checkout/sessions",
-                     data=body_for(data, valid), headers=authorization(cognito, data, valid=6))
+                     data=body_for(data, valid), headers=given_headers)
     # 503: the customer just made is not yet found by Stripe's search (README, Connecting Stripe).
-    fz.check_answer(app, answer, before, (200, 400, 401, 503))
+    answered(app, answer, before, (200, 400, 401, 503), may_pass)
     if answer.status_code == 503:
         assert answer.get_json()["error"] != "store_unavailable"
 
@@ -163,9 +200,10 @@ def test_apple_purchase_registration_with_any_body_token_or_transaction_never_50
         payload = payload[:-1] + b', "deep": ' + fz.nested(data.draw(fz.depths, label="depth")) + b"}"
     signed = data.draw(fz.token_garbage) if kind == "garbage" else fz.raw_jws(header, payload, chain.leaf.key, "ES256")
     before = fz.state(app)
+    given_headers, may_pass = authorization(cognito, data, valid=6)
     answer = request(app, "POST", "/v1/purchases/apple", data=body_for(data, {"signedTransaction": signed}),
-                     headers=authorization(cognito, data, valid=6))
-    fz.check_answer(app, answer, before, (200, 400, 401, 409))
+                     headers=given_headers)
+    answered(app, answer, before, (200, 400, 401, 409), may_pass)
 
 
 @fz.FUZZ
@@ -175,14 +213,15 @@ def test_google_purchase_registration_with_any_body_or_token_never_500(app, cogn
     if data.draw(st.booleans(), label="known to Play"):
         play.subscribe(token, user=data.draw(st.sampled_from([None, USER, str(uuid.uuid4())]), label="owner"))
     before = fz.state(app)
+    given_headers, may_pass = authorization(cognito, data, valid=6)
     answer = request(app, "POST", "/v1/purchases/google",
                      data=body_for(data, {"purchaseToken": token, "productId": "premium_monthly"}),
-                     headers=authorization(cognito, data, valid=6))
-    fz.check_answer(app, answer, before, (200, 400, 401, 404, 409))
+                     headers=given_headers)
+    answered(app, answer, before, (200, 400, 401, 404, 409), may_pass)
 
 
 @fz.FUZZ
-@given(path=st.sampled_from(["/healthz", "/readyz", "/metrics", "/openapi.json"]), extra=headers,
+@given(path=st.sampled_from(["/healthz", "/readyz", "/metrics", "/openapi.json"]), extra=headers_drawn,
        method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"]),
        body=st.binary(max_size=256))
 def test_health_metrics_and_openapi_with_any_method_and_headers_never_500(app, path, extra, method, body):
