@@ -217,14 +217,15 @@ class Changes:
         """Write what is left, re-derive the entitlements of every user concerned (none
         for a deleted user) and append the feed events of what changed. Before the feed,
         a delivery about a deleted user is erased (``erasure``): the users it names that
-        nothing re-derives are locked and read against the tombstone here too."""
+        nothing re-derives are locked and read against the tombstone with the others."""
         self.flush()
         users = sorted(self.users)
-        others = sorted(self.concerned.unread(self.users))
-        if users or others:
-            self.tx.lock_users(sorted(self.users.union(others)) if others else users)
-        before, deleted = self.tx.read_entitlements(users) if users else ({}, set())
-        self.concerned.erase(self.tx, deleted | self.tx.deleted_among(others) if others else deleted)
+        others = self.concerned.unread(self.users)
+        read = sorted(self.users | others) if others else users
+        if read:
+            self.tx.lock_users(read)
+        before, deleted = self.tx.read_entitlements(read) if read else ({}, set())
+        self.concerned.erase(self.tx, deleted)
         if users:
             held = self.tx.subscriptions_of_users(users)
             after = {user: [] if user in deleted else list(derive([s.snapshot for s in held[user]], self.catalog).values())
