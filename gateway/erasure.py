@@ -35,7 +35,8 @@ class Concerned:
     """Whom each delivery applied in one transaction is about."""
 
     def __init__(self) -> None:
-        self.deliveries: list[tuple[Event, set[str], tuple[tuple[str, str], ...]]] = []
+        self.deliveries: list[tuple[Event, set[str]]] = []
+        self.naming: list[tuple[Event, tuple[tuple[str, str], ...]]] = []  # the store accounts named
         self.linked: set[str] = set()
 
     def note(self, event: Event | None, translation: Translation, users: Iterable[str | None]) -> None:
@@ -49,13 +50,15 @@ class Concerned:
             named.update(link.user_sub for link in translation.links)
             named.update(transfer.to_user for transfer in translation.transfers)
         named.discard(None)
-        self.deliveries.append((event, named, translation.named_accounts))
+        self.deliveries.append((event, named))
+        if translation.named_accounts:
+            self.naming.append((event, translation.named_accounts))
 
     def unread(self, read: set[str]) -> set[str]:
         """The users to read against the tombstone besides ``read``: those linked, and
         those named by a delivery with personal values left to erase."""
         found = self.linked - read
-        for event, named, _ in self.deliveries:
+        for event, named in self.deliveries:
             if not named <= read and personal_data.carries(event.data):
                 found |= named - read
         return found
@@ -63,15 +66,16 @@ class Concerned:
     def erase(self, tx: Transaction, deleted: set[str]) -> None:
         """Erase the personal values of the deliveries about the ``deleted`` users or
         about a store account their tombstone keeps."""
-        for user in sorted(self.linked & deleted):
-            # The store refuses such a link, unless the deletion committed while it was
-            # made (its tombstone unseen then): this transaction waited for it since.
-            tx.unlink_user(user)
-        accounts = sorted({account for event, _, named in self.deliveries
-                           if named and personal_data.carries(event.data) for account in named})
-        kept = tx.deleted_accounts(accounts) if accounts else set()
-        if not (deleted or kept):
-            return
-        for event, named, named_accounts in self.deliveries:
-            if not named.isdisjoint(deleted) or not kept.isdisjoint(named_accounts):
-                redact_event(tx, event)
+        about: dict[int, Event] = {}
+        if deleted:
+            for user in sorted(self.linked & deleted):
+                # The store refuses such a link, unless the deletion committed while it was
+                # made (its tombstone unseen then): this transaction waited for it since.
+                tx.unlink_user(user)
+            about = {event.id: event for event, named in self.deliveries if not named.isdisjoint(deleted)}
+        naming = [(event, accounts) for event, accounts in self.naming if personal_data.carries(event.data)]
+        if naming:
+            kept = tx.deleted_accounts(sorted({account for _, accounts in naming for account in accounts}))
+            about.update((event.id, event) for event, accounts in naming if not kept.isdisjoint(accounts))
+        for event in about.values():
+            redact_event(tx, event)
