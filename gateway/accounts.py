@@ -23,10 +23,11 @@
    deletion that committed first wins and its report is answered), personal values
    erased from the stored deliveries of the user's subscriptions and of deliveries
    naming the user or their Stripe customer (the ledger stays: ids, amounts, times,
-   types, statuses), the identity links deleted, the entitlement rows removed with
-   their ``entitlement.revoked`` events, then one ``user.deleted`` carrying the report.
-   The subscriptions stay, owned by the sub: a late delivery for them finds the
-   tombstone and grants nothing.
+   types, statuses), the identity links deleted (their store accounts kept with the
+   tombstone), the entitlement rows removed with their ``entitlement.revoked`` events,
+   then one ``user.deleted`` carrying the report. The subscriptions stay, owned by the
+   sub: a late delivery for them, or naming the user or a kept account, finds the
+   tombstone, grants nothing, links nothing to them and is erased (``erasure``).
 """
 from __future__ import annotations
 
@@ -36,11 +37,12 @@ from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 
 from gateway.apply import append_changes
-from gateway.domain import entitlement_events, personal_data
+from gateway.domain import entitlement_events
 from gateway.domain.deletion import unstopped
 from gateway.domain.entitlement_events import Cause
 from gateway.domain.events import Event
 from gateway.domain.model import Subscription
+from gateway.erasure import redact_event
 from gateway.errors import Unavailable
 from gateway.providers.google_play_api import PlayApi, PlayApiError, UnknownPurchase
 from gateway.providers.stripe_api import StripeApi, StripeApiError
@@ -194,6 +196,7 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
     keys = _keys(held)
     names = [user_sub] + [account for source, account in accounts if source == "stripe"]
     redact_deliveries(tx, keys, names)
+    tx.keep_accounts(user_sub, accounts)  # a later delivery naming one is still known (``erasure``)
     tx.unlink_user(user_sub)
     before, _ = tx.read_entitlements([user_sub])
     tx.replace_entitlements_of({user_sub: []}, now)
@@ -216,10 +219,7 @@ def redact_deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[
         if event.id in seen:
             continue
         seen.add(event.id)
-        payload, data = personal_data.redact_text(event.payload), personal_data.redact(event.data)
-        if (payload, data) != (event.payload, event.data):
-            tx.rewrite_event(event.id, payload, data)
-            changed += 1
+        changed += redact_event(tx, event)
     return changed
 
 

@@ -14,8 +14,10 @@ from gateway.domain.changes import Link, Transfer, Translation, transferred
 from gateway.domain import entitlement_events
 from gateway.domain.entitlement_events import Cause, Changed, FeedEvent
 from gateway.domain.entitlements import derive
+from gateway.domain.events import Event
 from gateway.domain.model import Subscription, merge_snapshot, with_account_owner
 from gateway.domain.reads import StaleRead, stale_read
+from gateway.erasure import Concerned
 from gateway.store.port import Transaction
 
 Key = tuple[str, str]
@@ -36,14 +38,15 @@ REGISTER = ""
 
 
 def apply_translation(tx: Transaction, translation: Translation, catalog: Catalog, now: datetime,
-                      touched: set[Key] | None = None, cause: Cause = GATEWAY) -> set[str]:
+                      touched: set[Key] | None = None, cause: Cause = GATEWAY, event: Event | None = None) -> set[str]:
     """Write the changes; returns the users whose entitlements were re-derived.
 
     ``touched``, when given, receives the (source, key) of every subscription concerned:
-    the evidence the explain API shows for the delivery.
+    the evidence the explain API shows for the delivery. ``event``: the stored delivery
+    applied, erased if it is about a deleted user (``erasure``).
     """
     changes = Changes(tx, catalog, now)
-    users, keys = changes.apply(translation, cause)
+    users, keys = changes.apply(translation, cause, event)
     changes.finish()
     if touched is not None:
         touched.update(keys)
@@ -89,11 +92,13 @@ class Changes:
         self.users: set[str] = set()
         self.accounts: set[Key] = set()
         self.causes: dict[str, Cause] = {}  # the last cause of each user's change
+        self.concerned = Concerned()
 
     def lock(self, translations) -> None:
         """Lock the accounts, then the subscriptions, these translations name."""
         translations = list(translations)
         accounts = {(link.source, link.account) for t in translations for link in t.links}
+        accounts.update(a for t in translations for a in t.named_accounts)  # read against the tombstone
         accounts |= {(s.source, s.account) for t in translations for s in t.snapshots if s.account}
         moved = [t for tr in translations for t in tr.transfers]
         accounts |= {(t.source, a) for t in moved for a in (*t.from_accounts, REGISTER)}
@@ -106,8 +111,10 @@ class Changes:
         if wanted:
             self.held.update(self.tx.lock_subscriptions(wanted))
 
-    def apply(self, translation: Translation, cause: Cause = GATEWAY) -> tuple[set[str], set[Key]]:
-        """Apply one translation; returns the users it concerned and the keys it touched.
+    def apply(self, translation: Translation, cause: Cause = GATEWAY,
+              event: Event | None = None) -> tuple[set[str], set[Key]]:
+        """Apply one translation (of ``event``, the delivery stored); returns the users it
+        concerned and the keys it touched.
 
         Links go first so that a snapshot in the same delivery finds its owner. Raises
         ``StaleRead`` before writing anything when a state it read may be older than the
@@ -131,6 +138,7 @@ class Changes:
             self._transfer(step, transfer)
         self.users |= step.users
         self.causes.update(dict.fromkeys(step.users, cause))
+        self.concerned.note(event, translation, (*step.users, *(self.held[key].owner for key in step.touched)))
         return step.users, step.touched
 
     def _link(self, step: _Step, link: Link) -> None:
@@ -146,6 +154,8 @@ class Changes:
         while pending:
             account, user_sub = pending.pop()
             owner = self.tx.link(link.source, account, user_sub, as_of, self.now)
+            if owner is None:
+                continue  # the user was deleted: linked to nothing, and what the account holds stays
             for current in self.held_by(link.source, (account,), ()):
                 updated = with_account_owner(current, owner)
                 step.save(current, updated)
@@ -205,12 +215,18 @@ class Changes:
 
     def finish(self) -> set[str]:
         """Write what is left, re-derive the entitlements of every user concerned (none
-        for a deleted user) and append the feed events of what changed."""
+        for a deleted user) and append the feed events of what changed. Before the feed,
+        a delivery about a deleted user is erased (``erasure``): the users it names that
+        nothing re-derives are locked and read against the tombstone with the others."""
         self.flush()
         users = sorted(self.users)
+        others = self.concerned.unread(self.users)
+        read = sorted(self.users | others) if others else users
+        if read:
+            self.tx.lock_users(read)
+        before, deleted = self.tx.read_entitlements(read) if read else ({}, set())
+        self.concerned.erase(self.tx, deleted)
         if users:
-            self.tx.lock_users(users)
-            before, deleted = self.tx.read_entitlements(users)
             held = self.tx.subscriptions_of_users(users)
             after = {user: [] if user in deleted else list(derive([s.snapshot for s in held[user]], self.catalog).values())
                      for user in users}

@@ -174,7 +174,7 @@ class Ingest:
                 if event is None:
                     answers.append((DUPLICATE, ()))
                     continue
-                users, touched = changes.apply(pending.translation, _cause(pending.delivery))
+                users, touched = changes.apply(pending.translation, _cause(pending.delivery), event)
                 evidence.append((event.id, sorted(touched)))
                 answers.append((event.status, tuple(sorted(users))))
             changes.finish()
@@ -232,7 +232,7 @@ class Ingest:
         now = self.clock()
         with self.store.transaction() as tx:
             touched: set[tuple[str, str]] = set()
-            users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event)))
+            users = logs.note_users(apply_translation(tx, translation, self.catalog, now, touched, _cause(event), event))
             outcome = IGNORED if translation.is_empty else PROCESSED
             marked = dict(status=outcome, attempts=attempts, processed_at=now,
                           last_error=translation.ignored_reason, next_attempt_at=None)

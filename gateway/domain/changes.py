@@ -73,11 +73,20 @@ class Translation:
     #: or account these snapshots and links change answers to the transfers recorded from
     #: them, so a transfer delivered before the purchase it moves still moves it.
     transferable: bool = False
+    #: Of a delivery that changes nothing: the users (Cognito subs) and store accounts
+    #: ((source, account)) it names, so that one about a deleted user is erased like the
+    #: deliveries the deletion found (Stripe's ``customer.deleted``).
+    named_users: tuple[str, ...] = ()
+    named_accounts: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not (self.snapshots or self.links or self.transfers)
 
 
-def ignored(reason: str) -> Translation:
-    return Translation(ignored_reason=reason)
+def ignored(reason: str, users: Iterable[str | None] = (),
+            accounts: Iterable[tuple[str, str | None]] = ()) -> Translation:
+    """Nothing to apply, for ``reason``; ``users`` and ``accounts``: whom it names (none
+    counted twice, a ``None`` not at all)."""
+    return Translation(ignored_reason=reason, named_users=tuple(dict.fromkeys(u for u in users if u)),
+                       named_accounts=tuple(dict.fromkeys(a for a in accounts if a[1])))

@@ -38,6 +38,15 @@ def redact(value: Any) -> Any:
     return value
 
 
+def carries(value: Any) -> bool:
+    """Whether ``redact`` would change ``value``: a personal key holds something not erased yet."""
+    if isinstance(value, dict):
+        return any(v not in (None, REDACTED) and is_personal(k) or carries(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(carries(item) for item in value)
+    return False
+
+
 def redact_text(payload: str) -> str:
     """A stored body with its personal values replaced, when it is JSON; any other body
     (an Apple JWS inside ``signedPayload`` is JSON around a token, and carries no

@@ -119,13 +119,13 @@ class RevenueCatEvents:
             # "Does not mean the new subscription is in effect immediately": its product_id
             # and expiration_at_ms are the old product's. An immediate change comes with a
             # RENEWAL of the new product, a change at period end with the next RENEWAL.
-            return ignored("PRODUCT_CHANGE announces a change; the RENEWAL that makes it carries the state")
+            return _ignored("PRODUCT_CHANGE announces a change; the RENEWAL that makes it carries the state", event)
         if kind not in _STATE_TYPES:
-            return ignored(f"{kind} carries no subscription state")
+            return _ignored(f"{kind} carries no subscription state", event)
         if kind == "CANCELLATION" and event["cancel_reason"] == "BILLING_ERROR":
             # Sent beside BILLING_ISSUE, whose grace period keeps access; its expiration_at_ms
             # is the end of the period that failed to renew. EXPIRATION ends access.
-            return ignored("CANCELLATION for BILLING_ERROR: the BILLING_ISSUE carries the state")
+            return _ignored("CANCELLATION for BILLING_ERROR: the BILLING_ISSUE carries the state", event)
         return self._snapshot(event)
 
     def _snapshot(self, event: dict) -> Translation:
@@ -178,6 +178,12 @@ class RevenueCatEvents:
         # gives it to nobody until the app logs a user in (an alias then links it).
         to_user = next((t for t in targets if not is_anonymous(t)), None)
         return Translation(transfers=(Transfer(SOURCE, tuple(sources), to_user, as_of),))
+
+
+def _ignored(reason: str, event: dict) -> Translation:
+    """Nothing to apply; the user and the app user ids named (a deleted user's are erased)."""
+    ids = [event["app_user_id"], event["original_app_user_id"], *(event["aliases"] or [])]
+    return ignored(reason, [_owner(event)], [(SOURCE, i) for i in ids])
 
 
 def _entitlement_names(event: dict) -> list[str] | None:

@@ -65,7 +65,16 @@ class StripeEvents:
         return Delivery(SOURCE, event["id"], event["type"], text, event)
 
     def translate(self, event: Event, lookup: Lookup) -> Translation:
-        data = event.data
+        translation = self._translated(event.data, lookup)
+        if not translation.is_empty:
+            return translation
+        # Named, so that one about a deleted user is erased (``customer.deleted``: the
+        # customer object as it was, https://docs.stripe.com/api/events/types).
+        obj = event.data["data"]["object"]
+        customer = stripe_objects.ref(obj if obj.get("object") == "customer" else obj.get("customer"))
+        return ignored(translation.ignored_reason, [stripe_objects.cognito_sub(obj)], [(SOURCE, customer)])
+
+    def _translated(self, data: dict, lookup: Lookup) -> Translation:
         kind, obj, created = data["type"], data["data"]["object"], stripe_objects.when(data["created"])
         if kind in SUBSCRIPTION_TYPES:
             return self.snapshots.from_event(obj, created, lookup)

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 
 from gateway.domain.events import Event
 
-from . import rows, tables
+from . import feed, rows, tables
 
 _deleted, _identities, _events = tables.deleted_users.c, tables.identities.c, tables.events.c
+_kept = tables.deleted_accounts.c
 _cursors = tables.feed_cursors.c
 
 
@@ -23,6 +24,23 @@ class AccountsTransaction:
     def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
         query = sa.select(_identities.source, _identities.account).where(_identities.user_sub == user_sub)
         return sorted((row.source, row.account) for row in self._execute(query))
+
+    def keep_accounts(self, user_sub: str, accounts: list[tuple[str, str]]) -> None:
+        kept = sa.select(_kept.source, _kept.account).where(sa.tuple_(_kept.source, _kept.account).in_(accounts))
+        known = {(row.source, row.account) for row in self._execute(kept)} if accounts else set()
+        new = [{"source": s, "account": a, "user_sub": user_sub} for s, a in accounts if (s, a) not in known]
+        if new:
+            self._execute(sa.insert(tables.deleted_accounts), new)
+
+    def deleted_among(self, user_subs: list[str]) -> set[str]:
+        return set(self._execute(feed.DELETED_AMONG, {"user_subs": list(user_subs)}).scalars())
+
+    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        linked = sa.select(_identities.account).where(
+            _identities.source == _kept.source, _identities.account == _kept.account).exists()
+        query = sa.select(_kept.source, _kept.account).where(
+            sa.tuple_(_kept.source, _kept.account).in_(accounts), ~linked)
+        return {(row.source, row.account) for row in self._execute(query)}
 
     def unlink_user(self, user_sub: str) -> None:
         # The transfer register is kept: other users' access is replayed from it.

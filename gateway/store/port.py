@@ -142,9 +142,11 @@ class Transaction(abc.ABC):
     def resolve(self, source: str, account: str) -> str | None: ...
 
     @abc.abstractmethod
-    def link(self, source: str, account: str, user_sub: str, as_of: datetime | None, now: datetime) -> str:
-        """Map ``account`` to ``user_sub`` unless a newer link (``link_claim``) holds it;
-        returns the user the account maps to afterwards."""
+    def link(self, source: str, account: str, user_sub: str, as_of: datetime | None,
+             now: datetime) -> str | None:
+        """Map ``account`` to ``user_sub`` unless a newer link (``link_claim``) holds it or
+        the user was deleted (``mark_deleted``: a late delivery links nothing to them);
+        returns the user the account maps to afterwards, ``None`` for nobody."""
 
     def lock_accounts(self, accounts: list[tuple[str, str]]) -> None:
         """Serialize, until the end of the transaction, every writer that links or
@@ -229,7 +231,21 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def unlink_user(self, user_sub: str) -> None:
-        """Delete every identity link to the user, and every recorded transfer from or to them."""
+        """Delete every identity link to the user (the transfer register stays)."""
+
+    @abc.abstractmethod
+    def keep_accounts(self, user_sub: str, accounts: list[tuple[str, str]]) -> None:
+        """Keep these (source, account) pairs as the deleted user's, beside the tombstone;
+        one already kept for another deleted user stays theirs."""
+
+    @abc.abstractmethod
+    def deleted_among(self, user_subs: list[str]) -> set[str]:
+        """Which of these users were deleted (``mark_deleted``)."""
+
+    @abc.abstractmethod
+    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (source, account) pairs a deleted user's tombstone keeps
+        (``keep_accounts``) and no identity links to anyone since."""
 
     @abc.abstractmethod
     def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:

@@ -239,8 +239,8 @@ class PostgresTransaction(SqlTransaction):
         found = self.driver.rows(self.sql.resolve, {"source": source, "account": account})
         return found[0].user_sub if found else None
 
-    def link(self, source: str, account: str, user_sub: str, as_of, now) -> str:
-        # One atomic statement; a second only when the held link won.
+    def link(self, source: str, account: str, user_sub: str, as_of, now) -> str | None:
+        # One atomic statement; a second only when the held link won or the user was deleted.
         found = self.driver.rows(self.sql.link_identity, rows.identity_row(source, account, user_sub, as_of, now))
         return found[0].user_sub if found else self.resolve(source, account)
 

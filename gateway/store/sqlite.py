@@ -108,9 +108,11 @@ class SqliteTransaction(SqlTransaction):
         held = self._execute(self.sql.select_identity, {"source": source, "account": account}).first()
         return held.user_sub if held else None
 
-    def link(self, source: str, account: str, user_sub: str, as_of, now) -> str:
+    def link(self, source: str, account: str, user_sub: str, as_of, now) -> str | None:
         # One writer at a time: read, compare and write.
         held = self._execute(self.sql.select_identity, {"source": source, "account": account}).first()
+        if self.deleted_among([user_sub]):  # a deleted user is linked to nothing
+            return held.user_sub if held else None
         if held is None or link_claim(as_of, user_sub) > link_claim(rows.utc(held.as_of), held.user_sub):
             self._execute(self.sql.upsert_identity, rows.identity_row(source, account, user_sub, as_of, now))
             return user_sub

@@ -252,10 +252,14 @@ def _link_identity():
     """Write an identity link unless the one held has a greater ``link_claim`` (as_of
     present, then as_of, then user_sub by code point, as Python orders strings, whatever
     the database's collation); returns the user it now maps to. No row comes back only
-    when another user's link holds: then the caller reads who. One atomic statement:
+    when another user's link holds or the user was deleted: then the caller reads who
+    (nobody, or the holder). One atomic statement:
     concurrent links of one account need no lock of their own."""
     ids = tables.identities.c
-    statement = postgresql.insert(tables.identities)
+    # A deleted user is linked to nothing (``tables.deleted_users``): no row, no answer.
+    row = sa.select(*[sa.cast(sa.bindparam(c.name), c.type) for c in tables.identities.c]).where(
+        ~sa.exists().where(tables.deleted_users.c.user_sub == sa.cast(sa.bindparam("user_sub"), ids.user_sub.type)))
+    statement = postgresql.insert(tables.identities).from_select([c.name for c in tables.identities.c], row)
     new = statement.excluded
     earliest = sa.literal_column("CAST('-infinity' AS TIMESTAMP WITH TIME ZONE)")
 

@@ -204,3 +204,13 @@ deleted_users = sa.Table(
     sa.Column("deleted_at", Time, nullable=False),
     sa.Column("report", Json, nullable=False),
 )
+
+# The store accounts a deleted user was linked to (opaque ids, no personal data), kept
+# when the links are erased: a later delivery that names one and changes nothing (Stripe's
+# customer.deleted) is still known for the deleted user's and erased (``gateway.erasure``).
+deleted_accounts = sa.Table(
+    "deleted_accounts", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("account", sa.String(255), primary_key=True),
+    sa.Column("user_sub", sa.String(255), nullable=False),
+)

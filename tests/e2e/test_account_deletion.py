@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -18,6 +19,7 @@ from devtools.fakes import DemoFakes, InProcessSender
 from devtools.stripe_signing import signed
 from gateway.domain.entitlement_events import REVOKED, USER_DELETED
 from tests.e2e.test_races import together
+from tests.support.events import find_event
 
 USER = "7d3c2a10-5b1e-4c2f-9a8d-2f6e4b1c0d9e"
 OTHER = "0e1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"
@@ -324,3 +326,130 @@ def test_a_purchase_stored_while_the_account_is_deleted_is_stopped_or_reported_t
     if store == "stripe":
         assert sorted(fakes.stripe.cancels) == sorted([f"sub_demo{h}", f"sub_again{h}"])
     assert world.entitlements(user) == {"user_id": user, "is_premium": False, "entitlements": {}}
+# Deliveries that arrive after the deletion: each is stored with its personal values
+# erased, links nothing to the deleted user and grants nothing; another user's stays whole.
+
+def stored(world: World, source: str, event_id: str):
+    with world.store.transaction(readonly=True) as tx:
+        return find_event(tx, source, event_id)
+
+
+def assert_erased(event, *values: str) -> None:
+    text = event.payload + json.dumps(event.data)
+    assert not [value for value in values if value in text], text
+    assert "[redacted]" in text
+
+
+def assert_deleted_user_left_alone(world: World) -> None:
+    with world.store.transaction(readonly=True) as tx:
+        assert tx.identities_of(USER) == []
+    assert world.entitlements() == {"user_id": USER, "is_premium": False, "entitlements": {}}
+
+
+def customer_with_personal_data(customer_id: str, cognito_sub: str | None) -> dict:
+    return {**so.customer(customer_id=customer_id, cognito_sub=cognito_sub, email=EMAIL), "name": NAME,
+            "address": {"line1": "1 Main St", "city": "Springfield", "country": "US"}}
+
+
+@pytest.mark.parametrize("metadata", ["cognito_sub", "none"])
+def test_a_late_customer_deleted_is_stored_with_its_personal_data_erased(world, metadata):
+    # The app deletes the Stripe customer after the account: Stripe sends customer.deleted with
+    # the customer as it was. Without metadata.cognito_sub (a customer made by Checkout), only
+    # the customer id, which the tombstone keeps, tells it is the deleted user's.
+    ids = subscribe_everywhere(world)
+    assert world.delete().status_code == 200
+    customer = customer_with_personal_data(ids["customer"], USER if metadata == "cognito_sub" else None)
+    event = so.event("customer.deleted", customer)
+    world.post("stripe", *signed(event, world.credentials.stripe_webhook_secret), wanted="ignored")
+
+    late = stored(world, "stripe", event["id"])
+    assert_erased(late, EMAIL, NAME, "1 Main St")
+    assert late.data["data"]["object"]["id"] == ids["customer"] and late.event_type == "customer.deleted"
+    assert_deleted_user_left_alone(world)
+
+
+@pytest.mark.parametrize("stamped", ["after", "before"])
+def test_a_late_customer_updated_naming_the_deleted_user_links_nothing_and_is_erased(world, stamped):
+    # "before": stamped before the deletion, delivered after it (Stripe retries for days).
+    ids = subscribe_everywhere(world)
+    created = int(time.time()) - (3600 if stamped == "before" else 0)
+    assert world.delete().status_code == 200
+    event = so.event("customer.updated", customer_with_personal_data(ids["customer"], USER), created=created)
+    body, headers = signed(event, world.credentials.stripe_webhook_secret)
+    world.post("stripe", body, headers)
+    world.post("stripe", body, headers, wanted="duplicate")  # Stripe's retry of the same event
+
+    assert_erased(stored(world, "stripe", event["id"]), EMAIL, NAME, "1 Main St")
+    assert_deleted_user_left_alone(world)
+    scenarios.stripe(world, "subscribe", USER)  # the customer's subscription delivered again
+    assert_deleted_user_left_alone(world)
+
+
+def test_a_late_invoice_deferred_then_retried_by_the_worker_is_erased_too(world):
+    # Recorded first, Stripe refusing the read (a rolled key): deferred with its body as it
+    # came; the retry worker applies it and erases it in the same transaction.
+    ids = subscribe_everywhere(world)
+    assert world.delete().status_code == 200
+    invoice = {**so.invoice("basil", invoice_id=f"in_late{scenarios._ids(USER)}", customer=ids["customer"],
+                            subscription_id=ids["subscription"]), "customer_email": EMAIL, "customer_name": NAME}
+    event = so.event("invoice.paid", invoice)
+    key, world.fakes.stripe.api_key = world.fakes.stripe.api_key, "sk_test_rolled"
+    world.post("stripe", *signed(event, world.credentials.stripe_webhook_secret), wanted="deferred")
+    world.fakes.stripe.api_key = key
+    assert EMAIL in stored(world, "stripe", event["id"]).payload
+
+    assert retry_now(world) == "processed: 1"
+
+    late = stored(world, "stripe", event["id"])
+    assert late.status == "processed"
+    assert_erased(late, EMAIL, NAME)
+    assert late.data["data"]["object"]["amount_paid"] == 999
+    assert_deleted_user_left_alone(world)
+
+
+def retry_now(world: World) -> str:
+    """Let the backoff of every deferred delivery pass, then run ``flask events retry``."""
+    far, past = datetime.now(timezone.utc) + timedelta(days=1), datetime.now(timezone.utc) - timedelta(seconds=1)
+    with world.store.transaction() as tx:  # claimed with a lease in the past: due now
+        tx.claim_due_events(now=far, stale_before=past, lease_until=past, limit=1000)
+    result = world.app.test_cli_runner().invoke(args=["events", "retry"])
+    assert result.exit_code == 0, result.output
+    return result.output.strip()
+
+
+def attributes(email: str, name: str) -> dict:
+    """RevenueCat's reserved subscriber attributes, as its events carry them."""
+    return {"$email": {"value": email, "updated_at_ms": 1}, "$displayName": {"value": name, "updated_at_ms": 1}}
+
+
+def test_late_revenuecat_events_are_erased_link_nothing_and_another_users_stay_whole(world):
+    headers = {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"}
+    now_ms, other_email = int(time.time() * 1000), "john.doe@example.com"
+
+    def send(kind: str, user: str, at_ms: int, transaction: str, wanted: str = "processed", **fields) -> dict:
+        event = rc.event(kind, user, at_ms=at_ms, transaction=transaction, **fields)
+        world.post("revenuecat", rc.body(event), headers, wanted=wanted)
+        return event
+
+    send("INITIAL_PURCHASE", USER, now_ms - 60_000, "rc_user", subscriber_attributes=attributes(EMAIL, NAME))
+    send("INITIAL_PURCHASE", OTHER, now_ms - 60_000, "rc_other",
+         subscriber_attributes=attributes(other_email, "John Doe"))
+    assert world.delete().status_code == 200
+    # Both users' events alias one anonymous id (one device): OTHER holds it now.
+    other = send("RENEWAL", OTHER, now_ms - 1_000, "rc_other", subscriber_attributes=attributes(other_email, "John Doe"))
+
+    late = [send("RENEWAL", USER, now_ms, "rc_user", subscriber_attributes=attributes(EMAIL, NAME)),
+            # stamped before the deletion and before the state stored: it changes nothing
+            send("RENEWAL", USER, now_ms - 30_000, "rc_user", subscriber_attributes=attributes(EMAIL, NAME)),
+            send("PRODUCT_CHANGE", USER, now_ms, "rc_user", wanted="ignored",
+                 subscriber_attributes=attributes(EMAIL, NAME))]
+    world.post("revenuecat", rc.body(late[0]), headers, wanted="duplicate")
+
+    for event in late:
+        assert_erased(stored(world, "revenuecat", event["id"]), EMAIL, NAME)
+    assert_deleted_user_left_alone(world)  # the anonymous alias every event names is not linked again
+    kept = stored(world, "revenuecat", other["id"])
+    assert kept.data["subscriber_attributes"]["$email"]["value"] == other_email and other_email in kept.payload
+    assert world.entitlements(OTHER)["is_premium"] is True
+    with world.store.transaction(readonly=True) as tx:  # the deleted user's newer alias did not take it
+        assert [account for _, account in tx.identities_of(OTHER)] == [late[0]["aliases"][1]]

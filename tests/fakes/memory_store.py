@@ -29,6 +29,7 @@ class _State:
     feed: list[FeedEvent] = dataclasses.field(default_factory=list)
     expiries_through: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
     deleted: dict[str, dict] = dataclasses.field(default_factory=dict)
+    deleted_accounts: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     cursors: dict[str, int] = dataclasses.field(default_factory=dict)
     reconcile_cursors: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -161,8 +162,10 @@ class _MemoryTransaction(Transaction):
         user_sub, _ = self.state.identities.get((source, account), (None, None))
         return user_sub
 
-    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> str:
+    def link(self, source: str, account: str, user_sub: str, as_of, now: datetime) -> str | None:
         held = self.state.identities.get((source, account))
+        if user_sub in self.state.deleted:
+            return held[0] if held else None
         if held is None or link_claim(as_of, user_sub) > link_claim(held[1], held[0]):
             self.state.identities[(source, account)] = (user_sub, as_of)
             return user_sub
@@ -234,6 +237,16 @@ class _MemoryTransaction(Transaction):
     def unlink_user(self, user_sub) -> None:
         for key in self.identities_of(user_sub):
             del self.state.identities[key]
+
+    def keep_accounts(self, user_sub, accounts) -> None:
+        for account in accounts:
+            self.state.deleted_accounts.setdefault(account, user_sub)
+
+    def deleted_among(self, user_subs):
+        return {user_sub for user_sub in user_subs if user_sub in self.state.deleted}
+
+    def deleted_accounts(self, accounts):
+        return {a for a in accounts if a in self.state.deleted_accounts and a not in self.state.identities}
 
     def events_naming(self, text, after_pk, limit):
         return [e for pk, e in sorted(self.state.events.items()) if pk > after_pk and text in e.payload][:limit]

@@ -10,12 +10,15 @@ import contextlib
 import logging
 import random
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from devtools import revenuecat as rc
+from gateway.accounts import AccountDeletion, StoreApis
 from gateway.domain.catalog import Catalog
 from gateway.ingest import Ingest
+from gateway.jobs import retry
 from gateway.providers.revenuecat_events import RevenueCatEvents
 from gateway.store.port import Store
 from gateway.store.sql import sql_store
@@ -144,3 +147,59 @@ def test_a_delivery_that_cannot_be_applied_does_not_hold_back_its_batch(world, c
         assert tx.entitlements_of("batch-poison") == []
         deferred = find_event(tx, "revenuecat", events[3]["id"])
     assert deferred.status == "deferred" and "cannot write tx-poison" in deferred.last_error
+
+
+def with_email(event: dict, email: str) -> dict:
+    return {**event, "subscriber_attributes": {"$email": {"value": email, "updated_at_ms": 1}}}
+
+
+def bought_then_deleted(store, ingest, deleted: str, kept: str) -> None:
+    """Both users buy (with their email), then ``deleted`` deletes the account."""
+    provider = RevenueCatEvents((rc.AUTH,), CATALOG)
+    for user in (deleted, kept):
+        bought = rc.event("INITIAL_PURCHASE", user=user, transaction=f"tx-{user}", at_ms=BASE_MS, aliases=[user])
+        assert ingest.receive(provider, rc.body(with_email(bought, f"{user}@example.com")), HEADERS) == "processed"
+    AccountDeletion(store, StoreApis(), lambda: datetime.now(timezone.utc)).delete(deleted)
+
+
+def test_a_deleted_users_late_deliveries_are_erased_in_their_batch_and_the_others_kept_whole(world):
+    gate, build = world
+    store, ingest = build()
+    gate.set()
+    bought_then_deleted(store, ingest, "gone", "kept")
+    gate.clear()
+    events = [with_email(rc.event(kind, user=user, transaction=f"tx-{user}", at_ms=BASE_MS + at, aliases=[user]),
+                         f"{user}@example.com")
+              for user in ("gone", "kept") for kind, at in (("RENEWAL", 2000), ("CANCELLATION", 1000))]
+    answers = send_all(ingest, [rc.body(e) for e in events], gate)  # the second of each changes nothing
+
+    assert store.writes < len(events) + 3 and answers == ["processed"] * 4
+    with store.transaction(readonly=True) as tx:
+        stored = [find_event(tx, "revenuecat", e["id"]) for e in events]
+        assert tx.entitlements_of("gone") == [] and tx.entitlements_of("kept") != []
+    for late in stored[:2]:
+        assert "gone@example.com" not in late.payload and late.data["subscriber_attributes"]["$email"] == "[redacted]"
+    for other in stored[2:]:
+        assert "kept@example.com" in other.payload and other.data["subscriber_attributes"]["$email"]["value"]
+
+
+def test_a_late_delivery_that_fails_alone_is_erased_when_the_retry_worker_applies_it(world):
+    # The one-transaction path fails (the database refuses the write): recorded as it came,
+    # deferred; the retry worker applies it in two steps, and erases it there.
+    gate, build = world
+    gate.set()
+    store, ingest = build(poison="tx-gone")
+    bought_then_deleted(store, build()[1], "gone", "kept")
+    late = with_email(rc.event("RENEWAL", user="gone", transaction="tx-gone", at_ms=BASE_MS + 1000), "gone@example.com")
+    assert ingest.receive(RevenueCatEvents((rc.AUTH,), CATALOG), rc.body(late), HEADERS) == "deferred"
+    with store.transaction(readonly=True) as tx:
+        assert "gone@example.com" in find_event(tx, "revenuecat", late["id"]).payload
+
+    later = datetime.now(timezone.utc) + timedelta(days=1)  # past any backoff
+    worker = Ingest(build()[0], CATALOG, clock=lambda: later)
+    assert retry.retry_due(worker, {"revenuecat": RevenueCatEvents((rc.AUTH,), CATALOG)}) == {"processed": 1}
+
+    with store.transaction(readonly=True) as tx:
+        applied = find_event(tx, "revenuecat", late["id"])
+        assert tx.identities_of("gone") == [] and tx.entitlements_of("gone") == []
+    assert applied.status == "processed" and "gone@example.com" not in applied.payload + str(applied.data)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.domain.personal_data import REDACTED, redact, redact_text
+from gateway.domain.personal_data import REDACTED, carries, redact, redact_text
 
 
 def test_personal_keys_are_redacted_at_any_depth_and_the_ledger_stays():
@@ -36,3 +36,11 @@ def test_a_stored_body_is_rewritten_only_when_it_is_json_holding_personal_values
     untouched = json.dumps({"signedPayload": "eyJhbGciOi.x.y"}, indent=1)
     assert redact_text(untouched) is untouched
     assert redact_text("not json at all: j@example.com") == "not json at all: j@example.com"
+
+
+def test_carries_tells_whether_redact_would_change_anything():
+    event = {"data": {"object": {"id": "cus_1", "metadata": {"cognito_sub": "sub-1"},
+                                 "lines": [{"billing_details": {"name": "Jane Roe"}}]}}}
+    assert carries(event) and carries(redact(event)) is False  # once erased, nothing is left
+    assert not carries({"id": "cus_1", "email": None, "phone": REDACTED, "items": [{"amount": 5}]})
+    assert carries([{"$email": {"value": "j@example.com"}}])
