@@ -37,9 +37,33 @@ def public_addresses(host: str, port: int, resolve: Callable[..., list] | None =
     ``transport`` connects to these, so the name is not asked again in between."""
     found = _addresses(host, port, resolve or socket.getaddrinfo)
     for address in found:
-        if not address.is_global or address.is_multicast:
+        if not _public(address):
             raise TargetRefused(f"{host} resolves to {address}, which is not a public address")
     return found
+
+
+#: NAT64's well-known prefix (RFC 6052), which carries an IPv4 address in its last 32 bits,
+#: and its local-use prefix (RFC 8215), whose translation is the operator's own.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Global and not multicast; for an IPv6 address that carries an IPv4 one (NAT64, 6to4,
+    IPv4-compatible or -mapped), which Python counts as global whatever it carries, the
+    IPv4 address it reaches must be public too: 64:ff9b::a9fe:a9fe is the metadata
+    service on an IPv6-only network."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if address.version == 4:
+        return True
+    if address in _NAT64_LOCAL:
+        return False
+    inside = address.ipv4_mapped or address.sixtofour
+    if inside is None and (address in _NAT64 or address in _IPV4_COMPATIBLE):
+        inside = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return inside is None or _public(inside)
 
 
 def _addresses(host: str, port: int, resolve) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

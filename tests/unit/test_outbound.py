@@ -78,6 +78,24 @@ def test_targets_inside_the_network_or_off_https_are_refused(url, addresses):
         targets.check(url, resolve=resolver(*addresses))
 
 
+@pytest.mark.parametrize("address", [
+    "64:ff9b::a9fe:a9fe",    # NAT64 (RFC 6052): 169.254.169.254, the metadata service, on an IPv6-only network
+    "64:ff9b::a00:5",        # NAT64: 10.0.0.5
+    "64:ff9b:1::a00:5",      # the local-use NAT64 prefix (RFC 8215): never a public address
+    "2002:7f00:1::1",        # 6to4 of 127.0.0.1
+    "::7f00:1",              # IPv4-compatible 127.0.0.1 (deprecated, still routed by some stacks)
+    "::ffff:169.254.169.254",
+])
+def test_an_ipv6_address_carrying_an_inside_ipv4_address_is_refused(address):
+    """Python counts these as global; each reaches the IPv4 address inside it."""
+    with pytest.raises(targets.TargetRefused):
+        targets.check("https://receiver.example/hook", resolve=resolver(address))
+
+
+def test_an_ipv6_address_carrying_a_public_ipv4_address_passes():
+    targets.check("https://receiver.example/hook", resolve=resolver("64:ff9b::5db8:d70e", "2606:2800:220:1::1"))
+
+
 def test_a_public_https_target_passes_and_private_ones_pass_when_allowed():
     targets.check("https://receiver.example/hook", resolve=resolver("93.184.215.14"))
     targets.check("http://127.0.0.1:8080/hook", allow_private=True, resolve=resolver())
