@@ -41,14 +41,11 @@ class Concerned:
 
     def note(self, event: Event | None, translation: Translation, users: Iterable[str | None]) -> None:
         """``users``: those whose subscriptions it changed or touched."""
-        if translation.links:
-            self.linked.update(link.user_sub for link in translation.links)
+        self.linked.update(link.user_sub for link in translation.links)
         if event is None:
             return
-        named = {*users, *translation.named_users, *(s.user_sub for s in translation.snapshots)}
-        if translation.links or translation.transfers:
-            named.update(link.user_sub for link in translation.links)
-            named.update(transfer.to_user for transfer in translation.transfers)
+        named = {*users, *translation.named_users, *(s.user_sub for s in translation.snapshots),
+                 *(link.user_sub for link in translation.links), *(t.to_user for t in translation.transfers)}
         named.discard(None)
         self.deliveries.append((event, named))
         if translation.named_accounts:

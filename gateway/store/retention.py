@@ -86,11 +86,9 @@ class Retention(EngineWork):
     def events_batch(self, cutoff: datetime, after: datetime | None, below: int, limit: int) -> Batch:
         """Delete up to ``limit`` finished events received before ``cutoff`` (at or after
         ``after``, with an id below ``below``), oldest first, with their evidence."""
-        query = (sa.select(_E.id, _E.received_at)
-                 .where(*_old_events(cutoff, below), *([_E.received_at >= after] if after else []))
-                 .order_by(_E.received_at).limit(limit).with_for_update(skip_locked=True))
         with self._transaction() as connection:
-            found = connection.execute(query).all()
+            found = _oldest(connection, (_E.id, _E.received_at), _old_events(cutoff, below), _E.received_at,
+                            after, limit)
             if not found:
                 return Batch(0)
             ids = [row.id for row in found]
@@ -101,11 +99,9 @@ class Retention(EngineWork):
     def deliveries_batch(self, cutoff: datetime, after: datetime | None, limit: int) -> Batch:
         """Delete up to ``limit`` outgoing deliveries delivered before ``cutoff`` (at or
         after ``after``), oldest first."""
-        query = (sa.select(_D.endpoint, _D.position, _D.delivered_at)
-                 .where(*_old_deliveries(cutoff), *([_D.delivered_at >= after] if after else []))
-                 .order_by(_D.delivered_at).limit(limit).with_for_update(skip_locked=True))
         with self._transaction() as connection:
-            found = connection.execute(query).all()
+            found = _oldest(connection, (_D.endpoint, _D.position, _D.delivered_at), _old_deliveries(cutoff),
+                            _D.delivered_at, after, limit)
             if not found:
                 return Batch(0)
             by_endpoint: dict[str, list[int]] = {}
@@ -128,11 +124,9 @@ class Retention(EngineWork):
                         limit: int) -> Batch:
         """Delete up to ``limit`` transfers stamped before ``cutoff`` and, for a source in
         ``kept``, before its time there (at or after ``after``), oldest first."""
-        query = (sa.select(_T.source, _T.account, _T.as_of)
-                 .where(*_old_transfers(cutoff, kept), *([_T.as_of >= after] if after else []))
-                 .order_by(_T.as_of).limit(limit).with_for_update(skip_locked=True))
         with self._transaction() as connection:
-            found = connection.execute(query).all()
+            found = _oldest(connection, (_T.source, _T.account, _T.as_of), _old_transfers(cutoff, kept), _T.as_of,
+                            after, limit)
             if not found:
                 return Batch(0)
             # One statement per row by its primary key, sent together (executemany): a
@@ -155,6 +149,15 @@ class Retention(EngineWork):
             transfers = connection.execute(sa.select(sa.func.count()).select_from(tables.transfers)
                                            .where(*_old_transfers(cutoff, kept or {}))).scalar_one()
         return Due(events, evidence, deliveries, transfers)
+
+
+def _oldest(connection: sa.Connection, columns: tuple, conditions: tuple, stamp: sa.Column,
+            after: datetime | None, limit: int) -> list:
+    """Up to ``limit`` rows meeting ``conditions``, oldest by ``stamp`` first (from ``after``
+    on), locked; a row another transaction holds is passed (FOR UPDATE SKIP LOCKED)."""
+    query = (sa.select(*columns).where(*conditions, *([stamp >= after] if after else []))
+             .order_by(stamp).limit(limit).with_for_update(skip_locked=True))
+    return connection.execute(query).all()
 
 
 def _old_events(cutoff: datetime, below: int) -> tuple:

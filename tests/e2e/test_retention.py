@@ -135,7 +135,10 @@ class Transactions:
         return [sum(n for statement, n in done if statement == deleting)
                 for done in self.committed if any(statement == deleting for statement, _ in done)]
 
-    def close(self) -> None:
+    def __enter__(self) -> Transactions:
+        return self
+
+    def __exit__(self, *_exc) -> None:
         sa.event.remove(self.engine, "after_cursor_execute", self._ran)
         sa.event.remove(self.engine, "commit", self._commit)
 
@@ -145,11 +148,8 @@ def test_a_batch_is_one_transaction_and_batches_end_where_one_big_prune_would(st
         record(store, f"old-{n}", OLD + timedelta(seconds=n))
         deliver(store, n, "delivered", delivered_at=OLD + timedelta(seconds=n), endpoint=f"endpoint-{n % 3}")
     record(store, "young", YOUNG)
-    watched = Transactions(Retention.of(store).engine)
-    try:
+    with Transactions(Retention.of(store).engine) as watched:
         done = prune(store, batch=10)
-    finally:
-        watched.close()
     assert watched.deleting("events") == [10, 10, 10, 5]
     assert watched.deleting("webhook_deliveries") == [10, 10, 10, 5]
     assert (done.events, done.deliveries, done.evidence, done.transactions) == (35, 35, 35, 9)  # + transfers: none

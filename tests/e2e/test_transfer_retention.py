@@ -70,11 +70,8 @@ def test_the_register_goes_a_batch_per_transaction_even_rows_stamped_alike(app, 
     for n in range(12):
         transfer(app, [f"user-{n}"], "user-x", NOW - 100 * DAY + n * HOUR)
     transfer(app, ["user-young"], "user-x", NOW - DAY)
-    watched = Transactions(Retention.of(store).engine)
-    try:
+    with Transactions(Retention.of(store).engine) as watched:
         done = prune(store, batch=10)
-    finally:
-        watched.close()
     assert watched.deleting("transfers") == [10, 10, 10, 7]
     assert done.transfers == 37 and register(store) == {"user-young"}
 
