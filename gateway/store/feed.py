@@ -60,9 +60,8 @@ class FeedTransaction:
     def read_entitlements(self, user_subs: list[str]) -> tuple[dict[str, list[Grant]], set[str]]:
         if not user_subs:
             return {}, set()
-        params = {"user_subs": list(user_subs)}
-        grants = grants_by_user(self._execute(ENTITLEMENTS_OF_USERS, params), list(user_subs))
-        return grants, set(self._execute(DELETED_AMONG, params).scalars())
+        grants = grants_by_user(self._execute(ENTITLEMENTS_OF_USERS, {"user_subs": list(user_subs)}), list(user_subs))
+        return grants, self.deleted_among(user_subs)
 
     def take_feed_positions(self, count: int) -> tuple[int, datetime]:
         position, through = self._execute(self.sql.take_feed_positions, {"count": count}).one()
