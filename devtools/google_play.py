@@ -2,7 +2,8 @@
 
 Speaks the real wire format of purchases.subscriptionsv2.get (SubscriptionPurchaseV2),
 purchases.subscriptions.acknowledge (empty 200), purchases.subscriptionsv2.cancel (empty 200,
-the purchase then ``SUBSCRIPTION_STATE_CANCELED``) and the service-account JWT-bearer grant
+the purchase then ``SUBSCRIPTION_STATE_CANCELED``), purchases.voidedpurchases.list (below)
+and the service-account JWT-bearer grant
 (https://developers.google.com/identity/protocols/oauth2/service-account#httprest), whose
 assertion it verifies against a service-account key minted at test time.
 """
@@ -22,7 +23,10 @@ from devtools.google_pubsub import PACKAGE, mint_key
 from devtools.servers import Held, LocalServer
 
 ACCESS_TOKEN = "ya29.test-play-access-token"
-ORDER = "GPA.3333-4137-0319-36762"  # the first order of a purchase; a renewal adds "..0", "..1", ...
+ORDER = "GPA.3333-4137-0319-36762"
+#: voidedpurchases.list: how far back Play lists (``startTime`` "cannot be older than 30 days")
+#: and the most voids a page holds (``maxResults``: default and maximum 1000).
+VOIDS_KEPT_MS, VOIDS_PAGE = 30 * 86_400_000, 1000  # the first order of a purchase; a renewal adds "..0", "..1", ...
 SCOPE = "https://www.googleapis.com/auth/androidpublisher"
 _GET = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/subscriptionsv2/tokens/([^/]+)")
 _VOIDED = re.compile(r"/androidpublisher/v3/applications/([^/]+)/purchases/voidedpurchases")
@@ -58,6 +62,11 @@ class FakePlay:
         self.gets: list[str] = []
         self.grants: list[dict] = []  # verified service-account assertions
         self.voids: list[dict] = []  # VoidedPurchase resources, in the order Play recorded them
+        self.voids_page = VOIDS_PAGE  # a page holds at most this many (Play may send fewer than asked)
+        self.voided_queries: list[dict] = []  # each voidedpurchases.list request's query
+        self.fail_voided = 0  # the next N voidedpurchases.list requests answer 500
+        self.fail_voided_pages = 0  # the next N requests for a further page (with ``token``) answer 500
+        self.fail_gets = 0  # the next N subscriptionsv2.get requests answer 500
         self._gate: threading.Barrier | None = None
         self.gates_opened = 0  # how many gates every party passed together
         self._held: Held | None = None
@@ -97,12 +106,16 @@ class FakePlay:
         self._held = Held()
         return self._held
 
-    def void(self, token: str, order: str = ORDER, *, at: dt.datetime | None = None) -> dict:
-        """Record ``order`` of ``token`` as voided (refunded), as the voided purchases list shows it."""
-        at = at or dt.datetime.now(dt.timezone.utc)
+    def void(self, token: str, order: str = ORDER, *, at: dt.datetime | None = None,
+             one_time: bool = False) -> dict:
+        """Record ``order`` of ``token`` as voided (refunded) ``at``, listed from now on: Play
+        lists a void by when it recorded it, which may be later than ``voidedTimeMillis``."""
+        now = dt.datetime.now(dt.timezone.utc)
+        at = at or now
         voided = {"kind": "androidpublisher#voidedPurchase", "purchaseToken": token, "orderId": order,
                   "purchaseTimeMillis": str(int((at - dt.timedelta(days=1)).timestamp() * 1000)),
-                  "voidedTimeMillis": str(int(at.timestamp() * 1000)), "voidedSource": 1, "voidedReason": 1}
+                  "voidedTimeMillis": str(int(at.timestamp() * 1000)), "voidedSource": 1, "voidedReason": 1,
+                  "_recorded": int(now.timestamp() * 1000), "_subscription": not one_time}
         self.voids.append(voided)
         return voided
 
@@ -139,6 +152,9 @@ class FakePlay:
 
     def _get(self, package: str, token: str) -> tuple:
         self.gets.append(token)
+        if self.fail_gets:
+            self.fail_gets -= 1
+            return _error(500, "Internal error encountered.", "backendError")
         if (gate := self._gate) is not None:
             try:
                 if gate.wait() == 0:
@@ -156,19 +172,35 @@ class FakePlay:
         return 200, answer, {}
 
     def _voided(self, package: str, request) -> tuple:
-        """purchases.voidedpurchases.list: by the time Play recorded the void, paged by ``token``."""
+        """purchases.voidedpurchases.list: oldest first, by when Play recorded each void
+        (``startTime``/``endTime`` filter on that, not on ``voidedTimeMillis``); ``type=1``
+        lists subscription orders beside one-time ones, the default 0 one-time ones only; a
+        page token carries the first request's window, whose times it then ignores."""
+        query = {name: values[0] for name, values in request.query.items()}
+        self.voided_queries.append(query)
+        failing = "fail_voided_pages" if "token" in query and self.fail_voided_pages else "fail_voided"
+        if getattr(self, failing):
+            setattr(self, failing, getattr(self, failing) - 1)
+            return _error(500, "Internal error encountered.", "backendError")
         if package != self.package:
             return _error(400, "Invalid Value", "invalid")
-        query = {name: values[0] for name, values in request.query.items()}
-        size = int(query.get("maxResults", 1000))
-        start = int(query["token"]) if "token" in query else 0
-        since = int(query.get("startTime", 0))
-        listed = [v for v in self.voids if int(v["voidedTimeMillis"]) >= since or "token" in query]
-        page = listed[start:start + size]
+        now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+        try:
+            kind = int(query.get("type", 0))
+            size = min(int(query.get("maxResults", VOIDS_PAGE)), self.voids_page)
+            start, since, until = (int(part) for part in query["token"].split(".")) if "token" in query else (
+                0, int(query.get("startTime", now - VOIDS_KEPT_MS)), int(query.get("endTime", now)))
+        except ValueError:
+            return _error(400, "Invalid Value", "invalid")
+        if "token" not in query and since < now - VOIDS_KEPT_MS:
+            return _error(400, "startTime is too old: voided purchases are kept 30 days.", "invalid")
+        shown = (v for v in self.voids if since <= v["_recorded"] <= until and (kind == 1 or not v["_subscription"]))
+        listed = sorted(shown, key=lambda v: v["_recorded"])
+        page = [{k: v for k, v in item.items() if not k.startswith("_")} for item in listed[start:start + size]]
         answer: dict = {"pageInfo": {"totalResults": len(page), "resultPerPage": size, "startIndex": start},
                         "voidedPurchases": page}
         if start + size < len(listed):
-            answer["tokenPagination"] = {"nextPageToken": str(start + size)}
+            answer["tokenPagination"] = {"nextPageToken": f"{start + size}.{since}.{until}"}
         return 200, answer, {}
 
     def _purchase(self, package: str, token: str, failures: str) -> tuple[dict | None, tuple | None]:
