@@ -5,9 +5,10 @@ What is read: per source, the subscriptions expiring between ``--since-days`` ag
 (``Transaction.subscriptions_to_reconcile``), at most ``--limit`` a run, starting after the
 key where the source's previous run stopped (its cursor) and wrapping around to the first
 key: with D due and a limit L, every one is read within ceil(D / L) runs, none starved.
-For the App Store also the notifications Apple failed to deliver. Each answer becomes a snapshot stamped with its fetch time and is
-applied through ``apply_translation`` in a transaction of its own: one subscription is
-either repaired whole or not at all. A store API that fails counts its subscriptions as
+For the App Store also the notifications Apple failed to deliver; for Google Play the voids
+Play listed since the last complete read (``reconcile_google``). Each answer becomes a
+snapshot stamped with its fetch time and is applied through ``apply_translation`` in a
+transaction of its own: one subscription is either repaired whole or not at all. A store API that fails counts its subscriptions as
 failed and the command exits 1 at the end; the other sources go on.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gateway.domain.catalog import SOURCES
 from gateway.domain.model import Subscription, merge_snapshot
 from gateway.jobs import reconcile_sources as sources
 from gateway.jobs.reconcile_apple import apple_checker
+from gateway.jobs.reconcile_google import google_checker
 from gateway.jobs.reconcile_http import ThrottledSession, TokenBucket
 from gateway.jobs.reconcile_progress import Progress
 from gateway.jobs.reconcile_report import Tally, describe, state_of
@@ -103,12 +105,20 @@ class Reconciler:
         return save
 
     def _recover(self, checker, tally: Tally, since: timedelta, now: datetime) -> None:
+        """What the store's notifications missed (the App Store's history, Google Play's
+        voided purchases): a second chance; the statuses run whatever it ends in."""
+        label = checker.recovers
         try:
-            for outcome, count in checker.recover(self.services.ingest, since, now).items():
-                tally.extra[f"history {outcome}"] = count
-        except Exception as exc:  # the history is a second chance; statuses still run
+            outcomes = checker.recover(self.services.ingest, since, now)
+        except Exception as exc:
             tally.failed += 1
-            tally.errors.append(f"notification history: {exc}")
+            tally.errors.append(f"{label}: {exc}")
+            return
+        for outcome, count in outcomes.items():
+            tally.extra[f"{label} {outcome}"] = count
+        if outcomes.get("failed"):
+            tally.failed += outcomes["failed"]
+            tally.errors.append(f"{label}: {outcomes['failed']} failed (logged); the next run reads them again")
 
     def _check(self, checker, tally: Tally, progress: Progress, current: Subscription, dry_run: bool) -> None:
         key = current.snapshot.key
@@ -166,7 +176,7 @@ def build_checkers(services, clock) -> dict:
     return {
         "stripe": sources.stripe_checker(s, catalog, session("stripe"), clock),
         "apple": apple_checker(s, providers.get("apple"), catalog, session("apple"), clock),
-        "google": sources.google_checker(s, providers.get("google"), session("google"), clock),
+        "google": google_checker(s, providers.get("google"), session("google"), clock),
         "revenuecat": sources.revenuecat_checker(s, catalog, session("revenuecat"), clock),
     }
 

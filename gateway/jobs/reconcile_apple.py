@@ -27,6 +27,7 @@ MAX_PAGES = 50  # 20 notifications a page; a bounded run even after a long outag
 
 class AppleChecker:
     source = "apple"
+    recovers = "history"  # the label of what ``recover`` counts, in the run's report
 
     def __init__(self, provider, settings, catalog, session, clock) -> None:
         self.provider, self.settings, self.catalog, self.clock = provider, settings, catalog, clock

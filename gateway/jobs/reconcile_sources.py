@@ -8,25 +8,20 @@ request is in flight, delivered by webhook, is newer. Where every state is a rea
 API (Stripe, Google), it is stamped as those reads are: when the answer came, with the
 moment it was asked, and judged under the lock against what was stored meanwhile. Snapshots are built by
 the same provider code the webhooks use, so a reconciled subscription reads exactly as a
-delivered one would.
+delivered one would. The App Store's and Google Play's checkers, which also recover what
+their notifications missed, live in ``reconcile_apple`` and ``reconcile_google``.
 """
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from datetime import datetime
 from typing import Protocol
 
 import stripe
 
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Translation, ignored
+from gateway.domain.changes import Translation
 from gateway.domain.model import Subscription
 from gateway.providers import Lookup
-from gateway.providers import google_play_state as play_state
 from gateway.providers import revenuecat_api
-from gateway.providers.google_play_api import PlayApiError, PlayHttpApi, UnknownPurchase
-from gateway.providers.google_play_credentials import access_token_source
 from gateway.providers.stripe_api import PINNED_VERSION, TIMEOUT, StripeHttpApi
 from gateway.providers.stripe_snapshots import Snapshotter
 
@@ -60,38 +55,6 @@ class _ThrottledStripeApi(StripeHttpApi):
             http_client=stripe.RequestsClient(timeout=TIMEOUT, session=session))
 
 
-class GoogleChecker:
-    """purchases.subscriptionsv2.get, then purchases.subscriptions.acknowledge when Play
-    says the paid purchase is still unacknowledged (Google refunds it after three days)."""
-
-    source = "google"
-
-    def __init__(self, provider, api: PlayHttpApi, clock: Callable[[], datetime]) -> None:
-        self.provider, self.api, self.clock = provider, api, clock
-        self.acknowledged, self.lock = 0, threading.Lock()
-
-    def fetch(self, current, lookup, dry_run):
-        # Stamped as a notification's read is, when the answer came, with the moment it was
-        # asked (read_since): against a notification's read in flight together, which of
-        # the two Play answered last is judged under the lock (reads.stale_read), and the
-        # older one is read again. Stamped when asked, a newer answer lost to an older
-        # notification's that arrived later.
-        token, asked = current.snapshot.key, self.clock()
-        try:
-            purchase = self.api.subscription(self.provider.package, token)
-        except UnknownPurchase as exc:  # Google forgets tokens long expired: nothing to repair
-            return ignored(str(exc))
-        as_of = self.clock()
-        if play_state.needs_acknowledgement(purchase) and not dry_run:
-            product = play_state.acknowledged_product(purchase)
-            if product is None:
-                raise PlayApiError("the purchase awaits acknowledgement but names no product")
-            self.api.acknowledge_subscription(self.provider.package, product, token)
-            with self.lock:
-                self.acknowledged += 1
-        return self.provider.translation(token, purchase, as_of, lookup, asked)
-
-
 class RevenueCatChecker:
     """GET /v1/subscribers/{app_user_id} (revenuecat_api)."""
 
@@ -119,15 +82,6 @@ def stripe_checker(settings, catalog, session, clock):
         return "STRIPE_API_KEY is not set"
     api = _ThrottledStripeApi(settings.stripe_api_key, settings.stripe_api_base, session)
     return StripeChecker(Snapshotter(catalog, api, clock))
-
-
-def google_checker(settings, provider, session, clock):
-    if not hasattr(provider, "translation"):
-        return "Google Play is not configured (GOOGLE_PACKAGE_NAME, GOOGLE_PUBSUB_*)"
-    if not (settings.google_service_account_json or settings.google_play_access_token):
-        return "no Play Developer API credentials (GOOGLE_SERVICE_ACCOUNT_JSON)"
-    api = PlayHttpApi(access_token_source(settings), settings.google_play_api_base, session=session)
-    return GoogleChecker(provider, api, clock)
 
 
 def revenuecat_checker(settings, catalog, session, clock):

@@ -119,10 +119,10 @@ class GooglePlayNotifications:
         self.api.acknowledge_subscription(self.package, product, token)
 
     def _voided(self, notification: dict, lookup: Lookup) -> Translation:
-        """A voided subscription order (refunded or charged back) takes back the period
-        that order paid, and no other: a void of an older renewal order leaves the
-        current period standing. A void is trusted only once Play's voided purchases list
-        shows it for that token; the period is read from subscriptionsv2 as of now."""
+        """A voided subscription order (refunded or charged back), trusted only once Play's
+        voided purchases list shows it for that token. One the list does not show yet is
+        ignored here: reconcile reads the list and applies it once Play lists it
+        (``jobs/reconcile_google.py``), as it does a void whose notification never came."""
         voided = notification["voidedPurchaseNotification"]
         if voided.get("productType") != messages.VOIDED_SUBSCRIPTION:
             return ignored("a voided one-time purchase: one-time products are not subscriptions")
@@ -130,7 +130,15 @@ class GooglePlayNotifications:
         if not isinstance(order, str) or not order:
             return ignored("the void names no orderId")
         if not self._void_confirmed(token, order, messages.event_time(notification)):
-            return ignored(f"Play's voided purchases do not list order {order} for this token")
+            return ignored(f"Play's voided purchases do not list order {order} for this token (yet): "
+                           "reconcile applies it once they do")
+        return self.void(token, order, lookup)
+
+    def void(self, token: str, order: str, lookup: Lookup) -> Translation:
+        """The void of ``order`` of ``token``, which Play lists: it takes back the period
+        that order paid, and no other. A void of an older renewal order leaves the current
+        period standing. The period is read from subscriptionsv2 as of now; the revocation,
+        ``voided:<orderId>``, is recorded once however often the void is applied."""
         try:
             asked, purchase = self._read(token)
         except UnknownPurchase as exc:
