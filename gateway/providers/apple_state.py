@@ -23,10 +23,12 @@ NON_CONSUMABLE = "Non-Consumable"
 #: (``data.status``) or the statuses call (``lastTransactions.status``):
 #: https://developer.apple.com/documentation/appstoreservernotifications/status
 STATUS_ACTIVE, STATUS_EXPIRED, STATUS_BILLING_RETRY, STATUS_GRACE_PERIOD, STATUS_REVOKED = 1, 2, 3, 4, 5
-#: The shortest Billing Grace Period Apple offers (3, 16 or 28 days, chosen per app in App
-#: Store Connect): the grace assumed, from the lapsed period's end, for a subscription the App
-#: Store says is in its grace period without saying until when (APPLE_GRACE_PERIOD_DAYS).
-SHORTEST_GRACE = timedelta(days=3)
+#: The lengths of Billing Grace Period Apple offers, chosen per app in App Store Connect:
+#: https://developer.apple.com/news/releases/?id=01302023a
+GRACE_LENGTHS = (timedelta(days=3), timedelta(days=16), timedelta(days=28))
+#: The grace assumed, from the lapsed period's end, for a subscription the App Store says is in
+#: its grace period without saying until when (APPLE_GRACE_PERIOD_DAYS): the shortest.
+SHORTEST_GRACE = GRACE_LENGTHS[0]
 
 
 def instant(ms) -> datetime | None:
@@ -64,7 +66,7 @@ def _subscription_state(transaction: dict, renewal: dict, as_of: datetime, statu
         return Status.REVOKED, expires_at, False
     if expires_at is None or as_of < expires_at:  # no end: a non-consumable, held for good
         return Status.ACTIVE, expires_at, will_renew
-    grace_end = _grace_end(renewal, expires_at, status, grace)
+    grace_end = _grace_end(renewal, expires_at, as_of, status, grace)
     if grace_end is not None and as_of < grace_end:
         return Status.GRACE_PERIOD, grace_end, will_renew
     if renewal.get("isInBillingRetryPeriod") is True or status in (STATUS_BILLING_RETRY, STATUS_GRACE_PERIOD):
@@ -72,16 +74,21 @@ def _subscription_state(transaction: dict, renewal: dict, as_of: datetime, statu
     return Status.EXPIRED, expires_at, False
 
 
-def _grace_end(renewal: dict, expires_at: datetime, status: int | None, grace: timedelta) -> datetime | None:
+def _grace_end(renewal: dict, expires_at: datetime, as_of: datetime, status: int | None,
+               grace: timedelta) -> datetime | None:
     """When the grace period of a lapsed period ends, if it is in one. The renewal info says so
     by billing retry with a gracePeriodExpiresDate; the App Store's status 4 (billing grace
-    period) says so too, its date, when the renewal info has none, assumed ``grace`` after the
-    period's end: Apple has sent a grace period's notification without it."""
+    period) says so too. Apple has sent it without that date: the end is then assumed
+    ``grace`` after the period's end or, the App Store saying grace period still after that,
+    the shortest longer length Apple offers that it has not outlived (none if ``grace`` is 0)."""
     stated = instant(renewal.get("gracePeriodExpiresDate"))
     said = status == STATUS_GRACE_PERIOD
     if stated is not None and (said or renewal.get("isInBillingRetryPeriod") is True):
         return stated
-    return expires_at + grace if said else None
+    if not (said and grace):
+        return None
+    ends = [expires_at + length for length in (grace, *(g for g in GRACE_LENGTHS if g > grace))]
+    return next((end for end in ends if as_of < end), ends[-1])
 
 
 def _period_id(transaction: dict) -> str | None:

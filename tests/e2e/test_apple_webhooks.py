@@ -191,6 +191,18 @@ def test_the_grace_period_assumed_without_a_date_is_the_configured_one(make_app,
         "grace_period", _z(lapsed + timedelta(days=16)))
 
 
+def test_a_notification_during_a_grace_period_longer_than_assumed_keeps_it(client, api, store):
+    """On day 5 of a grace period without its date, turning auto-renew off: status 4 says the
+    grace period goes on, so it is not the 3 days assumed but the next length Apple offers, 16."""
+    lapsed = now() - timedelta(days=5)
+    off = store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_DISABLED", status=4,
+                             transaction=store.transaction("1013", token=USER, expires=lapsed),
+                             renewal=store.renewal("1013", retry=True, auto_renew=False))
+    assert post(client, store.body(off)).get_json() == {"status": "processed"}
+    assert premium(api, client) == {**premium(api, client), "status": "grace_period", "active": True,
+                                    "will_renew": False, "expires_at": _z(lapsed + timedelta(days=16))}
+
+
 def test_billing_retry_said_by_the_status_is_not_read_as_a_grace_period(client, api, store):
     """Only a grace period said by the notification is assumed: a DID_FAIL_TO_RENEW without
     subtype, status 3 (billing retry), takes access away even with auto-renew on."""

@@ -94,6 +94,20 @@ def test_the_assumed_grace_is_the_one_given_and_none_at_zero():
     assert snapshot(lapsed, renewal, status=4, grace=timedelta(0)).status == Status.BILLING_RETRY
 
 
+@pytest.mark.parametrize("days_lapsed, grace_days, end_days", [
+    (5, 3, 16), (20, 3, 28), (20, 16, 28), (2, 16, 16), (5, 5, 16), (29, 3, None), (5, 0, None)])
+def test_a_grace_period_still_stated_past_the_assumed_one_is_the_next_length_apple_offers(days_lapsed, grace_days,
+                                                                                         end_days):
+    """Apple's lengths are 3, 16 and 28 days: a grace period stated on day 5 is one of 16 or 28."""
+    lapsed = AT - timedelta(days=days_lapsed)
+    got = snapshot(transaction(expiresDate=ms(lapsed)), {"isInBillingRetryPeriod": True}, status=4,
+                   grace=timedelta(days=grace_days))
+    if end_days is None:  # past every length, or none assumed: billing retry
+        assert (got.status, got.expires_at) == (Status.BILLING_RETRY, lapsed)
+    else:
+        assert (got.status, got.expires_at) == (Status.GRACE_PERIOD, lapsed + timedelta(days=end_days))
+
+
 @pytest.mark.parametrize("value", [None, 0, 6, "4", 4.0, True])
 def test_a_status_of_no_known_meaning_is_none(value):
     assert store_status(value) is None
