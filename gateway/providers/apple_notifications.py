@@ -39,8 +39,11 @@ STATE_TYPES = frozenset({
 # EXTERNAL_PURCHASE_TOKEN, RESCIND_CONSENT, RENEWAL_EXTENSION:SUMMARY (no transaction),
 # and types Apple adds later.
 PURCHASE_REGISTRATION = "PURCHASE_REGISTRATION"
-#: Notifications about one refunded transaction (a period), not the subscription's state.
-REFUND_TYPES = frozenset({"REFUND", "REFUND_DECLINED", "REFUND_REVERSED"})
+#: Notifications about one refunded or revoked transaction (a period), not the subscription's
+#: state. A purchaser's refund revokes the family members' transactions of that period too
+#: (https://developer.apple.com/documentation/appstoreserverapi/revocationreason): their
+#: REVOKE may carry a past renewal as the purchaser's REFUND does.
+PERIOD_TYPES = frozenset({"REFUND", "REFUND_DECLINED", "REFUND_REVERSED", "REVOKE"})
 
 
 def event_type(notification: dict) -> str:
@@ -80,8 +83,8 @@ class AppleNotifications:
         if not transaction:
             return ignored(f"{kind} carries no transaction")
         as_of = instant(notification.get("signedDate"))
-        refund = notification.get("notificationType") in REFUND_TYPES
-        if refund and _past_period(transaction, data.get("renewal"), as_of):
+        about_a_period = notification.get("notificationType") in PERIOD_TYPES
+        if about_a_period and _past_period(transaction, data.get("renewal"), as_of):
             # The notification carries the refunded transaction, which may be a renewal
             # long past: its revocationDate is that period's, not the subscription's.
             return ignored(f"{kind} concerns a period that had ended or was renewed; the current one is unaffected")
