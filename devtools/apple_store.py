@@ -69,9 +69,15 @@ class AppStore:
         return {**claims, **extra}
 
     def notification(self, kind: str, subtype: str | None = None, *, transaction: dict | None = None,
-                     renewal: dict | None = None, signed: datetime | None = None, **top) -> dict:
+                     renewal: dict | None = None, signed: datetime | None = None, status: int | None = 1,
+                     **top) -> dict:
+        """``status``: the subscription's status as of ``signed`` (1 active, 2 expired, 3 billing
+        retry, 4 billing grace period, 5 revoked); ``None`` leaves it out, as payloads before
+        App Store Server Notifications 2.8 did."""
         data = {"appAppleId": self.app_apple_id, "bundleId": self.bundle_id, "bundleVersion": "42",
-                "environment": self.environment, "status": 1}
+                "environment": self.environment}
+        if status is not None:
+            data["status"] = status
         if transaction is not None:
             data["signedTransactionInfo"] = self.chain.sign(transaction)
         if renewal is not None:

@@ -35,6 +35,8 @@ DEFAULT_EVENTS_RETENTION_DAYS, MIN_EVENTS_RETENTION_DAYS = 90, 31
 #: Google Play: 3,000 queries a minute per bucket (https://developers.google.com/android-publisher/quotas);
 #: RevenueCat publishes its limits per endpoint in response headers only: 480 a minute is cautious.
 DEFAULT_RECONCILE_RATES = {"stripe": 20.0, "apple": 40.0, "google": 40.0, "revenuecat": 8.0}
+#: The longest Billing Grace Period App Store Connect offers (3, 16 or 28 days).
+MAX_APPLE_GRACE_PERIOD_DAYS = 28
 #: The levels LOG_LEVEL takes (the standard library's names; WARN and FATAL are its aliases).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL")
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
@@ -67,6 +69,9 @@ class Settings:
     apple_key_id: str | None = None
     apple_private_key: str | None = None
     apple_api_base: str | None = None
+    # The app's Billing Grace Period in days (App Store Connect: 3, 16 or 28), assumed when the App
+    # Store says a subscription is in its grace period without its end date (apple_state._grace_end).
+    apple_grace_period_days: int = 3
     google_package_name: str | None = None
     google_pubsub_audience: str | None = None
     google_pubsub_service_account: str | None = None
@@ -189,6 +194,9 @@ def _check(settings: Settings) -> Settings:
     unknown = set(settings.apple_environments) - {"Production", "Sandbox", "Xcode", "LocalTesting"}
     if unknown:
         raise ConfigError(f"APPLE_ENVIRONMENTS has unknown environments: {', '.join(sorted(unknown))}")
+    if settings.apple_grace_period_days > MAX_APPLE_GRACE_PERIOD_DAYS:
+        raise ConfigError(f"APPLE_GRACE_PERIOD_DAYS must be at most {MAX_APPLE_GRACE_PERIOD_DAYS}, the longest "
+                          f"Billing Grace Period Apple offers, got {settings.apple_grace_period_days}")
     if bool(settings.cognito_user_pool_id) != bool(settings.cognito_region):
         raise ConfigError("COGNITO_USER_POOL_ID and COGNITO_REGION must be set together")
     if settings.cognito_sign_out_on_revoke and not settings.cognito_user_pool_id:
@@ -249,6 +257,7 @@ def _special(env: Mapping[str, str]) -> dict:
         "apple_app_apple_id": _int(env, "APPLE_APP_APPLE_ID", None),
         "apple_environments": _list(env, "APPLE_ENVIRONMENTS") or ("Production", "Sandbox"),
         "apple_online_checks": _bool(env, "APPLE_ONLINE_CHECKS", False),
+        "apple_grace_period_days": _int(env, "APPLE_GRACE_PERIOD_DAYS", 3, minimum=0),
         "log_level": (_text(env, "LOG_LEVEL") or "INFO").upper(),
         "admin_cookie_secure": (_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
         "forwarded_hops": _int(env, "FORWARDED_HOPS", 0, minimum=0),

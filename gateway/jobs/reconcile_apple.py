@@ -20,7 +20,7 @@ from appstoreserverlibrary.models.StatusResponse import StatusResponse
 
 from gateway.domain.changes import ignored
 from gateway.providers.apple_api import BASE_URLS, AppleApiError, AppStoreServerApi, read_private_key
-from gateway.providers.apple_state import translate_transaction
+from gateway.providers.apple_state import store_status, translate_transaction
 
 MAX_PAGES = 50  # 20 notifications a page; a bounded run even after a long outage
 
@@ -58,7 +58,8 @@ class AppleChecker:
         renewal = verifier.renewal(signed_renewal, environment) if isinstance(signed_renewal, str) else None
         if transaction.get("originalTransactionId") != key:
             return ignored("the statuses answer is for another subscription")
-        return translate_transaction(transaction, renewal, as_of, f"STATUS:{item.rawStatus}", self.catalog)
+        return translate_transaction(transaction, renewal, as_of, f"STATUS:{item.rawStatus}", self.catalog,
+                                     status=store_status(item.rawStatus), grace=self.provider.grace)
 
     def recover(self, ingest, since: timedelta, now: datetime) -> Counter:
         """Feed every undelivered notification of the window through the webhook path."""

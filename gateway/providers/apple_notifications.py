@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.config import ConfigError
 from gateway.domain.catalog import Catalog
@@ -19,7 +19,8 @@ from gateway.domain.events import Event
 from gateway.errors import Malformed
 from gateway.providers import Delivery, Lookup, wire
 from gateway.providers.apple_chains import load_roots
-from gateway.providers.apple_state import SOURCE, instant, owner_of, translate_transaction
+from gateway.providers.apple_state import (SHORTEST_GRACE, SOURCE, STATUS_GRACE_PERIOD, instant, owner_of,
+                                           store_status, translate_transaction)
 from gateway.providers.apple_trust import AppleVerifier
 from gateway.providers.unconfigured import Unconfigured
 
@@ -38,8 +39,11 @@ STATE_TYPES = frozenset({
 # EXTERNAL_PURCHASE_TOKEN, RESCIND_CONSENT, RENEWAL_EXTENSION:SUMMARY (no transaction),
 # and types Apple adds later.
 PURCHASE_REGISTRATION = "PURCHASE_REGISTRATION"
-#: Notifications about one refunded transaction (a period), not the subscription's state.
-REFUND_TYPES = frozenset({"REFUND", "REFUND_DECLINED", "REFUND_REVERSED"})
+#: Notifications about one refunded or revoked transaction (a period), not the subscription's
+#: state. A purchaser's refund revokes the family members' transactions of that period too
+#: (https://developer.apple.com/documentation/appstoreserverapi/revocationreason): their
+#: REVOKE may carry a past renewal as the purchaser's REFUND does.
+PERIOD_TYPES = frozenset({"REFUND", "REFUND_DECLINED", "REFUND_REVERSED", "REVOKE"})
 
 
 def event_type(notification: dict) -> str:
@@ -50,9 +54,10 @@ def event_type(notification: dict) -> str:
 class AppleNotifications:
     source = SOURCE
 
-    def __init__(self, verifier: AppleVerifier, catalog: Catalog) -> None:
+    def __init__(self, verifier: AppleVerifier, catalog: Catalog, grace: timedelta = SHORTEST_GRACE) -> None:
         self.verifier = verifier
         self.catalog = catalog
+        self.grace = grace  # assumed for a grace period stated without its end (apple_state._grace_end)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
         text, signed = _signed_payload(body)
@@ -78,12 +83,13 @@ class AppleNotifications:
         if not transaction:
             return ignored(f"{kind} carries no transaction")
         as_of = instant(notification.get("signedDate"))
-        refund = notification.get("notificationType") in REFUND_TYPES
-        if refund and _past_period(transaction, data.get("renewal"), as_of):
+        about_a_period = notification.get("notificationType") in PERIOD_TYPES
+        if about_a_period and _past_period(transaction, data.get("renewal"), as_of):
             # The notification carries the refunded transaction, which may be a renewal
             # long past: its revocationDate is that period's, not the subscription's.
             return ignored(f"{kind} concerns a period that had ended or was renewed; the current one is unaffected")
-        return translate_transaction(transaction, data.get("renewal"), as_of, kind, self.catalog)
+        return translate_transaction(transaction, data.get("renewal"), as_of, kind, self.catalog,
+                                     status=_status(notification), grace=self.grace)
 
     def purchase(self, signed_transaction: str) -> tuple[str, Translation]:
         """A StoreKit 2 transaction the app sends: its key and the snapshot as of its signing."""
@@ -137,6 +143,17 @@ def _past_period(transaction: dict, renewal: dict | None, as_of: datetime | None
     return bool(as_of and ended <= as_of)
 
 
+def _status(notification: dict) -> int | None:
+    """The subscription's status as of the notification: ``data.status``, or for a payload
+    without one (App Store Server Notifications before 2.8), the billing grace period that
+    DID_FAIL_TO_RENEW's GRACE_PERIOD subtype announces."""
+    part = notification.get("data")
+    stated = store_status(part.get("status")) if isinstance(part, dict) else None
+    if stated is None and event_type(notification) == "DID_FAIL_TO_RENEW:GRACE_PERIOD":
+        return STATUS_GRACE_PERIOD
+    return stated
+
+
 def _signed_payload(body: bytes) -> tuple[str, str]:
     document = wire.parse_object(body)
     if not isinstance(document.get("signedPayload"), str):
@@ -155,4 +172,4 @@ def build(settings, catalog: Catalog):
             online_checks=settings.apple_online_checks)
     except ValueError as exc:  # Apple's verifier needs the app id to check Production data
         raise ConfigError(f"APPLE_APP_APPLE_ID is required when APPLE_ENVIRONMENTS includes Production ({exc})") from None
-    return AppleNotifications(verifier, catalog)
+    return AppleNotifications(verifier, catalog, timedelta(days=settings.apple_grace_period_days))

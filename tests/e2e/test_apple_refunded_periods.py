@@ -98,6 +98,26 @@ def test_family_member_given_access_again_after_revoke_is_granted(client, api, s
     assert (got["status"], got["active"]) == ("active", True)
 
 
+def test_a_family_member_keeps_the_current_period_when_a_past_one_is_revoked(client, api, store):
+    """A purchaser's refund revokes the family members' transaction of that period too ("the
+    revocation reason for Family Sharing transactions matches the value of the purchaser's
+    revocation reason"), and REVOKE carries that transaction, which may be a past renewal,
+    as REFUND does for the purchaser, whose current period stands. Taken as the newest view
+    of the family member's subscription, it revoked their current period."""
+    key, old_end = "7250", now() - timedelta(days=2)
+    new_end, renewed = old_end + timedelta(days=30), old_end - timedelta(hours=1)
+    shared = dict(token=USER, inAppOwnershipType="FAMILY_SHARED")
+    post(client, store, store.notification("DID_RENEW", signed=renewed, transaction=store.transaction(
+        key, transaction_id=f"{key}-2", signed=renewed, expires=new_end, **shared),
+        renewal=store.renewal(key, signed=renewed, renewalDate=ms(new_end))))
+    revoked = store.notification("REVOKE", signed=now(), transaction=store.transaction(
+        key, transaction_id=key, signed=now(), expires=old_end, revoked=now(), **shared),
+        renewal=store.renewal(key, renewalDate=ms(new_end)))
+    assert post(client, store, revoked) == {"status": "ignored"}
+    got = premium(api, client)
+    assert (got["status"], got["active"], got["expires_at"]) == ("active", True, iso(new_end))
+
+
 def test_a_later_view_of_the_refunded_transaction_stays_revoked(client, api, store):
     """Apple goes on showing the refunded transaction; without its revocationDate (a view
     signed later but made before the refund), it is the same payment: still revoked."""

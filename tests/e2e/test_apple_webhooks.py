@@ -141,6 +141,77 @@ def test_billing_retry_without_grace_period_takes_access_away(client, api, store
                                     "will_renew": True}
 
 
+def _z(moment) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+# The App Store has sent DID_FAIL_TO_RENEW:GRACE_PERIOD whose renewal info has no
+# gracePeriodExpiresDate (developer forums, thread 792548), and one whose renewal info says
+# isInBillingRetryPeriod false beside a grace end to come (thread 749813). The notification's
+# data.status, 4 (billing grace period) as of its signedDate, or, in payloads that predate the
+# field, the GRACE_PERIOD subtype, says the subscription is in its grace period all the same.
+GRACE_WITHOUT_ITS_END = [
+    pytest.param(4, {"retry": True}, None, id="status-4-no-grace-date"),
+    pytest.param(None, {"retry": True}, None, id="no-status-no-grace-date"),
+    pytest.param(4, {"retry": False}, timedelta(days=5), id="status-4-grace-date-not-retrying"),
+    pytest.param(None, {"retry": False}, timedelta(days=5), id="no-status-grace-date-not-retrying"),
+]
+
+
+@pytest.mark.parametrize("status, renewal, grace_left", GRACE_WITHOUT_ITS_END)
+def test_a_grace_period_the_renewal_info_does_not_spell_out_still_grants(client, api, store, status, renewal,
+                                                                       grace_left):
+    lapsed = now() - timedelta(hours=1)
+    if grace_left:
+        renewal["grace_until"] = now() + grace_left
+    failed = store.notification("DID_FAIL_TO_RENEW", "GRACE_PERIOD", status=status,
+                                transaction=store.transaction("1010", token=USER, expires=lapsed),
+                                renewal=store.renewal("1010", **renewal))
+    assert post(client, store.body(failed)).get_json() == {"status": "processed"}
+    granted = premium(api, client)
+    # Without a date, the shortest grace period Apple offers (3 days) from the lapsed period's end.
+    assert (granted["status"], granted["active"], granted["expires_at"]) == (
+        "grace_period", True, _z(renewal.get("grace_until") or lapsed + timedelta(days=3)))
+    ended = store.notification("GRACE_PERIOD_EXPIRED", signed=now() + timedelta(seconds=1), status=3,
+                               transaction=store.transaction("1010", token=USER, expires=lapsed),
+                               renewal=store.renewal("1010", retry=True))
+    assert post(client, store.body(ended)).get_json() == {"status": "processed"}
+    assert (premium(api, client)["status"], api(client, USER)["is_premium"]) == ("billing_retry", False)
+
+
+def test_the_grace_period_assumed_without_a_date_is_the_configured_one(make_app, store, chain, tmp_path, api):
+    client = make_app(GATEWAY_API_KEYS=API_KEY, APPLE_GRACE_PERIOD_DAYS="16",
+                      **store.env(chain.write_root(tmp_path))).test_client()
+    lapsed = now() - timedelta(days=10)
+    failed = store.notification("DID_FAIL_TO_RENEW", "GRACE_PERIOD", status=4,
+                                transaction=store.transaction("1011", token=USER, expires=lapsed),
+                                renewal=store.renewal("1011", retry=True))
+    assert post(client, store.body(failed)).get_json() == {"status": "processed"}
+    assert (premium(api, client)["status"], premium(api, client)["expires_at"]) == (
+        "grace_period", _z(lapsed + timedelta(days=16)))
+
+
+def test_a_notification_during_a_grace_period_longer_than_assumed_keeps_it(client, api, store):
+    """On day 5 of a grace period without its date, turning auto-renew off: status 4 says the
+    grace period goes on, so it is not the 3 days assumed but the next length Apple offers, 16."""
+    lapsed = now() - timedelta(days=5)
+    off = store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_DISABLED", status=4,
+                             transaction=store.transaction("1013", token=USER, expires=lapsed),
+                             renewal=store.renewal("1013", retry=True, auto_renew=False))
+    assert post(client, store.body(off)).get_json() == {"status": "processed"}
+    assert premium(api, client) == {**premium(api, client), "status": "grace_period", "active": True,
+                                    "will_renew": False, "expires_at": _z(lapsed + timedelta(days=16))}
+
+
+def test_billing_retry_said_by_the_status_is_not_read_as_a_grace_period(client, api, store):
+    """Only a grace period said by the notification is assumed: a DID_FAIL_TO_RENEW without
+    subtype, status 3 (billing retry), takes access away even with auto-renew on."""
+    failed = store.notification("DID_FAIL_TO_RENEW", status=3, transaction=store.transaction(
+        "1012", token=USER, expires=now() - timedelta(hours=1)), renewal=store.renewal("1012", retry=False))
+    assert post(client, store.body(failed)).get_json() == {"status": "processed"}
+    assert (premium(api, client)["status"], api(client, USER)["is_premium"]) == ("billing_retry", False)
+
+
 def test_turning_auto_renew_off_keeps_access_until_expiry(client, api, store):
     off = store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_DISABLED",
                              transaction=store.transaction("1007", token=USER),

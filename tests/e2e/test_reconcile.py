@@ -105,6 +105,33 @@ def test_apple_statuses_repair_a_missed_refund(world, apple_api):
     assert world.premium(user)["status"] == "revoked"
 
 
+def test_apple_statuses_keep_a_grace_period_they_state_without_its_end(world, apple_api):
+    """Status 4 (billing grace period) with renewal info that has no gracePeriodExpiresDate
+    stays a grace period (the shortest Apple offers, 3 days from the lapsed period's end), as
+    the notification that began it said, instead of drifting to billing retry."""
+    user, key = new_user(), "2000000333"
+    store = world.apple
+    lapsed = now() - timedelta(hours=2)
+    transaction = store.transaction(key, token=user, expires=lapsed, signed=now() - timedelta(days=1))
+    renewal = store.renewal(key, retry=True)
+    failed = store.notification("DID_FAIL_TO_RENEW", "GRACE_PERIOD", status=4, transaction=transaction,
+                                renewal=renewal, signed=now() - timedelta(hours=1))
+    assert world.apple_post(store.body(failed)).get_json() == {"status": "processed"}
+    apple_api.statuses[key] = {"environment": "Sandbox", "bundleId": store.bundle_id, "appAppleId": store.app_apple_id,
+                               "data": [{"subscriptionGroupIdentifier": "21000001", "lastTransactions": [{
+                                   "status": 4, "originalTransactionId": key,
+                                   "signedTransactionInfo": store.chain.sign(transaction),
+                                   "signedRenewalInfo": store.chain.sign(renewal)}]}]}
+
+    code, output = world.reconcile("--source", "apple", "--ahead-days", "4")
+
+    assert code == 0, output
+    assert "apple: checked 1" in output and "grace_period -> billing_retry" not in output
+    granted = world.premium(user)
+    assert (granted["status"], granted["active"]) == ("grace_period", True), output
+    assert granted["expires_at"] == (lapsed + timedelta(days=3)).isoformat().replace("+00:00", "Z")
+
+
 def test_apple_notification_history_recovers_an_undelivered_notification_once(world, apple_api):
     user, key = new_user(), "2000000222"
     store = world.apple

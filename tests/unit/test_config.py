@@ -17,6 +17,7 @@ def test_defaults_need_no_configuration():
     assert settings.entitlement_cache_seconds is None  # the database's default: app._cached
     assert settings.events_stale_after_seconds == 120
     assert settings.cognito_stripe_attribute == "custom:stripe_customer_id"
+    assert settings.apple_grace_period_days == 3  # the shortest Billing Grace Period Apple offers
 
 
 def test_the_jobs_settings_are_read_with_the_others():
@@ -53,6 +54,9 @@ def test_cognito_issuer_and_jwks_url_come_from_region_and_pool():
     ({"APPLE_ENVIRONMENTS": "Production,Staging"}, "APPLE_ENVIRONMENTS"),
     ({"APPLE_APP_APPLE_ID": "12ab"}, "APPLE_APP_APPLE_ID"),
     ({"APPLE_ONLINE_CHECKS": "maybe"}, "APPLE_ONLINE_CHECKS"),
+    ({"APPLE_GRACE_PERIOD_DAYS": "-1"}, "APPLE_GRACE_PERIOD_DAYS"),
+    ({"APPLE_GRACE_PERIOD_DAYS": "29"}, "APPLE_GRACE_PERIOD_DAYS"),
+    ({"APPLE_GRACE_PERIOD_DAYS": "16d"}, "APPLE_GRACE_PERIOD_DAYS"),
     ({"COGNITO_USER_POOL_ID": "eu-west-1_abc"}, "COGNITO_REGION"),
     ({"COGNITO_USER_POOL_ID": "p", "COGNITO_REGION": "r"}, "COGNITO_APP_CLIENT_IDS"),
     ({"CATALOG_PATH": "/nonexistent/catalog.json"}, "CATALOG_PATH"),
