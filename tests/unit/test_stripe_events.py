@@ -218,3 +218,28 @@ def test_an_invoice_needs_the_api_so_without_a_key_it_is_deferred(shape):
 def test_the_signature_header_is_the_documented_construction():
     header = generate_header("{}", "whsec_test", timestamp=1_700_000_000)
     assert header.startswith("t=1700000000,v1=") and len(header.split("v1=")[1]) == 64
+
+
+def _rolled_header(payload: str, timestamp: int, *secrets_in_order: str) -> str:
+    """The header while an endpoint's secret is rolled with an expiry: one ``v1`` per secret
+    still signing (stripe-python's ``verify_header`` accepts any of them), and a test-mode
+    ``v0``, which is never to be trusted (https://docs.stripe.com/webhooks#verify-events)."""
+    sigs = [generate_header(payload, s, timestamp=timestamp).split(",")[1] for s in secrets_in_order]
+    return ",".join([f"t={timestamp}", *sigs, "v0=" + "0" * 64])
+
+
+@pytest.mark.parametrize("order", ["known-first", "known-last"])
+def test_a_header_signed_by_the_rolled_and_the_new_secret_is_verified_by_either(order):
+    payload, unknown = json.dumps(sub_event("basil")), new_secret()
+    secrets_in_order = (SECRET, unknown) if order == "known-first" else (unknown, SECRET)
+    header = _rolled_header(payload, int(time.time()), *secrets_in_order)
+    assert SOURCE.verify(payload.encode(), {"Stripe-Signature": header}).event_type == "customer.subscription.updated"
+
+
+def test_a_rolled_header_past_the_tolerance_is_stale_and_one_of_no_known_secret_invalid():
+    payload = json.dumps(sub_event("basil"))
+    for secrets_in_order, timestamp, code in (((new_secret(), SECRET), int(time.time()) - 301, "stale_signature"),
+                                              ((new_secret(), new_secret()), int(time.time()), "invalid_signature")):
+        with pytest.raises(Unauthorized) as refused:
+            SOURCE.verify(payload.encode(), {"Stripe-Signature": _rolled_header(payload, timestamp, *secrets_in_order)})
+        assert refused.value.code == code
