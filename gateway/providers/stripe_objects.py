@@ -92,10 +92,13 @@ def expires_at(subscription: dict) -> datetime | None:
 
 def will_renew(subscription: dict) -> bool:
     """A ``paused`` subscription (a trial ended without a payment method) creates no
-    invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses"""
+    invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses.
+    A ``cancel_at`` after the period's end (a schedule's last phase, a fixed term) renews
+    it into the next period, billed until then (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancel_at)."""
     if subscription.get("status") in ENDED | {"paused"} or subscription.get("cancel_at_period_end"):
         return False
-    return subscription.get("cancel_at") is None and subscription.get("pause_collection") is None
+    cancel_at, end = when(subscription.get("cancel_at")), period_end(subscription)
+    return (cancel_at is None or end is not None and cancel_at > end) and subscription.get("pause_collection") is None
 
 
 def _product_ids(item: dict) -> list[str]:

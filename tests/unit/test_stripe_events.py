@@ -139,6 +139,16 @@ def test_a_scheduled_cancellation_ends_access_at_the_cancel_time_without_renewal
     assert (snapshot.status, snapshot.will_renew, snapshot.expires_at.timestamp()) == (Status.ACTIVE, False, 1_791_000_000)
 
 
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("cancel_at, renews", [(1_792_592_000, False), (1_792_592_001, True), (1_800_000_000, True)],
+                         ids=["at-the-period-end", "a-second-later", "months-later"])
+def test_a_cancellation_scheduled_past_the_period_renews_into_the_next_one(shape, cancel_at, renews):
+    """``cancel_at`` months ahead (a schedule's last phase, a fixed-term contract): Stripe
+    renews the subscription at the end of this period, and access goes on into the next."""
+    snapshot = only_snapshot(sub_event(shape, cancel_at=cancel_at))
+    assert (snapshot.status, snapshot.will_renew, snapshot.expires_at.timestamp()) == (Status.ACTIVE, renews, 1_792_592_000)
+
+
 def test_paused_collection_keeps_the_paid_period_but_does_not_renew():
     snapshot = only_snapshot(sub_event("basil", pause_collection={"behavior": "void", "resumes_at": None}))
     assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, False)
