@@ -61,9 +61,11 @@ def _items(subscription: dict) -> list[dict]:
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
-def period_end(subscription: dict) -> datetime | None:
-    """The end of the paid period: the latest item period (basil+), else the subscription's."""
-    ends = [item.get("current_period_end") for item in _items(subscription)]
+def period_end(subscription: dict, catalog: Catalog | None = None) -> datetime | None:
+    """The end of the paid period: the latest item period (basil+), of the items the catalog
+    lists when it lists any (as ``period_id``: an item granting nothing lengthens nothing),
+    else the subscription's."""
+    ends = [item.get("current_period_end") for item in _granting(_items(subscription), _product_ids, catalog)]
     ends = [end for end in ends if isinstance(end, int)]
     return when(max(ends)) if ends else when(subscription.get("current_period_end"))
 
@@ -80,24 +82,24 @@ def period_id(subscription: dict, catalog: Catalog | None = None) -> str | None:
     return str(start) if when(start) is not None else None
 
 
-def expires_at(subscription: dict) -> datetime | None:
+def expires_at(subscription: dict, catalog: Catalog | None = None) -> datetime | None:
     """Access ends when the subscription ended (an immediate cancel), else with the period."""
     ended = when(subscription.get("ended_at"))
     if subscription.get("status") in ENDED and ended is not None:
         return ended
-    end = period_end(subscription)
+    end = period_end(subscription, catalog)
     cancel_at = when(subscription.get("cancel_at"))
     return min(end, cancel_at) if end and cancel_at else end or cancel_at
 
 
-def will_renew(subscription: dict) -> bool:
+def will_renew(subscription: dict, catalog: Catalog | None = None) -> bool:
     """A ``paused`` subscription (a trial ended without a payment method) creates no
     invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses.
     A ``cancel_at`` after the period's end (a schedule's last phase, a fixed term) renews
     it into the next period, billed until then (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancel_at)."""
     if subscription.get("status") in ENDED | {"paused"} or subscription.get("cancel_at_period_end"):
         return False
-    cancel_at, end = when(subscription.get("cancel_at")), period_end(subscription)
+    cancel_at, end = when(subscription.get("cancel_at")), period_end(subscription, catalog)
     return (cancel_at is None or end is not None and cancel_at > end) and subscription.get("pause_collection") is None
 
 

@@ -71,8 +71,9 @@ class Snapshotter:
         snapshot = Snapshot(
             source=SOURCE, key=subscription["id"], as_of=as_of,
             status=stripe_objects.STATUSES.get(raw, Status.PENDING),  # an unknown status grants nothing
-            product_id=product_id, expires_at=stripe_objects.expires_at(subscription),
-            will_renew=stripe_objects.will_renew(subscription), user_sub=stripe_objects.cognito_sub(subscription),
+            product_id=product_id, expires_at=stripe_objects.expires_at(subscription, self.catalog),
+            will_renew=stripe_objects.will_renew(subscription, self.catalog),
+            user_sub=stripe_objects.cognito_sub(subscription),
             account=stripe_objects.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,

@@ -172,6 +172,18 @@ def test_basil_items_each_carry_a_period_and_the_latest_end_counts():
     assert (snapshot.product_id, snapshot.entitlements) == ("price_monthly", ("premium", "family"))
 
 
+def test_an_item_the_catalog_does_not_list_does_not_lengthen_what_the_listed_ones_grant():
+    """A monthly plan with a yearly item that grants nothing (support, say: flexible billing
+    renews items apart): past due, the plan's month is all the grace there is, not the year."""
+    event = sub_event("basil", status="past_due")
+    items = event["data"]["object"]["items"]["data"]
+    items.append({**items[0], "id": "si_2", "price": so.price("price_support_yearly", "prod_support"),
+                  "current_period_start": 1_790_000_000, "current_period_end": 1_821_536_000})
+    snapshot = only_snapshot(event)
+    assert (snapshot.status, snapshot.expires_at.timestamp()) == (Status.GRACE_PERIOD, 1_792_592_000)
+    assert (snapshot.product_id, snapshot.entitlements) == ("price_monthly", ("premium",))
+
+
 def test_a_subscription_of_unknown_prices_reports_its_first_price_and_no_entitlement_list():
     snapshot = only_snapshot(sub_event("basil", items={"object": "list", "data": [
         {"id": "si_9", "price": so.price("price_other", "prod_other"), "current_period_end": 1_792_592_000}]}))
