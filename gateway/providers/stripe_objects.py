@@ -17,6 +17,7 @@ from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.model import Status
+from gateway.domain.terms import Term
 from gateway.providers import wire
 
 SOURCE = "stripe"
@@ -119,6 +120,22 @@ def products(subscription: dict, catalog: Catalog) -> tuple[str | None, tuple[st
         first = next((item_ids[0] for item_ids in ids if item_ids), None)
         return first, None
     return known[0], catalog.granted_by(SOURCE, known)
+
+
+def entitlement_terms(subscription: dict, catalog: Catalog, whole: tuple) -> tuple[Term, ...] | None:
+    """The product, end and renewal of each entitlement that are not the subscription's
+    (``whole``: its product, ``expires_at`` and ``will_renew``): items of different periods
+    (flexible billing renews them apart) grant each entitlement until the items granting
+    it end, by the rules of the whole (``expires_at``, ``will_renew``) read over those items."""
+    listed = [(item, [i for i in _product_ids(item) if catalog.knows(SOURCE, i)]) for item in _items(subscription)]
+    listed = [(item, ids) for item, ids in listed if ids]
+    terms = []
+    for name in catalog.granted_by(SOURCE, [i for _, ids in listed for i in ids]):
+        granting = [(item, ids) for item, ids in listed if name in catalog.granted_by(SOURCE, ids)]
+        view = {**subscription, "items": {"data": [item for item, _ in granting]}}
+        term = Term(name, granting[0][1][0], expires_at(view, catalog), will_renew(view, catalog))
+        terms += [term] if term[1:] != whole else []
+    return tuple(sorted(terms)) or None
 
 
 def invoice_subscription(invoice: dict) -> str | None:

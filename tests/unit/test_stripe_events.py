@@ -11,6 +11,7 @@ import pytest
 from devtools import stripe_objects as so
 from devtools.stripe_signing import generate_header, new_secret, signed
 from gateway.domain.changes import Link
+from gateway.domain.entitlements import derive
 from gateway.domain.events import Event
 from gateway.domain.model import Status
 from gateway.errors import Malformed, NotConfigured, StoreApiError, Unauthorized
@@ -182,6 +183,22 @@ def test_an_item_the_catalog_does_not_list_does_not_lengthen_what_the_listed_one
     snapshot = only_snapshot(event)
     assert (snapshot.status, snapshot.expires_at.timestamp()) == (Status.GRACE_PERIOD, 1_792_592_000)
     assert (snapshot.product_id, snapshot.entitlements) == ("price_monthly", ("premium",))
+
+
+@pytest.mark.parametrize("status, cancel_at", [("past_due", None), ("active", 1_800_000_000)])
+def test_items_renewing_apart_grant_each_entitlement_until_its_own_items_end(status, cancel_at):
+    """A monthly plan and a yearly add-on of its own entitlement (flexible billing): the plan's
+    renewal failed, the add-on's year is paid. Premium is the plan's, until its month ends;
+    family lasts the year (or to a ``cancel_at`` before then, with no renewal)."""
+    event = sub_event("basil", status=status, cancel_at=cancel_at)
+    items = event["data"]["object"]["items"]["data"]
+    items.append({**items[0], "id": "si_2", "price": so.price("price_family_yearly", "prod_family"),
+                  "current_period_start": 1_790_000_000, "current_period_end": 1_821_536_000})
+    grants = derive([only_snapshot(event)], CATALOG)
+    family_end = min(1_821_536_000, cancel_at or 1_821_536_000)
+    assert {name: (g.expires_at.timestamp(), g.will_renew, g.product_id) for name, g in grants.items()} == {
+        "premium": (1_792_592_000, True, "price_monthly"),
+        "family": (family_end, cancel_at is None, "prod_family")}
 
 
 def test_a_subscription_of_unknown_prices_reports_its_first_price_and_no_entitlement_list():
