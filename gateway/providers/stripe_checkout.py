@@ -7,11 +7,15 @@ https://docs.stripe.com/api/customer_portal/sessions/create.
 """
 from __future__ import annotations
 
+import logging
+
 import stripe
 
 from cognito_triggers.stripe_customers import CustomerPending, StripeCustomers
 from gateway.errors import GatewayError, Unavailable
 from gateway.providers.stripe_api import TIMEOUT, StripeApiError, StripeHttpApi
+
+log = logging.getLogger("gateway.stripe")
 
 
 class StripeRefused(GatewayError):
@@ -47,18 +51,27 @@ class StripeCheckout:
 
 
 def _calling_stripe(call):
-    """Stripe being down or slow is a 503 the client may retry; a refusal is a 502."""
+    """Stripe being down or slow is a 503 the client may retry; a refusal is a 502. The
+    client is told so in our words: Stripe's own message (the call made, ids of the
+    account's objects, a masked key) is for the operator, in the log."""
     try:
         return call()
     except CustomerPending as exc:
-        raise Unavailable(str(exc), code="stripe_unavailable", retry_after=exc.retry_after) from None
+        _logged(str(exc), retry_after=exc.retry_after)
+        raise Unavailable("the user's Stripe customer is still being created; ask again shortly",
+                          code="stripe_unavailable", retry_after=exc.retry_after) from None
     except stripe.StripeError as exc:  # from ensure_customer, which uses stripe-python directly
         failure = StripeApiError.from_stripe(exc, "Stripe customer lookup")
     except StripeApiError as exc:
         failure = exc
+    _logged(str(failure), status=failure.status, refused=failure.refused)
     if failure.refused:
-        raise StripeRefused(str(failure))
-    raise Unavailable(str(failure), code="stripe_unavailable")
+        raise StripeRefused("Stripe refused the gateway's request; the operator has to look into it")
+    raise Unavailable("Stripe cannot be reached right now; ask again shortly", code="stripe_unavailable")
+
+
+def _logged(detail: str, **fields) -> None:
+    log.warning("a client's Stripe call failed", extra={"fields": {"error": detail, **fields}})
 
 
 def build(settings) -> StripeCheckout | None:

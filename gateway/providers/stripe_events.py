@@ -53,9 +53,11 @@ class StripeEvents:
     translates_offline = False
 
     def __init__(self, secrets: tuple[str, ...], catalog: Catalog, api: StripeApi | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, livemode: bool | None = None) -> None:
         self.secrets = secrets
         self.snapshots = Snapshotter(catalog, api, clock)
+        #: The mode of STRIPE_API_KEY (``key_livemode``): events of the other mode apply nothing.
+        self.livemode = livemode
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> Delivery:
         if not self.secrets:
@@ -76,6 +78,9 @@ class StripeEvents:
 
     def _translated(self, data: dict, lookup: Lookup) -> Translation:
         kind, obj, created = data["type"], data["data"]["object"], stripe_objects.when(data["created"])
+        if isinstance(data.get("livemode"), bool) and self.livemode is not None and data["livemode"] != self.livemode:
+            # An endpoint of each mode may point here: a test card must not grant a live user.
+            return ignored(f"a {_MODES[data['livemode']]}-mode event; STRIPE_API_KEY is for {_MODES[self.livemode]} mode")
         if kind in SUBSCRIPTION_TYPES:
             return self.snapshots.from_event(obj, created, lookup)
         if kind in CUSTOMER_TYPES:
@@ -214,6 +219,17 @@ def _payments(api: StripeApi, invoice_id: str) -> list[tuple[str, str]]:
     return found
 
 
+_MODES = {True: "live", False: "test"}
+
+
+def key_livemode(api_key: str | None) -> bool | None:
+    """Whether a secret (``sk_``) or restricted (``rk_``) key reads live-mode objects, by its
+    prefix; ``None`` when not told. Each mode has its own keys and objects of one mode are
+    not accessible to the other: https://docs.stripe.com/keys"""
+    prefix = (api_key or "")[:8]
+    return {"sk_live_": True, "rk_live_": True, "sk_test_": False, "rk_test_": False}.get(prefix)
+
+
 def build(settings, catalog: Catalog) -> StripeEvents:
     api = StripeHttpApi(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
-    return StripeEvents(settings.stripe_webhook_secrets, catalog, api)
+    return StripeEvents(settings.stripe_webhook_secrets, catalog, api, livemode=key_livemode(settings.stripe_api_key))

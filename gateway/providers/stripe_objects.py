@@ -17,6 +17,7 @@ from datetime import datetime
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.model import Status
+from gateway.domain.terms import Term
 from gateway.providers import wire
 
 SOURCE = "stripe"
@@ -61,9 +62,11 @@ def _items(subscription: dict) -> list[dict]:
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 
-def period_end(subscription: dict) -> datetime | None:
-    """The end of the paid period: the latest item period (basil+), else the subscription's."""
-    ends = [item.get("current_period_end") for item in _items(subscription)]
+def period_end(subscription: dict, catalog: Catalog | None = None) -> datetime | None:
+    """The end of the paid period: the latest item period (basil+), of the items the catalog
+    lists when it lists any (as ``period_id``: an item granting nothing lengthens nothing),
+    else the subscription's."""
+    ends = [item.get("current_period_end") for item in _granting(_items(subscription), _product_ids, catalog)]
     ends = [end for end in ends if isinstance(end, int)]
     return when(max(ends)) if ends else when(subscription.get("current_period_end"))
 
@@ -80,22 +83,25 @@ def period_id(subscription: dict, catalog: Catalog | None = None) -> str | None:
     return str(start) if when(start) is not None else None
 
 
-def expires_at(subscription: dict) -> datetime | None:
+def expires_at(subscription: dict, catalog: Catalog | None = None) -> datetime | None:
     """Access ends when the subscription ended (an immediate cancel), else with the period."""
     ended = when(subscription.get("ended_at"))
     if subscription.get("status") in ENDED and ended is not None:
         return ended
-    end = period_end(subscription)
+    end = period_end(subscription, catalog)
     cancel_at = when(subscription.get("cancel_at"))
     return min(end, cancel_at) if end and cancel_at else end or cancel_at
 
 
-def will_renew(subscription: dict) -> bool:
+def will_renew(subscription: dict, catalog: Catalog | None = None) -> bool:
     """A ``paused`` subscription (a trial ended without a payment method) creates no
-    invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses"""
+    invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses.
+    A ``cancel_at`` after the period's end (a schedule's last phase, a fixed term) renews
+    it into the next period, billed until then (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancel_at)."""
     if subscription.get("status") in ENDED | {"paused"} or subscription.get("cancel_at_period_end"):
         return False
-    return subscription.get("cancel_at") is None and subscription.get("pause_collection") is None
+    cancel_at, end = when(subscription.get("cancel_at")), period_end(subscription, catalog)
+    return (cancel_at is None or end is not None and cancel_at > end) and subscription.get("pause_collection") is None
 
 
 def _product_ids(item: dict) -> list[str]:
@@ -114,6 +120,22 @@ def products(subscription: dict, catalog: Catalog) -> tuple[str | None, tuple[st
         first = next((item_ids[0] for item_ids in ids if item_ids), None)
         return first, None
     return known[0], catalog.granted_by(SOURCE, known)
+
+
+def entitlement_terms(subscription: dict, catalog: Catalog, whole: tuple) -> tuple[Term, ...] | None:
+    """The product, end and renewal of each entitlement that are not the subscription's
+    (``whole``: its product, ``expires_at`` and ``will_renew``): items of different periods
+    (flexible billing renews them apart) grant each entitlement until the items granting
+    it end, by the rules of the whole (``expires_at``, ``will_renew``) read over those items."""
+    listed = [(item, [i for i in _product_ids(item) if catalog.knows(SOURCE, i)]) for item in _items(subscription)]
+    listed = [(item, ids) for item, ids in listed if ids]
+    terms = []
+    for name in catalog.granted_by(SOURCE, [i for _, ids in listed for i in ids]):
+        granting = [(item, ids) for item, ids in listed if name in catalog.granted_by(SOURCE, ids)]
+        view = {**subscription, "items": {"data": [item for item, _ in granting]}}
+        term = Term(name, granting[0][1][0], expires_at(view, catalog), will_renew(view, catalog))
+        terms += [term] if term[1:] != whole else []
+    return tuple(sorted(terms)) or None
 
 
 def invoice_subscription(invoice: dict) -> str | None:

@@ -68,11 +68,14 @@ class Snapshotter:
         """``revocation``: the ``revokes``, ``restores`` and ``revoked_period`` of a payment returned."""
         raw = subscription.get("status")
         product_id, entitlements = stripe_objects.products(subscription, self.catalog)
+        whole = (product_id, stripe_objects.expires_at(subscription, self.catalog),
+                 stripe_objects.will_renew(subscription, self.catalog))
         snapshot = Snapshot(
             source=SOURCE, key=subscription["id"], as_of=as_of,
             status=stripe_objects.STATUSES.get(raw, Status.PENDING),  # an unknown status grants nothing
-            product_id=product_id, expires_at=stripe_objects.expires_at(subscription),
-            will_renew=stripe_objects.will_renew(subscription), user_sub=stripe_objects.cognito_sub(subscription),
+            product_id=product_id, expires_at=whole[1], will_renew=whole[2],
+            entitlement_terms=stripe_objects.entitlement_terms(subscription, self.catalog, whole),
+            user_sub=stripe_objects.cognito_sub(subscription),
             account=stripe_objects.ref(subscription.get("customer")),
             environment="live" if subscription.get("livemode") else "test",
             raw_status=raw if isinstance(raw, str) else "unknown", entitlements=entitlements,

@@ -242,3 +242,36 @@ def test_a_product_id_in_the_catalog_is_not_a_price_to_sell(client, cognito, fak
     response = checkout(client, cognito, {**BODY, "price_id": "prod_family"})  # listed in the catalog
     assert (response.status_code, response.get_json()["error"]) == (400, "unknown_price")
     assert not fake.sessions()
+
+
+def stripe_refusing_both_sessions(fake, make_app, env):
+    for path in ("/v1/checkout/sessions", "/v1/billing_portal/sessions"):
+        fake.refuse_next("POST", path, StripeError(400, "invalid_request_error", "No such price: 'price_monthly'",
+                                                   "resource_missing", "line_items[0][price]"))
+    return make_app(**env)
+
+
+def stripe_down(fake, make_app, env):
+    fake.fail_with(500)
+    return make_app(**env)
+
+
+def key_revoked(fake, make_app, env):
+    return make_app(**{**env, "STRIPE_API_KEY": "sk_test_revoked_key_9876"})
+
+
+@pytest.mark.parametrize("arrange, status", [(stripe_down, 503), (stripe_refusing_both_sessions, 502),
+                                             (key_revoked, 502)], ids=["outage", "refused", "revoked-key"])
+def test_a_stripe_failure_answers_the_client_in_our_words_and_logs_stripes(make_app, env, cognito, fake, caplog,
+                                                                          arrange, status):
+    """Stripe's message names our account's objects, the key's last characters and the call
+    made: it goes to the log for the operator; the user of the app is told only what failed."""
+    client = arrange(fake, make_app, env).test_client()
+    for response in (checkout(client, cognito), portal(client, cognito)):
+        assert response.status_code == status
+        message = response.get_json()["message"]
+        for stripes in ("Simulated outage", "No such", "Invalid API Key", "9876", "/v1/", "req_", "(5", "(4"):
+            assert stripes not in message, message
+        assert message and "Stripe" in message
+    logged = " ".join(str(getattr(record, "fields", {})) for record in caplog.records)
+    assert any(text in logged for text in ("Simulated outage", "No such price", "Invalid API Key")), logged

@@ -179,6 +179,33 @@ def test_refunding_a_threshold_invoice_revokes_the_period_it_began(client, api, 
     assert deliver(client, so.event("charge.refunded", refunded, shape=shape, created=t + 1)) == "processed"
     assert premium(api, client)["status"] == ("revoked" if reset else "active")
 
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("reason, bills, revokes", [
+    ("quote_accept", "period", True), ("manual", "proration", False),
+    ("automatic_pending_invoice_item_invoice", "proration", False)])
+def test_an_invoice_of_another_reason_takes_back_the_period_only_when_a_line_bills_it_in_advance(
+        client, api, fake, shape, reason, bills, revokes):
+    """``quote_accept``: an accepted quote's invoice of the subscription it made, billing its
+    first period from the moment it was accepted; ``manual``: a change's prorations invoiced
+    at once by ``POST /v1/invoices``; pending invoice items invoiced on their own interval.
+    The reasons are https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason;
+    whether a line bills a period, not the reason, decides (``pays_period``)."""
+    t = int(time.time())
+    s = signup(fake)
+    made = paid(fake, s, shape, billing_reason=reason, period=(s.start, s.end), amount=999, created=s.start)
+    if bills == "proration":
+        body = fake.state.objects["invoice"][made["invoice"]]
+        line = so.invoice_line(shape, invoice_id=made["invoice"], subscription_id=s.sub_id, proration=True,
+                               start=t - 5, end=s.end, amount=999)
+        fake.put({**body, "period_start": t - 5, "period_end": t - 5, "lines": {**body["lines"], "data": [line]}})
+    deliver(client, so.event("customer.subscription.updated", s.subscription(shape), shape=shape, created=t - 1))
+    refund(fake, made["charge"], made["intent"], 999)
+    refunded = so.charge(shape, charge_id=made["charge"], customer=s.customer, invoice_id=made["invoice"],
+                         payment_intent=made["intent"], amount=999, amount_refunded=999)
+    assert deliver(client, so.event("charge.refunded", refunded, shape=shape, created=t)) == "processed"
+    assert premium(api, client)["status"] == ("revoked" if revokes else "active")
+
+
 def seat_changes(shape, s, invoice_id: str, start: int, end: int, n: int = 10) -> list[dict]:
     """Lines of ``n`` seat changes billed at the next invoice (``create_prorations``)."""
     return [so.invoice_line(shape, invoice_id=invoice_id, subscription_id=s.sub_id, proration=True,

@@ -15,6 +15,7 @@ from devtools import stripe_objects as so
 from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY, count_events
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
+from tests.fakes.stripe_billing import StripeBilling
 from tests.support.stripe_scenarios import signup
 
 OLD_SECRET, SECRET = new_secret(), new_secret()
@@ -283,3 +284,34 @@ def test_a_checkout_session_holds_the_customer_over_its_metadata_in_either_order
     if order == "session first":
         assert status_of(send(client, created)) == (200, "processed")
     assert (api(client, "user-A")["is_premium"], api(client, "user-B")["is_premium"]) == (False, True)
+
+
+def in_mode(event: dict, livemode: bool) -> dict:
+    """``event`` as Stripe sends it from live or test mode: the event and its object say so."""
+    return {**event, "livemode": livemode, "data": {**event["data"], "object": {**event["data"]["object"],
+                                                                            "livemode": livemode}}}
+
+
+def test_a_test_mode_event_grants_nothing_at_a_gateway_whose_key_is_live(make_app, api, stripe_catalog):
+    """An endpoint of each mode may point at one gateway, whose STRIPE_WEBHOOK_SECRETS then
+    hold both secrets: a test-mode purchase (a test card) must not grant a live user, and
+    the live key could not read its objects anyway (https://docs.stripe.com/keys: objects
+    of one mode are not accessible to the other)."""
+    with StripeBilling(api_key="sk_live_gateway_4242") as live:
+        client = make_app(STRIPE_WEBHOOK_SECRETS=SECRET, STRIPE_API_KEY=live.api_key, STRIPE_API_BASE=live.url,
+                          GATEWAY_API_KEYS=API_KEY, CATALOG_PATH=stripe_catalog).test_client()
+        s = signup(live)
+        for kind, obj in (("customer.subscription.created", s.subscription()),
+                          ("checkout.session.completed", s.session()), ("invoice.paid", s.invoice())):
+            assert status_of(send(client, in_mode(so.event(kind, obj), livemode=False))) == (200, "ignored")
+        assert premium(api, client) == {} and not live.requests_to("/v1/")
+        live_event = in_mode(so.event("customer.subscription.created", s.subscription()), livemode=True)
+        assert status_of(send(client, live_event)) == (200, "processed") and premium(api, client)["active"] is True
+
+
+def test_a_live_event_changes_nothing_at_a_gateway_whose_key_is_for_test_mode(client, api, fake):
+    s = signup(fake)
+    send(client, so.event("customer.subscription.created", s.subscription()))
+    deleted = so.event("customer.subscription.deleted", s.subscription(status="canceled", ended_at=int(time.time())))
+    assert status_of(send(client, in_mode(deleted, livemode=True))) == (200, "ignored")
+    assert premium(api, client)["active"] is True

@@ -11,6 +11,7 @@ import pytest
 from devtools import stripe_objects as so
 from devtools.stripe_signing import generate_header, new_secret, signed
 from gateway.domain.changes import Link
+from gateway.domain.entitlements import derive
 from gateway.domain.events import Event
 from gateway.domain.model import Status
 from gateway.errors import Malformed, NotConfigured, StoreApiError, Unauthorized
@@ -139,6 +140,16 @@ def test_a_scheduled_cancellation_ends_access_at_the_cancel_time_without_renewal
     assert (snapshot.status, snapshot.will_renew, snapshot.expires_at.timestamp()) == (Status.ACTIVE, False, 1_791_000_000)
 
 
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("cancel_at, renews", [(1_792_592_000, False), (1_792_592_001, True), (1_800_000_000, True)],
+                         ids=["at-the-period-end", "a-second-later", "months-later"])
+def test_a_cancellation_scheduled_past_the_period_renews_into_the_next_one(shape, cancel_at, renews):
+    """``cancel_at`` months ahead (a schedule's last phase, a fixed-term contract): Stripe
+    renews the subscription at the end of this period, and access goes on into the next."""
+    snapshot = only_snapshot(sub_event(shape, cancel_at=cancel_at))
+    assert (snapshot.status, snapshot.will_renew, snapshot.expires_at.timestamp()) == (Status.ACTIVE, renews, 1_792_592_000)
+
+
 def test_paused_collection_keeps_the_paid_period_but_does_not_renew():
     snapshot = only_snapshot(sub_event("basil", pause_collection={"behavior": "void", "resumes_at": None}))
     assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, False)
@@ -160,6 +171,34 @@ def test_basil_items_each_carry_a_period_and_the_latest_end_counts():
     snapshot = only_snapshot(event)
     assert snapshot.expires_at.timestamp() == 1_795_000_000
     assert (snapshot.product_id, snapshot.entitlements) == ("price_monthly", ("premium", "family"))
+
+
+def test_an_item_the_catalog_does_not_list_does_not_lengthen_what_the_listed_ones_grant():
+    """A monthly plan with a yearly item that grants nothing (support, say: flexible billing
+    renews items apart): past due, the plan's month is all the grace there is, not the year."""
+    event = sub_event("basil", status="past_due")
+    items = event["data"]["object"]["items"]["data"]
+    items.append({**items[0], "id": "si_2", "price": so.price("price_support_yearly", "prod_support"),
+                  "current_period_start": 1_790_000_000, "current_period_end": 1_821_536_000})
+    snapshot = only_snapshot(event)
+    assert (snapshot.status, snapshot.expires_at.timestamp()) == (Status.GRACE_PERIOD, 1_792_592_000)
+    assert (snapshot.product_id, snapshot.entitlements) == ("price_monthly", ("premium",))
+
+
+@pytest.mark.parametrize("status, cancel_at", [("past_due", None), ("active", 1_800_000_000)])
+def test_items_renewing_apart_grant_each_entitlement_until_its_own_items_end(status, cancel_at):
+    """A monthly plan and a yearly add-on of its own entitlement (flexible billing): the plan's
+    renewal failed, the add-on's year is paid. Premium is the plan's, until its month ends;
+    family lasts the year (or to a ``cancel_at`` before then, with no renewal)."""
+    event = sub_event("basil", status=status, cancel_at=cancel_at)
+    items = event["data"]["object"]["items"]["data"]
+    items.append({**items[0], "id": "si_2", "price": so.price("price_family_yearly", "prod_family"),
+                  "current_period_start": 1_790_000_000, "current_period_end": 1_821_536_000})
+    grants = derive([only_snapshot(event)], CATALOG)
+    family_end = min(1_821_536_000, cancel_at or 1_821_536_000)
+    assert {name: (g.expires_at.timestamp(), g.will_renew, g.product_id) for name, g in grants.items()} == {
+        "premium": (1_792_592_000, True, "price_monthly"),
+        "family": (family_end, cancel_at is None, "prod_family")}
 
 
 def test_a_subscription_of_unknown_prices_reports_its_first_price_and_no_entitlement_list():
@@ -218,3 +257,28 @@ def test_an_invoice_needs_the_api_so_without_a_key_it_is_deferred(shape):
 def test_the_signature_header_is_the_documented_construction():
     header = generate_header("{}", "whsec_test", timestamp=1_700_000_000)
     assert header.startswith("t=1700000000,v1=") and len(header.split("v1=")[1]) == 64
+
+
+def _rolled_header(payload: str, timestamp: int, *secrets_in_order: str) -> str:
+    """The header while an endpoint's secret is rolled with an expiry: one ``v1`` per secret
+    still signing (stripe-python's ``verify_header`` accepts any of them), and a test-mode
+    ``v0``, which is never to be trusted (https://docs.stripe.com/webhooks#verify-events)."""
+    sigs = [generate_header(payload, s, timestamp=timestamp).split(",")[1] for s in secrets_in_order]
+    return ",".join([f"t={timestamp}", *sigs, "v0=" + "0" * 64])
+
+
+@pytest.mark.parametrize("order", ["known-first", "known-last"])
+def test_a_header_signed_by_the_rolled_and_the_new_secret_is_verified_by_either(order):
+    payload, unknown = json.dumps(sub_event("basil")), new_secret()
+    secrets_in_order = (SECRET, unknown) if order == "known-first" else (unknown, SECRET)
+    header = _rolled_header(payload, int(time.time()), *secrets_in_order)
+    assert SOURCE.verify(payload.encode(), {"Stripe-Signature": header}).event_type == "customer.subscription.updated"
+
+
+def test_a_rolled_header_past_the_tolerance_is_stale_and_one_of_no_known_secret_invalid():
+    payload = json.dumps(sub_event("basil"))
+    for secrets_in_order, timestamp, code in (((new_secret(), SECRET), int(time.time()) - 301, "stale_signature"),
+                                              ((new_secret(), new_secret()), int(time.time()), "invalid_signature")):
+        with pytest.raises(Unauthorized) as refused:
+            SOURCE.verify(payload.encode(), {"Stripe-Signature": _rolled_header(payload, timestamp, *secrets_in_order)})
+        assert refused.value.code == code
