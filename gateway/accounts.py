@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from gateway.apply import append_changes
 from gateway.domain import entitlement_events
 from gateway.domain.deletion import unstopped
 from gateway.domain.entitlement_events import Cause
-from gateway.domain.events import Event
 from gateway.domain.model import Subscription
-from gateway.erasure import redact_event
+from gateway.erasure import redact_deliveries
 from gateway.errors import Unavailable
 from gateway.providers.google_play_api import PlayApi, PlayApiError, UnknownPurchase
 from gateway.providers.stripe_api import StripeApi, StripeApiError
@@ -54,7 +53,6 @@ DELETION = Cause("deletion")
 STORES = {"stripe": "Stripe", "apple": "App Store", "google": "Google Play", "revenuecat": "RevenueCat"}
 MUST_CANCEL_IN_STORE, NOT_CONFIGURED, REFUSED = "must_cancel_in_store", "store_api_not_configured", "store_refused"
 CANCELLED, ENDED = "cancelled", "ended"  # what a store's cancel came to; ENDED: nothing left to cancel
-PAGE = 500
 #: How often a deletion stops billing and tries to record itself while purchases of the
 #: user are stored meanwhile (``PurchasedMeanwhile``), before answering 503.
 ROUNDS = 3
@@ -209,36 +207,6 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
 
 def _keys(held: list[Subscription]) -> list[tuple[str, str]]:
     return sorted((s.snapshot.source, s.snapshot.key) for s in held)
-
-
-def redact_deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> int:
-    """Erase personal values from the deliveries that touched ``keys`` or name one of
-    ``names``; returns how many were changed."""
-    changed, seen = 0, set()
-    for event in _deliveries(tx, keys, names):
-        if event.id in seen:
-            continue
-        seen.add(event.id)
-        changed += redact_event(tx, event)
-    return changed
-
-
-def _deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> Iterator[Event]:
-    before = None
-    while keys:
-        page = tx.events_touching(keys, before_pk=before, limit=PAGE)
-        yield from page
-        if len(page) < PAGE:
-            break
-        before = page[-1].id
-    for name in names:
-        after = 0
-        while True:
-            page = tx.events_naming(name, after, PAGE)
-            yield from page
-            if len(page) < PAGE:
-                break
-            after = page[-1].id
 
 
 def build(settings, store: Store, clock: Callable[[], datetime]) -> AccountDeletion:
