@@ -1,6 +1,7 @@
 """Account deletion at the user's request: ``DELETE /v1/me`` and ``flask users delete``.
 
-1. The user's live subscriptions are read; a user already deleted gets the first report.
+1. The user's live subscriptions are read; a user already deleted gets the first report,
+   with the purchases made since (``late_purchases``: those still pending are stopped first).
 2. Outside any transaction, billing is stopped where the developer can stop it:
    - Stripe: cancelled at once (``DELETE /v1/subscriptions/{id}``): a user who deletes
      their account expects not to be charged again, and keeps no access to use up;
@@ -19,8 +20,9 @@
    stored since the read (a purchase delivered while a store's cancel was in flight) rolls
    the transaction back, and the deletion goes round again from step 1 for it, up to
    ``ROUNDS`` times, then answers 503. Then the tombstone and its report
-   (``mark_deleted``; a concurrent
-   deletion that committed first wins and its report is answered), personal values
+   (``mark_deleted``; a concurrent deletion that committed first wins and its report is
+   answered), the subscriptions it dealt with (one live later and not among them is a
+   purchase made after the deletion: ``late_purchases``), personal values
    erased from the stored deliveries of the user's subscriptions and of deliveries
    naming the user or their Stripe customer (the ledger stays: ids, amounts, times,
    types, statuses), the identity links deleted (their store accounts kept with the
@@ -38,7 +40,8 @@ from datetime import datetime
 
 from gateway.apply import append_changes
 from gateway.domain import entitlement_events
-from gateway.domain.deletion import unstopped
+from gateway import late_purchases
+from gateway.domain.deletion import CANCELLED, ENDED, REPORTED, DeletedSubscription, unstopped, with_late
 from gateway.domain.entitlement_events import Cause
 from gateway.domain.model import Subscription
 from gateway.erasure import redact_deliveries
@@ -52,7 +55,6 @@ log = logging.getLogger("gateway.accounts")
 DELETION = Cause("deletion")
 STORES = {"stripe": "Stripe", "apple": "App Store", "google": "Google Play", "revenuecat": "RevenueCat"}
 MUST_CANCEL_IN_STORE, NOT_CONFIGURED, REFUSED = "must_cancel_in_store", "store_api_not_configured", "store_refused"
-CANCELLED, ENDED = "cancelled", "ended"  # what a store's cancel came to; ENDED: nothing left to cancel
 #: How often a deletion stops billing and tries to record itself while purchases of the
 #: user are stored meanwhile (``PurchasedMeanwhile``), before answering 503.
 ROUNDS = 3
@@ -85,7 +87,7 @@ class AccountDeletion:
         for round_ in range(1, ROUNDS + 1):
             earlier, held = self._read(user_sub)
             if earlier is not None:
-                return earlier
+                return self._answer_again(user_sub, earlier)
             live = sorted(unstopped(held, stopped, self.clock()), key=_order)
             self._stop_billing(live, report)
             stopped.update(_keys(live))
@@ -107,19 +109,35 @@ class AccountDeletion:
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
 
+    def _answer_again(self, user_sub: str, report: dict) -> dict:
+        """The first ``report`` with the purchases made since (``late_purchases``), those
+        still pending stopped first."""
+        try:
+            with self.store.transaction(readonly=True) as tx:
+                rows = tx.deleted_subscriptions_of(user_sub)
+            if late_purchases.settle_pending(self.store, self.stop, rows, self.clock()):
+                with self.store.transaction(readonly=True) as tx:
+                    rows = tx.deleted_subscriptions_of(user_sub)
+        except StoreUnavailable as exc:
+            raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
+        return with_late(report, rows, STORES)
+
     def _stop_billing(self, live: list[Subscription], report: dict) -> None:
         """Stop billing ``live`` where the store lets the gateway, and add each to ``report``."""
         for subscription in live:
             snapshot = subscription.snapshot
             item = {"source": snapshot.source, "store": STORES.get(snapshot.source, snapshot.source),
                     "product_id": snapshot.product_id}
-            outcome = self._cancel(snapshot.source, snapshot.key)
+            outcome = self.stop(snapshot.source, snapshot.key)
             if outcome == CANCELLED:
                 report["cancelled"].append(item)
             elif outcome != ENDED:
                 report["user_must_cancel"].append({**item, "reason": outcome})
 
-    def _cancel(self, source: str, key: str) -> str:
+    def stop(self, source: str, key: str) -> str:
+        """Stop billing one subscription where the store lets the gateway: what it came to
+        (``CANCELLED``, ``ENDED``, or the reason the user must cancel it). Raises
+        ``Unavailable`` when the store cannot answer now."""
         if source == "stripe":
             return self._cancel_stripe(key) if self.apis.stripe else NOT_CONFIGURED
         if source == "google":
@@ -191,6 +209,10 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
     held = tx.subscriptions_of_users([user_sub])[user_sub]  # read again: one stored meanwhile is here now
     if unstopped(held, stopped, now):
         raise PurchasedMeanwhile(user_sub)
+    # What the deletion dealt with; one live later and not among them was bought since.
+    tx.note_deleted_subscriptions([DeletedSubscription(s.snapshot.source, s.snapshot.key, user_sub,
+                                                       s.snapshot.product_id, REPORTED, now)
+                                   for s in held if (s.snapshot.source, s.snapshot.key) in stopped])
     keys = _keys(held)
     names = [user_sub] + [account for source, account in accounts if source == "stripe"]
     redact_deliveries(tx, keys, names)
