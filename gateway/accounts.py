@@ -1,8 +1,11 @@
 """Account deletion at the user's request: ``DELETE /v1/me`` and ``flask users delete``.
 
-1. The user's live subscriptions are read; a user already deleted gets the first report,
-   with the purchases made since (``late_purchases``: those still pending are stopped first).
-2. Outside any transaction, billing is stopped where the developer can stop it:
+1. The user's live subscriptions and Stripe customers are read; a user already deleted
+   gets the first report, with the purchases made since (``late_purchases``: those still
+   pending are stopped first).
+2. Outside any transaction, the customers' open Checkout Sessions are expired, so none is
+   paid once the account is gone (one completed meanwhile is a purchase like any other:
+   found in step 3 or after the deletion), and billing is stopped where the developer can:
    - Stripe: cancelled at once (``DELETE /v1/subscriptions/{id}``): a user who deletes
      their account expects not to be charged again, and keeps no access to use up;
    - Google Play: ``purchases.subscriptionsv2.cancel`` with
@@ -85,10 +88,11 @@ class AccountDeletion:
         report: dict[str, list] = {"cancelled": [], "user_must_cancel": []}
         stopped: set[tuple[str, str]] = set()
         for round_ in range(1, ROUNDS + 1):
-            earlier, held = self._read(user_sub)
+            earlier, held, customers = self._read(user_sub)
             if earlier is not None:
                 return self._answer_again(user_sub, earlier)
             live = sorted(unstopped(held, stopped, self.clock()), key=_order)
+            self._expire_checkouts(customers)
             self._stop_billing(live, report)
             stopped.update(_keys(live))
             try:
@@ -100,12 +104,15 @@ class AccountDeletion:
                 log.info("purchased while deleting", extra={"fields": {"user": user_sub, "round": round_}})
         raise Unavailable("purchases of the account are being stored; try again", code="account_changing")
 
-    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription]]:
-        """The earlier deletion's report, or the user's subscriptions."""
+    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription], list[str]]:
+        """The earlier deletion's report, or the user's subscriptions and Stripe customers."""
         try:
             with self.store.transaction(readonly=True) as tx:
                 earlier = tx.deletion_report(user_sub)
-                return earlier, [] if earlier else tx.subscriptions_of_users([user_sub])[user_sub]
+                if earlier is not None:
+                    return earlier, [], []
+                customers = [account for source, account in tx.identities_of(user_sub) if source == "stripe"]
+                return None, tx.subscriptions_of_users([user_sub])[user_sub], customers
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
 
@@ -121,6 +128,27 @@ class AccountDeletion:
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
         return with_late(report, rows, STORES)
+
+    def _expire_checkouts(self, customers: list[str]) -> None:
+        """Expire the customers' open Checkout Sessions, so none is paid once the account is
+        gone (https://docs.stripe.com/api/checkout/sessions/expire). One completed or
+        expired meanwhile is refused, and left: its subscription, if any, is stopped like
+        any other (``unstopped`` here, ``late_purchases`` after the deletion)."""
+        if not self.apis.stripe:
+            return
+        for customer in customers:
+            try:
+                sessions = self.apis.stripe.open_checkout_sessions(customer)
+            except StripeApiError as exc:
+                _raise_unless_refused(exc.refused and exc.status not in CREDENTIALS, "Stripe")
+                continue  # a customer Stripe no longer knows has no session to pay
+            for session in sessions:
+                try:
+                    self.apis.stripe.expire_checkout_session(session["id"])
+                except StripeApiError as exc:
+                    _raise_unless_refused(exc.refused and exc.status not in CREDENTIALS, "Stripe")
+                else:
+                    log.info("checkout expired", extra={"fields": {"customer": customer, "session": session["id"]}})
 
     def _stop_billing(self, live: list[Subscription], report: dict) -> None:
         """Stop billing ``live`` where the store lets the gateway, and add each to ``report``."""
