@@ -2,7 +2,9 @@
 subscriptions, customers, invoices, charges by id, invoice payments by PaymentIntent
 (https://docs.stripe.com/api/invoice-payment/list) and refunds by charge
 (https://docs.stripe.com/api/refunds/list); and the cancellation of a subscription
-(``DELETE /v1/subscriptions/{id}``, https://docs.stripe.com/api/subscriptions/cancel). Objects are whatever the demo put
+(``DELETE /v1/subscriptions/{id}``, https://docs.stripe.com/api/subscriptions/cancel); Checkout
+Sessions listed by customer and status and expired
+(https://docs.stripe.com/api/checkout/sessions/list, .../expire). Objects are whatever the demo put
 there, rendered as Stripe renders them (``stripe_objects``); errors in Stripe's shape.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import parse_qsl
 from devtools.servers import Held, LocalServer
 
 _BY_ID = re.compile(r"/v1/(subscriptions|customers|invoices|charges)/([^/]+)")
+_EXPIRE = re.compile(r"/v1/checkout/sessions/([^/]+)/expire")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> tuple:
@@ -52,6 +55,8 @@ class StripeFake:
         if request.method == "DELETE" and (found := _BY_ID.fullmatch(request.path)) \
                 and found.group(1) == "subscriptions":
             return self._cancel(found.group(2))
+        if request.method == "POST" and (found := _EXPIRE.fullmatch(request.path)):
+            return self._expire(found.group(1))
         if request.method != "GET":
             return _error(404, f"Unrecognized request URL ({request.method}: {request.path}).")
         found = _BY_ID.fullmatch(request.path)
@@ -62,6 +67,8 @@ class StripeFake:
             return 200, self._invoice_payments(request), {}
         if request.path == "/v1/refunds":
             return 200, self._refunds(request), {}
+        if request.path == "/v1/checkout/sessions":
+            return 200, self._sessions(request), {}
         return _error(404, f"Unrecognized request URL (GET: {request.path}).")
 
     def _cancel(self, sub_id: str) -> tuple:
@@ -82,6 +89,25 @@ class StripeFake:
             self.objects[sub_id] = sub
             self.cancels.append(sub_id)
             return 200, sub, {}
+
+    def _sessions(self, request) -> dict:
+        """https://docs.stripe.com/api/checkout/sessions/list by ``customer`` and ``status``."""
+        query = {k: v[0] for k, v in request.query.items()}
+        data = [obj for obj in self.objects.values() if obj.get("object") == "checkout.session"
+                and all(obj.get(name) == query[name] for name in ("customer", "status") if name in query)]
+        return {"object": "list", "data": data, "has_more": False, "url": "/v1/checkout/sessions"}
+
+    def _expire(self, session_id: str) -> tuple:
+        """https://docs.stripe.com/api/checkout/sessions/expire: an open session only."""
+        with self._lock:
+            session = self.objects.get(session_id)
+            if session is None:
+                return _error(404, f"No such checkout.session: '{session_id}'")
+            if session.get("status") != "open":
+                return _error(400, 'Only Checkout Sessions with a status in ["open"] can be expired. '
+                                   f"This Checkout Session has a status of `{session.get('status')}`.")
+            self.objects[session_id] = session = {**session, "status": "expired", "url": None}
+            return 200, session, {}
 
     def _invoice_payments(self, request) -> dict:
         query = dict(parse_qsl(request.body.decode() or "")) | {k: v[0] for k, v in request.query.items()}

@@ -1,7 +1,11 @@
 """Account deletion at the user's request: ``DELETE /v1/me`` and ``flask users delete``.
 
-1. The user's live subscriptions are read; a user already deleted gets the first report.
-2. Outside any transaction, billing is stopped where the developer can stop it:
+1. The user's live subscriptions and Stripe customers are read; a user already deleted
+   gets the first report, with the purchases made since (``late_purchases``: those still
+   pending are stopped first).
+2. Outside any transaction, the customers' open Checkout Sessions are expired, so none is
+   paid once the account is gone (one completed meanwhile is a purchase like any other:
+   found in step 3 or after the deletion), and billing is stopped where the developer can:
    - Stripe: cancelled at once (``DELETE /v1/subscriptions/{id}``): a user who deletes
      their account expects not to be charged again, and keeps no access to use up;
    - Google Play: ``purchases.subscriptionsv2.cancel`` with
@@ -19,8 +23,9 @@
    stored since the read (a purchase delivered while a store's cancel was in flight) rolls
    the transaction back, and the deletion goes round again from step 1 for it, up to
    ``ROUNDS`` times, then answers 503. Then the tombstone and its report
-   (``mark_deleted``; a concurrent
-   deletion that committed first wins and its report is answered), personal values
+   (``mark_deleted``; a concurrent deletion that committed first wins and its report is
+   answered), the subscriptions it dealt with (one live later and not among them is a
+   purchase made after the deletion: ``late_purchases``), personal values
    erased from the stored deliveries of the user's subscriptions and of deliveries
    naming the user or their Stripe customer (the ledger stays: ids, amounts, times,
    types, statuses), the identity links deleted (their store accounts kept with the
@@ -33,16 +38,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from gateway.apply import append_changes
 from gateway.domain import entitlement_events
-from gateway.domain.deletion import unstopped
+from gateway import late_purchases
+from gateway.domain.deletion import CANCELLED, ENDED, REPORTED, DeletedSubscription, unstopped, with_late
 from gateway.domain.entitlement_events import Cause
-from gateway.domain.events import Event
 from gateway.domain.model import Subscription
-from gateway.erasure import redact_event
+from gateway.erasure import redact_deliveries
 from gateway.errors import Unavailable
 from gateway.providers.google_play_api import PlayApi, PlayApiError, UnknownPurchase
 from gateway.providers.stripe_api import StripeApi, StripeApiError
@@ -53,8 +58,6 @@ log = logging.getLogger("gateway.accounts")
 DELETION = Cause("deletion")
 STORES = {"stripe": "Stripe", "apple": "App Store", "google": "Google Play", "revenuecat": "RevenueCat"}
 MUST_CANCEL_IN_STORE, NOT_CONFIGURED, REFUSED = "must_cancel_in_store", "store_api_not_configured", "store_refused"
-CANCELLED, ENDED = "cancelled", "ended"  # what a store's cancel came to; ENDED: nothing left to cancel
-PAGE = 500
 #: How often a deletion stops billing and tries to record itself while purchases of the
 #: user are stored meanwhile (``PurchasedMeanwhile``), before answering 503.
 ROUNDS = 3
@@ -85,10 +88,11 @@ class AccountDeletion:
         report: dict[str, list] = {"cancelled": [], "user_must_cancel": []}
         stopped: set[tuple[str, str]] = set()
         for round_ in range(1, ROUNDS + 1):
-            earlier, held = self._read(user_sub)
+            earlier, held, customers = self._read(user_sub)
             if earlier is not None:
-                return earlier
+                return self._answer_again(user_sub, earlier)
             live = sorted(unstopped(held, stopped, self.clock()), key=_order)
+            self._expire_checkouts(customers)
             self._stop_billing(live, report)
             stopped.update(_keys(live))
             try:
@@ -100,14 +104,51 @@ class AccountDeletion:
                 log.info("purchased while deleting", extra={"fields": {"user": user_sub, "round": round_}})
         raise Unavailable("purchases of the account are being stored; try again", code="account_changing")
 
-    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription]]:
-        """The earlier deletion's report, or the user's subscriptions."""
+    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription], list[str]]:
+        """The earlier deletion's report, or the user's subscriptions and Stripe customers."""
         try:
             with self.store.transaction(readonly=True) as tx:
                 earlier = tx.deletion_report(user_sub)
-                return earlier, [] if earlier else tx.subscriptions_of_users([user_sub])[user_sub]
+                if earlier is not None:
+                    return earlier, [], []
+                customers = [account for source, account in tx.identities_of(user_sub) if source == "stripe"]
+                return None, tx.subscriptions_of_users([user_sub])[user_sub], customers
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
+
+    def _answer_again(self, user_sub: str, report: dict) -> dict:
+        """The first ``report`` with the purchases made since (``late_purchases``), those
+        still pending stopped first."""
+        try:
+            with self.store.transaction(readonly=True) as tx:
+                rows = tx.deleted_subscriptions_of(user_sub)
+            if late_purchases.settle_pending(self.store, self.stop, rows, self.clock()):
+                with self.store.transaction(readonly=True) as tx:
+                    rows = tx.deleted_subscriptions_of(user_sub)
+        except StoreUnavailable as exc:
+            raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
+        return with_late(report, rows, STORES)
+
+    def _expire_checkouts(self, customers: list[str]) -> None:
+        """Expire the customers' open Checkout Sessions, so none is paid once the account is
+        gone (https://docs.stripe.com/api/checkout/sessions/expire). One completed or
+        expired meanwhile is refused, and left: its subscription, if any, is stopped like
+        any other (``unstopped`` here, ``late_purchases`` after the deletion)."""
+        if not self.apis.stripe:
+            return
+        for customer in customers:
+            try:
+                sessions = self.apis.stripe.open_checkout_sessions(customer)
+            except StripeApiError as exc:
+                _raise_unless_refused(exc.refused and exc.status not in CREDENTIALS, "Stripe")
+                continue  # a customer Stripe no longer knows has no session to pay
+            for session in sessions:
+                try:
+                    self.apis.stripe.expire_checkout_session(session["id"])
+                except StripeApiError as exc:
+                    _raise_unless_refused(exc.refused and exc.status not in CREDENTIALS, "Stripe")
+                else:
+                    log.info("checkout expired", extra={"fields": {"customer": customer, "session": session["id"]}})
 
     def _stop_billing(self, live: list[Subscription], report: dict) -> None:
         """Stop billing ``live`` where the store lets the gateway, and add each to ``report``."""
@@ -115,13 +156,16 @@ class AccountDeletion:
             snapshot = subscription.snapshot
             item = {"source": snapshot.source, "store": STORES.get(snapshot.source, snapshot.source),
                     "product_id": snapshot.product_id}
-            outcome = self._cancel(snapshot.source, snapshot.key)
+            outcome = self.stop(snapshot.source, snapshot.key)
             if outcome == CANCELLED:
                 report["cancelled"].append(item)
             elif outcome != ENDED:
                 report["user_must_cancel"].append({**item, "reason": outcome})
 
-    def _cancel(self, source: str, key: str) -> str:
+    def stop(self, source: str, key: str) -> str:
+        """Stop billing one subscription where the store lets the gateway: what it came to
+        (``CANCELLED``, ``ENDED``, or the reason the user must cancel it). Raises
+        ``Unavailable`` when the store cannot answer now."""
         if source == "stripe":
             return self._cancel_stripe(key) if self.apis.stripe else NOT_CONFIGURED
         if source == "google":
@@ -193,6 +237,10 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
     held = tx.subscriptions_of_users([user_sub])[user_sub]  # read again: one stored meanwhile is here now
     if unstopped(held, stopped, now):
         raise PurchasedMeanwhile(user_sub)
+    # What the deletion dealt with; one live later and not among them was bought since.
+    tx.note_deleted_subscriptions([DeletedSubscription(s.snapshot.source, s.snapshot.key, user_sub,
+                                                       s.snapshot.product_id, REPORTED, now)
+                                   for s in held if (s.snapshot.source, s.snapshot.key) in stopped])
     keys = _keys(held)
     names = [user_sub] + [account for source, account in accounts if source == "stripe"]
     redact_deliveries(tx, keys, names)
@@ -209,36 +257,6 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
 
 def _keys(held: list[Subscription]) -> list[tuple[str, str]]:
     return sorted((s.snapshot.source, s.snapshot.key) for s in held)
-
-
-def redact_deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> int:
-    """Erase personal values from the deliveries that touched ``keys`` or name one of
-    ``names``; returns how many were changed."""
-    changed, seen = 0, set()
-    for event in _deliveries(tx, keys, names):
-        if event.id in seen:
-            continue
-        seen.add(event.id)
-        changed += redact_event(tx, event)
-    return changed
-
-
-def _deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> Iterator[Event]:
-    before = None
-    while keys:
-        page = tx.events_touching(keys, before_pk=before, limit=PAGE)
-        yield from page
-        if len(page) < PAGE:
-            break
-        before = page[-1].id
-    for name in names:
-        after = 0
-        while True:
-            page = tx.events_naming(name, after, PAGE)
-            yield from page
-            if len(page) < PAGE:
-                break
-            after = page[-1].id
 
 
 def build(settings, store: Store, clock: Callable[[], datetime]) -> AccountDeletion:

@@ -17,6 +17,7 @@ from gateway.domain.entitlements import derive
 from gateway.domain.events import Event
 from gateway.domain.model import Subscription, merge_snapshot, with_account_owner
 from gateway.domain.reads import StaleRead, stale_read
+from gateway import late_purchases
 from gateway.erasure import Concerned
 from gateway.store.port import Transaction
 
@@ -228,6 +229,7 @@ class Changes:
         self.concerned.erase(self.tx, deleted)
         if users:
             held = self.tx.subscriptions_of_users(users)
+            late_purchases.note(self.tx, {user: held[user] for user in users if user in deleted}, self.now)
             after = {user: [] if user in deleted else list(derive([s.snapshot for s in held[user]], self.catalog).values())
                      for user in users}
             self.tx.replace_entitlements_of(after, self.now)

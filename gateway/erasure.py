@@ -14,12 +14,15 @@ one that changes nothing pays a read of the tombstone only when it carries perso
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from gateway.domain import personal_data
 from gateway.domain.changes import Translation
 from gateway.domain.events import Event
 from gateway.store.port import Transaction
+
+#: Deliveries read per statement while a deletion erases them (``redact_deliveries``).
+PAGE = 500
 
 
 def redact_event(tx: Transaction, event: Event) -> bool:
@@ -76,3 +79,33 @@ class Concerned:
             about.update((event.id, event) for event, accounts in naming if not kept.isdisjoint(accounts))
         for event in about.values():
             redact_event(tx, event)
+
+
+def redact_deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> int:
+    """Erase personal values from the deliveries that touched ``keys`` or name one of
+    ``names``; returns how many were changed."""
+    changed, seen = 0, set()
+    for event in _deliveries(tx, keys, names):
+        if event.id in seen:
+            continue
+        seen.add(event.id)
+        changed += redact_event(tx, event)
+    return changed
+
+
+def _deliveries(tx: Transaction, keys: list[tuple[str, str]], names: list[str]) -> Iterator[Event]:
+    before = None
+    while keys:
+        page = tx.events_touching(keys, before_pk=before, limit=PAGE)
+        yield from page
+        if len(page) < PAGE:
+            break
+        before = page[-1].id
+    for name in names:
+        after = 0
+        while True:
+            page = tx.events_naming(name, after, PAGE)
+            yield from page
+            if len(page) < PAGE:
+                break
+            after = page[-1].id

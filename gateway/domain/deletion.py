@@ -2,6 +2,7 @@
 is recorded."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
@@ -29,3 +30,53 @@ def unstopped(held: Iterable[Subscription], stopped: Collection[tuple[str, str]]
     it, under the user's lock: with any left, the deletion is not recorded but goes round
     again."""
     return [s for s in held if is_live(s, now) and (s.snapshot.source, s.snapshot.key) not in stopped]
+
+
+#: What a store's cancel came to; ``ENDED``: the store bills nothing any more.
+CANCELLED, ENDED = "cancelled", "ended"
+#: ``DeletedSubscription.outcome``: covered by the deletion's own report.
+REPORTED = "reported"
+#: Found after the deletion; the gateway still has to stop its billing or report it.
+PENDING = "pending"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletedSubscription:
+    """A subscription of a deleted user the gateway has dealt with: stopped or reported by
+    the deletion (``REPORTED``), or bought after it (a late purchase: ``PENDING`` until the
+    gateway has cancelled it or found it for the user to cancel, then what that came to)."""
+
+    source: str
+    key: str
+    user_sub: str
+    product_id: str | None
+    outcome: str
+    found_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+
+
+def late_purchases(held: Iterable[Subscription], known: Collection[tuple[str, str]], now: datetime,
+                   user_sub: str) -> list[DeletedSubscription]:
+    """The purchases of a deleted user, as ``held`` under the user's lock, that still bill
+    or grant and that neither the deletion nor an earlier delivery dealt with (``known``:
+    their (source, key)): each to stop, due at once."""
+    return [DeletedSubscription(s.snapshot.source, s.snapshot.key, user_sub, s.snapshot.product_id, PENDING, now,
+                                next_attempt_at=now) for s in unstopped(held, known, now)]
+
+
+def with_late(report: dict, late: Iterable[DeletedSubscription], stores: dict[str, str]) -> dict:
+    """The deletion's ``report`` with the late purchases settled since: each ``cancelled``,
+    or for the user to cancel with the reason (``after_deletion`` marks them); one the
+    store no longer bills (``ended``) or still pending is left out."""
+    answer = {"cancelled": list(report.get("cancelled", [])), "user_must_cancel": list(report.get("user_must_cancel", []))}
+    for row in sorted(late, key=lambda r: (r.found_at, r.source, r.key)):
+        item = {"source": row.source, "store": stores.get(row.source, row.source), "product_id": row.product_id,
+                "after_deletion": True}
+        if row.outcome == CANCELLED:
+            answer["cancelled"].append(item)
+        elif row.outcome not in (ENDED, PENDING, REPORTED):
+            answer["user_must_cancel"].append({**item, "reason": row.outcome})
+    return answer
+

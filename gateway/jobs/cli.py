@@ -139,7 +139,8 @@ def prune_command(dry_run: bool, batch: int) -> None:
 @click.option("--once", is_flag=True, help="one turn of every chore, then exit")
 def work_command(idle_seconds: float, once: bool) -> None:
     """The Procfile's worker, until stopped: retry deferred deliveries, report entitlements
-    that lapsed by time, send the outgoing webhooks, prune the event log (gateway/jobs/worker.py)."""
+    that lapsed by time, stop purchases made after an account deletion, send the outgoing webhooks,
+    prune the event log (gateway/jobs/worker.py)."""
     services = _services()
     worker.run(worker.chores(services, _stale_after(services)), idle_seconds=idle_seconds, once=once)
 

@@ -4,6 +4,7 @@ the loop sleeps ``idle_seconds``. A chore that fails (the database failing over,
 is logged and tried again on the next turn; it never stops the others or the process.
 
 The chores: the retry of deferred deliveries, the expiry sweep (``expiry.py``), the
+cancellation of purchases made after an account deletion (``gateway.late_purchases``), the
 outgoing webhooks and the Cognito sign-outs, each when configured, and the event log's
 pruning (``retention.py``, at most once an hour unless it has a backlog).
 """
@@ -44,14 +45,17 @@ def run(chores: dict[str, Chore], idle_seconds: float = 1.0, once: bool = False)
 
 def chores(services, stale_after) -> dict[str, Chore]:
     """The worker's chores for these services (``app.Services``)."""
+    from gateway.clock import utcnow
     from gateway.jobs import retry, sign_out
     from gateway.jobs.expiry import ExpirySweep
+    from gateway.late_purchases import LatePurchases
     from gateway.outbound.worker import Deliverer
 
     found: dict[str, Chore] = {
         "retry": lambda: sum(retry.retry_due(services.ingest, services.providers, stale_after=stale_after).values()),
         "expiry": ExpirySweep(services.store).run_once,
         "webhooks": Deliverer.build(services).run_once,  # every run: endpoints added on the admin page too
+        "late_purchases": LatePurchases(services.store, services.accounts.stop, utcnow).run_once,
     }
     consumer = sign_out.build(services)  # None unless COGNITO_SIGN_OUT_ON_REVOKE and a pool
     if consumer:

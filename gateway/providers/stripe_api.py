@@ -66,6 +66,10 @@ class StripeApi(Protocol):
 
     def cancel_subscription(self, subscription_id: str, idempotency_key: str | None = None) -> dict: ...
 
+    def open_checkout_sessions(self, customer_id: str) -> list[dict]: ...
+
+    def expire_checkout_session(self, session_id: str) -> dict: ...
+
 
 class StripeHttpApi:
     def __init__(self, api_key: str, api_base: str | None = None, timeout: float = TIMEOUT) -> None:
@@ -153,6 +157,17 @@ class StripeHttpApi:
         subscription, ``status`` ``canceled``."""
         options = {"idempotency_key": idempotency_key} if idempotency_key else {}
         return self._call("delete", f"/v1/subscriptions/{subscription_id}", **options)
+
+    def open_checkout_sessions(self, customer_id: str) -> list[dict]:
+        """The customer's Checkout Sessions still open, every page
+        (https://docs.stripe.com/api/checkout/sessions/list: ``customer``, ``status``)."""
+        return self._listed("/v1/checkout/sessions", [], customer=customer_id, status="open")
+
+    def expire_checkout_session(self, session_id: str) -> dict:
+        """Expire an open session: it can no longer be completed
+        (https://docs.stripe.com/api/checkout/sessions/expire). Stripe refuses one that is
+        not open (completed, or expired already)."""
+        return self._call("post", f"/v1/checkout/sessions/{session_id}/expire")
 
 
 def _items(listed: dict) -> list[dict]:

@@ -16,6 +16,7 @@ from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
 from gateway.domain.changes import Transfer
 from gateway.domain.model import Subscription
+from gateway.store.port_deletions import DeletedSubscriptionsPort
 
 
 class StoreUnavailable(Exception):
@@ -32,7 +33,7 @@ class StoreRefused(Exception):
 MAX_ROW_ID = 2**63 - 1
 
 
-class Transaction(abc.ABC):
+class Transaction(DeletedSubscriptionsPort):
     """What the use cases do inside one transaction. Several items at once, for deliveries
     applied together: a database does each call in one round trip or two."""
 

@@ -15,6 +15,7 @@ from gateway.domain.model import Subscription
 
 from . import rows, statements, tables
 from .accounts import AccountsTransaction
+from .deleted_subscriptions import DeletedSubscriptionsTransaction
 from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
 from .reconcile_cursors import ReconcileTransaction
@@ -87,7 +88,8 @@ class SqlStore(Store):
         """The transaction's statements on ``connection``, begun by the caller."""
 
 
-class SqlTransaction(FeedTransaction, AccountsTransaction, ReconcileTransaction, TransfersTransaction, Transaction):
+class SqlTransaction(FeedTransaction, AccountsTransaction, DeletedSubscriptionsTransaction, ReconcileTransaction,
+                     TransfersTransaction, Transaction):
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
 

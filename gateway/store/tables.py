@@ -214,3 +214,23 @@ deleted_accounts = sa.Table(
     sa.Column("account", sa.String(255), primary_key=True),
     sa.Column("user_sub", sa.String(255), nullable=False),
 )
+
+# The subscriptions of deleted users the gateway has dealt with (``domain.deletion``): those
+# the deletion stopped or reported, and those bought after it (late purchases), which the
+# worker cancels where the store lets it (``gateway.late_purchases``) and the deletion's
+# report, asked again, answers.
+deleted_subscriptions = sa.Table(
+    "deleted_subscriptions", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("user_sub", sa.String(255), nullable=False, index=True),
+    sa.Column("product_id", sa.String(255), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("found_at", Time, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", Time, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    # The worker's walk over what is still to stop.
+    sa.Index("ix_deleted_subscriptions_due", "next_attempt_at",
+             postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'")),
+)

@@ -5,6 +5,7 @@ from flask import abort, redirect, render_template, request, url_for
 
 from gateway.explain import explain
 from gateway.clock import utcnow
+from gateway.domain.deletion import REPORTED
 from gateway.store.port import StoreUnavailable
 from gateway.web.admin import bp, row_id_arg
 from gateway.web.admin_deliveries import services
@@ -26,11 +27,15 @@ def user():
     before = row_id_arg("before")
     try:
         found = explain(services().store, services().catalog, user_sub, now, before_pk=before)
+        with services().store.transaction(readonly=True) as tx:
+            report = tx.deletion_report(user_sub)
+            late = [row for row in tx.deleted_subscriptions_of(user_sub) if row.outcome != REPORTED] if report else []
     except StoreUnavailable:
         abort(503, "the database cannot be read right now")
     active = {g.name: g.is_active(now) for g in found.grants}
     return render_template("admin/user.html", user_sub=user_sub, found=found, now=now, active=active,
-                           status_at={g.name: g.status_at(now).value for g in found.grants})
+                           status_at={g.name: g.status_at(now).value for g in found.grants},
+                           report=report, late=late)
 
 
 @bp.get("/backlog")

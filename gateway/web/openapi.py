@@ -80,8 +80,11 @@ def _client_action(summary: str, body: str, ok: str, *errors: int) -> dict:
 def _delete_me() -> dict:
     return {"delete": {
         "tags": ["client"], "summary": "Delete the caller's account: stop billing, erase personal data",
-        "description": "Idempotent: asked again, answers the first report. 503: a store's API or the "
-                       "database could not answer; nothing was deleted, ask again.",
+        "description": "Idempotent: asked again, answers the first report, with each purchase made after "
+                       "the deletion (after_deletion: true), cancelled where the store lets the gateway. The "
+                       "caller's open Stripe Checkout Sessions are expired. 503: a store's API or the "
+                       "database could not answer; nothing was deleted (asked again: a purchase made after "
+                       "the deletion is not cancelled yet), ask again.",
         "security": [{"cognito": []}], "responses": _answers("DeletionReport", 401, 503)}}
 
 

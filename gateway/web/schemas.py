@@ -93,6 +93,9 @@ class DeletedSubscription(ma.Schema):
     product_id = fields.String(required=True, allow_none=True)
     reason = _text("user_must_cancel only: must_cancel_in_store (App Store, RevenueCat), "
                    "store_api_not_configured, or store_refused")
+    after_deletion = fields.Boolean(metadata={
+        "description": "present and true for a purchase made after the deletion (stored once the account was "
+                       "gone): answered when the deletion is asked again"})
 
 
 class DeletionReport(ma.Schema):

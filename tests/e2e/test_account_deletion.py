@@ -453,3 +453,119 @@ def test_late_revenuecat_events_are_erased_link_nothing_and_another_users_stay_w
     assert world.entitlements(OTHER)["is_premium"] is True
     with world.store.transaction(readonly=True) as tx:  # the deleted user's newer alias did not take it
         assert [account for _, account in tx.identities_of(OTHER)] == [late[0]["aliases"][1]]
+
+
+# Purchases stored after the deletion (a Checkout completed moments after it, a store
+# purchase under the deleted sub): they grant nothing, and must not go on billing either.
+
+def late_stripe_subscription(world: World, user: str = USER, name: str = "late") -> dict:
+    """A new subscription of the user's customer, bought after the deletion, as Stripe
+    delivers it (the Checkout Session's ``subscription_data.metadata`` names the user)."""
+    h = scenarios._ids(user)
+    late = so.subscription("basil", sub_id=f"sub_{name}{h}", customer=f"cus_demo{h}", cognito_sub=user)
+    world.fakes.stripe.put(late)
+    world.stripe_event("customer.subscription.created", late)
+    return late
+
+
+def work_once(world: World) -> None:
+    """One turn of every chore of the worker (``flask events work --once``)."""
+    result = world.app.test_cli_runner().invoke(args=["events", "work", "--once"])
+    assert result.exit_code == 0, result.output
+
+
+def late_rows(world: World, user: str = USER):
+    with world.store.transaction(readonly=True) as tx:
+        return [row for row in tx.deleted_subscriptions_of(user) if row.outcome != "reported"]
+
+
+def test_a_stripe_subscription_bought_after_the_deletion_is_cancelled_by_the_worker_and_reported(world):
+    subscribe_everywhere(world)
+    first = world.delete().get_json()
+    late = late_stripe_subscription(world)
+    world.stripe_event("customer.subscription.updated", late)  # Stripe tells of it again: found once
+
+    assert world.entitlements()["is_premium"] is False
+    assert [(row.source, row.key, row.outcome) for row in late_rows(world)] == [("stripe", late["id"], "pending")]
+
+    work_once(world)
+
+    assert world.fakes.stripe.cancels[-1] == late["id"] and world.fakes.stripe.objects[late["id"]]["status"] == "canceled"
+    again = world.delete().get_json()
+    assert again == {"cancelled": first["cancelled"] + [{"source": "stripe", "store": "Stripe",
+                                                         "product_id": late["items"]["data"][0]["price"]["id"],
+                                                         "after_deletion": True}],
+                     "user_must_cancel": first["user_must_cancel"]}
+    cancels = list(world.fakes.stripe.cancels)
+    world.stripe_event("customer.subscription.deleted", world.fakes.stripe.objects[late["id"]])
+    work_once(world)
+    assert world.delete().get_json() == again and world.fakes.stripe.cancels == cancels
+    assert [e.type for e in world.feed()].count(USER_DELETED) == 1
+
+
+def test_stripe_down_leaves_a_late_purchase_pending_and_the_deletion_asked_again_cancels_it(world):
+    subscribe_everywhere(world)
+    first = world.delete().get_json()
+    late = late_stripe_subscription(world)
+    world.fakes.stripe.fail_cancels = 2
+
+    work_once(world)  # Stripe answers 500: tried again later
+
+    (row,) = late_rows(world)
+    assert (row.outcome, row.attempts) == ("pending", 1) and "Stripe" in row.last_error
+    assert row.next_attempt_at > datetime.now(timezone.utc)
+    failed = world.delete()  # asked again, it stops what is pending itself: Stripe still down
+    assert (failed.status_code, failed.get_json()["error"]) == (503, "store_api_unavailable")
+
+    again = world.delete()
+
+    assert again.status_code == 200 and len(again.get_json()["cancelled"]) == len(first["cancelled"]) + 1
+    assert world.fakes.stripe.objects[late["id"]]["status"] == "canceled"
+    assert [row.outcome for row in late_rows(world)] == ["cancelled"]
+
+
+def test_a_store_purchase_after_the_deletion_is_reported_for_the_user_to_cancel(world):
+    subscribe_everywhere(world)
+    first = world.delete().get_json()
+    headers = {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"}
+    bought = rc.event("INITIAL_PURCHASE", USER, transaction="rc_after_deletion", at_ms=int(time.time() * 1000))
+    world.post("revenuecat", rc.body(bought), headers)
+
+    work_once(world)
+
+    assert world.entitlements()["is_premium"] is False
+    again = world.delete().get_json()
+    assert again["cancelled"] == first["cancelled"]
+    assert again["user_must_cancel"] == first["user_must_cancel"] + [{
+        "source": "revenuecat", "store": "RevenueCat", "product_id": bought["product_id"],
+        "after_deletion": True, "reason": "must_cancel_in_store"}]
+
+
+@pytest.mark.parametrize("round_", range(RACE_ROUNDS))
+def test_a_stripe_purchase_racing_the_deletion_is_cancelled_whichever_commits_first(
+        world, make_app, fakes, database_url, round_):
+    """The deletion and a new subscription's delivery through another gateway, released
+    together by a barrier, one of them a little later by a delay that varies by round: the
+    deletion finds the purchase (it committed first, or while its cancels were in flight),
+    or the purchase finds the tombstone under the user's lock and is recorded for the
+    worker. Either way it is cancelled at Stripe once and reported. Decided before that
+    lock (or not at all, as before), a purchase committed after the tombstone billed on."""
+    user = str(uuid.uuid4())
+    scenarios.stripe(world, "subscribe", user)
+    h = scenarios._ids(user)
+    again = so.subscription("basil", sub_id=f"sub_again{h}", customer=f"cus_demo{h}", cognito_sub=user)
+    fakes.stripe.put(again)
+    body, headers = signed(so.event("customer.subscription.created", again), world.credentials.stripe_webhook_secret)
+    other = make_app(**gateway_env(fakes, database_url)).test_client()
+    delays = [(round_ % 3) * 0.01, 0.0][::1 if round_ % 2 else -1]
+
+    deleted, delivered = together(lambda: time.sleep(delays[0]) or world.delete(user),
+                                  lambda: time.sleep(delays[1]) or other.post("/webhooks/stripe", data=body,
+                                                                              headers=headers))
+    assert (deleted.status_code, delivered.status_code) == (200, 200), deleted.get_data(as_text=True)
+    work_once(world)
+
+    assert sorted(fakes.stripe.cancels) == sorted([f"sub_demo{h}", f"sub_again{h}"])
+    report = world.delete(user).get_json()
+    assert sorted(item["source"] for item in report["cancelled"]) == ["stripe", "stripe"], report
+    assert world.entitlements(user) == {"user_id": user, "is_premium": False, "entitlements": {}}

@@ -314,3 +314,21 @@ def test_the_session_cookie_gives_its_holder_no_offline_test_of_a_password_guess
         marks.append(app.session_interface.get_signing_serializer(app).loads(cookie.value)["admin"])
         assert client.get("/admin/deliveries").status_code == 200
     assert marks[0] != marks[1]
+
+
+def test_the_user_page_shows_a_deleted_users_purchases_made_after_the_deletion(app, client):
+    # Bought in the App Store through RevenueCat after the deletion: only the user can cancel
+    # it, and the operator must see it to tell them.
+    send(client, rc.event("INITIAL_PURCHASE", "user-8", transaction="81"))
+    app.extensions["gateway"].accounts.delete("user-8")
+    send(client, rc.event("INITIAL_PURCHASE", "user-8", transaction="82", product_id="com.example.after"))
+    sign_in(client)
+
+    pending = client.get("/admin/users?sub=user-8").get_data(as_text=True)
+    assert 'id="deleted"' in pending and "left 1 for the user to cancel" in pending
+    assert "com.example.after" in pending and ">pending<" in pending
+    result = app.test_cli_runner().invoke(args=["events", "work", "--once"])
+    assert result.exit_code == 0, result.output
+    stopped = client.get("/admin/users?sub=user-8").get_data(as_text=True)
+    assert ">must_cancel_in_store<" in stopped
+    assert 'id="deleted"' not in client.get("/admin/users?sub=user-7").get_data(as_text=True)

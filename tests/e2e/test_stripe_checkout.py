@@ -275,3 +275,38 @@ def test_a_stripe_failure_answers_the_client_in_our_words_and_logs_stripes(make_
         assert message and "Stripe" in message
     logged = " ".join(str(getattr(record, "fields", {})) for record in caplog.records)
     assert any(text in logged for text in ("Simulated outage", "No such price", "Invalid API Key")), logged
+
+
+OTHER = "5e0f1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
+
+
+def test_deleting_the_account_expires_its_open_checkout_sessions(client, cognito, fake):
+    # Opened just before the deletion, a session stayed payable at Stripe for up to a day:
+    # the user could still subscribe, billed for what the tombstone grants nothing.
+    opened, paid = (checkout(client, cognito).get_json()["id"] for _ in range(2))
+    fake.complete(paid, "sub_paid_before_the_deletion")
+    others = checkout(client, cognito, user=OTHER).get_json()["id"]
+
+    deleted = client.delete("/v1/me", headers=cognito.header(USER))
+
+    assert deleted.status_code == 200, deleted.get_json()
+    statuses = {session["id"]: session["status"] for session in fake.sessions()}
+    assert statuses == {opened: "expired", paid: "complete", others: "open"}
+    (customer,) = [c["id"] for c in fake.customers if c["metadata"]["cognito_sub"] == USER]
+    listed = fake.requests_to("/v1/checkout/sessions")[-2]
+    assert (listed.method, listed.params["customer"], listed.params["status"]) == ("GET", customer, "open")
+    assert client.delete("/v1/me", headers=cognito.header(USER)).status_code == 200
+    assert fake.state.counts["checkout.session.expired"] == 1
+
+
+def test_stripe_down_while_expiring_the_sessions_deletes_nothing(client, cognito, fake, api):
+    opened = checkout(client, cognito).get_json()["id"]
+    fake.fail_with(500)
+
+    failed = client.delete("/v1/me", headers=cognito.header(USER))
+
+    assert (failed.status_code, failed.get_json()["error"]) == (503, "store_api_unavailable")
+    fake.recover()
+    assert checkout(client, cognito).status_code == 200  # not deleted: the user may still buy
+    assert client.delete("/v1/me", headers=cognito.header(USER)).status_code == 200
+    assert {s["id"]: s["status"] for s in fake.sessions()}[opened] == "expired"

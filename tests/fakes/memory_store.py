@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from gateway.domain.changes import Transfer
+from gateway.domain.deletion import PENDING, DeletedSubscription
 from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import WAITING, Event
@@ -31,6 +32,7 @@ class _State:
     deleted: dict[str, dict] = dataclasses.field(default_factory=dict)
     deleted_accounts: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     cursors: dict[str, int] = dataclasses.field(default_factory=dict)
+    deleted_subscriptions: dict[tuple[str, str], DeletedSubscription] = dataclasses.field(default_factory=dict)
     reconcile_cursors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -247,6 +249,32 @@ class _MemoryTransaction(Transaction):
 
     def deleted_accounts(self, accounts):
         return {a for a in accounts if a in self.state.deleted_accounts and a not in self.state.identities}
+
+    def note_deleted_subscriptions(self, rows) -> None:
+        for row in rows:
+            self.state.deleted_subscriptions.setdefault((row.source, row.key), row)
+
+    def deleted_subscription_keys(self, user_subs):
+        return {key for key, row in self.state.deleted_subscriptions.items() if row.user_sub in user_subs}
+
+    def deleted_subscriptions_of(self, user_sub):
+        return [row for _, row in sorted(self.state.deleted_subscriptions.items()) if row.user_sub == user_sub]
+
+    def claim_late_purchases(self, now, lease_until, limit):
+        due = sorted((row for row in self.state.deleted_subscriptions.values()
+                      if row.outcome == PENDING and row.next_attempt_at <= now),
+                     key=lambda row: (row.next_attempt_at, row.source, row.key))[:limit]
+        for row in due:
+            self.state.deleted_subscriptions[(row.source, row.key)] = dataclasses.replace(row, next_attempt_at=lease_until)
+        return [dataclasses.replace(row, next_attempt_at=lease_until) for row in due]
+
+    def settle_late_purchase(self, row, outcome, attempts, next_attempt_at, last_error) -> bool:
+        held = self.state.deleted_subscriptions.get((row.source, row.key))
+        if held is None or held.outcome != PENDING or held.next_attempt_at != row.next_attempt_at:
+            return False
+        self.state.deleted_subscriptions[(row.source, row.key)] = dataclasses.replace(
+            held, outcome=outcome, attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error)
+        return True
 
     def events_naming(self, text, after_pk, limit):
         return [e for pk, e in sorted(self.state.events.items()) if pk > after_pk and text in e.payload][:limit]

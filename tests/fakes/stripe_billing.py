@@ -3,7 +3,7 @@
 Adds subscriptions, invoices and charges (retrieve), the Invoice Payments list
 (https://docs.stripe.com/api/invoice-payment/list), the Refunds list by charge
 (https://docs.stripe.com/api/refunds/list), Checkout Sessions
-(https://docs.stripe.com/api/checkout/sessions/create) and Customer Portal sessions
+(https://docs.stripe.com/api/checkout/sessions/create, list and expire) and Customer Portal sessions
 (https://docs.stripe.com/api/customer_portal/sessions/create). Objects a test arranges
 are rendered as the API version our client pins renders them (basil and later).
 """
@@ -77,6 +77,28 @@ def register_billing(fake: FakeStripe) -> None:
             "created": int(time.time()), "url": f"https://checkout.stripe.com/c/pay/{session_id}",
             "params": params})
 
+    @fake.route("GET", "/v1/checkout/sessions")
+    def list_checkout_sessions(state, request):
+        """https://docs.stripe.com/api/checkout/sessions/list: newest first, ``customer`` and
+        ``status`` (``open``, ``complete``, ``expired``) filters."""
+        wanted = {key: request.params[key] for key in ("customer", "status") if key in request.params}
+        data = sorted((session for session in state.objects["checkout.session"].values()
+                       if all(session.get(key) == value for key, value in wanted.items())),
+                      key=lambda session: session["created"], reverse=True)
+        return paged(request, [_rendered(session) for session in data], "/v1/checkout/sessions")
+
+    @fake.route("POST", "/v1/checkout/sessions/{id}/expire")
+    def expire_checkout_session(state, request, id):
+        """https://docs.stripe.com/api/checkout/sessions/expire: an open session only; Stripe
+        refuses any other with this message."""
+        session = state.get("checkout.session", id)
+        if session["status"] != "open":
+            raise StripeError(400, "invalid_request_error", 'Only Checkout Sessions with a status in ["open"] can be '
+                              f"expired. This Checkout Session has a status of `{session['status']}`.")
+        session.update(status="expired", url=None)
+        state.counts["checkout.session.expired"] += 1
+        return 200, _rendered(session)
+
     @fake.route("POST", "/v1/billing_portal/sessions")
     def create_portal_session(state, request):
         customer = state.get("customer", request.params.get("customer") or "")
@@ -84,6 +106,11 @@ def register_billing(fake: FakeStripe) -> None:
             "id": state.new_id("bps"), "object": "billing_portal.session", "customer": customer["id"],
             "return_url": request.params.get("return_url"), "livemode": False, "created": int(time.time()),
             "url": f"https://billing.stripe.com/p/session/test_{state.new_id('ps')}"})
+
+
+def _rendered(session: dict) -> dict:
+    """A session as Stripe shows it: without the parameters the fake keeps for tests."""
+    return {key: value for key, value in session.items() if key != "params"}
 
 
 class StripeBilling(FakeStripe):
@@ -118,3 +145,9 @@ class StripeBilling(FakeStripe):
 
     def sessions(self, kind: str = "checkout.session") -> list[dict]:
         return list(self.state.objects[kind].values())
+
+    def complete(self, session_id: str, subscription_id: str) -> dict:
+        """The customer paid: the session is ``complete`` with its ``subscription``."""
+        session = self.state.get("checkout.session", session_id)
+        session.update(status="complete", subscription=subscription_id, url=None)
+        return session

@@ -71,3 +71,29 @@ def test_purchases_stored_in_every_round_leave_the_account_undeleted_and_the_nex
     assert len(stripe.cancelled) == ROUNDS
     report = accounts.delete(USER)
     assert len(report["cancelled"]) == ROUNDS + 1 and len(stripe.cancelled) == ROUNDS + 1
+
+
+def store_snapshot(store: MemoryStore, key: str, status: Status, as_of: datetime) -> None:
+    snapshot = Snapshot(source="stripe", key=key, as_of=as_of, status=status, product_id="price_monthly",
+                        expires_at=as_of + timedelta(days=30), will_renew=status == Status.ACTIVE, user_sub=USER)
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(snapshots=(snapshot,)), Catalog(products={}), as_of)
+
+
+def test_a_purchase_live_after_the_deletion_and_not_dealt_with_is_recorded_once_to_stop():
+    store, stripe, accounts = deletion(purchases=0)
+    store_snapshot(store, "sub_ended", Status.EXPIRED, NOW - timedelta(days=40))
+    accounts.delete(USER)
+    later = NOW + timedelta(minutes=1)
+
+    store_snapshot(store, "sub_first", Status.ACTIVE, later)  # what the deletion cancelled: Stripe's late word
+    store_snapshot(store, "sub_late", Status.ACTIVE, later)  # bought after the deletion
+    store_snapshot(store, "sub_late", Status.ACTIVE, later + timedelta(seconds=1))  # and told of again
+    store_snapshot(store, "sub_ended", Status.ACTIVE, later)  # ended then, bought again under its key
+
+    with store.transaction(readonly=True) as tx:
+        rows = tx.deleted_subscriptions_of(USER)
+    assert [(row.key, row.outcome) for row in rows] == [
+        ("sub_ended", "pending"), ("sub_first", "reported"), ("sub_late", "pending")]
+    assert all(row.next_attempt_at == later for row in rows if row.outcome == "pending")
+    assert store.state.entitlements.get(USER, []) == []

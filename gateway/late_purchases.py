@@ -1,0 +1,104 @@
+"""Purchases made after an account deletion: found, stopped where the store lets the
+gateway, reported where it does not.
+
+A deletion stops or reports what the user holds when it is recorded (``accounts``); a
+purchase stored after it (a Checkout the user completed moments later, an App Store, Play
+or RevenueCat purchase under the deleted sub) grants nothing, the tombstone sees to that,
+but it bills. So:
+
+1. Found (``note``) in the transaction that stores it, under the user's lock, on the
+   user's subscriptions as that transaction holds them: one live and not among those the
+   deletion dealt with, nor found before, is recorded ``pending`` (``domain.deletion``),
+   with a warning in the log. A deletion that commits while the purchase waits on the
+   user's lock is then read; one that waits on the purchase's finds it (``accounts.erase``).
+2. Stopped (``LatePurchases``, a chore of the worker) outside any transaction, the way the
+   deletion stops billing (``AccountDeletion.stop``): a Stripe or Play subscription is
+   cancelled at once, an App Store or RevenueCat one is for the user to cancel. A store
+   that cannot answer now leaves it pending, tried again with a growing backoff (30 s up
+   to six hours), for as long as it takes: it bills until then. The outcome is written
+   under the lease the worker took, so two workers never both settle it.
+3. Answered: the deletion asked again (``DELETE /v1/me``, ``flask users delete``) stops
+   what is still pending itself, then adds each late purchase to its first report
+   (``domain.deletion.with_late``).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from gateway.domain.deletion import CANCELLED, ENDED, PENDING, DeletedSubscription, late_purchases
+from gateway.domain.model import Subscription
+from gateway.errors import GatewayError
+from gateway.store.port import Store, Transaction
+
+log = logging.getLogger("gateway.late_purchases")
+
+#: How long a claimed late purchase is reserved for the worker that claimed it.
+LEASE = timedelta(minutes=5)
+
+Stop = Callable[[str, str], str]
+
+
+def note(tx: Transaction, held: dict[str, list[Subscription]], now: datetime) -> list[DeletedSubscription]:
+    """Record the late purchases of these deleted users (``held``: their subscriptions as
+    ``tx`` holds them, under their locks); returns them."""
+    if not held:
+        return []
+    known = tx.deleted_subscription_keys(sorted(held))
+    found = [row for user, subscriptions in sorted(held.items()) for row in late_purchases(subscriptions, known, now, user)]
+    tx.note_deleted_subscriptions(found)
+    for row in found:
+        log.warning("purchase after account deletion", extra={"fields": {
+            "user": row.user_sub, "source": row.source, "product_id": row.product_id}})
+    return found
+
+
+def settle(store: Store, stop: Stop, row: DeletedSubscription, now: datetime, raising: bool = False) -> str:
+    """Stop ``row``'s billing (``stop``) and write what it came to; ``PENDING`` when the
+    store could not answer (tried again later), unless ``raising``, which raises then."""
+    from gateway.ingest import backoff  # the retry worker's: ingest imports apply, which imports this
+
+    try:
+        outcome, error, retry_at = stop(row.source, row.key), None, None
+    except GatewayError as exc:
+        if raising:
+            raise
+        outcome, error, retry_at = PENDING, exc.message, now + backoff(row.attempts + 1)
+    with store.transaction() as tx:
+        settled = tx.settle_late_purchase(row, outcome, row.attempts + 1, retry_at, error)
+    # The user must cancel it in the store: a warning, for the operator to tell them.
+    level = logging.INFO if outcome in (CANCELLED, ENDED, PENDING) else logging.WARNING
+    log.log(level, "late purchase stopped" if outcome != PENDING else "late purchase not stopped yet", extra={"fields": {
+        "user": row.user_sub, "source": row.source, "outcome": outcome, "attempts": row.attempts + 1,
+        "written": settled, "error": error}})
+    return outcome
+
+
+class LatePurchases:
+    """The worker's chore: stop the late purchases that are due, one claim at a time."""
+
+    def __init__(self, store: Store, stop: Stop, clock: Callable[[], datetime]) -> None:
+        self.store, self.stop, self.clock = store, stop, clock
+
+    def run_once(self, limit: int = 100) -> int:
+        """Stop up to ``limit`` due late purchases; returns how many were tried."""
+        tried = 0
+        for _ in range(limit):
+            now = self.clock()
+            with self.store.transaction() as tx:
+                due = tx.claim_late_purchases(now, now + LEASE, 1)
+            if not due:
+                break
+            settle(self.store, self.stop, due[0], now)
+            tried += 1
+        return tried
+
+
+def settle_pending(store: Store, stop: Stop, rows: Iterable[DeletedSubscription], now: datetime) -> bool:
+    """Stop the pending ones of ``rows`` now, raising when a store cannot answer; whether
+    there were any."""
+    pending = [row for row in rows if row.outcome == PENDING]
+    for row in pending:
+        settle(store, stop, row, now, raising=True)
+    return bool(pending)
