@@ -1,6 +1,6 @@
 """The feed's retention (FEED_RETENTION_DAYS): old entitlement events are deleted in batches,
 except what an outgoing webhook or a consumer of the gateway has not had yet and the newest
-event."""
+event; a reader whose cursor is older than the feed answers 410 instead of skipping events."""
 from __future__ import annotations
 
 import threading
@@ -18,17 +18,20 @@ from gateway.store import tables
 from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention
 from gateway.store.sql import transactional
+from gateway.web import schemas
 from tests.conftest import DATABASE
+from tests.e2e.conftest import API_KEY
 from tests.e2e.test_retention import Transactions, run, waiting_for_a_lock
 
 NOW = utcnow()
 OLD, YOUNG = NOW - timedelta(days=100), NOW - timedelta(days=1)
 CUTOFF = retention.cutoff(90, NOW)
+KEY = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture
 def app(make_app):
-    return make_app()
+    return make_app(GATEWAY_API_KEYS=API_KEY)
 
 
 @pytest.fixture
@@ -170,6 +173,47 @@ def test_a_batch_is_one_transaction_and_the_run_stops_after_its_batches(store):
     assert (second.feed, second.more) == (3, False) and kept(store) == [8] and pruned_through(store) == 7
 
 
+# The reader's side.
+def read(app, **query):
+    return app.test_client().get("/v1/events", query_string=query, headers=KEY)
+
+
+def test_a_cursor_older_than_the_feed_answers_410_and_one_inside_it_reads_on(app, store):
+    for user in ("user-1", "user-2", "user-1", "user-3"):
+        append(store, user)
+    for user in ("user-4", "user-5"):
+        append(store, user, YOUNG)
+    endpoint(store, "backend", 6)
+    owed(store, 2, "user-2", "failed")  # kept below the pruned ones
+    assert prune(store).feed == 3 and kept(store) == [2, 5, 6] and pruned_through(store) == 4
+
+    for cursor in (0, 1, 2, 3):
+        answer = read(app, after=cursor)
+        assert answer.status_code == 410, cursor
+        body = answer.get_json()
+        assert (body["error"], body["oldest"], body["newest"]) == ("cursor_expired", "4", "6")
+        assert "GET /v1/users/<sub>/entitlements" in body["message"]
+        assert schemas.CursorExpired().validate(body) == {}
+    assert read(app, after=1, wait=5).status_code == 410  # at once, not after the wait
+
+    for cursor, positions in ((4, ["5", "6"]), (5, ["6"]), (6, [])):
+        answer = read(app, after=cursor)
+        assert answer.status_code == 200, cursor
+        assert [e["position"] for e in answer.get_json()["events"]] == positions
+    first = read(app, limit=1).get_json()  # no cursor: from the oldest event kept, past the held one
+    assert [e["position"] for e in first["events"]] == ["5"] and first["next"] == "5"
+    for query in ({"after": "-1"}, {"after": "x"}, {"after": ""}, {"after": str(2**63)}):
+        answer = read(app, **query)
+        assert (answer.status_code, answer.get_json()["error"]) == (400, "bad_query"), query
+
+
+def test_a_feed_never_pruned_answers_every_cursor_as_before(app, store):
+    for user in ("user-1", "user-2"):
+        append(store, user)
+    assert [e["position"] for e in read(app, after=0).get_json()["events"]] == ["1", "2"]
+    assert read(app).get_json() == read(app, after=0).get_json()
+
+
 # The worker, the command line, the settings.
 def test_the_worker_prunes_the_feed_even_with_the_event_log_kept_whole(make_app):
     app = make_app(EVENTS_RETENTION_DAYS="0")
@@ -213,7 +257,8 @@ def test_the_feed_retention_defaults_to_ninety_days_and_takes_the_minimum(databa
 @pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite has one writer at a time")
 def test_a_batch_holding_its_rows_makes_no_writer_of_new_events_wait(app, store):
     """A batch is held open between its delete and its commit (the row it raises is locked
-    by another session): meanwhile a change appends its event without waiting on the batch."""
+    by another session): meanwhile a change appends its event, and a reader reads the feed
+    as it was, neither waiting on the batch."""
     for n in range(4):
         append(store, f"user-{n}")
     engine = Retention.of(store).engine
@@ -232,7 +277,7 @@ def test_a_batch_holding_its_rows_makes_no_writer_of_new_events_wait(app, store)
         appended.start()
         appended.join(timeout=10)
         assert done.get("position") == 5, "a writer of new events waited on the prune's batch"
-        assert kept(store) == [1, 2, 3, 4, 5]  # the batch's deletes are not committed
+        assert [e["position"] for e in read(app, after=0).get_json()["events"]] == ["1", "2", "3", "4", "5"]
         holder.rollback()
     batch.join(timeout=10)
-    assert done["report"].feed == 3 and kept(store) == [4, 5]
+    assert done["report"].feed == 3 and kept(store) == [4, 5] and read(app, after=0).status_code == 410
