@@ -27,6 +27,12 @@ DEFAULT_EVENTS_STALE_AFTER_SECONDS = 120
 #: and RevenueCat's five over 2.5 hours (https://www.revenuecat.com/docs/integrations/webhooks).
 #: Inside it a redelivery is answered ``duplicate`` from the log; see gateway/jobs/retention.py.
 DEFAULT_EVENTS_RETENTION_DAYS, MIN_EVENTS_RETENTION_DAYS = 90, 31
+#: Days an entitlement event stays in the feed (FEED_RETENTION_DAYS; 0: forever). An event an
+#: outgoing webhook still owes is kept whatever its age, so the least accepted guards the pull
+#: readers: a reader down as long as the webhooks are retried (three days, CONTRACT.md) keeps
+#: its cursor more than twice over, a week-long outage included; past it, it gets 410
+#: ``cursor_expired`` and resyncs (gateway/jobs/retention.py).
+DEFAULT_FEED_RETENTION_DAYS, MIN_FEED_RETENTION_DAYS = 90, 7
 #: Requests a second reconcile may send to each store's API (RECONCILE_RATE_<SOURCE>): about
 #: 80% of the documented limit, leaving the rest to the webhooks' own fetches. Stripe: 25 a
 #: second per endpoint (https://docs.stripe.com/rate-limits); App Store Server API: Get All
@@ -100,6 +106,8 @@ class Settings:
     # Days finished deliveries (and delivered outgoing webhooks, RevenueCat transfers) are kept
     # (gateway/jobs/retention.py); 0: forever.
     events_retention_days: int = DEFAULT_EVENTS_RETENTION_DAYS
+    # Days entitlement events stay in the feed (gateway/jobs/retention.py); 0: forever.
+    feed_retention_days: int = DEFAULT_FEED_RETENTION_DAYS
     # The Cognito attribute that holds the Stripe customer id (the backfill job; the Lambda
     # triggers read their own COGNITO_STRIPE_ATTRIBUTE, see cognito_triggers/settings.py).
     cognito_stripe_attribute: str = DEFAULT_STRIPE_ATTRIBUTE
@@ -217,6 +225,10 @@ def _check(settings: Settings) -> Settings:
     if 0 < settings.events_retention_days < MIN_EVENTS_RETENTION_DAYS:
         raise ConfigError(f"EVENTS_RETENTION_DAYS must be 0 (keep forever) or at least {MIN_EVENTS_RETENTION_DAYS}, "
                           f"got {settings.events_retention_days}: a store may deliver an event again for 31 days")
+    if 0 < settings.feed_retention_days < MIN_FEED_RETENTION_DAYS:
+        raise ConfigError(f"FEED_RETENTION_DAYS must be 0 (keep forever) or at least {MIN_FEED_RETENTION_DAYS}, "
+                          f"got {settings.feed_retention_days}: a feed reader's cursor must outlast the webhooks' "
+                          "three days of retries")
     if settings.catalog_path and not os.path.isfile(settings.catalog_path):
         raise ConfigError(f"CATALOG_PATH {settings.catalog_path!r} is not a file")
     if settings.outbound_webhooks:
@@ -264,6 +276,7 @@ def _special(env: Mapping[str, str]) -> dict:
         "entitlement_cache_seconds": _int(env, "ENTITLEMENT_CACHE_SECONDS", None, minimum=0),
         "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
         "events_retention_days": _int(env, "EVENTS_RETENTION_DAYS", DEFAULT_EVENTS_RETENTION_DAYS, minimum=0),
+        "feed_retention_days": _int(env, "FEED_RETENTION_DAYS", DEFAULT_FEED_RETENTION_DAYS, minimum=0),
         "outbound_webhooks": _text(env, "OUTBOUND_WEBHOOKS"),
         # OUTBOUND_ALLOW_PRIVATE: the contract's name (../shared/CONTRACT.md), read where the other is unset.
         "outbound_allow_private_targets": _bool(env, "OUTBOUND_ALLOW_PRIVATE_TARGETS",

@@ -35,6 +35,18 @@ class Conflict(GatewayError):
     status, code = 409, "conflict"
 
 
+class Gone(GatewayError):
+    """What the request points at was deleted for good (a feed cursor older than the feed);
+    ``details`` go into the answer beside the code and message."""
+
+    status, code = 410, "gone"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None,
+                 details: dict[str, str] | None = None) -> None:
+        super().__init__(message, code=code)
+        self.details = details or {}
+
+
 class TooLarge(GatewayError):
     status, code = 413, "payload_too_large"
 

@@ -114,24 +114,36 @@ def retry_command(limit: int) -> None:
               help="rows deleted per transaction")
 def prune_command(dry_run: bool, batch: int) -> None:
     """Delete finished deliveries, delivered outgoing webhooks and RevenueCat transfers
-    older than EVENTS_RETENTION_DAYS, a batch per transaction (gateway/jobs/retention.py)."""
+    older than EVENTS_RETENTION_DAYS, and the feed's events older than FEED_RETENTION_DAYS,
+    a batch per transaction (gateway/jobs/retention.py)."""
     services = _services()
-    days = services.settings.events_retention_days
-    if not days:
-        click.echo("EVENTS_RETENTION_DAYS is 0: every event is kept")
+    settings, now = services.settings, utcnow()
+    before, feed_before = retention.cutoff(settings.events_retention_days, now), \
+        retention.cutoff(settings.feed_retention_days, now)
+    if before is None and feed_before is None:
+        click.echo("EVENTS_RETENTION_DAYS and FEED_RETENTION_DAYS are 0: every event is kept")
         return
-    store = Retention.of(services.store)
-    before = retention.cutoff(days, utcnow())
+    store, consumers = Retention.of(services.store), retention.feed_consumers(settings)
     if dry_run:
-        due = store.due(before, store.newest_event(), retention.kept_for_unapplied(store))
-        click.echo(f"would delete: events {due.events}, their evidence rows {due.evidence}, "
-                   f"delivered webhooks {due.deliveries}, transfers {due.transfers} "
-                   f"(received, delivered or stamped before {before:%Y-%m-%dT%H:%M:%SZ})")
+        click.echo(_would_prune(store, before, feed_before, consumers))
         return
-    done = retention.prune(store, before, batch)
-    click.echo(f"deleted: events {done.events}, their evidence rows {done.evidence}, delivered webhooks "
-               f"{done.deliveries}, transfers {done.transfers}; {done.transactions} transactions, "
+    done = retention.prune(store, before, batch, feed_cutoff=feed_before, cursors=consumers)
+    kept = "" if before else "EVENTS_RETENTION_DAYS is 0: the event log is kept; "
+    log = (f"events {done.events}, their evidence rows {done.evidence}, delivered webhooks {done.deliveries}, "
+           f"transfers {done.transfers}, " if before else "")
+    click.echo(f"{kept}deleted: {log}feed events {done.feed}; {done.transactions} transactions, "
                f"the longest {done.longest_seconds * 1000:.0f} ms")
+
+
+def _would_prune(store: Retention, before, feed_before, consumers: tuple[str, ...]) -> str:
+    feed = "feed events kept" if feed_before is None else \
+        f"feed events {store.feed_due(store.feed_bound(feed_before, consumers))}"
+    if before is None:
+        return f"would delete: {feed} (the event log is kept)"
+    due = store.due(before, store.newest_event(), retention.kept_for_unapplied(store))
+    return (f"would delete: events {due.events}, their evidence rows {due.evidence}, "
+            f"delivered webhooks {due.deliveries}, transfers {due.transfers}, {feed} "
+            f"(received, delivered or stamped before {before:%Y-%m-%dT%H:%M:%SZ})")
 
 
 @events.command("work")

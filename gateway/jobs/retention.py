@@ -78,6 +78,7 @@ class Report:
     evidence: int = 0
     deliveries: int = 0
     transfers: int = 0
+    feed: int = 0
     transactions: int = 0
     longest_seconds: float = 0.0
     more: bool = False  # stopped after its last batch allowed with a full batch: more is due
@@ -88,19 +89,35 @@ class Report:
         self.evidence += batch.evidence
 
 
-def prune(retention: Retention, cutoff: datetime, batch: int = BATCH, max_batches: int | None = None) -> Report:
-    """Delete what was finished before ``cutoff``, ``batch`` rows per transaction, at most
-    ``max_batches`` transactions per table (None: until done)."""
+def prune(retention: Retention, cutoff: datetime | None, batch: int = BATCH, max_batches: int | None = None,
+          feed_cutoff: datetime | None = None, cursors: tuple[str, ...] = ()) -> Report:
+    """Delete what was finished before ``cutoff`` and the feed's events that occurred
+    before ``feed_cutoff`` (None: keep them), ``batch`` rows per transaction, at most
+    ``max_batches`` transactions per table (None: until done). The feed's consumers named
+    in ``cursors`` hold what they have not read."""
     report = Report()
-    kept = kept_for_unapplied(retention)
-    below = retention.newest_event()
-    report.events = _drain(lambda after: retention.events_batch(cutoff, after, below, batch),
-                           batch, max_batches, report, retention.pause)
-    report.deliveries = _drain(lambda after: retention.deliveries_batch(cutoff, after, batch),
+    if cutoff is not None:
+        kept = kept_for_unapplied(retention)
+        below = retention.newest_event()
+        report.events = _drain(lambda after: retention.events_batch(cutoff, after, below, batch),
                                batch, max_batches, report, retention.pause)
-    report.transfers = _drain(lambda after: retention.transfers_batch(cutoff, kept, after, batch),
-                              batch, max_batches, report, retention.pause)
+        report.deliveries = _drain(lambda after: retention.deliveries_batch(cutoff, after, batch),
+                                   batch, max_batches, report, retention.pause)
+        report.transfers = _drain(lambda after: retention.transfers_batch(cutoff, kept, after, batch),
+                                  batch, max_batches, report, retention.pause)
+    if feed_cutoff is not None:
+        through = retention.feed_bound(feed_cutoff, cursors)
+        report.feed = _drain(lambda after: retention.feed_batch(through, after, batch),
+                             batch, max_batches, report, retention.pause)
     return report
+
+
+def feed_consumers(settings) -> tuple[str, ...]:
+    """The gateway's own readers of the feed whose cursors hold its pruning: the Cognito
+    sign-out while it is on (switched off, its cursor holds nothing)."""
+    from gateway.jobs import sign_out
+
+    return (sign_out.CURSOR,) if sign_out.enabled(settings) else ()
 
 
 def kept_for_unapplied(retention: Retention) -> dict[str, datetime]:
@@ -127,8 +144,9 @@ def _drain(step: Callable[[datetime | None], Batch], batch: int, max_batches: in
     return deleted
 
 
-def cutoff(days: int, now: datetime) -> datetime:
-    return now - timedelta(days=days)
+def cutoff(days: int, now: datetime) -> datetime | None:
+    """``days`` before ``now``; None for 0 (kept forever)."""
+    return now - timedelta(days=days) if days else None
 
 
 class Pruner:
@@ -136,10 +154,11 @@ class Pruner:
     turn while the last one stopped with more to do (a backlog, e.g. the first run on an
     old log, is cleared ``BATCHES_PER_TURN`` batches per turn between the other chores)."""
 
-    def __init__(self, retention: Retention, days: int, *, clock: Callable[[], datetime] = utcnow,
-                 monotonic: Callable[[], float] = time.monotonic, batch: int = BATCH,
-                 max_batches: int = BATCHES_PER_TURN, interval: timedelta = INTERVAL) -> None:
+    def __init__(self, retention: Retention, days: int, *, feed_days: int = 0, cursors: tuple[str, ...] = (),
+                 clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic,
+                 batch: int = BATCH, max_batches: int = BATCHES_PER_TURN, interval: timedelta = INTERVAL) -> None:
         self.retention, self.days, self.clock, self.monotonic = retention, days, clock, monotonic
+        self.feed_days, self.cursors = feed_days, cursors
         self.batch, self.max_batches, self.interval = batch, max_batches, interval.total_seconds()
         self.due_at: float | None = None  # None: at the first turn
 
@@ -149,10 +168,12 @@ class Pruner:
         if self.due_at is not None and now < self.due_at:
             return 0
         self.due_at = now + self.interval  # a run that fails waits the interval too
-        report = prune(self.retention, cutoff(self.days, self.clock()), self.batch, self.max_batches)
+        today = self.clock()
+        report = prune(self.retention, cutoff(self.days, today), self.batch, self.max_batches,
+                       cutoff(self.feed_days, today), self.cursors)
         if report.more:
             self.due_at = now
-        deleted = report.events + report.deliveries + report.transfers
+        deleted = report.events + report.deliveries + report.transfers + report.feed
         if deleted:
             log.info("pruned", extra={"fields": dataclasses.asdict(report)})
         return deleted

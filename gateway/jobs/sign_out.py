@@ -131,9 +131,14 @@ class SignOutOnRevoke:
         return True
 
 
+def enabled(settings) -> bool:
+    """Whether ``COGNITO_SIGN_OUT_ON_REVOKE`` is on and the pool set."""
+    return bool(settings.cognito_sign_out_on_revoke and settings.cognito_user_pool_id)
+
+
 def build(services) -> SignOutOnRevoke | None:
-    """The consumer, or ``None`` unless ``COGNITO_SIGN_OUT_ON_REVOKE`` is on and the pool set."""
+    """The consumer, or ``None`` unless it is ``enabled``."""
     settings = services.settings
-    if not (settings.cognito_sign_out_on_revoke and settings.cognito_user_pool_id):
+    if not enabled(settings):
         return None
     return SignOutOnRevoke(services.store, CognitoSignOut(settings.cognito_user_pool_id, settings.cognito_region))

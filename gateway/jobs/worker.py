@@ -5,8 +5,8 @@ is logged and tried again on the next turn; it never stops the others or the pro
 
 The chores: the retry of deferred deliveries, the expiry sweep (``expiry.py``), the
 cancellation of purchases made after an account deletion (``gateway.late_purchases``), the
-outgoing webhooks and the Cognito sign-outs, each when configured, and the event log's
-pruning (``retention.py``, at most once an hour unless it has a backlog).
+outgoing webhooks and the Cognito sign-outs, each when configured, and the event log's and
+the feed's pruning (``retention.py``, at most once an hour unless it has a backlog).
 """
 from __future__ import annotations
 
@@ -60,10 +60,12 @@ def chores(services, stale_after) -> dict[str, Chore]:
     consumer = sign_out.build(services)  # None unless COGNITO_SIGN_OUT_ON_REVOKE and a pool
     if consumer:
         found["cognito_sign_out"] = consumer.run_once
-    days = services.settings.events_retention_days
-    if days:  # 0: the log is kept whole
-        from gateway.jobs.retention import Pruner
+    settings = services.settings
+    if settings.events_retention_days or settings.feed_retention_days:  # 0: kept whole
+        from gateway.jobs.retention import Pruner, feed_consumers
         from gateway.store.retention import Retention
 
-        found["events_prune"] = Pruner(Retention.of(services.store), days).run_once
+        found["events_prune"] = Pruner(Retention.of(services.store), settings.events_retention_days,
+                                       feed_days=settings.feed_retention_days,
+                                       cursors=feed_consumers(settings)).run_once
     return found

@@ -79,6 +79,9 @@ class FeedTransaction:
             query = query.where(_feed.user_sub == user_sub)
         return [feed_event(row) for row in self._execute(query.order_by(_feed.position).limit(limit))]
 
+    def feed_pruned_through(self) -> int:
+        return self._execute(sa.select(tables.feed_retention.c.pruned_through)).scalar() or 0
+
     def said_inactive(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         if not pairs:
             return set()

@@ -24,9 +24,8 @@ class StoreUnavailable(Exception):
 
 
 class StoreRefused(Exception):
-    """The database refused what it was given, for good: a value out of range or too long
-    for its column, a constraint broken. Retrying the same input cannot succeed, so it is
-    never answered or retried as an outage."""
+    """The database refused what it was given, for good (a value out of range or too long
+    for its column, a constraint broken): never answered or retried as an outage."""
 
 
 #: The largest event id (a BIGINT); a larger number names no row, and overflows SQLite.
@@ -199,12 +198,15 @@ class Transaction(DeletedSubscriptionsPort):
 
     @abc.abstractmethod
     def append_feed(self, events: list[FeedEvent], expiries_through: datetime | None = None) -> None:
-        """Write these events, numbered from ``take_feed_positions``; ``expiries_through``
-        moves the expiry sweep's mark."""
+        """Write these events, numbered from ``take_feed_positions``; ``expiries_through`` moves the sweep's mark."""
 
     @abc.abstractmethod
     def read_feed(self, after: int, limit: int, user_sub: str | None = None) -> list[FeedEvent]:
         """Events after position ``after``, in position order; of one user when named."""
+
+    @abc.abstractmethod
+    def feed_pruned_through(self) -> int:
+        """The highest position the feed's retention deleted (0: none); read after the events."""
 
     @abc.abstractmethod
     def said_inactive(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:

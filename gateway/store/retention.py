@@ -1,8 +1,8 @@
 """The event log's retention, in SQL: deletes finished deliveries, delivered outgoing
-webhooks and the transfers a store made (RevenueCat's register) older than a cutoff, one
-small batch per transaction, with SQLAlchemy core on the store's engine (PostgreSQL or
-SQLite). The policy (how old, how often, and why it is safe)
-is ``gateway/jobs/retention.py``'s.
+webhooks and the transfers a store made (RevenueCat's register) older than a cutoff, and
+the feed's old entitlement events, one small batch per transaction, with SQLAlchemy core on
+the store's engine (PostgreSQL or SQLite). The policy (how old, how often, and why it is
+safe) is ``gateway/jobs/retention.py``'s.
 
 What may go: an event whose status is final, ``processed`` or ``ignored``. Never one still
 ``received`` (being applied, or abandoned: the retry worker takes it), ``deferred`` (the
@@ -23,6 +23,15 @@ pruners on each other) and deletes them. It walks ``ix_events_received_at`` (and
 outgoing deliveries, ``ix_webhook_deliveries_delivered_at``, migration 0007; for
 transfers, ``ix_transfers_as_of``, migration 0011) from the previous batch's last time,
 so old rows that are kept are passed once per run, not once per batch.
+
+The feed: ``feed_bound`` gives, once per run, the highest position that may go (below the
+newest event, the first young one, and every enabled webhook endpoint's and named
+consumer's position); ``feed_batch`` walks the primary key up to it and passes a user's
+events from the first one a webhook still owes them (pending or failed: a replay sends it),
+so the user's last event of each entitlement, which the expiry sweep reads, is never gone
+while an older one stays. Its transaction raises ``feed_retention.pruned_through`` to the
+last position it deleted: a reader's cursor below it has missed events. It locks only the
+rows it deletes and that row, never ``feed_clock``, so writers of new events never wait.
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ import dataclasses
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.domain.webhooks import DELIVERED
 
@@ -38,6 +48,7 @@ from .sql import EngineWork
 
 _E, _L, _D = tables.events.c, tables.event_subscriptions.c, tables.webhook_deliveries.c
 _T = tables.transfers.c
+_F, _P, _W, _C = tables.entitlement_events.c, tables.feed_retention.c, tables.webhook_endpoints.c, tables.feed_cursors.c
 
 #: The final statuses of a delivery (``ingest``): applied, or of no interest.
 FINISHED = ("processed", "ignored")
@@ -56,7 +67,7 @@ class Batch:
 
     deleted: int
     evidence: int = 0
-    last: datetime | None = None
+    last: datetime | int | None = None  # a time; a position for the feed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +147,42 @@ class Retention(EngineWork):
                 {"b_source": row.source, "b_account": row.account, "b_as_of": row.as_of} for row in found]).rowcount
             return Batch(deleted, 0, found[-1].as_of)
 
+    def feed_bound(self, cutoff: datetime, cursors: tuple[str, ...] = ()) -> int:
+        """The highest feed position a prune may delete (0: none): below the newest event
+        and the first one that occurred at or after ``cutoff`` (or the expiry sweep's mark,
+        when older: the sweep reads the events since), at or below the position of every
+        enabled webhook endpoint (beyond it, not fanned out yet) and of the ``cursors``."""
+        with self._transaction(readonly=True) as connection:
+            newest = connection.execute(sa.select(sa.func.max(_F.position))).scalar_one()
+            if not newest:
+                return 0
+            mark = connection.execute(sa.select(tables.feed_clock.c.expiries_through)).scalar()
+            since = cutoff if mark is None else min(cutoff, rows.utc(mark))
+            young = connection.execute(sa.select(sa.func.min(_F.position)).where(_F.occurred_at >= since)).scalar()
+            read = [connection.execute(query).scalar() for query in (
+                sa.select(sa.func.min(_W.position)).where(_W.enabled.is_(True)),
+                sa.select(sa.func.min(_C.position)).where(_C.name.in_(cursors)))]
+        # The newest and the first young one stay; what an endpoint or a consumer has read may go.
+        return min([newest - 1, *([young - 1] if young else []), *(p for p in read if p is not None)])
+
+    def feed_due(self, through: int) -> int:
+        """How many feed events ``feed_batch`` would delete up to ``through`` (``--dry-run``)."""
+        with self._transaction(readonly=True) as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(tables.entitlement_events)
+                                      .where(*_old_feed(through))).scalar_one()
+
+    def feed_batch(self, through: int, after: int | None, limit: int) -> Batch:
+        """Delete up to ``limit`` feed events at or below position ``through`` (from
+        ``after`` on) that no webhook still owes, nor one of the same user before them."""
+        with self._transaction() as connection:
+            found = _oldest(connection, (_F.position,), _old_feed(through), _F.position, after, limit)
+            if not found:
+                return Batch(0)
+            positions = [row.position for row in found]
+            deleted = connection.execute(sa.delete(tables.entitlement_events).where(_F.position.in_(positions)))
+            connection.execute(_raise_floor(self.engine.dialect.name), {"through": positions[-1]})
+            return Batch(deleted.rowcount, 0, positions[-1])
+
     def due(self, cutoff: datetime, below: int, kept: dict[str, datetime] | None = None) -> Due:
         """What a prune would delete now (``--dry-run``); nothing is changed."""
         old = sa.select(_E.id).where(*_old_events(cutoff, below))
@@ -162,6 +209,23 @@ def _oldest(connection: sa.Connection, columns: tuple, conditions: tuple, stamp:
 
 def _old_events(cutoff: datetime, below: int) -> tuple:
     return _E.received_at < cutoff, _E.status.in_(FINISHED), _E.id < below
+
+
+def _old_feed(through: int) -> tuple:
+    owed = tables.webhook_deliveries.c
+    # The status in the SQL's text, so the plan uses the partial index of the rows still owed.
+    held = sa.exists().where(owed.user_sub == _F.user_sub, owed.position <= _F.position,
+                             owed.status != sa.literal(DELIVERED, literal_execute=True))
+    return _F.position <= through, ~held
+
+
+def _raise_floor(dialect: str) -> sa.Insert:
+    """``feed_retention.pruned_through`` raised to ``through``, never lowered."""
+    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(tables.feed_retention).values(
+        id=1, pruned_through=sa.bindparam("through"))
+    higher = statement.excluded.pruned_through
+    return statement.on_conflict_do_update(index_elements=["id"], set_={
+        "pruned_through": sa.case((higher > _P.pruned_through, higher), else_=_P.pruned_through)})
 
 
 def _old_deliveries(cutoff: datetime) -> tuple:

@@ -141,6 +141,15 @@ feed_clock = sa.Table(
     sa.Column("expiries_through", Time, nullable=False),
 )
 
+# One row: the highest feed position the retention has deleted (gateway/store/retention.py). A
+# cursor below it has missed events (410 ``cursor_expired``); kept apart from ``feed_clock``,
+# whose row lock every writer of events takes, so a prune never makes them wait.
+feed_retention = sa.Table(
+    "feed_retention", metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("pruned_through", sa.BigInteger(), nullable=False),
+)
+
 # Where each consumer of the feed inside the gateway (e.g. the Cognito sign-out on
 # revocation) has read up to: it goes on after ``position`` on its next run.
 feed_cursors = sa.Table(
@@ -190,6 +199,9 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
     # The claim's check for an earlier delivery still to send (outbox.py): the rows to send only.
     sa.Index("ix_webhook_deliveries_undelivered", "endpoint", "user_sub", "position",
+             postgresql_where=sa.text("status <> 'delivered'"), sqlite_where=sa.text("status <> 'delivered'")),
+    # The feed's retention: a user's events from their first one still owed are kept.
+    sa.Index("ix_webhook_deliveries_undelivered_user_sub", "user_sub", "position",
              postgresql_where=sa.text("status <> 'delivered'"), sqlite_where=sa.text("status <> 'delivered'")),
     # The retention's walk over delivered rows by age (gateway/store/retention.py).
     sa.Index("ix_webhook_deliveries_delivered_at", "delivered_at",

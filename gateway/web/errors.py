@@ -24,7 +24,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(GatewayError)
     def _known(error: GatewayError):
-        body = {"error": error.code, "message": error.message}
+        body = {"error": error.code, "message": error.message, **getattr(error, "details", {})}
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
         return jsonify(body), error.status, headers
 

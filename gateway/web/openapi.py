@@ -88,6 +88,23 @@ def _delete_me() -> dict:
         "security": [{"cognito": []}], "responses": _answers("DeletionReport", 401, 503)}}
 
 
+def _feed() -> dict:
+    answers = _answers("FeedPage", 400, 401, 410, 503, e410="cursor_expired: the retention (FEED_RETENTION_DAYS) "
+                       "deleted events after this cursor; read the users' entitlements again, then read on from "
+                       "`newest` (or without `after`)")
+    answers["410"]["content"] = _json("CursorExpired")
+    return {"get": {
+        "tags": ["events"], "summary": "The entitlement feed: every change, in commit order",
+        "security": [{"apiKey": []}], "parameters": [
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
+             "description": "the cursor: the `next` of the previous page (left out: from the oldest event kept; "
+                            "410 once events after it were deleted)"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25},
+             "description": "seconds to wait for an event when there is none yet (long poll)"}],
+        "responses": answers}}
+
+
 def _paths() -> dict[str, dict]:
     user = {"name": "user_sub", "in": "path", "required": True, "schema": {"type": "string"}}
     paths = {path: _webhook(source, body, auth) for path, source, body, auth in WEBHOOKS}
@@ -105,15 +122,7 @@ def _paths() -> dict[str, dict]:
                 user, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}}],
             "responses": _answers("HistoryAnswer", 400, 401, 503)}},
-        "/v1/events": {"get": {
-            "tags": ["events"], "summary": "The entitlement feed: every change, in commit order",
-            "security": [{"apiKey": []}], "parameters": [
-                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
-                 "description": "the cursor: the `next` of the previous page (0: from the start)"},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                {"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 25},
-                 "description": "seconds to wait for an event when there is none yet (long poll)"}],
-            "responses": _answers("FeedPage", 400, 401, 503)}},
+        "/v1/events": _feed(),
         "/v1/me": _delete_me(),
         "/v1/checkout/sessions": _client_action("A Stripe Checkout Session for the caller", "CheckoutBody",
                                                 "CheckoutSession", 403, 409, 502),
@@ -140,7 +149,7 @@ def document() -> dict:
              "GooglePurchaseBody": purchases.GooglePurchaseBody}
     for name in ("Entitlement", "EntitlementsAnswer", "HistoryAnswer", "Error", "WebhookAnswer",
                  "CheckoutSession", "PortalSession", "Health", "StripeEvent", "AppleNotification",
-                 "PubSubPush", "RevenueCatWebhook", "FeedPage", "DeletionReport"):
+                 "PubSubPush", "RevenueCatWebhook", "FeedPage", "CursorExpired", "DeletionReport"):
         named[name] = getattr(schemas, name)
     for name, schema in named.items():
         spec.components.schema(name, schema=schema)

@@ -111,6 +111,12 @@ class Error(ma.Schema):
     message = _text("for people; may change")
 
 
+class CursorExpired(Error):
+    oldest = _text("the lowest cursor still valid: where the feed starts without `after`", required=True)
+    newest = _text("the cursor of the newest event: read on from here once the entitlements are read again",
+                   required=True)
+
+
 class WebhookAnswer(ma.Schema):
     status = fields.String(required=True, validate=ma.validate.OneOf(["processed", "duplicate", "ignored", "deferred"]))
 

@@ -362,16 +362,16 @@ def test_dry_run_counts_and_changes_nothing_then_prune_deletes_in_batches(app, s
     with store.transaction() as tx:
         tx.record_transfer(Transfer("revenuecat", ("user-1",), "user-2", OLD - timedelta(days=40)), NOW)
     assert run(app, "events", "prune", "--dry-run").startswith(
-        "would delete: events 5, their evidence rows 5, delivered webhooks 1, transfers 1 ")
+        "would delete: events 5, their evidence rows 5, delivered webhooks 1, transfers 1, feed events 0 ")
     assert len(names(store)) == 7 and len(evidence(store)) == 7 and len(deliveries(store)) == 2
     output = run(app, "events", "prune", "--batch", "2")
-    assert output.startswith("deleted: events 5, their evidence rows 5, delivered webhooks 1, transfers 1; "
-                             "5 transactions,")
+    assert output.startswith("deleted: events 5, their evidence rows 5, delivered webhooks 1, transfers 1, "
+                             "feed events 0; 6 transactions,")
     assert names(store) == {"old-deferred", "young"} and deliveries(store) == {2: "pending"}
 
 
 def test_retention_zero_keeps_everything(make_app):
-    app = make_app(EVENTS_RETENTION_DAYS="0")
+    app = make_app(EVENTS_RETENTION_DAYS="0", FEED_RETENTION_DAYS="0")
     store = app.extensions["gateway"].store
     record(store, "ancient", NOW - timedelta(days=5000))
     record(store, "young", YOUNG)

@@ -221,6 +221,9 @@ class _MemoryTransaction(Transaction):
                        if g.status in GRANTING and g.expires_at is not None and after < g.expires_at <= through)
         return [(user_sub, end) for end, user_sub in found][:limit]
 
+    def feed_pruned_through(self) -> int:
+        return 0
+
     def feed_head(self):
         return len(self.state.feed), self.state.expiries_through
 
