@@ -16,7 +16,7 @@ from gateway.domain.entitlements import Grant
 from gateway.domain.events import Event
 from gateway.domain.changes import Transfer
 from gateway.domain.model import Subscription
-from gateway.store.port_deletions import DeletedSubscriptionsPort
+from gateway.store.port_deletions import DeletionsPort
 
 
 class StoreUnavailable(Exception):
@@ -24,15 +24,16 @@ class StoreUnavailable(Exception):
 
 
 class StoreRefused(Exception):
-    """The database refused what it was given, for good (a value out of range or too long
-    for its column, a constraint broken): never answered or retried as an outage."""
+    """The database refused what it was given, for good: a value out of range or too long
+    for its column, a constraint broken. Retrying the same input cannot succeed, so it is
+    never answered or retried as an outage."""
 
 
 #: The largest event id (a BIGINT); a larger number names no row, and overflows SQLite.
 MAX_ROW_ID = 2**63 - 1
 
 
-class Transaction(DeletedSubscriptionsPort):
+class Transaction(DeletionsPort):
     """What the use cases do inside one transaction. Several items at once, for deliveries
     applied together: a database does each call in one round trip or two."""
 
@@ -198,7 +199,8 @@ class Transaction(DeletedSubscriptionsPort):
 
     @abc.abstractmethod
     def append_feed(self, events: list[FeedEvent], expiries_through: datetime | None = None) -> None:
-        """Write these events, numbered from ``take_feed_positions``; ``expiries_through`` moves the sweep's mark."""
+        """Write these events, numbered from ``take_feed_positions``; ``expiries_through``
+        moves the expiry sweep's mark."""
 
     @abc.abstractmethod
     def read_feed(self, after: int, limit: int, user_sub: str | None = None) -> list[FeedEvent]:
@@ -217,46 +219,6 @@ class Transaction(DeletedSubscriptionsPort):
     def lapsed_grants(self, after: datetime, through: datetime, limit: int | None) -> list[tuple[str, datetime]]:
         """(user, end) of each granting entitlement whose period ends in (``after``,
         ``through``], by end, at most ``limit``: what the expiry sweep reports."""
-
-    # Deleted users.
-    @abc.abstractmethod
-    def mark_deleted(self, user_sub: str, report: dict[str, Any], now: datetime) -> dict[str, Any] | None:
-        """Record the user as deleted with ``report``; returns the report recorded by an
-        earlier deletion instead, if any (nothing is written then)."""
-
-    @abc.abstractmethod
-    def deletion_report(self, user_sub: str) -> dict[str, Any] | None:
-        """The report ``mark_deleted`` recorded for the user, or ``None``: not deleted."""
-
-    @abc.abstractmethod
-    def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
-        """The (source, account) pairs linked to the user, in order."""
-
-    @abc.abstractmethod
-    def unlink_user(self, user_sub: str) -> None:
-        """Delete every identity link to the user (the transfer register stays)."""
-
-    @abc.abstractmethod
-    def keep_accounts(self, user_sub: str, accounts: list[tuple[str, str]]) -> None:
-        """Keep these (source, account) pairs as the deleted user's, beside the tombstone;
-        one already kept for another deleted user stays theirs."""
-
-    @abc.abstractmethod
-    def deleted_among(self, user_subs: list[str]) -> set[str]:
-        """Which of these users were deleted (``mark_deleted``)."""
-
-    @abc.abstractmethod
-    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (source, account) pairs a deleted user's tombstone keeps
-        (``keep_accounts``) and no identity links to anyone since."""
-
-    @abc.abstractmethod
-    def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
-        """Events whose payload contains ``text`` (a user's sub), ids above ``after_pk``, in id order."""
-
-    @abc.abstractmethod
-    def rewrite_event(self, event_pk: int, payload: str, data: Any) -> None:
-        """Replace a stored delivery's payload and data (the erasure of personal data)."""
 
     # Consumers of the feed inside the gateway.
     @abc.abstractmethod

@@ -1,14 +1,56 @@
-"""The store port's statements about deleted users' subscriptions (``domain.deletion``),
-a part of ``port.Transaction``."""
+"""The store port's statements about deleted users: the tombstone, the erasure of their
+personal data, and their subscriptions (``domain.deletion``); a part of ``port.Transaction``."""
 from __future__ import annotations
 
 import abc
 from datetime import datetime
+from typing import Any
 
 from gateway.domain.deletion import DeletedSubscription
+from gateway.domain.events import Event
 
 
-class DeletedSubscriptionsPort(abc.ABC):
+class DeletionsPort(abc.ABC):
+    @abc.abstractmethod
+    def mark_deleted(self, user_sub: str, report: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        """Record the user as deleted with ``report``; returns the report recorded by an
+        earlier deletion instead, if any (nothing is written then)."""
+
+    @abc.abstractmethod
+    def deletion_report(self, user_sub: str) -> dict[str, Any] | None:
+        """The report ``mark_deleted`` recorded for the user, or ``None``: not deleted."""
+
+    @abc.abstractmethod
+    def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
+        """The (source, account) pairs linked to the user, in order."""
+
+    @abc.abstractmethod
+    def unlink_user(self, user_sub: str) -> None:
+        """Delete every identity link to the user (the transfer register stays)."""
+
+    @abc.abstractmethod
+    def keep_accounts(self, user_sub: str, accounts: list[tuple[str, str]]) -> None:
+        """Keep these (source, account) pairs as the deleted user's, beside the tombstone;
+        one already kept for another deleted user stays theirs."""
+
+    @abc.abstractmethod
+    def deleted_among(self, user_subs: list[str]) -> set[str]:
+        """Which of these users were deleted (``mark_deleted``)."""
+
+    @abc.abstractmethod
+    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (source, account) pairs a deleted user's tombstone keeps
+        (``keep_accounts``) and no identity links to anyone since."""
+
+    @abc.abstractmethod
+    def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
+        """Events whose payload contains ``text`` (a user's sub), ids above ``after_pk``, in id order."""
+
+    @abc.abstractmethod
+    def rewrite_event(self, event_pk: int, payload: str, data: Any) -> None:
+        """Replace a stored delivery's payload and data (the erasure of personal data)."""
+
+    # Their subscriptions.
     @abc.abstractmethod
     def note_deleted_subscriptions(self, rows: list[DeletedSubscription]) -> None:
         """Record these; one whose (source, key) is recorded already stays as it is."""
