@@ -15,6 +15,8 @@ dynos keep serving on it, so on PostgreSQL:
   rolled back, and the upgrade is tried again after a pause, ``attempts`` times, before it
   fails with the statement that waited and the oldest open transactions (the deploy then
   stops, and the previous release serves on).
+- An index on a table that holds rows is built with ``CREATE INDEX CONCURRENTLY``
+  (``online.create_index``), which blocks no reader or writer.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The upgrade on PostgreSQL while the previous release serves (``gateway/store/migrate.py``):
-the release phase migrates the database the old dynos write, so no migration may stop their
-writes for longer than a lock timeout, and two release phases must not run the same
-migration twice."""
+"""The upgrade on PostgreSQL while the previous release serves (``gateway/store/migrate.py``,
+``gateway/store/online.py``): the release phase migrates the database the old dynos write,
+so no migration may stop their writes for longer than a lock timeout, and two release
+phases must not run the same migration twice."""
 from __future__ import annotations
 
 import subprocess
@@ -20,6 +20,8 @@ pytestmark = pytest.mark.skipif(DATABASE != "postgresql", reason="locks and conc
 
 INSERT_SUBSCRIPTION = ("INSERT INTO subscriptions (source, key, status, will_renew, as_of, updated_at)"
                        " VALUES ('stripe', %s, 'active', true, now(), now())")
+INSERT_ENTITLEMENT = ("INSERT INTO entitlements (user_sub, name, status, will_renew, source, subscription_key,"
+                      " updated_at) VALUES (%s, 'premium', 'active', true, 'stripe', 'sub_1', now())")
 
 
 @pytest.fixture
@@ -145,6 +147,46 @@ def test_two_upgrades_at_once_take_turns(at, database_url):
     assert [code for code, _ in outcomes] == [0, 0], outcomes
     with connect() as check:
         assert check.execute("SELECT version_num FROM alembic_version").fetchone() == ("0014",)
+
+
+def test_an_index_is_built_while_deliveries_write_its_table(at, database_url):
+    """0008 indexes entitlements, which every delivery that changes access writes. A plain
+    CREATE INDEX waits for the writers already in a transaction, and every later writer
+    queued behind it until the build was done."""
+    connect = at("0007")
+    open_delivery = connect()
+    open_delivery.execute(INSERT_ENTITLEMENT, ("alice",))  # a delivery's transaction, not committed yet
+    migration = Upgrade(database_url, lock_timeout=30)
+    migration.start()
+    try:
+        waiting(connect, "CREATE INDEX")
+        delivery = write(connect, INSERT_ENTITLEMENT, "bob")
+    finally:
+        open_delivery.commit()
+        migration.join(timeout=30)
+    assert delivery < 1.5 and migration.error is None
+    with connect() as check:
+        assert check.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_entitlements_expires_at'"
+                             "::regclass").fetchone() == (True,)
+
+
+def test_an_index_a_failed_concurrent_build_left_invalid_is_built_again(at, database_url):
+    """A concurrent build that failed half-way (a deploy cut off) leaves an invalid index
+    of that name. Mutations caught: the build skipping any index of that name, which would
+    leave the expiry sweep on an index PostgreSQL never uses; the build dropping nothing
+    (fails on the name)."""
+    connect = at("0007")
+    open_delivery = connect()
+    open_delivery.execute(INSERT_ENTITLEMENT, ("alice",))
+    with connect(autocommit=True) as cut_off:
+        cut_off.execute("SET lock_timeout = '100ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            cut_off.execute("CREATE INDEX CONCURRENTLY ix_entitlements_expires_at ON entitlements (expires_at)")
+    open_delivery.rollback()
+    upgrade(database_url)
+    with connect() as check:
+        assert check.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_entitlements_expires_at'"
+                             "::regclass").fetchone() == (True,)
 
 
 def test_the_release_command_fails_with_what_it_waited_for(at, make_app):
