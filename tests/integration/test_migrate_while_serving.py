@@ -189,6 +189,41 @@ def test_an_index_a_failed_concurrent_build_left_invalid_is_built_again(at, data
                              "::regclass").fetchone() == (True,)
 
 
+def test_the_carry_over_of_0003_runs_beside_the_writes_of_the_previous_release(at, database_url):
+    """0003 carries the revocation of every revoked subscription into a new column. It did
+    so under ADD COLUMN's lock on subscriptions, one UPDATE per row: every write to the
+    table, every delivery's, waited for the whole carry-over (5,000 rows: seconds)."""
+    connect = at("0002")
+    with connect(autocommit=True) as setup:
+        setup.execute("INSERT INTO subscriptions (source, key, status, raw_status, expires_at, will_renew, as_of,"
+                      " updated_at) SELECT 'stripe', 'sub_' || g, 'revoked', 'active:refunded', now(), false,"
+                      " now(), now() FROM generate_series(1, 5000) g")
+        setup.execute(INSERT_SUBSCRIPTION, ("sub_renewing",))
+    stop, waits = threading.Event(), []
+
+    def deliveries() -> None:
+        while not stop.is_set():
+            try:
+                waits.append(write(connect, "UPDATE subscriptions SET updated_at = now() WHERE key = %s",
+                                   "sub_renewing"))
+            except psycopg.errors.LockNotAvailable:
+                waits.append(float("inf"))  # waited 5 s
+                return
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=deliveries)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        upgrade(database_url, "0003")
+    finally:
+        stop.set()
+        writer.join()
+    assert max(waits) < 2.0
+    with connect() as check:
+        assert check.execute("SELECT count(*) FROM subscriptions WHERE revocations IS NOT NULL").fetchone() == (5000,)
+
+
 def test_the_release_command_fails_with_what_it_waited_for(at, make_app):
     """``flask migrate`` (the Procfile's release) exits non-zero, so the deploy stops and
     the previous release serves on, and says which statement waited behind what."""
