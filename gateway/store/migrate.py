@@ -30,6 +30,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from .pooler import pooled
+
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
 #: Seconds a migration's statement waits for a lock before the attempt gives up.
@@ -82,8 +84,17 @@ def downgrade(url: str, revision: str) -> None:
 @contextlib.contextmanager
 def session(connection: sa.Connection, lock_timeout: float | None) -> Iterator[None]:
     """The upgrade's session on ``connection`` (an autocommit one): alone, and waiting for
-    any lock at most ``lock_timeout`` seconds. Nothing to do on SQLite."""
+    any lock at most ``lock_timeout`` seconds. Nothing to do on SQLite, nor, for want of a
+    session of its own, through a pooler."""
     if connection.dialect.name != "postgresql":
+        yield
+        return
+    through = pooled(connection.connection.driver_connection)
+    if through:
+        # A transaction pooler lends the server session for a transaction only: a SET or a
+        # session lock would stay on a session that other clients, the gateway's, use next.
+        log.warning("the upgrade goes through a connection pooler (%s): no lock timeout and no advisory "
+                    "lock; give the release a direct URL", through)
         yield
         return
     while not connection.scalar(sa.select(sa.func.pg_try_advisory_lock(*_UPGRADE_LOCK))):

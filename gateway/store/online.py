@@ -10,6 +10,9 @@ half-way leaves an invalid index of that name behind: it is dropped and built ag
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -31,11 +34,21 @@ def create_index(name: str, table: str, columns: list[str], **kw) -> None:
             return
         # The build waits for the transactions writing the table, however long: it
         # blocks nobody meanwhile, and giving up would leave an invalid index.
-        lock_timeout = bind.scalar(sa.text("SHOW lock_timeout"))
-        bind.execute(sa.text("SET lock_timeout = 0"))
-        try:
+        with _no_lock_timeout(bind):
             if valid is not None:
                 op.drop_index(name, table_name=table, postgresql_concurrently=True)
             op.create_index(name, table, columns, postgresql_concurrently=True, **kw)
-        finally:
-            bind.execute(sa.text("SELECT set_config('lock_timeout', :value, false)"), {"value": lock_timeout})
+
+
+@contextlib.contextmanager
+def _no_lock_timeout(bind: sa.Connection) -> Iterator[None]:
+    """Without the upgrade's lock timeout; none set (through a pooler), none touched."""
+    lock_timeout = bind.scalar(sa.text("SHOW lock_timeout"))
+    if lock_timeout == "0":
+        yield
+        return
+    bind.execute(sa.text("SET lock_timeout = 0"))
+    try:
+        yield
+    finally:
+        bind.execute(sa.text("SELECT set_config('lock_timeout', :value, false)"), {"value": lock_timeout})

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from gateway.store.migrate import MigrationBlocked, downgrade, upgrade
 from tests.conftest import DATABASE
+from tests.support import pgbouncer
 
 pytestmark = pytest.mark.skipif(DATABASE != "postgresql", reason="locks and concurrent builds are PostgreSQL's")
 
@@ -235,3 +236,17 @@ def test_the_release_command_fails_with_what_it_waited_for(at, make_app):
     assert result.exit_code == 1
     assert "could not take a lock within 0.2 s" in result.output
     assert "SELECT count(*) FROM subscriptions" in result.output
+
+
+def test_through_a_transaction_pooler_the_upgrade_leaves_nothing_on_the_sessions_it_shares(at, database_url):
+    """A pooler in transaction mode lends the upgrade a server session per transaction, and
+    the gateway's transactions the same sessions next: a session-wide lock timeout stayed
+    on one, and a delivery waiting there for a subscription's lock gave up after 3 s."""
+    connect = at("0012")
+    with pgbouncer.running(pgbouncer.required(), sa.make_url(database_url)) as url:
+        upgrade(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with psycopg.connect(url, prepare_threshold=None, autocommit=True) as gateway:
+            assert gateway.execute("SHOW lock_timeout").fetchone() == ("0",)
+    with connect() as check:
+        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == ("0014",)
+        assert check.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
