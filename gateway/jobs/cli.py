@@ -12,7 +12,7 @@ from gateway.clock import utcnow
 from gateway.domain.catalog import SOURCES
 from gateway.domain.events import STATUSES
 from gateway.jobs import retention, retry, worker
-from gateway.store.migrate import upgrade
+from gateway.store import migrate
 from gateway.store.retention import Retention
 
 events = AppGroup("events", help="The event log: list, show, retry, replay and prune deliveries.")
@@ -40,10 +40,16 @@ class _Time(click.ParamType):
 
 
 @click.command("migrate")
+@click.option("--lock-timeout", type=float, default=migrate.LOCK_TIMEOUT, show_default=True,
+              help="seconds a migration waits for a lock before it is tried again")
+@click.option("--attempts", type=int, default=migrate.ATTEMPTS, show_default=True)
 @with_appcontext
-def migrate_command() -> None:
+def migrate_command(lock_timeout, attempts) -> None:
     """Bring the database schema up to date (idempotent)."""
-    upgrade(_services().settings.database_url)
+    try:
+        migrate.upgrade(_services().settings.database_url, lock_timeout=lock_timeout, attempts=attempts)
+    except migrate.MigrationBlocked as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo("database schema is up to date")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from alembic import context
 
 from gateway import config as gateway_config
+from gateway.store.migrate import session
 from gateway.store.sql import make_engine, transactional
 from gateway.store.tables import metadata
 
@@ -17,9 +18,12 @@ def run() -> None:
             context.run_migrations()
         return
     engine = make_engine(url)
-    with engine.connect() as connection:
-        connection = transactional(connection)  # each migration commits whole, or not at all
-        context.configure(connection=connection, target_metadata=metadata, render_as_batch=url.startswith("sqlite"))
+    with engine.connect() as connection, session(connection, context.config.attributes.get("lock_timeout")):
+        connection = transactional(connection)
+        # Each migration commits whole, or not at all, and alone: the locks it takes are
+        # not held through the migrations after it (``migrate.py``).
+        context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True,
+                          render_as_batch=url.startswith("sqlite"))
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -18,11 +18,16 @@ Found by ``make bench-scale`` (EXPLAIN of every hot statement on 1,000,000 users
   walked every delivered row of the user; with a backlog of 16,892 pending deliveries the
   claim took 618 ms, with the index 55 ms. Partial: it holds only the rows still to send.
 
-A plain CREATE INDEX blocks writes to its table while it builds (0.4 s per million
-entitlements measured); reads go on.
+Built concurrently on PostgreSQL (``online.create_index``): a plain CREATE INDEX blocked
+writes to its table while it built, and every delivery writes subscriptions and
+entitlements; reads went on. On 3,000,000 entitlements, with a writer inserting every
+10 ms on a loaded 2-core machine: plain, the upgrade took 4.0-4.2 s and the writer waited
+3.8-4.1 s; concurrently, 8.2-9.4 s, and no write waited more than 0.11 s.
 """
 from alembic import op
 import sqlalchemy as sa
+
+from gateway.store import online
 
 revision = '0008'
 down_revision = '0007'
@@ -33,10 +38,11 @@ UNDELIVERED = sa.text("status <> 'delivered'")
 
 
 def upgrade() -> None:
-    op.create_index('ix_entitlements_expires_at', 'entitlements', ['expires_at'], unique=False)
-    op.create_index('ix_subscriptions_status', 'subscriptions', ['status'], unique=False)
-    op.create_index('ix_webhook_deliveries_undelivered', 'webhook_deliveries', ['endpoint', 'user_sub', 'position'],
-                    unique=False, postgresql_where=UNDELIVERED, sqlite_where=UNDELIVERED)
+    online.create_index('ix_entitlements_expires_at', 'entitlements', ['expires_at'], unique=False)
+    online.create_index('ix_subscriptions_status', 'subscriptions', ['status'], unique=False)
+    online.create_index('ix_webhook_deliveries_undelivered', 'webhook_deliveries',
+                        ['endpoint', 'user_sub', 'position'], unique=False,
+                        postgresql_where=UNDELIVERED, sqlite_where=UNDELIVERED)
 
 
 def downgrade() -> None:

@@ -6,11 +6,13 @@ Create Date: 2026-12-07
 
 The retention (``gateway/jobs/retention.py``) now deletes the RevenueCat transfers stamped
 before its cutoff, oldest first, a batch per transaction. Without an index each batch
-would read the whole register. The table is small (a row per account a transfer moved
-from): a plain CREATE INDEX blocks its writers, the TRANSFER deliveries, for as long as
-the build lasts, well under a second.
+would read the whole register. Built concurrently on PostgreSQL (``online.create_index``):
+a plain CREATE INDEX blocked its writers, the TRANSFER deliveries, while it built (the
+table is small, a row per account a transfer moved from: well under a second).
 """
 from alembic import op
+
+from gateway.store import online
 
 revision = '0011'
 down_revision = '0010'
@@ -19,7 +21,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_transfers_as_of', 'transfers', ['as_of'], unique=False)
+    online.create_index('ix_transfers_as_of', 'transfers', ['as_of'], unique=False)
 
 
 def downgrade() -> None:
