@@ -12,13 +12,16 @@ import time
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
-from gateway.store.migrate import MigrationBlocked, downgrade, upgrade
+from gateway.store.migrate import MIGRATIONS, MigrationBlocked, downgrade, upgrade
 from tests.conftest import DATABASE
 from tests.support import pgbouncer
 
 pytestmark = pytest.mark.skipif(DATABASE != "postgresql", reason="locks and concurrent builds are PostgreSQL's")
 
+#: The newest revision: where every upgrade here ends.
+HEAD = (ScriptDirectory(MIGRATIONS).get_current_head(),)
 INSERT_SUBSCRIPTION = ("INSERT INTO subscriptions (source, key, status, will_renew, as_of, updated_at)"
                        " VALUES ('stripe', %s, 'active', true, now(), now())")
 INSERT_ENTITLEMENT = ("INSERT INTO entitlements (user_sub, name, status, will_renew, source, subscription_key,"
@@ -127,7 +130,7 @@ def test_a_migration_is_tried_again_once_the_long_transaction_ended(at, database
     threading.Timer(1.0, long_transaction.rollback).start()
     upgrade(database_url, lock_timeout=0.3, attempts=6, pause=0.2)
     with connect() as check:
-        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == ("0014",)
+        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == HEAD
 
 
 def test_two_upgrades_at_once_take_turns(at, database_url):
@@ -147,7 +150,7 @@ def test_two_upgrades_at_once_take_turns(at, database_url):
         outcomes = [(release.wait(timeout=60), release.stderr.read()) for release in releases]
     assert [code for code, _ in outcomes] == [0, 0], outcomes
     with connect() as check:
-        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == ("0014",)
+        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == HEAD
 
 
 def test_an_index_is_built_while_deliveries_write_its_table(at, database_url):
@@ -248,5 +251,5 @@ def test_through_a_transaction_pooler_the_upgrade_leaves_nothing_on_the_sessions
         with psycopg.connect(url, prepare_threshold=None, autocommit=True) as gateway:
             assert gateway.execute("SHOW lock_timeout").fetchone() == ("0",)
     with connect() as check:
-        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == ("0014",)
+        assert check.execute("SELECT version_num FROM alembic_version").fetchone() == HEAD
         assert check.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)

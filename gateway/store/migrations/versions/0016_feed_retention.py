@@ -9,11 +9,13 @@ highest position deleted is kept in a one-row table of its own, so ``GET /v1/eve
 tell a cursor that missed events (410 ``cursor_expired``) without the feed's clock, whose
 row lock every writer of events takes. A user's events are kept from the first one an
 outgoing webhook still owes them: the partial index finds it by user, among the rows not
-delivered only (a plain CREATE INDEX blocks the worker's writes to webhook_deliveries while
-it builds; no webhook or read waits on it).
+delivered only, built concurrently on PostgreSQL (``online.create_index``): a plain CREATE
+INDEX blocks the worker's writes to webhook_deliveries while it builds.
 """
 from alembic import op
 import sqlalchemy as sa
+
+from gateway.store import online
 
 revision = '0016'
 down_revision = '0015'
@@ -31,8 +33,8 @@ def upgrade() -> None:
         sa.Column('pruned_through', sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint('id', name='pk_feed_retention'),
     )
-    op.create_index(INDEX, TABLE, ['user_sub', 'position'], unique=False,
-                    postgresql_where=UNDELIVERED, sqlite_where=UNDELIVERED)
+    online.create_index(INDEX, TABLE, ['user_sub', 'position'], unique=False,
+                        postgresql_where=UNDELIVERED, sqlite_where=UNDELIVERED)
 
 
 def downgrade() -> None:
