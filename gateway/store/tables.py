@@ -214,3 +214,14 @@ deleted_accounts = sa.Table(
     sa.Column("account", sa.String(255), primary_key=True),
     sa.Column("user_sub", sa.String(255), nullable=False),
 )
+
+# The admin's sign-in attempts per client (an IPv4 address, or an IPv6 /64), counted here
+# so that every worker of every instance counts against one limit (``login_attempts.py``).
+# A row's window opens at its first attempt; a row whose window has passed is deleted.
+admin_login_attempts = sa.Table(
+    "admin_login_attempts", metadata,
+    sa.Column("client", sa.String(64), primary_key=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("window_start", Time, nullable=False),
+    sa.Index("ix_admin_login_attempts_window_start", "window_start"),
+)
