@@ -7,6 +7,7 @@ before it creates. No Flask here.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -16,6 +17,13 @@ from cognito_triggers.settings import DEFAULT_ATTRIBUTE
 
 #: ListUsers' largest page (https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_ListUsers.html).
 PAGE_SIZE = 60
+#: stripe-python's retries of each Stripe request (``StripeCustomers(max_network_retries=)``):
+#: a connection error, a 409 or a 5xx passes, and a user should not fail on one.
+STRIPE_RETRIES = 2
+#: Seconds to wait before trying a user again after Stripe's 429, which stripe-python never
+#: retries unless Stripe says to (``Stripe-Should-Retry``): a 429 is refused before it
+#: executes, and ``ensure_customer`` searches before it creates, so trying again is safe.
+RATE_LIMIT_WAITS = (1.0, 2.0, 4.0)
 
 
 @dataclass
@@ -48,20 +56,30 @@ def backfill_customers(cognito_client, customers, user_pool_id: str, attribute: 
 
 
 def _link(cognito_client, customers, pool_id, attribute, username, attributes, dry_run, echo, summary) -> None:
+    for wait in (*RATE_LIMIT_WAITS, None):
+        try:
+            _link_once(cognito_client, customers, pool_id, attribute, username, attributes, dry_run, echo)
+            summary.created_or_linked += 1
+            return
+        except Exception as error:  # noqa: BLE001 - one user's failure must not stop the run
+            if wait is None or getattr(error, "http_status", None) != 429:
+                summary.failed += 1
+                echo(f"{username}: failed: {logs.describe(error)['error']}: {logs.describe(error)['detail']}")
+                return
+        echo(f"{username}: Stripe's rate limit; trying again in {wait:g} s")
+        time.sleep(wait)
+
+
+def _link_once(cognito_client, customers, pool_id, attribute, username, attributes, dry_run, echo) -> None:
     sub = attributes.get("sub", "")
-    try:
-        if dry_run:
-            existing = customers.find_customer(sub)
-            echo(f"{username}: would {'link ' + existing if existing else 'create a customer'}")
-        else:
-            customer_id = customers.ensure_customer(sub, attributes.get("email"), display_name(attributes), username)
-            cognito_client.admin_update_user_attributes(
-                UserPoolId=pool_id, Username=username, UserAttributes=[{"Name": attribute, "Value": customer_id}])
-            echo(f"{username}: linked {customer_id}")
-        summary.created_or_linked += 1
-    except Exception as error:  # noqa: BLE001 - one user's failure must not stop the run
-        summary.failed += 1
-        echo(f"{username}: failed: {logs.describe(error)['error']}: {logs.describe(error)['detail']}")
+    if dry_run:
+        existing = customers.find_customer(sub)
+        echo(f"{username}: would {'link ' + existing if existing else 'create a customer'}")
+        return
+    customer_id = customers.ensure_customer(sub, attributes.get("email"), display_name(attributes), username)
+    cognito_client.admin_update_user_attributes(
+        UserPoolId=pool_id, Username=username, UserAttributes=[{"Name": attribute, "Value": customer_id}])
+    echo(f"{username}: linked {customer_id}")
 
 
 def _users(cognito_client, user_pool_id: str) -> Iterator[dict]:

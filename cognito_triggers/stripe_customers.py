@@ -112,13 +112,15 @@ class _TimedSession(requests.Session):
 
 
 class StripeCustomers:
-    def __init__(self, api_key: str, api_base: str | None = None, timeout: Timeout = 10.0) -> None:
-        # No retries: Stripe's are for long-lived servers; the trigger has 5 seconds and
-        # Cognito retries the whole invocation anyway.
+    def __init__(self, api_key: str, api_base: str | None = None, timeout: Timeout = 10.0,
+                 max_network_retries: int = 0) -> None:
+        # No retries by default: the trigger has 5 seconds and Cognito retries the whole
+        # invocation anyway. A batch (the backfill) asks for stripe-python's own: a connection
+        # error, a 409 or a 5xx is sent again after an exponential backoff (0.5 s, at most 5 s).
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else None,
-            max_network_retries=0,
+            max_network_retries=max_network_retries,
             http_client=stripe.RequestsClient(session=_TimedSession(timeout)),
         )
 

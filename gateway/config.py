@@ -89,7 +89,7 @@ class Settings:
     revenuecat_api_key: str | None = None
     revenuecat_api_base: str | None = None
     log_level: str = "INFO"
-    # Bearer token that /metrics requires when set; out of repr so a logged Settings leaks nothing.
+    # Bearer token that /metrics requires (unset: /metrics disabled); out of repr so a logged Settings leaks nothing.
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
     # The admin pages (gateway/web/admin.py); kept out of repr so a logged Settings leaks nothing.
     admin_password: str | None = dataclasses.field(default=None, repr=False)

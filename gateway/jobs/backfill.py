@@ -5,12 +5,28 @@ wires it to a Cognito client and the gateway's Stripe settings.
 """
 from __future__ import annotations
 
+import re
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from cognito_triggers.backfill import backfill_customers
+from cognito_triggers.backfill import STRIPE_RETRIES, backfill_customers
 from cognito_triggers.stripe_customers import StripeCustomers
+
+
+#: A user pool id: its region, "_", its own part (``us-east-1_AbC123``; the API's pattern is
+#: ``[\w-]+_[0-9a-zA-Z]+``).
+_POOL_ID = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+)_[0-9a-zA-Z]+")
+
+
+def pool_region(user_pool_id: str) -> str:
+    """The region a user pool id names: the pool is there, whatever COGNITO_REGION says (the
+    region of the pool the client API accepts, which a backfill of another pool must not use)."""
+    found = _POOL_ID.fullmatch(user_pool_id)
+    if found is None:
+        raise click.ClickException(f"{user_pool_id} is not a user pool id: one names its region, as us-east-1_AbC123")
+    return found["region"]
 
 
 @click.command("backfill-stripe-customers")
@@ -27,9 +43,12 @@ def backfill_command(user_pool_id: str, attribute: str | None, dry_run: bool) ->
     attribute = attribute or settings.cognito_stripe_attribute
     if not settings.stripe_api_key:
         raise click.ClickException("STRIPE_API_KEY is not set")
-    region = settings.cognito_region or user_pool_id.split("_", 1)[0]
+    region = pool_region(user_pool_id)
+    if settings.cognito_region and settings.cognito_region != region:
+        click.echo(f"{user_pool_id} is in {region}, not in COGNITO_REGION ({settings.cognito_region}): asking {region}")
     cognito = boto3.client("cognito-idp", region_name=region)
-    customers = StripeCustomers(settings.stripe_api_key, settings.stripe_api_base, timeout=10.0)
+    customers = StripeCustomers(settings.stripe_api_key, settings.stripe_api_base, timeout=10.0,
+                                max_network_retries=STRIPE_RETRIES)
     summary = backfill_customers(cognito, customers, user_pool_id, attribute, dry_run=dry_run, echo=click.echo)
     if summary.failed:
         raise click.ClickException(f"{summary.failed} users could not be linked; run again to retry them")

@@ -27,9 +27,6 @@ from gateway.errors import Malformed, Unauthorized, Unavailable
 from gateway.providers import wire
 from gateway.providers.apple_chains import VerifiedChains
 
-#: StoreKit testing environments, whose data Apple's verifier accepts unsigned.
-UNSIGNED_ENVIRONMENTS = frozenset({"Xcode", "LocalTesting"})
-
 
 class AppleVerifier:
     def __init__(self, roots: list[bytes], *, bundle_id: str, app_apple_id: int | None,

@@ -246,3 +246,14 @@ deleted_subscriptions = sa.Table(
     sa.Index("ix_deleted_subscriptions_due", "next_attempt_at",
              postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'")),
 )
+
+# The admin's sign-in attempts per client (an IPv4 address, or an IPv6 /64), counted here
+# so that every worker of every instance counts against one limit (``login_attempts.py``).
+# A row's window opens at its first attempt; a row whose window has passed is deleted.
+admin_login_attempts = sa.Table(
+    "admin_login_attempts", metadata,
+    sa.Column("client", sa.String(64), primary_key=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("window_start", Time, nullable=False),
+    sa.Index("ix_admin_login_attempts_window_start", "window_start"),
+)

@@ -14,7 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from gateway import logs, metrics
 from gateway.auth import bearer
-from gateway.errors import Unauthorized
+from gateway.errors import NotConfigured, Unauthorized
 
 log = logging.getLogger("gateway.access")
 bp = Blueprint("metrics", __name__)
@@ -28,7 +28,12 @@ READ_ENDPOINTS = {"entitlements.mine": "me", "entitlements.of_user": "user"}
 def scrape():
     services = current_app.extensions["gateway"]
     token = services.settings.metrics_token
-    if token and not hmac.compare_digest(bearer(request.headers.get("Authorization")).encode(), token.encode()):
+    if not token:
+        # Disabled, as the server API is without GATEWAY_API_KEYS: the gateway faces the
+        # internet (its webhooks), and the counts by delivery type are the business's.
+        raise NotConfigured("metrics are disabled: set METRICS_TOKEN and scrape with it as a bearer token",
+                            code="metrics_not_configured")
+    if not hmac.compare_digest(bearer(request.headers.get("Authorization")).encode(), token.encode()):
         raise Unauthorized("unknown metrics token", code="invalid_metrics_token")
     return Response(metrics.exposition(services.store), mimetype="text/plain; version=0.0.4")
 

@@ -15,6 +15,7 @@ from flask import Blueprint, Flask, abort, current_app, redirect, render_templat
 from werkzeug.exceptions import HTTPException
 
 from gateway.config import Settings
+from gateway.store.login_attempts import LoginAttempts
 from gateway.store.port import MAX_ROW_ID
 from gateway.web.admin_security import (AdminSessionInterface, LoginThrottle, Password, csrf_problem,
                                         csrf_token)
@@ -49,7 +50,8 @@ def install(app: Flask, settings: Settings) -> None:
     )
     app.session_interface = AdminSessionInterface(settings.admin_cookie_secure)
     password = Password(settings.admin_password, settings.admin_secret_key)
-    app.extensions["gateway_admin"] = AdminState(password, LoginThrottle())
+    attempts = LoginAttempts.of(app.extensions["gateway"].store)
+    app.extensions["gateway_admin"] = AdminState(password, LoginThrottle(attempts))
 
 
 def state() -> AdminState:

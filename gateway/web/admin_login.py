@@ -5,8 +5,9 @@ import logging
 import secrets
 import time
 
-from flask import redirect, render_template, request, session, url_for
+from flask import abort, redirect, render_template, request, session, url_for
 
+from gateway.store.port import StoreUnavailable
 from gateway.web.admin import SIGNED_IN, SIGNED_IN_AT, bp, signed_in, state
 from gateway.web.admin_security import CSRF_FIELD
 
@@ -29,15 +30,21 @@ def login():
         return render_template("admin/login.html", next=_next_page(), error=None)
     address = request.remote_addr or "unknown"
     throttle = state().throttle
-    if throttle.blocked(address):
+    try:
+        admitted = throttle.admit(address)
+    except StoreUnavailable:  # no count, no comparison: a guesser must not outlast an outage
+        abort(503, "the database cannot be reached to count sign-in attempts: try again shortly")
+    if not admitted:
         log.warning("admin login throttled", extra={"fields": {"address": address}})
         return render_template("admin/login.html", next=_next_page(),
                                error="Too many failed attempts. Wait a few minutes."), 429
     if not state().password.matches(request.form.get("password", "")):
-        throttle.failed(address)
         log.warning("admin login failed", extra={"fields": {"address": address}})
         return render_template("admin/login.html", next=_next_page(), error="Wrong password."), 401
-    throttle.succeeded(address)
+    try:
+        throttle.succeeded(address)
+    except StoreUnavailable:  # the count lapses with its window all the same
+        log.warning("admin login count not cleared", extra={"fields": {"address": address}})
     # A fresh session on every sign-in: nothing from before it (a planted token) survives.
     session.clear()
     session.permanent = True

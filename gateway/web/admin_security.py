@@ -6,12 +6,13 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-import threading
-import time
-from collections import deque
+from datetime import timedelta
 
 from flask import request, session
 from flask.sessions import SecureCookieSessionInterface
+
+from gateway.clock import utcnow
+from gateway.store.login_attempts import LoginAttempts
 
 CSRF_FIELD = "csrf_token"
 
@@ -51,37 +52,23 @@ def csrf_problem() -> int | None:
 
 
 class LoginThrottle:
-    """At most ``limit`` failed logins per client (``_client``) within ``window`` seconds.
+    """At most ``limit`` sign-in attempts per client (``_client``) in a window of ``window``
+    seconds opened by its first; a sign-in clears its count.
 
-    In memory, per process: a brake on password guessing, not an accounting. With
-    several gunicorn workers the effective limit is ``limit`` times the worker count.
+    Counted in the database (``LoginAttempts``), so the limit holds across every gunicorn
+    worker and instance, and counted before the password is compared: attempts sent at
+    once cannot all find the count below the limit.
     """
 
-    def __init__(self, limit: int = 5, window: float = 300.0, clock=time.monotonic) -> None:
-        self.limit, self.window, self.clock = limit, window, clock
-        self._failures: dict[str, deque] = {}
-        self._lock = threading.Lock()
+    def __init__(self, attempts: LoginAttempts, limit: int = 5, window: float = 300.0, clock=utcnow) -> None:
+        self.attempts, self.limit, self.window, self.clock = attempts, limit, timedelta(seconds=window), clock
 
-    def blocked(self, address: str) -> bool:
-        with self._lock:
-            return len(self._recent(address)) >= self.limit
-
-    def failed(self, address: str) -> None:
-        with self._lock:
-            self._recent(address).append(self.clock())
+    def admit(self, address: str) -> bool:
+        """Count an attempt; whether its password may be compared."""
+        return self.attempts.count(_client(address), self.clock(), self.window) <= self.limit
 
     def succeeded(self, address: str) -> None:
-        with self._lock:
-            self._failures.pop(_client(address), None)
-
-    def _recent(self, address: str) -> deque:
-        address = _client(address)
-        failures = self._failures.setdefault(address, deque())
-        while failures and failures[0] <= self.clock() - self.window:
-            failures.popleft()
-        if len(self._failures) > 10_000:  # bound memory under a spray of addresses
-            self._failures = {address: failures}
-        return failures
+        self.attempts.forget(_client(address))
 
 
 def _client(address: str) -> str:
@@ -90,7 +77,7 @@ def _client(address: str) -> str:
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
-        return address
+        return address[:64]  # the column's width: whatever a proxy passed, it is one client
     if parsed.version == 6 and parsed.ipv4_mapped is None:
         return str(ipaddress.ip_network((parsed, 64), strict=False))
     return str(getattr(parsed, "ipv4_mapped", None) or parsed)

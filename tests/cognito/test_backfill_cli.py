@@ -43,3 +43,49 @@ def test_the_attribute_comes_from_the_settings(make_app, aws_mock, stripe_api):
     result = run(app, "--user-pool-id", pool.id)
     assert result.exit_code == 0, result.output
     assert pool.attributes("alice@example.com")["custom:billing_id"] == stripe_api.customers[0]["id"]
+
+
+def test_the_pool_ids_region_wins_over_cognito_region(make_app, user_pool, stripe_api):
+    """A pool id names its region (``eu-west-1_AbC123``): COGNITO_REGION, the region of the
+    pool the client API accepts, must not send a backfill of another pool elsewhere."""
+    user_pool.add_user("alice@example.com")
+    app = make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url, COGNITO_REGION="us-east-1",
+                   COGNITO_USER_POOL_ID="us-east-1_Gateway", COGNITO_APP_CLIENT_IDS="app")
+    result = run(app, "--user-pool-id", user_pool.id)
+    assert result.exit_code == 0, result.output
+    assert user_pool.attributes("alice@example.com")["custom:stripe_customer_id"] == stripe_api.customers[0]["id"]
+
+
+def test_a_pool_id_without_a_region_is_refused_before_anything_is_asked(make_app, aws_mock, stripe_api):
+    app = make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url)
+    result = run(app, "--user-pool-id", "TestPool")
+    assert result.exit_code != 0 and "TestPool is not a user pool id" in result.output
+    assert stripe_api.requests == []
+
+
+def test_a_stripe_server_error_or_rate_limit_is_tried_again(make_app, user_pool, stripe_api):
+    """A backfill pages through every user: a passing 500 (retried by stripe-python's own
+    max_network_retries) or 429 (which stripe-python leaves to the caller: the job waits
+    and tries the user again) must not leave users unlinked."""
+    from tests.fakes.stripe_api import StripeError
+
+    user_pool.add_user("alice@example.com")
+    user_pool.add_user("bob@example.com")
+    stripe_api.refuse_next("GET", "/v1/customers/search", StripeError(500, "api_error", "An unknown error occurred."))
+    stripe_api.refuse_next("POST", "/v1/customers", StripeError(429, "invalid_request_error", "Request rate limit "
+                                                                "exceeded.", code="rate_limit"))
+    result = run(make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url),
+                 "--user-pool-id", user_pool.id)
+    assert result.exit_code == 0, result.output
+    assert len(stripe_api.customers) == 2 and "created_or_linked=2" in result.output
+
+
+def test_a_stripe_outage_fails_each_user_after_a_bounded_number_of_tries(make_app, user_pool, stripe_api):
+    from cognito_triggers.backfill import STRIPE_RETRIES
+
+    user_pool.add_user("alice@example.com")
+    stripe_api.fail_with(503)
+    result = run(make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url),
+                 "--user-pool-id", user_pool.id)
+    assert result.exit_code != 0 and "failed=1" in result.output
+    assert stripe_api.calls("GET", "/v1/customers/search") == 1 + STRIPE_RETRIES

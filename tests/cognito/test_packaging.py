@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -67,3 +67,55 @@ def test_built_bundle_runs_in_a_lambda_like_python(tmp_path):
                             cwd=task, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(task)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == event
+
+
+def runtime_python() -> str | None:
+    """A Python of the Lambda runtime's version (3.12) on this machine: $LAMBDA_PYTHON,
+    python3.12 on the PATH, or one of pyenv's versions."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates = [os.environ.get("LAMBDA_PYTHON"), "python3.12", *map(str, pyenv.glob("versions/3.12*/bin/python3.12"))]
+    for candidate in filter(None, candidates):
+        found = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 12))"],
+                               capture_output=True, text=True, check=False) if _runs(candidate) else None
+        if found and found.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def _runs(candidate: str) -> bool:
+    return os.path.isfile(candidate) or any(os.path.isfile(os.path.join(d, candidate))
+                                            for d in os.environ["PATH"].split(os.pathsep))
+
+
+@pytest.mark.slow
+def test_the_bundle_carries_bytecode_that_the_runtime_python_uses(tmp_path):
+    """/var/task is read-only: without .pyc files in the bundle, every cold start compiles
+    each module it imports (stripe's: about a second of the trigger's five). Each .py has
+    the runtime version's .pyc beside it, and a 3.12 interpreter importing the handlers
+    (and stripe, which they call) from the unpacked bundle compiles none of them."""
+    python = runtime_python()
+    if python is None:
+        pytest.skip("no Python 3.12 on this machine (set LAMBDA_PYTHON)")
+    bundle = tmp_path / "cognito-triggers.zip"
+    subprocess.run([sys.executable, str(ROOT / "deploy" / "build_lambda.py"), "--output", str(bundle),
+                    "--compile-with", python], check=True, capture_output=True, timeout=600)
+    names = set(zipfile.ZipFile(bundle).namelist())
+    sources = [name for name in names if name.endswith(".py")]
+    missing = [name for name in sources if str(PurePosixPath(name).parent / "__pycache__" /
+                                               f"{PurePosixPath(name).stem}.cpython-312.pyc") not in names]
+    assert sources and not missing, missing[:5]
+    task = tmp_path / "task"
+    zipfile.ZipFile(bundle).extractall(task)
+    code = ("import json, sys, importlib._bootstrap_external as loading\n"
+            "compiled, compile_source = [], loading.SourceLoader.source_to_code\n"
+            "def counted(self, data, path, *args, **kwargs):\n"
+            "    compiled.append(path)\n"
+            "    return compile_source(self, data, path, *args, **kwargs)\n"
+            "loading.SourceLoader.source_to_code = counted\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "import cognito_triggers.post_confirmation, cognito_triggers.pre_token_generation, stripe\n"
+            "print(json.dumps([path for path in compiled if path.startswith(sys.argv[1])]))")
+    result = subprocess.run([python, "-B", "-S", "-c", code, str(task)], capture_output=True, text=True, timeout=120,
+                            cwd=task, env={"PATH": os.environ["PATH"]})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []

@@ -332,3 +332,46 @@ def test_the_user_page_shows_a_deleted_users_purchases_made_after_the_deletion(a
     stopped = client.get("/admin/users?sub=user-8").get_data(as_text=True)
     assert ">must_cancel_in_store<" in stopped
     assert 'id="deleted"' not in client.get("/admin/users?sub=user-7").get_data(as_text=True)
+
+
+def test_failed_logins_count_across_every_gateway_on_the_database(make_app):
+    """gunicorn runs several workers, and a deployment several instances: each is a
+    gateway of its own on the one database. Counted per process, a guesser would get the
+    limit once per worker of every instance; counted in the database, once in all."""
+    first, second = (make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY).test_client() for _ in range(2))
+    for client in (first, second, first, second, first):
+        assert sign_in(client, "guess").status_code == 401
+    assert sign_in(second).status_code == 429 and sign_in(first).status_code == 429
+
+
+def test_guesses_released_together_through_two_gateways_get_the_limit_and_no_more(make_app):
+    """The attempt is counted before the password is compared, in one statement: guesses
+    sent at once cannot all find the count below the limit and all be compared."""
+    from tests.e2e.test_races import together
+
+    apps = [make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY) for _ in range(2)]
+    clients = [apps[n % 2].test_client() for n in range(12)]
+    forms = [{"password": "guess", "csrf_token": token(client)} for client in clients]
+    answers = together(*(lambda c=client, f=form: c.post("/admin/login", data=f) for client, form in zip(clients, forms)))
+    assert sorted(answer.status_code for answer in answers) == [401] * 5 + [429] * 7
+
+
+def test_a_sign_in_clears_the_failures_before_it(client):
+    for _ in range(4):
+        assert sign_in(client, "guess").status_code == 401
+    assert sign_in(client).status_code == 302
+    client.post("/admin/logout", data={"csrf_token": token(client, "/admin/deliveries")})
+    for _ in range(5):
+        assert sign_in(client, "guess").status_code == 401
+    assert sign_in(client).status_code == 429
+
+
+def test_no_password_is_compared_while_the_attempt_cannot_be_counted(client, refuse_writes):
+    """Fail closed: a guesser must not get uncounted guesses during a database outage."""
+    token(client)
+    refuse_writes.on("admin_login_attempts")
+    answer = sign_in(client)
+    assert answer.status_code == 503 and "count sign-in attempts" in answer.get_data(as_text=True)
+    refuse_writes.off()
+    assert client.get("/admin/deliveries").status_code == 302
+    assert sign_in(client).status_code == 302

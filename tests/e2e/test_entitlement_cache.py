@@ -209,9 +209,9 @@ def test_the_cache_is_on_by_default_only_where_the_database_announces_changes(ma
 
 
 def test_hits_and_misses_are_counted_for_metrics(make_app, api):
-    from tests.e2e.test_metrics import scrape, total
+    from tests.e2e.test_metrics import METRICS_TOKEN, scrape, total
 
-    client = make_app(GATEWAY_API_KEYS=API_KEY, ENTITLEMENT_CACHE_SECONDS=300).test_client()
+    client = make_app(GATEWAY_API_KEYS=API_KEY, ENTITLEMENT_CACHE_SECONDS=300, METRICS_TOKEN=METRICS_TOKEN).test_client()
     listening(client.application.extensions["gateway"].store)
     before = scrape(client)
     for _ in range(3):

@@ -42,7 +42,7 @@ def app(make_app, cognito, chain, tmp_path, fake, push_signer, play):
     catalog.write_text(json.dumps(CATALOG))
     return make_app(**cognito.env(), GATEWAY_API_KEYS=API_KEY, STRIPE_API_KEY=fake.api_key, STRIPE_API_BASE=fake.url,
                     CATALOG_PATH=str(catalog), **AppStore(chain).env(chain.write_root(tmp_path)),
-                    **push_signer.env(), **play.env())
+                    **push_signer.env(), **play.env(), METRICS_TOKEN="fuzz-metrics")
 
 
 def cognito_token(cognito, data, user: str = USER, valid: int = 1) -> tuple[str, bool]:

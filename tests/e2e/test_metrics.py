@@ -19,6 +19,7 @@ from tests.support.events import record_event
 from tests.support.procfile import serve
 
 HEADERS = {"Authorization": rc.AUTH, "Content-Type": "application/json"}
+METRICS_TOKEN = "scrape-secret"
 
 
 def samples(text: str, name: str) -> dict[tuple, float]:
@@ -38,11 +39,11 @@ def total(text: str, name: str, **labels) -> float:
 
 @pytest.fixture
 def app(make_app):
-    return make_app(REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY)
+    return make_app(REVENUECAT_WEBHOOK_AUTH=rc.AUTH, GATEWAY_API_KEYS=API_KEY, METRICS_TOKEN=METRICS_TOKEN)
 
 
 def scrape(client, **headers) -> str:
-    response = client.get("/metrics", headers=headers)
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}", **headers})
     assert response.status_code == 200, response.get_data(as_text=True)
     return response.get_data(as_text=True)
 
@@ -93,10 +94,20 @@ def test_backlog_is_read_from_the_event_log_at_scrape_time(app):
 
 
 def test_metrics_token_is_required_when_set(make_app):
-    client = make_app(METRICS_TOKEN="scrape-secret").test_client()
+    client = make_app(METRICS_TOKEN=METRICS_TOKEN).test_client()
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer other"}).status_code == 401
-    assert "gateway_events_backlog" in scrape(client, Authorization="Bearer scrape-secret")
+    assert "gateway_events_backlog" in scrape(client)
+
+
+def test_metrics_are_disabled_without_a_token(make_app):
+    """The gateway is reachable from the internet (the stores must reach its webhooks):
+    without METRICS_TOKEN, /metrics would show anyone the deliveries counted by type
+    (refunds, disputes) and run a count on the event log per request. Like the server API
+    without GATEWAY_API_KEYS, it is disabled, and says what to set."""
+    answer = make_app().test_client().get("/metrics")
+    assert answer.status_code == 503 and answer.get_json()["error"] == "metrics_not_configured"
+    assert "METRICS_TOKEN" in answer.get_json()["message"] and b"gateway_" not in answer.data
 
 
 def call(port, method, path, body=None, headers=None):
@@ -128,7 +139,7 @@ def test_counters_add_up_across_gunicorn_workers(database_url, tmp_path):
     size, metrics_dir = 48, tmp_path / "prometheus"
     metrics_dir.mkdir()
     env = {"DATABASE_URL": database_url, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, "LOG_LEVEL": "WARNING",
-           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "METRICS_TOKEN": METRICS_TOKEN}
     with serve(env, workers=2) as (url, _):
         port, sent = urlsplit(url).port, 0
         # Until both workers have served part of it: a worker still booting may miss a burst.
@@ -138,7 +149,7 @@ def test_counters_add_up_across_gunicorn_workers(database_url, tmp_path):
         assert len(worker_files(metrics_dir)) == 2
         # Whichever worker answers a scrape, it reports every worker's deliveries.
         for _ in range(4):
-            status, text = call(port, "GET", "/metrics")
+            status, text = call(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             assert status == 200
             assert total(text, "gateway_webhook_deliveries_total", source="revenuecat") == sent
             assert total(text, "gateway_webhook_processing_seconds_count", source="revenuecat") == sent

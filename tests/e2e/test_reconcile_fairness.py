@@ -22,7 +22,7 @@ from devtools import revenuecat as rc
 from devtools.apple_store import ms, now
 from tests.e2e.conftest import API_KEY
 from tests.e2e.reconcile_world import _revenuecat, revenuecat, soon  # noqa: F401 (fixtures)
-from tests.e2e.test_metrics import total
+from tests.e2e.test_metrics import METRICS_TOKEN, scrape, total
 from tests.fakes.revenuecat_api import PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ class Gateway:
 
     def __init__(self, make_app, revenuecat, database_url: str, rate: str = "1000/s") -> None:
         self.env = {"GATEWAY_API_KEYS": API_KEY, "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, **revenuecat.env(),
-                    "RECONCILE_RATE_REVENUECAT": rate}
+                    "RECONCILE_RATE_REVENUECAT": rate, "METRICS_TOKEN": METRICS_TOKEN}
         self.app, self.fake, self.database_url = make_app(**self.env), revenuecat, database_url
 
     def buy(self, transaction: str) -> str:
@@ -62,7 +62,7 @@ class Gateway:
         return [path[len(PREFIX):].removeprefix("user-") for path in self.fake.calls[start:]]
 
     def metrics(self) -> str:
-        return self.app.test_client().get("/metrics").get_data(as_text=True)
+        return scrape(self.app.test_client())
 
 
 @pytest.fixture

@@ -163,17 +163,19 @@ def _message(line: str) -> str | None:
         return None
 
 
-def cache_lookups(webs: list[Dyno]) -> dict[str, int]:
+def cache_lookups(webs: list[Dyno], metrics_token: str) -> dict[str, int]:
     """What the dynos' entitlement caches did, from their ``/metrics`` (every worker's
     samples added up): {"hit": n, "miss": n}; nothing when the cache is off."""
     found: dict[str, int] = {}
     for dyno in webs:
         connection = http.client.HTTPConnection("127.0.0.1", dyno.port, timeout=30)
         try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
+            connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+            response = connection.getresponse()
+            text = response.read().decode()
         finally:
             connection.close()
+        assert response.status == 200, text
         for line in text.splitlines():
             if line.startswith("gateway_entitlement_cache_lookups_total{"):
                 outcome = line.split('outcome="', 1)[1].split('"', 1)[0]

@@ -47,7 +47,7 @@ from tests.support.webhook_receiver import Receiver, secret
 # PostgreSQL is the pass that counts; SQLite (one writer at a time) runs a smaller one.
 DATABASE = os.environ.get("TEST_DATABASE", "sqlite")
 DELIVERIES = int(os.environ.get("SOAK_DELIVERIES", "2000" if DATABASE == "postgresql" else "600"))
-SENDERS, DUPLICATES, API_KEY = 8, 0.10, "soak-key"
+SENDERS, DUPLICATES, API_KEY, METRICS_TOKEN = 8, 0.10, "soak-key", "soak-metrics"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -71,7 +71,7 @@ def stores(tmp_path):
 
 
 def gateway_env(database_url: str, s: dict) -> dict:
-    return {"DATABASE_URL": database_url, "GATEWAY_API_KEYS": API_KEY, "LOG_LEVEL": "WARNING",
+    return {"DATABASE_URL": database_url, "GATEWAY_API_KEYS": API_KEY, "LOG_LEVEL": "WARNING", "METRICS_TOKEN": METRICS_TOKEN,
             "REVENUECAT_WEBHOOK_AUTH": rc.AUTH, "STRIPE_WEBHOOK_SECRETS": s["secret"],
             "STRIPE_API_KEY": s["stripe"].api_key, "STRIPE_API_BASE": s["stripe"].url,
             **s["apple"].env(s["root"]), **s["signer"].env(), **s["play"].env(), "GUNICORN_THREADS": "4"}
@@ -193,7 +193,7 @@ def test_soak_every_delivery_once_and_entitlements_equal_the_oracle(dynos, datab
         elapsed = time.monotonic() - began
         read = read_everyone(lines, facts.users, _path, AUTH)  # right after the last delivery's 200: no wait
         read_seconds = time.monotonic() - began - elapsed
-        cache = cache_lookups(webs)
+        cache = cache_lookups(webs, METRICS_TOKEN)
         deferred = retry_deferred(app)
         webhooks = replay_check(app, receiver, workers, API_KEY)
     lost, twice = log_check(app, unique)
