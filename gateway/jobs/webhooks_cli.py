@@ -50,7 +50,7 @@ def deliveries_command(endpoint, status, limit) -> None:
         when = f"{at:%Y-%m-%dT%H:%M:%SZ}" if at else "-"
         error = f"  {d.last_error}" if d.last_error else ""
         click.echo(f"{d.endpoint:<20} {d.position:>8}  {d.status:<9} {d.attempts:>3}  {when:<20}  "
-                   f"{d.event_type:<20} {d.user_sub}{error}")
+                   f"{d.event_type or '(event pruned)':<20} {d.user_sub}{error}")
 
 
 @webhooks.command("replay")

@@ -247,8 +247,9 @@ class Outbox(EngineWork):
         return found
 
     def deliveries(self, endpoint: str | None = None, status: str | None = None, limit: int = 50) -> list[Delivery]:
-        """The newest first."""
-        query = sa.select(*tables.webhook_deliveries.c, _F.type).join(
+        """The newest first; ``event_type`` None where the feed's retention deleted the event
+        (a delivered row stays for ``EVENTS_RETENTION_DAYS``, which may be the longer)."""
+        query = sa.select(*tables.webhook_deliveries.c, _F.type).outerjoin(
             tables.entitlement_events, _F.position == _D.position).order_by(_D.position.desc(), _D.endpoint)
         if endpoint is not None:
             query = query.where(_D.endpoint == endpoint)

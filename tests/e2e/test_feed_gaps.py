@@ -154,3 +154,18 @@ def test_the_sign_out_switched_on_again_after_a_prune_signs_no_one_out_until_its
     assert consumer.run_once() == 2 and cognito.signed_out == ["user-2", "user-5", "user-6"]
     assert "not behind the feed" in run(app, "users", "sign-out-skip-gap")
 
+
+def test_delivered_rows_whose_event_was_pruned_are_still_listed(app, store):
+    """FEED_RETENTION_DAYS shorter than EVENTS_RETENTION_DAYS: a delivered row outlives its event."""
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    for user in ("user-1", "user-2", "user-3"):
+        append(store, user)
+    outbox.fan_out(NOW)
+    deliver_all(outbox)
+    assert prune(store).feed == 2 and kept(store) == [3]
+    listed = outbox.deliveries(limit=10)
+    assert [(d.position, d.status, d.event_type) for d in listed] == [
+        (3, "delivered", GRANTED), (2, "delivered", None), (1, "delivered", None)]
+    lines = run(app, "webhooks", "deliveries").splitlines()
+    assert len(lines) == 3 and "(event pruned)" in lines[2] and "user-1" in lines[2]
