@@ -8,6 +8,7 @@ every hot statement, the database's size, and the report that judges the targets
     .venv/bin/python bench/scale.py latency --url http://127.0.0.1:PORT --load load.json --out FILE
     .venv/bin/python bench/scale.py explain --database-url URL --load load.json --out FILE
     .venv/bin/python bench/scale.py size --database-url URL --out FILE
+    .venv/bin/python bench/scale.py feed-prune --database-url URL --out FILE [--retention-days 90] [--batch 1000]
     .venv/bin/python bench/scale.py report DIR
 
 The size comes from ``SCALE_USERS`` (default 1,000,000; 1.2 subscriptions and 10
@@ -75,6 +76,9 @@ def _loaded(args) -> int:
         return 1
     if figures.get("users") != wanted.users or figures.get("mix") != dict(wanted.mix):
         return 1
+    if figures.get("changed"):
+        print(f"{name}: {figures['changed']}")
+        return 1
     print(f"{name} already holds {wanted.users:,} users (loaded at {figures.get('commit')} "
           f"in {figures.get('load_seconds')} s): not loaded again (SCALE_RELOAD=1 does)")
     if args.out:
@@ -128,6 +132,23 @@ def _size(args) -> int:
     return 0
 
 
+def _feed_prune(args) -> int:
+    """The feed's retention on the loaded feed (``bench/scale_prune.py``); it deletes rows,
+    so the database is marked changed and the next run loads it again."""
+    from bench.scale_prune import pruned_at, run, summary
+
+    with psycopg.connect(libpq(args.database_url), autocommit=True) as connection:
+        figures = json.loads(connection.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                                                "WHERE datname = current_database()").fetchone()[0] or "{}")
+        figures["changed"] = pruned_at()
+        connection.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(connection.info.dbname), sql.Literal(json.dumps(figures))))
+    found = run(args.database_url, args.port, args.retention_days, args.batch)
+    Path(args.out).write_text(json.dumps(found, indent=2))
+    print("\n".join(summary(found)))
+    return 0
+
+
 def _report(args) -> int:
     from bench.scale_report import report
 
@@ -164,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--database-url", required=True)
         if name != "size":
             command.add_argument("--load", required=True, help="the load's figures (JSON): who the heavy user is")
+    prune = commands.add_parser("feed-prune", help="the feed's retention with a feed writer and GET /v1/events "
+                                "beside it (deletes rows: the next run loads again)")
+    prune.add_argument("--database-url", required=True)
+    prune.add_argument("--out", required=True, help="a JSON file")
+    prune.add_argument("--retention-days", type=int, default=90)
+    prune.add_argument("--batch", type=int, default=1000)
+    prune.add_argument("--port", type=int, default=18094, help="where the gateway it starts listens")
+    prune.set_defaults(run=_feed_prune)
     report = commands.add_parser("report", help="print every target with its figure; exit 1 when one is missed")
     report.add_argument("results", help="the directory bench/scale.sh wrote")
     report.set_defaults(run=_report)

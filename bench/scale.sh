@@ -6,7 +6,10 @@
 # RevenueCat ingest, the entitlement read and read-bare, taking turns round after round
 # over users drawn from the million; the heavy user's history API and admin page, one
 # request at a time; EXPLAIN (ANALYZE, BUFFERS) of every hot statement; the database's
-# size. bench/scale.py report prints each target with its figure and exits 1 on a miss.
+# size. With SCALE_FEED_PRUNE=1, last, the feed's retention on the loaded feed with a feed
+# writer and GET /v1/events readers beside it (bench/scale_prune.py); it deletes rows, so
+# the next run loads the database again. bench/scale.py report prints each target with its
+# figure and exits 1 on a miss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -16,6 +19,7 @@ results=bench/results/scale
 mkdir -p "$results"
 out=$results/rounds
 : > "$out.txt"
+rm -f "$results/feed_prune.json"
 hello_port=18090
 gateway_port=18091
 bare_port=18093
@@ -42,4 +46,7 @@ python bench/scale.py latency --url "http://127.0.0.1:$gateway_port" --load "$re
 stop
 python bench/scale.py explain --database-url "$database_url" --load "$results/load.json" --out "$results/explain.json"
 python bench/scale.py size --database-url "$database_url" --out "$results/size.json"
+if [ "${SCALE_FEED_PRUNE:-0}" = 1 ]; then
+  python bench/scale.py feed-prune --database-url "$database_url" --out "$results/feed_prune.json"
+fi
 python bench/scale.py report "$results" | tee "$results/report.txt"

@@ -33,6 +33,8 @@ def report(results: Path) -> int:
     missed += _latency(json.loads((results / "latency.json").read_text()))
     missed += _explain(json.loads((results / "explain.json").read_text()))
     _size(json.loads((results / "size.json").read_text()))
+    if (results / "feed_prune.json").exists():  # SCALE_FEED_PRUNE=1
+        missed += _feed_prune(json.loads((results / "feed_prune.json").read_text()))
     print("\n" + ("targets missed: " + "; ".join(missed) if missed else "every target met"))
     return 1 if missed else 0
 
@@ -112,6 +114,14 @@ def _explain(found: dict) -> list[str]:
         for scan in scans:
             print(f"          !! {scan}")
     return missed
+
+
+def _feed_prune(found: dict) -> list[str]:
+    from bench.scale_prune import summary
+
+    print("\nthe feed's retention on the loaded feed (SCALE_FEED_PRUNE=1), with a writer and readers beside it:")
+    print("\n".join("   " + line for line in summary(found)))
+    return [f"feed prune: {name} failed" for name in found["failures"]]
 
 
 def _size(found: dict) -> None:

@@ -54,7 +54,7 @@ class Delivery:
     endpoint: str
     position: int
     user_sub: str
-    event_type: str
+    event_type: str | None  # None: the event was pruned from the feed since
     status: str
     attempts: int
     next_attempt_at: datetime | None

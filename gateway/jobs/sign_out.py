@@ -15,6 +15,13 @@ know by either (deleted there) is skipped; any other failure stops the run befor
 event, and the next run tries it again: a user is signed out at least once, never skipped. Two workers running it at once
 may both sign out the same user, which is harmless.
 
+Switched off, its cursor holds nothing from the feed's retention, so switched on again after
+a prune it may be behind the feed: the revocations deleted meanwhile would never be signed
+out. It then signs no one out and holds the feed, logging an error, until an operator has
+dealt with the users revoked in the gap and runs ``flask users sign-out-skip-gap``
+(``skip_gap``), which moves it to the oldest event kept: a revocation is never passed over
+without a word, and the operator knows which period to look at.
+
 The Cognito call is made outside any database transaction. boto3 is imported only when
 the consumer is built, never on the web app's import path.
 """
@@ -93,15 +100,20 @@ class SignOutOnRevoke:
     def __init__(self, store: Store, sign_out: Callable[[str], bool], clock: Callable[[], datetime] = utcnow,
                  batch: int = BATCH) -> None:
         self.store, self.sign_out, self.clock, self.batch = store, sign_out, clock, batch
+        self._told: tuple[int, int] | None = None  # the gap this process logged
 
     def run_once(self) -> int:
         """Handle the next batch of the feed; returns how many events it moved past (0:
-        caught up, or the first sign-out failed)."""
+        caught up, the first sign-out failed, or behind the feed)."""
         with self.store.transaction(readonly=True) as tx:
             stored = tx.feed_cursor(CURSOR)
             # Just switched on: the revocations from now on, not the whole history.
             start = tx.feed_head()[0] if stored is None else stored
             events = tx.read_feed(start, self.batch)
+            pruned = tx.feed_pruned_through()  # after the events: a prune committed meanwhile shows
+        if start < pruned:
+            self._tell_gap(start, pruned)
+            return 0
         if stored is None:
             self._save(start)
         done, signed = start, set()
@@ -114,6 +126,13 @@ class SignOutOnRevoke:
         if done != start:
             self._save(done)
         return done - start
+
+    def _tell_gap(self, start: int, pruned: int) -> None:
+        if self._told != (start, pruned):
+            self._told = (start, pruned)
+            log.error("sign-out behind the feed; signing no one out until its gap is skipped", extra={"fields": {
+                "position": start, "pruned_through": pruned,
+                "action": "sign out the users revoked meanwhile, then: flask users sign-out-skip-gap"}})
 
     def _save(self, position: int) -> None:
         with self.store.transaction() as tx:
@@ -129,6 +148,17 @@ class SignOutOnRevoke:
                         extra={"fields": {"user_sub": user_sub, "error": str(exc)}})
             return False
         return True
+
+
+def skip_gap(store: Store, now: datetime) -> tuple[int, int] | None:
+    """Move the sign-out's cursor behind the feed to the oldest event kept; returns the gap
+    skipped (its position, the highest deleted), None when it is not behind."""
+    with store.transaction() as tx:
+        stored, pruned = tx.feed_cursor(CURSOR), tx.feed_pruned_through()
+        if stored is None or stored >= pruned:
+            return None
+        tx.move_feed_cursor(CURSOR, pruned, now)
+    return stored, pruned
 
 
 def enabled(settings) -> bool:

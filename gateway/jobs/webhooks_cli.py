@@ -1,5 +1,8 @@
-"""``flask webhooks ...``: the outgoing webhooks' endpoints, deliveries and replay."""
+"""``flask webhooks ...``: the outgoing webhooks' endpoints, deliveries and replay, and
+skipping the gap the feed's retention left to an endpoint behind it (``Outbox.skip_gap``)."""
 from __future__ import annotations
+
+import logging
 
 import click
 from flask import current_app
@@ -10,7 +13,9 @@ from gateway.domain.webhooks import DELIVERED, FAILED, PENDING, STATUSES
 from gateway.outbound.worker import Deliverer
 from gateway.store.outbox import Outbox
 
-webhooks = AppGroup("webhooks", help="Outgoing webhooks: endpoints, deliveries, replay, one round of sending.")
+log = logging.getLogger("gateway.outbound")
+webhooks = AppGroup("webhooks", help="Outgoing webhooks: endpoints, deliveries, replay, skipping a gap, "
+                                     "one round of sending.")
 
 
 def _outbox() -> Outbox:
@@ -21,13 +26,17 @@ def _outbox() -> Outbox:
 def list_command() -> None:
     """The endpoints (those of OUTBOUND_WEBHOOKS once the worker has run) and their deliveries."""
     outbox = _outbox()
-    counts = outbox.counts()
+    counts, behind = outbox.counts(), outbox.behind()
     for e in outbox.endpoints():
         held = counts.get(e.name, {})
         tally = "  ".join(f"{status} {held.get(status, 0)}" for status in (PENDING, FAILED, DELIVERED))
         types = ",".join(e.types) if e.types else "every type"
         click.echo(f"{e.name:<20} {'enabled' if e.enabled else 'disabled':<8} {e.origin:<5}  {tally}  "
                    f"{types}  {e.url}")
+        if e.name in behind:
+            position, pruned = behind[e.name]
+            click.echo(f"  BEHIND THE FEED: events after {position} through {pruned} were deleted before it "
+                       f"fanned them out; it sends nothing until `flask webhooks skip-gap {e.name}`")
 
 
 @webhooks.command("deliveries")
@@ -41,7 +50,7 @@ def deliveries_command(endpoint, status, limit) -> None:
         when = f"{at:%Y-%m-%dT%H:%M:%SZ}" if at else "-"
         error = f"  {d.last_error}" if d.last_error else ""
         click.echo(f"{d.endpoint:<20} {d.position:>8}  {d.status:<9} {d.attempts:>3}  {when:<20}  "
-                   f"{d.event_type:<20} {d.user_sub}{error}")
+                   f"{d.event_type or '(event pruned)':<20} {d.user_sub}{error}")
 
 
 @webhooks.command("replay")
@@ -54,6 +63,25 @@ def replay_command(endpoint, positions, failed) -> None:
         raise click.UsageError("name --endpoint or --position, or use --failed")
     count = _outbox().replay(utcnow(), endpoint, tuple(positions))
     click.echo(f"replayed {count} {'delivery' if count == 1 else 'deliveries'}")
+
+
+@webhooks.command("skip-gap")
+@click.argument("name")
+def skip_gap_command(name) -> None:
+    """Let an endpoint behind the feed go on from the oldest event kept.
+
+    Its receiver never got the events the retention deleted: resync it first (each user's
+    GET /v1/users/<sub>/entitlements), then run this."""
+    outbox = _outbox()
+    if name not in {e.name for e in outbox.endpoints()}:
+        raise click.ClickException(f"no endpoint {name}")
+    gap = outbox.skip_gap(name, utcnow())
+    if gap is None:
+        click.echo(f"{name} is not behind the feed: nothing skipped")
+        return
+    log.warning("webhook endpoint gap skipped",
+                extra={"fields": {"endpoint": name, "after": gap[0], "through": gap[1]}})
+    click.echo(f"{name}: skipped the events after {gap[0]} through {gap[1]}; it goes on after {gap[1]}")
 
 
 @webhooks.command("deliver")

@@ -42,6 +42,7 @@ class Deliverer:
         self.timeout, self.threads, self.batch, self.max_attempts = timeout, threads, batch, max_attempts
         self.clock, self.jitter = clock, jitter
         self._synced = False
+        self._told: set[tuple[str, int, int]] = set()  # gaps logged by this process
         self.session = transport.session(threads, allow_private)
 
     @classmethod
@@ -64,6 +65,7 @@ class Deliverer:
         if not self._synced:
             self.sync()
         self.outbox.fan_out(self.clock() + shift)
+        self._tell_gaps()
         made = 0
         while made < self.max_attempts:
             # Each round leased from its own start: a run, or a round, may outlast a lease
@@ -81,6 +83,16 @@ class Deliverer:
                 _log(claimed_one, error, later, status)
             made += len(claimed)
         return made
+
+    def _tell_gaps(self) -> None:
+        """Log each enabled endpoint the feed's retention has passed, once per process: it
+        sends nothing until an operator resyncs its receiver and skips the gap."""
+        for name, (position, pruned) in self.outbox.behind(enabled_only=True).items():
+            if (name, position, pruned) not in self._told:
+                self._told.add((name, position, pruned))
+                log.error("webhook endpoint behind the feed; sending nothing until its gap is skipped", extra={
+                    "fields": {"endpoint": name, "position": position, "pruned_through": pruned,
+                               "action": f"resync the receiver, then: flask webhooks skip-gap {name}"}})
 
     def lease(self, count: int) -> timedelta:
         """Longer than ``count`` attempts take on this worker's threads (each up to its

@@ -31,6 +31,8 @@ INSERT_EVENTS = sa.insert(tables.entitlement_events)
 ENTITLEMENTS_OF_USERS = sa.select(_ents.user_sub, *(_ents[name] for name in rows.GRANT_COLUMNS)) \
     .where(_ents.user_sub.in_(sa.bindparam("user_subs", expanding=True))).order_by(_ents.user_sub, _ents.name)
 DELETED_AMONG = sa.select(_deleted.user_sub).where(_deleted.user_sub.in_(sa.bindparam("user_subs", expanding=True)))
+#: The highest position the retention deleted (no row: nothing deleted yet, 0).
+PRUNED_THROUGH = sa.select(sa.func.coalesce(sa.func.max(tables.feed_retention.c.pruned_through), 0))
 
 
 def event_row(event: FeedEvent) -> dict[str, Any]:
@@ -80,7 +82,7 @@ class FeedTransaction:
         return [feed_event(row) for row in self._execute(query.order_by(_feed.position).limit(limit))]
 
     def feed_pruned_through(self) -> int:
-        return self._execute(sa.select(tables.feed_retention.c.pruned_through)).scalar() or 0
+        return self._execute(PRUNED_THROUGH).scalar_one()
 
     def said_inactive(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
         if not pairs:

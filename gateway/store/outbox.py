@@ -12,6 +12,14 @@ Claims: a pending delivery is due once its time has come and every earlier deliv
 the same endpoint and user has been delivered; it is leased by moving its time to the end
 of the lease, in the claiming transaction (FOR UPDATE SKIP LOCKED on PostgreSQL), so a
 second worker neither takes it nor the user's next one until it is delivered.
+
+Behind the feed: a disabled endpoint holds nothing from the retention, so enabled again
+after a prune its position may be below the highest position deleted. Its receiver would
+never hear of the deleted changes (a revocation among them), so the fan-out refuses it:
+it sends nothing new, and holds the feed from further pruning, until an operator has
+resynced the receiver and says so (``skip_gap``, ``flask webhooks skip-gap``), which moves
+it to the oldest event kept. The pruned position is read after the events, as
+``GET /v1/events`` does, so a prune committing in between shows.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.webhooks import ADMIN, DELIVERED, ENV, FAILED, PENDING, Delivery, Endpoint
 
 from . import rows, tables
-from .feed import feed_event
+from .feed import PRUNED_THROUGH, feed_event
 from .sql import EngineWork
 
 _E, _D, _F = tables.webhook_endpoints.c, tables.webhook_deliveries.c, tables.entitlement_events.c
@@ -152,8 +160,8 @@ class Outbox(EngineWork):
                     return queued
                 found = connection.execute(sa.select(_F.position, _F.type, _F.user_sub).where(
                     _F.position > row.position).order_by(_F.position).limit(FAN_OUT_PAGE)).all()
-                if not found:
-                    return queued
+                if not found or row.position < connection.execute(PRUNED_THROUGH).scalar_one():
+                    return queued  # nothing new, or behind the feed: it waits for ``skip_gap``
                 wanted = [event for event in found if _endpoint(row).wants(event.type)]
                 if wanted:
                     connection.execute(sa.insert(tables.webhook_deliveries), [
@@ -164,6 +172,27 @@ class Outbox(EngineWork):
                                    .values(position=found[-1].position))
             queued, page = queued + len(wanted), len(found)
         return queued
+
+    def behind(self, enabled_only: bool = False) -> dict[str, tuple[int, int]]:
+        """{endpoint: (its position, the highest position deleted)} of the endpoints the
+        retention has passed: events between the two were deleted before it fanned them out."""
+        with self._transaction(readonly=True) as connection:
+            pruned = connection.execute(PRUNED_THROUGH).scalar_one()
+            query = sa.select(_E.name, _E.position).where(_E.position < pruned).order_by(_E.name)
+            found = connection.execute(query.where(_E.enabled.is_(True)) if enabled_only else query)
+            return {row.name: (row.position, pruned) for row in found}
+
+    def skip_gap(self, name: str, now: datetime) -> tuple[int, int] | None:
+        """Move an endpoint behind the feed to the oldest event kept, once its receiver has
+        been resynced; returns the gap skipped (position, highest deleted), None if none."""
+        with self._transaction() as connection:
+            row = connection.execute(sa.select(_E.position).where(_E.name == name).with_for_update()).first()
+            pruned = connection.execute(PRUNED_THROUGH).scalar_one()
+            if row is None or row.position >= pruned:
+                return None
+            connection.execute(sa.update(tables.webhook_endpoints).where(_E.name == name)
+                               .values(position=pruned, updated_at=now))
+            return row.position, pruned
 
     # Attempts.
     def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
@@ -218,8 +247,9 @@ class Outbox(EngineWork):
         return found
 
     def deliveries(self, endpoint: str | None = None, status: str | None = None, limit: int = 50) -> list[Delivery]:
-        """The newest first."""
-        query = sa.select(*tables.webhook_deliveries.c, _F.type).join(
+        """The newest first; ``event_type`` None where the feed's retention deleted the event
+        (a delivered row stays for ``EVENTS_RETENTION_DAYS``, which may be the longer)."""
+        query = sa.select(*tables.webhook_deliveries.c, _F.type).outerjoin(
             tables.entitlement_events, _F.position == _D.position).order_by(_D.position.desc(), _D.endpoint)
         if endpoint is not None:
             query = query.where(_D.endpoint == endpoint)

@@ -1,5 +1,6 @@
 """Outgoing webhooks in the admin: the endpoints and their failed deliveries; adding,
-changing and disabling an endpoint of the admin's own; replaying failed deliveries.
+changing and disabling an endpoint of the admin's own; replaying failed deliveries. An endpoint the feed's retention has passed is shown behind
+the feed, with the command that lets it go on (``Outbox.skip_gap``).
 
 Endpoints of ``OUTBOUND_WEBHOOKS`` are shown but not changed here: the environment is
 their truth, and the worker's next start would undo an edit. Every change is a POST
@@ -35,12 +36,12 @@ def _held(outbox: Outbox, name: str) -> Endpoint | None:
 def webhooks():
     outbox = _outbox()
     try:
-        endpoints, counts = outbox.endpoints(), outbox.counts()
+        endpoints, counts, behind = outbox.endpoints(), outbox.counts(), outbox.behind()
         failed = outbox.deliveries(status=FAILED, limit=100)
     except StoreUnavailable:
         abort(503, "the database cannot be read right now")
     return render_template("admin/webhooks.html", endpoints=endpoints, counts=counts, failed=failed,
-                           statuses=STATUSES, admin_origin=ADMIN)
+                           behind=behind, statuses=STATUSES, admin_origin=ADMIN)
 
 
 @bp.post("/webhooks")

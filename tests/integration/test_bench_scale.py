@@ -108,3 +108,21 @@ def test_a_delivery_applies_on_top_of_the_load_and_the_feed_goes_on_from_its_clo
     feed = _get(client, f"/v1/events?after={head - 2}&limit=10")
     assert [e["user_id"] for e in feed["events"]][-1] == user and len(feed["events"]) == 3
     assert json.loads(feed["next"]) == head + 1
+
+
+def test_the_feed_prune_bench_prunes_the_loaded_feed_beside_a_writer_and_readers(loaded, _migrated_url):
+    """``SCALE_FEED_PRUNE=1 make bench-scale``'s last step, at this size: it deletes rows,
+    so it runs after the tests that read the load."""
+    from bench.scale_prune import run, summary
+    from tests.support.webhook_receiver import free_port
+
+    figures, engine = loaded
+    found = run(_migrated_url, port=free_port())
+    assert found["failures"] == {}, found["failures"]
+    assert found["feed_rows_before"] >= figures["entitlement_events"]  # and the delivery added above
+    assert 0 < found["deleted"] < found["feed_rows_before"]
+    assert found["append"]["during"]["transaction"]["count"] + found["append"]["before"]["transaction"]["count"] > 0
+    assert found["read_tail"]["before"]["count"] > 0 and found["read_oldest"]["before"]["count"] > 0
+    with engine.connect() as db:
+        pruned = db.execute(sa.text("SELECT pruned_through FROM feed_retention")).scalar_one()
+    assert pruned >= found["deleted"] and len(summary(found)) == 4

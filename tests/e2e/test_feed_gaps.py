@@ -1,0 +1,171 @@
+"""What the feed's retention leaves to the readers it does not wait for: an outgoing webhook
+endpoint that was disabled, or the Cognito sign-out that was switched off, while events were
+pruned. Enabled again, neither passes over the deleted events without a word: each stops,
+says so (log, admin, CLI) and holds the feed until an operator skips the gap. Delivered rows
+whose event was pruned are still listed."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from gateway.domain.entitlement_events import GRANTED, REVOKED, FeedEvent, new_id
+from gateway.domain.webhooks import Endpoint
+from gateway.jobs import sign_out
+from gateway.outbound.worker import Deliverer
+from gateway.store.outbox import Outbox
+from tests.e2e.test_admin import PASSWORD, SECRET_KEY, sign_in
+from tests.e2e.test_feed_retention import NOW, OLD, YOUNG, kept, prune, pruned_through
+from tests.e2e.test_retention import run
+
+BACKEND = Endpoint("backend", "https://backend.example.com/hook", ("whsec_x",))
+LATER = NOW + timedelta(days=30)  # a cutoff past every event: only what is held stays
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app(ADMIN_PASSWORD=PASSWORD, ADMIN_SECRET_KEY=SECRET_KEY)
+
+
+@pytest.fixture
+def store(app):
+    return app.extensions["gateway"].store
+
+
+def append(store, user: str, occurred_at=OLD, type_: str = GRANTED) -> int:
+    with store.transaction() as tx:
+        last, _ = tx.take_feed_positions(1)
+        tx.append_feed([FeedEvent(new_id(), type_, user, "premium", None, {"active": type_ == GRANTED},
+                                  {"kind": "gateway"}, occurred_at, last + 1)])
+    return last + 1
+
+
+def deliver_all(outbox: Outbox) -> None:
+    """Every due delivery taken by the receiver."""
+    claimed = outbox.claim(NOW, NOW + timedelta(hours=1), 100)
+    outbox.settle([(c, None, None) for c in claimed], NOW)
+
+
+def queued(outbox: Outbox) -> list[int]:
+    return sorted(d.position for d in outbox.deliveries(status="pending", limit=100))
+
+
+def an_endpoint_left_behind(store) -> Outbox:
+    """``backend`` got events 1 to 3, was disabled while 4 to 6 were written and pruned with
+    them, and is enabled again; event 7 is young, so kept."""
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    for user in ("user-1", "user-2", "user-3"):
+        append(store, user)
+    assert outbox.fan_out(NOW) == 3
+    deliver_all(outbox)
+    outbox.sync([], NOW)  # taken out of OUTBOUND_WEBHOOKS: disabled, holding nothing
+    for user in ("user-4", "user-5", "user-6"):
+        append(store, user, type_=REVOKED)
+    append(store, "user-7", YOUNG)
+    assert prune(store).feed == 6 and pruned_through(store) == 6 and kept(store) == [7]
+    assert outbox.behind() == {"backend": (3, 6)} and outbox.behind(enabled_only=True) == {}
+    outbox.sync([BACKEND], NOW)  # configured again
+    return outbox
+
+
+def test_an_endpoint_enabled_again_after_a_prune_sends_nothing_until_its_gap_is_skipped(app, store, caplog):
+    outbox = an_endpoint_left_behind(store)
+    deliverer = Deliverer(outbox, [BACKEND])
+    with caplog.at_level(logging.ERROR, "gateway.outbound"):
+        assert deliverer.run_once() == 0 and deliverer.run_once() == 0
+    told = [r for r in caplog.records if r.getMessage().startswith("webhook endpoint behind the feed")]
+    assert len(told) == 1  # once per process, not every turn
+    assert told[0].fields["endpoint"] == "backend" and told[0].fields["pruned_through"] == 6
+    assert queued(outbox) == [] and outbox.behind(enabled_only=True) == {"backend": (3, 6)}
+
+    append(store, "user-8")
+    assert prune(store, cutoff=LATER).feed == 0 and kept(store) == [7, 8]  # it holds the feed meanwhile
+    assert outbox.fan_out(NOW) == 0
+
+    listed = run(app, "webhooks", "list")
+    assert "BEHIND THE FEED: events after 3 through 6" in listed and "webhooks skip-gap backend" in listed
+    assert "skipped the events after 3 through 6; it goes on after 6" in run(app, "webhooks", "skip-gap", "backend")
+    assert outbox.behind() == {} and outbox.fan_out(NOW) == 2 and queued(outbox) == [7, 8]
+    assert "not behind the feed: nothing skipped" in run(app, "webhooks", "skip-gap", "backend")
+    missing = app.test_cli_runner().invoke(args=["webhooks", "skip-gap", "nobody"])
+    assert missing.exit_code != 0 and "no endpoint nobody" in missing.output
+
+
+def test_the_admin_shows_an_endpoint_behind_the_feed_and_the_command_that_lets_it_go_on(app, store):
+    outbox = an_endpoint_left_behind(store)
+    client = app.test_client()
+    sign_in(client)
+    page = client.get("/admin/webhooks").get_data(as_text=True)
+    assert 'id="behind-backend"' in page and "deleted events after position\n    3, up to 6" in page
+    assert "It sends nothing until" in page and "webhooks skip-gap backend" in page
+    outbox.skip_gap("backend", NOW)
+    assert 'id="behind-backend"' not in client.get("/admin/webhooks").get_data(as_text=True)
+
+
+def test_an_endpoint_the_retention_waited_for_is_never_behind(store):
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    for user in ("user-1", "user-2", "user-3"):
+        append(store, user)
+    assert prune(store).feed == 0  # not fanned out yet: held
+    assert outbox.fan_out(NOW) == 3
+    deliver_all(outbox)
+    assert prune(store).feed == 2 and outbox.behind() == {}
+    append(store, "user-4")
+    assert outbox.fan_out(NOW) == 1
+
+
+class Recorder:
+    """Cognito's side of the sign-out: who was signed out."""
+
+    def __init__(self) -> None:
+        self.signed_out: list[str] = []
+
+    def __call__(self, user_sub: str) -> bool:
+        self.signed_out.append(user_sub)
+        return True
+
+
+def test_the_sign_out_switched_on_again_after_a_prune_signs_no_one_out_until_its_gap_is_skipped(
+        app, store, caplog):
+    cognito = Recorder()
+    consumer = sign_out.SignOutOnRevoke(store, cognito)
+    append(store, "user-1", type_=REVOKED)
+    assert consumer.run_once() == 0  # switched on: from the head on
+    append(store, "user-2", type_=REVOKED)
+    assert consumer.run_once() == 1 and cognito.signed_out == ["user-2"]
+    # Switched off: its cursor (2) holds nothing while revocations are written and pruned.
+    for user in ("user-3", "user-4"):
+        append(store, user, type_=REVOKED)
+    append(store, "user-5", YOUNG, type_=REVOKED)
+    assert prune(store).feed == 4 and pruned_through(store) == 4
+
+    with caplog.at_level(logging.ERROR, "gateway.sign_out"):
+        assert consumer.run_once() == 0 and consumer.run_once() == 0
+    assert cognito.signed_out == ["user-2"]  # not user-5 past the deleted user-3 and user-4
+    told = [r for r in caplog.records if r.getMessage().startswith("sign-out behind the feed")]
+    assert len(told) == 1 and (told[0].fields["position"], told[0].fields["pruned_through"]) == (2, 4)
+    append(store, "user-6", type_=REVOKED)
+    assert prune(store, cutoff=LATER, cursors=(sign_out.CURSOR,)).feed == 0  # on, it holds the feed
+
+    assert "skipped the events after 2 through 4; it goes on after 4" in run(app, "users", "sign-out-skip-gap")
+    assert consumer.run_once() == 2 and cognito.signed_out == ["user-2", "user-5", "user-6"]
+    assert "not behind the feed" in run(app, "users", "sign-out-skip-gap")
+
+
+def test_delivered_rows_whose_event_was_pruned_are_still_listed(app, store):
+    """FEED_RETENTION_DAYS shorter than EVENTS_RETENTION_DAYS: a delivered row outlives its event."""
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    for user in ("user-1", "user-2", "user-3"):
+        append(store, user)
+    outbox.fan_out(NOW)
+    deliver_all(outbox)
+    assert prune(store).feed == 2 and kept(store) == [3]
+    listed = outbox.deliveries(limit=10)
+    assert [(d.position, d.status, d.event_type) for d in listed] == [
+        (3, "delivered", GRANTED), (2, "delivered", None), (1, "delivered", None)]
+    lines = run(app, "webhooks", "deliveries").splitlines()
+    assert len(lines) == 3 and "(event pruned)" in lines[2] and "user-1" in lines[2]
