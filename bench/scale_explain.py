@@ -87,6 +87,7 @@ def record(url: str, heavy_user: str) -> tuple[list[tuple[str, str, Any]], dict[
     """Run every hot path once on the gateway; what each sent, and what each asked for."""
     from gateway import create_app
     from gateway.config import from_env
+    from gateway.domain.unresolved import SETTLED_WITHIN
     from gateway.jobs.expiry import ExpirySweep
 
     recorder = Recorder()
@@ -136,7 +137,7 @@ def record(url: str, heavy_user: str) -> tuple[list[tuple[str, str, Any]], dict[
                 after = tx.reconcile_cursor(source)
                 for start in (after, _middle_key(url, source)):
                     tx.subscriptions_to_reconcile(source, now - timedelta(days=3), now + timedelta(days=1),
-                                                  10_000, start)
+                                                  10_000, start, now - SETTLED_WITHIN[source])
         asked["reconcile"] = "each source's cursor, then its due subscriptions from the first key and from the middle"
         with recorder.recording("feed"):
             _ok(client.get(f"/v1/events?after={max(0, head - 1000)}&limit=100", headers=api))

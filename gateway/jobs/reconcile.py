@@ -1,10 +1,13 @@
 """``flask --app wsgi reconcile``: re-read subscriptions from each store's API and repair drift.
 
 What is read: per source, the subscriptions expiring between ``--since-days`` ago and
-``--ahead-days`` ahead, those whose owner is still unknown and those still pending
-(``Transaction.subscriptions_to_reconcile``), at most ``--limit`` a run, starting after the
-key where the source's previous run stopped (its cursor) and wrapping around to the first
-key: with D due and a limit L, every one is read within ceil(D / L) runs, none starved.
+``--ahead-days`` ahead, those whose owner is still unknown, and those the store has not
+settled (billing retry, grace period, paused, pending) however long ago their period ended,
+up to the store's own bound (``unresolved.SETTLED_WITHIN``), so that a recovery whose
+webhook was lost is seen (``Transaction.subscriptions_to_reconcile``); at most ``--limit``
+a run, starting after the key where the source's previous run stopped (its cursor) and
+wrapping around to the first key: with D due and a limit L, every one is read within
+ceil(D / L) runs, none starved.
 For the App Store also the notifications Apple failed to deliver; for Google Play the voids
 Play listed since the last complete read (``reconcile_google``). Each answer becomes a
 snapshot stamped with its fetch time and is applied through ``apply_translation`` in a
@@ -27,6 +30,7 @@ from gateway.domain.entitlement_events import Cause
 from gateway.clock import utcnow
 from gateway.domain.catalog import SOURCES
 from gateway.domain.model import Subscription, merge_snapshot
+from gateway.domain.unresolved import SETTLED_WITHIN
 from gateway.jobs import reconcile_sources as sources
 from gateway.jobs.reconcile_apple import apple_checker
 from gateway.jobs.reconcile_google import google_checker
@@ -61,7 +65,8 @@ class Reconciler:
                 continue
             if hasattr(checker, "recover") and not dry_run:
                 self._recover(checker, tally, since, now)
-            due = self._due(source, tally, now - since, now + ahead)
+            unresolved_from = now - max(since, SETTLED_WITHIN[source])
+            due = self._due(source, tally, (now - since, now + ahead, unresolved_from))
             progress = Progress(source, [s.snapshot.key for s in due], self._saver(source, dry_run),
                                 self.echo, self.progress_every)
             work += [(checker, tally, progress, subscription) for subscription in due]
@@ -73,16 +78,20 @@ class Reconciler:
                 tally.extra["acknowledged"] = acknowledged
         return tallies
 
-    def _due(self, source: str, tally: Tally, expires_from: datetime, expires_to: datetime) -> list[Subscription]:
-        """Up to ``limit`` of the subscriptions due, those after the cursor first, then
-        from the first key on (a short read after the cursor holds all of those)."""
+    def _due(self, source: str, tally: Tally, bounds: tuple[datetime, datetime, datetime]) -> list[Subscription]:
+        """Up to ``limit`` of the subscriptions due (``bounds``: expiring from, to, and
+        unresolved since), those after the cursor first, then from the first key on (a
+        short read after the cursor holds all of those)."""
+        expires_from, expires_to, unresolved_from = bounds
         try:
             with self.services.store.transaction(readonly=True) as tx:
                 after = tx.reconcile_cursor(source)
-                due = tx.subscriptions_to_reconcile(source, expires_from, expires_to, self.limit, after)
+                due = tx.subscriptions_to_reconcile(source, expires_from, expires_to, self.limit, after,
+                                                    unresolved_from)
                 if after is not None and len(due) < self.limit:
                     seen = {s.snapshot.key for s in due}
-                    wrapped = tx.subscriptions_to_reconcile(source, expires_from, expires_to, self.limit - len(due))
+                    wrapped = tx.subscriptions_to_reconcile(source, expires_from, expires_to, self.limit - len(due),
+                                                            None, unresolved_from)
                     due += [s for s in wrapped if s.snapshot.key not in seen]
         except StoreUnavailable as exc:
             tally.failed += 1

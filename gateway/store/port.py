@@ -124,12 +124,15 @@ class Transaction(DeletionsPort):
 
     @abc.abstractmethod
     def subscriptions_to_reconcile(self, source: str, expires_from: datetime, expires_to: datetime,
-                                   limit: int = 10_000, after: str | None = None) -> list[Subscription]:
+                                   limit: int = 10_000, after: str | None = None,
+                                   unresolved_from: datetime | None = None) -> list[Subscription]:
         """Subscriptions of ``source`` worth re-reading from the store's API, in key order
         (the database's), the first ``limit`` of those with a key after ``after``: those
-        expiring between ``expires_from`` and ``expires_to``, and, unless they ended
-        before ``expires_from``, those whose owner is still unknown and those still pending
-        (a payment may have completed unseen)."""
+        expiring between ``expires_from`` and ``expires_to``; unless they ended before
+        ``expires_from``, those whose owner is still unknown; and unless they ended before
+        ``unresolved_from`` (default ``expires_from``), those the store has not settled
+        (``unresolved.UNRESOLVED``: a payment retried, a pause, a payment pending may have
+        ended in a recovery unseen)."""
 
     @abc.abstractmethod
     def reconcile_cursor(self, source: str) -> str | None:

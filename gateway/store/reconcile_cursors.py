@@ -13,8 +13,8 @@ _cursors = tables.reconcile_cursors.c
 
 class ReconcileTransaction:
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000,
-                                   after=None) -> list[Subscription]:
-        query = statements.subscriptions_to_reconcile(source, expires_from, expires_to, limit, after)
+                                   after=None, unresolved_from=None) -> list[Subscription]:
+        query = statements.subscriptions_to_reconcile(source, expires_from, expires_to, limit, after, unresolved_from)
         return [rows.subscription(row) for row in self._execute(query)]
 
     def reconcile_cursor(self, source: str) -> str | None:

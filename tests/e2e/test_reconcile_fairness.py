@@ -49,6 +49,21 @@ class Gateway:
         self.fake.subscribe(user, PRODUCT, expires=expires)
         return transaction
 
+    def lapsed(self, transaction: str, days: float = 10, retrying: bool = True) -> str:
+        """A subscription whose period ended ``days`` ago, before reconcile's window: in
+        billing retry still (due), or, ``retrying`` false, expired for good (never due)."""
+        user, ended = f"user-{transaction}", now() - timedelta(days=days)
+        kind = "BILLING_ISSUE" if retrying else "EXPIRATION"
+        event = rc.event(kind, user, transaction=transaction, aliases=[user], at_ms=ms(ended),
+                         expiration_at_ms=ms(ended), grace_period_expiration_at_ms=None,
+                         expiration_reason="BILLING_ERROR")
+        answer = self.app.test_client().post("/webhooks/revenuecat", data=rc.body(event),
+                                             headers={"Authorization": rc.AUTH})
+        assert answer.get_json() == {"status": "processed"}
+        self.fake.subscribe(user, PRODUCT, expires=ended, billing_issue=ended if retrying else None,
+                            first_bought=ended - timedelta(days=90))
+        return transaction
+
     def reconcile(self, *args: str) -> tuple[str, list[str]]:
         """Run reconcile; its output and the transactions it asked the API about, in order
         (one worker unless ``args`` say otherwise: several finish out of order)."""
@@ -86,6 +101,28 @@ def test_every_due_subscription_is_read_within_ceil_d_over_l_runs_and_none_twice
     assert sorted(first_cycle[:len(due)]) == sorted(due)  # none read twice before all were read once
     window = math.ceil(len(due) / limit)
     for start in range(len(asked) - window + 1):  # any ceil(D/L) runs in a row read every one
+        assert {key for run in asked[start:start + window] for key in run} == set(due), start
+
+
+def test_subscriptions_in_billing_retry_since_before_the_window_share_the_same_fairness(gateway):
+    """Due by its period's end or unsettled at the store since long before (interleaved
+    keys), every one is read within ceil(D / L) runs, none twice before all were read once,
+    and one expired for good is never read. Catches the unsettled left out of the query
+    after the cursor wraps around (``_due``'s second read), or out altogether."""
+    renewing = [gateway.buy(key) for key in keys(12, first=7_050_000)[::2]]
+    retrying = [gateway.lapsed(key) for key in keys(12, first=7_050_000)[1::2]]
+    gone = [gateway.lapsed(key, retrying=False) for key in keys(3, first=7_050_100)]
+    due, limit = sorted(renewing + retrying), 5
+    window = math.ceil(len(due) / limit)
+
+    runs = [gateway.reconcile("--limit", str(limit)) for _ in range(2 * window + 1)]
+
+    asked = [run_asked for _, run_asked in runs]
+    assert all(len(run) == limit for run in asked), asked
+    assert not set(gone) & {key for run in asked for key in run}
+    first_cycle = [key for run in asked[:window] for key in run]
+    assert sorted(first_cycle[:len(due)]) == due
+    for start in range(len(asked) - window + 1):
         assert {key for run in asked[start:start + window] for key in run} == set(due), start
 
 

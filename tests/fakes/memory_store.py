@@ -15,6 +15,7 @@ from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import WAITING, Event
 from gateway.domain.model import GRANTING, Subscription, link_claim
+from gateway.domain.unresolved import UNRESOLVED
 
 from gateway.store.port import Store, StoreUnavailable, Transaction
 
@@ -144,11 +145,12 @@ class _MemoryTransaction(Transaction):
         return sorted(held, key=lambda s: s.snapshot.key)
 
     def subscriptions_to_reconcile(self, source, expires_from, expires_to, limit=10_000,
-                                   after=None) -> list[Subscription]:
+                                   after=None, unresolved_from=None) -> list[Subscription]:
         def wanted(s: Subscription) -> bool:
             expires = s.snapshot.expires_at
-            unsettled = s.owner is None or s.snapshot.status.value == "pending"
-            return ((unsettled and (expires is None or expires >= expires_from))
+            unresolved = s.snapshot.status in UNRESOLVED
+            return ((s.owner is None and (expires is None or expires >= expires_from))
+                    or (unresolved and (expires is None or expires >= (unresolved_from or expires_from)))
                     or (expires is not None and expires_from <= expires <= expires_to))
         chosen = [s for (src, key), s in sorted(self.state.subscriptions.items())
                   if src == source and (after is None or key > after) and wanted(s)]

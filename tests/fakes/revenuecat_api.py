@@ -35,22 +35,24 @@ class FakeRevenueCat:
 
     def subscribe(self, user: str, product: str, *, expires: datetime, entitlement: str = "premium",
                   refunded: datetime | None = None, unsubscribed: datetime | None = None,
-                  sandbox: bool = False) -> None:
+                  sandbox: bool = False, billing_issue: datetime | None = None,
+                  first_bought: datetime | None = None) -> None:
         """The app user's latest purchase of a monthly ``product``, ending at ``expires``,
-        first bought when an earlier call for this product said, else now (a purchase is
-        never dated after the period it pays for)."""
+        first bought at ``first_bought``, else when an earlier call for this product said,
+        else now (a purchase is never dated after the period it pays for); ``billing_issue``:
+        when the payment of its renewal began failing."""
         subscriber = self.subscribers.setdefault(user, {
             "original_app_user_id": user, "first_seen": iso(datetime.now(timezone.utc)),
             "management_url": None, "non_subscriptions": {}, "other_purchases": {},
             "entitlements": {}, "subscriptions": {}, "subscriber_attributes": {}})
         earlier = subscriber["subscriptions"].get(product, {}).get("original_purchase_date")
-        original = earlier or iso(datetime.now(timezone.utc))
+        original = iso(first_bought) if first_bought else earlier or iso(datetime.now(timezone.utc))
         period_start = iso(expires - timedelta(days=30))
         subscriber["subscriptions"][product] = {
             "expires_date": iso(expires), "purchase_date": period_start,
             "original_purchase_date": original, "ownership_type": "PURCHASED",
             "period_type": "normal", "store": "app_store", "is_sandbox": sandbox,
-            "unsubscribe_detected_at": iso(unsubscribed), "billing_issues_detected_at": None,
+            "unsubscribe_detected_at": iso(unsubscribed), "billing_issues_detected_at": iso(billing_issue),
             "grace_period_expires_date": None, "refunded_at": iso(refunded), "auto_resume_date": None,
             "store_transaction_id": "2000000999"}
         subscriber["entitlements"][entitlement] = {
