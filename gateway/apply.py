@@ -133,7 +133,7 @@ class Changes:
             updated = merge_snapshot(current, snapshot)
             account = updated.snapshot.account
             if updated.owner_as_of is None:
-                updated = with_account_owner(updated, self.tx.resolve(snapshot.source, account) if account else None)
+                updated = with_account_owner(updated, self._owner(snapshot.source, account) if account else None)
             step.save(current, updated)
         for transfer in translation.transfers:
             self._transfer(step, transfer)
@@ -155,8 +155,9 @@ class Changes:
         while pending:
             account, user_sub = pending.pop()
             owner = self.tx.link(link.source, account, user_sub, as_of, self.now)
-            if owner is None:
-                continue  # the user was deleted: linked to nothing, and what the account holds stays
+            if owner is None:  # the user was deleted: linked to nothing, the account kept as theirs (``_owner``)
+                self.tx.keep_accounts(user_sub, [(link.source, account)])
+                continue
             for current in self.held_by(link.source, (account,), ()):
                 updated = with_account_owner(current, owner)
                 step.save(current, updated)
@@ -176,6 +177,10 @@ class Changes:
         register = self.register(transfer.source, {n for s in held for n in (s.owner, s.snapshot.account) if n})
         for current in held:
             step.save(current, transferred(current, register), replayed=True)
+
+    def _owner(self, source: str, account: str) -> str | None:
+        """Who ``account`` maps to, else the deleted user keeping it: a purchase naming nobody is their late one."""
+        return self.tx.resolve(source, account) or self.tx.deleted_accounts([(source, account)]).get((source, account))
 
     def _lock_accounts(self, accounts: set[Key]) -> None:
         if accounts - self.accounts:

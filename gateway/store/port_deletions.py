@@ -38,9 +38,9 @@ class DeletionsPort(abc.ABC):
         """Which of these users were deleted (``mark_deleted``)."""
 
     @abc.abstractmethod
-    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (source, account) pairs a deleted user's tombstone keeps
-        (``keep_accounts``) and no identity links to anyone since."""
+    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The deleted user whose tombstone keeps each of these (source, account) pairs
+        (``keep_accounts``) that no identity links to anyone since; the others are left out."""
 
     @abc.abstractmethod
     def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:

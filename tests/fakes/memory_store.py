@@ -251,7 +251,8 @@ class _MemoryTransaction(Transaction):
         return {user_sub for user_sub in user_subs if user_sub in self.state.deleted}
 
     def deleted_accounts(self, accounts):
-        return {a for a in accounts if a in self.state.deleted_accounts and a not in self.state.identities}
+        return {a: self.state.deleted_accounts[a] for a in accounts
+                if a in self.state.deleted_accounts and a not in self.state.identities}
 
     def note_deleted_subscriptions(self, rows) -> None:
         for row in rows:
