@@ -56,6 +56,11 @@ class DeletionsPort(abc.ABC):
         """Record these; one whose (source, key) is recorded already stays as it is."""
 
     @abc.abstractmethod
+    def note_bought_again(self, rows: list[DeletedSubscription]) -> None:
+        """Record these, recorded before and bought again since (``bought_again``), as found
+        again: each replaces its recorded row, unless that one is still pending."""
+
+    @abc.abstractmethod
     def deleted_subscription_keys(self, user_subs: list[str]) -> set[tuple[str, str]]:
         """The (source, key) of every subscription recorded for these users."""
 

@@ -6,8 +6,10 @@ They are the deleted user's late purchases like any other: stopped or reported."
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from devtools import google_pubsub as pubsub
+from devtools.apple_store import AppStore, now
 from devtools import revenuecat as rc
 from devtools import scenarios
 from devtools import stripe_objects as so
@@ -72,3 +74,40 @@ def test_a_play_purchase_replacing_the_deleted_users_naming_nobody_is_cancelled(
     assert world.fakes.play.cancels[-1] == (token, "DEVELOPER_REQUESTED_STOP_PAYMENTS")
     assert world.entitlements()["is_premium"] is False
     assert [row.outcome for row in late_rows(world)] == ["cancelled"]
+
+
+def test_an_app_store_subscription_bought_again_after_it_lapsed_is_reported_again_once(world):
+    """Live at the deletion (reported for the user to cancel), then cancelled and lapsed,
+    then bought again: the App Store keeps the ``originalTransactionId``, the purchase is
+    new and bills a deleted user. Its renewals and redeliveries are the same purchase."""
+    subscribe_everywhere(world)
+    first = world.delete().get_json()
+    store = AppStore(world.credentials.apple_chain())
+    original, moment = str(2_000_000_000 + int(scenarios._ids(USER), 16) % 10**9), now()
+
+    def send(kind: str, subtype: str | None, at: int, status: int, auto_renew: bool, expires) -> None:
+        signed = moment + timedelta(seconds=at)
+        transaction = store.transaction(original, token=USER, transaction_id=f"{original}{at}", expires=expires,
+                                        signed=signed)
+        note = store.notification(kind, subtype, transaction=transaction, signed=signed, status=status,
+                                  renewal=store.renewal(original, auto_renew=auto_renew, signed=signed))
+        world.post("apple", store.body(note), {"Content-Type": "application/json"})
+
+    send("EXPIRED", "VOLUNTARY", 1, 2, False, moment - timedelta(minutes=1))
+    assert late_rows(world) == []
+    send("SUBSCRIBED", "RESUBSCRIBE", 2, 1, True, moment + timedelta(days=30))
+
+    assert [(row.source, row.key, row.outcome) for row in late_rows(world)] == [("apple", original, "pending")]
+    work_once(world)
+    again = world.delete().get_json()
+    assert again["user_must_cancel"] == first["user_must_cancel"] + [{
+        "source": "apple", "store": "App Store", "product_id": "com.example.premium.monthly", "after_deletion": True,
+        "reason": "must_cancel_in_store"}]
+
+    rows = late_rows(world)
+    send("DID_RENEW", None, 3, 1, True, moment + timedelta(days=60))  # its next period: the same purchase
+    send("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_ENABLED", 4, 1, True, moment + timedelta(days=60))
+
+    assert late_rows(world) == rows and rows[0].outcome == "must_cancel_in_store"
+    assert world.delete().get_json() == again
+    assert world.entitlements()["is_premium"] is False

@@ -258,6 +258,11 @@ class _MemoryTransaction(Transaction):
         for row in rows:
             self.state.deleted_subscriptions.setdefault((row.source, row.key), row)
 
+    def note_bought_again(self, rows) -> None:
+        for row in rows:
+            if self.state.deleted_subscriptions[(row.source, row.key)].outcome != PENDING:
+                self.state.deleted_subscriptions[(row.source, row.key)] = row
+
     def deleted_subscription_keys(self, user_subs):
         return {key for key, row in self.state.deleted_subscriptions.items() if row.user_sub in user_subs}
 
