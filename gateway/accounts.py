@@ -32,7 +32,8 @@
    tombstone), the entitlement rows removed with their ``entitlement.revoked`` events,
    then one ``user.deleted`` carrying the report. The subscriptions stay, owned by the
    sub: a late delivery for them, or naming the user or a kept account, finds the
-   tombstone, grants nothing, links nothing to them and is erased (``erasure``).
+   tombstone, grants nothing, links nothing to them and is erased (``erasure``); a
+   purchase under a kept account that names nobody is theirs (``late_purchases.owner``).
 """
 from __future__ import annotations
 
@@ -127,6 +128,9 @@ class AccountDeletion:
                     rows = tx.deleted_subscriptions_of(user_sub)
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
+        except Unavailable as exc:  # the account is deleted; a purchase made since still bills
+            raise Unavailable("the account is deleted, but a purchase made since cannot be cancelled right now; "
+                              "try again", code=exc.code) from exc
         return with_late(report, rows, STORES)
 
     def _expire_checkouts(self, customers: list[str]) -> None:

@@ -89,6 +89,7 @@ class Changes:
     def __init__(self, tx: Transaction, catalog: Catalog, now: datetime) -> None:
         self.tx, self.catalog, self.now = tx, catalog, now
         self.held: dict[Key, Subscription | None] = {}  # locked in this transaction, as it now is
+        self.stored: dict[Key, Subscription | None] = {}  # as it was before this transaction changed it
         self.unsaved: dict[Key, Subscription] = {}
         self.users: set[str] = set()
         self.accounts: set[Key] = set()
@@ -133,7 +134,8 @@ class Changes:
             updated = merge_snapshot(current, snapshot)
             account = updated.snapshot.account
             if updated.owner_as_of is None:
-                updated = with_account_owner(updated, self.tx.resolve(snapshot.source, account) if account else None)
+                owner = late_purchases.owner(self.tx, snapshot.source, account) if account else None
+                updated = with_account_owner(updated, owner)
             step.save(current, updated)
         for transfer in translation.transfers:
             self._transfer(step, transfer)
@@ -155,8 +157,9 @@ class Changes:
         while pending:
             account, user_sub = pending.pop()
             owner = self.tx.link(link.source, account, user_sub, as_of, self.now)
-            if owner is None:
-                continue  # the user was deleted: linked to nothing, and what the account holds stays
+            if owner is None:  # the user was deleted: linked to nothing, the account kept as theirs (``owner``)
+                self.tx.keep_accounts(user_sub, [(link.source, account)])
+                continue
             for current in self.held_by(link.source, (account,), ()):
                 updated = with_account_owner(current, owner)
                 step.save(current, updated)
@@ -229,7 +232,7 @@ class Changes:
         self.concerned.erase(self.tx, deleted)
         if users:
             held = self.tx.subscriptions_of_users(users)
-            late_purchases.note(self.tx, {user: held[user] for user in users if user in deleted}, self.now)
+            late_purchases.note(self.tx, {user: held[user] for user in users if user in deleted}, self.now, self.stored)
             after = {user: [] if user in deleted else list(derive([s.snapshot for s in held[user]], self.catalog).values())
                      for user in users}
             self.tx.replace_entitlements_of(after, self.now)
@@ -278,6 +281,7 @@ class _Step:
             updated = transferred(updated, self.changes.register(updated.snapshot.source, names, lock_hops=True))
         key = (updated.snapshot.source, updated.snapshot.key)
         self.touched.add(key)
+        self.changes.stored.setdefault(key, current)
         self.changes.held[key] = updated
         if updated != current:
             self.changes.unsaved[key] = updated

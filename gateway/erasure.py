@@ -76,7 +76,7 @@ class Concerned:
         naming = [(event, accounts) for event, accounts in self.naming if personal_data.carries(event.data)]
         if naming:
             kept = tx.deleted_accounts(sorted({account for _, accounts in naming for account in accounts}))
-            about.update((event.id, event) for event, accounts in naming if not kept.isdisjoint(accounts))
+            about.update((event.id, event) for event, accounts in naming if not kept.keys().isdisjoint(accounts))
         for event in about.values():
             redact_event(tx, event)
 

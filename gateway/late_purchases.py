@@ -3,14 +3,16 @@ gateway, reported where it does not.
 
 A deletion stops or reports what the user holds when it is recorded (``accounts``); a
 purchase stored after it (a Checkout the user completed moments later, an App Store, Play
-or RevenueCat purchase under the deleted sub) grants nothing, the tombstone sees to that,
-but it bills. So:
+or RevenueCat purchase under the deleted sub, or naming nobody under a store account the
+tombstone keeps: ``owner``) grants nothing, the tombstone sees to that, but it bills. So:
 
 1. Found (``note``) in the transaction that stores it, under the user's lock, on the
    user's subscriptions as that transaction holds them: one live and not among those the
    deletion dealt with, nor found before, is recorded ``pending`` (``domain.deletion``),
-   with a warning in the log. A deletion that commits while the purchase waits on the
-   user's lock is then read; one that waits on the purchase's finds it (``accounts.erase``).
+   with a warning in the log; so is one of those that had ended and is bought again under
+   the same key (an App Store resubscription: ``bought_again``), once per purchase. A
+   deletion that commits while the purchase waits on the user's lock is then read; one
+   that waits on the purchase's finds it (``accounts.erase``).
 2. Stopped (``LatePurchases``, a chore of the worker) outside any transaction, the way the
    deletion stops billing (``AccountDeletion.stop``): a Stripe or Play subscription is
    cancelled at once, an App Store or RevenueCat one is for the user to cancel. A store
@@ -24,10 +26,10 @@ but it bills. So:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
-from gateway.domain.deletion import CANCELLED, ENDED, PENDING, DeletedSubscription, late_purchases
+from gateway.domain.deletion import CANCELLED, ENDED, PENDING, DeletedSubscription, bought_again, late_purchases
 from gateway.domain.model import Subscription
 from gateway.errors import GatewayError
 from gateway.store.port import Store, Transaction
@@ -40,14 +42,30 @@ LEASE = timedelta(minutes=5)
 Stop = Callable[[str, str], str]
 
 
-def note(tx: Transaction, held: dict[str, list[Subscription]], now: datetime) -> list[DeletedSubscription]:
+def owner(tx: Transaction, source: str, account: str) -> str | None:
+    """The user ``account`` maps to, else the deleted user whose tombstone keeps it
+    (``Transaction.keep_accounts``): a purchase under it that names nobody (a Stripe
+    subscription of their customer from a Payment Link or the dashboard, a RevenueCat one
+    under an alias) is then theirs, a late purchase, not an ownerless one billing unseen.
+    Read under the account's lock, which the deletion holds while it keeps the account."""
+    return tx.resolve(source, account) or tx.deleted_accounts([(source, account)]).get((source, account))
+
+
+def note(tx: Transaction, held: dict[str, list[Subscription]], now: datetime,
+         before: Mapping[tuple[str, str], Subscription | None]) -> list[DeletedSubscription]:
     """Record the late purchases of these deleted users (``held``: their subscriptions as
-    ``tx`` holds them, under their locks); returns them."""
+    ``tx`` holds them, under their locks; ``before``: as stored until ``tx`` changed them);
+    returns them. One dealt with before and bought again since (``bought_again``) is
+    recorded again."""
     if not held:
         return []
     known = tx.deleted_subscription_keys(sorted(held))
-    found = [row for user, subscriptions in sorted(held.items()) for row in late_purchases(subscriptions, known, now, user)]
-    tx.note_deleted_subscriptions(found)
+    again = {key for subscriptions in held.values() for s in subscriptions
+             if (key := (s.snapshot.source, s.snapshot.key)) in known and bought_again(before.get(key), s, now)}
+    found = [row for user, subscriptions in sorted(held.items())
+             for row in late_purchases(subscriptions, known - again, now, user)]
+    tx.note_deleted_subscriptions([row for row in found if (row.source, row.key) not in again])
+    tx.note_bought_again([row for row in found if (row.source, row.key) in again])
     for row in found:
         log.warning("purchase after account deletion", extra={"fields": {
             "user": row.user_sub, "source": row.source, "product_id": row.product_id}})

@@ -57,6 +57,16 @@ class DeletedSubscription:
     last_error: str | None = None
 
 
+def bought_again(before: Subscription | None, after: Subscription, now: datetime) -> bool:
+    """Whether ``after``, the state of a subscription the gateway has dealt with, is a
+    purchase made anew under its key: it had ended (``before``: as stored until now) and is
+    live again. The App Store keeps the ``originalTransactionId`` when the user buys the
+    subscription again after it lapsed (``SUBSCRIBED``, ``RESUBSCRIBE``), and RevenueCat
+    its original transaction id; a renewal, or another delivery of the same period, finds
+    it live and is not one."""
+    return before is not None and not is_live(before, now) and is_live(after, now)
+
+
 def late_purchases(held: Iterable[Subscription], known: Collection[tuple[str, str]], now: datetime,
                    user_sub: str) -> list[DeletedSubscription]:
     """The purchases of a deleted user, as ``held`` under the user's lock, that still bill

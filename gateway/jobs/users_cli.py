@@ -26,10 +26,11 @@ users = AppGroup("users", help="Users: delete an account at its owner's request;
 def delete_command(user_sub: str) -> None:
     """Cancel what the gateway can cancel, erase the user's personal data, print the report.
 
-    Idempotent: run again, it prints the first report and calls no store."""
+    Idempotent: run again, it prints the first report with the purchases made since,
+    stopping first those still pending, and calls no other store."""
     try:
         report = current_app.extensions["gateway"].accounts.delete(user_sub)
-    except GatewayError as exc:  # a store's API or the database: nothing was deleted, run it again
+    except GatewayError as exc:  # a store's API or the database: the message says what holds; run it again
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     click.echo(json.dumps(report, indent=2))
 

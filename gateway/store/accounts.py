@@ -35,12 +35,12 @@ class AccountsTransaction:
     def deleted_among(self, user_subs: list[str]) -> set[str]:
         return set(self._execute(feed.DELETED_AMONG, {"user_subs": list(user_subs)}).scalars())
 
-    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         linked = sa.select(_identities.account).where(
             _identities.source == _kept.source, _identities.account == _kept.account).exists()
-        query = sa.select(_kept.source, _kept.account).where(
+        query = sa.select(_kept.source, _kept.account, _kept.user_sub).where(
             sa.tuple_(_kept.source, _kept.account).in_(accounts), ~linked)
-        return {(row.source, row.account) for row in self._execute(query)}
+        return {(row.source, row.account): row.user_sub for row in self._execute(query)}
 
     def unlink_user(self, user_sub: str) -> None:
         # The transfer register is kept: other users' access is replayed from it.

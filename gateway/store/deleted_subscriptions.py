@@ -29,6 +29,12 @@ class DeletedSubscriptionsTransaction:
         if new:
             self._execute(sa.insert(_T), new)
 
+    def note_bought_again(self, noted: list[DeletedSubscription]) -> None:
+        for row in noted:
+            values = {k: v for k, v in dataclasses.asdict(row).items() if k not in ("source", "key")}
+            self._execute(sa.update(_T).where(_D.source == row.source, _D.key == row.key, _D.outcome != PENDING)
+                          .values(**values))
+
     def deleted_subscription_keys_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         found = self._execute(sa.select(_D.source, _D.key).where(sa.tuple_(_D.source, _D.key).in_(keys)))
         return {(row.source, row.key) for row in found}

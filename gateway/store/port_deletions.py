@@ -38,9 +38,9 @@ class DeletionsPort(abc.ABC):
         """Which of these users were deleted (``mark_deleted``)."""
 
     @abc.abstractmethod
-    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (source, account) pairs a deleted user's tombstone keeps
-        (``keep_accounts``) and no identity links to anyone since."""
+    def deleted_accounts(self, accounts: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The deleted user whose tombstone keeps each of these (source, account) pairs
+        (``keep_accounts``) that no identity links to anyone since; the others are left out."""
 
     @abc.abstractmethod
     def events_naming(self, text: str, after_pk: int, limit: int) -> list[Event]:
@@ -54,6 +54,11 @@ class DeletionsPort(abc.ABC):
     @abc.abstractmethod
     def note_deleted_subscriptions(self, rows: list[DeletedSubscription]) -> None:
         """Record these; one whose (source, key) is recorded already stays as it is."""
+
+    @abc.abstractmethod
+    def note_bought_again(self, rows: list[DeletedSubscription]) -> None:
+        """Record these, recorded before and bought again since (``bought_again``), as found
+        again: each replaces its recorded row, unless that one is still pending."""
 
     @abc.abstractmethod
     def deleted_subscription_keys(self, user_subs: list[str]) -> set[tuple[str, str]]:

@@ -516,6 +516,7 @@ def test_stripe_down_leaves_a_late_purchase_pending_and_the_deletion_asked_again
     assert row.next_attempt_at > datetime.now(timezone.utc)
     failed = world.delete()  # asked again, it stops what is pending itself: Stripe still down
     assert (failed.status_code, failed.get_json()["error"]) == (503, "store_api_unavailable")
+    assert "nothing was deleted" not in failed.get_json()["message"]  # it was: the purchase since is not cancelled yet
 
     again = world.delete()
 

@@ -253,11 +253,17 @@ class _MemoryTransaction(Transaction):
         return {user_sub for user_sub in user_subs if user_sub in self.state.deleted}
 
     def deleted_accounts(self, accounts):
-        return {a for a in accounts if a in self.state.deleted_accounts and a not in self.state.identities}
+        return {a: self.state.deleted_accounts[a] for a in accounts
+                if a in self.state.deleted_accounts and a not in self.state.identities}
 
     def note_deleted_subscriptions(self, rows) -> None:
         for row in rows:
             self.state.deleted_subscriptions.setdefault((row.source, row.key), row)
+
+    def note_bought_again(self, rows) -> None:
+        for row in rows:
+            if self.state.deleted_subscriptions[(row.source, row.key)].outcome != PENDING:
+                self.state.deleted_subscriptions[(row.source, row.key)] = row
 
     def deleted_subscription_keys(self, user_subs):
         return {key for key, row in self.state.deleted_subscriptions.items() if row.user_sub in user_subs}

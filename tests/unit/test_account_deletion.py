@@ -97,3 +97,19 @@ def test_a_purchase_live_after_the_deletion_and_not_dealt_with_is_recorded_once_
         ("sub_ended", "pending"), ("sub_first", "reported"), ("sub_late", "pending")]
     assert all(row.next_attempt_at == later for row in rows if row.outcome == "pending")
     assert store.state.entitlements.get(USER, []) == []
+
+
+def test_a_subscription_the_deletion_dealt_with_is_recorded_again_when_it_ended_and_is_bought_again():
+    store, stripe, accounts = deletion(purchases=0)
+    accounts.delete(USER)  # sub_first: cancelled by the deletion, as Stripe will tell
+    later = NOW + timedelta(minutes=1)
+    store_snapshot(store, "sub_first", Status.ACTIVE, later)  # a renewal-like word of the same purchase
+    assert [row.outcome for row in store.state.deleted_subscriptions.values()] == ["reported"]
+
+    store_snapshot(store, "sub_first", Status.EXPIRED, later + timedelta(days=1))
+    store_snapshot(store, "sub_first", Status.ACTIVE, later + timedelta(days=2))  # bought again under its key
+    store_snapshot(store, "sub_first", Status.ACTIVE, later + timedelta(days=3))  # its next word: the same purchase
+
+    (row,) = store.state.deleted_subscriptions.values()
+    assert (row.outcome, row.found_at, row.next_attempt_at) == ("pending", later + timedelta(days=2),
+                                                                later + timedelta(days=2))
