@@ -26,11 +26,7 @@ class AccountsTransaction:
         return sorted((row.source, row.account) for row in self._execute(query))
 
     def keep_accounts(self, user_sub: str, accounts: list[tuple[str, str]]) -> None:
-        kept = sa.select(_kept.source, _kept.account).where(sa.tuple_(_kept.source, _kept.account).in_(accounts))
-        known = {(row.source, row.account) for row in self._execute(kept)} if accounts else set()
-        new = [{"source": s, "account": a, "user_sub": user_sub} for s, a in accounts if (s, a) not in known]
-        if new:
-            self._execute(sa.insert(tables.deleted_accounts), new)
+        self._insert_new(tables.deleted_accounts, [{"source": s, "account": a, "user_sub": user_sub} for s, a in accounts])
 
     def deleted_among(self, user_subs: list[str]) -> set[str]:
         return set(self._execute(feed.DELETED_AMONG, {"user_subs": list(user_subs)}).scalars())

@@ -23,11 +23,7 @@ def _row(found) -> DeletedSubscription:
 
 class DeletedSubscriptionsTransaction:
     def note_deleted_subscriptions(self, noted: list[DeletedSubscription]) -> None:
-        keys = [(row.source, row.key) for row in noted]
-        known = self.deleted_subscription_keys_among(keys) if keys else set()
-        new = [dataclasses.asdict(row) for row in noted if (row.source, row.key) not in known]
-        if new:
-            self._execute(sa.insert(_T), new)
+        self._insert_new(_T, [dataclasses.asdict(row) for row in noted])
 
     def note_bought_again(self, noted: list[DeletedSubscription]) -> None:
         for row in noted:
@@ -35,9 +31,6 @@ class DeletedSubscriptionsTransaction:
             self._execute(sa.update(_T).where(_D.source == row.source, _D.key == row.key, _D.outcome != PENDING)
                           .values(**values))
 
-    def deleted_subscription_keys_among(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        found = self._execute(sa.select(_D.source, _D.key).where(sa.tuple_(_D.source, _D.key).in_(keys)))
-        return {(row.source, row.key) for row in found}
 
     def deleted_subscription_keys(self, user_subs: list[str]) -> set[tuple[str, str]]:
         found = self._execute(sa.select(_D.source, _D.key).where(_D.user_sub.in_(list(user_subs))))
