@@ -243,10 +243,11 @@ def test_a_stripe_that_hangs_is_given_up_on_within_the_timeout(fake):
 
 @pytest.mark.parametrize("shape", so.SHAPES)
 @pytest.mark.parametrize("named", [True, False])
-def test_every_order_of_a_signup_burst_ends_in_the_same_answer(fake, shape, named):
+@pytest.mark.parametrize("behind", [timedelta(0), timedelta(minutes=2)], ids=["in-time", "gateway-behind"])
+def test_every_order_of_a_signup_burst_ends_in_the_same_answer(fake, shape, named, behind):
     answers = set()
     for order in itertools.permutations(range(4)):
-        h = StripeHarness(fake)
+        h = StripeHarness(fake, behind=behind)
         s = signup(fake, user=f"user-{'-'.join(map(str, order))}", named=named)
         burst = s.burst(shape)
         outcomes = [h.deliver(burst[i]) for i in order]
