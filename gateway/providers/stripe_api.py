@@ -8,6 +8,8 @@ from stripe-python 15 on Stripe objects are no longer dicts.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import stripe
@@ -48,6 +50,8 @@ class StripeApiError(StoreApiError):
 class StripeApi(Protocol):
     def subscription(self, subscription_id: str) -> dict: ...
 
+    def subscription_answered(self, subscription_id: str) -> tuple[dict, datetime | None]: ...
+
     def customer(self, customer_id: str) -> dict: ...
 
     def invoice(self, invoice_id: str) -> dict: ...
@@ -80,13 +84,23 @@ class StripeHttpApi:
         )
 
     def _call(self, method: str, path: str, **params) -> dict:
+        return self._response(method, path, **params).data
+
+    def _response(self, method: str, path: str, **params) -> stripe.StripeResponse:
         try:
-            return self.client.raw_request(method, path, **params).data
+            return self.client.raw_request(method, path, **params)
         except stripe.StripeError as exc:
             raise StripeApiError.from_stripe(exc, f"Stripe {method.upper()} {path}") from None
 
     def subscription(self, subscription_id: str) -> dict:
         return self._call("get", f"/v1/subscriptions/{subscription_id}")
+
+    def subscription_answered(self, subscription_id: str) -> tuple[dict, datetime | None]:
+        """The subscription, and when Stripe answered by its own clock: the answer's
+        ``Date`` header (RFC 9110 section 6.6.1, to the second), the clock events' ``created``
+        are stamped by; ``None`` when it is missing or unreadable."""
+        response = self._response("get", f"/v1/subscriptions/{subscription_id}")
+        return response.data, answered_at(response.headers)
 
     def customer(self, customer_id: str) -> dict:
         return self._call("get", f"/v1/customers/{customer_id}")
@@ -168,6 +182,15 @@ class StripeHttpApi:
         (https://docs.stripe.com/api/checkout/sessions/expire). Stripe refuses one that is
         not open (completed, or expired already)."""
         return self._call("post", f"/v1/checkout/sessions/{session_id}/expire")
+
+
+def answered_at(headers) -> datetime | None:
+    date = next((value for name, value in (headers or {}).items() if name.lower() == "date"), None)
+    try:
+        answered = parsedate_to_datetime(date) if isinstance(date, str) else None
+    except (TypeError, ValueError):
+        return None
+    return answered if answered is not None and answered.tzinfo is not None else None
 
 
 def _items(listed: dict) -> list[dict]:

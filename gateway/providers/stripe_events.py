@@ -78,6 +78,11 @@ class StripeEvents:
 
     def _translated(self, data: dict, lookup: Lookup) -> Translation:
         kind, obj, created = data["type"], data["data"]["object"], stripe_objects.when(data["created"])
+        if data.get("account") not in (None, ""):
+            # A Connect endpoint's event: its objects are the connected account's, which the
+            # gateway's key reads only as that account (https://docs.stripe.com/connect/webhooks).
+            return ignored(f"an event of the connected account {data['account']}: "
+                           "the gateway serves the platform's own account, not Connect accounts")
         if isinstance(data.get("livemode"), bool) and self.livemode is not None and data["livemode"] != self.livemode:
             # An endpoint of each mode may point here: a test card must not grant a live user.
             return ignored(f"a {_MODES[data['livemode']]}-mode event; STRIPE_API_KEY is for {_MODES[self.livemode]} mode")

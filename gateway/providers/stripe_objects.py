@@ -97,11 +97,14 @@ def will_renew(subscription: dict, catalog: Catalog | None = None) -> bool:
     """A ``paused`` subscription (a trial ended without a payment method) creates no
     invoices until it is resumed: https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses.
     A ``cancel_at`` after the period's end (a schedule's last phase, a fixed term) renews
-    it into the next period, billed until then (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancel_at)."""
+    it into the next period, billed until then (https://docs.stripe.com/api/subscriptions/object#subscription_object-cancel_at).
+    Paused collection (``pause_collection``) is not a pause: the subscription stays ``active``
+    and goes on into new periods, their invoices voided, left as drafts or uncollectible, so
+    access goes on past the period's end (https://docs.stripe.com/billing/subscriptions/pause-payment)."""
     if subscription.get("status") in ENDED | {"paused"} or subscription.get("cancel_at_period_end"):
         return False
     cancel_at, end = when(subscription.get("cancel_at")), period_end(subscription, catalog)
-    return (cancel_at is None or end is not None and cancel_at > end) and subscription.get("pause_collection") is None
+    return cancel_at is None or end is not None and cancel_at > end
 
 
 def _product_ids(item: dict) -> list[str]:

@@ -4,15 +4,17 @@ Ordering: an event's ``created`` has one-second resolution and Stripe does not o
 deliveries (https://docs.stripe.com/webhooks#event-ordering). A subscription event
 strictly newer than the stored snapshot is taken from its body, stamped ``created``.
 Otherwise, and for every invoice, charge and dispute, the subscription is fetched and
-stamped with the time the answer arrived: any later event is then strictly newer.
+stamped with the time the answer arrived, by Stripe's clock as far as the gateway can tell
+(``answer_stamp``): any later event is then strictly newer, and any older one older.
 Under the subscription's lock both are judged again (``reads.stale_read``): a body only
 while it is still newer than the stored state, a fetch only while nothing written since its
 request began says otherwise; else the delivery is translated again.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
@@ -22,6 +24,11 @@ from gateway.providers import stripe_objects
 from gateway.providers.stripe_api import StripeApi, StripeApiError
 
 SOURCE = stripe_objects.SOURCE
+log = logging.getLogger("gateway.stripe")
+#: How far the gateway's clock runs behind Stripe's is logged each time it grows by this.
+NOTED_BEHIND = timedelta(seconds=1)
+#: The least step after a second of Stripe's clock begins.
+_TICK = timedelta(microseconds=1)
 
 
 class Snapshotter:
@@ -29,6 +36,9 @@ class Snapshotter:
         self.catalog = catalog
         self.api = api
         self.clock = clock
+        #: How far Stripe's answers have shown the gateway's clock to run behind Stripe's.
+        self.behind = timedelta(0)
+        self._noted = timedelta(0)
 
     def require_api(self, why: str) -> StripeApi:
         if self.api is None:  # deferred, so it applies once STRIPE_API_KEY is set
@@ -55,13 +65,29 @@ class Snapshotter:
         current period if ``invoice_id`` is still the latest invoice. ``restores`` names
         a dispute won or a refund that failed: it gives back what that took, and nothing else."""
         api, asked = self.require_api("fetch a subscription"), self.clock()
-        subscription = api.subscription(subscription_id)
-        fetched_at = self.clock()
+        subscription, answered = api.subscription_answered(subscription_id)
+        fetched_at = self.answer_stamp(self.clock(), answered)
         latest = stripe_objects.ref(subscription.get("latest_invoice"))
         if revokes and period is None and invoice_id and latest and latest != invoice_id:
             revokes = None  # an older period's payment was returned: the current one stands
         return self.state(subscription, fetched_at, lookup, read_since=asked,
                           revokes=revokes, restores=restores, revoked_period=period if revokes else None)
+
+    def answer_stamp(self, arrived: datetime, answered: datetime | None) -> datetime:
+        """When a fetched state holds, comparable with the ``created`` of events, which Stripe
+        stamps by its own clock: when the answer ``arrived`` by the gateway's clock, moved
+        forward by as much as Stripe's answers (``answered``, their ``Date``) have shown it to
+        run behind. By the gateway's clock alone, a state fetched while it runs behind would
+        rank below an older event delivered late, which would undo it until the next event.
+        Just after the second Stripe ``answered`` in begins: an event created in that second
+        before the read is older than the state read, one created in a later second is newer."""
+        if answered is not None and answered + _TICK - arrived > self.behind:
+            self.behind = answered + _TICK - arrived
+            if self.behind >= self._noted + NOTED_BEHIND:  # once per second it grows by
+                self._noted = self.behind
+                log.warning("the gateway's clock runs behind Stripe's", extra={"fields": {
+                    "behind_seconds": round(self.behind.total_seconds(), 3)}})
+        return arrived + self.behind
 
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup, read_since: datetime | None = None,
               **revocation) -> Translation:

@@ -16,6 +16,7 @@ from devtools.stripe_signing import new_secret, signed
 from tests.e2e.conftest import API_KEY, count_events
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
 from tests.fakes.stripe_billing import StripeBilling
+from tests.support.events import find_event
 from tests.support.stripe_scenarios import signup
 
 OLD_SECRET, SECRET = new_secret(), new_secret()
@@ -314,4 +315,43 @@ def test_a_live_event_changes_nothing_at_a_gateway_whose_key_is_for_test_mode(cl
     send(client, so.event("customer.subscription.created", s.subscription()))
     deleted = so.event("customer.subscription.deleted", s.subscription(status="canceled", ended_at=int(time.time())))
     assert status_of(send(client, in_mode(deleted, livemode=True))) == (200, "ignored")
+    assert premium(api, client)["active"] is True
+
+
+def of_connected_account(event: dict, account: str = "acct_1ConnectedShop") -> dict:
+    """``event`` as a Connect endpoint receives it: from a connected account, named by the
+    top-level ``account`` (https://docs.stripe.com/connect/webhooks)."""
+    return {**event, "account": account}
+
+
+@pytest.mark.parametrize("kind", ["customer.subscription.deleted", "invoice.payment_failed", "charge.refunded",
+                                  "checkout.session.completed", "customer.updated"])
+def test_an_event_of_a_connected_account_is_stored_ignored_and_changes_nothing(app, client, api, fake, kind):
+    """A Connect endpoint's event is about the connected account's objects, which the
+    platform's key does not read: fetched as the platform's, an id the platform also holds
+    (here the platform's own subscription, customer and invoice) would be found and applied.
+    Neither its body nor a fetch applies, whatever its time, and its resend is a duplicate."""
+    s = signup(fake)
+    assert status_of(send(client, so.event("customer.subscription.created", s.subscription()))) == (200, "processed")
+    fake.put(s.subscription(status="canceled", ended_at=int(time.time())))  # what the platform's copy now says
+    s.refund(fake)
+    objects = {"customer.subscription.deleted": s.subscription(status="canceled", ended_at=int(time.time())),
+               "invoice.payment_failed": s.invoice(status="open"), "charge.refunded": s.charge(amount_refunded=999),
+               "checkout.session.completed": {**s.session(), "client_reference_id": "user-2"},
+               "customer.updated": so.customer(customer_id=s.customer, cognito_sub="user-2")}
+    requests_before = len(fake.requests)
+    event = of_connected_account(so.event(kind, objects[kind], created=int(time.time()) + 5))
+    assert status_of(send(client, event)) == (200, "ignored")
+    assert status_of(send(client, event)) == (200, "duplicate")
+    assert premium(api, client)["active"] is True and api(client, "user-2")["entitlements"] == {}
+    assert len(fake.requests) == requests_before
+    with app.extensions["gateway"].store.transaction() as tx:
+        stored = find_event(tx, "stripe", event["id"])
+    assert stored.status == "ignored" and "connected account acct_1ConnectedShop" in stored.last_error
+
+
+def test_an_event_of_the_platform_itself_carries_no_account_and_applies(client, api, fake):
+    s = signup(fake)
+    event = so.event("customer.subscription.created", s.subscription())
+    assert status_of(send(client, {**event, "account": None})) == (200, "processed")
     assert premium(api, client)["active"] is True

@@ -7,7 +7,8 @@ Stripe-shaped JSON objects, and errors ``{"error": {"type", "message", ...}}``
 (https://docs.stripe.com/api/idempotent_requests): the status and body of a request that began
 executing are saved under its key, errors and ``500`` included, and replayed to every later
 request with the key and the same parameters, with the header ``Idempotent-Replayed: true``;
-other parameters answer ``400 idempotency_error``. A key still executing answers 409
+other parameters answer ``400 idempotency_error``. Every answer carries ``Date``, Stripe's clock to
+the second (``time.time()``, the clock tests stamp events' ``created`` by). A key still executing answers 409
 ``idempotency_key_in_use`` to any other request with it, and saves nothing; nor does a request
 refused before it executes (``fail_with``, ``refuse_next``: a validation failure, an outage in
 front of the API).

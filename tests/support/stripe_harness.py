@@ -26,13 +26,15 @@ CATALOG = parse_catalog(CATALOG_DOCUMENT)
 
 
 class StripeHarness:
-    def __init__(self, fake=None, timeout: float = 2.0) -> None:
+    def __init__(self, fake=None, timeout: float = 2.0, behind: timedelta = timedelta(0)) -> None:
+        """``behind``: how far the gateway's clock runs behind Stripe's (the fake's, and the
+        ``created`` of the events tests make)."""
         self.secret = new_secret()
         self.fake = fake
         api = StripeHttpApi(fake.api_key, fake.url, timeout=timeout) if fake else None
-        self.source = StripeEvents((self.secret,), CATALOG, api)
+        self.source = StripeEvents((self.secret,), CATALOG, api, clock=lambda: datetime.now(timezone.utc) - behind)
         self.store = MemoryStore()
-        self.skew = timedelta(0)
+        self.skew = -behind
         self.ingest = Ingest(self.store, CATALOG, clock=lambda: datetime.now(timezone.utc) + self.skew)
 
     def deliver(self, event: dict) -> str:

@@ -150,9 +150,17 @@ def test_a_cancellation_scheduled_past_the_period_renews_into_the_next_one(shape
     assert (snapshot.status, snapshot.will_renew, snapshot.expires_at.timestamp()) == (Status.ACTIVE, renews, 1_792_592_000)
 
 
-def test_paused_collection_keeps_the_paid_period_but_does_not_renew():
-    snapshot = only_snapshot(sub_event("basil", pause_collection={"behavior": "void", "resumes_at": None}))
-    assert (snapshot.status, snapshot.will_renew) == (Status.ACTIVE, False)
+@pytest.mark.parametrize("shape", so.SHAPES)
+@pytest.mark.parametrize("behavior", ["void", "keep_as_draft", "mark_uncollectible"])
+def test_paused_collection_keeps_access_and_renews_into_the_next_period(shape, behavior):
+    """Collection paused, the subscription stays ``active`` and Stripe goes on moving it
+    into new periods without charging: access does not end with the period, as a client
+    told ``will_renew: false`` would say. A scheduled end still ends it."""
+    paused = {"behavior": behavior, "resumes_at": None}
+    snapshot = only_snapshot(sub_event(shape, pause_collection=paused))
+    assert (snapshot.status, snapshot.will_renew, snapshot.expires_at.timestamp()) == (Status.ACTIVE, True, 1_792_592_000)
+    ending = only_snapshot(sub_event(shape, pause_collection=paused, cancel_at_period_end=True))
+    assert (ending.status, ending.will_renew) == (Status.ACTIVE, False)
 
 
 @pytest.mark.parametrize("shape", so.SHAPES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -48,6 +48,38 @@ def test_an_event_not_strictly_newer_is_replaced_by_the_fetched_subscription(h, 
     h.deliver(stale)
     assert premium(h)["status"] == "grace_period" and len(fake.requests_to("/v1/subscriptions")) == 1
     assert h.stored(s.sub_id).snapshot.as_of > datetime.fromtimestamp(t + 1, timezone.utc)
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
+def test_a_fetch_outranks_an_older_event_delivered_late_while_the_gateways_clock_runs_behind(fake, shape):
+    """The gateway's clock runs two minutes behind Stripe's. Stripe cancels a subscription
+    whose payments failed; the last failure's event is delivered before the cancellation's,
+    and its fetch shows the subscription canceled. An update made before the cancellation
+    (past due), delivered late, is older than that fetch: it must not give access back
+    until the cancellation's own event arrives. Stamped by the gateway's clock alone, the
+    fetch ranked two minutes older than it was, below the late update."""
+    h = StripeHarness(fake, behind=timedelta(minutes=2))
+    s = signup(fake)
+    t = int(time.time())
+    fake.put(s.subscription(status="canceled", ended_at=t - 5, canceled_at=t - 5))
+    failed = so.event("invoice.payment_failed", s.invoice(shape, status="open"), shape=shape, created=t - 6)
+    assert h.deliver(failed) == "processed" and premium(h)["status"] == "expired"
+    late = so.event("customer.subscription.updated", s.subscription(shape, status="past_due"), shape=shape,
+                    created=t - 6)
+    assert h.deliver(late) == "processed"
+    assert (premium(h)["status"], premium(h)["active"]) == ("expired", False)
+    assert h.stored(s.sub_id).snapshot.as_of >= datetime.fromtimestamp(t, timezone.utc)
+
+
+def test_an_event_after_a_fetch_is_still_taken_from_its_body_while_the_gateways_clock_runs_behind(fake):
+    """The fetch is stamped by Stripe's clock, not beyond it: an event Stripe made after
+    the answer (a later second) is newer, and read from its body without asking again."""
+    h = StripeHarness(fake, behind=timedelta(minutes=2))
+    s = signup(fake)
+    assert h.deliver(so.event("invoice.paid", s.invoice())) == "processed" and premium(h)["status"] == "active"
+    ended = s.subscription(status="canceled", ended_at=int(time.time()) + 2)
+    assert h.deliver(so.event("customer.subscription.deleted", ended, created=int(time.time()) + 2)) == "processed"
+    assert premium(h)["status"] == "expired" and len(fake.requests_to("/v1/subscriptions")) == 1
 
 
 @pytest.mark.parametrize("shape", so.SHAPES)
@@ -211,10 +243,11 @@ def test_a_stripe_that_hangs_is_given_up_on_within_the_timeout(fake):
 
 @pytest.mark.parametrize("shape", so.SHAPES)
 @pytest.mark.parametrize("named", [True, False])
-def test_every_order_of_a_signup_burst_ends_in_the_same_answer(fake, shape, named):
+@pytest.mark.parametrize("behind", [timedelta(0), timedelta(minutes=2)], ids=["in-time", "gateway-behind"])
+def test_every_order_of_a_signup_burst_ends_in_the_same_answer(fake, shape, named, behind):
     answers = set()
     for order in itertools.permutations(range(4)):
-        h = StripeHarness(fake)
+        h = StripeHarness(fake, behind=behind)
         s = signup(fake, user=f"user-{'-'.join(map(str, order))}", named=named)
         burst = s.burst(shape)
         outcomes = [h.deliver(burst[i]) for i in order]
