@@ -1,0 +1,63 @@
+"""The feed's retention racing its readers and writers, on PostgreSQL with real concurrency:
+the prune runs through a gateway of its own (its own engine and connections), released
+together with the other side by a barrier (``tests/e2e/test_races.together``)."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gateway.jobs import retention
+from gateway.store.retention import Retention
+from tests.conftest import DATABASE
+from tests.e2e.conftest import API_KEY
+from tests.e2e.test_feed_retention import CUTOFF, KEY, YOUNG, append, kept
+from tests.e2e.test_races import together
+
+pytestmark = pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite has one writer at a time")
+
+OLD_EVENTS = 300
+
+
+def pruning(app, done: threading.Event, batch: int = 1) -> retention.Report:
+    """The feed's retention through ``app``'s store, one event per transaction (a commit
+    for every reader's page to meet), then ``done`` set."""
+    try:
+        return retention.prune(Retention.of(app.extensions["gateway"].store), None, batch, feed_cutoff=CUTOFF)
+    finally:
+        done.set()
+
+
+def reading_at_the_floor(app, done: threading.Event) -> dict[str, int]:
+    """Read the feed from the oldest cursor still valid, again and again while the prune
+    runs: every page answered is the events right after the cursor, with no gap, or 410
+    with where the feed starts now. The answers counted."""
+    client, cursor, seen = app.test_client(), 0, {"pages": 0, "expired": 0}
+    while not done.is_set():
+        answer = client.get("/v1/events", query_string={"after": cursor, "limit": 3}, headers=KEY)
+        if answer.status_code == 410:
+            body = answer.get_json()
+            assert body["error"] == "cursor_expired" and int(body["oldest"]) > cursor, body
+            cursor, seen["expired"] = int(body["oldest"]), seen["expired"] + 1
+            continue
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        positions = [int(event["position"]) for event in answer.get_json()["events"]]
+        assert positions == list(range(cursor + 1, cursor + 1 + len(positions))), (cursor, positions)
+        seen["pages"] += 1
+    return seen
+
+
+def test_a_page_read_while_a_prune_commits_answers_410_and_never_skips_an_event(make_app):
+    """The reader's page and the floor are two statements: read in that order, a batch that
+    commits between them shows in the floor, so the page that missed its events is not
+    answered. Read the other way round (the floor first), a page from a cursor the floor
+    had not passed yet skips the event the batch just deleted, answered 200."""
+    reader, pruner = (make_app(GATEWAY_API_KEYS=API_KEY) for _ in range(2))
+    store = reader.extensions["gateway"].store
+    for n in range(OLD_EVENTS):
+        append(store, f"user-{n % 7}")
+    append(store, "user-young", YOUNG)
+    done = threading.Event()
+    report, seen = together(lambda: pruning(pruner, done), lambda: reading_at_the_floor(reader, done))
+    assert report.feed == OLD_EVENTS and kept(store) == [OLD_EVENTS + 1]
+    assert seen["pages"] > 10 and seen["expired"] > 10, seen  # the two really overlapped
