@@ -4,14 +4,21 @@ together with the other side by a barrier (``tests/e2e/test_races.together``).""
 from __future__ import annotations
 
 import threading
+import time
+from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from gateway.clock import utcnow
+from gateway.domain.webhooks import Endpoint
 from gateway.jobs import retention
+from gateway.store import tables
+from gateway.store.outbox import Outbox
 from gateway.store.retention import Retention
 from tests.conftest import DATABASE
 from tests.e2e.conftest import API_KEY
-from tests.e2e.test_feed_retention import CUTOFF, KEY, YOUNG, append, kept
+from tests.e2e.test_feed_retention import CUTOFF, KEY, YOUNG, append, kept, pruned_through
 from tests.e2e.test_races import together
 
 pytestmark = pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite has one writer at a time")
@@ -61,3 +68,47 @@ def test_a_page_read_while_a_prune_commits_answers_410_and_never_skips_an_event(
     report, seen = together(lambda: pruning(pruner, done), lambda: reading_at_the_floor(reader, done))
     assert report.feed == OLD_EVENTS and kept(store) == [OLD_EVENTS + 1]
     assert seen["pages"] > 10 and seen["expired"] > 10, seen  # the two really overlapped
+
+
+def enabling_and_fanning_out(app, names: list[str]) -> int:
+    """The admin switching each endpoint on again, one after the other, and the worker's
+    fan-out after each (through ``app``, another gateway than the prune's): the deliveries
+    queued."""
+    store = app.extensions["gateway"].store
+    outbox, queued = Outbox.of(store), 0
+    while pruned_through(store) == 0:  # until the prune has taken its bound, the endpoints all off
+        time.sleep(0.001)
+    for name in names:
+        outbox.save(Endpoint(name, f"https://{name}.example.com/hook", ("whsec_x",)), utcnow())
+        queued += outbox.fan_out(utcnow())
+    return queued
+
+
+def deliveries_of_deleted_events(store) -> list[tuple[str, int]]:
+    d, f = tables.webhook_deliveries.c, tables.entitlement_events.c
+    with Retention.of(store).engine.connect() as connection:
+        return list(connection.execute(sa.select(d.endpoint, d.position).where(
+            ~sa.exists().where(f.position == d.position)).order_by(d.endpoint, d.position)).all())
+
+
+def test_an_endpoint_switched_on_while_the_feed_is_pruned_is_never_queued_an_event_the_prune_deletes(make_app):
+    """The prune's bound leaves out a disabled endpoint (README: one enabled again goes on
+    with the events kept). Switched on while a prune deletes below that bound, its fan-out
+    reads the feed from its old place: an event a batch has deleted and not yet committed
+    is still there to that read, and was queued. Its delivery then named an event that was
+    gone, and every claim that took it failed (KeyError), so that endpoint's webhooks
+    stopped for good. Each endpoint's first fan-out meets a different batch."""
+    pruner, gateway = (make_app(GATEWAY_API_KEYS=API_KEY) for _ in range(2))
+    store, outbox = gateway.extensions["gateway"].store, Outbox.of(gateway.extensions["gateway"].store)
+    names = [f"switched-off-{n}" for n in range(12)]
+    for name in names:
+        outbox.save(Endpoint(name, f"https://{name}.example.com/hook", ("whsec_x",), enabled=False), utcnow())
+    for n in range(OLD_EVENTS):
+        append(store, f"user-{n % 7}")
+    append(store, "user-young", YOUNG)
+    done = threading.Event()
+    report, queued = together(lambda: pruning(pruner, done), lambda: enabling_and_fanning_out(gateway, names))
+    assert 0 < report.feed < OLD_EVENTS and queued > 0, (report, queued)  # the two overlapped
+    assert deliveries_of_deleted_events(store) == []
+    claimed = outbox.claim(utcnow(), utcnow() + timedelta(minutes=1), 10_000)
+    assert len(claimed) == len({(c.endpoint.name, c.event.user_id) for c in claimed})  # one per user, in order
