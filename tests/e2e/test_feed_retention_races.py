@@ -85,10 +85,11 @@ def enabling_and_fanning_out(app, names: list[str]) -> int:
 
 
 def deliveries_of_deleted_events(store) -> list[tuple[str, int]]:
+    """Deliveries still to send (a claim reads their event) whose event is gone."""
     d, f = tables.webhook_deliveries.c, tables.entitlement_events.c
     with Retention.of(store).engine.connect() as connection:
         return list(connection.execute(sa.select(d.endpoint, d.position).where(
-            ~sa.exists().where(f.position == d.position)).order_by(d.endpoint, d.position)).all())
+            d.status != "delivered", ~sa.exists().where(f.position == d.position)).order_by(d.endpoint, d.position)))
 
 
 def test_an_endpoint_switched_on_while_the_feed_is_pruned_is_never_queued_an_event_the_prune_deletes(make_app):
@@ -112,3 +113,55 @@ def test_an_endpoint_switched_on_while_the_feed_is_pruned_is_never_queued_an_eve
     assert deliveries_of_deleted_events(store) == []
     claimed = outbox.claim(utcnow(), utcnow() + timedelta(minutes=1), 10_000)
     assert len(claimed) == len({(c.endpoint.name, c.event.user_id) for c in claimed})  # one per user, in order
+
+
+def fanned_out_with_failures(store, failing: set[str]) -> None:
+    """Every event queued to an endpoint; the users' of ``failing`` first delivery parked
+    failed (its later ones held behind it), every other delivery delivered."""
+    outbox = Outbox.of(store)
+    outbox.save(Endpoint("backend", "https://backend.example.com/hook", ("whsec_x",)), utcnow())
+    for n in range(OLD_EVENTS):
+        append(store, user_of(n))
+    append(store, "user-young", YOUNG)
+    assert outbox.fan_out(utcnow()) == OLD_EVENTS + 1
+    d = tables.webhook_deliveries.c
+    with Retention.of(store).engine.begin() as connection:
+        connection.execute(sa.update(tables.webhook_deliveries).where(d.user_sub.not_in(failing))
+                           .values(status="delivered", delivered_at=utcnow()))
+        first = sa.select(sa.func.min(d.position)).where(d.user_sub.in_(failing)).group_by(d.user_sub)
+        connection.execute(sa.update(tables.webhook_deliveries).where(d.position.in_(first)).values(status="failed"))
+
+
+def user_of(n: int) -> str:
+    """The user of the ``n``th old event: two whose events start inside the feed (positions
+    101 and 201), the rest in turn."""
+    return {100: "user-x", 150: "user-x", 200: "user-y", 250: "user-y"}.get(n, f"user-{n % 7}")
+
+
+def replaying_failed(app) -> str:
+    """``flask webhooks replay --failed`` through ``app`` once the prune has passed the
+    first failed delivery's event and not yet the second's."""
+    while pruned_through(app.extensions["gateway"].store) < 170:
+        time.sleep(0.001)
+    result = app.test_cli_runner().invoke(args=["webhooks", "replay", "--failed"])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_failed_deliveries_replayed_while_the_feed_is_pruned_keep_their_events(make_app):
+    """A failed delivery holds its event and the user's later ones, as a pending one does:
+    the replay turning it pending changes nothing the prune judges by, whichever commits
+    first."""
+    pruner, gateway = (make_app(GATEWAY_API_KEYS=API_KEY) for _ in range(2))
+    store, failing = gateway.extensions["gateway"].store, {"user-x", "user-y"}
+    fanned_out_with_failures(store, failing)
+    done = threading.Event()
+    report, output = together(lambda: pruning(pruner, done), lambda: replaying_failed(gateway))
+    assert "2" in output and report.feed > 0
+    assert deliveries_of_deleted_events(store) == []
+    f = tables.entitlement_events.c
+    with Retention.of(store).engine.connect() as connection:
+        kept_of_failing = connection.execute(sa.select(sa.func.count()).where(f.user_sub.in_(failing))).scalar_one()
+    assert kept_of_failing == 4
+    claimed = Outbox.of(store).claim(utcnow(), utcnow() + timedelta(minutes=1), 100)
+    assert sorted(c.event.user_id for c in claimed) == sorted(failing)  # each user's first, replayed
