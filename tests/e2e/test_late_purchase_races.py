@@ -4,6 +4,7 @@ again (``DELETE /v1/me``), released together by a barrier. Whoever wins, Stripe 
 to cancel the subscription once: the request log of the Stripe fake is the judge."""
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -83,3 +84,21 @@ def late_product(world, user: str) -> str:
     (row,) = late_rows(world, user)
     return row.product_id
 
+
+def test_the_deletion_asked_again_while_the_workers_cancel_is_in_flight_does_not_cancel_again(
+        world, make_app, fakes, database_url):  # noqa: F811
+    """The worker has claimed the late purchase and Stripe is slow to answer its cancel:
+    the deletion asked meanwhile finds the row pending, leased to the worker."""
+    user, sub_id = deleted_with_a_late_purchase(world)
+    other = make_app(**gateway_env(fakes, database_url))
+    held = fakes.stripe.hold_cancel()
+    tried = {}
+    working = threading.Thread(target=lambda: tried.update(n=worker(other)()))
+    working.start()
+    assert held.read.wait(10)
+    answer = world.delete(user)
+    held.release()
+    working.join(10)
+    assert answer.status_code == 200 and tried == {"n": 1}
+    assert cancel_requests(fakes, sub_id) == 1
+    assert [row.outcome for row in late_rows(world, user)] == ["cancelled"]
