@@ -121,11 +121,9 @@ class AccountDeletion:
         """The first ``report`` with the purchases made since (``late_purchases``), those
         still pending stopped first."""
         try:
+            late_purchases.settle_pending(self.store, self.stop, user_sub, self.clock())
             with self.store.transaction(readonly=True) as tx:
                 rows = tx.deleted_subscriptions_of(user_sub)
-            if late_purchases.settle_pending(self.store, self.stop, rows, self.clock()):
-                with self.store.transaction(readonly=True) as tx:
-                    rows = tx.deleted_subscriptions_of(user_sub)
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
         except Unavailable as exc:  # the account is deleted; a purchase made since still bills

@@ -20,13 +20,15 @@ tombstone keeps: ``owner``) grants nothing, the tombstone sees to that, but it b
    to six hours), for as long as it takes: it bills until then. The outcome is written
    under the lease the worker took, so two workers never both settle it.
 3. Answered: the deletion asked again (``DELETE /v1/me``, ``flask users delete``) stops
-   what is still pending itself, then adds each late purchase to its first report
-   (``domain.deletion.with_late``).
+   what is still pending itself, due or not, then adds each late purchase to its first
+   report (``domain.deletion.with_late``). It claims them as the worker does, under the
+   rows' locks and a lease (``leased_until``) of its own, and leaves one the worker holds
+   (pending, left out of the answer): the store is asked to stop it once.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from gateway.domain.deletion import CANCELLED, ENDED, PENDING, DeletedSubscription, bought_again, late_purchases
@@ -73,16 +75,16 @@ def note(tx: Transaction, held: dict[str, list[Subscription]], now: datetime,
 
 
 def settle(store: Store, stop: Stop, row: DeletedSubscription, now: datetime, raising: bool = False) -> str:
-    """Stop ``row``'s billing (``stop``) and write what it came to; ``PENDING`` when the
-    store could not answer (tried again later), unless ``raising``, which raises then."""
+    """Stop ``row``'s billing (``stop``; ``row`` claimed, under its lease) and write what it
+    came to, which ends the lease; ``PENDING`` when the store could not answer (tried again
+    later), and with ``raising`` the store's error raised once that is written."""
     from gateway.ingest import backoff  # the retry worker's: ingest imports apply, which imports this
 
+    failure = None
     try:
         outcome, error, retry_at = stop(row.source, row.key), None, None
     except GatewayError as exc:
-        if raising:
-            raise
-        outcome, error, retry_at = PENDING, exc.message, now + backoff(row.attempts + 1)
+        outcome, error, retry_at, failure = PENDING, exc.message, now + backoff(row.attempts + 1), exc
     with store.transaction() as tx:
         settled = tx.settle_late_purchase(row, outcome, row.attempts + 1, retry_at, error)
     # The user must cancel it in the store: a warning, for the operator to tell them.
@@ -90,6 +92,8 @@ def settle(store: Store, stop: Stop, row: DeletedSubscription, now: datetime, ra
     log.log(level, "late purchase stopped" if outcome != PENDING else "late purchase not stopped yet", extra={"fields": {
         "user": row.user_sub, "source": row.source, "outcome": outcome, "attempts": row.attempts + 1,
         "written": settled, "error": error}})
+    if failure is not None and raising:
+        raise failure
     return outcome
 
 
@@ -113,10 +117,18 @@ class LatePurchases:
         return tried
 
 
-def settle_pending(store: Store, stop: Stop, rows: Iterable[DeletedSubscription], now: datetime) -> bool:
-    """Stop the pending ones of ``rows`` now, raising when a store cannot answer; whether
-    there were any."""
-    pending = [row for row in rows if row.outcome == PENDING]
-    for row in pending:
-        settle(store, stop, row, now, raising=True)
-    return bool(pending)
+def settle_pending(store: Store, stop: Stop, user_sub: str, now: datetime) -> None:
+    """Stop the user's pending late purchases now, due or not, but those the worker (or
+    another deletion request) is stopping: claimed under the rows' locks, so the store is
+    asked once. Raises a store's error once each is written (its lease ended, so asking
+    again tries it again)."""
+    with store.transaction() as tx:
+        claimed = tx.claim_late_purchases_of(user_sub, now, now + LEASE)
+    failures = []
+    for row in claimed:
+        try:
+            settle(store, stop, row, now, raising=True)
+        except GatewayError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]

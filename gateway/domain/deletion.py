@@ -55,6 +55,7 @@ class DeletedSubscription:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     last_error: str | None = None
+    leased_until: datetime | None = None  # being stopped now, by whoever took it, until then
 
 
 def bought_again(before: Subscription | None, after: Subscription, now: datetime) -> bool:

@@ -17,8 +17,17 @@ _D = _T.c
 
 def _row(found) -> DeletedSubscription:
     values = found._asdict()
-    return DeletedSubscription(**{**values, "found_at": rows.utc(values["found_at"]),
-                                  "next_attempt_at": rows.utc(values["next_attempt_at"])})
+    return DeletedSubscription(**{**values, **{name: rows.utc(values[name]) for name in _TIMES}})
+
+
+_TIMES = ("found_at", "next_attempt_at", "leased_until")
+
+
+def _unleased(now: datetime) -> tuple:
+    """Pending, and nobody stopping it now (a lease that lapsed: its holder died)."""
+    # The outcome in the SQL's text, not a parameter: the plan matches the partial index.
+    return _D.outcome == sa.literal(PENDING, literal_execute=True), sa.or_(_D.leased_until.is_(None),
+                                                                            _D.leased_until <= now)
 
 
 class DeletedSubscriptionsTransaction:
@@ -41,19 +50,27 @@ class DeletedSubscriptionsTransaction:
         return [_row(found) for found in self._execute(query)]
 
     def claim_late_purchases(self, now: datetime, lease_until: datetime, limit: int) -> list[DeletedSubscription]:
-        # The outcome in the SQL's text, not a parameter: the plan matches the partial index.
-        query = (sa.select(_T).where(_D.outcome == sa.literal(PENDING, literal_execute=True), _D.next_attempt_at <= now)
-                 .order_by(_D.next_attempt_at, _D.source, _D.key).limit(limit).with_for_update(skip_locked=True))
-        due = [_row(found) for found in self._execute(query)]
+        query = (sa.select(_T).where(*_unleased(now), _D.next_attempt_at <= now)
+                 .order_by(_D.next_attempt_at, _D.source, _D.key).limit(limit))
+        return self._lease(query, lease_until)
+
+    def claim_late_purchases_of(self, user_sub: str, now: datetime, lease_until: datetime) -> list[DeletedSubscription]:
+        return self._lease(sa.select(_T).where(_D.user_sub == user_sub, *_unleased(now))
+                           .order_by(_D.source, _D.key), lease_until)
+
+    def _lease(self, query: sa.Select, lease_until: datetime) -> list[DeletedSubscription]:
+        """The rows of ``query`` locked (those another transaction is claiming passed) and
+        leased until ``lease_until``."""
+        due = [_row(found) for found in self._execute(query.with_for_update(skip_locked=True))]
         for row in due:
             self._execute(sa.update(_T).where(_D.source == row.source, _D.key == row.key)
-                          .values(next_attempt_at=lease_until))
-        return [dataclasses.replace(row, next_attempt_at=lease_until) for row in due]
+                          .values(leased_until=lease_until))
+        return [dataclasses.replace(row, leased_until=lease_until) for row in due]
 
     def settle_late_purchase(self, row: DeletedSubscription, outcome: str, attempts: int,
                              next_attempt_at: datetime | None, last_error: str | None) -> bool:
-        lease = _D.next_attempt_at.is_(None) if row.next_attempt_at is None else _D.next_attempt_at == row.next_attempt_at
+        lease = _D.leased_until.is_(None) if row.leased_until is None else _D.leased_until == row.leased_until
         done = self._execute(sa.update(_T).where(_D.source == row.source, _D.key == row.key, _D.outcome == PENDING, lease)
                              .values(outcome=outcome, attempts=attempts, next_attempt_at=next_attempt_at,
-                                     last_error=last_error))
+                                     last_error=last_error, leased_until=None))
         return done.rowcount == 1

@@ -6,7 +6,12 @@ the feed after it, inserting the deliveries and moving it on happen in one trans
 with that row locked (FOR UPDATE; SQLite has one writer at a time), so two workers never
 fan out the same events (the primary key (endpoint, position) would refuse it anyway).
 The feed's positions are gapless and visible in commit order (``feed.py``), so paging by
-position skips nothing.
+position skips nothing. The events read are locked too (FOR KEY SHARE): the feed's
+retention deletes only events no delivery holds, judged under its own lock of them
+(``retention.feed_batch``, SKIP LOCKED), so it passes those being queued, and one it is
+deleting is read here once its batch has committed, gone. Unlocked, an endpoint switched on
+again (the retention's bound leaves a disabled one out) was queued an event a batch had
+deleted and not yet committed, and every claim of that delivery failed.
 
 Claims: a pending delivery is due once its time has come and every earlier delivery of
 the same endpoint and user has been delivered; it is leased by moving its time to the end
@@ -159,7 +164,8 @@ class Outbox(EngineWork):
                 if row is None:
                     return queued
                 found = connection.execute(sa.select(_F.position, _F.type, _F.user_sub).where(
-                    _F.position > row.position).order_by(_F.position).limit(FAN_OUT_PAGE)).all()
+                    _F.position > row.position).order_by(_F.position).limit(FAN_OUT_PAGE)
+                    .with_for_update(read=True, key_share=True)).all()
                 if not found or row.position < connection.execute(PRUNED_THROUGH).scalar_one():
                     return queued  # nothing new, or behind the feed: it waits for ``skip_gap``
                 wanted = [event for event in found if _endpoint(row).wants(event.type)]

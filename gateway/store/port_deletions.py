@@ -70,12 +70,17 @@ class DeletionsPort(abc.ABC):
 
     @abc.abstractmethod
     def claim_late_purchases(self, now: datetime, lease_until: datetime, limit: int) -> list[DeletedSubscription]:
-        """Up to ``limit`` pending late purchases due at ``now`` (``next_attempt_at``), each
-        leased until ``lease_until`` (its ``next_attempt_at`` as returned); skips those
-        another transaction is claiming."""
+        """Up to ``limit`` pending late purchases due at ``now`` (``next_attempt_at``) that
+        nobody holds a lease of at ``now``, each leased until ``lease_until`` (its
+        ``leased_until`` as returned); skips those another transaction is claiming."""
+
+    @abc.abstractmethod
+    def claim_late_purchases_of(self, user_sub: str, now: datetime, lease_until: datetime) -> list[DeletedSubscription]:
+        """The user's pending late purchases, due or not, that nobody holds a lease of at
+        ``now``, leased as ``claim_late_purchases`` leases them."""
 
     @abc.abstractmethod
     def settle_late_purchase(self, row: DeletedSubscription, outcome: str, attempts: int,
                              next_attempt_at: datetime | None, last_error: str | None) -> bool:
-        """Write what stopping ``row`` came to, while it is still pending under the lease it
-        was read with (``row.next_attempt_at``); whether it was."""
+        """Write what stopping ``row`` came to and end its lease, while it is still pending
+        under the lease it was claimed with (``row.leased_until``); whether it was."""

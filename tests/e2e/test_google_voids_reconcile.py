@@ -4,13 +4,18 @@ path: a void notified before Play listed it (ignored then), or never notified, i
 one both notified and listed is applied once."""
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from devtools.google_play import ORDER
 from devtools.google_pubsub import envelope, subscription, voided
+from tests.conftest import DATABASE
 from tests.e2e.conftest import API_KEY
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import new_user
+from tests.e2e.test_races import together
 
 CURSOR = "google.voids"
 
@@ -161,3 +166,35 @@ def test_play_api_errors_leave_the_cursor_where_it_was(world, play, push_signer)
     assert len(starts) == 1  # every run after the first asked from the same cursor
     assert "voids held 1" in reconcile(world)
     assert cursor(world) > saved
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite has one writer at a time")
+@pytest.mark.parametrize("round_", range(6))
+def test_a_void_listed_notified_and_a_renewal_notification_released_together_apply_it_once(
+        world, make_app, play, push_signer, round_):
+    """Reconcile applying a listed void, the void's own notification and a renewal
+    notification of the same period, each through a gateway of its own (one process
+    batches concurrent deliveries into one transaction), all three reading Play together
+    (``gate``), one or another a little later by a delay that varies by round. The void is
+    decided by the merge under the subscription's lock, on what the row holds then: the
+    period ends revoked, with one ``entitlement.revoked``, whichever commits first."""
+    user, token = new_user(), f"token-void-race-{round_}"
+    purchased(world, play, push_signer, token, user)
+    play.void(token)
+    notified, renewed = (make_app(GATEWAY_API_KEYS=API_KEY, **push_signer.env(), **play.env()).test_client()
+                         for _ in range(2))
+    delays = [0.0, 0.0, 0.0]
+    delays[round_ % 3] = (round_ // 3 + 1) * 0.003
+    play.gate(3)
+    answers = together(
+        lambda: time.sleep(delays[0]) or reconcile(world),
+        lambda: time.sleep(delays[1]) or notified.post("/webhooks/google", data=envelope(voided(token)),
+                                                      headers=push_signer.headers()),
+        lambda: time.sleep(delays[2]) or renewed.post("/webhooks/google", data=envelope(subscription(token, 2)),
+                                                     headers=push_signer.headers()))
+    assert play.gates_opened == 1  # all three read Play before any wrote
+    assert [answer.get_json()["status"] for answer in answers[1:]] == ["processed", "processed"]
+    assert "failed 0" in answers[0]
+    assert world.premium(user)["status"] == "revoked"
+    assert feed(world, user) == [("entitlement.granted", "active"), ("entitlement.revoked", "revoked")]
+    assert "voids held 1" in reconcile(world)  # applied: the next run does not read it again

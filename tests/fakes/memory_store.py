@@ -272,19 +272,30 @@ class _MemoryTransaction(Transaction):
         return [row for _, row in sorted(self.state.deleted_subscriptions.items()) if row.user_sub == user_sub]
 
     def claim_late_purchases(self, now, lease_until, limit):
-        due = sorted((row for row in self.state.deleted_subscriptions.values()
-                      if row.outcome == PENDING and row.next_attempt_at <= now),
+        due = sorted((row for row in self._unleased(now) if row.next_attempt_at <= now),
                      key=lambda row: (row.next_attempt_at, row.source, row.key))[:limit]
-        for row in due:
-            self.state.deleted_subscriptions[(row.source, row.key)] = dataclasses.replace(row, next_attempt_at=lease_until)
-        return [dataclasses.replace(row, next_attempt_at=lease_until) for row in due]
+        return self._lease(due, lease_until)
+
+    def claim_late_purchases_of(self, user_sub, now, lease_until):
+        return self._lease(sorted((row for row in self._unleased(now) if row.user_sub == user_sub),
+                                  key=lambda row: (row.source, row.key)), lease_until)
+
+    def _unleased(self, now):
+        return [row for row in self.state.deleted_subscriptions.values()
+                if row.outcome == PENDING and (row.leased_until is None or row.leased_until <= now)]
+
+    def _lease(self, rows, lease_until):
+        leased = [dataclasses.replace(row, leased_until=lease_until) for row in rows]
+        self.state.deleted_subscriptions.update(((row.source, row.key), row) for row in leased)
+        return leased
 
     def settle_late_purchase(self, row, outcome, attempts, next_attempt_at, last_error) -> bool:
         held = self.state.deleted_subscriptions.get((row.source, row.key))
-        if held is None or held.outcome != PENDING or held.next_attempt_at != row.next_attempt_at:
+        if held is None or held.outcome != PENDING or held.leased_until != row.leased_until:
             return False
         self.state.deleted_subscriptions[(row.source, row.key)] = dataclasses.replace(
-            held, outcome=outcome, attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error)
+            held, outcome=outcome, attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error,
+            leased_until=None)
         return True
 
     def events_naming(self, text, after_pk, limit):
