@@ -1,4 +1,4 @@
-"""The admin's sign-in attempts per client, in the database (migration 0015): every gunicorn
+"""The admin's sign-in attempts per client, in the database (migration 0017): every gunicorn
 worker of every instance counts against one limit, where a count in each process's memory
 gave a guesser the limit once per worker.
 
@@ -12,9 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from . import tables
+from . import statements, tables
 from .sql import EngineWork
 
 _A = tables.admin_login_attempts.c
@@ -33,7 +32,7 @@ def _count(insert) -> sa.Insert:
     }).returning(_A.attempts)
 
 
-_COUNT = {"postgresql": _count(postgresql.insert), "sqlite": _count(sqlite.insert)}
+_COUNT = {dialect: _count(insert) for dialect, insert in statements.INSERTS.items()}
 # SKIP LOCKED (PostgreSQL; SQLite has one writer): a row another attempt holds is left for
 # the next one, so two attempts never wait on each other's rows.
 _PRUNE = sa.delete(tables.admin_login_attempts).where(_A.client.in_(

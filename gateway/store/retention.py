@@ -39,11 +39,10 @@ import dataclasses
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.domain.webhooks import DELIVERED
 
-from . import rows, tables
+from . import rows, statements, tables
 from .sql import EngineWork
 
 _E, _L, _D = tables.events.c, tables.event_subscriptions.c, tables.webhook_deliveries.c
@@ -221,7 +220,7 @@ def _old_feed(through: int) -> tuple:
 
 def _raise_floor(dialect: str) -> sa.Insert:
     """``feed_retention.pruned_through`` raised to ``through``, never lowered."""
-    statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(tables.feed_retention).values(
+    statement = statements.INSERTS[dialect](tables.feed_retention).values(
         id=1, pruned_through=sa.bindparam("through"))
     higher = statement.excluded.pruned_through
     return statement.on_conflict_do_update(index_elements=["id"], set_={

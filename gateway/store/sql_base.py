@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any, Iterator
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.domain.events import Event
 from gateway.domain.model import Subscription
@@ -21,9 +20,6 @@ from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
 from .reconcile_cursors import ReconcileTransaction
 from .transfers import TransfersTransaction
-
-#: Each dialect's INSERT, which can leave out the rows whose key is taken (ON CONFLICT DO NOTHING).
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 # SQLite's refusals of a value or a constraint (sqlite3 calls all constraints
 # IntegrityError, a trigger's RAISE included, which is an operator's switch, not the input).
@@ -104,7 +100,7 @@ class SqlTransaction(FeedTransaction, AccountsTransaction, DeletedSubscriptionsT
         """Insert ``rows``, leaving out those whose key the table holds already: in one
         statement, so a row committed meanwhile by another transaction is left out too."""
         if rows:
-            insert = _INSERTS[self.connection.dialect.name](table).on_conflict_do_nothing()
+            insert = statements.INSERTS[self.connection.dialect.name](table).on_conflict_do_nothing()
             self._execute(insert, rows)
 
     # Cursors: one row per consumer, keyed by its name (``feed_cursors``, ``reconcile_cursors``).

@@ -39,6 +39,10 @@ def _select_entitlements() -> sa.Select:
         .where(_ents.user_sub == sa.bindparam("user_sub")).order_by(_ents.name)
 
 
+#: Each dialect's INSERT, for what only it can say (ON CONFLICT ...), by ``dialect.name``.
+INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
 @functools.cache
 def shared() -> SimpleNamespace:
     """Both stores: reads by primary key."""

@@ -242,7 +242,7 @@ deleted_subscriptions = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("next_attempt_at", Time, nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
-    # The worker or the deletion asked again stopping it now, until then (migration 0017).
+    # The worker or the deletion asked again stopping it now, until then (migration 0018).
     sa.Column("leased_until", Time, nullable=True),
     # The worker's walk over what is still to stop.
     sa.Index("ix_deleted_subscriptions_due", "next_attempt_at",
