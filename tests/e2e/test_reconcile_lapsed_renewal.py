@@ -7,7 +7,8 @@ for is read again while it lies within the bound, no longer.
 
 Against the local fakes of each store's API; on SQLite and PostgreSQL (``TEST_DATABASE``).
 Mutations these catch, in ``gateway/store/statements.py`` (and the memory store's twin):
-the renewing branch left out (the old query: the renewals are not repaired), ``will_renew``
+the renewing branch left out (the old query: the renewals, Stripe's, Apple's and Play's, are
+not repaired), ``will_renew``
 not required (the one cancelled at its period's end is read), and the bound left out or
 ``expires_from`` put in its place (the one past the bound is read, or the one within it not).
 """
@@ -20,6 +21,7 @@ import pytest
 from devtools import stripe_objects as so
 from devtools.apple_pki import mint_chain
 from devtools.apple_store import now
+from devtools.google_pubsub import envelope, subscription
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import new_user, soon
 from tests.e2e.test_reconcile_unresolved import apple_statuses
@@ -83,6 +85,20 @@ def test_an_apple_renewal_ten_days_ago_whose_notification_was_lost_is_repaired(w
 
     assert code == 0, output
     assert "apple: checked 1, changed 1" in output and f"drift {key}: expires" in output
+    assert world.premium(user)["active"] is True
+
+
+def test_a_play_renewal_ten_days_ago_whose_notification_was_lost_is_repaired(world, play, push_signer):
+    user, token = new_user(), "token-renewal-unseen"
+    play.subscribe(token, user=user, days=-10, acknowledged=True)  # as told by its last notification
+    answer = world.client.post("/webhooks/google", data=envelope(subscription(token)), headers=push_signer.headers())
+    assert answer.get_json() == {"status": "processed"} and stored(world, "google", token) == ("active", True)
+    play.subscribe(token, user=user, days=20, acknowledged=True, order="GPA.3345-6789-0123-45678..0")  # renewed
+
+    code, output = world.reconcile("--source", "google")
+
+    assert code == 0, output
+    assert "google: checked 1, changed 1" in output and f"drift {token}: expires" in output
     assert world.premium(user)["active"] is True
 
 
