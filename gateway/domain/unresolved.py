@@ -9,6 +9,13 @@ in one). The store resolves it by a recovery, a resumption or a payment (a new p
 by its end (expired); either way the next read stores something else, so a subscription
 is re-read daily only while the store still says it is unresolved, and not past
 ``SETTLED_WITHIN`` after its ``expires_at``.
+
+A subscription stored as renewing (``RENEWING``, ``will_renew``) whose ``expires_at`` has
+passed is unresolved too: the store has since renewed it or begun to retry its payment
+(the renewal's webhook lost, while reconcile did not run), or ended it. The user paid and
+is locked out meanwhile. Read, it leaves the set: a renewal stores a later ``expires_at``,
+a retry or an end another status. A store that answers nothing (a fetch that keeps
+failing) leaves it as it was: read again daily, up to the same bound.
 """
 from __future__ import annotations
 
@@ -17,8 +24,11 @@ from datetime import timedelta
 from .model import Status
 
 UNRESOLVED = frozenset({Status.GRACE_PERIOD, Status.BILLING_RETRY, Status.PAUSED, Status.PENDING})
+#: Unresolved once its ``expires_at`` has passed, while ``will_renew``.
+RENEWING = Status.ACTIVE
 
-#: Per source, the longest a subscription stays unresolved after its stored ``expires_at``.
+#: Per source, the longest a subscription stays unresolved after its stored ``expires_at``
+#: (a renewing one is settled at its renewal, then retried within these bounds).
 SETTLED_WITHIN = {
     # "the App Store attempts to renew the subscription for up to 60 days" (Handling
     # lapsed subscriptions); a billing grace period (at most 28 days) lies within them.

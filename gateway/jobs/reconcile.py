@@ -2,10 +2,10 @@
 
 What is read: per source, the subscriptions expiring between ``--since-days`` ago and
 ``--ahead-days`` ahead, those whose owner is still unknown, and those the store has not
-settled (billing retry, grace period, paused, pending) however long ago their period ended,
-up to the store's own bound (``unresolved.SETTLED_WITHIN``), so that a recovery whose
-webhook was lost is seen (``Transaction.subscriptions_to_reconcile``); at most ``--limit``
-a run, starting after the key where the source's previous run stopped (its cursor) and
+settled (billing retry, grace period, paused, pending, or active and renewing with their
+period over) however long ago their period ended, up to the store's own bound
+(``unresolved.SETTLED_WITHIN``), so that a recovery or renewal whose webhook was lost is
+seen (``Transaction.subscriptions_to_reconcile``); at most ``--limit`` a run, starting after the key where the source's previous run stopped (its cursor) and
 wrapping around to the first key: with D due and a limit L, every one is read within
 ceil(D / L) runs, none starved.
 For the App Store also the notifications Apple failed to deliver; for Google Play the voids

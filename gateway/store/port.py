@@ -132,7 +132,8 @@ class Transaction(DeletionsPort):
         ``expires_from``, those whose owner is still unknown; and unless they ended before
         ``unresolved_from`` (default ``expires_from``), those the store has not settled
         (``unresolved.UNRESOLVED``: a payment retried, a pause, a payment pending may have
-        ended in a recovery unseen)."""
+        ended in a recovery unseen) and those stored as renewing that ended before
+        ``expires_from`` (``unresolved.RENEWING``: a renewal unseen)."""
 
     @abc.abstractmethod
     def reconcile_cursor(self, source: str) -> str | None:

@@ -191,8 +191,8 @@ def test_unconfigured_sources_are_skipped_and_fail_only_when_named(make_app):
     assert named.exit_code == 1 and "apple: skipped (the App Store is not configured" in named.output
 
 
-def google_purchase(world, play, push_signer, token, user=None, days=0.5):
-    play.subscribe(token, user=user, days=days, acknowledged=True)
+def google_purchase(world, play, push_signer, token, user=None, days=0.5, **purchase):
+    play.subscribe(token, user=user, days=days, acknowledged=True, **purchase)
     answer = world.client.post("/webhooks/google", data=envelope(subscription(token)), headers=push_signer.headers())
     assert answer.get_json() == {"status": "processed"}
 
@@ -216,7 +216,9 @@ def test_tokens_google_forgot_are_unchanged_not_failures_and_the_rest_is_checked
 
 
 def test_subscriptions_that_ended_long_ago_are_not_read_again_even_without_an_owner(world, play, push_signer):
-    google_purchase(world, play, push_signer, "token-ancient", days=-90)  # expired, owner never known
+    # Expired, owner never known. (Stored as active and renewing, it would be read up to Play's bound.)
+    google_purchase(world, play, push_signer, "token-ancient", days=-90, state="SUBSCRIPTION_STATE_EXPIRED",
+                    auto_renew=False)
     code, output = world.reconcile("--source", "google")
     assert code == 0 and "google: checked 0" in output
     assert play.gets.count("token-ancient") == 1  # the webhook's fetch only

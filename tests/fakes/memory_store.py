@@ -15,7 +15,7 @@ from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import WAITING, Event
 from gateway.domain.model import GRANTING, Subscription, link_claim
-from gateway.domain.unresolved import UNRESOLVED
+from gateway.domain.unresolved import RENEWING, UNRESOLVED
 
 from gateway.store.port import Store, StoreUnavailable, Transaction
 
@@ -148,9 +148,11 @@ class _MemoryTransaction(Transaction):
                                    after=None, unresolved_from=None) -> list[Subscription]:
         def wanted(s: Subscription) -> bool:
             expires = s.snapshot.expires_at
-            unresolved = s.snapshot.status in UNRESOLVED
+            unresolved, since = s.snapshot.status in UNRESOLVED, unresolved_from or expires_from
+            renewing = s.snapshot.status == RENEWING and s.snapshot.will_renew
             return ((s.owner is None and (expires is None or expires >= expires_from))
-                    or (unresolved and (expires is None or expires >= (unresolved_from or expires_from)))
+                    or (unresolved and (expires is None or expires >= since))
+                    or (renewing and expires is not None and since <= expires < expires_from)
                     or (expires is not None and expires_from <= expires <= expires_to))
         chosen = [s for (src, key), s in sorted(self.state.subscriptions.items())
                   if src == source and (after is None or key > after) and wanted(s)]

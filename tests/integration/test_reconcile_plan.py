@@ -3,11 +3,14 @@
 Psycopg prepares a statement it has run five times on a connection, and PostgreSQL may then
 plan it once for any parameters (a generic plan). Each plan here is asked of the statement
 ``Transaction.subscriptions_to_reconcile`` sends, on a table whose shape is a real one's (most
-subscriptions active or expired; a few percent in billing retry, grace period or paused; one
-percent without an owner): from the first key and after a cursor, custom and generic. None
-may read the table whole, and each finds the unsettled rows by ``ix_subscriptions_status``.
+subscriptions active or expired; a few percent in billing retry, grace period or paused; a few
+active ones whose period ended unrenewed; one percent without an owner): from the first key
+and after a cursor, custom and generic. None may read the table whole, and each finds the
+unsettled rows by ``ix_subscriptions_status`` (the active ones ended before the window by
+``ix_subscriptions_expires_at``, never by status: half the table is active).
 Catches the statuses sent as bound parameters: the generic plan then guessed each to be a
-seventh of the table and read every subscription of the source instead (bench/README.md).
+seventh of the table and read every subscription of the source instead (bench/README.md);
+and ``active`` put among the unsettled statuses (every subscription of the source read).
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ SOURCES = ("stripe", "apple", "google", "revenuecat")
 
 def _row(n: int, now: datetime, chance: random.Random) -> tuple:
     roll, days = chance.random(), chance.uniform(0, 1)
-    status, expires = (("active", now + timedelta(days=31 * days - 2)) if roll < 0.55
+    status, expires = (("active", now + timedelta(days=31 * days - 2)) if roll < 0.547
+                       else ("active", now - timedelta(days=90 * days)) if roll < 0.55  # its renewal unseen
                        else ("expired", now - timedelta(days=365 * days)) if roll < 0.97
                        else ("billing_retry", now - timedelta(days=120 * days)) if roll < 0.985
                        else ("grace_period", now + timedelta(days=40 * days - 30)) if roll < 0.99
@@ -101,3 +105,6 @@ def test_the_due_query_finds_its_rows_by_their_indexes(loaded, generic, cursor):
              or node.get("Index Name")]
     assert not [scan for scan in scans if scan[0] == "Seq Scan"], scans
     assert ("Bitmap Index Scan", "ix_subscriptions_status") in scans, scans
+    # Active, renewing and ended before the window: by their end, not half the table by status.
+    by_status = [node.get("Index Cond") for node in nodes if node.get("Index Name") == "ix_subscriptions_status"]
+    assert not [cond for cond in by_status if "'active'" in cond], by_status
