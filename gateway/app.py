@@ -16,6 +16,7 @@ from gateway.clock import utcnow
 from gateway.ingest import Ingest
 from gateway.providers import Provider
 from gateway.store.port import Store
+from gateway.web.json_provider import JsonProvider
 
 
 @dataclasses.dataclass
@@ -53,7 +54,7 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.forwarded_hops, x_proto=settings.forwarded_hops)
-    app.json.sort_keys = False
+    app.json = JsonProvider(app)
     # Every body, not only a webhook's: Werkzeug reads a JSON body or a urlencoded form
     # (the admin's sign-in, open to anyone) whole, chunked ones included, unless bounded.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

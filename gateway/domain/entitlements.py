@@ -28,9 +28,11 @@ class Grant:
 
     def status_at(self, now: datetime) -> Status:
         """The status a reader sees: a granting status past its end has expired."""
-        if self.status in GRANTING and not self.is_active(now):
-            return Status.EXPIRED
-        return self.status
+        return _seen(self.status, self.is_active(now))
+
+
+def _seen(status: Status, active: bool) -> Status:
+    return Status.EXPIRED if not active and status in GRANTING else status
 
 
 def _strength(grant: Grant) -> tuple:
@@ -83,15 +85,17 @@ def iso(value: datetime | None) -> str | None:
     """A time as the API writes it: UTC, ``Z``, milliseconds only when there are some."""
     if value is None:
         return None
-    value = value.astimezone(timezone.utc)
+    if value.tzinfo is not timezone.utc:  # the stores' times are in UTC already
+        value = value.astimezone(timezone.utc)
     spec = "milliseconds" if value.microsecond else "seconds"
-    return value.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    return value.isoformat(timespec=spec)[:-6] + "Z"  # without its "+00:00"
 
 
 def view(grant: Grant | None, now: datetime) -> dict | None:
     """One entitlement as the entitlement API shows it at ``now``."""
     if grant is None:
         return None
-    return {"active": grant.is_active(now), "status": grant.status_at(now).value,
+    active = grant.is_active(now)
+    return {"active": active, "status": _seen(grant.status, active).value,
             "expires_at": iso(grant.expires_at), "will_renew": grant.will_renew,
             "source": grant.source, "product_id": grant.product_id}

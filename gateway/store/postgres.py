@@ -25,11 +25,11 @@ from gateway.domain.entitlements import Grant
 from gateway.domain.model import Subscription
 
 from . import feed, rows, statements, tables
-from .driver import Pipeline, driver_failure
+from .driver import Pipeline
 from .notify import ChangeListener
 from .pooler import pooled
-from .port import StoreUnavailable
-from .sql_base import SqlStore, SqlTransaction, describe
+from .reads import ReadConnections
+from .sql_base import SqlStore, SqlTransaction
 
 _SUBSCRIPTION_LOCK, _USER_LOCK, _ACCOUNT_LOCK = 1, 2, 3
 
@@ -91,6 +91,10 @@ class PostgresStore(SqlStore):
     create_engine = staticmethod(engine)
     announces_changes = True  # migration 0006's trigger
 
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self.reads = ReadConnections(engine, IDLE_PING_SECONDS)
+
     @staticmethod
     def transactional(connection: sa.Connection) -> sa.Connection:
         return connection.execution_options(isolation_level="READ COMMITTED")
@@ -111,22 +115,9 @@ class PostgresStore(SqlStore):
         return ChangeListener(conninfo, forget, forget_everyone)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
-        # One autocommit statement on a pooled connection, without the SQLAlchemy
-        # Connection and transaction around it, which cost about a third of the read's
-        # time in the store (bench/README.md).
-        dbapi = self.engine.dialect.loaded_dbapi
-        try:
-            pooled = self.engine.raw_connection()
-        except dbapi.Error as exc:  # the pool raises the driver's own error here
-            raise StoreUnavailable(describe(exc)) from exc
-        try:
-            cursor = pooled.driver_connection.cursor()
-            cursor.execute(statements.for_postgres().select_entitlements, {"user_sub": user_sub})
-            return rows.grants(cursor.fetchall())
-        except dbapi.Error as exc:
-            raise driver_failure(exc, self.engine.dialect, pooled.dbapi_connection, pooled.invalidate) from exc
-        finally:
-            pooled.close()
+        # One autocommit statement on a connection of the read's own (``reads``), without
+        # SQLAlchemy's pool and Connection around it (bench/README.md).
+        return rows.grants(self.reads.rows(statements.for_postgres().select_entitlements, {"user_sub": user_sub}))
 
 
 _JSON_COLUMNS = {table.name: rows.json_columns(table)

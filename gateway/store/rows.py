@@ -41,7 +41,14 @@ def _reader(table: sa.Table, record: type, name: str) -> Reader | None:
     if isinstance(table.c[name].type, sa.DateTime):
         return utc
     kind = typing.get_type_hints(record).get(name)
-    return kind if isinstance(kind, type) and issubclass(kind, enum.Enum) else None
+    return _member(kind) if isinstance(kind, type) and issubclass(kind, enum.Enum) else None
+
+
+def _member(kind: type[enum.Enum]) -> Reader:
+    """``kind(value)``, the known values found in a dict (an Enum call costs more than the
+    rest of a row; the entitlement read makes one per row)."""
+    members = {member.value: member for member in kind}
+    return lambda value: members[value] if value in members else kind(value)
 
 
 class _Carried:
@@ -108,13 +115,19 @@ def recorded(pk: int, row: dict[str, Any]) -> Event:
 GRANT_COLUMNS = tuple(f.name for f in dataclasses.fields(Grant))
 _GRANT = _Carried(tables.entitlements, Grant)
 _GRANT_UNSET = _unset(tables.entitlements, *_GRANT.names, "user_sub", "updated_at")
-_GRANT_READERS = tuple(_reader(tables.entitlements, Grant, name) for name in GRANT_COLUMNS)
+_GRANT_READERS = tuple((at, read) for at, read in enumerate(_reader(tables.entitlements, Grant, name)
+                                                             for name in GRANT_COLUMNS) if read is not None)
 
 
 def grants(rows) -> list[Grant]:
     """Grants from rows of ``GRANT_COLUMNS``, by position."""
-    return [Grant(*[value if read is None else read(value) for read, value in zip(_GRANT_READERS, row)])
-            for row in rows]
+    found = []
+    for row in rows:
+        values = list(row)
+        for at, read in _GRANT_READERS:
+            values[at] = read(values[at])
+        found.append(Grant(*values))
+    return found
 
 
 def grant_row(user_sub: str, grant: Grant, now: datetime) -> dict[str, Any]:

@@ -81,8 +81,8 @@ def test_a_direct_connection_still_prepares_what_it_runs_often(database_url):
     try:
         for _ in range(10):
             store.entitlements_of("alice")
-        with store.engine.connect() as connection:  # the one connection those reads used
-            prepared = connection.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+        # The one connection those reads used: the read's own (gateway/store/reads.py).
+        ((prepared,),) = store.reads.rows("SELECT count(*) FROM pg_prepared_statements", None)
     finally:
         store.engine.dispose()
     assert prepared >= 1

@@ -21,6 +21,7 @@ from gateway.store import tables
 from gateway.store.migrate import upgrade
 from gateway.store.port import StoreRefused, StoreUnavailable
 from gateway.store.postgres import IDLE_PING_SECONDS
+from gateway.store.reads import MAX_IDLE
 from gateway.store.sql import sql_store
 from tests.conftest import DATABASE
 from tests.support.events import find_event, record_event
@@ -453,6 +454,29 @@ def test_a_connection_that_died_just_after_use_fails_one_read_then_the_pool_reco
     assert read(store, "nobody") == []
     with store.transaction() as tx:  # and writes too: the dead connection left the pool
         tx.lock_users(["nobody"])
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="the read's own connections are PostgreSQL's")
+def test_the_reads_own_connections_rest_outside_a_transaction_at_most_max_idle_and_close_with_the_engine(
+        store, database_url):
+    sleep = "SELECT pg_sleep(0.3) AS reads_own_connections"  # its text names the sessions below
+    threads = [threading.Thread(target=store.reads.rows, args=(sleep, None)) for _ in range(MAX_IDLE + 3)]
+    for thread in threads:  # all at once: as many connections as reads
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    def sessions() -> list[str]:
+        with _other_connection(database_url) as admin:
+            return [state for (state,) in admin.execute(
+                "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND query = %s", (sleep,))]
+
+    assert sessions() == ["idle"] * MAX_IDLE
+    store.engine.dispose()
+    deadline = time.monotonic() + 5
+    while sessions() and time.monotonic() < deadline:  # a backend takes a moment to go
+        time.sleep(0.05)
+    assert sessions() == []
 
 
 def test_migrations_are_idempotent(database_url):
