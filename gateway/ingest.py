@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ from datetime import datetime, timedelta
 
 from gateway import logs, metrics
 from gateway.apply import Changes, apply_translation, reading_again
-from gateway.clock import utcnow
+from gateway.clock import backoff, utcnow
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
 from gateway.domain.entitlement_events import Cause
@@ -49,11 +48,6 @@ class _Gone(Exception):
 
 class _TakenOver(Exception):
     """Raised inside a transaction to roll it back: another process holds the event's claim."""
-
-
-def backoff(attempts: int, base: float = 30.0, cap: float = 6 * 3600.0) -> timedelta:
-    """Exponential backoff with full jitter: 30 s, 60 s, 120 s ... capped at six hours."""
-    return timedelta(seconds=random.uniform(base / 2, min(cap, base * 2 ** max(0, attempts - 1))))
 
 
 class StoreLookup(Lookup):

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from gateway.clock import backoff
 from gateway.domain.deletion import CANCELLED, ENDED, PENDING, DeletedSubscription, bought_again, late_purchases
 from gateway.domain.model import Subscription
 from gateway.errors import GatewayError
@@ -78,8 +79,6 @@ def settle(store: Store, stop: Stop, row: DeletedSubscription, now: datetime, ra
     """Stop ``row``'s billing (``stop``; ``row`` claimed, under its lease) and write what it
     came to, which ends the lease; ``PENDING`` when the store could not answer (tried again
     later), and with ``raising`` the store's error raised once that is written."""
-    from gateway.ingest import backoff  # the retry worker's: ingest imports apply, which imports this
-
     failure = None
     try:
         outcome, error, retry_at = stop(row.source, row.key), None, None
