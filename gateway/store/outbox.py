@@ -98,6 +98,13 @@ _SETTLE = sa.update(tables.webhook_deliveries).where(
 ).values(status=sa.bindparam("status"), next_attempt_at=sa.bindparam("later"), last_error=sa.bindparam("error"),
          delivered_at=sa.bindparam("delivered"))
 
+#: A delivery whose event the feed's retention deleted has nothing to send: parked
+#: ``failed`` with the reason, shown on /admin/webhooks, instead of failing every claim.
+_PARK_GONE = sa.update(tables.webhook_deliveries).where(
+    _D.endpoint == sa.bindparam("b_endpoint"), _D.position == sa.bindparam("b_position"),
+).values(status=FAILED, next_attempt_at=None,
+         last_error="its event was deleted by the feed's retention (FEED_RETENTION_DAYS): resync the receiver")
+
 
 class Outbox(EngineWork):
     """The outgoing webhooks' endpoints and deliveries."""
@@ -213,8 +220,11 @@ class Outbox(EngineWork):
                 sa.select(tables.webhook_endpoints).where(_E.name.in_({d.endpoint for d in due})))}
             events = {row.position: feed_event(row) for row in connection.execute(
                 sa.select(tables.entitlement_events).where(_F.position.in_({d.position for d in due})))}
+            gone = [d for d in due if d.position not in events]
+            if gone:  # never queued since the fan-out locks what it reads; parked, not crashed on
+                connection.execute(_PARK_GONE, [{"b_endpoint": d.endpoint, "b_position": d.position} for d in gone])
         return [Claimed(endpoints[d.endpoint], events[d.position], d.attempts + 1, rows.utc(d.queued_at))
-                for d in due]
+                for d in due if d.position in events]
 
     def settle(self, outcomes: list[tuple[Claimed, str | None, datetime | None]], now: datetime) -> list[str]:
         """Record attempts' outcomes, each (claimed, error, retry_at): delivered (no

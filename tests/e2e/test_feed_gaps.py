@@ -169,3 +169,28 @@ def test_delivered_rows_whose_event_was_pruned_are_still_listed(app, store):
         (3, "delivered", GRANTED), (2, "delivered", None), (1, "delivered", None)]
     lines = run(app, "webhooks", "deliveries").splitlines()
     assert len(lines) == 3 and "(event pruned)" in lines[2] and "user-1" in lines[2]
+
+
+def test_a_delivery_whose_event_is_gone_is_parked_failed_and_the_others_are_sent(store):
+    """The fan-out locks the events it queues, so the retention never deletes one a delivery
+    names; a row left so anyway (a release before that lock, a hand-made delete) failed every
+    claim that took it, and the endpoint sent nothing more to anyone. It is parked failed with
+    the reason instead, and the other users' deliveries go."""
+    import sqlalchemy as sa
+
+    from gateway.store import tables
+
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    positions = [append(store, user) for user in ("user-1", "user-2", "user-3")]
+    outbox.fan_out(NOW)
+    with outbox.engine.begin() as connection:
+        connection.execute(sa.delete(tables.entitlement_events).where(
+            tables.entitlement_events.c.position == positions[1]))
+
+    claimed = outbox.claim(NOW, NOW + timedelta(hours=1), 100)
+
+    assert sorted(c.event.position for c in claimed) == [positions[0], positions[2]]
+    (parked,) = outbox.deliveries(status="failed", limit=10)
+    assert parked.position == positions[1] and "deleted by the feed's retention" in parked.last_error
+    assert outbox.claim(NOW, NOW + timedelta(hours=1), 100) == []  # nothing left due, no failure
