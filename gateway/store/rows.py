@@ -3,7 +3,9 @@
 A column named like a field of the record it stores carries that field as it is: a
 time column comes back in UTC, an enum field (``Status``) is stored by its value. Only
 what differs is written out below: the owner (``user_sub``), the entitlement names, their
-own terms and the revocations (JSON), and when a row was written. A column no record
+own terms and the revocations (JSON), the stamp those terms and the period's id describe
+(``derived_as_of``: another stamp than the row's means a release that knew neither wrote
+it since, and both read as unknown), and when a row was written. A column no record
 knows is written NULL, so a new nullable column needs the migration, the table and the
 tests, and a new field of the same name in the domain when the gateway uses it.
 """
@@ -138,8 +140,8 @@ def grant_row(user_sub: str, grant: Grant, now: datetime) -> dict[str, Any]:
 # snapshot names no user: ``user_sub`` is the subscription's owner.
 _SNAPSHOT = _Carried(tables.subscriptions, Snapshot, besides=("user_sub", "entitlement_terms"))
 _SUBSCRIPTION = _Carried(tables.subscriptions, Subscription, besides=("revocations",))
-_SUBSCRIPTION_UNSET = _unset(tables.subscriptions, *_SNAPSHOT.names, *_SUBSCRIPTION.names,
-                             "user_sub", "entitlement_names", "entitlement_terms", "revocations", "updated_at")
+_SUBSCRIPTION_UNSET = _unset(tables.subscriptions, *_SNAPSHOT.names, *_SUBSCRIPTION.names, "user_sub",
+                             "entitlement_names", "entitlement_terms", "derived_as_of", "revocations", "updated_at")
 
 
 def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any]:
@@ -148,7 +150,7 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
         **_SNAPSHOT.written(latest), **_SUBSCRIPTION.written(subscription), **_SUBSCRIPTION_UNSET,
         "user_sub": subscription.owner,
         "entitlement_names": list(latest.entitlements) if latest.entitlements is not None else None,
-        "entitlement_terms": _terms_json(latest.entitlement_terms),
+        "entitlement_terms": _terms_json(latest.entitlement_terms), "derived_as_of": latest.as_of,
         "revocations": _revocations_json(subscription.revocations), "updated_at": now,
     }
 
@@ -156,8 +158,11 @@ def subscription_row(subscription: Subscription, now: datetime) -> dict[str, Any
 def subscription(row) -> Subscription | None:
     if row is None:
         return None
-    names = row.entitlement_names
-    snapshot = Snapshot(**_SNAPSHOT.read(row), user_sub=None, entitlement_terms=_terms(row.entitlement_terms),
+    names, carried = row.entitlement_names, _SNAPSHOT.read(row)
+    derived = row.derived_as_of is None or utc(row.derived_as_of) == carried["as_of"]
+    if not derived:  # written since by a release that knew neither (``derived_as_of``)
+        carried["period_id"] = None
+    snapshot = Snapshot(**carried, user_sub=None, entitlement_terms=_terms(row.entitlement_terms) if derived else None,
                         entitlements=tuple(names) if names is not None else None)
     return Subscription(snapshot, owner=row.user_sub, revocations=_revocations(row.revocations),
                         **_SUBSCRIPTION.read(row))

@@ -54,6 +54,10 @@ subscriptions = sa.Table(
     # ``Snapshot.entitlement_terms``: {entitlement: {"end", "renews", "product"}} of those whose
     # end, renewal or product is not the row's (a Play add-on); NULL: none.
     sa.Column("entitlement_terms", Json, nullable=True),
+    # The ``as_of`` ``period_id`` and ``entitlement_terms`` were written with. Another
+    # ``as_of`` than the row's: a release that knew neither wrote the row since (a rolling
+    # upgrade), and both are unknown. NULL: written before this column; both stand.
+    sa.Column("derived_as_of", Time, nullable=True),
     # What refunds and chargebacks took back (``domain.model.Revocations``); NULL: nothing.
     sa.Column("revocations", Json, nullable=True),
     sa.Column("as_of", Time, nullable=False),

@@ -10,9 +10,11 @@ import json
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from devtools import google_pubsub as rtdn
 from devtools.google_play import rfc3339
+from gateway.store import tables
 from tests.support.google_gateway import API_KEY, GoogleGateway, _play_server, play, push_signer  # noqa: F401
 
 USER = "a11ce000-0000-4000-8000-0000000000ad"
@@ -159,3 +161,28 @@ def test_a_base_plan_cancelled_with_its_add_on_renewing_says_only_the_add_on_ren
     assert shown(google) == {
         "premium": ("premium_monthly", False, item_end(google, "tok-cancel-base", "premium_monthly")),
         "storage": ("storage_addon", True, item_end(google, "tok-cancel-base", "storage_addon"))}
+
+
+def test_a_purchase_written_by_the_release_before_add_on_terms_is_not_judged_by_terms_older_than_it(google):
+    """A rolling upgrade: the previous release, which knew no ``entitlement_terms``, goes on
+    writing subscriptions beside this one, and writes every column it knows. Here it saw
+    the user take the lapsed add-on again: it wrote the purchase's newer snapshot and granted
+    storage to the purchase's end, and left the add-on's own terms as this release had set
+    them, ended yesterday. The user's next purchase re-derived every entitlement of the
+    user from the stored rows, judged the newer snapshot by the older one's terms and took
+    the paid add-on away."""
+    with_addon(google.play, "tok-upgrade", addon_days=-1, renews=False)
+    assert google.push(rtdn.subscription("tok-upgrade", 4)).get_json() == {"status": "processed"}
+    assert google.entitlements(USER)["entitlements"]["storage"]["active"] is False
+    subscriptions, entitlements = tables.subscriptions, tables.entitlements
+    with google.services.store.engine.begin() as connection:
+        (as_of, base_end), = connection.execute(sa.select(subscriptions.c.as_of, subscriptions.c.expires_at))
+        # What the previous release's upsert and re-derivation wrote: no entitlement_terms.
+        connection.execute(subscriptions.update().values(as_of=as_of + dt.timedelta(seconds=1)))
+        connection.execute(entitlements.update().where(entitlements.c.name == "storage")
+                           .values(status="active", expires_at=base_end, will_renew=True))
+    google.play.subscribe("tok-second", user=USER, acknowledged=True)
+    assert google.push(rtdn.subscription("tok-second", 4)).get_json() == {"status": "processed"}
+    storage = google.entitlements(USER)["entitlements"]["storage"]
+    assert storage["active"] is True
+    assert storage["expires_at"][:19] == item_end(google, "tok-upgrade", "premium_monthly")
