@@ -36,8 +36,8 @@ from gateway.jobs.reconcile_apple import apple_checker
 from gateway.jobs.reconcile_google import google_checker
 from gateway.jobs.reconcile_http import ThrottledSession, TokenBucket
 from gateway.jobs.reconcile_progress import Progress
-from gateway.jobs.reconcile_stripe import stripe_checker
 from gateway.jobs.reconcile_report import Tally, describe, state_of
+from gateway.jobs.reconcile_stripe import stripe_checker
 from gateway.store.port import StoreRefused, StoreUnavailable
 
 log = logging.getLogger("gateway.reconcile")
@@ -165,7 +165,8 @@ class Reconciler:
             if label:
                 tally.extra[label] = tally.extra.get(label, 0) + 1
         log.warning("drift repaired" if not dry_run else "drift found", extra={"fields": {
-            "source": checker.source, "key": key, "before": before[:3], "after": after[:3], **({"why": why} if why else {})}})
+            "source": checker.source, "key": key, "before": before[:3], "after": after[:3],
+            **({"why": why} if why else {})}})
         return "changed"
 
     def _apply(self, current: Subscription, translation, dry_run: bool) -> tuple[tuple, tuple]:

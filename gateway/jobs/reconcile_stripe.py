@@ -31,6 +31,7 @@ NOT_SERVED = "connected_account"
 EVIDENCE = 20
 #: The label of the run's count of such subscriptions ended.
 ENDED = "connected accounts ended"
+_TICK = timedelta(microseconds=1)
 
 
 class StripeChecker:
@@ -72,9 +73,6 @@ class StripeChecker:
             if isinstance(account, str) and account:
                 return account
         return None
-
-
-_TICK = timedelta(microseconds=1)
 
 
 def not_served(current: Subscription, as_of, read_since) -> Snapshot:
