@@ -37,6 +37,7 @@ from gateway.jobs.reconcile_google import google_checker
 from gateway.jobs.reconcile_http import ThrottledSession, TokenBucket
 from gateway.jobs.reconcile_progress import Progress
 from gateway.jobs.reconcile_report import Tally, describe, state_of
+from gateway.jobs.reconcile_stripe import stripe_checker
 from gateway.store.port import StoreRefused, StoreUnavailable
 
 log = logging.getLogger("gateway.reconcile")
@@ -152,15 +153,20 @@ class Reconciler:
         return "failed"
 
     def _counted(self, checker, tally: Tally, key: str, before: tuple, after: tuple, dry_run: bool) -> str:
+        # A checker may say why a subscription changed, and count it apart (``notes``).
+        label, why = getattr(checker, "notes", {}).get(key, (None, None))
         with self.lock:
             tally.checked, tally.streak = tally.checked + 1, 0
             if before == after:
                 tally.unchanged += 1
                 return "unchanged"
             tally.changed += 1
-            tally.drift.append(describe(key, before, after))
+            tally.drift.append(describe(key, before, after) + (f" ({why})" if why else ""))
+            if label:
+                tally.extra[label] = tally.extra.get(label, 0) + 1
         log.warning("drift repaired" if not dry_run else "drift found", extra={"fields": {
-            "source": checker.source, "key": key, "before": before[:3], "after": after[:3]}})
+            "source": checker.source, "key": key, "before": before[:3], "after": after[:3],
+            **({"why": why} if why else {})}})
         return "changed"
 
     def _apply(self, current: Subscription, translation, dry_run: bool) -> tuple[tuple, tuple]:
@@ -183,7 +189,7 @@ def build_checkers(services, clock) -> dict:
         return ThrottledSession(bucket=TokenBucket(getattr(s, f"reconcile_rate_{source}")))
 
     return {
-        "stripe": sources.stripe_checker(s, catalog, session("stripe"), clock),
+        "stripe": stripe_checker(s, catalog, session("stripe"), clock, services.store),
         "apple": apple_checker(s, providers.get("apple"), catalog, session("apple"), clock),
         "google": google_checker(s, providers.get("google"), session("google"), clock),
         "revenuecat": sources.revenuecat_checker(s, catalog, session("revenuecat"), clock),

@@ -9,50 +9,24 @@ API (Stripe, Google), it is stamped as those reads are: when the answer came, wi
 moment it was asked, and judged under the lock against what was stored meanwhile. Snapshots are built by
 the same provider code the webhooks use, so a reconciled subscription reads exactly as a
 delivered one would. The App Store's and Google Play's checkers, which also recover what
-their notifications missed, live in ``reconcile_apple`` and ``reconcile_google``.
+their notifications missed, live in ``reconcile_apple`` and ``reconcile_google``; Stripe's,
+which also ends what a connected account's events left stored, in ``reconcile_stripe``.
 """
 from __future__ import annotations
 
 from typing import Protocol
-
-import stripe
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Translation
 from gateway.domain.model import Subscription
 from gateway.providers import Lookup
 from gateway.providers import revenuecat_api
-from gateway.providers.stripe_api import PINNED_VERSION, TIMEOUT, StripeHttpApi
-from gateway.providers.stripe_snapshots import Snapshotter
 
 
 class Checker(Protocol):
     source: str
 
     def fetch(self, current: Subscription, lookup: Lookup, dry_run: bool) -> Translation: ...
-
-
-class StripeChecker:
-    """GET /v1/subscriptions/{id} (https://docs.stripe.com/api/subscriptions/retrieve)."""
-
-    source = "stripe"
-
-    def __init__(self, snapshotter: Snapshotter) -> None:
-        self.snapshotter = snapshotter
-
-    def fetch(self, current, lookup, dry_run):
-        # Also names the owner from the customer's metadata when it is still unknown.
-        return self.snapshotter.fetched(current.snapshot.key, lookup)
-
-
-class _ThrottledStripeApi(StripeHttpApi):
-    """The gateway's Stripe client on a session that waits out 429s (reconcile_http)."""
-
-    def __init__(self, api_key: str, api_base: str | None, session) -> None:
-        bases = {"api": api_base.rstrip("/")} if api_base else None
-        self.client = stripe.StripeClient(
-            api_key, stripe_version=PINNED_VERSION, base_addresses=bases, max_network_retries=0,
-            http_client=stripe.RequestsClient(timeout=TIMEOUT, session=session))
 
 
 class RevenueCatChecker:
@@ -75,13 +49,6 @@ class RevenueCatChecker:
         as_of = self.clock()  # taken before asking: a change made meanwhile is newer than this answer
         subscriber = self.api.subscriber(app_user_id)
         return revenuecat_api.translation_of(subscriber, current, app_user_id, as_of, self.catalog, looked)
-
-
-def stripe_checker(settings, catalog, session, clock):
-    if not settings.stripe_api_key:
-        return "STRIPE_API_KEY is not set"
-    api = _ThrottledStripeApi(settings.stripe_api_key, settings.stripe_api_base, session)
-    return StripeChecker(Snapshotter(catalog, api, clock))
 
 
 def revenuecat_checker(settings, catalog, session, clock):

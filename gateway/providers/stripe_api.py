@@ -29,12 +29,21 @@ MAX_PAGES = 20
 class StripeApiError(StoreApiError):
     """Stripe did not answer, or answered with an error."""
 
-    def __init__(self, message: str, *, refused: bool = False, status: int | None = None) -> None:
+    def __init__(self, message: str, *, refused: bool = False, status: int | None = None,
+                 stripe_code: str | None = None) -> None:
         super().__init__(message)
         #: Stripe answered 4xx other than 429: retrying the same call will not help.
         self.refused = refused
         #: The HTTP status Stripe answered with; None when it did not answer.
         self.status = status
+        #: Stripe's error ``code`` (https://docs.stripe.com/error-codes), when it gave one.
+        self.stripe_code = stripe_code
+
+    @property
+    def missing(self) -> bool:
+        """Stripe does not know the object in the key's account and mode: 404
+        ``resource_missing`` (https://docs.stripe.com/error-codes#resource-missing)."""
+        return self.status == 404 and self.stripe_code == "resource_missing"
 
     @classmethod
     def from_stripe(cls, exc: stripe.StripeError, call: str) -> StripeApiError:
@@ -43,7 +52,7 @@ class StripeApiError(StoreApiError):
         another request (retried later, it gets that request's answer) is Stripe unavailable."""
         status = exc.http_status
         detail = " ".join(str(exc.user_message or type(exc).__name__).split())[:300]
-        return cls(f"{call} failed ({status or 'no answer'}): {detail}", status=status,
+        return cls(f"{call} failed ({status or 'no answer'}): {detail}", status=status, stripe_code=exc.code,
                    refused=status is not None and 400 <= status < 500 and status != 429 and not key_in_use(exc))
 
 

@@ -13,6 +13,7 @@ request began says otherwise; else the delivery is translated again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -27,6 +28,9 @@ SOURCE = stripe_objects.SOURCE
 log = logging.getLogger("gateway.stripe")
 #: How far the gateway's clock runs behind Stripe's is logged each time it grows by this.
 NOTED_BEHIND = timedelta(seconds=1)
+#: Seconds of what Stripe's answers showed that are forgotten per second that passes: below
+#: one, so that a fetch is never stamped before one made earlier in the process.
+FORGET_RATE = 0.5
 #: The least step after a second of Stripe's clock begins.
 _TICK = timedelta(microseconds=1)
 
@@ -36,9 +40,12 @@ class Snapshotter:
         self.catalog = catalog
         self.api = api
         self.clock = clock
-        #: How far Stripe's answers have shown the gateway's clock to run behind Stripe's.
+        #: How far Stripe's recent answers have shown the gateway's clock to run behind
+        #: Stripe's, as of ``_learned_at`` (the gateway's clock).
         self.behind = timedelta(0)
+        self._learned_at: datetime | None = None
         self._noted = timedelta(0)
+        self._lock = threading.Lock()  # webhooks and reconcile's workers share one
 
     def require_api(self, why: str) -> StripeApi:
         if self.api is None:  # deferred, so it applies once STRIPE_API_KEY is set
@@ -76,18 +83,25 @@ class Snapshotter:
     def answer_stamp(self, arrived: datetime, answered: datetime | None) -> datetime:
         """When a fetched state holds, comparable with the ``created`` of events, which Stripe
         stamps by its own clock: when the answer ``arrived`` by the gateway's clock, moved
-        forward by as much as Stripe's answers (``answered``, their ``Date``) have shown it to
-        run behind. By the gateway's clock alone, a state fetched while it runs behind would
-        rank below an older event delivered late, which would undo it until the next event.
-        Just after the second Stripe ``answered`` in begins: an event created in that second
-        before the read is older than the state read, one created in a later second is newer."""
-        if answered is not None and answered + _TICK - arrived > self.behind:
-            self.behind = answered + _TICK - arrived
-            if self.behind >= self._noted + NOTED_BEHIND:  # once per second it grows by
-                self._noted = self.behind
+        forward by as much as Stripe's recent answers (``answered``, their ``Date``) have shown
+        it to run behind. By the gateway's clock alone, a state fetched while it runs behind
+        would rank below an older event delivered late, which would undo it until the next
+        event. Just after the second Stripe ``answered`` in begins: an event created in that
+        second before the read is older than the state read, one created in a later second is
+        newer. What earlier answers showed is forgotten at ``FORGET_RATE``: a ``Date`` far
+        ahead once (a proxy's), or a clock since set right, stops stamping fetches ahead (which
+        costs a fetch for every event judged older than one), and stamps still never go back."""
+        with self._lock:
+            since = arrived - self._learned_at if self._learned_at else timedelta(0)
+            behind = max(self.behind - max(since, timedelta(0)) * FORGET_RATE, timedelta(0))
+            if answered is not None:
+                behind = max(behind, answered + _TICK - arrived)
+            self.behind, self._learned_at = behind, max(arrived, self._learned_at or arrived)
+            if behind >= self._noted + NOTED_BEHIND:  # once per second it grows by
+                self._noted = behind
                 log.warning("the gateway's clock runs behind Stripe's", extra={"fields": {
-                    "behind_seconds": round(self.behind.total_seconds(), 3)}})
-        return arrived + self.behind
+                    "behind_seconds": round(behind.total_seconds(), 3)}})
+        return arrived + behind
 
     def state(self, subscription: dict, as_of: datetime, lookup: Lookup, read_since: datetime | None = None,
               **revocation) -> Translation:

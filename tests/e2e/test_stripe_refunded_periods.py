@@ -86,6 +86,31 @@ def test_removing_a_scheduled_cancellation_after_a_full_refund_leaves_the_period
 
 
 @pytest.mark.parametrize("shape", so.SHAPES)
+def test_a_partial_refund_of_the_periods_charge_takes_nothing_back_and_a_cancellation_ends_access(
+        client, api, fake, shape):
+    """A refund does not cancel a subscription in Stripe, and a partial one is how a credit is
+    handed back: the unused time of a downgrade (Stripe puts it on the customer's balance, and
+    a merchant may refund it from the period's charge) or of a cancellation. The period stays
+    paid for as Stripe shows it; access ends only when the subscription does, expired at its
+    end, not revoked, though refunds add up to nearly all of the charge."""
+    s, t = signup(fake), int(time.time())
+    assert deliver(client, so.event("customer.subscription.created", s.subscription(shape), shape=shape,
+                                    created=t - 5)) == "processed"
+    s.refund(fake, 300)  # a downgrade's credit returned to the card
+    assert deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=300), shape=shape,
+                                    created=t - 4)) == "processed"
+    assert premium(api, client) == {"active": True, "status": "active", "expires_at": iso(s.end),
+                                    "will_renew": True, "source": "stripe", "product_id": "price_monthly"}
+    ended = fake.put(s.subscription(shape, status="canceled", canceled_at=t - 3, ended_at=t - 3))
+    assert deliver(client, so.event("customer.subscription.deleted", ended, shape=shape, created=t - 3)) == "processed"
+    s.refund(fake, 690)  # the unused time of the canceled period: 990 of 999 returned in all
+    assert deliver(client, so.event("charge.refunded", s.charge(shape, amount_refunded=990), shape=shape,
+                                    created=t - 2)) == "processed"
+    assert premium(api, client) == {"active": False, "status": "expired", "expires_at": iso(t - 3),
+                                    "will_renew": False, "source": "stripe", "product_id": "price_monthly"}
+
+
+@pytest.mark.parametrize("shape", so.SHAPES)
 @pytest.mark.parametrize("kind", ["refund", "dispute"])
 def test_returning_a_proration_in_full_leaves_the_period_paid_for(client, api, fake, shape, kind):
     s, t = signup(fake), int(time.time())
