@@ -272,3 +272,40 @@ def test_the_admin_shows_a_delivery_that_cannot_be_sent_and_the_command_that_dro
     outbox.drop("backend", (1,))
     assert 'id="unsendable-backend-1"' not in client.get("/admin/webhooks").get_data(as_text=True)
 
+
+def test_metrics_show_each_reader_behind_the_feed_until_its_gap_is_skipped(make_app):
+    """``gateway_feed_reader_behind``: what an operator alerts on, rather than a log line read
+    once per worker process. Read from the database at scrape time: the worker runs the
+    readers, a web worker answers the scrape."""
+    from tests.e2e.test_metrics import METRICS_TOKEN, samples, scrape
+
+    app = make_app(METRICS_TOKEN=METRICS_TOKEN, COGNITO_SIGN_OUT_ON_REVOKE="true",
+                   COGNITO_USER_POOL_ID="us-east-1_Example", COGNITO_REGION="us-east-1",
+                   COGNITO_APP_CLIENT_IDS="app-client")
+    store, client = app.extensions["gateway"].store, app.test_client()
+
+    def behind() -> dict[tuple[str, str], float]:
+        return {(dict(k)["reader"], dict(k)["name"]): v
+                for k, v in samples(scrape(client), "gateway_feed_reader_behind").items()}
+
+    assert sign_out.SignOutOnRevoke(store, Recorder()).run_once() == 0  # on: its cursor at the head, 0
+    assert behind() == {("sign_out", "cognito_sign_out"): 0}
+    outbox = an_endpoint_left_behind(store)  # the prune passed the sign-out's cursor too
+    outbox.save(Endpoint("crm", "https://crm.example.com/hook", ("whsec_y",)), NOW)  # new: at the head
+    assert behind() == {("webhook", "backend"): 1, ("webhook", "crm"): 0, ("sign_out", "cognito_sign_out"): 1}
+
+    outbox.skip_gap("backend", NOW)
+    sign_out.skip_gap(store, NOW)
+    assert behind() == {("webhook", "backend"): 0, ("webhook", "crm"): 0, ("sign_out", "cognito_sign_out"): 0}
+    outbox.sync([], NOW)  # disabled: not a reader
+    assert behind() == {("webhook", "crm"): 0, ("sign_out", "cognito_sign_out"): 0}
+
+
+def test_metrics_leave_the_sign_out_out_while_it_is_off(make_app):
+    from tests.e2e.test_metrics import METRICS_TOKEN, samples, scrape
+
+    app = make_app(METRICS_TOKEN=METRICS_TOKEN)
+    assert sign_out.SignOutOnRevoke(app.extensions["gateway"].store, Recorder()).run_once() == 0
+    an_endpoint_left_behind(app.extensions["gateway"].store)
+    found = samples(scrape(app.test_client()), "gateway_feed_reader_behind")
+    assert found == {(("name", "backend"), ("reader", "webhook")): 1}
