@@ -6,6 +6,8 @@ whose event was pruned are still listed."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +19,7 @@ from gateway.jobs import sign_out
 from gateway.outbound.worker import Deliverer
 from gateway.store import tables
 from gateway.store.outbox import Outbox
+from tests.conftest import DATABASE
 from tests.e2e.test_admin import PASSWORD, SECRET_KEY, sign_in, token
 from tests.e2e.test_feed_retention import NOW, OLD, YOUNG, kept, prune, pruned_through
 from tests.e2e.test_retention import run
@@ -271,6 +274,37 @@ def test_the_admin_shows_a_delivery_that_cannot_be_sent_and_the_command_that_dro
     assert "Replaying 0 failed deliveries of backend. 1 cannot be sent" in answer.get_data(as_text=True)
     outbox.drop("backend", (1,))
     assert 'id="unsendable-backend-1"' not in client.get("/admin/webhooks").get_data(as_text=True)
+
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite has one writer at a time")
+def test_two_drops_of_one_delivery_at_once_drop_it_once(store, make_app):
+    """Two operators (two processes, each its own engine) drop the same delivery: the first
+    holds its row from the SELECT that judges it to the commit, so the second, judging on the
+    row locked, finds it gone and reports nothing dropped, and the drop is logged once.
+    Judged on an unlocked read, both would report it (the second's DELETE, waiting, deletes
+    nothing). The first is held open after its SELECT until the second has asked."""
+    outbox, other = a_delivery_that_cannot_be_sent(store), Outbox.of(make_app().extensions["gateway"].store)
+    selected, asked = threading.Event(), threading.Event()
+
+    def hold(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("SELECT webhook_deliveries.position") and not selected.is_set():
+            selected.set()
+            asked.wait(2)
+            time.sleep(0.3)  # the second's SELECT, asked, now waits for this row (or reads it)
+
+    sa.event.listen(outbox.engine, "after_cursor_execute", hold)
+    try:
+        results: list = []
+        first = threading.Thread(target=lambda: results.append(("first", outbox.drop("backend", (1,)))))
+        first.start()
+        assert selected.wait(5)
+        asked.set()
+        results.append(("second", other.drop("backend", (1,))))
+        first.join(10)
+    finally:
+        sa.event.remove(outbox.engine, "after_cursor_execute", hold)
+    assert sorted(results) == [("first", {1: "user-1"}), ("second", {})]
 
 
 def test_metrics_show_each_reader_behind_the_feed_until_its_gap_is_skipped(make_app):
