@@ -4,8 +4,9 @@ Under gunicorn every worker is a process of its own, so the counters live in
 prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set
 (gunicorn.conf.py sets it): each worker writes its samples to files there and a scrape,
 whichever worker answers it, adds them all up. Without it (tests, ``flask run``) they
-live in this process. The event backlog is not counted at all: it is read from the
-event log at scrape time, so it is right whichever process changed it.
+live in this process. The event backlog and the feed's readers behind it are not counted
+at all: they are read from the database at scrape time, so they are right whichever
+process changed them (the worker runs the readers, the web answers the scrape).
 """
 from __future__ import annotations
 
@@ -124,6 +125,38 @@ class BacklogCollector:
         yield gauge
 
 
+class FeedReadersCollector:
+    """``gateway_feed_reader_behind{reader,name}``: 1 for a reader of the feed that is
+    behind it (enabled again after the retention deleted events it had not read; it does
+    nothing until an operator skips the gap), else 0. Read from the database when scraped,
+    whichever process runs the reader: every enabled webhook endpoint (``reader="webhook"``)
+    and the Cognito sign-out while it is on (``reader="sign_out"``)."""
+
+    def __init__(self, store, settings) -> None:
+        self.store, self.settings = store, settings
+
+    def collect(self):
+        from gateway.jobs import sign_out
+        from gateway.store.outbox import Outbox
+        from gateway.store.port import StoreUnavailable
+
+        outbox, on = Outbox.of(self.store), self.settings is not None and sign_out.enabled(self.settings)
+        try:
+            enabled, behind = [e.name for e in outbox.endpoints() if e.enabled], outbox.behind(enabled_only=True)
+            readers = {("webhook", name): name in behind for name in enabled}
+            if on:
+                readers["sign_out", sign_out.CURSOR] = sign_out.behind(self.store) is not None
+        except StoreUnavailable as exc:
+            log.warning("feed readers not read", extra={"fields": {"error": str(exc)}})
+            return
+        gauge = GaugeMetricFamily("gateway_feed_reader_behind", "1: the reader is behind the feed (events it "
+                                  "had not read were pruned) and does nothing until its gap is skipped.",
+                                  labels=["reader", "name"])
+        for (reader, name), is_behind in sorted(readers.items()):
+            gauge.add_metric([reader, name], int(is_behind))
+        yield gauge
+
+
 def multiprocess_dir() -> str | None:
     # Not a setting of ours (gateway/config.py): prometheus_client reads this variable from the
     # process environment itself (when imported, when a worker opens its sample files, and
@@ -132,8 +165,9 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def exposition(store) -> bytes:
-    """The text of one scrape: every worker's samples (or this process's) and the backlog."""
+def exposition(store, settings=None) -> bytes:
+    """The text of one scrape: every worker's samples (or this process's), the backlog and
+    the feed's readers behind it."""
     registry = CollectorRegistry()
     if multiprocess_dir():
         from prometheus_client import multiprocess
@@ -142,6 +176,7 @@ def exposition(store) -> bytes:
     else:
         registry.register(_Forward(REGISTRY))
     registry.register(BacklogCollector(store))
+    registry.register(FeedReadersCollector(store, settings))
     return generate_latest(registry)
 
 

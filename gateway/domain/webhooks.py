@@ -3,7 +3,8 @@ tried again or given up (parked ``failed``, for an operator to replay).
 
 Each endpoint receives the feed in order per user: a delivery is sent only once every
 earlier one of the same endpoint and user has been delivered, so a parked delivery holds
-back that user's later ones (they wait; nothing is dropped or overtaken).
+back that user's later ones (they wait; nothing is overtaken, nor dropped but by an operator,
+and only a delivery whose event is gone: ``Outbox.drop``).
 """
 from __future__ import annotations
 

@@ -150,6 +150,14 @@ class SignOutOnRevoke:
         return True
 
 
+def behind(store: Store) -> tuple[int, int] | None:
+    """The sign-out's gap (its position, the highest deleted) while it is behind the feed,
+    else None; whether it is switched on is the caller's to judge (``enabled``)."""
+    with store.transaction(readonly=True) as tx:
+        stored, pruned = tx.feed_cursor(CURSOR), tx.feed_pruned_through()
+    return (stored, pruned) if stored is not None and stored < pruned else None
+
+
 def skip_gap(store: Store, now: datetime) -> tuple[int, int] | None:
     """Move the sign-out's cursor behind the feed to the oldest event kept; returns the gap
     skipped (its position, the highest deleted), None when it is not behind."""

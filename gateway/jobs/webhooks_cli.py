@@ -1,5 +1,6 @@
-"""``flask webhooks ...``: the outgoing webhooks' endpoints, deliveries and replay, and
-skipping the gap the feed's retention left to an endpoint behind it (``Outbox.skip_gap``)."""
+"""``flask webhooks ...``: the outgoing webhooks' endpoints, deliveries and replay,
+skipping the gap the feed's retention left to an endpoint behind it (``Outbox.skip_gap``),
+and dropping a delivery whose event is gone (``Outbox.drop``)."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,7 @@ from gateway.store.outbox import Outbox
 
 log = logging.getLogger("gateway.outbound")
 webhooks = AppGroup("webhooks", help="Outgoing webhooks: endpoints, deliveries, replay, skipping a gap, "
-                                     "one round of sending.")
+                                     "dropping what cannot be sent, one round of sending.")
 
 
 def _outbox() -> Outbox:
@@ -61,8 +62,32 @@ def replay_command(endpoint, positions, failed) -> None:
     """Send parked (failed) deliveries again, now, each user's in feed order."""
     if not (endpoint or positions or failed):
         raise click.UsageError("name --endpoint or --position, or use --failed")
-    count = _outbox().replay(utcnow(), endpoint, tuple(positions))
+    outbox = _outbox()
+    count = outbox.replay(utcnow(), endpoint, tuple(positions))
     click.echo(f"replayed {count} {'delivery' if count == 1 else 'deliveries'}")
+    for name, position, user_sub in outbox.unsendable(endpoint, tuple(positions)):
+        click.echo(f"  not replayed: {name} {position} ({user_sub}): its event was deleted, so it cannot be sent; "
+                   f"resync {user_sub} at the receiver, then `flask webhooks drop {name} {position}`")
+
+
+@webhooks.command("drop")
+@click.argument("name")
+@click.argument("positions", type=int, nargs=-1, required=True)
+def drop_command(name, positions) -> None:
+    """Delete failed deliveries whose event is gone, so their users' later ones go on.
+
+    Such a delivery cannot be sent, and holds back the user's later deliveries to the
+    endpoint: resync the user at the receiver (GET /v1/users/<sub>/entitlements) first.
+    A delivery that can still be sent is not dropped: replay it."""
+    dropped = _outbox().drop(name, tuple(positions))
+    for position, user_sub in sorted(dropped.items()):
+        log.warning("webhook delivery dropped",
+                    extra={"fields": {"endpoint": name, "position": position, "user_sub": user_sub}})
+        click.echo(f"{name}: dropped {position} ({user_sub}); {user_sub}'s later deliveries go on")
+    left = sorted(set(positions) - set(dropped))
+    if left:
+        raise click.ClickException(f"not dropped: {', '.join(map(str, left))}: no failed delivery of {name} there "
+                                   "whose event is gone (one that can be sent is replayed instead)")
 
 
 @webhooks.command("skip-gap")

@@ -18,13 +18,8 @@ the same endpoint and user has been delivered; it is leased by moving its time t
 of the lease, in the claiming transaction (FOR UPDATE SKIP LOCKED on PostgreSQL), so a
 second worker neither takes it nor the user's next one until it is delivered.
 
-Behind the feed: a disabled endpoint holds nothing from the retention, so enabled again
-after a prune its position may be below the highest position deleted. Its receiver would
-never hear of the deleted changes (a revocation among them), so the fan-out refuses it:
-it sends nothing new, and holds the feed from further pruning, until an operator has
-resynced the receiver and says so (``skip_gap``, ``flask webhooks skip-gap``), which moves
-it to the oldest event kept. The pruned position is read after the events, as
-``GET /v1/events`` does, so a prune committing in between shows.
+Behind the feed (an endpoint enabled again after a prune passed it), a delivery whose
+event is gone, and what an operator does about each: ``outbox_repairs.py``.
 """
 from __future__ import annotations
 
@@ -38,7 +33,7 @@ from gateway.domain.webhooks import ADMIN, DELIVERED, ENV, FAILED, PENDING, Deli
 
 from . import rows, tables
 from .feed import PRUNED_THROUGH, feed_event
-from .sql import EngineWork
+from .outbox_repairs import Repairs
 
 _E, _D, _F = tables.webhook_endpoints.c, tables.webhook_deliveries.c, tables.entitlement_events.c
 FAN_OUT_PAGE = 1000
@@ -100,13 +95,15 @@ _SETTLE = sa.update(tables.webhook_deliveries).where(
 
 #: A delivery whose event the feed's retention deleted has nothing to send: parked
 #: ``failed`` with the reason, shown on /admin/webhooks, instead of failing every claim.
+#: It holds back the user's later deliveries until an operator drops it (``Repairs.drop``).
 _PARK_GONE = sa.update(tables.webhook_deliveries).where(
     _D.endpoint == sa.bindparam("b_endpoint"), _D.position == sa.bindparam("b_position"),
 ).values(status=FAILED, next_attempt_at=None,
-         last_error="its event was deleted by the feed's retention (FEED_RETENTION_DAYS): resync the receiver")
+         last_error="its event was deleted by the feed's retention (FEED_RETENTION_DAYS), so it cannot be sent: "
+                    "resync the user at the receiver, then flask webhooks drop")
 
 
-class Outbox(EngineWork):
+class Outbox(Repairs):
     """The outgoing webhooks' endpoints and deliveries."""
 
     # Endpoints.
@@ -186,27 +183,6 @@ class Outbox(EngineWork):
             queued, page = queued + len(wanted), len(found)
         return queued
 
-    def behind(self, enabled_only: bool = False) -> dict[str, tuple[int, int]]:
-        """{endpoint: (its position, the highest position deleted)} of the endpoints the
-        retention has passed: events between the two were deleted before it fanned them out."""
-        with self._transaction(readonly=True) as connection:
-            pruned = connection.execute(PRUNED_THROUGH).scalar_one()
-            query = sa.select(_E.name, _E.position).where(_E.position < pruned).order_by(_E.name)
-            found = connection.execute(query.where(_E.enabled.is_(True)) if enabled_only else query)
-            return {row.name: (row.position, pruned) for row in found}
-
-    def skip_gap(self, name: str, now: datetime) -> tuple[int, int] | None:
-        """Move an endpoint behind the feed to the oldest event kept, once its receiver has
-        been resynced; returns the gap skipped (position, highest deleted), None if none."""
-        with self._transaction() as connection:
-            row = connection.execute(sa.select(_E.position).where(_E.name == name).with_for_update()).first()
-            pruned = connection.execute(PRUNED_THROUGH).scalar_one()
-            if row is None or row.position >= pruned:
-                return None
-            connection.execute(sa.update(tables.webhook_endpoints).where(_E.name == name)
-                               .values(position=pruned, updated_at=now))
-            return row.position, pruned
-
     # Attempts.
     def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[Claimed]:
         """Due deliveries, at most one per (endpoint, user), leased until ``lease_until``."""
@@ -239,18 +215,6 @@ class Outbox(EngineWork):
             return []
         with self._transaction() as connection:
             return [row["status"] if connection.execute(_SETTLE, row).rowcount else TAKEN_OVER for row in settled]
-
-    def replay(self, now: datetime, endpoint: str | None = None, positions: tuple[int, ...] = ()) -> int:
-        """Make failed deliveries pending again (of one endpoint, or at these positions,
-        or all), due now, with three days of attempts ahead; returns how many."""
-        query = sa.update(tables.webhook_deliveries).where(_D.status == FAILED)
-        if endpoint is not None:
-            query = query.where(_D.endpoint == endpoint)
-        if positions:
-            query = query.where(_D.position.in_(positions))
-        with self._transaction() as connection:
-            return connection.execute(query.values(status=PENDING, attempts=0, next_attempt_at=now,
-                                                   queued_at=now)).rowcount
 
     # What the admin and the CLI show.
     def counts(self) -> dict[str, dict[str, int]]:

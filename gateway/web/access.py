@@ -35,7 +35,7 @@ def scrape():
                             code="metrics_not_configured")
     if not hmac.compare_digest(bearer(request.headers.get("Authorization")).encode(), token.encode()):
         raise Unauthorized("unknown metrics token", code="invalid_metrics_token")
-    return Response(metrics.exposition(services.store), mimetype="text/plain; version=0.0.4")
+    return Response(metrics.exposition(services.store, services.settings), mimetype="text/plain; version=0.0.4")
 
 
 class _NotingCognito:

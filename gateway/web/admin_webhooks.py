@@ -1,6 +1,7 @@
 """Outgoing webhooks in the admin: the endpoints and their failed deliveries; adding,
 changing and disabling an endpoint of the admin's own; replaying failed deliveries. An endpoint the feed's retention has passed is shown behind
-the feed, with the command that lets it go on (``Outbox.skip_gap``).
+the feed, with the command that lets it go on (``Outbox.skip_gap``); a failed delivery
+whose event is gone, with the command that drops it (``Outbox.drop``).
 
 Endpoints of ``OUTBOUND_WEBHOOKS`` are shown but not changed here: the environment is
 their truth, and the worker's next start would undo an edit. Every change is a POST
@@ -87,7 +88,9 @@ def _saved(outbox: Outbox, endpoint: Endpoint, done: str):
 
 @bp.post("/webhooks/<name>/replay")
 def replay_webhooks(name: str):
-    count = _outbox().replay(utcnow(), endpoint=name)
+    outbox = _outbox()
+    count, left = outbox.replay(utcnow(), endpoint=name), len(outbox.unsendable(name))
     log.info("admin replayed webhooks", extra={"fields": {"endpoint": name, "count": count}})
-    flash(f"Replaying {count} failed {'delivery' if count == 1 else 'deliveries'} of {name}.", "ok")
+    flash(f"Replaying {count} failed {'delivery' if count == 1 else 'deliveries'} of {name}."
+          + (f" {left} cannot be sent (event deleted): see below." if left else ""), "ok")
     return redirect(url_for("admin.webhooks"))

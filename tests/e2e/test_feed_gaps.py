@@ -6,16 +6,21 @@ whose event was pruned are still listed."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from gateway.domain.entitlement_events import GRANTED, REVOKED, FeedEvent, new_id
 from gateway.domain.webhooks import Endpoint
 from gateway.jobs import sign_out
 from gateway.outbound.worker import Deliverer
+from gateway.store import tables
 from gateway.store.outbox import Outbox
-from tests.e2e.test_admin import PASSWORD, SECRET_KEY, sign_in
+from tests.conftest import DATABASE
+from tests.e2e.test_admin import PASSWORD, SECRET_KEY, sign_in, token
 from tests.e2e.test_feed_retention import NOW, OLD, YOUNG, kept, prune, pruned_through
 from tests.e2e.test_retention import run
 
@@ -93,11 +98,16 @@ def test_an_endpoint_enabled_again_after_a_prune_sends_nothing_until_its_gap_is_
     assert missing.exit_code != 0 and "no endpoint nobody" in missing.output
 
 
-def test_the_admin_shows_an_endpoint_behind_the_feed_and_the_command_that_lets_it_go_on(app, store):
-    outbox = an_endpoint_left_behind(store)
+def admin_page(app):
+    """A signed-in admin's client, and /admin/webhooks as it shows."""
     client = app.test_client()
     sign_in(client)
-    page = client.get("/admin/webhooks").get_data(as_text=True)
+    return client, client.get("/admin/webhooks").get_data(as_text=True)
+
+
+def test_the_admin_shows_an_endpoint_behind_the_feed_and_the_command_that_lets_it_go_on(app, store):
+    outbox = an_endpoint_left_behind(store)
+    client, page = admin_page(app)
     assert 'id="behind-backend"' in page and "deleted events after position\n    3, up to 6" in page
     assert "It sends nothing until" in page and "webhooks skip-gap backend" in page
     outbox.skip_gap("backend", NOW)
@@ -176,17 +186,11 @@ def test_a_delivery_whose_event_is_gone_is_parked_failed_and_the_others_are_sent
     names; a row left so anyway (a release before that lock, a hand-made delete) failed every
     claim that took it, and the endpoint sent nothing more to anyone. It is parked failed with
     the reason instead, and the other users' deliveries go."""
-    import sqlalchemy as sa
-
-    from gateway.store import tables
-
     outbox = Outbox.of(store)
     outbox.sync([BACKEND], NOW)
     positions = [append(store, user) for user in ("user-1", "user-2", "user-3")]
     outbox.fan_out(NOW)
-    with outbox.engine.begin() as connection:
-        connection.execute(sa.delete(tables.entitlement_events).where(
-            tables.entitlement_events.c.position == positions[1]))
+    delete_event(outbox, positions[1])
 
     claimed = outbox.claim(NOW, NOW + timedelta(hours=1), 100)
 
@@ -194,3 +198,148 @@ def test_a_delivery_whose_event_is_gone_is_parked_failed_and_the_others_are_sent
     (parked,) = outbox.deliveries(status="failed", limit=10)
     assert parked.position == positions[1] and "deleted by the feed's retention" in parked.last_error
     assert outbox.claim(NOW, NOW + timedelta(hours=1), 100) == []  # nothing left due, no failure
+
+
+def delete_event(outbox: Outbox, position: int) -> None:
+    """What a release before the fan-out's lock could leave: a delivery naming a deleted event."""
+    with outbox.engine.begin() as connection:
+        connection.execute(sa.delete(tables.entitlement_events).where(
+            tables.entitlement_events.c.position == position))
+
+
+def a_delivery_that_cannot_be_sent(store) -> Outbox:
+    """user-1's delivery of event 1 is parked, its event gone; user-2's of 2 was delivered;
+    user-1's of 3 waits behind the parked one."""
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    append(store, "user-1")
+    append(store, "user-2")
+    assert outbox.fan_out(NOW) == 2
+    delete_event(outbox, 1)
+    deliver_all(outbox)
+    append(store, "user-1", type_=REVOKED)
+    assert outbox.fan_out(NOW) == 1
+    assert outbox.claim(NOW, NOW + timedelta(hours=1), 100) == []  # 3 waits behind 1
+    assert [(d.position, d.status) for d in outbox.deliveries(limit=10)] == [
+        (3, "pending"), (2, "delivered"), (1, "failed")]
+    return outbox
+
+
+def test_a_delivery_whose_event_is_gone_holds_its_user_back_until_the_operator_drops_it(app, store, caplog):
+    """It can never be sent: a replay sent it to the claim only to be parked again, and there
+    was no way to let the user's later deliveries go (3 waited forever). A replay now leaves
+    it and says why; ``webhooks drop`` deletes it, explicitly and logged, and 3 is sent."""
+    outbox = a_delivery_that_cannot_be_sent(store)
+
+    replayed = run(app, "webhooks", "replay", "--failed")
+    assert "replayed 0 deliveries" in replayed
+    assert "not replayed: backend 1 (user-1)" in replayed and "`flask webhooks drop backend 1`" in replayed
+    (parked,) = outbox.deliveries(status="failed", limit=10)
+    assert parked.position == 1 and parked.attempts == 1  # left as it was, not queued again
+    assert outbox.claim(NOW, NOW + timedelta(hours=1), 100) == []
+
+    with caplog.at_level(logging.WARNING, "gateway.outbound"):
+        assert "backend: dropped 1 (user-1); user-1's later deliveries go on" in run(
+            app, "webhooks", "drop", "backend", "1")
+    (told,) = [r for r in caplog.records if r.getMessage() == "webhook delivery dropped"]
+    assert told.fields == {"endpoint": "backend", "position": 1, "user_sub": "user-1"}
+    assert [c.event.position for c in outbox.claim(NOW, NOW + timedelta(hours=1), 100)] == [3]
+
+    again = app.test_cli_runner().invoke(args=["webhooks", "drop", "backend", "1"])
+    assert again.exit_code != 0 and "not dropped: 1" in again.output
+
+
+def test_a_failed_delivery_whose_event_is_kept_is_not_dropped_but_replayed(app, store):
+    outbox = Outbox.of(store)
+    outbox.sync([BACKEND], NOW)
+    append(store, "user-1")
+    outbox.fan_out(NOW)
+    (claimed,) = outbox.claim(NOW, NOW + timedelta(hours=1), 100)
+    assert outbox.settle([(claimed, "HTTP 500", None)], NOW) == ["failed"]
+
+    refused = app.test_cli_runner().invoke(args=["webhooks", "drop", "backend", "1"])
+    assert refused.exit_code != 0 and "not dropped: 1" in refused.output and "replayed instead" in refused.output
+    assert [d.position for d in outbox.deliveries(status="failed", limit=10)] == [1]
+    assert "replayed 1 delivery" in run(app, "webhooks", "replay", "--endpoint", "backend")
+    assert "not replayed" not in run(app, "webhooks", "replay", "--failed")
+
+
+def test_the_admin_shows_a_delivery_that_cannot_be_sent_and_the_command_that_drops_it(app, store):
+    outbox = a_delivery_that_cannot_be_sent(store)
+    client, page = admin_page(app)
+    assert 'id="unsendable-backend-1"' in page and "webhooks drop backend 1" in page
+    assert "holds back user-1's later deliveries to backend" in page
+    answer = client.post("/admin/webhooks/backend/replay", data={"csrf_token": token(client, "/admin/webhooks")},
+                         follow_redirects=True)
+    assert "Replaying 0 failed deliveries of backend. 1 cannot be sent" in answer.get_data(as_text=True)
+    outbox.drop("backend", (1,))
+    assert 'id="unsendable-backend-1"' not in client.get("/admin/webhooks").get_data(as_text=True)
+
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite has one writer at a time")
+def test_two_drops_of_one_delivery_at_once_drop_it_once(store, make_app):
+    """Two operators (two processes, each its own engine) drop the same delivery: the first
+    holds its row from the SELECT that judges it to the commit, so the second, judging on the
+    row locked, finds it gone and reports nothing dropped, and the drop is logged once.
+    Judged on an unlocked read, both would report it (the second's DELETE, waiting, deletes
+    nothing). The first is held open after its SELECT until the second has asked."""
+    outbox, other = a_delivery_that_cannot_be_sent(store), Outbox.of(make_app().extensions["gateway"].store)
+    selected, asked = threading.Event(), threading.Event()
+
+    def hold(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("SELECT webhook_deliveries.position") and not selected.is_set():
+            selected.set()
+            asked.wait(2)
+            time.sleep(0.3)  # the second's SELECT, asked, now waits for this row (or reads it)
+
+    sa.event.listen(outbox.engine, "after_cursor_execute", hold)
+    try:
+        results: list = []
+        first = threading.Thread(target=lambda: results.append(("first", outbox.drop("backend", (1,)))))
+        first.start()
+        assert selected.wait(5)
+        asked.set()
+        results.append(("second", other.drop("backend", (1,))))
+        first.join(10)
+    finally:
+        sa.event.remove(outbox.engine, "after_cursor_execute", hold)
+    assert sorted(results) == [("first", {1: "user-1"}), ("second", {})]
+
+
+def test_metrics_show_each_reader_behind_the_feed_until_its_gap_is_skipped(make_app):
+    """``gateway_feed_reader_behind``: what an operator alerts on, rather than a log line read
+    once per worker process. Read from the database at scrape time: the worker runs the
+    readers, a web worker answers the scrape."""
+    from tests.e2e.test_metrics import METRICS_TOKEN, samples, scrape
+
+    app = make_app(METRICS_TOKEN=METRICS_TOKEN, COGNITO_SIGN_OUT_ON_REVOKE="true",
+                   COGNITO_USER_POOL_ID="us-east-1_Example", COGNITO_REGION="us-east-1",
+                   COGNITO_APP_CLIENT_IDS="app-client")
+    store, client = app.extensions["gateway"].store, app.test_client()
+
+    def behind() -> dict[tuple[str, str], float]:
+        return {(dict(k)["reader"], dict(k)["name"]): v
+                for k, v in samples(scrape(client), "gateway_feed_reader_behind").items()}
+
+    assert sign_out.SignOutOnRevoke(store, Recorder()).run_once() == 0  # on: its cursor at the head, 0
+    assert behind() == {("sign_out", "cognito_sign_out"): 0}
+    outbox = an_endpoint_left_behind(store)  # the prune passed the sign-out's cursor too
+    outbox.save(Endpoint("crm", "https://crm.example.com/hook", ("whsec_y",)), NOW)  # new: at the head
+    assert behind() == {("webhook", "backend"): 1, ("webhook", "crm"): 0, ("sign_out", "cognito_sign_out"): 1}
+
+    outbox.skip_gap("backend", NOW)
+    sign_out.skip_gap(store, NOW)
+    assert behind() == {("webhook", "backend"): 0, ("webhook", "crm"): 0, ("sign_out", "cognito_sign_out"): 0}
+    outbox.sync([], NOW)  # disabled: not a reader
+    assert behind() == {("webhook", "crm"): 0, ("sign_out", "cognito_sign_out"): 0}
+
+
+def test_metrics_leave_the_sign_out_out_while_it_is_off(make_app):
+    from tests.e2e.test_metrics import METRICS_TOKEN, samples, scrape
+
+    app = make_app(METRICS_TOKEN=METRICS_TOKEN)
+    assert sign_out.SignOutOnRevoke(app.extensions["gateway"].store, Recorder()).run_once() == 0
+    an_endpoint_left_behind(app.extensions["gateway"].store)
+    found = samples(scrape(app.test_client()), "gateway_feed_reader_behind")
+    assert found == {(("name", "backend"), ("reader", "webhook")): 1}
