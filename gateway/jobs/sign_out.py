@@ -17,23 +17,27 @@ may both sign out the same user, which is harmless.
 
 Switched off, its cursor holds nothing from the feed's retention, so switched on again after
 a prune it may be behind the feed: the revocations deleted meanwhile would never be signed
-out. It then signs no one out and holds the feed, logging an error, until an operator has
-dealt with the users revoked in the gap and runs ``flask users sign-out-skip-gap``
-(``skip_gap``), which moves it to the oldest event kept: a revocation is never passed over
-without a word, and the operator knows which period to look at.
+out. It then signs no one out and holds the feed, logging an error, until an operator runs
+``flask users sign-out-skip-gap`` (``find_gap``, ``skip_gap``): the revocations deleted are
+gone, so the users revoked in the gap are found in what the retention leaves (entitlement
+rows revoked, users deleted, transfers, since the gap began: ``store.sign_out_gap``), signed
+out, and only then is the cursor moved to the oldest event kept. A revocation is never
+passed over: a user the gap may have revoked is signed out, perhaps twice, which is harmless.
 
 The Cognito call is made outside any database transaction. boto3 is imported only when
 the consumer is built, never on the web app's import path.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.clock import utcnow
 from gateway.domain.entitlement_events import REVOKED
 from gateway.store.port import Store
+from gateway.store.sign_out_gap import SignOutGap
 
 log = logging.getLogger("gateway.sign_out")
 
@@ -42,6 +46,11 @@ BATCH = 500
 #: Seconds to connect and per read, and attempts per call: botocore's defaults (60, 60 and up
 #: to 5 in legacy mode) let a silent endpoint hold the worker's other chores for minutes.
 CONNECT_TIMEOUT, READ_TIMEOUT, ATTEMPTS = 2, 3, 2
+#: How long before its cursor last moved the sign-out's gap is taken to begin. A run reads
+#: at most ``BATCH`` events, the worker runs it every turn, and a Cognito call gives up
+#: within seconds: the events it had read and not handled when it last moved (a failed
+#: sign-out stops a run), or that were being written as it read, were written well within.
+GAP_SLACK = timedelta(days=1)
 
 
 class SignOutFailed(Exception):
@@ -158,15 +167,43 @@ def behind(store: Store) -> tuple[int, int] | None:
     return (stored, pruned) if stored is not None and stored < pruned else None
 
 
-def skip_gap(store: Store, now: datetime) -> tuple[int, int] | None:
-    """Move the sign-out's cursor behind the feed to the oldest event kept; returns the gap
-    skipped (its position, the highest deleted), None when it is not behind."""
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """The events the sign-out lost to the feed's retention: those after ``after`` through
+    ``through``, and the users whose access may have been revoked among them, found from
+    ``since`` in what the retention leaves (``store.sign_out_gap``)."""
+
+    after: int
+    through: int
+    since: datetime
+    users: list[str]
+
+
+def find_gap(store: Store, since: datetime | None = None) -> Gap | None:
+    """The sign-out's gap, None when it is not behind the feed. The gap's events were
+    written after its cursor last moved, except those it had read and not handled then (a
+    change in flight, a run cut short): ``GAP_SLACK`` before, unless ``since`` says when."""
+    found = SignOutGap.of(store).cursor(CURSOR)
+    if found is None or found[0] >= found[2]:
+        return None
+    position, moved_at, pruned = found
+    since = moved_at - GAP_SLACK if since is None else since
+    return Gap(position, pruned, since, SignOutGap.of(store).revoked_since(since))
+
+
+def skip_gap(store: Store, gap: Gap, sign_out: Callable[[str], bool], now: datetime,
+             told: Callable[[str, bool], None] = lambda user, known: None) -> bool:
+    """Sign out every user of ``gap`` (``told`` each: signed out, or not in the pool), then
+    move the cursor past the gap, to the oldest event kept; whether it moved it (no: it was
+    moved meanwhile). A failure raises ``SignOutFailed`` with the cursor where it was: run
+    again, the users are signed out again, which is harmless."""
+    for user_sub in gap.users:
+        told(user_sub, sign_out(user_sub))
     with store.transaction() as tx:
-        stored, pruned = tx.feed_cursor(CURSOR), tx.feed_pruned_through()
-        if stored is None or stored >= pruned:
-            return None
-        tx.move_feed_cursor(CURSOR, pruned, now)
-    return stored, pruned
+        if tx.feed_cursor(CURSOR) != gap.after:
+            return False
+        tx.move_feed_cursor(CURSOR, gap.through, now)
+    return True
 
 
 def enabled(settings) -> bool:

@@ -47,10 +47,25 @@ def isolated_environment(monkeypatch):
     stripe_key.reset()
 
 
+#: Seconds a loaded machine may add to a handler's own time (a thread woken late, a slow
+#: import or client): the timing tests bound what a handler takes by the timeout under test
+#: plus this, and are set up so that a handler that waited for the server, or for any longer
+#: timeout, would take far longer still.
+LOAD_HEADROOM = 5.0
+
+
+def timed(call, *args):
+    """``call(*args)`` and the seconds it took."""
+    started = time.monotonic()
+    result = call(*args)
+    return result, time.monotonic() - started
+
+
 class LambdaContext:
     """What the handlers use of Lambda's context (https://docs.aws.amazon.com/lambda/latest/dg/python-context.html)."""
 
     def __init__(self, timeout: float = 5.0, function_name: str = "cognito-trigger") -> None:
+        self.timeout = timeout  # the function's timeout: Lambda's budget for this invocation
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:{function_name}"

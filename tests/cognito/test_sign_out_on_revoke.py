@@ -6,14 +6,19 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from datetime import timedelta
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from devtools import revenuecat as rc
+from gateway.clock import utcnow
 from gateway.jobs import sign_out
+from gateway.jobs.expiry import ExpirySweep
 from tests.cognito.conftest import REGION
+from tests.e2e.test_feed_retention import prune, pruned_through
+from tests.e2e.test_retention import run
 
 RC_AUTH = "Bearer rc-webhook-secret-for-tests"
 PASSWORD = "Passw0rd!23"
@@ -78,7 +83,11 @@ def gateway(make_app, pool: Pool, **env):
 
 
 def deliver(app, kind: str, user: str, **fields) -> None:
-    answer = app.test_client().post("/webhooks/revenuecat", data=rc.body(rc.event(kind, user, **fields)),
+    post(app, rc.event(kind, user, **fields))
+
+
+def post(app, event: dict) -> None:
+    answer = app.test_client().post("/webhooks/revenuecat", data=rc.body(event),
                                     headers={"Authorization": RC_AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 200 and answer.get_json()["status"] == "processed", answer.get_data(as_text=True)
 
@@ -183,6 +192,74 @@ def test_switched_on_it_starts_at_the_feed_head_not_the_history(make_app, pool):
     deliver(app, "CANCELLATION", later[0], transaction="rc-l", cancel_reason="CUSTOMER_SUPPORT")
     assert consumer(app).run_once() == 1
     assert pool.refreshes(earlier[1]) and not pool.refreshes(later[1])
+
+
+def test_skipping_the_gap_signs_out_the_users_revoked_in_it_and_no_one_else(make_app, pool):
+    """Switched off, the sign-out holds nothing of the feed: the retention deletes the
+    revocations it has not read, and nothing says who they named. Skipping the gap signs
+    out who the state shows lost access since it began: a refund, a deletion, a transfer."""
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    refunded, deleted, moved, kept, later = (pool.user(f"{name}@example.com")
+                                             for name in ("refunded", "deleted", "moved", "kept", "later"))
+    bought = int(time.time() * 1000) - 60_000
+    for user, _ in (refunded, deleted, moved, kept):
+        deliver(app, "INITIAL_PURCHASE", user, transaction=f"rc-{user}", at_ms=bought)
+    assert consumer(app).run_once() == 0  # on: from the head; then switched off
+    deliver(app, "CANCELLATION", refunded[0], transaction=f"rc-{refunded[0]}", cancel_reason="CUSTOMER_SUPPORT")
+    run(app, "users", "delete", deleted[0])
+    post(app, rc.transfer([moved[0]], [later[0]], at_ms=bought + 1000))
+    deliver(app, "CANCELLATION", kept[0], transaction=f"rc-{kept[0]}", cancel_reason="UNSUBSCRIBE")
+    assert prune_all(app) > 0  # off: its cursor holds nothing
+    assert pruned_through(store_of(app)) > cursor(app)  # behind the feed
+
+    output = run(app, "users", "sign-out-skip-gap")
+
+    assert [pool.refreshes(refresh) for _, refresh in (refunded, deleted, moved)] == [False, False, False]
+    assert sorted(line.split()[0] for line in output.splitlines() if line.endswith("signed out")) == \
+        sorted([refunded[0], deleted[0], moved[0]])
+    assert pool.refreshes(kept[1]) and pool.refreshes(later[1])  # renewal off: access kept; given access
+    assert "it goes on after" in output and cursor(app) == pruned_through(store_of(app))
+    assert consumer(app).run_once() >= 1 and pool.refreshes(kept[1])
+    assert "not behind the feed" in run(app, "users", "sign-out-skip-gap")
+
+
+def test_listing_the_gap_signs_out_no_one_and_skips_nothing(make_app, pool):
+    app = gateway(make_app, pool, COGNITO_SIGN_OUT_ON_REVOKE="true")
+    refunded = pool.user("refunded@example.com")
+    deliver(app, "INITIAL_PURCHASE", refunded[0], transaction="rc-r")
+    consumer(app).run_once()
+    deliver(app, "CANCELLATION", refunded[0], transaction="rc-r", cancel_reason="CUSTOMER_SUPPORT")
+    deliver(app, "INITIAL_PURCHASE", "someone-else", transaction="rc-s")  # the newest event, kept
+    assert prune_all(app) > 0
+
+    output = run(app, "users", "sign-out-skip-gap", "--list")
+
+    assert refunded[0] in output.splitlines() and pool.refreshes(refunded[1])
+    assert sign_out.find_gap(store_of(app)).users == [refunded[0]]
+    assert consumer(app).run_once() == 0  # still behind the feed
+    with pytest.raises(sign_out.SignOutFailed):  # Cognito answers an error: the gap stays
+        sign_out.skip_gap(store_of(app), sign_out.find_gap(store_of(app)),
+                          sign_out.CognitoSignOut("eu-west-1_NoSuchPool", REGION), utcnow())
+    assert sign_out.find_gap(store_of(app)) is not None
+    # A gap that began later than the refund, by the operator's word, does not name it.
+    assert refunded[0] not in run(app, "users", "sign-out-skip-gap", "--list",
+                                  "--since", (utcnow() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def store_of(app):
+    return app.extensions["gateway"].store
+
+
+def cursor(app) -> int:
+    with store_of(app).transaction(readonly=True) as tx:
+        return tx.feed_cursor(sign_out.CURSOR)
+
+
+def prune_all(app) -> int:
+    """The feed's retention with a cutoff past every event, once the expiry sweep has passed
+    them all: what the sign-out, switched off, has not read goes but the newest event."""
+    ExpirySweep(store_of(app)).run_once()
+    return prune(store_of(app), cutoff=utcnow() + timedelta(days=1)).feed
 
 
 def test_sign_out_is_off_by_default(make_app, pool):

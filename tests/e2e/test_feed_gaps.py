@@ -160,7 +160,11 @@ def test_the_sign_out_switched_on_again_after_a_prune_signs_no_one_out_until_its
     append(store, "user-6", type_=REVOKED)
     assert prune(store, cutoff=LATER, cursors=(sign_out.CURSOR,)).feed == 0  # on, it holds the feed
 
-    assert "skipped the events after 2 through 4; it goes on after 4" in run(app, "users", "sign-out-skip-gap")
+    refused = app.test_cli_runner().invoke(args=["users", "sign-out-skip-gap"])
+    assert refused.exit_code == 1 and "nothing skipped" in refused.output  # no pool to sign the gap's users out of
+    assert "the events after 2 through 4 were deleted unread" in run(app, "users", "sign-out-skip-gap", "--list")
+    assert consumer.run_once() == 0
+    assert sign_out.skip_gap(store, sign_out.find_gap(store), cognito, NOW)
     assert consumer.run_once() == 2 and cognito.signed_out == ["user-2", "user-5", "user-6"]
     assert "not behind the feed" in run(app, "users", "sign-out-skip-gap")
 
