@@ -244,6 +244,9 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
                                                        s.snapshot.product_id, REPORTED, now)
                                    for s in held if (s.snapshot.source, s.snapshot.key) in stopped])
     keys = _keys(held)
+    # Read again under the user's lock: an account a delivery linked while this transaction
+    # waited for the locks it holds (after the read above) is here now, and kept too.
+    accounts = tx.identities_of(user_sub)
     names = [user_sub] + [account for source, account in accounts if source == "stripe"]
     redact_deliveries(tx, keys, names)
     tx.keep_accounts(user_sub, accounts)  # a later delivery naming one is still known (``erasure``)

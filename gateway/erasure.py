@@ -70,7 +70,9 @@ class Concerned:
         if deleted:
             for user in sorted(self.linked & deleted):
                 # The store refuses such a link, unless the deletion committed while it was
-                # made (its tombstone unseen then): this transaction waited for it since.
+                # made (its tombstone unseen then): this transaction waited for it since. Its
+                # account is kept as a refused link keeps it (``apply.Changes._link``).
+                tx.keep_accounts(user, tx.identities_of(user))
                 tx.unlink_user(user)
             about = {event.id: event for event, named in self.deliveries if not named.isdisjoint(deleted)}
         naming = [(event, accounts) for event, accounts in self.naming if personal_data.carries(event.data)]
