@@ -31,6 +31,7 @@ class _State:
     feed: list[FeedEvent] = dataclasses.field(default_factory=list)
     expiries_through: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
     deleted: dict[str, dict] = dataclasses.field(default_factory=dict)
+    deleted_at: dict[str, datetime] = dataclasses.field(default_factory=dict)
     deleted_accounts: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     cursors: dict[str, int] = dataclasses.field(default_factory=dict)
     deleted_subscriptions: dict[tuple[str, str], DeletedSubscription] = dataclasses.field(default_factory=dict)
@@ -234,11 +235,14 @@ class _MemoryTransaction(Transaction):
     def mark_deleted(self, user_sub, report, now):
         if user_sub in self.state.deleted:
             return self.state.deleted[user_sub]
-        self.state.deleted[user_sub] = report
+        self.state.deleted[user_sub], self.state.deleted_at[user_sub] = report, now
         return None
 
     def deletion_report(self, user_sub):
         return self.state.deleted.get(user_sub)
+
+    def deleted_at(self, user_sub):
+        return self.state.deleted_at.get(user_sub)
 
     def identities_of(self, user_sub):
         return sorted(key for key, (owner, _) in self.state.identities.items() if owner == user_sub)
