@@ -25,7 +25,7 @@ class _State:
     events: dict[int, Event] = dataclasses.field(default_factory=dict)
     subscriptions: dict[tuple[str, str], Subscription] = dataclasses.field(default_factory=dict)
     identities: dict[tuple[str, str], tuple[str, datetime | None]] = dataclasses.field(default_factory=dict)
-    transfers: dict[tuple[str, str, datetime], str | None] = dataclasses.field(default_factory=dict)
+    transfers: dict[tuple[str, str, datetime], Transfer] = dataclasses.field(default_factory=dict)
     entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
     event_links: set[tuple[int, str, str]] = dataclasses.field(default_factory=set)
     feed: list[FeedEvent] = dataclasses.field(default_factory=list)
@@ -182,12 +182,12 @@ class _MemoryTransaction(Transaction):
         for account in transfer.from_accounts:
             key = (transfer.source, account, transfer.as_of)
             held = self.state.transfers
-            if key not in held or link_claim(transfer.as_of, transfer.to_user) > link_claim(transfer.as_of, held[key]):
-                self.state.transfers[key] = transfer.to_user
+            if key not in held or link_claim(transfer.as_of, transfer.to_user) > link_claim(transfer.as_of,
+                                                                                           held[key].to_user):
+                self.state.transfers[key] = dataclasses.replace(transfer, from_accounts=(account,))
 
     def transfers_from(self, source: str, accounts: list[str]) -> list[Transfer]:
-        return [Transfer(src, (account,), to_user, as_of)
-                for (src, account, as_of), to_user in sorted(self.state.transfers.items(), key=str)
+        return [transfer for (src, account, _), transfer in sorted(self.state.transfers.items(), key=str)
                 if src == source and account in accounts]
 
     def lock_users(self, user_subs: list[str]) -> None:
