@@ -132,10 +132,8 @@ class Changes:
         for snapshot in sorted(translation.snapshots, key=lambda s: (s.source, s.key)):
             current = self.held[(snapshot.source, snapshot.key)]
             updated = merge_snapshot(current, snapshot)
-            account = updated.snapshot.account
             if updated.owner_as_of is None:
-                owner = late_purchases.owner(self.tx, snapshot.source, account) if account else None
-                updated = with_account_owner(updated, owner)
+                updated = with_account_owner(updated, late_purchases.owner(self.tx, updated))
             step.save(current, updated)
         for transfer in translation.transfers:
             self._transfer(step, transfer)

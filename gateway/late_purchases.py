@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from gateway.clock import backoff
-from gateway.domain.deletion import CANCELLED, ENDED, PENDING, DeletedSubscription, bought_again, late_purchases
+from gateway.domain.deletion import (
+    CANCELLED, ENDED, INSTALL_ACCOUNTS, PENDING, DeletedSubscription, bought_again, kept_account_holds, late_purchases)
 from gateway.domain.model import Subscription
 from gateway.errors import GatewayError
 from gateway.store.port import Store, Transaction
@@ -45,13 +46,27 @@ LEASE = timedelta(minutes=5)
 Stop = Callable[[str, str], str]
 
 
-def owner(tx: Transaction, source: str, account: str) -> str | None:
-    """The user ``account`` maps to, else the deleted user whose tombstone keeps it
-    (``Transaction.keep_accounts``): a purchase under it that names nobody (a Stripe
-    subscription of their customer from a Payment Link or the dashboard, a RevenueCat one
-    under an alias) is then theirs, a late purchase, not an ownerless one billing unseen.
-    Read under the account's lock, which the deletion holds while it keeps the account."""
-    return tx.resolve(source, account) or tx.deleted_accounts([(source, account)]).get((source, account))
+def owner(tx: Transaction, subscription: Subscription) -> str | None:
+    """The user the store account of ``subscription`` maps to, else the deleted user whose
+    tombstone keeps it (``Transaction.keep_accounts``): a purchase under it that names
+    nobody (a Stripe subscription of their customer from a Payment Link or the dashboard, a
+    RevenueCat one the user made under an anonymous id before the deletion) is then theirs,
+    a late purchase, not an ownerless one billing unseen; one made since under an anonymous
+    id (``kept_account_holds``) is another user's, held without owner until an event names
+    them. Read under the account's lock, which the deletion holds while it keeps the account."""
+    source, account = subscription.snapshot.source, subscription.snapshot.account
+    if not account:
+        return None
+    linked = tx.resolve(source, account)
+    if linked is not None:
+        return linked
+    kept = tx.deleted_accounts([(source, account)]).get((source, account))
+    # Only an app install's account asks when the user was deleted: no read for the others.
+    if kept is None or source not in INSTALL_ACCOUNTS or kept_account_holds(subscription, tx.deleted_at(kept)):
+        return kept
+    log.warning("purchase under a deleted user's app install held without owner", extra={"fields": {
+        "deleted_user": kept, "source": source, "product_id": subscription.snapshot.product_id}})
+    return None
 
 
 def note(tx: Transaction, held: dict[str, list[Subscription]], now: datetime,

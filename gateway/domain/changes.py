@@ -31,12 +31,24 @@ class Link:
 @dataclasses.dataclass(frozen=True)
 class Transfer:
     """Subscriptions held by ``from_accounts`` now belong to ``to_user`` (RevenueCat);
-    to nobody when ``to_user`` is ``None`` (a transfer to anonymous ids only)."""
+    to nobody when ``to_user`` is ``None`` (a transfer to anonymous ids only).
+
+    ``store`` and ``environment``, where named, bound what it moves (``moves``): a restore
+    moves what the store account on the device bought, in that store's environment."""
 
     source: str
     from_accounts: tuple[str, ...]
     to_user: str | None
     as_of: datetime
+    store: str | None = None
+    environment: str | None = None
+
+    def moves(self, subscription: Subscription) -> bool:
+        """Whether ``subscription`` is of this transfer's store and environment; either
+        unknown on either side (a row stored before the gateway kept the store), it may be."""
+        snapshot = subscription.snapshot
+        return all(not mine or not theirs or mine == theirs for mine, theirs in (
+            (self.store, snapshot.store), (self.environment, snapshot.environment)))
 
 
 def transferred(current: Subscription, register: Iterable[Transfer]) -> Subscription:
@@ -48,14 +60,16 @@ def transferred(current: Subscription, register: Iterable[Transfer]) -> Subscrip
     B->A recorded while B held nothing moves the purchase back once A->B, older, gives it
     to B. Decided under the lock of the subscription and of the source's register.
 
-    A transfer moves only a purchase seen no later than its stamp (``first_as_of``):
+    A transfer moves only a purchase of its store and environment (``Transfer.moves``),
+    seen no later than its stamp (``first_as_of``):
     RevenueCat moves what the ids hold when it transfers, and names the holder in every
     event, so a purchase whose every event is stamped after the transfer was not moved by
     it; one bought under an anonymous id after that id's purchases were transferred names
     no user who could claim it back. Unknown (``None``): it may be older than any.
     """
-    for transfer in sorted(register, key=lambda t: (t.as_of, t.to_user or "", t.from_accounts)):
-        if current.first_as_of is not None and current.first_as_of > transfer.as_of:
+    for transfer in sorted(register, key=lambda t: (t.as_of, t.to_user or "", t.from_accounts, t.store or "",
+                                                   t.environment or "")):
+        if current.first_as_of is not None and current.first_as_of > transfer.as_of or not transfer.moves(current):
             continue
         if current.owner in transfer.from_accounts or current.snapshot.account in transfer.from_accounts:
             current = claim_ownership(current, transfer.to_user, transfer.as_of)

@@ -58,6 +58,30 @@ class DeletedSubscription:
     leased_until: datetime | None = None  # being stopped now, by whoever took it, until then
 
 
+#: Sources whose store accounts, where a delivery names no user, name an app install rather
+#: than a person: RevenueCat's anonymous app user ids (``$RCAnonymousID:...``, the only ids
+#: of its deliveries that name no user, ``providers.revenuecat_events``).
+INSTALL_ACCOUNTS = frozenset({"revenuecat"})
+
+
+def kept_account_holds(subscription: Subscription, deleted_at: datetime | None) -> bool:
+    """Whether the store account of ``subscription``, kept by the tombstone of a user deleted
+    at ``deleted_at``, makes it that user's (a late purchase) when no delivery names its owner.
+
+    A Stripe customer, an App Store original transaction id or a Play purchase token is the
+    user's whenever the purchase under it was made. A RevenueCat anonymous id is an app
+    install's, and RevenueCat names a customer's users in every event (``aliases``: "all app
+    user ids ever used by the subscriber"): a purchase whose events name that id alone is a
+    customer's that no user holds, which is the deleted user's only if it was made while
+    the id was theirs, seen no later than the deletion (``first_as_of``; either unknown, it
+    may be as old as any). One seen only since is whoever's uses that install now: nobody's
+    until an event names them."""
+    if subscription.snapshot.source not in INSTALL_ACCOUNTS:
+        return True
+    first = subscription.first_as_of
+    return first is None or deleted_at is None or first <= deleted_at
+
+
 def bought_again(before: Subscription | None, after: Subscription, now: datetime) -> bool:
     """Whether ``after``, the state of a subscription the gateway has dealt with, is a
     purchase made anew under its key: it had ended (``before``: as stored until now) and is

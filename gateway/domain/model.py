@@ -39,9 +39,8 @@ _FINALITY = {
 class Snapshot:
     """The state of one store subscription as the provider saw it at ``as_of``.
 
-    ``user_sub`` is the Cognito sub when the delivery names it; otherwise ``account``
-    is the store-side identifier (Stripe customer, RevenueCat app user id, ...) that an
-    identity mapping may resolve later.
+    ``user_sub`` is the Cognito sub when the delivery names it; otherwise ``account`` is the
+    store-side identifier (Stripe customer, RevenueCat app user id, ...) a mapping may resolve.
     """
 
     source: str
@@ -54,6 +53,8 @@ class Snapshot:
     user_sub: str | None = None
     account: str | None = None
     environment: str | None = None
+    #: The store under the source, where the source has several (RevenueCat's ``store``).
+    store: str | None = None
     raw_status: str | None = None
     entitlements: tuple[str, ...] | None = None
     #: By name, each entitlement whose product, end or renewal is not the snapshot's (``Term``).
@@ -102,6 +103,7 @@ def precedence(snapshot: Snapshot) -> tuple:
         not snapshot.will_renew,
         snapshot.product_id or "",
         snapshot.environment or "",
+        snapshot.store or "",
         snapshot.raw_status or "",
         snapshot.entitlements or (),
         snapshot.period_id or "",
@@ -188,18 +190,16 @@ class Subscription:
     was revoked.
 
     ``latest`` is the newest snapshot as the store showed it; ``snapshot`` is what it
-    means for access, with the revocations applied. The merge (``merge_snapshot``) runs inside
-    the transaction that holds the subscription's lock, so every rule here is decided
-    on the state as committed, never on a read made earlier.
+    means for access, with the revocations applied. The merge (``merge_snapshot``) runs in the
+    transaction holding the subscription's lock: every rule here sees the state as committed.
 
-    The owner is a register of its own, stamped with the time of the delivery that
-    named it (``owner_as_of``): a delivery that names a user moves ownership only if it
-    is at least as new, so a late delivery never undoes a transfer. Without a named
-    owner, the owner is whoever the identity mapping gives for the store account
-    (``latest.account``, the newest account any delivery gave, at ``account_as_of``).
+    The owner is a register of its own, stamped with the time of the delivery that named it (``owner_as_of``):
+    a delivery that names a user moves ownership only if it is at least as new, so a late delivery never
+    undoes a transfer. Without a named owner, the owner is whoever the identity mapping gives for the store
+    account (``latest.account``, the newest account any delivery gave, at ``account_as_of``).
 
-    ``updated_at`` is when the gateway last wrote it (its own clock, set by the store):
-    not part of what it is, so two subscriptions that differ only there are equal.
+    ``updated_at`` is when the gateway last wrote it (its own clock, set by the store): not
+    part of what it is, so two subscriptions that differ only there are equal.
     """
 
     latest: Snapshot

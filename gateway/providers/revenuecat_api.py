@@ -117,6 +117,7 @@ def translation_of(subscriber: dict, current: Subscription, app_user_id: str, as
         source=SOURCE, key=held.key, as_of=as_of, status=status, product_id=held.product_id,
         expires_at=expires_at, will_renew=will_renew, user_sub=named, account=app_user_id,
         environment="SANDBOX" if found.get("is_sandbox") else "PRODUCTION",
+        store=found["store"].upper()[:32] if isinstance(found.get("store"), str) else None,  # app_store: APP_STORE
         raw_status=f"SUBSCRIBER:{found.get('store') or 'unknown'}",
         entitlements=catalog.map_names(SOURCE, granted) if granted else held.entitlements,
         read_since=read_since,

@@ -64,6 +64,7 @@ class _EventSchema(ma.Schema):
     original_transaction_id = _text()  # the subscription's key
     transaction_id = _text()
     environment = _text(_ENVIRONMENT)
+    store = _text(_ENVIRONMENT)  # APP_STORE, PLAY_STORE, STRIPE, ...: the store under RevenueCat
     cancel_reason = ma.fields.String(load_default=None, allow_none=True)
     expiration_reason = ma.fields.String(load_default=None, allow_none=True)
     transferred_from = _texts()
@@ -139,7 +140,7 @@ class RevenueCatEvents:
         snapshot = Snapshot(
             source=SOURCE, key=key, as_of=as_of, status=status, product_id=event["product_id"],
             expires_at=expires_at, will_renew=will_renew, user_sub=owner,
-            account=event["app_user_id"], environment=event["environment"],
+            account=event["app_user_id"], environment=event["environment"], store=event["store"],
             raw_status=_raw_status(event),
             entitlements=self.catalog.map_names(SOURCE, ids) if ids is not None else None,
             **_revocation(event, status),
@@ -177,7 +178,10 @@ class RevenueCatEvents:
         # An anonymous target still takes the access away from the old user, and
         # gives it to nobody until the app logs a user in (an alias then links it).
         to_user = next((t for t in targets if not is_anonymous(t)), None)
-        return Translation(transfers=(Transfer(SOURCE, tuple(sources), to_user, as_of),))
+        # A restore moves what the store account on the device bought ("content previously
+        # purchased from the same store account"), of the store and environment it names.
+        return Translation(transfers=(Transfer(SOURCE, tuple(sources), to_user, as_of, event["store"],
+                                               event["environment"]),))
 
 
 def _ignored(reason: str, event: dict) -> Translation:

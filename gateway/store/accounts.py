@@ -21,6 +21,9 @@ class AccountsTransaction:
         found = self._execute(sa.select(_deleted.report).where(_deleted.user_sub == user_sub)).first()
         return None if found is None else found.report
 
+    def deleted_at(self, user_sub: str) -> datetime | None:
+        return rows.utc(self._execute(sa.select(_deleted.deleted_at).where(_deleted.user_sub == user_sub)).scalar())
+
     def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
         query = sa.select(_identities.source, _identities.account).where(_identities.user_sub == user_sub)
         return sorted((row.source, row.account) for row in self._execute(query))

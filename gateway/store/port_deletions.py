@@ -21,6 +21,10 @@ class DeletionsPort(abc.ABC):
         """The report ``mark_deleted`` recorded for the user, or ``None``: not deleted."""
 
     @abc.abstractmethod
+    def deleted_at(self, user_sub: str) -> datetime | None:
+        """When ``mark_deleted`` recorded the user, or ``None``: not deleted."""
+
+    @abc.abstractmethod
     def identities_of(self, user_sub: str) -> list[tuple[str, str]]:
         """The (source, account) pairs linked to the user, in order."""
 

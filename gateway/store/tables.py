@@ -48,6 +48,8 @@ subscriptions = sa.Table(
     sa.Column("expires_at", Time, nullable=True),
     sa.Column("will_renew", sa.Boolean(), nullable=False),
     sa.Column("environment", sa.String(32), nullable=True),
+    # The store under the source (RevenueCat's ``store``, ``Snapshot.store``); NULL: not named or not known.
+    sa.Column("store", sa.String(32), nullable=True),
     # The store's id of the payment behind the period (App Store transactionId); NULL: none named.
     sa.Column("period_id", sa.String(255), nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
@@ -100,6 +102,9 @@ transfers = sa.Table(
     sa.Column("account", sa.String(255), primary_key=True),
     sa.Column("as_of", Time, primary_key=True),
     sa.Column("to_user", sa.String(255), nullable=True, index=True),  # NULL: to nobody
+    # What it moves (``Transfer.moves``); NULL: any (not named, or recorded before migration 0019).
+    sa.Column("store", sa.String(32), nullable=True),
+    sa.Column("environment", sa.String(32), nullable=True),
     sa.Column("created_at", Time, nullable=False),
     sa.Index("ix_transfers_as_of", "as_of"),  # the retention's walk by age (gateway/store/retention.py)
 )

@@ -21,7 +21,8 @@ class TransfersTransaction:
                                                                    .where(_transfers.as_of == transfer.as_of))}
         for account in sorted(set(transfer.from_accounts)):
             values = {"source": transfer.source, "account": account, "as_of": transfer.as_of,
-                      "to_user": transfer.to_user, "created_at": now}
+                      "to_user": transfer.to_user, "store": transfer.store, "environment": transfer.environment,
+                      "created_at": now}
             if account not in held:
                 self._execute(sa.insert(tables.transfers).values(values))
             elif link_claim(transfer.as_of, transfer.to_user) > link_claim(transfer.as_of, held[account]):
@@ -31,9 +32,11 @@ class TransfersTransaction:
 
     def transfers_from(self, source: str, accounts: list[str]) -> list[Transfer]:
         found = self._execute(self._from(source, accounts).order_by(_transfers.as_of, _transfers.account))
-        return [Transfer(source, (row.account,), row.to_user, rows.utc(row.as_of)) for row in found]
+        return [Transfer(source, (row.account,), row.to_user, rows.utc(row.as_of), row.store, row.environment)
+                for row in found]
 
     @staticmethod
     def _from(source: str, accounts) -> sa.Select:
-        return sa.select(_transfers.account, _transfers.as_of, _transfers.to_user).where(
+        return sa.select(_transfers.account, _transfers.as_of, _transfers.to_user, _transfers.store,
+                         _transfers.environment).where(
             _transfers.source == source, _transfers.account.in_(list(accounts)))

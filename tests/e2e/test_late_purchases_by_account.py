@@ -14,7 +14,7 @@ from devtools import revenuecat as rc
 from devtools import scenarios
 from devtools import stripe_objects as so
 from tests.e2e.test_account_deletion import (  # noqa: F401 (fixtures)
-    USER, fakes, late_rows, subscribe_everywhere, work_once, world)
+    OTHER, USER, fakes, late_rows, subscribe_everywhere, work_once, world)
 
 
 def test_a_stripe_subscription_naming_nobody_under_the_deleted_users_customer_is_cancelled(world):
@@ -39,17 +39,28 @@ def test_a_stripe_subscription_naming_nobody_under_the_deleted_users_customer_is
         assert tx.get_subscription("stripe", late["id"]).owner == USER  # kept with the deleted user's
 
 
-def test_a_revenuecat_purchase_under_an_alias_of_the_deleted_user_is_reported(world):
-    headers = {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"}
+def rc_headers(world) -> dict:
+    return {"Authorization": world.credentials.revenuecat_auth, "Content-Type": "application/json"}
+
+
+def anonymously(kind: str, anonymous: str, at_ms: int, transaction: str, **fields) -> dict:
+    """An event of a customer RevenueCat knows by an anonymous id only: ``aliases`` is "all
+    app user ids ever used by the subscriber", so it names no user."""
+    return rc.event(kind, anonymous, at_ms=at_ms, transaction=transaction, aliases=[anonymous],
+                    original_app_user_id=anonymous, **fields)
+
+
+def test_a_revenuecat_purchase_the_user_made_anonymously_before_the_deletion_is_reported(world):
+    """Bought on the device's anonymous id, then logged in (an event aliases the two), then
+    deleted; the anonymous purchase's own event, stamped before the deletion, comes after it
+    (RevenueCat retries a failed delivery for hours): it is the deleted user's."""
     now_ms = int(time.time() * 1000)
     bought = rc.event("INITIAL_PURCHASE", USER, at_ms=now_ms - 60_000, transaction="rc_user")
     anonymous = bought["aliases"][1]
-    world.post("revenuecat", rc.body(bought), headers)
+    world.post("revenuecat", rc.body(bought), rc_headers(world))
     first = world.delete().get_json()
-    # The app, still on the device's anonymous id, buys again: the event names that id only.
-    late = rc.event("INITIAL_PURCHASE", anonymous, at_ms=now_ms, transaction="rc_anonymous",
-                    aliases=[anonymous], original_app_user_id=anonymous)
-    world.post("revenuecat", rc.body(late), headers)
+    late = anonymously("INITIAL_PURCHASE", anonymous, now_ms - 120_000, "rc_anonymous", product_id="com.example.yearly")
+    world.post("revenuecat", rc.body(late), rc_headers(world))
 
     work_once(world)
 
@@ -57,6 +68,55 @@ def test_a_revenuecat_purchase_under_an_alias_of_the_deleted_user_is_reported(wo
     assert world.delete().get_json()["user_must_cancel"] == first["user_must_cancel"] + [{
         "source": "revenuecat", "store": "RevenueCat", "product_id": late["product_id"], "after_deletion": True,
         "reason": "must_cancel_in_store"}]
+
+
+def test_a_new_users_purchase_under_the_deleted_users_anonymous_id_is_held_then_theirs(world):
+    """After the deletion, a purchase whose events name only an anonymous id the deleted user
+    was aliased to: RevenueCat names a customer's users in every event (``app_user_id`` is the
+    last seen identified alias, ``aliases`` all of them), so that customer is not the deleted
+    user's. It is neither reported on the deletion nor granted to anyone until an event names
+    its user, who then holds it."""
+    now_ms = int(time.time() * 1000)
+    bought = rc.event("INITIAL_PURCHASE", USER, at_ms=now_ms - 60_000, transaction="rc_user")
+    anonymous = bought["aliases"][1]
+    world.post("revenuecat", rc.body(bought), rc_headers(world))
+    first = world.delete().get_json()
+    now_ms = int(time.time() * 1000) + 1  # since the deletion
+    late = anonymously("INITIAL_PURCHASE", anonymous, now_ms, "rc_new_user")
+    world.post("revenuecat", rc.body(late), rc_headers(world))
+
+    work_once(world)
+
+    assert late_rows(world) == [] and world.delete().get_json() == first
+    with world.store.transaction(readonly=True) as tx:
+        assert tx.get_subscription("revenuecat", "rc_new_user").owner is None
+    assert world.entitlements()["is_premium"] is False and world.entitlements(OTHER)["is_premium"] is False
+    # The new user logs in: the purchase's next event names them.
+    logged_in = rc.event("UNCANCELLATION", OTHER, at_ms=now_ms + 1_000, transaction="rc_new_user",
+                         original_app_user_id=anonymous, aliases=[anonymous, OTHER])
+    world.post("revenuecat", rc.body(logged_in), rc_headers(world))
+
+    assert world.entitlements(OTHER)["is_premium"] is True
+    assert late_rows(world) == [] and world.delete().get_json() == first
+
+
+def test_a_new_users_purchase_naming_them_under_the_deleted_users_anonymous_id_is_theirs(world):
+    now_ms = int(time.time() * 1000)
+    bought = rc.event("INITIAL_PURCHASE", USER, at_ms=now_ms - 60_000, transaction="rc_user")
+    anonymous = bought["aliases"][1]
+    world.post("revenuecat", rc.body(bought), rc_headers(world))
+    first = world.delete().get_json()
+    now_ms = int(time.time() * 1000) + 1
+    theirs = rc.event("INITIAL_PURCHASE", OTHER, at_ms=now_ms, transaction="rc_other",
+                      original_app_user_id=anonymous, aliases=[anonymous, OTHER])
+    world.post("revenuecat", rc.body(theirs), rc_headers(world))
+    # A later event of it that RevenueCat sends under the anonymous id alone changes nothing.
+    world.post("revenuecat", rc.body(anonymously("RENEWAL", anonymous, now_ms + 1_000, "rc_other")), rc_headers(world))
+
+    work_once(world)
+
+    assert world.entitlements(OTHER)["is_premium"] is True and world.entitlements()["is_premium"] is False
+    assert late_rows(world) == [] and world.delete().get_json() == first
 
 
 def test_a_play_purchase_replacing_the_deleted_users_naming_nobody_is_cancelled(world):

@@ -220,6 +220,27 @@ def holders_after_transfers(client, api, chains: dict[str, list[tuple[str, str]]
     return holders
 
 
+@pytest.mark.parametrize("moved", ["APP_STORE/PRODUCTION", "PLAY_STORE/PRODUCTION", "APP_STORE/SANDBOX"])
+@pytest.mark.parametrize("order", ["purchases first", "transfer first"])
+def test_a_restore_moves_only_the_purchases_of_its_store_and_environment(app, client, api, moved, order):
+    """A restore gives the new App User ID what the store account on the device bought
+    ("content previously purchased from the same store account"), and the TRANSFER names
+    that ``store`` and ``environment``: user-1's purchases elsewhere stay theirs."""
+    store, environment = moved.split("/")
+    purchases = [rc.event("INITIAL_PURCHASE", user="user-1", at_ms=NOW_MS - 3000 + n, transaction=f"{kind}-{n}",
+                          product_id=product, store=kind.split("/")[0], environment=kind.split("/")[1])
+                 for n, (kind, product) in enumerate([("APP_STORE/PRODUCTION", YEARLY), ("PLAY_STORE/PRODUCTION", MONTHLY),
+                                                      ("APP_STORE/SANDBOX", "sandbox_monthly")])]
+    transfer = {**rc.transfer(["user-1"], ["user-2"], at_ms=NOW_MS), "store": store, "environment": environment}
+    for evt in (purchases + [transfer] if order == "purchases first" else [transfer] + purchases):
+        assert send(client, evt).get_json() == {"status": "processed"}
+
+    with app.extensions["gateway"].store.transaction(readonly=True) as tx:
+        owners = {e["transaction_id"]: tx.get_subscription("revenuecat", e["transaction_id"]).owner for e in purchases}
+    assert owners == {e["transaction_id"]: "user-2" if e["transaction_id"].startswith(moved) else "user-1"
+                      for e in purchases}
+
+
 def test_two_transfers_end_with_the_newer_holder_in_either_order(client, api):
     # A buys; B restores on A's device (A->B, t1), then A restores again (B->A, t2). In
     # either order of the two the stamps decide: B->A first finds nothing at B, and still

@@ -25,12 +25,13 @@ class _State:
     events: dict[int, Event] = dataclasses.field(default_factory=dict)
     subscriptions: dict[tuple[str, str], Subscription] = dataclasses.field(default_factory=dict)
     identities: dict[tuple[str, str], tuple[str, datetime | None]] = dataclasses.field(default_factory=dict)
-    transfers: dict[tuple[str, str, datetime], str | None] = dataclasses.field(default_factory=dict)
+    transfers: dict[tuple[str, str, datetime], Transfer] = dataclasses.field(default_factory=dict)
     entitlements: dict[str, list[Grant]] = dataclasses.field(default_factory=dict)
     event_links: set[tuple[int, str, str]] = dataclasses.field(default_factory=set)
     feed: list[FeedEvent] = dataclasses.field(default_factory=list)
     expiries_through: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
     deleted: dict[str, dict] = dataclasses.field(default_factory=dict)
+    deleted_at: dict[str, datetime] = dataclasses.field(default_factory=dict)
     deleted_accounts: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     cursors: dict[str, int] = dataclasses.field(default_factory=dict)
     deleted_subscriptions: dict[tuple[str, str], DeletedSubscription] = dataclasses.field(default_factory=dict)
@@ -181,12 +182,12 @@ class _MemoryTransaction(Transaction):
         for account in transfer.from_accounts:
             key = (transfer.source, account, transfer.as_of)
             held = self.state.transfers
-            if key not in held or link_claim(transfer.as_of, transfer.to_user) > link_claim(transfer.as_of, held[key]):
-                self.state.transfers[key] = transfer.to_user
+            if key not in held or link_claim(transfer.as_of, transfer.to_user) > link_claim(transfer.as_of,
+                                                                                           held[key].to_user):
+                self.state.transfers[key] = dataclasses.replace(transfer, from_accounts=(account,))
 
     def transfers_from(self, source: str, accounts: list[str]) -> list[Transfer]:
-        return [Transfer(src, (account,), to_user, as_of)
-                for (src, account, as_of), to_user in sorted(self.state.transfers.items(), key=str)
+        return [transfer for (src, account, _), transfer in sorted(self.state.transfers.items(), key=str)
                 if src == source and account in accounts]
 
     def lock_users(self, user_subs: list[str]) -> None:
@@ -234,11 +235,14 @@ class _MemoryTransaction(Transaction):
     def mark_deleted(self, user_sub, report, now):
         if user_sub in self.state.deleted:
             return self.state.deleted[user_sub]
-        self.state.deleted[user_sub] = report
+        self.state.deleted[user_sub], self.state.deleted_at[user_sub] = report, now
         return None
 
     def deletion_report(self, user_sub):
         return self.state.deleted.get(user_sub)
+
+    def deleted_at(self, user_sub):
+        return self.state.deleted_at.get(user_sub)
 
     def identities_of(self, user_sub):
         return sorted(key for key, (owner, _) in self.state.identities.items() if owner == user_sub)

@@ -9,7 +9,7 @@ import pytest
 from gateway.accounts import ROUNDS, AccountDeletion, StoreApis
 from gateway.apply import apply_translation
 from gateway.domain.catalog import Catalog
-from gateway.domain.changes import Translation
+from gateway.domain.changes import Link, Translation
 from gateway.domain.model import Snapshot, Status
 from gateway.errors import Unavailable
 from gateway.providers.stripe_api import StripeApiError
@@ -44,6 +44,9 @@ class BuyingStripe:
 
     def subscription(self, key: str) -> dict:
         return {"id": key, "status": "canceled" if key in self.cancelled else "active"}
+
+    def open_checkout_sessions(self, customer: str) -> list[dict]:
+        return []
 
 
 def deletion(purchases: int) -> tuple[MemoryStore, BuyingStripe, AccountDeletion]:
@@ -113,3 +116,27 @@ def test_a_subscription_the_deletion_dealt_with_is_recorded_again_when_it_ended_
     (row,) = store.state.deleted_subscriptions.values()
     assert (row.outcome, row.found_at, row.next_attempt_at) == ("pending", later + timedelta(days=2),
                                                                 later + timedelta(days=2))
+
+
+def test_a_deleted_users_anonymous_revenuecat_id_holds_only_purchases_seen_until_the_deletion():
+    """A store account kept by the tombstone makes a purchase naming nobody the deleted
+    user's; a RevenueCat anonymous id (an app install's) only one seen until the deletion."""
+    store, _, accounts = deletion(purchases=0)
+    anonymous = "$RCAnonymousID:0f0e0d0c"
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(links=(Link("revenuecat", anonymous, USER, NOW),
+                                                 Link("stripe", "cus_1", USER, NOW))), Catalog(products={}), NOW)
+    accounts.delete(USER)  # at NOW
+
+    def bought(source: str, account: str, key: str, as_of: datetime) -> str | None:
+        snapshot = Snapshot(source=source, key=key, as_of=as_of, status=Status.ACTIVE, product_id="monthly",
+                            expires_at=as_of + timedelta(days=30), will_renew=True, account=account)
+        with store.transaction() as tx:
+            apply_translation(tx, Translation(snapshots=(snapshot,)), Catalog(products={}), NOW + timedelta(hours=1))
+            return tx.get_subscription(source, key).owner
+
+    assert bought("revenuecat", anonymous, "rc_before", NOW - timedelta(minutes=1)) == USER
+    assert bought("revenuecat", anonymous, "rc_since", NOW + timedelta(minutes=1)) is None
+    assert bought("stripe", "cus_1", "sub_since", NOW + timedelta(minutes=1)) == USER
+    assert sorted(row.key for row in store.state.deleted_subscriptions.values()
+                  if row.outcome == "pending") == ["rc_before", "sub_since"]

@@ -131,6 +131,13 @@ def test_transfer_moves_access_to_the_first_real_user():
     assert (move.from_accounts, move.to_user) == (("user-1",), "user-2")
 
 
+def test_a_transfer_and_a_purchase_carry_the_store_and_environment_they_name():
+    move = translate({**rc.transfer(["user-1"], ["user-2"]), "store": "PLAY_STORE", "environment": "SANDBOX"})
+    bought = translate(rc.event("INITIAL_PURCHASE", store="PLAY_STORE", environment="SANDBOX")).snapshots[0]
+    assert (move.transfers[0].store, move.transfers[0].environment) == ("PLAY_STORE", "SANDBOX")
+    assert (bought.store, bought.environment) == ("PLAY_STORE", "SANDBOX")
+
+
 @pytest.mark.parametrize("kind", ["TEST", "INVOICE_ISSUANCE", "EXPERIMENT_ENROLLMENT", "SOMETHING_NEW"])
 def test_events_without_subscription_state_are_ignored(kind):
     assert translate(rc.event(kind)).ignored_reason
