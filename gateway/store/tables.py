@@ -102,7 +102,7 @@ transfers = sa.Table(
     sa.Column("account", sa.String(255), primary_key=True),
     sa.Column("as_of", Time, primary_key=True),
     sa.Column("to_user", sa.String(255), nullable=True, index=True),  # NULL: to nobody
-    # What it moves (``Transfer.moves``); NULL: any (not named, or recorded before migration 0019).
+    # What it moves (``Transfer.moves``); NULL: any (not named, or recorded before migration 0020).
     sa.Column("store", sa.String(32), nullable=True),
     sa.Column("environment", sa.String(32), nullable=True),
     sa.Column("created_at", Time, nullable=False),

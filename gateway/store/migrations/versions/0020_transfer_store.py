@@ -1,7 +1,7 @@
 """subscriptions.store, transfers.store and transfers.environment: what a RevenueCat transfer moves
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-07
 
 A RevenueCat TRANSFER moved every purchase its ids held. A restore moves what the store
@@ -15,8 +15,8 @@ the previous release, which neither reads nor writes them) matches any, and move
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0019'
-down_revision = '0018'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
