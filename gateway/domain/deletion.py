@@ -63,6 +63,9 @@ class DeletedSubscription:
 #: of its deliveries that name no user, ``providers.revenuecat_events``).
 INSTALL_ACCOUNTS = frozenset({"revenuecat"})
 
+#: How RevenueCat's anonymous app user ids begin: an app install's, never a user's sub.
+ANONYMOUS_APP_USER = "$RCAnonymousID:"
+
 
 def kept_account_holds(subscription: Subscription, deleted_at: datetime | None) -> bool:
     """Whether the store account of ``subscription``, kept by the tombstone of a user deleted

@@ -14,13 +14,13 @@ import marshmallow as ma
 
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Transfer, Translation, ignored
+from gateway.domain.deletion import ANONYMOUS_APP_USER
 from gateway.domain.events import Event
 from gateway.domain.model import Snapshot, Status
 from gateway.errors import Malformed, NotConfigured, Unauthorized
 from gateway.providers import Delivery, Lookup, wire
 
 SOURCE = "revenuecat"
-ANONYMOUS_PREFIX = "$RCAnonymousID:"
 
 # Types that grant until expiration_at_ms, with whether they renew by themselves.
 _GRANTING = {
@@ -79,7 +79,7 @@ def _time(ms: int | None) -> datetime | None:
 
 
 def is_anonymous(app_user_id: str | None) -> bool:
-    return not app_user_id or app_user_id.startswith(ANONYMOUS_PREFIX)
+    return not app_user_id or app_user_id.startswith(ANONYMOUS_APP_USER)
 
 
 def _owner(event: dict) -> str | None:

@@ -25,6 +25,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from gateway.domain.deletion import ANONYMOUS_APP_USER
 from gateway.domain.model import Status
 
 from . import rows, tables
@@ -33,9 +34,6 @@ from .sql import EngineWork
 
 _C, _E, _D = tables.feed_cursors.c, tables.entitlements.c, tables.deleted_users.c
 _T, _I = tables.transfers.c, tables.identities.c
-
-#: RevenueCat's anonymous app user ids: no user's sub.
-ANONYMOUS = "$RCAnonymousID:"
 
 
 class SignOutGap(EngineWork):
@@ -58,5 +56,5 @@ class SignOutGap(EngineWork):
             users = set(connection.execute(revoked).scalars()) | set(connection.execute(deleted).scalars())
             for account, user_sub in connection.execute(moved):
                 users |= {user_sub} if user_sub else set()
-                users |= set() if account.startswith(ANONYMOUS) else {account}
+                users |= set() if account.startswith(ANONYMOUS_APP_USER) else {account}
         return sorted(users)
