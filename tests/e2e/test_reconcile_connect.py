@@ -1,7 +1,9 @@
-"""Reconcile and the subscriptions of connected accounts that a release before 2026-12-07
-stored: Stripe answers the gateway's key 404 ``resource_missing`` for each (the key reads a
-connected account's objects only as that account), so each is ended once and said, not
-failed on every run; a 404 for a platform subscription ends nothing."""
+"""Reconcile and the Stripe subscriptions the gateway's key cannot read: those of connected
+accounts that a release before 2026-12-07 stored (the key reads a connected account's
+objects only as that account), and those of test mode kept by a deployment that moved to a
+live key (a key reads its own mode's objects alone). Stripe answers 404 ``resource_missing``
+for each, so each is ended once and said, not failed on every run; a 404 for a platform
+subscription of the key's own mode ends nothing."""
 from __future__ import annotations
 
 import json
@@ -10,7 +12,7 @@ import time
 from devtools import stripe_objects as so
 from tests.e2e.conftest import API_KEY
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
-from tests.e2e.reconcile_world import new_user, soon
+from tests.e2e.reconcile_world import World, new_user, soon
 from tests.fakes.stripe_api import StripeError
 
 ACCOUNT = "acct_1ConnectedShop"
@@ -76,3 +78,29 @@ def test_a_404_for_a_platform_subscription_ends_nothing(world, stripe_fake):
     code, output = world.reconcile("--source", "stripe")
     assert code == 0 and "failed 0" in output
     assert world.premium(user)["active"] is True
+
+
+def test_a_test_mode_subscription_kept_when_the_key_became_live_is_ended_once_and_said(
+        world, stripe_fake, make_app, chain):
+    user, sub_id = new_user(), so.new_id("sub")
+    event = subscribed(world, user, sub_id)
+    stripe_fake.put(event["data"]["object"])  # a test-mode object ("livemode": false)
+    assert world.stripe(event).get_json() == {"status": "processed"}  # on the test key, as staging ran
+    test_key, stripe_fake.api_key = stripe_fake.api_key, "sk_live_fake_4242"
+    try:
+        live = World(make_app(GATEWAY_API_KEYS=API_KEY, STRIPE_API_KEY=stripe_fake.api_key,
+                              STRIPE_API_BASE=stripe_fake.url), chain)  # the same database, now live
+        assert live.premium(user)["active"] is True
+
+        code, output = live.reconcile("--source", "stripe")
+        assert code == 0, output
+        assert "stripe: checked 1, changed 1, unchanged 0, failed 0, other mode ended 1" in output
+        assert f"drift {sub_id}: active -> expired" in output and "of test mode, stored by a test key" in output
+        assert live.premium(user)["active"] is False and feed(live, user)[-1]["type"] == "entitlement.expired"
+        asked = stripe_fake.calls("GET", f"/v1/subscriptions/{sub_id}")
+
+        code, output = live.reconcile("--source", "stripe")
+        assert code == 0 and "changed 0, unchanged 1, failed 0" in output and "mode" not in output
+        assert stripe_fake.calls("GET", f"/v1/subscriptions/{sub_id}") == asked  # not asked again
+    finally:
+        stripe_fake.api_key = test_key

@@ -359,11 +359,24 @@ class FakeStripe:
             match = regex.match(request.path)
             if match and method == request.method:
                 try:
-                    return function(self.state, request, **match.groupdict())
+                    return self._of_the_keys_mode(function(self.state, request, **match.groupdict()))
                 except StripeError as error:
                     return error.status, error.body()
         message = f"Unrecognized request URL ({request.method}: {request.path})."
         return 404, StripeError(404, "invalid_request_error", message).body()
+
+    def _of_the_keys_mode(self, answer: tuple[int, dict]) -> tuple[int, dict]:
+        """An object of the other mode than the key's is not there for it: each mode has its
+        own keys and objects (https://docs.stripe.com/keys), and Stripe answers 404 with a hint."""
+        status, body = answer
+        livemode = self.api_key.startswith(("sk_live_", "rk_live_"))
+        if status != 200 or body.get("object") in (None, "list", "search_result") or body.get("livemode", livemode) == livemode:
+            return answer
+        modes = {True: "live", False: "test"}
+        raise StripeError(404, "invalid_request_error",
+                          f"No such {body['object']}: '{body.get('id')}'; a similar object exists in "
+                          f"{modes[not livemode]} mode, but a {modes[livemode]} mode key was used to make this request.",
+                          "resource_missing", "id")
 
     def _execute(self, request: Request) -> tuple[int, dict]:
         failure = self._failures.pop(request.path, None) if request.method == "POST" else None
