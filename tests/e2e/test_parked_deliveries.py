@@ -89,14 +89,14 @@ def test_the_worker_warns_of_parked_deliveries_once_then_only_as_they_grow(store
         fail_for_good(store, outbox, "user-2")
         worker.run_once(NOW + timedelta(minutes=30))  # grown, but told half an hour ago
         assert len(told(caplog)) == 1
-        for hours in (2, 3):
+        for hours in (2, 5):  # grown since, then not
             worker.run_once(NOW + timedelta(hours=hours))
         assert told(caplog)[1:] == [{"endpoint": "backend", "parked": 2, "event_gone": 1,
                                      "action": f"{DROP}; {REPLAY}"}]
 
         assert outbox.drop("backend", (1,)) == {1: "user-1"} and outbox.replay(NOW, "backend") == 1
-        worker.run_once(NOW + timedelta(hours=3))
+        worker.run_once(NOW + timedelta(hours=8))
         assert len(told(caplog)) == 2
         fail_for_good(store, outbox)  # user-1's 3, free now, and user-2's replayed 4
-        worker.run_once(NOW + timedelta(hours=3, minutes=1))
+        worker.run_once(NOW + timedelta(hours=8, minutes=1))
     assert told(caplog)[2:] == [{"endpoint": "backend", "parked": 2, "event_gone": 0, "action": REPLAY}]
