@@ -103,7 +103,7 @@ class Deliverer:
                                "action": f"resync the receiver, then: flask webhooks skip-gap {name}"}})
 
     def _tell_parked(self, now: datetime) -> None:
-        """Log each endpoint's parked deliveries (parked by this worker or found so) once
+        """Log each endpoint's parked deliveries (whichever worker parked them) once
         per process when it gets some, then again only when their number has grown and
         ``PARKED_TOLD_EVERY`` has passed: never a line per turn. A number that fell (a drop,
         a replay) is remembered, so what is parked after that is told again."""
