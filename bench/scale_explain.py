@@ -13,7 +13,8 @@ parameters, a path's statements in one transaction that is rolled back:
 - ``expiry``: one run of the expiry sweep;
 - ``reconcile``: each source's cursor and due subscriptions, as ``flask reconcile`` reads them;
 - ``feed``: ``GET /v1/events?after=`` a thousand events before the head;
-- ``webhooks``: the outbound worker's fan-out and claim (rolled back: nothing leased).
+- ``webhooks``: the outbound worker's fan-out and claim (rolled back: nothing leased), and
+  its count of parked deliveries, which each scrape of ``/metrics`` reads too.
 
 Psycopg prepares a statement it has run five times on a connection, and from its sixth run
 PostgreSQL may plan it once for any parameters (a generic plan) when that looks no dearer
@@ -146,7 +147,8 @@ def record(url: str, heavy_user: str) -> tuple[list[tuple[str, str, Any]], dict[
             with contextlib.suppress(_Enough):
                 _RollingBackOutbox(engine).fan_out(now)
             _RollingBackOutbox(engine).claim(now, now + timedelta(seconds=80), 64)
-        asked["webhooks"] = "Outbox.fan_out, Outbox.claim(64), rolled back"
+            _RollingBackOutbox(engine).parked()  # every worker turn and every scrape of /metrics
+        asked["webhooks"] = "Outbox.fan_out, Outbox.claim(64), rolled back; Outbox.parked"
     finally:
         store.close()
     return recorder.sent, asked

@@ -4,9 +4,10 @@ Under gunicorn every worker is a process of its own, so the counters live in
 prometheus_client's multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR`` is set
 (gunicorn.conf.py sets it): each worker writes its samples to files there and a scrape,
 whichever worker answers it, adds them all up. Without it (tests, ``flask run``) they
-live in this process. The event backlog and the feed's readers behind it are not counted
-at all: they are read from the database at scrape time, so they are right whichever
-process changed them (the worker runs the readers, the web answers the scrape).
+live in this process. The event backlog, the feed's readers behind it and the parked
+outgoing webhook deliveries are not counted at all: they are read from the database at
+scrape time, so they are right whichever process changed them (the worker runs the readers
+and parks deliveries, an operator's command drops them, the web answers the scrape).
 """
 from __future__ import annotations
 
@@ -100,6 +101,18 @@ def _series(metric, *labels: str):
     return metric.labels(*labels)
 
 
+def _read(failure: str, read):
+    """``read()``, or None, logged as ``failure``, while the database cannot be reached:
+    the scrape then answers without that gauge rather than failing whole."""
+    from gateway.store.port import StoreUnavailable
+
+    try:
+        return read()
+    except StoreUnavailable as exc:
+        log.warning(failure, extra={"fields": {"error": str(exc)}})
+        return None
+
+
 class BacklogCollector:
     """``gateway_events_backlog{source,status}``: deferred and failed events, counted in
     the event log when scraped. Every source and status is present, zero included, so
@@ -109,13 +122,8 @@ class BacklogCollector:
         self.store = store
 
     def collect(self):
-        from gateway.store.port import StoreUnavailable
-
-        try:
-            with self.store.transaction() as tx:
-                counts = tx.count_events(BACKLOG_STATUSES)
-        except StoreUnavailable as exc:
-            log.warning("backlog not counted", extra={"fields": {"error": str(exc)}})
+        counts = _read("backlog not counted", self._counts)
+        if counts is None:
             return
         gauge = GaugeMetricFamily("gateway_events_backlog", "Events waiting for a retry (deferred) "
                                   "or given up on (failed), by source.", labels=["source", "status"])
@@ -123,6 +131,10 @@ class BacklogCollector:
             for status in BACKLOG_STATUSES:
                 gauge.add_metric([source, status], counts.get((source, status), 0))
         yield gauge
+
+    def _counts(self) -> dict[tuple[str, str], int]:
+        with self.store.transaction() as tx:
+            return tx.count_events(BACKLOG_STATUSES)
 
 
 class FeedReadersCollector:
@@ -136,24 +148,55 @@ class FeedReadersCollector:
         self.store, self.settings = store, settings
 
     def collect(self):
-        from gateway.jobs import sign_out
-        from gateway.store.outbox import Outbox
-        from gateway.store.port import StoreUnavailable
-
-        outbox, on = Outbox.of(self.store), self.settings is not None and sign_out.enabled(self.settings)
-        try:
-            enabled, behind = [e.name for e in outbox.endpoints() if e.enabled], outbox.behind(enabled_only=True)
-            readers = {("webhook", name): name in behind for name in enabled}
-            if on:
-                readers["sign_out", sign_out.CURSOR] = sign_out.behind(self.store) is not None
-        except StoreUnavailable as exc:
-            log.warning("feed readers not read", extra={"fields": {"error": str(exc)}})
+        readers = _read("feed readers not read", self._readers)
+        if readers is None:
             return
         gauge = GaugeMetricFamily("gateway_feed_reader_behind", "1: the reader is behind the feed (events it "
                                   "had not read were pruned) and does nothing until its gap is skipped.",
                                   labels=["reader", "name"])
         for (reader, name), is_behind in sorted(readers.items()):
             gauge.add_metric([reader, name], int(is_behind))
+        yield gauge
+
+    def _readers(self) -> dict[tuple[str, str], bool]:
+        from gateway.jobs import sign_out
+        from gateway.store.outbox import Outbox
+
+        outbox = Outbox.of(self.store)
+        enabled, behind = [e.name for e in outbox.endpoints() if e.enabled], outbox.behind(enabled_only=True)
+        readers = {("webhook", name): name in behind for name in enabled}
+        if self.settings is not None and sign_out.enabled(self.settings):
+            readers["sign_out", sign_out.CURSOR] = sign_out.behind(self.store) is not None
+        return readers
+
+
+class ParkedDeliveriesCollector:
+    """``gateway_webhook_deliveries_parked{name,reason}``: each endpoint's outgoing webhook
+    deliveries parked ``failed``, each holding back its user's later ones until an operator
+    acts. ``reason="event_gone"``: its event was deleted, so it can never be sent (resync
+    the user, then ``flask webhooks drop``); ``"retries_exhausted"``: it failed for three
+    days (fix the receiver, then replay). Read from the database when scraped; every
+    endpoint and reason is present, zero included."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self):
+        from gateway.store.outbox import Outbox
+
+        outbox = Outbox.of(self.store)
+        found = _read("parked webhook deliveries not counted", lambda: ({e.name for e in outbox.endpoints()},
+                                                                        outbox.parked()))
+        if found is None:
+            return
+        names, parked = found
+        gauge = GaugeMetricFamily("gateway_webhook_deliveries_parked", "Outgoing webhook deliveries parked "
+                                  "failed, holding back their users' later ones until an operator acts.",
+                                  labels=["name", "reason"])
+        for name in sorted(names | set(parked)):
+            count, gone = parked.get(name, (0, 0))
+            gauge.add_metric([name, "event_gone"], gone)
+            gauge.add_metric([name, "retries_exhausted"], count - gone)
         yield gauge
 
 
@@ -166,8 +209,8 @@ def multiprocess_dir() -> str | None:
 
 
 def exposition(store, settings=None) -> bytes:
-    """The text of one scrape: every worker's samples (or this process's), the backlog and
-    the feed's readers behind it."""
+    """The text of one scrape: every worker's samples (or this process's), the backlog, the
+    feed's readers behind it and the parked webhook deliveries."""
     registry = CollectorRegistry()
     if multiprocess_dir():
         from prometheus_client import multiprocess
@@ -177,6 +220,7 @@ def exposition(store, settings=None) -> bytes:
         registry.register(_Forward(REGISTRY))
     registry.register(BacklogCollector(store))
     registry.register(FeedReadersCollector(store, settings))
+    registry.register(ParkedDeliveriesCollector(store))
     return generate_latest(registry)
 
 

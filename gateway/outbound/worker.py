@@ -7,7 +7,8 @@ every retry, so a receiver dedupes on it. Any 2xx is delivered; anything else (n
 connection, a timeout, a redirect, which is never followed, 4xx, 5xx) is tried again with
 exponential backoff and jitter, and parked ``failed`` after three days
 (``domain.webhooks.retry_at``) until an operator replays it. The target is checked again
-before every attempt, since DNS answers change.
+before every attempt, since DNS answers change. An endpoint's parked deliveries are logged
+once when it gets some, again only as they grow (``_tell_parked``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ log = logging.getLogger("gateway.outbound")
 
 #: Errors are kept this short on the delivery's row.
 MAX_ERROR = 200
+#: While an endpoint's parked deliveries keep growing (a receiver down for days parks one
+#: user's head delivery after another), a line about them at most this often.
+PARKED_TOLD_EVERY = timedelta(hours=1)
+#: The positions a parked line names for ``flask webhooks drop``; the admin lists them all.
+PARKED_SHOWN = 20
 
 
 class Deliverer:
@@ -43,6 +49,7 @@ class Deliverer:
         self.clock, self.jitter = clock, jitter
         self._synced = False
         self._told: set[tuple[str, int, int]] = set()  # gaps logged by this process
+        self._parked_told: dict[str, tuple[int, datetime]] = {}  # endpoint: (parked, when) last logged
         self.session = transport.session(threads, allow_private)
 
     @classmethod
@@ -82,6 +89,7 @@ class Deliverer:
             for (claimed_one, error, later), status in zip(tried, self.outbox.settle(tried, self.clock() + shift)):
                 _log(claimed_one, error, later, status)
             made += len(claimed)
+        self._tell_parked(self.clock() + shift)
         return made
 
     def _tell_gaps(self) -> None:
@@ -93,6 +101,34 @@ class Deliverer:
                 log.error("webhook endpoint behind the feed; sending nothing until its gap is skipped", extra={
                     "fields": {"endpoint": name, "position": position, "pruned_through": pruned,
                                "action": f"resync the receiver, then: flask webhooks skip-gap {name}"}})
+
+    def _tell_parked(self, now: datetime) -> None:
+        """Log each endpoint's parked deliveries (whichever worker parked them) once
+        per process when it gets some, then again only when their number has grown and
+        ``PARKED_TOLD_EVERY`` has passed: never a line per turn. A number that fell (a drop,
+        a replay) is remembered, so what is parked after that is told again."""
+        parked = self.outbox.parked()
+        for name in set(parked) | set(self._parked_told):
+            (count, gone), (told, at) = parked.get(name, (0, 0)), self._parked_told.get(name, (0, now))
+            if count > told and (told == 0 or now - at >= PARKED_TOLD_EVERY):
+                self._parked_told[name] = (count, now)
+                self._log_parked(name, count, gone)
+            elif count == 0:
+                del self._parked_told[name]
+            elif count < told:
+                self._parked_told[name] = (count, at)
+
+    def _log_parked(self, name: str, count: int, gone: int) -> None:
+        actions = []
+        if gone:
+            positions = [position for _, position, _ in self.outbox.unsendable(name)]
+            shown = " ".join(map(str, positions[:PARKED_SHOWN])) + (" ..." if len(positions) > PARKED_SHOWN else "")
+            actions.append(f"resync their users at the receiver, then: flask webhooks drop {name} {shown}")
+        if count > gone:
+            actions.append(f"fix the receiver, then: flask webhooks replay --endpoint {name}")
+        log.warning("webhook deliveries parked; their users' later deliveries wait until an operator acts",
+                    extra={"fields": {"endpoint": name, "parked": count, "event_gone": gone,
+                                      "action": "; ".join(actions)}})
 
     def lease(self, count: int) -> timedelta:
         """Longer than ``count`` attempts take on this worker's threads (each up to its

@@ -15,6 +15,9 @@ it holds back that user's later ones to the endpoint. A replay leaves it parked 
 again, it would only be parked again); once the operator has resynced that user at the
 receiver, ``drop`` deletes it, and the user's later deliveries go on. Never automatic,
 for the reason a gap is never skipped by itself: the receiver missed a change.
+
+What is parked, per endpoint (``parked``), is what the metrics' gauge and the worker's
+warning show an operator who does not open the admin page.
 """
 from __future__ import annotations
 
@@ -31,6 +34,13 @@ from .sql import EngineWork
 _E, _D, _F = tables.webhook_endpoints.c, tables.webhook_deliveries.c, tables.entitlement_events.c
 #: A delivery whose event the feed still holds: one that can be sent.
 _SENDABLE = sa.exists().where(_F.position == _D.position)
+#: Each endpoint's parked deliveries, and how many of them have their event gone. Read at
+#: every scrape and every worker turn: the status is in the SQL's text, not a parameter, so
+#: that even a prepared statement's generic plan reads the few failed rows through
+#: ix_webhook_deliveries_status_next_attempt_at, never the whole table.
+_PARKED = sa.select(_D.endpoint, sa.func.count().label("parked"),
+                    sa.func.sum(sa.case((_SENDABLE, 0), else_=1)).label("gone")).where(
+    _D.status == sa.literal(FAILED, literal_execute=True)).group_by(_D.endpoint)
 
 
 class Repairs(EngineWork):
@@ -69,6 +79,12 @@ class Repairs(EngineWork):
         query = sa.select(_D.endpoint, _D.position, _D.user_sub).where(*_failed(endpoint, positions), ~_SENDABLE)
         with self._transaction(readonly=True) as connection:
             return [tuple(row) for row in connection.execute(query.order_by(_D.endpoint, _D.position))]
+
+    def parked(self) -> dict[str, tuple[int, int]]:
+        """{endpoint: (its parked (failed) deliveries, those of them whose event is gone)},
+        of the endpoints that have any."""
+        with self._transaction(readonly=True) as connection:
+            return {row.endpoint: (row.parked, row.gone) for row in connection.execute(_PARKED)}
 
     def drop(self, endpoint: str, positions: tuple[int, ...]) -> dict[int, str]:
         """Delete the failed deliveries of ``endpoint`` at ``positions`` whose event is

@@ -4,6 +4,7 @@ feed out to a real local receiver that verifies each request as an app's backend
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -154,6 +155,19 @@ def test_a_parked_delivery_holds_back_its_user_until_replayed_then_both_arrive_i
         [("1", "entitlement.granted"), ("3", "entitlement.renewed")]
     listed = app.test_cli_runner().invoke(args=["webhooks", "list"]).output
     assert "backend" in listed and "delivered 3" in listed and "failed 0" in listed
+
+
+def test_the_worker_that_parks_a_delivery_warns_once_with_the_command_that_sends_it_again(
+        app, receiver, deliverer, caplog):
+    """The turns after the parking, days apart, say nothing more: the gauge
+    (``gateway_webhook_deliveries_parked``) is what shows it stays parked."""
+    with caplog.at_level(logging.WARNING, "gateway.outbound"):
+        later = park_user_1(app, receiver, deliverer)
+        for days in (1, 2, 30):
+            assert deliverer.run_once(later + timedelta(days=days)) == 0
+    (told,) = [r.fields for r in caplog.records if r.getMessage().startswith("webhook deliveries parked")]
+    assert told == {"endpoint": "backend", "parked": 1, "event_gone": 0,
+                    "action": "fix the receiver, then: flask webhooks replay --endpoint backend"}
 
 
 def env(*endpoints) -> dict[str, str]:
