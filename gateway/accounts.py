@@ -3,9 +3,10 @@
 1. The user's live subscriptions and Stripe customers are read; a user already deleted
    gets the first report, with the purchases made since (``late_purchases``: those still
    pending are stopped first).
-2. Outside any transaction, the customers' open Checkout Sessions are expired, so none is
-   paid once the account is gone (one completed meanwhile is a purchase like any other:
-   found in step 3 or after the deletion), and billing is stopped where the developer can:
+2. Outside any transaction, the open Checkout Sessions of the customers and of the sessions
+   handed to the user (``gateway.checkout`` records each) are expired, so none is paid once
+   the account is gone (one completed meanwhile is a purchase like any other: found in step
+   3 or after the deletion), and billing is stopped where the developer can:
    - Stripe: cancelled at once (``DELETE /v1/subscriptions/{id}``): a user who deletes
      their account expects not to be charged again, and keeps no access to use up;
    - Google Play: ``purchases.subscriptionsv2.cancel`` with
@@ -20,9 +21,10 @@
 3. One transaction, in the lock order of every writer (accounts, subscriptions, users,
    the feed's clock last). Under the user's lock, the user's subscriptions as committed
    are held against what step 2 stopped or reported (``domain.deletion.unstopped``): one
-   stored since the read (a purchase delivered while a store's cancel was in flight) rolls
-   the transaction back, and the deletion goes round again from step 1 for it, up to
-   ``ROUNDS`` times, then answers 503. Then the tombstone and its report
+   stored since the read (a purchase delivered while a store's cancel was in flight), or a
+   session handed out since (``domain.deletion.unexpired``), rolls the transaction back,
+   and the deletion goes round again from step 1 for it, up to ``ROUNDS`` times, then
+   answers 503. Then the tombstone and its report
    (``mark_deleted``; a concurrent deletion that committed first wins and its report is
    answered), the subscriptions it dealt with (one live later and not among them is a
    purchase made after the deletion: ``late_purchases``), personal values
