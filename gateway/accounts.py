@@ -108,7 +108,7 @@ class AccountDeletion:
             except StoreUnavailable as exc:
                 raise Unavailable("the deletion cannot be stored right now", code="store_unavailable") from exc
             except PurchasedMeanwhile:
-                log.info("purchased while deleting", extra={"fields": {"user": user_sub, "round": round_}})
+                log.info("purchased or checkout opened while deleting", extra={"fields": {"user": user_sub, "round": round_}})
         raise Unavailable("purchases of the account are being stored; try again", code="account_changing")
 
     def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription], list[str], dict[str, str]]:
