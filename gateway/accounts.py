@@ -3,9 +3,10 @@
 1. The user's live subscriptions and Stripe customers are read; a user already deleted
    gets the first report, with the purchases made since (``late_purchases``: those still
    pending are stopped first).
-2. Outside any transaction, the customers' open Checkout Sessions are expired, so none is
-   paid once the account is gone (one completed meanwhile is a purchase like any other:
-   found in step 3 or after the deletion), and billing is stopped where the developer can:
+2. Outside any transaction, the open Checkout Sessions of the customers and of the sessions
+   handed to the user (``gateway.checkout`` records each) are expired, so none is paid once
+   the account is gone (one completed meanwhile is a purchase like any other: found in step
+   3 or after the deletion), and billing is stopped where the developer can:
    - Stripe: cancelled at once (``DELETE /v1/subscriptions/{id}``): a user who deletes
      their account expects not to be charged again, and keeps no access to use up;
    - Google Play: ``purchases.subscriptionsv2.cancel`` with
@@ -20,9 +21,10 @@
 3. One transaction, in the lock order of every writer (accounts, subscriptions, users,
    the feed's clock last). Under the user's lock, the user's subscriptions as committed
    are held against what step 2 stopped or reported (``domain.deletion.unstopped``): one
-   stored since the read (a purchase delivered while a store's cancel was in flight) rolls
-   the transaction back, and the deletion goes round again from step 1 for it, up to
-   ``ROUNDS`` times, then answers 503. Then the tombstone and its report
+   stored since the read (a purchase delivered while a store's cancel was in flight), or a
+   session handed out since (``domain.deletion.unexpired``), rolls the transaction back,
+   and the deletion goes round again from step 1 for it, up to ``ROUNDS`` times, then
+   answers 503. Then the tombstone and its report
    (``mark_deleted``; a concurrent deletion that committed first wins and its report is
    answered), the subscriptions it dealt with (one live later and not among them is a
    purchase made after the deletion: ``late_purchases``), personal values
@@ -45,7 +47,8 @@ from datetime import datetime
 from gateway.apply import append_changes
 from gateway.domain import entitlement_events
 from gateway import late_purchases
-from gateway.domain.deletion import CANCELLED, ENDED, REPORTED, DeletedSubscription, unstopped, with_late
+from gateway.domain.deletion import (
+    CANCELLED, ENDED, REPORTED, SESSION_LIFETIME, DeletedSubscription, unexpired, unstopped, with_late)
 from gateway.domain.entitlement_events import Cause
 from gateway.domain.model import Subscription
 from gateway.erasure import redact_deliveries
@@ -75,7 +78,8 @@ class StoreApis:
 
 class PurchasedMeanwhile(Exception):
     """Raised inside the deletion's transaction to roll it back: a live subscription of the
-    user was stored after the read that billing was stopped on."""
+    user was stored, or a Checkout Session handed to them, after the read that billing was
+    stopped and the sessions expired on."""
 
 
 class AccountDeletion:
@@ -88,32 +92,36 @@ class AccountDeletion:
         database or a store's API cannot answer now (nothing recorded: ask again)."""
         report: dict[str, list] = {"cancelled": [], "user_must_cancel": []}
         stopped: set[tuple[str, str]] = set()
+        expired: set[str] = set()  # the Checkout Sessions handed out and no longer payable
         for round_ in range(1, ROUNDS + 1):
-            earlier, held, customers = self._read(user_sub)
+            earlier, held, customers, handed_out = self._read(user_sub)
             if earlier is not None:
                 return self._answer_again(user_sub, earlier)
             live = sorted(unstopped(held, stopped, self.clock()), key=_order)
-            self._expire_checkouts(customers)
+            self._expire_checkouts(sorted({*customers, *handed_out.values()}))
+            expired.update(handed_out)  # each open one was listed, after it was recorded, and expired
             self._stop_billing(live, report)
             stopped.update(_keys(live))
             try:
                 with self.store.transaction() as tx:
-                    return erase(tx, user_sub, report, self.clock(), stopped)
+                    return erase(tx, user_sub, report, self.clock(), stopped, expired)
             except StoreUnavailable as exc:
                 raise Unavailable("the deletion cannot be stored right now", code="store_unavailable") from exc
             except PurchasedMeanwhile:
-                log.info("purchased while deleting", extra={"fields": {"user": user_sub, "round": round_}})
+                log.info("purchased or checkout opened while deleting", extra={"fields": {"user": user_sub, "round": round_}})
         raise Unavailable("purchases of the account are being stored; try again", code="account_changing")
 
-    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription], list[str]]:
-        """The earlier deletion's report, or the user's subscriptions and Stripe customers."""
+    def _read(self, user_sub: str) -> tuple[dict | None, list[Subscription], list[str], dict[str, str]]:
+        """The earlier deletion's report, or the user's subscriptions, Stripe customers and
+        the Checkout Sessions handed out that may still be open (id -> customer)."""
         try:
             with self.store.transaction(readonly=True) as tx:
                 earlier = tx.deletion_report(user_sub)
                 if earlier is not None:
-                    return earlier, [], []
+                    return earlier, [], [], {}
                 customers = [account for source, account in tx.identities_of(user_sub) if source == "stripe"]
-                return None, tx.subscriptions_of_users([user_sub])[user_sub], customers
+                handed_out = tx.checkout_sessions_of(user_sub, self.clock() - SESSION_LIFETIME)
+                return None, tx.subscriptions_of_users([user_sub])[user_sub], customers, handed_out
         except StoreUnavailable as exc:
             raise Unavailable("the account cannot be read right now", code="store_unavailable") from exc
 
@@ -133,7 +141,8 @@ class AccountDeletion:
 
     def _expire_checkouts(self, customers: list[str]) -> None:
         """Expire the customers' open Checkout Sessions, so none is paid once the account is
-        gone (https://docs.stripe.com/api/checkout/sessions/expire). One completed or
+        gone (https://docs.stripe.com/api/checkout/sessions/expire): those of the user's
+        customers and of every session handed out (``gateway.checkout``). One completed or
         expired meanwhile is refused, and left: its subscription, if any, is stopped like
         any other (``unstopped`` here, ``late_purchases`` after the deletion)."""
         if not self.apis.stripe:
@@ -225,10 +234,12 @@ def _order(subscription: Subscription) -> tuple:
     return subscription.snapshot.source, subscription.snapshot.product_id or "", subscription.snapshot.key
 
 
-def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: Collection[tuple[str, str]]) -> dict:
+def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: Collection[tuple[str, str]],
+          expired: Collection[str] = ()) -> dict:
     """Record the deletion in ``tx``; returns the report that holds (an earlier one wins).
     Raises ``PurchasedMeanwhile`` when a live subscription of the user, as committed under
-    the user's lock, is not among ``stopped``, the (source, key) of those ``report`` covers."""
+    the user's lock, is not among ``stopped``, the (source, key) of those ``report`` covers,
+    or a Checkout Session handed to the user is not among ``expired``."""
     accounts = tx.identities_of(user_sub)
     tx.lock_accounts(accounts)
     tx.lock_subscriptions(_keys(tx.subscriptions_of_users([user_sub])[user_sub]))
@@ -237,7 +248,7 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
     if earlier is not None:
         return earlier
     held = tx.subscriptions_of_users([user_sub])[user_sub]  # read again: one stored meanwhile is here now
-    if unstopped(held, stopped, now):
+    if unstopped(held, stopped, now) or unexpired(tx.checkout_sessions_of(user_sub, now - SESSION_LIFETIME), expired):
         raise PurchasedMeanwhile(user_sub)
     # What the deletion dealt with; one live later and not among them was bought since.
     tx.note_deleted_subscriptions([DeletedSubscription(s.snapshot.source, s.snapshot.key, user_sub,
@@ -251,6 +262,7 @@ def erase(tx: Transaction, user_sub: str, report: dict, now: datetime, stopped: 
     redact_deliveries(tx, keys, names)
     tx.keep_accounts(user_sub, accounts)  # a later delivery naming one is still known (``erasure``)
     tx.unlink_user(user_sub)
+    tx.forget_checkout_sessions(user_sub)
     before, _ = tx.read_entitlements([user_sub])
     tx.replace_entitlements_of({user_sub: []}, now)
     append_changes(tx, {user_sub: entitlement_events.changed(before[user_sub], [])}, now, {user_sub: DELETION})

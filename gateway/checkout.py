@@ -1,7 +1,10 @@
 """Checkout and Customer Portal sessions for a signed-in user: the use case.
 
 The user's Stripe customer is linked to the sub in our store before any session exists,
-so every webhook about that customer finds its owner.
+so every webhook about that customer finds its owner. A Checkout Session's URL is handed
+out only once the session is recorded under the user's lock, against the tombstone
+(``_hand_out``); the deletion, under the same lock, holds what it expired against those
+records (``accounts.erase``). Stripe is called with no lock held.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from gateway.apply import apply_translation
 from gateway.domain.entitlement_events import Cause
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
+from gateway.domain.deletion import SESSION_LIFETIME
 from gateway.domain.entitlements import Grant, iso
 from gateway.errors import Conflict, Forbidden, Unavailable
 from gateway.providers import stripe_checkout
@@ -26,7 +30,9 @@ class Checkout:
     def checkout_session(self, user_sub: str, price_id: str, success_url: str, cancel_url: str) -> dict:
         _refuse_what_is_held(self._held(user_sub), self.catalog.entitlements_for("stripe", price_id))
         customer = self._customer_of(user_sub)
-        return self.stripe.checkout_session(customer, user_sub, price_id, success_url, cancel_url)
+        session = self.stripe.checkout_session(customer, user_sub, price_id, success_url, cancel_url)
+        self._hand_out(user_sub, session["id"], customer)
+        return session
 
     def portal_session(self, user_sub: str, return_url: str) -> dict:
         self._held(user_sub)
@@ -46,6 +52,26 @@ class Checkout:
         if deleted:
             raise Forbidden("the account was deleted; it can buy nothing", code="account_deleted")
         return {grant.name: grant for grant in grants if grant.is_active(now)}
+
+    def _hand_out(self, user_sub: str, session_id: str, customer: str) -> None:
+        """Record the session, under the user's lock, unless the account was deleted since
+        ``_held`` read it: the deletion that committed meanwhile had listed the open sessions
+        before this one existed. Refused, or not recorded, the session is expired and its URL
+        never handed out. No lock is held across Stripe's call: the deletion waits on this
+        transaction alone, and one committed first is seen here."""
+        now = self.clock()
+        try:
+            with self.store.transaction() as tx:
+                tx.lock_users([user_sub])
+                deleted = tx.deletion_report(user_sub) is not None
+                if not deleted:
+                    tx.note_checkout_session(user_sub, session_id, customer, now, now - SESSION_LIFETIME)
+        except StoreUnavailable as exc:
+            self.stripe.expire_session(session_id)
+            raise Unavailable("the checkout session cannot be stored right now", code="store_unavailable") from exc
+        if deleted:
+            self.stripe.expire_session(session_id)
+            raise Forbidden("the account was deleted; it can buy nothing", code="account_deleted")
 
     def _customer_of(self, user_sub: str) -> str:
         customer = self.stripe.ensure_customer(user_sub)

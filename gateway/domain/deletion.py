@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .model import Status, Subscription
 
@@ -30,6 +30,24 @@ def unstopped(held: Iterable[Subscription], stopped: Collection[tuple[str, str]]
     it, under the user's lock: with any left, the deletion is not recorded but goes round
     again."""
     return [s for s in held if is_live(s, now) and (s.snapshot.source, s.snapshot.key) not in stopped]
+
+
+#: How long a Checkout Session can be paid: Stripe expires one 24 hours after it was made at
+#: the latest (``expires_at``, https://docs.stripe.com/api/checkout/sessions/create).
+SESSION_LIFETIME = timedelta(hours=24)
+
+
+def unexpired(handed_out: Iterable[str], closed: Collection[str]) -> list[str]:
+    """The Checkout Sessions handed to the user (``handed_out``, as recorded under the user's
+    lock) that the deletion neither expired nor found closed (``closed``).
+
+    The deletion expires sessions outside any transaction, on a read of those recorded; a
+    checkout records its session, against the tombstone and under the same lock, before it
+    hands out the URL. One recorded after that read would stay payable by a user who is
+    gone, so this is decided again in the deletion's transaction: with any left, the
+    deletion is not recorded but goes round again. A session opened once the tombstone is
+    committed is refused by the checkout itself and never handed out."""
+    return sorted(set(handed_out) - set(closed))
 
 
 #: What a store's cancel came to; ``ENDED``: the store bills nothing any more.

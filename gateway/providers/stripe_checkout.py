@@ -44,6 +44,18 @@ class StripeCheckout:
         session = _calling_stripe(lambda: self.api.create_checkout_session(params))
         return {"id": session["id"], "url": session["url"]}
 
+    def expire_session(self, session_id: str) -> bool:
+        """Expire a session whose URL is not handed out; whether Stripe did. A failure is
+        logged and left: nobody holds the URL to pay it, and Stripe expires it within 24 hours
+        (https://docs.stripe.com/api/checkout/sessions/expire)."""
+        try:
+            self.api.expire_checkout_session(session_id)
+        except StripeApiError as exc:
+            log.warning("a checkout session not handed out stays open", extra={"fields": {
+                "session": session_id, "error": str(exc), "status": exc.status}})
+            return False
+        return True
+
     def portal_session(self, customer: str, return_url: str) -> dict:
         session = _calling_stripe(lambda: self.api.create_portal_session(
             {"customer": customer, "return_url": return_url}))

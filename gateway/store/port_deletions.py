@@ -54,6 +54,22 @@ class DeletionsPort(abc.ABC):
     def rewrite_event(self, event_pk: int, payload: str, data: Any) -> None:
         """Replace a stored delivery's payload and data (the erasure of personal data)."""
 
+    # The Checkout Sessions handed to users (``gateway.checkout``).
+    @abc.abstractmethod
+    def note_checkout_session(self, user_sub: str, session_id: str, customer: str, now: datetime,
+                              forget_before: datetime) -> None:
+        """Record a session of ``customer`` handed to the user (whose lock ``tx`` holds); the
+        user's sessions created before ``forget_before``, which Stripe has expired since, are
+        forgotten."""
+
+    @abc.abstractmethod
+    def checkout_sessions_of(self, user_sub: str, since: datetime) -> dict[str, str]:
+        """The user's sessions recorded at ``since`` or later: session id -> customer."""
+
+    @abc.abstractmethod
+    def forget_checkout_sessions(self, user_sub: str) -> None:
+        """Delete every session recorded for the user."""
+
     # Their subscriptions.
     @abc.abstractmethod
     def note_deleted_subscriptions(self, rows: list[DeletedSubscription]) -> None:

@@ -15,6 +15,7 @@ from gateway.domain.model import Subscription
 
 from . import rows, statements, tables
 from .accounts import AccountsTransaction
+from .checkout_sessions import CheckoutSessionsTransaction
 from .deleted_subscriptions import DeletedSubscriptionsTransaction
 from .feed import FeedTransaction
 from .port import Store, StoreRefused, StoreUnavailable, Transaction
@@ -88,8 +89,8 @@ class SqlStore(Store):
         """The transaction's statements on ``connection``, begun by the caller."""
 
 
-class SqlTransaction(FeedTransaction, AccountsTransaction, DeletedSubscriptionsTransaction, ReconcileTransaction,
-                     TransfersTransaction, Transaction):
+class SqlTransaction(FeedTransaction, AccountsTransaction, DeletedSubscriptionsTransaction, CheckoutSessionsTransaction,
+                     ReconcileTransaction, TransfersTransaction, Transaction):
     def __init__(self, connection: sa.Connection) -> None:
         self.connection = connection
 

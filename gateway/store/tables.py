@@ -258,6 +258,17 @@ deleted_subscriptions = sa.Table(
              postgresql_where=sa.text("outcome = 'pending'"), sqlite_where=sa.text("outcome = 'pending'")),
 )
 
+# The Checkout Sessions handed to each user (migration 0021): written under the user's lock
+# against the tombstone before the URL is handed out, so the deletion, under the same lock,
+# knows every one it must have expired (``gateway.checkout``, ``accounts.erase``).
+checkout_sessions = sa.Table(
+    "checkout_sessions", metadata,
+    sa.Column("session_id", sa.String(255), primary_key=True),
+    sa.Column("user_sub", sa.String(255), nullable=False, index=True),
+    sa.Column("customer", sa.String(255), nullable=False),  # the Stripe customer it sells to
+    sa.Column("created_at", Time, nullable=False),
+)
+
 # The admin's sign-in attempts per client (an IPv4 address, or an IPv6 /64), counted here
 # so that every worker of every instance counts against one limit (``login_attempts.py``).
 # A row's window opens at its first attempt; a row whose window has passed is deleted.

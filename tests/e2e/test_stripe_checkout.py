@@ -310,3 +310,28 @@ def test_stripe_down_while_expiring_the_sessions_deletes_nothing(client, cognito
     assert checkout(client, cognito).status_code == 200  # not deleted: the user may still buy
     assert client.delete("/v1/me", headers=cognito.header(USER)).status_code == 200
     assert {s["id"]: s["status"] for s in fake.sessions()}[opened] == "expired"
+
+
+def test_checkout_for_a_deleted_account_answers_the_documented_403(client, cognito, fake):
+    assert client.delete("/v1/me", headers=cognito.header(USER)).status_code == 200
+    asked = len(fake.requests)
+
+    response = checkout(client, cognito)  # the user's token is still valid for up to an hour
+
+    assert (response.status_code, response.get_json()["error"]) == (403, "account_deleted")
+    assert "deleted" in response.get_json()["message"]
+    documented = client.get("/openapi.json").get_json()["paths"]["/v1/checkout/sessions"]["post"]["responses"]
+    assert "403" in documented
+    assert not fake.sessions() and len(fake.requests) == asked  # Stripe is not asked
+
+
+def test_a_session_that_cannot_be_recorded_is_expired_and_not_handed_out(client, cognito, fake, refuse_writes):
+    assert checkout(client, cognito).status_code == 200  # the customer, linked
+    refuse_writes.on("checkout_sessions")
+    try:
+        response = checkout(client, cognito)
+    finally:
+        refuse_writes.off()
+
+    assert (response.status_code, response.get_json()["error"]) == (503, "store_unavailable")
+    assert sorted(s["status"] for s in fake.sessions()) == ["expired", "open"]  # the deletion would not know it

@@ -36,6 +36,7 @@ class _State:
     cursors: dict[str, int] = dataclasses.field(default_factory=dict)
     deleted_subscriptions: dict[tuple[str, str], DeletedSubscription] = dataclasses.field(default_factory=dict)
     reconcile_cursors: dict[str, str] = dataclasses.field(default_factory=dict)
+    checkout_sessions: dict[str, tuple[str, str, datetime]] = dataclasses.field(default_factory=dict)
 
 
 class MemoryStore(Store):
@@ -303,6 +304,19 @@ class _MemoryTransaction(Transaction):
             held, outcome=outcome, attempts=attempts, next_attempt_at=next_attempt_at, last_error=last_error,
             leased_until=None)
         return True
+
+    def note_checkout_session(self, user_sub, session_id, customer, now, forget_before) -> None:
+        self.state.checkout_sessions = {session: held for session, held in self.state.checkout_sessions.items()
+                                        if held[0] != user_sub or held[2] >= forget_before}
+        self.state.checkout_sessions.setdefault(session_id, (user_sub, customer, now))
+
+    def checkout_sessions_of(self, user_sub, since):
+        return {session: customer for session, (user, customer, at) in self.state.checkout_sessions.items()
+                if user == user_sub and at >= since}
+
+    def forget_checkout_sessions(self, user_sub) -> None:
+        self.state.checkout_sessions = {session: held for session, held in self.state.checkout_sessions.items()
+                                        if held[0] != user_sub}
 
     def events_naming(self, text, after_pk, limit):
         return [e for pk, e in sorted(self.state.events.items()) if pk > after_pk and text in e.payload][:limit]

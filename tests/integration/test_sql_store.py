@@ -547,3 +547,19 @@ def test_the_migrations_build_the_schema_the_code_declares(database_url):
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_checkout_sessions_are_recorded_per_user_and_those_stripe_expired_forgotten(store):
+    with store.transaction() as tx:
+        tx.note_checkout_session("alice", "cs_old", "cus_a", T0, T0 - timedelta(days=1))
+        tx.note_checkout_session("bob", "cs_bob", "cus_b", T0, T0 - timedelta(days=1))
+    with store.transaction() as tx:
+        tx.note_checkout_session("alice", "cs_new", "cus_a", NOW, NOW - timedelta(hours=12))
+        tx.note_checkout_session("alice", "cs_new", "cus_a", NOW, NOW - timedelta(hours=12))  # once
+    with store.transaction(readonly=True) as tx:
+        assert tx.checkout_sessions_of("alice", T0) == {"cs_new": "cus_a"}  # cs_old forgotten
+        assert tx.checkout_sessions_of("bob", NOW) == {} and tx.checkout_sessions_of("bob", T0) == {"cs_bob": "cus_b"}
+    with store.transaction() as tx:
+        tx.forget_checkout_sessions("alice")
+    with store.transaction(readonly=True) as tx:
+        assert tx.checkout_sessions_of("alice", T0) == {} and tx.checkout_sessions_of("bob", T0) == {"cs_bob": "cus_b"}

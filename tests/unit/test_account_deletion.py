@@ -140,3 +140,68 @@ def test_a_deleted_users_anonymous_revenuecat_id_holds_only_purchases_seen_until
     assert bought("stripe", "cus_1", "sub_since", NOW + timedelta(minutes=1)) == USER
     assert sorted(row.key for row in store.state.deleted_subscriptions.values()
                   if row.outcome == "pending") == ["rc_before", "sub_since"]
+
+
+class CheckoutStripe:
+    """Stripe's Checkout Sessions, where a checkout hands the user ``late`` sessions out while
+    the deletion's list of the open ones is in flight (recorded, as ``gateway.checkout`` does)."""
+
+    def __init__(self, store: MemoryStore, late: int = 0) -> None:
+        self.store, self.late, self.open, self.listed = store, late, {}, []
+
+    def hand_out(self, session_id: str, customer: str) -> None:
+        self.open[session_id] = customer
+        with self.store.transaction() as tx:
+            tx.note_checkout_session(USER, session_id, customer, NOW, NOW - timedelta(days=1))
+
+    def open_checkout_sessions(self, customer: str) -> list[dict]:
+        self.listed.append(customer)
+        answer = [{"id": session} for session, owner in sorted(self.open.items()) if owner == customer]
+        if self.late:
+            self.late -= 1
+            self.hand_out(f"cs_during_list_{self.late}", customer)
+        return answer
+
+    def expire_checkout_session(self, session_id: str) -> dict:
+        if self.open.pop(session_id, None) is None:
+            raise StripeApiError("not open", refused=True, status=400)
+        return {"id": session_id, "status": "expired"}
+
+
+def link_customer(store: MemoryStore, customer: str) -> None:
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(links=(Link("stripe", customer, USER, NOW),)), Catalog(products={}), NOW)
+
+
+def test_a_session_handed_out_while_the_open_ones_are_listed_sends_the_deletion_round_again():
+    store = MemoryStore()
+    link_customer(store, "cus_1")
+    stripe = CheckoutStripe(store, late=1)
+    stripe.hand_out("cs_before", "cus_1")
+
+    AccountDeletion(store, StoreApis(stripe=stripe), lambda: NOW).delete(USER)
+
+    assert stripe.open == {} and stripe.listed == ["cus_1", "cus_1"]
+    with store.transaction(readonly=True) as tx:
+        assert tx.deletion_report(USER) is not None and tx.checkout_sessions_of(USER, NOW - timedelta(days=1)) == {}
+
+
+def test_a_session_handed_out_under_a_customer_no_longer_linked_is_expired_too():
+    store = MemoryStore()
+    stripe = CheckoutStripe(store)
+    stripe.hand_out("cs_unlinked", "cus_unlinked")
+
+    AccountDeletion(store, StoreApis(stripe=stripe), lambda: NOW).delete(USER)
+
+    assert stripe.open == {} and stripe.listed == ["cus_unlinked"]
+
+
+def test_sessions_stripe_has_expired_by_now_are_not_asked_about():
+    store = MemoryStore()
+    stripe = CheckoutStripe(store)
+    with store.transaction() as tx:
+        tx.note_checkout_session(USER, "cs_old", "cus_old", NOW - timedelta(hours=25), NOW - timedelta(days=2))
+
+    AccountDeletion(store, StoreApis(stripe=stripe), lambda: NOW).delete(USER)
+
+    assert stripe.listed == []
