@@ -1,7 +1,8 @@
 """The event log does not grow forever: finished deliveries, with their evidence,
 delivered outgoing webhooks and the RevenueCat transfers register are deleted once older
-than ``EVENTS_RETENTION_DAYS`` (90 by default, at least 31, 0 keeps everything). The
-worker does it (``Pruner``, at most once an hour), and so does ``flask events prune``;
+than ``EVENTS_RETENTION_DAYS`` (90 by default, at least 31, 0 keeps everything), and the
+Checkout Sessions handed to users once Stripe has expired them (24 hours, whatever the
+setting: they are kept only for an account deletion to expire them). The worker does it (``Pruner``, at most once an hour), and so does ``flask events prune``;
 the SQL is ``gateway/store/retention.py``.
 
 Why deleting an old event cannot let a late redelivery of it change anything. The event
@@ -55,6 +56,7 @@ from datetime import datetime, timedelta
 
 from gateway.clock import utcnow
 from gateway.config import MIN_EVENTS_RETENTION_DAYS
+from gateway.domain.deletion import SESSION_LIFETIME
 from gateway.store.retention import Batch, Retention
 
 log = logging.getLogger("gateway.retention")
@@ -79,6 +81,7 @@ class Report:
     deliveries: int = 0
     transfers: int = 0
     feed: int = 0
+    checkout_sessions: int = 0
     transactions: int = 0
     longest_seconds: float = 0.0
     more: bool = False  # stopped after its last batch allowed with a full batch: more is due
@@ -90,12 +93,17 @@ class Report:
 
 
 def prune(retention: Retention, cutoff: datetime | None, batch: int = BATCH, max_batches: int | None = None,
-          feed_cutoff: datetime | None = None, cursors: tuple[str, ...] = ()) -> Report:
-    """Delete what was finished before ``cutoff`` and the feed's events that occurred
-    before ``feed_cutoff`` (None: keep them), ``batch`` rows per transaction, at most
-    ``max_batches`` transactions per table (None: until done). The feed's consumers named
-    in ``cursors`` hold what they have not read."""
+          feed_cutoff: datetime | None = None, cursors: tuple[str, ...] = (),
+          sessions_before: datetime | None = None) -> Report:
+    """Delete what was finished before ``cutoff``, the feed's events that occurred before
+    ``feed_cutoff`` and the Checkout Sessions handed out before ``sessions_before`` (None:
+    keep them), ``batch`` rows per transaction, at most ``max_batches`` transactions per
+    table (None: until done). The feed's consumers named in ``cursors`` hold what they have
+    not read."""
     report = Report()
+    if sessions_before is not None:
+        report.checkout_sessions = _drain(lambda after: retention.checkout_sessions_batch(sessions_before, batch),
+                                          batch, max_batches, report, retention.pause)
     if cutoff is not None:
         kept = kept_for_unapplied(retention)
         below = retention.newest_event()
@@ -170,10 +178,10 @@ class Pruner:
         self.due_at = now + self.interval  # a run that fails waits the interval too
         today = self.clock()
         report = prune(self.retention, cutoff(self.days, today), self.batch, self.max_batches,
-                       cutoff(self.feed_days, today), self.cursors)
+                       cutoff(self.feed_days, today), self.cursors, today - SESSION_LIFETIME)
         if report.more:
             self.due_at = now
-        deleted = report.events + report.deliveries + report.transfers + report.feed
+        deleted = report.events + report.deliveries + report.transfers + report.feed + report.checkout_sessions
         if deleted:
             log.info("pruned", extra={"fields": dataclasses.asdict(report)})
         return deleted

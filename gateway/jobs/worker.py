@@ -48,8 +48,10 @@ def chores(services, stale_after) -> dict[str, Chore]:
     from gateway.clock import utcnow
     from gateway.jobs import retry, sign_out
     from gateway.jobs.expiry import ExpirySweep
+    from gateway.jobs.retention import Pruner, feed_consumers
     from gateway.late_purchases import LatePurchases
     from gateway.outbound.worker import Deliverer
+    from gateway.store.retention import Retention
 
     found: dict[str, Chore] = {
         "retry": lambda: sum(retry.retry_due(services.ingest, services.providers, stale_after=stale_after).values()),
@@ -60,12 +62,8 @@ def chores(services, stale_after) -> dict[str, Chore]:
     consumer = sign_out.build(services)  # None unless COGNITO_SIGN_OUT_ON_REVOKE and a pool
     if consumer:
         found["cognito_sign_out"] = consumer.run_once
+    # With both retentions 0 the logs are kept whole; the expired Checkout Sessions go still.
     settings = services.settings
-    if settings.events_retention_days or settings.feed_retention_days:  # 0: kept whole
-        from gateway.jobs.retention import Pruner, feed_consumers
-        from gateway.store.retention import Retention
-
-        found["events_prune"] = Pruner(Retention.of(services.store), settings.events_retention_days,
-                                       feed_days=settings.feed_retention_days,
-                                       cursors=feed_consumers(settings)).run_once
+    found["events_prune"] = Pruner(Retention.of(services.store), settings.events_retention_days,
+                                   feed_days=settings.feed_retention_days, cursors=feed_consumers(settings)).run_once
     return found

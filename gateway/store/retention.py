@@ -46,7 +46,7 @@ from . import rows, statements, tables
 from .sql import EngineWork
 
 _E, _L, _D = tables.events.c, tables.event_subscriptions.c, tables.webhook_deliveries.c
-_T = tables.transfers.c
+_T, _S = tables.transfers.c, tables.checkout_sessions.c
 _F, _P, _W, _C = tables.entitlement_events.c, tables.feed_retention.c, tables.webhook_endpoints.c, tables.feed_cursors.c
 
 #: The final statuses of a delivery (``ingest``): applied, or of no interest.
@@ -145,6 +145,14 @@ class Retention(EngineWork):
             deleted = connection.execute(_DELETE_TRANSFER, [
                 {"b_source": row.source, "b_account": row.account, "b_as_of": row.as_of} for row in found]).rowcount
             return Batch(deleted, 0, found[-1].as_of)
+
+    def checkout_sessions_batch(self, before: datetime, limit: int) -> Batch:
+        """Delete up to ``limit`` of the Checkout Sessions handed out before ``before``,
+        oldest first: Stripe has expired them, and the deletion no longer asks for them."""
+        oldest = sa.select(_S.session_id).where(_S.created_at < before).order_by(_S.created_at).limit(limit)
+        with self._transaction() as connection:
+            return Batch(connection.execute(sa.delete(tables.checkout_sessions).where(
+                _S.session_id.in_(oldest.scalar_subquery()))).rowcount)
 
     def feed_bound(self, cutoff: datetime, cursors: tuple[str, ...] = ()) -> int:
         """The highest feed position a prune may delete (0: none): below the newest event

@@ -266,7 +266,7 @@ checkout_sessions = sa.Table(
     sa.Column("session_id", sa.String(255), primary_key=True),
     sa.Column("user_sub", sa.String(255), nullable=False, index=True),
     sa.Column("customer", sa.String(255), nullable=False),  # the Stripe customer it sells to
-    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_at", Time, nullable=False, index=True),  # the retention deletes those Stripe expired
 )
 
 # The admin's sign-in attempts per client (an IPv4 address, or an IPv6 /64), counted here

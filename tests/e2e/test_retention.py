@@ -376,8 +376,26 @@ def test_retention_zero_keeps_everything(make_app):
     record(store, "ancient", NOW - timedelta(days=5000))
     record(store, "young", YOUNG)
     assert "every event is kept" in run(app, "events", "prune")
-    assert "events_prune" not in worker.chores(app.extensions["gateway"], timedelta(seconds=120))
+    assert worker.chores(app.extensions["gateway"], timedelta(seconds=120))["events_prune"]() == 0
     assert names(store) == {"ancient", "young"}
+
+
+@pytest.mark.parametrize("days", ["0", "90"])
+def test_the_worker_forgets_the_checkout_sessions_stripe_has_expired(make_app, days):
+    """A session is kept for an account deletion to expire it; past Stripe's 24 hours it is
+    nobody's to pay, and goes, whatever the event log's retention."""
+    app = make_app(EVENTS_RETENTION_DAYS=days, FEED_RETENTION_DAYS=days)
+    store, now = app.extensions["gateway"].store, utcnow()
+    made = {"cs_day_old": now - timedelta(hours=24, seconds=5), "cs_hour_old": now - timedelta(hours=1),
+            "cs_week_old": now - timedelta(days=7)}
+    for session_id, at in made.items():
+        with store.transaction() as tx:  # as the checkout records each, a user of their own
+            tx.note_checkout_session(f"user-{session_id}", session_id, "cus_1", at, at - timedelta(hours=24))
+    assert worker.chores(app.extensions["gateway"], timedelta(seconds=120))["events_prune"]() == 2
+    with store.transaction(readonly=True) as tx:
+        held = {found for session_id in made
+                for found in tx.checkout_sessions_of(f"user-{session_id}", now - timedelta(days=30))}
+    assert held == {"cs_hour_old"}
 
 
 def test_the_worker_prunes_in_its_chores(app, store):

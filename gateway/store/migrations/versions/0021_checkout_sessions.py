@@ -31,8 +31,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('session_id', name='pk_checkout_sessions'),
     )
     op.create_index('ix_checkout_sessions_user_sub', 'checkout_sessions', ['user_sub'])
+    op.create_index('ix_checkout_sessions_created_at', 'checkout_sessions', ['created_at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_checkout_sessions_created_at', table_name='checkout_sessions')
     op.drop_index('ix_checkout_sessions_user_sub', table_name='checkout_sessions')
     op.drop_table('checkout_sessions')
