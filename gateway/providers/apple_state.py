@@ -100,14 +100,19 @@ def _period_id(transaction: dict) -> str | None:
 
 def _revocation(transaction: dict, raw_status: str) -> dict:
     """A refunded transaction takes back its period, named by its transactionId; a
-    REFUND_REVERSED notification gives that back. A transaction merely shown without
-    its revocationDate restores nothing: it may be an older view."""
+    REFUND_REVERSED notification gives that back. The App Store shows the refund in every
+    view of the transaction while it stands, and a reversal removes ``revocationDate`` and
+    ``revocationReason`` from it (Apple's answer on the developer forums, thread 757986:
+    "these fields will be removed from the transaction and you should re-enable this
+    content"), so a view signed after the newest one showing the refund, without it, gives
+    it back too (``Revocations.shown``), even when REFUND_REVERSED was lost; a view signed
+    before it restores nothing, whenever it arrives."""
     transaction_id = transaction.get("transactionId")
     if not _text(transaction_id):
         transaction_id = transaction.get("originalTransactionId")
     cause = f"refunded:{transaction_id}"
     if transaction.get("revocationDate") is not None:
-        return {"revokes": cause}
+        return {"revokes": cause, "shows_revocation": True}
     if raw_status.startswith("REFUND_REVERSED"):
         return {"restores": cause}
     return {}
