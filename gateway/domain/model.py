@@ -68,6 +68,11 @@ class Snapshot:
     #: Store's ``revocationDate``): a view of the period stamped after this one that does
     #: not show it tells the store reversed it (``Revocations.shown``).
     shows_revocation: bool = False
+    #: When the store signed what this view shows, where that is earlier than ``as_of`` (the
+    #: App Store's transaction ``signedDate`` inside a notification signed later): only a
+    #: view whose content is newer than a revocation shown can tell it was reversed.
+    #: ``None``: not known, and it tells nothing (``Revocations.shown_reversed``).
+    shown_as_of: datetime | None = None
     #: A revocation given back by the store (a dispute won, a refund reversed): its cause.
     restores: str | None = None
     #: When the gateway began the read this snapshot stands on, by its own clock: the
@@ -86,7 +91,7 @@ class Snapshot:
     revoked_period: tuple[datetime | None, str | None] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("as_of", "expires_at", "read_since"):
+        for name in ("as_of", "expires_at", "read_since", "shown_as_of"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must be timezone-aware")
@@ -113,6 +118,8 @@ def precedence(snapshot: Snapshot) -> tuple:
         snapshot.entitlements or (),
         snapshot.period_id or "",
         terms.rank(snapshot.entitlement_terms),
+        # Of one stamp, the view of older content wins: it tells less of a reversal.
+        snapshot.as_of - (snapshot.shown_as_of or snapshot.as_of),
     )
 
 

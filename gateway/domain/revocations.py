@@ -81,9 +81,11 @@ class Revocations:
             f"{reason}:{part}" in self.given_back for part in ids.split("+")))
 
     def shown_reversed(self, cause: str, view: Snapshot) -> bool:
-        """Whether ``view``, which does not show ``cause``, is newer than every view that
-        did, of a store that shows it while it stands: the store reversed it since."""
-        return any(shown == cause and view.as_of > at for shown, at in self.shown)
+        """Whether ``view``, which does not show ``cause``, shows content signed after every
+        view that did (``Snapshot.shown_as_of``), of a store that shows it while it stands:
+        the store reversed it since."""
+        signed = view.shown_as_of
+        return signed is not None and any(shown == cause and signed > at for shown, at in self.shown)
 
 
 NO_REVOCATIONS = Revocations()

@@ -161,7 +161,7 @@ def subscription(row) -> Subscription | None:
     names, carried = row.entitlement_names, _SNAPSHOT.read(row)
     derived = row.derived_as_of is None or utc(row.derived_as_of) == carried["as_of"]
     if not derived:  # written since by a release that knew neither (``derived_as_of``)
-        carried["period_id"] = None
+        carried["period_id"] = carried["shown_as_of"] = None
     snapshot = Snapshot(**carried, user_sub=None, entitlement_terms=_terms(row.entitlement_terms) if derived else None,
                         entitlements=tuple(names) if names is not None else None)
     return Subscription(snapshot, owner=row.user_sub, revocations=_revocations(row.revocations),

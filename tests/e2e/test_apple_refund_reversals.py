@@ -15,7 +15,9 @@ Against the local fake of the App Store Server API; on SQLite and PostgreSQL
 (the old rule: every healing test fails); ``shows_revocation`` not set by
 ``apple_state._revocation`` (the same); the revoked branch of ``reconcile_due`` left out
 (reconcile never reads the subscription: checked 0), or its bound dropped (the ended one is
-read). The older-view tests guard the other way: a restore on any view without the refund.
+read). The older-view tests guard the other way: a restore on any view without the refund,
+or on a notification's ``signedDate`` where the transaction it carries is older
+(``apple_state._signed`` returning ``as_of``).
 """
 from __future__ import annotations
 
@@ -94,6 +96,20 @@ def test_a_view_signed_before_the_refund_gives_nothing_back(world, late):
     sub = Refunded(world, user, key)
     older = sub.renewal_status(sub.refunded - timedelta(hours=1))
     for body in ([sub.bought_body, sub.refund_body, older] if late else [sub.bought_body, older, sub.refund_body]):
+        assert sub.post(body) == "processed"
+    assert sub.premium() == ("revoked", False)
+
+
+def test_a_later_notification_carrying_the_transaction_as_signed_before_the_refund_gives_nothing_back(world):
+    """The view is as new as the transaction it carries (its own ``signedDate``): a
+    notification signed after the refund that carries the transaction as signed before it
+    tells nothing of a reversal."""
+    user, key, store = new_user(), "3100015", world.apple
+    sub = Refunded(world, user, key)
+    carried = store.body(store.notification(
+        "DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_DISABLED", signed=now(),
+        transaction=sub.view(sub.bought), renewal=store.renewal(key, auto_renew=False)))
+    for body in (sub.bought_body, sub.refund_body, carried):
         assert sub.post(body) == "processed"
     assert sub.premium() == ("revoked", False)
 

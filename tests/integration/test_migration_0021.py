@@ -29,8 +29,14 @@ def _row(source: str, key: str, status: str, as_of: datetime, cause: str) -> dic
             "revocations": {"taken": [[cause, END.isoformat(), "t1"]], "given_back": []}}
 
 
-def _view(key: str, at: datetime) -> Snapshot:
-    return Snapshot("apple", key, at, Status.ACTIVE, "monthly", END, True, account=key, period_id="t1")
+def _view(key: str, at: datetime, signed: datetime | None = None) -> Snapshot:
+    return Snapshot("apple", key, at, Status.ACTIVE, "monthly", END, True, account=key, period_id="t1",
+                    shown_as_of=signed or at)
+
+
+def _apply(store, snapshot: Snapshot) -> None:
+    with store.transaction() as tx:
+        apply_translation(tx, Translation(snapshots=(snapshot,)), Catalog(products={}), snapshot.as_of)
 
 
 def _state(store, source: str, key: str):
@@ -59,9 +65,11 @@ def test_0021_stamps_app_store_refunds_with_the_newest_view_stored(database_url)
         assert _state(store, "apple", "2000").revocations.shown == {("refunded:t1", T0)}
         assert _state(store, "stripe", "sub_1").revocations.shown == frozenset()
         assert _state(store, "apple", "1000").snapshot.status is Status.REVOKED
-        for key, later in (("1000", T0 + timedelta(hours=2)), ("2000", T0 + timedelta(minutes=1))):
-            with store.transaction() as tx:
-                apply_translation(tx, Translation(snapshots=(_view(key, later),)), Catalog(products={}), later)
+        # Notified later, but showing the transaction as signed before the newest view stored.
+        _apply(store, _view("1000", T0 + timedelta(hours=2), signed=T0 + timedelta(minutes=30)))
+        assert _state(store, "apple", "1000").snapshot.status is Status.REVOKED
+        for key, later in (("1000", T0 + timedelta(hours=3)), ("2000", T0 + timedelta(minutes=1))):
+            _apply(store, _view(key, later))
             assert _state(store, "apple", key).snapshot.status is Status.ACTIVE, key
     finally:
         store.engine.dispose()

@@ -18,9 +18,13 @@ END = T0 + timedelta(days=30)
 CAUSE = "refunded:t1"
 
 
-def view(hours: float, status=Status.ACTIVE, source="apple", **kw) -> Snapshot:
-    return Snapshot(source, "1000", T0 + timedelta(hours=hours), status, "monthly", END, status is Status.ACTIVE,
-                    period_id="t1", **kw)
+def view(hours: float, status=Status.ACTIVE, source="apple", signed: float | None = None, **kw) -> Snapshot:
+    """A view stamped ``hours`` after T0, showing what was signed ``signed`` hours after it
+    (by default then too)."""
+    at = T0 + timedelta(hours=hours)
+    shown = T0 + timedelta(hours=hours if signed is None else signed)
+    return Snapshot(source, "1000", at, status, "monthly", END, status is Status.ACTIVE,
+                    period_id="t1", shown_as_of=shown if source == "apple" else None, **kw)
 
 
 def refund(hours: float, source="apple") -> Snapshot:
@@ -52,6 +56,15 @@ def test_any_order_and_duplicates_of_the_same_views_end_the_same():
     assert len(ends) == 1
     (end,) = ends
     assert (end.snapshot.status, end.latest.as_of) == (Status.ACTIVE, T0 + timedelta(hours=2))
+
+
+def test_a_later_notification_showing_a_transaction_signed_before_the_refund_gives_nothing_back():
+    """The view is as new as what it shows: a notification signed after the refund that
+    carries the transaction as signed before it tells nothing of a reversal."""
+    revocations = Revocations().seeing(refund(1))
+    assert revocations.holding(view(2, signed=0.5)) == CAUSE
+    assert revocations.holding(view(2, signed=1.5)) is None
+    assert revocations.holding(view(2, source="google")) == CAUSE  # not known: nothing
 
 
 def test_without_the_later_view_the_refund_stands_in_any_order():

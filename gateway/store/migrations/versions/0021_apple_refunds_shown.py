@@ -1,4 +1,5 @@
-"""subscriptions.revocations "shown": when the App Store last showed each refund it recorded
+"""subscriptions.shown_as_of and revocations "shown": when the App Store signed what a view
+shows, and when it last showed each refund recorded
 
 Revision ID: 0021
 Revises: 0020
@@ -15,11 +16,14 @@ view that showed the refund (exact where the row shows it), so that no view olde
 refund can give it back. A row whose newest view already lacked the refund keeps it until a
 view signed after that one (the README says how to have reconcile read those).
 
-No schema change: the JSON gains a key, which the previous release ignores (it reads
-``taken`` and ``given_back``) and drops when it rewrites the row (the refund is then final
-again, as that release has it). Rows are updated in batches outside the migration's
-transaction, each only if no one wrote it since it was read (its ``updated_at``), and a
-rerun skips what is done.
+A view counts as of when Apple signed the transaction it shows (``shown_as_of``: a
+notification may carry a transaction signed before it). Nullable, no default: adding it
+rewrites no rows; NULL (a view stored before this, or rewritten since by the previous
+release, ``derived_as_of``) tells no reversal. The JSON gains a key, which the previous
+release ignores (it reads ``taken`` and ``given_back``) and drops when it rewrites the row
+(the refund is then final again, as that release has it). Rows are updated in batches
+outside the migration's transaction, each only if no one wrote it since it was read (its
+``updated_at``), and a rerun skips what is done.
 """
 from datetime import timezone
 
@@ -38,6 +42,7 @@ BATCH = 1000
 
 
 def upgrade() -> None:
+    op.add_column(TABLE, sa.Column('shown_as_of', sa.DateTime(timezone=True), nullable=True))
     if op.get_context().dialect.name != 'postgresql':
         _stamp(op.get_bind())
         return
@@ -76,4 +81,4 @@ def _shown(revocations: dict, as_of) -> dict | None:
 
 
 def downgrade() -> None:
-    pass  # the key is ignored by the previous release: nothing to undo
+    op.drop_column(TABLE, 'shown_as_of')  # the JSON's key is ignored by the previous release
