@@ -139,8 +139,6 @@ def _rank(snapshot: Snapshot) -> tuple:
     return snapshot.raw_status != REPLACEMENT, precedence(snapshot)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Subscription:
     """What the store keeps per subscription: the newest snapshot, its owner, and what

@@ -2,8 +2,8 @@
 view stored, no earlier than any view that showed the refund): a view signed after that
 gives the period back if it no longer shows the refund, an older one never does. On SQLite
 and PostgreSQL. Catches the migration doing nothing (the refund stays final: the newer view
-still reads revoked) and a stamp earlier than the row's ``as_of`` (the stored view, which
-did not show the refund but may be no newer than it, gives the period back at once)."""
+still reads revoked) and a stamp earlier than the row's ``as_of`` (a view showing a
+transaction signed before the newest view stored gives the period back)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
