@@ -1,8 +1,8 @@
 """subscriptions.shown_as_of and revocations "shown": when the App Store signed what a view
 shows, and when it last showed each refund recorded
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-07
 
 An App Store refund stood until a REFUND_REVERSED of it: with that notification lost, a
@@ -31,8 +31,8 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-revision = '0021'
-down_revision = '0020'
+revision = '0022'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,4 @@
-"""0021 stamps each App Store refund recorded before it with the row's ``as_of`` (the newest
+"""0022 stamps each App Store refund recorded before it with the row's ``as_of`` (the newest
 view stored, no earlier than any view that showed the refund): a view signed after that
 gives the period back if it no longer shows the refund, an older one never does. On SQLite
 and PostgreSQL. Catches the migration doing nothing (the refund stays final: the newer view
@@ -45,8 +45,8 @@ def _state(store, source: str, key: str):
         return held
 
 
-def test_0021_stamps_app_store_refunds_with_the_newest_view_stored(database_url):
-    downgrade(database_url, "0020")
+def test_0022_stamps_app_store_refunds_with_the_newest_view_stored(database_url):
+    downgrade(database_url, "0021")
     try:
         engine = sa.create_engine(database_url)
         with engine.begin() as connection:
