@@ -6,6 +6,7 @@ import enum
 from datetime import datetime
 
 from . import terms
+from .revocations import NO_REVOCATIONS, REPLACED, Revocations
 from .terms import Term
 
 
@@ -63,6 +64,15 @@ class Snapshot:
     #: chargeback, a voided order). The cause names what took it, ``reason:id`` (for
     #: example ``refunded:in_123``), so that only that cause can give it back.
     revokes: str | None = None
+    #: The store shows ``revokes`` in every view of the period while it stands (the App
+    #: Store's ``revocationDate``): a view of the period stamped after this one that does
+    #: not show it tells the store reversed it (``Revocations.shown``).
+    shows_revocation: bool = False
+    #: When the store signed what this view shows, where that is earlier than ``as_of`` (the
+    #: App Store's transaction ``signedDate`` inside a notification signed later): only a
+    #: view whose content is newer than a revocation shown can tell it was reversed.
+    #: ``None``: not known, and it tells nothing (``Revocations.shown_reversed``).
+    shown_as_of: datetime | None = None
     #: A revocation given back by the store (a dispute won, a refund reversed): its cause.
     restores: str | None = None
     #: When the gateway began the read this snapshot stands on, by its own clock: the
@@ -81,7 +91,7 @@ class Snapshot:
     revoked_period: tuple[datetime | None, str | None] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("as_of", "expires_at", "read_since"):
+        for name in ("as_of", "expires_at", "read_since", "shown_as_of"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise ValueError(f"{name} must be timezone-aware")
@@ -108,6 +118,8 @@ def precedence(snapshot: Snapshot) -> tuple:
         snapshot.entitlements or (),
         snapshot.period_id or "",
         terms.rank(snapshot.entitlement_terms),
+        # Of one stamp, the view of older content wins: it tells less of a reversal.
+        snapshot.as_of - (snapshot.shown_as_of or snapshot.as_of),
     )
 
 
@@ -125,63 +137,6 @@ def _rank(snapshot: Snapshot) -> tuple:
     """``precedence``, below which a replacement, no view of the store, ranks: any view of
     the purchase outranks it, whatever their stamps (``replacement``)."""
     return snapshot.raw_status != REPLACEMENT, precedence(snapshot)
-
-
-@dataclasses.dataclass(frozen=True)
-class Revocations:
-    """What refunds, chargebacks and voids took back, and what the stores gave back.
-
-    Two grow-only sets, so merging them is commutative and idempotent like the snapshot
-    register: ``taken`` holds (cause, end of the period it took, id of the payment behind
-    it when the store names one), ``given_back`` the causes a store reversed. A cause
-    given back stays given back, whichever came first. A cause may be made of several
-    returns, ``reason:id1+id2`` (a charge refunded in full by two refunds): it stands
-    only while each of them does, so giving back ``reason:id1`` gives it back too.
-    """
-
-    taken: frozenset[tuple[str, datetime | None, str | None]] = frozenset()
-    given_back: frozenset[str] = frozenset()
-
-    def seeing(self, snapshot: Snapshot) -> Revocations:
-        taken, given_back = self.taken, self.given_back
-        if snapshot.revokes:
-            end, period_id = snapshot.revoked_period or (snapshot.expires_at, snapshot.period_id)
-            taken = taken | {(snapshot.revokes, end, period_id)}
-        if snapshot.restores:
-            given_back = given_back | {snapshot.restores}
-        return self if (taken, given_back) == (self.taken, self.given_back) else Revocations(taken, given_back)
-
-    def holding(self, snapshot: Snapshot) -> str | None:
-        """The cause that takes back the period ``snapshot`` shows, if one does.
-
-        A revocation is final for its period: a later view of the same period (stores
-        go on showing a subscription as it was before the refund) stays revoked. Where
-        both name the period (the App Store: the payment behind it; Stripe: when it
-        began), another one grants (a resubscription to a shorter plan of the group, a
-        renewal), and the same one stays revoked whatever its end (removing a Stripe
-        ``cancel_at`` lengthens the period shown, not paid); where either does not, a
-        period that ends later than the revoked one is a renewal, and grants.
-        """
-        # A refund or a void names what it took before a replacement does (``REPLACED``).
-        for cause, period_end, period_id in sorted(self.taken, key=lambda item: (_replacing(item[0]), item[0])):
-            if self.given(cause):
-                continue
-            if period_id and snapshot.period_id:
-                if period_id != snapshot.period_id:
-                    continue
-            elif snapshot.expires_at and period_end and snapshot.expires_at > period_end:
-                continue
-            return cause
-        return None
-
-    def given(self, cause: str) -> bool:
-        """Whether ``cause``, or one of the returns it is made of, was given back."""
-        reason, _, ids = cause.partition(":")
-        return cause in self.given_back or ("+" in ids and any(
-            f"{reason}:{part}" in self.given_back for part in ids.split("+")))
-
-
-NO_REVOCATIONS = Revocations()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +187,7 @@ def merge_snapshot(current: Subscription | None, snapshot: Snapshot) -> Subscrip
     """The subscription after seeing ``snapshot``; commutative and idempotent."""
     named = snapshot.user_sub
     stripped = dataclasses.replace(snapshot, user_sub=None, revokes=None, restores=None, read_since=None,
-                                   revoked_period=None)
+                                   revoked_period=None, shows_revocation=False)
     revocations = (current.revocations if current else NO_REVOCATIONS).seeing(snapshot)
     if current is None:
         return Subscription(stripped, named, snapshot.as_of if named else None,
@@ -267,12 +222,6 @@ def link_claim(as_of: datetime | None, user_sub: str) -> tuple:
     return _owner_claim(as_of, user_sub)
 
 
-#: The cause (``replaced:<new key>``) recorded on a purchase another one replaced (a Google
-#: upgrade, by ``linkedPurchaseToken``): it grants no more, whatever the store goes on
-#: showing of it, and nothing was refunded, so it reads as expired.
-REPLACED = "replaced"
-
-
 #: The store status of a ``replacement``.
 REPLACEMENT = "REPLACED"
 
@@ -285,10 +234,6 @@ def replacement(source: str, key: str, as_of: datetime, by: str) -> Snapshot:
     add-ons, expired, not vanished), as held under the lock, not as read before it."""
     return Snapshot(source, key, as_of, Status.EXPIRED, raw_status=REPLACEMENT,
                     revokes=f"{REPLACED}:{by}", revoked_period=(None, None))
-
-
-def _replacing(cause: str) -> bool:
-    return cause.partition(":")[0] == REPLACED
 
 
 def revoked(snapshot: Snapshot, reason: str) -> Snapshot:

@@ -16,12 +16,22 @@ passed is unresolved too: the store has since renewed it or begun to retry its p
 is locked out meanwhile. Read, it leaves the set: a renewal stores a later ``expires_at``,
 a retry or an end another status. A store that answers nothing (a fetch that keeps
 failing) leaves it as it was: read again daily, up to the same bound.
+
+A revoked subscription of a store whose reads show the refund (``REVOKED_UNTIL_THE_END``)
+is unresolved too until its period ends: the store may reverse the refund.
 """
 from __future__ import annotations
 
 from datetime import timedelta
 
 from .model import Status
+
+#: Sources whose reads show a refund while it stands (``Snapshot.shows_revocation``: the
+#: App Store's ``revocationDate``, removed when Apple reverses the refund): a subscription
+#: stored as ``REVOKED`` is re-read until its period ends, so that a reversal whose
+#: notification was lost (REFUND_REVERSED) is seen by the next run. The period's end bounds
+#: it: past it, the reversal gives back nothing to grant.
+REVOKED_UNTIL_THE_END = frozenset({"apple"})
 
 UNRESOLVED = frozenset({Status.GRACE_PERIOD, Status.BILLING_RETRY, Status.PAUSED, Status.PENDING})
 #: Unresolved once its ``expires_at`` has passed, while ``will_renew``.

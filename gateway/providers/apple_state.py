@@ -98,16 +98,28 @@ def _period_id(transaction: dict) -> str | None:
     return transaction_id if _text(transaction_id) else None
 
 
+def _signed(transaction: dict, as_of: datetime) -> datetime:
+    """When the App Store signed the transaction shown: a notification may carry one signed
+    before it; a view counts as of the earlier of the two (``Snapshot.shown_as_of``)."""
+    signed = instant(transaction.get("signedDate")) if type(transaction.get("signedDate")) is int else None
+    return min(signed, as_of) if signed else as_of
+
+
 def _revocation(transaction: dict, raw_status: str) -> dict:
     """A refunded transaction takes back its period, named by its transactionId; a
-    REFUND_REVERSED notification gives that back. A transaction merely shown without
-    its revocationDate restores nothing: it may be an older view."""
+    REFUND_REVERSED notification gives that back. The App Store shows the refund in every
+    view of the transaction while it stands, and a reversal removes ``revocationDate`` and
+    ``revocationReason`` from it (Apple's answer on the developer forums, thread 757986:
+    "these fields will be removed from the transaction and you should re-enable this
+    content"), so a view signed after the newest one showing the refund, without it, gives
+    it back too (``Revocations.shown``), even when REFUND_REVERSED was lost; a view signed
+    before it restores nothing, whenever it arrives."""
     transaction_id = transaction.get("transactionId")
     if not _text(transaction_id):
         transaction_id = transaction.get("originalTransactionId")
     cause = f"refunded:{transaction_id}"
     if transaction.get("revocationDate") is not None:
-        return {"revokes": cause}
+        return {"revokes": cause, "shows_revocation": True}
     if raw_status.startswith("REFUND_REVERSED"):
         return {"restores": cause}
     return {}
@@ -138,6 +150,7 @@ def translate_transaction(transaction: dict, renewal: dict | None, as_of: dateti
         source=SOURCE, key=key, as_of=as_of, status=state, product_id=product_id,
         expires_at=expires_at, will_renew=will_renew, user_sub=owner_of(transaction),
         account=key, environment=transaction.get("environment"), raw_status=raw_status[:64],
-        period_id=_period_id(transaction), **_revocation(transaction, raw_status),
+        period_id=_period_id(transaction), shown_as_of=_signed(transaction, as_of),
+        **_revocation(transaction, raw_status),
     )
     return Translation(snapshots=(snapshot,))

@@ -133,7 +133,9 @@ class Transaction(DeletionsPort):
         ``unresolved_from`` (default ``expires_from``), those the store has not settled
         (``unresolved.UNRESOLVED``: a payment retried, a pause, a payment pending may have
         ended in a recovery unseen) and those stored as renewing that ended before
-        ``expires_from`` (``unresolved.RENEWING``: a renewal unseen)."""
+        ``expires_from`` (``unresolved.RENEWING``: a renewal unseen); for a source in
+        ``unresolved.REVOKED_UNTIL_THE_END``, those stored as revoked whose period ends
+        after ``expires_to`` (a reversal unseen)."""
 
     @abc.abstractmethod
     def reconcile_cursor(self, source: str) -> str | None:

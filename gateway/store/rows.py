@@ -161,7 +161,7 @@ def subscription(row) -> Subscription | None:
     names, carried = row.entitlement_names, _SNAPSHOT.read(row)
     derived = row.derived_as_of is None or utc(row.derived_as_of) == carried["as_of"]
     if not derived:  # written since by a release that knew neither (``derived_as_of``)
-        carried["period_id"] = None
+        carried["period_id"] = carried["shown_as_of"] = None
     snapshot = Snapshot(**carried, user_sub=None, entitlement_terms=_terms(row.entitlement_terms) if derived else None,
                         entitlements=tuple(names) if names is not None else None)
     return Subscription(snapshot, owner=row.user_sub, revocations=_revocations(row.revocations),
@@ -197,8 +197,11 @@ def _revocations_json(revocations: Revocations) -> dict | None:
     # [cause, end] or, where the store named the payment, [cause, end, payment id]
     taken = ([cause, end.isoformat() if end else None, *([period_id] if period_id else [])]
              for cause, end, period_id in revocations.taken)
+    # "shown": {cause: stamp}, apart from "taken", whose items a release before it reads
+    # by position; one that rewrites the row drops it, and the cause is final again.
+    shown = {cause: at.isoformat() for cause, at in revocations.shown}
     return {"taken": sorted(taken, key=lambda item: (item[0], item[1] or "", item[2:])),
-            "given_back": sorted(revocations.given_back)}
+            "given_back": sorted(revocations.given_back), **({"shown": shown} if shown else {})}
 
 
 def _revocations(value: dict | None) -> Revocations:
@@ -207,4 +210,5 @@ def _revocations(value: dict | None) -> Revocations:
     return Revocations(
         frozenset((cause, utc(datetime.fromisoformat(end)) if end else None, period[0] if period else None)
                   for cause, end, *period in value["taken"]),
-        frozenset(value["given_back"]))
+        frozenset(value["given_back"]),
+        frozenset((cause, utc(datetime.fromisoformat(at))) for cause, at in value.get("shown", {}).items()))

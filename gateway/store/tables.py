@@ -52,6 +52,9 @@ subscriptions = sa.Table(
     sa.Column("store", sa.String(32), nullable=True),
     # The store's id of the payment behind the period (App Store transactionId); NULL: none named.
     sa.Column("period_id", sa.String(255), nullable=True),
+    # When the store signed what the row shows (``Snapshot.shown_as_of``: the App Store's
+    # transaction ``signedDate``); NULL: not known. Described by ``derived_as_of`` too.
+    sa.Column("shown_as_of", Time, nullable=True),
     sa.Column("entitlement_names", Json, nullable=True),
     # ``Snapshot.entitlement_terms``: {entitlement: {"end", "renews", "product"}} of those whose
     # end, renewal or product is not the row's (a Play add-on); NULL: none.

@@ -118,15 +118,18 @@ def test_a_family_member_keeps_the_current_period_when_a_past_one_is_revoked(cli
     assert (got["status"], got["active"], got["expires_at"]) == ("active", True, iso(new_end))
 
 
-def test_a_later_view_of_the_refunded_transaction_stays_revoked(client, api, store):
-    """Apple goes on showing the refunded transaction; without its revocationDate (a view
-    signed later but made before the refund), it is the same payment: still revoked."""
+def test_a_view_of_the_refunded_transaction_signed_before_the_refund_stays_revoked(client, api, store):
+    """A notification of the refunded transaction signed before the refund, without its
+    revocationDate, delivered after it (Apple retrying it): an older view of the same
+    payment, still revoked. One signed after it tells the refund was reversed
+    (test_apple_refund_reversals)."""
     key = "7300"
     end = bought_and_refunded(client, store, key)
-    post(client, store, store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_ENABLED", signed=now(),
+    before = now() - timedelta(days=2, hours=1)
+    post(client, store, store.notification("DID_CHANGE_RENEWAL_STATUS", "AUTO_RENEW_ENABLED", signed=before,
                                            transaction=store.transaction(key, token=USER, transaction_id="7300",
-                                                                         signed=now(), expires=end),
-                                           renewal=store.renewal(key)))
+                                                                         signed=before, expires=end),
+                                           renewal=store.renewal(key, signed=before)))
     assert premium(api, client)["status"] == "revoked"
 
 

@@ -275,12 +275,13 @@ def test_apple_refund_and_reconcile_of_an_unrefunded_status_end_revoked(world, a
     first = store.notification("SUBSCRIBED", signed=bought, transaction=store.transaction(
         key, token=user, expires=expires, signed=bought), renewal=store.renewal(key))
     assert ok(world.apple_post(store.body(first))) == "processed"
-    # The statuses the API answers were read before the refund: the period, unrefunded.
+    # The statuses the API answers were read before the refund: the period, unrefunded, as
+    # signed then (signed after the refund, it would tell the refund was reversed since).
     apple_api.statuses[key] = {"environment": "Sandbox", "bundleId": store.bundle_id, "appAppleId": store.app_apple_id,
                                "data": [{"subscriptionGroupIdentifier": "21000001", "lastTransactions": [{
                                    "status": 1, "originalTransactionId": key,
                                    "signedTransactionInfo": store.chain.sign(store.transaction(
-                                       key, token=user, expires=expires, signed=now())),
+                                       key, token=user, expires=expires, signed=now() - timedelta(minutes=2))),
                                    "signedRenewalInfo": store.chain.sign(store.renewal(key))}]}]}
     refunded_at = now() - timedelta(minutes=1)
     refund = store.notification("REFUND", signed=refunded_at, transaction=store.transaction(

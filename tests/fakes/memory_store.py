@@ -14,8 +14,8 @@ from gateway.domain.deletion import PENDING, DeletedSubscription
 from gateway.domain.entitlement_events import FeedEvent
 from gateway.domain.entitlements import Grant
 from gateway.domain.events import WAITING, Event
-from gateway.domain.model import GRANTING, Subscription, link_claim
-from gateway.domain.unresolved import RENEWING, UNRESOLVED
+from gateway.domain.model import GRANTING, Status, Subscription, link_claim
+from gateway.domain.unresolved import RENEWING, REVOKED_UNTIL_THE_END, UNRESOLVED
 
 from gateway.store.port import Store, StoreUnavailable, Transaction
 
@@ -155,7 +155,9 @@ class _MemoryTransaction(Transaction):
             return ((s.owner is None and (expires is None or expires >= expires_from))
                     or (unresolved and (expires is None or expires >= since))
                     or (renewing and expires is not None and since <= expires < expires_from)
-                    or (expires is not None and expires_from <= expires <= expires_to))
+                    or (expires is not None and expires_from <= expires <= expires_to)
+                    or (source in REVOKED_UNTIL_THE_END and s.latest.status is Status.REVOKED
+                        and expires is not None and expires > expires_to))
         chosen = [s for (src, key), s in sorted(self.state.subscriptions.items())
                   if src == source and (after is None or key > after) and wanted(s)]
         return chosen[:limit]

@@ -20,7 +20,9 @@ The rules, stated plainly:
   when Play's voided purchases list shows it and O paid the current period; one the list
   does not show is ignored. App Store: a transaction with a revocationDate is revoked, cause
   ``refunded:<transactionId>``, and takes back that transaction's period only (another
-  transaction, even one ending sooner, grants); REFUND_REVERSED gives that back; a REFUND or
+  transaction, even one ending sooner, grants); REFUND_REVERSED gives that back, and so does
+  a view of that transaction signed after every view showing the refund (Apple removes the
+  revocationDate of a refund it reverses; the reversal's own notification may be lost); a REFUND or
   REFUND_REVERSED of a period that had ended when signed is ignored (the plan's notifications
   carry no renewalDate, which would tell the latest purchase). RevenueCat: CANCELLATION for
   CUSTOMER_SUPPORT revokes ``refunded:<transaction_id>``; REFUND_REVERSED grants and gives
@@ -71,7 +73,8 @@ class Outcome:
 
     sub: Sub
     views: list[View] = dataclasses.field(default_factory=list)
-    taken: set[tuple] = dataclasses.field(default_factory=set)  # (cause, E), App Store (cause, E, transaction)
+    # (cause, E); App Store (cause, E, transaction, when a view showed it)
+    taken: set[tuple] = dataclasses.field(default_factory=set)
     given_back: set[str] = dataclasses.field(default_factory=set)
     notes: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # for coverage()
 
@@ -90,8 +93,12 @@ class Outcome:
     @staticmethod
     def holds(taken: tuple, view: View) -> bool:
         """Whether a revocation takes back the period ``view`` shows: the same payment's,
-        where both name one; else any period ending no later than the one it took."""
-        if len(taken) == 3 and view.payment is not None:
+        where both name one; else any period ending no later than the one it took. The App
+        Store shows a refund in every view while it stands: a view signed after one that
+        showed it, without it, tells a reversal, and that one view gives nothing back."""
+        if len(taken) == 4 and view.as_of > taken[3]:
+            return False
+        if len(taken) >= 3 and view.payment is not None:
             return taken[2] == view.payment
         return taken[1] >= view.expires_at
 
@@ -185,11 +192,13 @@ def _apple(fact: Fact, plan: Plan, voided, outcome: Outcome) -> None:
     cause = f"refunded:{payment}"
     if fact.kind == "refund":
         outcome.views.append(View(fact.at, "revoked", end, fact.n, payment))
-        outcome.taken.add((cause, end, payment))
+        outcome.taken.add((cause, end, payment, fact.at))
         return
     outcome.views.append(View(fact.at, "active" if fact.at < end else "expired", end, fact.n, payment))
     if fact.kind == "refund_reversed":
         outcome.given_back.add(cause)
+    elif any(taken[0] == cause and taken[3] < fact.at for taken in outcome.taken):
+        outcome.notes["refund shown reversed by a later view"] += 1
 
 
 def _revenuecat(fact: Fact, plan: Plan, voided, outcome: Outcome) -> None:
