@@ -39,6 +39,10 @@ class FakeRetention:
         self.asked.append(("transfers", cutoff, limit))
         return Batch(0)
 
+    def checkout_sessions_batch(self, before, limit) -> Batch:
+        self.asked.append(("checkout_sessions", before, limit))
+        return Batch(0)
+
 
 class Clock:
     def __init__(self) -> None:
@@ -52,12 +56,13 @@ def test_it_prunes_at_the_first_turn_then_not_again_within_the_hour():
     fake, clock = FakeRetention(events=3), Clock()
     pruner = Pruner(fake, 90, clock=lambda: NOW, monotonic=clock, batch=10, max_batches=5)
     assert pruner.run_once() == 3
-    assert fake.asked == [(kind, NOW - timedelta(days=90), 10) for kind in ("events", "deliveries", "transfers")]
+    assert fake.asked == [("checkout_sessions", NOW - timedelta(hours=24), 10)] + [
+        (kind, NOW - timedelta(days=90), 10) for kind in ("events", "deliveries", "transfers")]
     fake.events = 7
     for seconds in (1, 60, 3599):
         clock.seconds = 1000.0 + seconds
         assert pruner.run_once() == 0
-    assert len(fake.asked) == 3  # not even asked
+    assert len(fake.asked) == 4  # not even asked
     clock.seconds = 1000.0 + 3600
     assert pruner.run_once() == 7
 
