@@ -199,6 +199,16 @@ class FeedRetention(RuleBasedStateMachine):
     def prune(self, batch, batches):
         self._prune(batch, batches)
 
+    @rule(batch=st.integers(1, 4), user=st.sampled_from(USERS))
+    def time_passes_and_the_retention_runs(self, batch, user):
+        """What makes a prune delete, in one step (the rules one by one seldom line it up:
+        in ten examples none deleted anything): the webhooks sent, the clock past
+        FEED_RETENTION_DAYS, a change (so the old events are not the newest), a prune."""
+        self.worker_turn()
+        self.advance(24 * (FEED_DAYS + 1))
+        self._send("RENEWAL", user)
+        self._prune(batch, None)
+
     def _prune(self, batch, batches):
         before = self.kept()
         Pruner(Retention.of(self.store), EVENTS_DAYS, feed_days=FEED_DAYS, clock=lambda: self.now, batch=batch,
@@ -257,6 +267,17 @@ class FeedRetention(RuleBasedStateMachine):
             if self.kept() != armed["before"]:
                 event("a prune committed in the middle of a page")
             self._check_kept(armed["before"], self.kept())
+
+    @precondition(lambda self: self.archive)
+    @rule(offset=st.sampled_from([-1, 0, 1]), limit=st.integers(1, 3))
+    def read_at_the_edge_of_the_prune(self, offset, limit):
+        """A reader whose cursor sits right at the edge of what the retention deleted: one
+        below the highest position pruned must get 410 (the next event is gone), at it or
+        above it the events, without a gap. Readers following ``next`` land there seldom."""
+        cursor = self.pruned() + offset
+        if 0 <= cursor <= len(self.archive):
+            event(f"a reader at the prune's edge {offset:+d}")
+            self._page({"cursor": cursor, "seen": []}, limit, from_newest=True)
 
     def _page(self, reader: dict, limit: int, from_newest: bool, racing: bool = False):
         """One page; ``racing``: a prune may commit during it, so it may answer as before
