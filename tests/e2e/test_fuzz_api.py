@@ -1,5 +1,5 @@
 """Fuzzing every public endpoint but the webhooks (``test_fuzz_webhooks.py``) through the WSGI
-app: the entitlement reads, the history, the client actions (Checkout, portal, purchase
+app: the entitlement reads, the history, the feed, the client actions (Checkout, portal, purchase
 registration), ``/healthz`` and ``/metrics``; tokens, headers, paths, queries and bodies.
 
 Tokens are garbage in a JWT's shape, JWTs whose header or claims are nested past json's
