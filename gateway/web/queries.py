@@ -12,7 +12,9 @@ def query_number(name: str, default, minimum: int, maximum: int | None):
     if raw is None:
         return default
     # ASCII digits, and few enough for int(): past 4,300 digits it raises ValueError.
-    number = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 20 else None
+    # Leading zeros are not counted: 007 is 7, however many zeros lead.
+    digits = raw.lstrip("0")
+    number = int(digits or "0") if raw.isascii() and raw.isdigit() and len(digits) <= 20 else None
     if number is None or number < minimum or (maximum and number > maximum):
         bound = f"{minimum}..{maximum}" if maximum else f"at least {minimum}"
         raise Malformed(f"{name} must be a whole number {bound}", code="bad_query")

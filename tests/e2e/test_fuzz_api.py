@@ -1,5 +1,5 @@
 """Fuzzing every public endpoint but the webhooks (``test_fuzz_webhooks.py``) through the WSGI
-app: the entitlement reads, the history, the client actions (Checkout, portal, purchase
+app: the entitlement reads, the history, the feed, the client actions (Checkout, portal, purchase
 registration), ``/healthz`` and ``/metrics``; tokens, headers, paths, queries and bodies.
 
 Tokens are garbage in a JWT's shape, JWTs whose header or claims are nested past json's
@@ -133,7 +133,8 @@ path_segment = st.one_of(st.text(max_size=300), st.text(st.characters(min_codepo
 
 
 paging_values = (st.sampled_from(["\u00b2", "\u0661\u0662", "9" * 30, "0" * 5000, " 1", "1e3", "", "0", "1", "500",
-                                  "501", "0500", str(2**63 - 1), str(2**63)])
+                                  "501", "0500", "0" * 25 + "7", "-1", "abc", "xyz", "0x10", "1.5", str(10**9),
+                                  str(2**63 - 1), str(2**63)])
                  | st.integers(-2, 1002).map(str) | fz.time_edges.map(str) | st.integers().map(str) | st.text(max_size=30))
 
 
@@ -166,9 +167,36 @@ def test_history_paging_arguments_are_400_exactly_when_not_a_number_in_bounds(ap
         (query, answer.get_data(as_text=True)[:300])
 
 
-def _whole(value: str, most: int) -> bool:
+def _whole(value: str, most: int, least: int = 1) -> bool:
+    """The README's rule, written out: a whole number in ASCII digits, ``least``..``most``
+    (leading zeros allowed; past 20 significant digits it is out of any bound here)."""
     digits = value.lstrip("0")
-    return value.isascii() and value.isdigit() and len(digits) <= 20 and 1 <= int(digits or "0") <= most
+    return value.isascii() and value.isdigit() and len(digits) <= 20 and least <= int(digits or "0") <= most
+
+
+FEED_BOUNDS = {"after": (0, 2**63 - 1), "limit": (1, 1000), "wait": (0, 25)}
+
+
+@fz.FUZZ
+@given(query=st.dictionaries(st.sampled_from(["after", "limit", "wait"]), paging_values, min_size=1))
+def test_feed_paging_arguments_are_400_exactly_when_not_a_number_in_bounds(app, query):
+    """README (The pull feed): ``after`` a cursor, 0 up to a positive BIGINT; ``limit``
+    1..1000; ``wait`` 0..25 seconds. Anything else (``limit=abc``, ``-1``, ``10**9``,
+    ``after=xyz``) is ``400 bad_query`` (``bad_request`` for a NUL), never a 500, and stores
+    nothing; a number in bounds is served. A ``wait`` in bounds would hold this request on
+    the empty feed for that long, so it is asked as 0 (still in bounds)."""
+    if _whole(query.get("wait", ""), 25, least=0):
+        query["wait"] = "0"
+    query_string = urlencode({k: v.encode("utf-8", "surrogatepass") for k, v in query.items()})
+    before = fz.state(app)
+    answer = request(app, "GET", "/v1/events", query_string=query_string, headers=fz.bearer(API_KEY))
+    fz.check_answer(app, answer, before, (200, 400))
+    bad = [name for name, value in query.items() if not _whole(value, FEED_BOUNDS[name][1], FEED_BOUNDS[name][0])]
+    refused = "bad_request" if any("\x00" in value for value in query.values()) else "bad_query"
+    assert (answer.status_code, answer.get_json().get("error")) == ((400, refused) if bad else (200, None)), \
+        (query, answer.get_data(as_text=True)[:300])
+    if not bad:
+        assert answer.get_json()["events"] == [] and answer.get_json()["has_more"] is False
 
 
 @fz.FUZZ
