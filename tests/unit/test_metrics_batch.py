@@ -2,6 +2,7 @@
 each sample at once would have written, and no sample is lost or written twice."""
 from __future__ import annotations
 
+import sys
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -49,6 +50,17 @@ def test_samples_reach_the_metrics_only_when_flushed():
 
 
 def test_records_appended_while_flushing_are_each_written_once():
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns as often as they can: every window is tried
+    try:
+        written = _flushed_while_appending()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(written) == 8 * 20_000
+    assert set(written) == {(t, n) for t in range(8) for n in range(20_000)}
+
+
+def _flushed_while_appending() -> list[tuple]:
     written: list[tuple] = []
     batch = Batch(flush_ms=10_000)
     note = batch.stream(written.extend)
@@ -68,8 +80,7 @@ def test_records_appended_while_flushing_are_each_written_once():
         producer.join()
     done.set()
     batch.flush()
-    assert len(written) == 8 * 20_000
-    assert set(written) == {(t, n) for t in range(8) for n in range(20_000)}
+    return written
 
 
 def _flush_until(batch: Batch, done: threading.Event) -> None:
