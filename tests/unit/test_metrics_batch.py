@@ -2,6 +2,7 @@
 each sample at once would have written, and no sample is lost or written twice."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -86,3 +87,21 @@ def _flushed_while_appending() -> list[tuple]:
 def _flush_until(batch: Batch, done: threading.Event) -> None:
     while not done.is_set():
         batch.flush()
+
+
+def test_a_forked_worker_starts_empty_with_a_writer_of_its_own():
+    """gunicorn forks its workers; were the app built first, a worker must neither write its
+    parent's pending records again nor go without the thread that writes its own."""
+    written: list = []
+    batch = Batch(flush_ms=10_000)
+    note = batch.stream(written.extend)
+    batch.start()
+    note(("parent",))
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 only if it holds nothing and writes on its own
+        note(("child",))
+        batch.flush()
+        os._exit(0 if written == [("child",)] and batch._flusher.is_alive() else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    batch.flush()
+    assert written == [("parent",)]
