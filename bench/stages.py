@@ -40,7 +40,7 @@ TARGETS = [
     ("gateway.ingest", "Ingest", ["_record", "process"], STORE),
     ("gateway.ingest", "StoreLookup", ["subscription", "resolve"], STORE),
     ("gateway.store.driver", "Pipeline", ["send", "rows", "returned_values", "sync"], DRIVER),
-    ("gateway.metrics", None, ["observe_delivery", "observe_request", "observe_refusal", "observe_read",
+    ("gateway.metrics", None, ["observe_delivery", "observe_request", "observe_refusal",
                                "observe_cache_lookup"], OBSERVE),
     ("gateway.logs", None, ["note_users", "take_users"], OBSERVE),
     ("logging", "Logger", ["debug", "info", "warning", "error", "exception"], OBSERVE),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from flask import Flask
@@ -48,6 +49,10 @@ def create_app(settings: config.Settings | None = None, *, store: Store | None =
     logs.configure(settings.log_level)
     services = build_services(settings, store, (overrides or {}).get("providers", {}))
     app = Flask(__name__, instance_relative_config=True)
+    # Flask asks inspect.iscoroutinefunction() of every hook and view on every request, some
+    # 4,000 instructions each, four on an entitlement read; a function's answer never changes.
+    # Bounded: Flask also passes functions made per request (after_this_request).
+    app.ensure_sync = functools.lru_cache(maxsize=256)(app.ensure_sync)
     if settings.forwarded_hops:
         # The client's address and scheme as the trusted proxies saw them: the admin's login
         # throttle is per client, not per router.

@@ -91,6 +91,8 @@ class Settings:
     log_level: str = "INFO"
     # Bearer token that /metrics requires (unset: /metrics disabled); out of repr so a logged Settings leaks nothing.
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    # Milliseconds a worker's request samples may wait before they reach the metrics files (gateway/metrics_batch.py).
+    metrics_flush_ms: int = 1000
     # The admin pages (gateway/web/admin.py); kept out of repr so a logged Settings leaks nothing.
     admin_password: str | None = dataclasses.field(default=None, repr=False)
     admin_secret_key: str | None = dataclasses.field(default=None, repr=False)
@@ -145,7 +147,8 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
-def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 1,
+         maximum: int | None = None) -> int | None:
     raw = _text(env, name)
     if raw is None:
         return default
@@ -155,6 +158,8 @@ def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -273,6 +278,8 @@ def _special(env: Mapping[str, str]) -> dict:
         "log_level": (_text(env, "LOG_LEVEL") or "INFO").upper(),
         "admin_cookie_secure": (_text(env, "ADMIN_COOKIE_SECURE") or "auto").lower(),
         "forwarded_hops": _int(env, "FORWARDED_HOPS", 0, minimum=0),
+        # A scrape (every 15 s or so) must see the requests before it.
+        "metrics_flush_ms": _int(env, "METRICS_FLUSH_MS", 1000, minimum=100, maximum=10_000),
         "entitlement_cache_seconds": _int(env, "ENTITLEMENT_CACHE_SECONDS", None, minimum=0),
         "events_stale_after_seconds": _int(env, "EVENTS_STALE_AFTER_SECONDS", DEFAULT_EVENTS_STALE_AFTER_SECONDS),
         "events_retention_days": _int(env, "EVENTS_RETENTION_DAYS", DEFAULT_EVENTS_RETENTION_DAYS, minimum=0),

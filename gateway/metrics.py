@@ -11,14 +11,17 @@ and parks deliveries, an operator's command drops them, the web answers the scra
 """
 from __future__ import annotations
 
-import functools
+import collections
 import logging
+import operator
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from gateway.domain.catalog import SOURCES
+from gateway import metrics_batch
+from gateway.metrics_batch import Batch
 
 log = logging.getLogger("gateway.metrics")
 
@@ -60,45 +63,59 @@ RECONCILE_RATE = Gauge("gateway_reconcile_rate_per_second", "Subscriptions check
                        multiprocess_mode="mostrecent")
 
 
+# The hot series are written in batches, every METRICS_FLUSH_MS (gateway/metrics_batch.py).
+BATCH = Batch()
+
+
+def configure(flush_ms: int) -> None:
+    """Write this process's batches every ``flush_ms`` from now on."""
+    BATCH.flush_ms = flush_ms
+    BATCH.start()
+
+
+def _write_requests(records: list) -> None:
+    """Records ``(method, route, status, seconds, read endpoint, read result)``, from
+    observe_request: counted in C (Counter over itemgetter), one write per series."""
+    metrics_batch.count_all(REQUESTS, collections.Counter(map(operator.itemgetter(0, 1, 2), records)))
+    reads = collections.Counter(map(operator.itemgetter(4, 5), records))
+    reads.pop((None, None), None)
+    metrics_batch.count_all(READS, reads)
+    latencies = collections.defaultdict(list)
+    for _, route, _, seconds, _, _ in records:
+        latencies[route].append(seconds)
+    for route, values in latencies.items():
+        metrics_batch.observe_all(metrics_batch.series(REQUEST_SECONDS, (route,)), values)
+
+
+_note = BATCH.stream(metrics_batch.write_samples)
+_note_request = BATCH.stream(_write_requests)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float, read: tuple = (None, None)) -> None:
+    """One answered request; ``read``: an entitlement read's endpoint and result."""
+    _note_request((method, route, status, seconds, *read))
+
+
 def observe_delivery(source: str, event_type: str, outcome: str, seconds: float) -> None:
     """One answered delivery (called by the ingest use case, so the retry worker's
     replays are not counted as deliveries)."""
-    DELIVERIES.labels(source, event_type, outcome).inc()
-    DELIVERY_SECONDS.labels(source).observe(seconds)
+    _note((DELIVERIES, (source, event_type, outcome), 1))
+    _note((DELIVERY_SECONDS, (source,), seconds))
 
 
 def observe_refusal(source: str, reason: str) -> None:
-    REFUSALS.labels(source if source in SOURCES else "unknown", reason).inc()
-
-
-def observe_read(endpoint: str, result: str) -> None:
-    _series(READS, endpoint, result).inc()
+    _note((REFUSALS, (source if source in SOURCES else "unknown", reason), 1))
 
 
 def observe_cache_lookup(hit: bool) -> None:
-    _series(CACHE_LOOKUPS, "hit" if hit else "miss").inc()
+    _note((CACHE_LOOKUPS, ("hit" if hit else "miss",), 1))
 
 
 def observe_reconcile(source: str, outcome: str, progress: float, rate: float) -> None:
+    # A job's, not a request's: written at once (the gauges keep the latest value, not a sum).
     RECONCILED.labels(source, outcome).inc()
     RECONCILE_PROGRESS.labels(source).set(progress)
     RECONCILE_RATE.labels(source).set(rate)
-
-
-def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    _series(REQUESTS, method, route, str(status)).inc()
-    _series(REQUEST_SECONDS, route).observe(seconds)
-
-
-@functools.lru_cache(maxsize=4096)
-def _series(metric, *labels: str):
-    """``metric.labels(*labels)``, found once. ``labels()`` checks and looks the labels up
-    under a lock on every call: on the reads a worker answers from memory, the metrics of
-    a request cost as much as the rest of the gateway's own work. Only the per-request
-    metrics come here, whose label sets are bounded (a method among seven, a route
-    template, a status, a read endpoint and result); prometheus_client keeps every
-    series it made in any case."""
-    return metric.labels(*labels)
 
 
 def _read(failure: str, read):
@@ -210,7 +227,9 @@ def multiprocess_dir() -> str | None:
 
 def exposition(store, settings=None) -> bytes:
     """The text of one scrape: every worker's samples (or this process's), the backlog, the
-    feed's readers behind it and the parked webhook deliveries."""
+    feed's readers behind it and the parked webhook deliveries. This process's samples are
+    written first; another worker's are at most METRICS_FLUSH_MS old."""
+    BATCH.flush()
     registry = CollectorRegistry()
     if multiprocess_dir():
         from prometheus_client import multiprocess

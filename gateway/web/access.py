@@ -55,6 +55,7 @@ class _NotingCognito:
 def install(app: Flask) -> None:
     services = app.extensions["gateway"]
     services.cognito = _NotingCognito(services.cognito)
+    metrics.configure(services.settings.metrics_flush_ms)
     app.register_blueprint(bp)
     app.before_request(_start)
     app.after_request(_finish)
@@ -74,11 +75,12 @@ def _finish(response: Response) -> Response:
     error = _error_code(response)
     method = req.method if req.method in METHODS else "OTHER"  # any token reaches us: bound the label
     status, endpoint = response.status_code, req.endpoint
-    metrics.observe_request(method, route, status, seconds)
+    if endpoint in READ_ENDPOINTS:
+        metrics.observe_request(method, route, status, seconds, (READ_ENDPOINTS[endpoint], error or "ok"))
+    else:
+        metrics.observe_request(method, route, status, seconds)
     if endpoint == "webhooks.receive" and error and status != 404:
         metrics.observe_refusal((req.view_args or {}).get("source", ""), error)
-    if endpoint in READ_ENDPOINTS:
-        metrics.observe_read(READ_ENDPOINTS[endpoint], error or "ok")
     if not log.isEnabledFor(logging.INFO):
         return response
     fields = {"method": req.method, "path": route, "status": status, "ms": round(seconds * 1000, 1)}

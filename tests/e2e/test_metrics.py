@@ -147,12 +147,80 @@ def test_counters_add_up_across_gunicorn_workers(database_url, tmp_path):
             assert burst(port, size, sent) == [200] * size
             sent += size
         assert len(worker_files(metrics_dir)) == 2
+        time.sleep(FLUSH_BOUND)  # every worker's samples have reached the files
         # Whichever worker answers a scrape, it reports every worker's deliveries.
         for _ in range(4):
             status, text = call(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             assert status == 200
             assert total(text, "gateway_webhook_deliveries_total", source="revenuecat") == sent
             assert total(text, "gateway_webhook_processing_seconds_count", source="revenuecat") == sent
+
+
+# A worker writes its samples every METRICS_FLUSH_MS (1 s by default): what another worker's
+# scrape reads is at most that old. Half a second more for a busy machine's scheduling.
+FLUSH_BOUND = 1.5
+
+
+def files_total(directory: Path, name: str, **labels) -> float:
+    """What a scrape by any other worker reads: every worker's files in the directory."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return total(generate_latest(registry).decode(), name, **labels)
+
+
+def reads(port: int, count: int) -> None:
+    """``count`` API-key reads of one user, 4 at once, each on a connection of its own."""
+    def read(_):
+        assert call(port, "GET", "/v1/users/m1/entitlements", headers={"Authorization": f"Bearer {API_KEY}"})[0] == 200
+
+    threads = [threading.Thread(target=lambda: [read(n) for n in range(count // 4)]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def read_env(database_url: str, metrics_dir: Path, **more) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "GATEWAY_API_KEYS": API_KEY, "LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "METRICS_TOKEN": METRICS_TOKEN, **more}
+
+
+def test_a_workers_samples_reach_every_scrape_within_the_flush_interval(database_url, tmp_path):
+    """A request only notes its samples; the worker's thread writes them to the files
+    every METRICS_FLUSH_MS, idle or not, so a scrape answered by another worker is never
+    more than that late about them (gateway/metrics_batch.py)."""
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    with serve(read_env(database_url, metrics_dir), workers=2) as (url, _):
+        port = urlsplit(url).port
+        reads(port, 40)
+        answered = time.monotonic()
+        while files_total(metrics_dir, "gateway_entitlement_reads_total", endpoint="user", result="ok") < 40:
+            assert time.monotonic() - answered < FLUSH_BOUND, "the reads are not in the files within the bound"
+            time.sleep(0.02)
+        assert files_total(metrics_dir, "gateway_http_request_seconds_count", route="/v1/users/<user_sub>/entitlements") == 40
+        status, text = call(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert status == 200 and total(text, "gateway_entitlement_reads_total", endpoint="user", result="ok") == 40
+
+
+def test_a_scrape_writes_its_workers_samples_first_and_a_stopping_worker_writes_the_rest(database_url, tmp_path):
+    """With the longest interval allowed, nothing waits for it: the worker answering a scrape
+    writes its own samples before reading the files, and gunicorn's graceful stop lets a
+    worker write what it holds."""
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    with serve(read_env(database_url, metrics_dir, METRICS_FLUSH_MS="10000"), workers=1) as (url, _):
+        port = urlsplit(url).port
+        reads(port, 8)
+        status, text = call(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        assert status == 200 and total(text, "gateway_entitlement_reads_total", endpoint="user", result="ok") == 8
+        reads(port, 12)
+    assert files_total(metrics_dir, "gateway_entitlement_reads_total", endpoint="user", result="ok") == 20
+    assert files_total(metrics_dir, "gateway_http_requests_total", route="/v1/users/<user_sub>/entitlements",
+                       status="200") == 20
 
 
 def worker_files(directory: Path) -> set[str]:

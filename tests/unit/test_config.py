@@ -18,6 +18,7 @@ def test_defaults_need_no_configuration():
     assert settings.events_stale_after_seconds == 120
     assert settings.cognito_stripe_attribute == "custom:stripe_customer_id"
     assert settings.apple_grace_period_days == 3  # the shortest Billing Grace Period Apple offers
+    assert settings.metrics_flush_ms == 1000  # a worker's samples reach the metrics files within a second
 
 
 def test_the_jobs_settings_are_read_with_the_others():
@@ -68,6 +69,8 @@ def test_cognito_issuer_and_jwks_url_come_from_region_and_pool():
     ({"EVENTS_STALE_AFTER_SECONDS": "-5"}, "EVENTS_STALE_AFTER_SECONDS"),
     ({"EVENTS_STALE_AFTER_SECONDS": "2.5"}, "EVENTS_STALE_AFTER_SECONDS"),
     ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
+    ({"METRICS_FLUSH_MS": "99"}, "METRICS_FLUSH_MS"),
+    ({"METRICS_FLUSH_MS": "10001"}, "METRICS_FLUSH_MS"),
 ])
 def test_bad_values_stop_the_start_naming_the_variable(env, variable):
     with pytest.raises(ConfigError, match=variable):
