@@ -30,7 +30,7 @@ import stripe
 from gateway.domain.changes import Translation
 from gateway.domain.model import Snapshot, Status, Subscription
 from gateway.providers.stripe_api import PINNED_VERSION, TIMEOUT, StripeApiError, StripeHttpApi
-from gateway.providers.stripe_events import key_livemode
+from gateway.providers.stripe_events import MODES, key_livemode
 from gateway.providers.stripe_snapshots import Snapshotter
 
 SOURCE = "stripe"
@@ -42,7 +42,6 @@ EVIDENCE = 20
 OTHER_MODE = "other_mode"
 #: The labels of the run's counts of such subscriptions ended.
 ENDED, ENDED_MODE = "connected accounts ended", "other mode ended"
-_MODES = {True: "live", False: "test"}
 _TICK = timedelta(microseconds=1)
 
 
@@ -73,10 +72,10 @@ class StripeChecker:
     def _unreadable(self, current: Subscription) -> tuple[str, tuple[str, str]] | None:
         """Why the key cannot read ``current``, which Stripe answered 404 for: its store status
         from now on and the run's (label, note); None when nothing stored explains it."""
-        mode = {"live": True, "test": False}.get(current.latest.environment or "")
+        mode = {name: live for live, name in MODES.items()}.get(current.latest.environment or "")
         if self.livemode is not None and mode is not None and mode != self.livemode:
-            return OTHER_MODE, (ENDED_MODE, f"of {_MODES[mode]} mode, stored by a {_MODES[mode]} key: Stripe "
-                                            f"answers 404 to the {_MODES[self.livemode]} key; it grants no more")
+            return OTHER_MODE, (ENDED_MODE, f"of {MODES[mode]} mode, stored by a {MODES[mode]} key: Stripe "
+                                            f"answers 404 to the {MODES[self.livemode]} key; it grants no more")
         account = self._connected_account(current.snapshot.key)
         if account is None:
             return None

@@ -85,7 +85,7 @@ class StripeEvents:
                            "the gateway serves the platform's own account, not Connect accounts")
         if isinstance(data.get("livemode"), bool) and self.livemode is not None and data["livemode"] != self.livemode:
             # An endpoint of each mode may point here: a test card must not grant a live user.
-            return ignored(f"a {_MODES[data['livemode']]}-mode event; STRIPE_API_KEY is for {_MODES[self.livemode]} mode")
+            return ignored(f"a {MODES[data['livemode']]}-mode event; STRIPE_API_KEY is for {MODES[self.livemode]} mode")
         if kind in SUBSCRIPTION_TYPES:
             return self.snapshots.from_event(obj, created, lookup)
         if kind in CUSTOMER_TYPES:
@@ -224,7 +224,8 @@ def _payments(api: StripeApi, invoice_id: str) -> list[tuple[str, str]]:
     return found
 
 
-_MODES = {True: "live", False: "test"}
+#: A mode by whether it is live, as an object's ``livemode`` and its stored ``environment`` name it.
+MODES = {True: "live", False: "test"}
 
 
 def key_livemode(api_key: str | None) -> bool | None:
