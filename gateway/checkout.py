@@ -50,7 +50,7 @@ class Checkout:
         except StoreUnavailable as exc:
             raise Unavailable("the user's entitlements cannot be read right now", code="store_unavailable") from exc
         if deleted:
-            raise Forbidden("the account was deleted; it can buy nothing", code="account_deleted")
+            raise _deleted()
         return {grant.name: grant for grant in grants if grant.is_active(now)}
 
     def _hand_out(self, user_sub: str, session_id: str, customer: str) -> None:
@@ -71,7 +71,7 @@ class Checkout:
             raise Unavailable("the checkout session cannot be stored right now", code="store_unavailable") from exc
         if deleted:
             self.stripe.expire_session(session_id)
-            raise Forbidden("the account was deleted; it can buy nothing", code="account_deleted")
+            raise _deleted()
 
     def _customer_of(self, user_sub: str) -> str:
         customer = self.stripe.ensure_customer(user_sub)
@@ -102,3 +102,8 @@ def _refuse_what_is_held(held: dict[str, Grant], wanted: tuple[str, ...]) -> Non
                           for name in wanted)
         raise Conflict(f"the user already holds what this price grants: {owned}; manage that "
                        "subscription where it was bought", code="already_entitled")
+
+
+def _deleted() -> Forbidden:
+    """The refusal of a checkout for an account deleted, before or while it was opened."""
+    return Forbidden("the account was deleted; it can buy nothing", code="account_deleted")
