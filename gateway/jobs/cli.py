@@ -10,6 +10,7 @@ from flask.cli import AppGroup, with_appcontext
 
 from gateway.clock import utcnow
 from gateway.domain.catalog import SOURCES
+from gateway.domain.deletion import SESSION_LIFETIME
 from gateway.domain.events import STATUSES
 from gateway.jobs import retention, retry, worker
 from gateway.store import migrate
@@ -120,36 +121,46 @@ def retry_command(limit: int) -> None:
               help="rows deleted per transaction")
 def prune_command(dry_run: bool, batch: int) -> None:
     """Delete finished deliveries, delivered outgoing webhooks and RevenueCat transfers
-    older than EVENTS_RETENTION_DAYS, and the feed's events older than FEED_RETENTION_DAYS,
-    a batch per transaction (gateway/jobs/retention.py)."""
+    older than EVENTS_RETENTION_DAYS, the feed's events older than FEED_RETENTION_DAYS, and
+    the Checkout Sessions Stripe has expired (whatever either says), a batch per transaction
+    (gateway/jobs/retention.py)."""
     services = _services()
     settings, now = services.settings, utcnow()
     before, feed_before = retention.cutoff(settings.events_retention_days, now), \
         retention.cutoff(settings.feed_retention_days, now)
-    if before is None and feed_before is None:
-        click.echo("EVENTS_RETENTION_DAYS and FEED_RETENTION_DAYS are 0: every event is kept")
-        return
-    store, consumers = Retention.of(services.store), retention.feed_consumers(settings)
+    store, consumers, sessions_before = Retention.of(services.store), retention.feed_consumers(settings), \
+        now - SESSION_LIFETIME
     if dry_run:
-        click.echo(_would_prune(store, before, feed_before, consumers))
+        click.echo(_would_prune(store, before, feed_before, consumers, sessions_before))
         return
-    done = retention.prune(store, before, batch, feed_cutoff=feed_before, cursors=consumers)
-    kept = "" if before else "EVENTS_RETENTION_DAYS is 0: the event log is kept; "
+    done = retention.prune(store, before, batch, feed_cutoff=feed_before, cursors=consumers,
+                           sessions_before=sessions_before)
     log = (f"events {done.events}, their evidence rows {done.evidence}, delivered webhooks {done.deliveries}, "
            f"transfers {done.transfers}, " if before else "")
-    click.echo(f"{kept}deleted: {log}feed events {done.feed}; {done.transactions} transactions, "
+    feed = f"feed events {done.feed}, " if before or feed_before else ""
+    click.echo(f"{_kept(before, feed_before)}deleted: {log}{feed}expired checkout sessions "
+               f"{done.checkout_sessions}; {done.transactions} transactions, "
                f"the longest {done.longest_seconds * 1000:.0f} ms")
 
 
-def _would_prune(store: Retention, before, feed_before, consumers: tuple[str, ...]) -> str:
+def _kept(before, feed_before) -> str:
+    """What the retention settings keep whole, said before what was deleted."""
+    if before is None and feed_before is None:
+        return "EVENTS_RETENTION_DAYS and FEED_RETENTION_DAYS are 0: every event is kept; "
+    return "" if before else "EVENTS_RETENTION_DAYS is 0: the event log is kept; "
+
+
+def _would_prune(store: Retention, before, feed_before, consumers: tuple[str, ...], sessions_before) -> str:
+    sessions = f"expired checkout sessions {store.checkout_sessions_due(sessions_before)}"
     feed = "feed events kept" if feed_before is None else \
         f"feed events {store.feed_due(store.feed_bound(feed_before, consumers))}"
     if before is None:
-        return f"would delete: {feed} (the event log is kept)"
+        return f"would delete: {feed}, {sessions} (the event log is kept)"
     due = store.due(before, store.newest_event(), retention.kept_for_unapplied(store))
     return (f"would delete: events {due.events}, their evidence rows {due.evidence}, "
-            f"delivered webhooks {due.deliveries}, transfers {due.transfers}, {feed} "
-            f"(received, delivered or stamped before {before:%Y-%m-%dT%H:%M:%SZ})")
+            f"delivered webhooks {due.deliveries}, transfers {due.transfers}, {feed}, {sessions} "
+            f"(received, delivered or stamped before {before:%Y-%m-%dT%H:%M:%SZ}; sessions handed out "
+            f"before {sessions_before:%Y-%m-%dT%H:%M:%SZ})")
 
 
 @events.command("work")

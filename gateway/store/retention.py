@@ -154,6 +154,12 @@ class Retention(EngineWork):
             return Batch(connection.execute(sa.delete(tables.checkout_sessions).where(
                 _S.session_id.in_(oldest.scalar_subquery()))).rowcount)
 
+    def checkout_sessions_due(self, before: datetime) -> int:
+        """How many Checkout Sessions ``checkout_sessions_batch`` would delete (``--dry-run``)."""
+        with self._transaction(readonly=True) as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(tables.checkout_sessions)
+                                      .where(_S.created_at < before)).scalar_one()
+
     def feed_bound(self, cutoff: datetime, cursors: tuple[str, ...] = ()) -> int:
         """The highest feed position a prune may delete (0: none): below the newest event
         and the first one that occurred at or after ``cutoff`` (or the expiry sweep's mark,

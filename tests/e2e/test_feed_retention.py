@@ -222,14 +222,15 @@ def test_the_worker_prunes_the_feed_even_with_the_event_log_kept_whole(make_app)
         append(store, user)
     chores = worker.chores(app.extensions["gateway"], timedelta(seconds=120))
     assert chores["events_prune"]() == 1 and kept(store) == [2]
-    assert run(app, "events", "prune", "--dry-run").startswith("would delete: feed events 0 (the event log is kept)")
+    assert run(app, "events", "prune", "--dry-run").startswith(
+        "would delete: feed events 0, expired checkout sessions 0 (the event log is kept)")
 
 
 def test_the_command_line_counts_then_deletes_feed_events(app, store):
     for user in ("user-1", "user-2", "user-3"):
         append(store, user)
-    assert "feed events 2 (received" in run(app, "events", "prune", "--dry-run") and len(kept(store)) == 3
-    assert "feed events 2;" in run(app, "events", "prune", "--batch", "1") and kept(store) == [3]
+    assert "feed events 2, expired checkout sessions 0 (received" in run(app, "events", "prune", "--dry-run") and len(kept(store)) == 3
+    assert "feed events 2, expired checkout sessions 0;" in run(app, "events", "prune", "--batch", "1") and kept(store) == [3]
 
 
 def test_zero_keeps_the_feed_whole(make_app):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -362,11 +362,12 @@ def test_dry_run_counts_and_changes_nothing_then_prune_deletes_in_batches(app, s
     with store.transaction() as tx:
         tx.record_transfer(Transfer("revenuecat", ("user-1",), "user-2", OLD - timedelta(days=40)), NOW)
     assert run(app, "events", "prune", "--dry-run").startswith(
-        "would delete: events 5, their evidence rows 5, delivered webhooks 1, transfers 1, feed events 0 ")
+        "would delete: events 5, their evidence rows 5, delivered webhooks 1, transfers 1, feed events 0, "
+        "expired checkout sessions 0 ")
     assert len(names(store)) == 7 and len(evidence(store)) == 7 and len(deliveries(store)) == 2
     output = run(app, "events", "prune", "--batch", "2")
     assert output.startswith("deleted: events 5, their evidence rows 5, delivered webhooks 1, transfers 1, "
-                             "feed events 0; 6 transactions,")
+                             "feed events 0, expired checkout sessions 0; 7 transactions,")
     assert names(store) == {"old-deferred", "young"} and deliveries(store) == {2: "pending"}
 
 
@@ -386,16 +387,38 @@ def test_the_worker_forgets_the_checkout_sessions_stripe_has_expired(make_app, d
     nobody's to pay, and goes, whatever the event log's retention."""
     app = make_app(EVENTS_RETENTION_DAYS=days, FEED_RETENTION_DAYS=days)
     store, now = app.extensions["gateway"].store, utcnow()
+    made = _sessions_handed_out(store, now)
+    assert worker.chores(app.extensions["gateway"], timedelta(seconds=120))["events_prune"]() == 2
+    assert _sessions_held(store, made, now) == {"cs_hour_old"}
+
+
+def _sessions_handed_out(store, now) -> dict[str, datetime]:
+    """Three Checkout Sessions, as the checkout records each (a user of their own): one
+    Stripe still lets its user pay, two it has expired."""
     made = {"cs_day_old": now - timedelta(hours=24, seconds=5), "cs_hour_old": now - timedelta(hours=1),
             "cs_week_old": now - timedelta(days=7)}
     for session_id, at in made.items():
-        with store.transaction() as tx:  # as the checkout records each, a user of their own
+        with store.transaction() as tx:
             tx.note_checkout_session(f"user-{session_id}", session_id, "cus_1", at, at - timedelta(hours=24))
-    assert worker.chores(app.extensions["gateway"], timedelta(seconds=120))["events_prune"]() == 2
+    return made
+
+
+def _sessions_held(store, made, now) -> set[str]:
     with store.transaction(readonly=True) as tx:
-        held = {found for session_id in made
+        return {found for session_id in made
                 for found in tx.checkout_sessions_of(f"user-{session_id}", now - timedelta(days=30))}
-    assert held == {"cs_hour_old"}
+
+
+@pytest.mark.parametrize("days", ["0", "90"])
+def test_the_command_line_forgets_the_checkout_sessions_stripe_has_expired(make_app, days):
+    """As the worker does, whatever the event log's retention: counted by --dry-run, then gone."""
+    app = make_app(EVENTS_RETENTION_DAYS=days, FEED_RETENTION_DAYS=days)
+    store, now = app.extensions["gateway"].store, utcnow()
+    made = _sessions_handed_out(store, now)
+    assert "expired checkout sessions 2" in run(app, "events", "prune", "--dry-run")
+    assert _sessions_held(store, made, now) == set(made)
+    assert "expired checkout sessions 2;" in run(app, "events", "prune", "--batch", "1")
+    assert _sessions_held(store, made, now) == {"cs_hour_old"}
 
 
 def test_the_worker_prunes_in_its_chores(app, store):
