@@ -1,0 +1,68 @@
+"""A Customer Portal session asked for while the same account is deleted, the two requests
+released together, against the local Stripe fake.
+
+The portal reads the tombstone before it calls Stripe, unlocked; a deletion that committed
+while Stripe was finding (or making) the customer and the session left the deleted user a
+portal URL: their billing details, payment methods and any subscription still live under a
+customer the gateway has let go. Stripe cannot expire a portal session, so the URL must not
+be handed out: the portal reads the tombstone again under the user's lock once the session
+exists. On PostgreSQL the two really overlap; on SQLite they queue on the one writer, which
+must give the same answers.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.test_checkout_deletion_races import DELAYS, ROUNDS, delete, while_held
+from tests.e2e.test_races import together
+from tests.e2e.test_stripe_checkout import USER, checkout, client, env, portal  # noqa: F401 (fixtures)
+from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
+
+
+def assert_no_url_once_deleted(client, cognito, api, opened, deleted, user=USER) -> None:
+    assert deleted.status_code == 200, deleted.get_data(as_text=True)
+    assert opened.status_code in (200, 403), opened.get_data(as_text=True)
+    if opened.status_code == 403:
+        assert opened.get_json()["error"] == "account_deleted" and "url" not in opened.get_json()
+    assert api(client, user)["entitlements"] == {}
+    again = portal(client, cognito, user=user)
+    assert (again.status_code, again.get_json()["error"]) == (403, "account_deleted")
+
+
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_portal_past_its_first_check_when_the_deletion_commits_hands_out_no_url(
+        client, cognito, fake, api, round_):
+    assert checkout(client, cognito).status_code == 200  # the user's customer, linked
+    found = fake.hold("/v1/customers/search", "GET")  # the portal has read the user, not deleted yet
+
+    opened, deleted = together(lambda: portal(client, cognito), while_held(found, lambda: delete(client, cognito)))
+
+    assert_no_url_once_deleted(client, cognito, api, opened, deleted)
+    assert opened.status_code == 403, "a deleted user was handed a portal URL"
+    assert len(fake.sessions("billing_portal.session")) == 1  # made by Stripe, its URL never shown
+
+
+def test_a_user_without_a_customer_deleted_meanwhile_gets_no_url(client, cognito, fake, api):
+    user = "user-portal-new"
+    found = fake.hold("/v1/customers/search", "GET")  # no customer found: one is made after the deletion
+
+    opened, deleted = together(lambda: portal(client, cognito, user=user),
+                               while_held(found, lambda: client.delete("/v1/me", headers=cognito.header(user))))
+
+    assert_no_url_once_deleted(client, cognito, api, opened, deleted, user=user)
+    assert opened.status_code == 403, "a deleted user was handed a portal URL"
+    (customer,) = [c["id"] for c in fake.customers if c["metadata"]["cognito_sub"] == user]  # made after the tombstone
+    with client.application.extensions["gateway"].store.transaction(readonly=True) as tx:
+        assert tx.resolve("stripe", customer) is None  # linked to nobody...
+        assert tx.deleted_accounts([("stripe", customer)]) == {("stripe", customer): user}  # ...kept with the tombstone
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+def test_portal_and_deletion_released_together_end_refused(client, cognito, fake, api, delay):
+    assert checkout(client, cognito).status_code == 200
+
+    opened, deleted = together(lambda: portal(client, cognito), lambda: time.sleep(delay) or delete(client, cognito))
+
+    assert_no_url_once_deleted(client, cognito, api, opened, deleted)
