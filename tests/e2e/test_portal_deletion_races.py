@@ -44,6 +44,17 @@ def test_a_portal_past_its_first_check_when_the_deletion_commits_hands_out_no_ur
     assert len(fake.sessions("billing_portal.session")) == 1  # made by Stripe, its URL never shown
 
 
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_portal_session_made_while_the_deletion_commits_is_not_handed_out(client, cognito, fake, api, round_):
+    assert checkout(client, cognito).status_code == 200
+    made = fake.hold("/v1/billing_portal/sessions", "POST")  # Stripe makes it once the deletion answered
+
+    opened, deleted = together(lambda: portal(client, cognito), while_held(made, lambda: delete(client, cognito)))
+
+    assert_no_url_once_deleted(client, cognito, api, opened, deleted)
+    assert opened.status_code == 403, "a deleted user was handed a portal URL"
+
+
 def test_a_user_without_a_customer_deleted_meanwhile_gets_no_url(client, cognito, fake, api):
     user = "user-portal-new"
     found = fake.hold("/v1/customers/search", "GET")  # no customer found: one is made after the deletion
@@ -57,6 +68,27 @@ def test_a_user_without_a_customer_deleted_meanwhile_gets_no_url(client, cognito
     with client.application.extensions["gateway"].store.transaction(readonly=True) as tx:
         assert tx.resolve("stripe", customer) is None  # linked to nobody...
         assert tx.deleted_accounts([("stripe", customer)]) == {("stripe", customer): user}  # ...kept with the tombstone
+
+
+#: How long the portal starts after the deletion in the free-running races: it reaches Stripe
+#: around the deletion's commit.
+PORTAL_DELAYS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06)
+
+
+@pytest.mark.parametrize("delay", PORTAL_DELAYS)
+def test_portal_and_deletion_released_together_hand_out_no_url_made_after_the_deletion(
+        client, cognito, fake, api, delay):
+    assert checkout(client, cognito).status_code == 200
+
+    def deleting():
+        return delete(client, cognito), time.monotonic()
+
+    opened, (deleted, answered) = together(lambda: time.sleep(delay) or portal(client, cognito), deleting)
+
+    assert_no_url_once_deleted(client, cognito, api, opened, deleted)
+    made = [request.at for request in fake.requests if request.path == "/v1/billing_portal/sessions"]
+    if opened.status_code == 200:  # its session was made, and read against the tombstone, before that committed
+        assert made and made[0] < answered, "a portal URL made after the deletion answered was handed out"
 
 
 @pytest.mark.parametrize("delay", DELAYS)
