@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from tests.e2e.test_checkout_deletion_races import DELAYS, ROUNDS, delete, while_held
 from tests.e2e.test_races import together
@@ -68,6 +69,32 @@ def test_a_user_without_a_customer_deleted_meanwhile_gets_no_url(client, cognito
     with client.application.extensions["gateway"].store.transaction(readonly=True) as tx:
         assert tx.resolve("stripe", customer) is None  # linked to nobody...
         assert tx.deleted_accounts([("stripe", customer)]) == {("stripe", customer): user}  # ...kept with the tombstone
+
+
+def test_a_portal_whose_tombstone_cannot_be_read_again_hands_out_no_url(client, cognito, fake, database_url):
+    assert checkout(client, cognito).status_code == 200
+    made = fake.hold("/v1/billing_portal/sessions", "POST")
+    engine, renamed = sa.create_engine(database_url), []
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+        renamed.append(new)
+
+    def lose_the_tombstones():  # the database cannot answer the read under the lock
+        assert made.read.wait(5), "the portal never reached Stripe"
+        rename("deleted_users", "deleted_users_away")
+        made.release()
+
+    try:
+        opened, _ = together(lambda: portal(client, cognito), lose_the_tombstones)
+    finally:
+        if renamed:
+            rename("deleted_users_away", "deleted_users")
+        engine.dispose()
+
+    assert (opened.status_code, opened.get_json()["error"]) == (503, "store_unavailable")
+    assert "url" not in opened.get_json() and len(fake.sessions("billing_portal.session")) == 1
 
 
 #: How long the portal starts after the deletion in the free-running races: it reaches Stripe
