@@ -4,7 +4,9 @@ The user's Stripe customer is linked to the sub in our store before any session 
 so every webhook about that customer finds its owner. A Checkout Session's URL is handed
 out only once the session is recorded under the user's lock, against the tombstone
 (``_hand_out``); the deletion, under the same lock, holds what it expired against those
-records (``accounts.erase``). Stripe is called with no lock held.
+records (``accounts.erase``). A portal session's URL is handed out only once the tombstone
+is read again under that lock, after Stripe made the session (``_standing``). Stripe is
+called with no lock held.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from gateway.apply import apply_translation
 from gateway.domain.entitlement_events import Cause
 from gateway.domain.catalog import Catalog
 from gateway.domain.changes import Link, Translation
+from gateway.domain import deletion
 from gateway.domain.deletion import SESSION_LIFETIME
 from gateway.domain.entitlements import Grant, iso
 from gateway.errors import Conflict, Forbidden, Unavailable
 from gateway.providers import stripe_checkout
-from gateway.store.port import Store, StoreUnavailable
+from gateway.store.port import Store, StoreUnavailable, Transaction
 
 
 class Checkout:
@@ -35,8 +38,20 @@ class Checkout:
         return session
 
     def portal_session(self, user_sub: str, return_url: str) -> dict:
+        """A portal URL, unless the account was deleted, before or while the session was made.
+        Stripe cannot expire a portal session (its API only creates them): one made for a
+        deletion that committed meanwhile is never shown, and Stripe lets it lapse unvisited.
+        One handed out before the deletion commits stays usable for its short life; the
+        deletion has cancelled the Stripe subscriptions by then."""
         self._held(user_sub)
-        return self.stripe.portal_session(self._customer_of(user_sub), return_url)
+        session = self.stripe.portal_session(self._customer_of(user_sub), return_url)
+        try:
+            standing = self._standing(user_sub)
+        except StoreUnavailable as exc:
+            raise Unavailable("the portal session cannot be checked right now", code="store_unavailable") from exc
+        if not standing:
+            raise _deleted()
+        return session
 
     def _held(self, user_sub: str) -> dict[str, Grant]:
         """The entitlements the user holds now. A deleted account is refused before Stripe
@@ -45,7 +60,7 @@ class Checkout:
         now = self.clock()
         try:
             with self.store.transaction(readonly=True) as tx:
-                deleted = tx.deletion_report(user_sub) is not None
+                deleted = not deletion.stands(tx.deletion_report(user_sub))
                 grants = [] if deleted else tx.entitlements_of(user_sub)
         except StoreUnavailable as exc:
             raise Unavailable("the user's entitlements cannot be read right now", code="store_unavailable") from exc
@@ -61,17 +76,25 @@ class Checkout:
         transaction alone, and one committed first is seen here."""
         now = self.clock()
         try:
-            with self.store.transaction() as tx:
-                tx.lock_users([user_sub])
-                deleted = tx.deletion_report(user_sub) is not None
-                if not deleted:
-                    tx.note_checkout_session(user_sub, session_id, customer, now, now - SESSION_LIFETIME)
+            standing = self._standing(user_sub, lambda tx: tx.note_checkout_session(
+                user_sub, session_id, customer, now, now - SESSION_LIFETIME))
         except StoreUnavailable as exc:
             self.stripe.expire_session(session_id)
             raise Unavailable("the checkout session cannot be stored right now", code="store_unavailable") from exc
-        if deleted:
+        if not standing:
             self.stripe.expire_session(session_id)
             raise _deleted()
+
+    def _standing(self, user_sub: str, note: Callable[[Transaction], None] = lambda tx: None) -> bool:
+        """Whether the account stands, read against the tombstone under the user's lock, which
+        the deletion holds while it records the tombstone: one committed before is seen, one
+        committing waited for. Standing, ``note(tx)`` is written in the same transaction."""
+        with self.store.transaction() as tx:
+            tx.lock_users([user_sub])
+            standing = deletion.stands(tx.deletion_report(user_sub))
+            if standing:
+                note(tx)
+        return standing
 
     def _customer_of(self, user_sub: str) -> str:
         customer = self.stripe.ensure_customer(user_sub)

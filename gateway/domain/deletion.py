@@ -50,6 +50,14 @@ def unexpired(handed_out: Iterable[str], closed: Collection[str]) -> list[str]:
     return sorted(set(handed_out) - set(closed))
 
 
+def stands(tombstone: dict | None) -> bool:
+    """Whether the account may be handed a Checkout or Customer Portal session: no deletion
+    is recorded for it (``tombstone``: the deletion's report, or None). Stripe is called
+    outside any lock, so a session is made first, and its URL handed out only if this holds
+    on the tombstone read again under the user's lock (``gateway.checkout``)."""
+    return tombstone is None
+
+
 #: What a store's cancel came to; ``ENDED``: the store bills nothing any more.
 CANCELLED, ENDED = "cancelled", "ended"
 #: ``DeletedSubscription.outcome``: covered by the deletion's own report.

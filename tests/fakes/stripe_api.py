@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -79,6 +79,7 @@ class Request:
     headers: dict
     status: int | None = None  # Stripe's answer, once given
     replayed: str | None = None  # its Idempotent-Replayed header
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 class StripeState:
