@@ -40,6 +40,7 @@ class Pipeline:
         self.connection = connection
         self.pipelined = pipelined
         self._open: contextlib.ExitStack | None = None
+        self._unread = None  # the cursor of every statement whose answer nobody reads (``send``)
 
     @contextlib.contextmanager
     def committing(self) -> Iterator[Pipeline]:
@@ -52,7 +53,7 @@ class Pipeline:
                 # end waits for them all: one round trip. SQLAlchemy's own commit, next, finds
                 # the transaction ended and sends nothing. (Sending it may already bring back
                 # the refusal of an earlier statement: handled below like any other.)
-                self.send(statements.for_postgres().commit)
+                self.send(statements.for_postgres().commit, unread=True)
         except BaseException:
             if self._open is not None:
                 self._abandon()
@@ -60,14 +61,22 @@ class Pipeline:
         self.sync()
 
     def send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,
-             returning: bool = False, rows: bool = False):
-        """Send a statement and return its cursor without waiting for the answer."""
+             returning: bool = False, rows: bool = False, unread: bool = False):
+        """Send a statement and return its cursor without waiting for the answer.
+
+        ``unread``: nobody reads its answer (a write, a lock), so it goes on one cursor
+        the transaction's other such statements share (making a cursor costs more than
+        the statement's parameters); its error, if any, still fails the transaction.
+        """
         dbapi_connection = self.connection.connection.dbapi_connection
         with self.errors():
             if self._open is None and self.pipelined:
                 self._open = contextlib.ExitStack()
                 self._open.enter_context(dbapi_connection.pipeline())
-            cursor = dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()
+            if unread:
+                cursor = self._unread = self._unread or dbapi_connection.cursor()
+            else:
+                cursor = dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()
             if many is not None:
                 cursor.executemany(sql, many, returning=returning)
             else:
@@ -81,15 +90,15 @@ class Pipeline:
         with self.errors():
             return cursor.fetchall()
 
-    def returned_values(self, cursor, count: int) -> list:
-        """What each of the ``count`` statements of an ``executemany(returning=True)``
-        returned: the first column of its one row, or None when it returned none."""
+    def first_values(self, cursors: list) -> list:
+        """What each of these cursors' statements returned: the first column of its one
+        row, or None when it returned none. Read when asked, so a statement waited for
+        since has brought them already."""
         values = []
         with self.errors():
-            for _ in range(count):
+            for cursor in cursors:
                 row = cursor.fetchone()
                 values.append(row[0] if row else None)
-                cursor.nextset()
         return values
 
     def sync(self) -> None:
