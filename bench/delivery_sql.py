@@ -12,7 +12,7 @@ user was deleted) and subscriptions, replace the user's entitlements, take a fee
 position and append the renewal's feed event, link the event, commit. Their parameters are pgbench variables and
 SQL expressions; a column of a written row that a RENEWAL does not set is NULL, as it
 is for the gateway. The whole transaction is one pipeline, one round trip: the gateway
-waits five times per delivery (tests/integration/test_delivery_round_trips.py), so this is the kindest case. pgbench is C and does no
+waits four times per delivery (tests/integration/test_delivery_round_trips.py), so this is the kindest case. pgbench is C and does no
 HTTP, JSON or signature work: its rate is the most that PostgreSQL itself lets a gateway
 ingest on this machine (``bench/run.sh`` runs it as the case ``ingest-sql``).
 

@@ -6,8 +6,8 @@ state; a new row needs no existing row to lock.
 
 Round trips: in a write transaction, the statements every delivery makes run on psycopg's
 own cursor in pipeline mode (``driver.Pipeline``, ``statements.for_postgres``). A
-delivery to a known subscription then waits on the database five times: psycopg's BEGIN,
-the subscription as locked (which brings the event's id too), the user's rows (entitlements
+delivery to a known subscription then waits on the database four times: the subscription
+as locked (which brings the event's id too), the user's rows (entitlements
 before the change, tombstone, subscriptions), the feed's clock, and the commit.
 The rest (the admin's reads, reconcile's, the retry worker's) go through SQLAlchemy
 (``sql_base.SqlTransaction``), after the pipeline has been waited for.
@@ -102,14 +102,20 @@ class PostgresStore(SqlStore):
         return connection.execution_options(isolation_level="READ COMMITTED")
 
     def _connect(self, readonly: bool) -> sa.Connection:
-        # A read stays in autocommit (``engine``): under READ COMMITTED each statement
-        # saw the latest commits anyway.
-        connection = self.engine.connect()
-        return connection if readonly else self.transactional(connection)
+        # Every connection stays in autocommit (``engine``). A read needs nothing more:
+        # under READ COMMITTED each statement saw the latest commits anyway. A writing
+        # transaction sends its own BEGIN (``_opened``).
+        return self.engine.connect()
 
     @contextlib.contextmanager
     def _opened(self, connection: sa.Connection, readonly: bool) -> Iterator[PostgresTransaction]:
         with Pipeline(connection, pipelined=not readonly).committing() as pipeline:
+            if not readonly:
+                # Sent with the first statements, not waited for: psycopg's own BEGIN (out
+                # of autocommit) waits for its answer, a round trip. The statements after it,
+                # SQLAlchemy's included, run in this transaction; its COMMIT (``committing``,
+                # else SQLAlchemy's) or ROLLBACK (SQLAlchemy's, the pool's) ends it.
+                pipeline.send(statements.for_postgres().begin, unread=True)
             yield PostgresTransaction(connection, pipeline)
 
     def listen(self, forget, forget_everyone) -> ChangeListener:

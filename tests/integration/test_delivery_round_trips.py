@@ -1,4 +1,5 @@
-"""How often a RevenueCat delivery waits on PostgreSQL, read from the wire.
+"""How often a RevenueCat delivery waits on PostgreSQL, read from the wire; and that a
+write transaction, whose BEGIN is sent without waiting, holds all its statements.
 
 Each wait of a pipelined transaction is a Flush the client sends (psycopg, to read an
 answer) or the Sync that ends the pipeline (with the COMMIT). libpq's trace of the
@@ -53,10 +54,10 @@ def traced(database_url, tmp_path):
     store.close()
 
 
-def test_a_renewal_of_a_known_subscription_waits_five_times(traced):
-    """psycopg's BEGIN, then where an answer is needed: the subscription as locked, the
-    user's rows (entitlements, tombstone, subscriptions), the feed's clock, and the
-    commit. Which delivery was recorded comes with the locked subscription."""
+def test_a_renewal_of_a_known_subscription_waits_four_times(traced):
+    """Where an answer is needed: the subscription as locked, the user's rows
+    (entitlements, tombstone, subscriptions), the feed's clock, and the commit. Its BEGIN
+    goes with the first of them, and which delivery was recorded comes back with it."""
     ingest, trace = traced
     provider = RevenueCatEvents((rc.AUTH,), Catalog(products={}))
     headers = {"Authorization": rc.AUTH}
@@ -72,5 +73,32 @@ def test_a_renewal_of_a_known_subscription_waits_five_times(traced):
     assert outcomes == ["processed"]
     # The COMMIT's Sync may be followed by a Flush when its answer was not in yet: one wait.
     waits = [m for n, m in enumerate(messages) if m == "Sync" or m == "Flush" and messages[n - 1] != "Sync"]
-    assert len(waits) == 5, messages
+    assert len(waits) == 4, messages
+    assert messages.count("Sync") == 1  # the COMMIT's: psycopg's BEGIN would end in one of its own
     assert messages.count("Execute") == 15  # every statement still sent, BEGIN and COMMIT included
+
+
+class _Undone(Exception):
+    pass
+
+
+@pytest.mark.parametrize("hot_statement_first", [False, True])
+def test_a_write_transaction_holds_what_sqlalchemy_writes_in_it_too(database_url, hot_statement_first):
+    """The BEGIN a write transaction sends itself (its connection stays in autocommit)
+    covers the statements that go through SQLAlchemy, alone or after the pipeline's: a
+    transaction that fails leaves none of them, one that ends commits them."""
+    store, account = sql_store(database_url), ("revenuecat", f"undone-{hot_statement_first}")
+    try:
+        with pytest.raises(_Undone), store.transaction() as tx:
+            if hot_statement_first:
+                tx.lock_users(["undone-ann"])  # a pipeline statement, then SQLAlchemy's
+            tx.keep_accounts("undone-ann", [account])
+            raise _Undone
+        with store.transaction(readonly=True) as tx:
+            assert tx.deleted_accounts([account]) == {}
+        with store.transaction() as tx:
+            tx.keep_accounts("undone-ann", [account])
+        with store.transaction(readonly=True) as tx:
+            assert tx.deleted_accounts([account]) == {account: "undone-ann"}
+    finally:
+        store.close()
