@@ -40,7 +40,6 @@ class Pipeline:
         self.connection = connection
         self.pipelined = pipelined
         self._open: contextlib.ExitStack | None = None
-        self._unread = None  # the cursor of every statement whose answer nobody reads (``send``)
 
     @contextlib.contextmanager
     def committing(self) -> Iterator[Pipeline]:
@@ -53,7 +52,7 @@ class Pipeline:
                 # end waits for them all: one round trip. SQLAlchemy's own commit, next, finds
                 # the transaction ended and sends nothing. (Sending it may already bring back
                 # the refusal of an earlier statement: handled below like any other.)
-                self.send(statements.for_postgres().commit, unread=True)
+                self.send(statements.for_postgres().commit)
         except BaseException:
             if self._open is not None:
                 self._abandon()
@@ -61,26 +60,36 @@ class Pipeline:
         self.sync()
 
     def send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,
-             returning: bool = False, rows: bool = False, unread: bool = False):
+             returning: bool = False, rows: bool = False, fresh: bool = False):
         """Send a statement and return its cursor without waiting for the answer.
 
-        ``unread``: nobody reads its answer (a write, a lock), so it goes on one cursor
-        the transaction's other such statements share (making a cursor costs more than
-        the statement's parameters); its error, if any, still fails the transaction.
+        The cursor is the statement's own on this connection, kept from one transaction
+        to the next (``_cursor``), unless ``fresh``: the caller sends the statement again
+        before it reads this answer.
         """
         dbapi_connection = self.connection.connection.dbapi_connection
         with self.errors():
             if self._open is None and self.pipelined:
                 self._open = contextlib.ExitStack()
                 self._open.enter_context(dbapi_connection.pipeline())
-            if unread:
-                cursor = self._unread = self._unread or dbapi_connection.cursor()
-            else:
-                cursor = dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()
+            cursor = _new_cursor(dbapi_connection, rows) if fresh else self._cursor(dbapi_connection, sql, rows)
             if many is not None:
                 cursor.executemany(sql, many, returning=returning)
             else:
                 cursor.execute(sql, params)
+        return cursor
+
+    def _cursor(self, dbapi_connection, sql: str, rows: bool):
+        """The cursor of ``sql`` on this connection. Making a cursor, and its first look-up
+        of how to send each type of parameter, cost more than sending the statement again
+        on the one that did (bench/README.md); each statement's answer is read before the
+        statement is sent again (or never: a write, a lock), and its error, if any, fails
+        the transaction whichever cursor it came to. The cursors go with the connection
+        (SQLAlchemy's ``info`` of it)."""
+        kept = self.connection.connection.info.setdefault("gateway_cursors", {})
+        cursor = kept.get((sql, rows))
+        if cursor is None or cursor.connection is not dbapi_connection or cursor.closed:
+            cursor = kept[(sql, rows)] = _new_cursor(dbapi_connection, rows)
         return cursor
 
     def rows(self, sql: str, params: dict, named: bool = True) -> list:
@@ -135,3 +144,7 @@ class Pipeline:
             return
         if self.connection.connection.dbapi_connection.pgconn.pipeline_status:  # still in it: of no use to anyone
             self.connection.invalidate()
+
+
+def _new_cursor(dbapi_connection, rows: bool):
+    return dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()

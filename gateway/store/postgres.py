@@ -115,7 +115,7 @@ class PostgresStore(SqlStore):
                 # of autocommit) waits for its answer, a round trip. The statements after it,
                 # SQLAlchemy's included, run in this transaction; its COMMIT (``committing``,
                 # else SQLAlchemy's) or ROLLBACK (SQLAlchemy's, the pool's) ends it.
-                pipeline.send(statements.for_postgres().begin, unread=True)
+                pipeline.send(statements.for_postgres().begin)
             yield PostgresTransaction(connection, pipeline)
 
     def listen(self, forget, forget_everyone) -> ChangeListener:
@@ -167,13 +167,13 @@ class PostgresTransaction(SqlTransaction):
         """Taken in the order of ``names``, sent and not waited for (the next statement
         waited for has waited for the locks too)."""
         if names:
-            self.driver.send(self.sql.advisory_locks, {"space": space, "names": names}, unread=True)
+            self.driver.send(self.sql.advisory_locks, {"space": space, "names": names})
 
     # Event log.
     def _send_events(self, inserted: list[dict[str, Any]]) -> Callable[[], dict[tuple[str, str], int]]:
         # A statement (and a cursor) per row, none waited for: each row's answer comes
         # with the next statement waited for (``record_events_later``).
-        cursors = [self.driver.send(self.sql.record_event, _for_driver("events", row)) for row in inserted]
+        cursors = [self.driver.send(self.sql.record_event, _for_driver("events", row), fresh=True) for row in inserted]
 
         def ids() -> dict[tuple[str, str], int]:
             pks = self.driver.first_values(cursors)
@@ -181,8 +181,7 @@ class PostgresTransaction(SqlTransaction):
         return ids
 
     def update_event(self, event_pk: int, **fields: Any) -> None:
-        self.driver.send(statements.postgres_update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk},
-                         unread=True)
+        self.driver.send(statements.postgres_update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk})
 
     def update_claimed_event(self, event_pk: int, claim, **fields: Any) -> bool:
         sql = statements.postgres_update_claimed_event(tuple(sorted(fields)))
@@ -196,7 +195,7 @@ class PostgresTransaction(SqlTransaction):
         linked = [{"event_pk": event_pk, "source": source, "key": key}
                   for event_pk, keys in links for source, key in sorted(set(keys))]
         if linked:
-            self.driver.send(self.sql.link_event, many=linked, unread=True)
+            self.driver.send(self.sql.link_event, many=linked)
 
     # Subscriptions. An existing row is locked by FOR UPDATE. A row that does not exist
     # yet cannot be, so its creators queue on an advisory lock, then lock the row as the
@@ -233,7 +232,7 @@ class PostgresTransaction(SqlTransaction):
     def save_subscriptions(self, subscriptions: list[Subscription], now) -> None:
         written = [_for_driver("subscriptions", rows.subscription_row(s, now)) for s in subscriptions]
         if written:
-            self.driver.send(self.sql.upsert_subscription, many=written, unread=True)
+            self.driver.send(self.sql.upsert_subscription, many=written)
 
     def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
         return _held_by_user(self.driver.rows(self.sql.subscriptions_of_users, {"user_subs": list(user_subs)}), user_subs)
@@ -264,9 +263,9 @@ class PostgresTransaction(SqlTransaction):
         keep = [(user_sub, g.name) for user_sub, granted in grants.items() for g in granted]
         written = [rows.grant_row(user_sub, g, now) for user_sub, granted in grants.items() for g in granted]
         # Both sent, neither waited for.
-        self.driver.send(self.sql.stale_entitlements, {"owners": list(grants), **_pairs(keep)}, unread=True)
+        self.driver.send(self.sql.stale_entitlements, {"owners": list(grants), **_pairs(keep)})
         if written:
-            self.driver.send(self.sql.upsert_entitlement, many=written, unread=True)
+            self.driver.send(self.sql.upsert_entitlement, many=written)
 
     def entitlements_of(self, user_sub: str) -> list[Grant]:
         # The read every app launch makes: SQLAlchemy's layers cost more than the query.
@@ -294,6 +293,6 @@ class PostgresTransaction(SqlTransaction):
     def append_feed(self, events, expiries_through=None) -> None:
         if events:
             self.driver.send(self.sql.append_feed, many=[_for_driver("entitlement_events", feed.event_row(e))
-                                                         for e in events], unread=True)
+                                                         for e in events])
         if expiries_through is not None:
             super().append_feed([], expiries_through)
