@@ -68,7 +68,7 @@ class Pipeline:
         before it reads this answer.
         """
         dbapi_connection = self.connection.connection.dbapi_connection
-        with self.errors():
+        try:  # as ``errors()``, without a context manager's cost on every statement
             if self._open is None and self.pipelined:
                 self._open = contextlib.ExitStack()
                 self._open.enter_context(dbapi_connection.pipeline())
@@ -77,6 +77,8 @@ class Pipeline:
                 cursor.executemany(sql, many, returning=returning)
             else:
                 cursor.execute(sql, params)
+        except self.connection.dialect.loaded_dbapi.Error as exc:
+            raise self._failure(exc) from exc
         return cursor
 
     def _cursor(self, dbapi_connection, sql: str, rows: bool):
@@ -96,8 +98,10 @@ class Pipeline:
         """The rows of a statement (and the answers of everything sent before it), as
         named tuples or, where the caller unpacks them by position, plain ones."""
         cursor = self.send(sql, params, rows=named)
-        with self.errors():
+        try:
             return cursor.fetchall()
+        except self.connection.dialect.loaded_dbapi.Error as exc:
+            raise self._failure(exc) from exc
 
     def first_values(self, cursors: list) -> list:
         """What each of these cursors' statements returned: the first column of its one
@@ -122,8 +126,11 @@ class Pipeline:
         try:
             yield
         except self.connection.dialect.loaded_dbapi.Error as exc:
-            raise driver_failure(exc, self.connection.dialect, self.connection.connection.dbapi_connection,
-                                 self.connection.invalidate) from exc
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: BaseException) -> StoreUnavailable | StoreRefused:
+        return driver_failure(exc, self.connection.dialect, self.connection.connection.dbapi_connection,
+                              self.connection.invalidate)
 
     def _abandon(self) -> None:
         """After a failure: out of pipeline mode before the rollback.
