@@ -12,15 +12,16 @@ user was deleted) and subscriptions, replace the user's entitlements, take a fee
 position and append the renewal's feed event, link the event, commit. Their parameters are pgbench variables and
 SQL expressions; a column of a written row that a RENEWAL does not set is NULL, as it
 is for the gateway. The whole transaction is one pipeline, one round trip: the gateway
-waits six times per delivery, so this is the kindest case. pgbench is C and does no
+waits four times per delivery (tests/integration/test_delivery_round_trips.py), so this is the kindest case. pgbench is C and does no
 HTTP, JSON or signature work: its rate is the most that PostgreSQL itself lets a gateway
 ingest on this machine (``bench/run.sh`` runs it as the case ``ingest-sql``).
 
 ``--psycopg URL`` sends the same transaction from Python instead, in one psycopg pipeline,
 one delivery after another (the body a literal in the SQL, as above), and prints the CPU
 microseconds the client spent per delivery: what a Python gateway on psycopg pays on top
-of PostgreSQL's share (bench/delivery_cpu.py also asks for it waiting where a gateway
-must). It writes made-up deliveries into that database.
+of PostgreSQL's share; with ``--waits``, waiting where a gateway must (``GATEWAY_WAITS``),
+as bench/delivery_cpu.py and bench/run.sh ask for it, the latter as the ingest target's
+bound. It writes made-up deliveries into that database.
 """
 from __future__ import annotations
 
@@ -153,16 +154,19 @@ def psycopg_cpu(url: str, deliveries: int = 2000, passes: int = 3, waits: tuple[
         return figures
 
 
-def psycopg_cost(url: str, deliveries: int = 2000) -> None:
-    for figure in psycopg_cpu(url, deliveries):
+def psycopg_cost(url: str, deliveries: int = 2000, passes: int = 3, waits: tuple[str, ...] = ()) -> None:
+    for figure in psycopg_cpu(url, deliveries, passes, waits):
         print(f"psycopg client CPU per delivery: {figure:.0f} us")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--psycopg", metavar="URL", help="send it with psycopg instead; print the client's CPU")
+    parser.add_argument("--waits", action="store_true", help="--psycopg: waiting where a gateway must")
+    parser.add_argument("--deliveries", type=int, default=2000, help="--psycopg: deliveries per pass")
+    parser.add_argument("--passes", type=int, default=3, help="--psycopg: passes")
     args = parser.parse_args()
     if args.psycopg:
-        psycopg_cost(args.psycopg)
+        psycopg_cost(args.psycopg, args.deliveries, args.passes, GATEWAY_WAITS if args.waits else ())
     else:
         sys.stdout.write(script())

@@ -5,8 +5,11 @@ The output holds rounds (``== hello 1``, ``== ingest 1``, ``== read 1``, ``== re
 ``== hello 2``...); each case is divided by the hello of its own round, and the verdict is
 the median round's. On PostgreSQL two bounds come with them: ``read-bare`` (bare Flask
 asking PostgreSQL once per request, ``bench/hello_read.py``), which the uncached read is
-judged against, and ``ingest-sql`` (a delivery's SQL alone, sent by pgbench:
-``bench/delivery_sql.py``).
+judged against, ``ingest-sql`` (a delivery's SQL alone, sent by pgbench:
+``bench/delivery_sql.py``) and ``ingest-psycopg`` (the same SQL sent by psycopg alone,
+waiting where a gateway must: the client CPU per delivery), which with the hello's worker
+CPU of the same round is the least a delivery can cost a worker, printed under the ingest
+target's line.
 """
 from __future__ import annotations
 
@@ -49,11 +52,24 @@ def bound(sql_ratio: float) -> float:
     return 1 / (1 + 1 / sql_ratio)
 
 
+#: The case that measures, in the run, a delivery's SQL sent by psycopg alone, waiting
+#: where a gateway must (``bench/delivery_sql.py --psycopg --waits``): CPU, not req/s.
+PSYCOPG = "ingest-psycopg"
+
+
+def psycopg_ms(text: str) -> list[float]:
+    """The client CPU ms per delivery of each round's ``PSYCOPG`` case."""
+    return [float(re.search(r"psycopg client CPU per delivery: ([\d.]+) us", block).group(1)) / 1000
+            for block in text.split("== ")[1:] if block.split()[0] == PSYCOPG]
+
+
 def parse(text: str) -> dict[str, list[dict[str, float]]]:
-    """Each case's figures, one entry per round, in round order."""
+    """Each case's figures, one entry per round, in round order (``PSYCOPG`` apart)."""
     results: dict[str, list[dict[str, float]]] = {}
     for block in text.split("== ")[1:]:
         name = block.split("\n", 1)[0].strip().split()[0]
+        if name == PSYCOPG:
+            continue
         if "tps = " not in block and "Requests/sec" not in block:
             raise ValueError(f"case {name!r} has no result:\n{block.strip()}")
         rps, p99, non_2xx, requests = (_pgbench if "tps = " in block else _wrk)(block)
@@ -70,7 +86,8 @@ def _ms(value: float, digits: int = 2) -> str:
 
 
 def main(path: str, database: str) -> int:
-    results = parse(open(path).read())
+    text = open(path).read()
+    results = parse(text)
     floors = [r["rps"] for r in results["hello"]]
     print(f"database: {database.split('://')[0]}; rounds: {len(floors)}")
     print(f"{'case':14} {'req/s (each round)':>30} {'p99 ms':>8} {'non-2xx':>8} {'ratios to hello':>24} {'median':>7}")
@@ -95,14 +112,15 @@ def main(path: str, database: str) -> int:
     print(f"\nCPU ms per request, each round {'gunicorn workers':>12} {'PostgreSQL':>30}")
     print("\n".join(cpu_lines))
     print("\ntargets (median round)")
-    for line, missed in targets(results):
+    for line, missed in targets(results, psycopg_ms(text)):
         print(line)
         failed |= missed
     return 1 if failed else 0
 
 
-def targets(results: dict[str, list[dict[str, float]]]) -> list[tuple[str, bool]]:
-    """One line per target whose cases ran, and whether it was missed."""
+def targets(results: dict[str, list[dict[str, float]]], psycopg: list[float] | None = None) -> list[tuple[str, bool]]:
+    """One line per target whose cases ran, and whether it was missed; ``psycopg``: the
+    client CPU ms of each round's ``PSYCOPG`` case, the ingest target's bound."""
     lines = []
     for name, (against, target) in RATIO_TARGETS.items():
         if name not in results or against not in results:
@@ -119,7 +137,22 @@ def targets(results: dict[str, list[dict[str, float]]]) -> list[tuple[str, bool]
         missed = math.isnan(median) or median > target
         lines.append((f"  {name}: {_ms(median)} ms of worker CPU per request (rounds {' '.join(_ms(x) for x in spent)}), "
                       f"target <= {target}: {'MISSED' if missed else 'ok'}", missed))
+        if name == "ingest" and psycopg and "hello" in results:
+            lines.append((_ingest_bound(median, target, results["hello"], psycopg), False))
     return lines
+
+
+def _ingest_bound(median: float, target: float, hellos: list[dict[str, float]], psycopg: list[float]) -> str:
+    """The least a delivery can cost a worker, measured in the same run: a hello's worker
+    CPU (gunicorn, Flask) plus the client CPU of its SQL sent by psycopg alone, waiting
+    where a gateway must; and how far the figure and the target are from it."""
+    bounds = [hello["worker_ms"] + sql for hello, sql in zip(hellos, psycopg)]
+    least = statistics.median(bounds)
+    hello, sql = statistics.median(h["worker_ms"] for h in hellos), statistics.median(psycopg)
+    verdict = "the target is below it: out of reach here" if target < least else "the target is above it"
+    return (f"    bound, this run: {_ms(least)} ms (rounds {' '.join(_ms(x) for x in bounds)}): a hello {_ms(hello)} "
+            f"+ its SQL through psycopg alone, waiting where a gateway must, {_ms(sql)}; {verdict}; "
+            f"the gateway's own work above it {_ms(median - least)} ms ({median / least:.2f} x the bound)")
 
 
 if __name__ == "__main__":

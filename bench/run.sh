@@ -3,8 +3,10 @@
 # read (as deployed, and with the cache off), each served by gunicorn.conf.py's settings,
 # measured with wrk in one run. On PostgreSQL two bounds run beside them: bare Flask
 # asking PostgreSQL once per request (read-bare, the uncached read's target is a share of
-# it), and a delivery's SQL alone, sent by pgbench (ingest-sql). bench/report.py prints
-# each target with its figure and exits 1 when one is missed.
+# it), and a delivery's SQL alone, sent by pgbench (ingest-sql) and by psycopg waiting
+# where a gateway must (ingest-psycopg: its client CPU, which with the hello's is the ingest
+# target's bound). bench/report.py prints each target with its figure, and the ingest
+# target with that bound, and exits 1 when one is missed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -41,10 +43,15 @@ if [[ "$database_url" == postgresql* ]]; then
   cleanup+=("$delivery_sql")
   python bench/delivery_sql.py > "$delivery_sql"
 fi
+measure_psycopg() {  # $1: name; client CPU per delivery, in this process: no server to count
+  echo "== $1" >> "$out.txt"
+  python bench/delivery_sql.py --psycopg "$database_url" --waits --deliveries 2000 --passes 1 >> "$out.txt"
+}
 for round in $(seq 1 "$ROUNDS"); do
   measure "hello $round" "$hello_port" /hello "${servers[0]}"
   measure "ingest $round" "$gateway_port" bench/ingest.lua "${servers[1]}"
   [ -z "$bounds" ] || measure_sql "ingest-sql $round" "$delivery_sql"
+  [ -z "$bounds" ] || measure_psycopg "ingest-psycopg $round"
   measure "read $round" "$gateway_port" bench/read.lua "${servers[1]}"
   measure "read-uncached $round" "$uncached_port" bench/read.lua "${servers[2]}"
   [ -z "$bounds" ] || measure "read-bare $round" "$bare_port" bench/read.lua "${servers[3]}"

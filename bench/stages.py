@@ -39,7 +39,7 @@ TARGETS = [
     ("gateway.group_commit", "GroupCommit", ["submit"], STORE),
     ("gateway.ingest", "Ingest", ["_record", "process"], STORE),
     ("gateway.ingest", "StoreLookup", ["subscription", "resolve"], STORE),
-    ("gateway.store.driver", "Pipeline", ["send", "rows", "returned_values", "sync"], DRIVER),
+    ("gateway.store.driver", "Pipeline", ["send", "rows", "first_values", "sync"], DRIVER),
     ("gateway.metrics", None, ["observe_delivery", "observe_request", "observe_refusal",
                                "observe_cache_lookup"], OBSERVE),
     ("gateway.logs", None, ["note_users", "take_users"], OBSERVE),

@@ -226,10 +226,11 @@ class Changes:
         read = sorted(self.users | others) if others else users
         if read:
             self.tx.lock_users(read)
-        before, deleted = self.tx.read_entitlements(read) if read else ({}, set())
+        # The users' subscriptions read with their rows: erasing (which writes no
+        # subscription) changes nothing they hold, and their locks keep them as read.
+        before, deleted, held = self.tx.read_users(read, users) if read else ({}, set(), {})
         self.concerned.erase(self.tx, deleted)
         if users:
-            held = self.tx.subscriptions_of_users(users)
             late_purchases.note(self.tx, {user: held[user] for user in users if user in deleted}, self.now, self.stored)
             after = {user: [] if user in deleted else list(derive([s.snapshot for s in held[user]], self.catalog).values())
                      for user in users}

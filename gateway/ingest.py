@@ -152,7 +152,9 @@ class Ingest:
         """(outcome, users) for each delivery, all committed in one transaction."""
         answers: list[tuple[str, tuple[str, ...]]] = []
         with self.store.transaction() as tx:
-            events = tx.record_events([dict(
+            # Which deliveries were recorded is read once the locks below were waited for:
+            # they are taken whatever it says, so its answer comes with theirs.
+            recorded = tx.record_events_later([dict(
                 source=p.delivery.source, event_id=p.delivery.event_id, event_type=p.delivery.event_type,
                 received_at=p.now, payload=p.delivery.payload, data=p.delivery.data,
                 status=IGNORED if p.translation.is_empty else PROCESSED, processed_at=p.now,
@@ -163,7 +165,7 @@ class Ingest:
                 # ordered call each (with links or transfers, each delivery locks in the
                 # order it would alone).
                 changes.lock(p.translation for p in batch)
-            evidence = []
+            events, evidence = recorded(), []
             for pending, event in zip(batch, events):
                 if event is None:
                     answers.append((DUPLICATE, ()))

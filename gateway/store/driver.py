@@ -60,36 +60,58 @@ class Pipeline:
         self.sync()
 
     def send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,
-             returning: bool = False, rows: bool = False):
-        """Send a statement and return its cursor without waiting for the answer."""
+             returning: bool = False, rows: bool = False, fresh: bool = False):
+        """Send a statement and return its cursor without waiting for the answer.
+
+        The cursor is the statement's own on this connection, kept from one transaction
+        to the next (``_cursor``), unless ``fresh``: the caller sends the statement again
+        before it reads this answer.
+        """
         dbapi_connection = self.connection.connection.dbapi_connection
-        with self.errors():
+        try:  # as ``errors()``, without a context manager's cost on every statement
             if self._open is None and self.pipelined:
                 self._open = contextlib.ExitStack()
                 self._open.enter_context(dbapi_connection.pipeline())
-            cursor = dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()
+            cursor = _new_cursor(dbapi_connection, rows) if fresh else self._cursor(dbapi_connection, sql, rows)
             if many is not None:
                 cursor.executemany(sql, many, returning=returning)
             else:
                 cursor.execute(sql, params)
+        except self.connection.dialect.loaded_dbapi.Error as exc:
+            raise self._failure(exc) from exc
+        return cursor
+
+    def _cursor(self, dbapi_connection, sql: str, rows: bool):
+        """The cursor of ``sql`` on this connection. Making a cursor, and its first look-up
+        of how to send each type of parameter, cost more than sending the statement again
+        on the one that did (bench/README.md); each statement's answer is read before the
+        statement is sent again (or never: a write, a lock), and its error, if any, fails
+        the transaction whichever cursor it came to. The cursors go with the connection
+        (SQLAlchemy's ``info`` of it)."""
+        kept = self.connection.connection.info.setdefault("gateway_cursors", {})
+        cursor = kept.get((sql, rows))
+        if cursor is None or cursor.connection is not dbapi_connection or cursor.closed:
+            cursor = kept[(sql, rows)] = _new_cursor(dbapi_connection, rows)
         return cursor
 
     def rows(self, sql: str, params: dict, named: bool = True) -> list:
         """The rows of a statement (and the answers of everything sent before it), as
         named tuples or, where the caller unpacks them by position, plain ones."""
         cursor = self.send(sql, params, rows=named)
-        with self.errors():
+        try:
             return cursor.fetchall()
+        except self.connection.dialect.loaded_dbapi.Error as exc:
+            raise self._failure(exc) from exc
 
-    def returned_values(self, cursor, count: int) -> list:
-        """What each of the ``count`` statements of an ``executemany(returning=True)``
-        returned: the first column of its one row, or None when it returned none."""
+    def first_values(self, cursors: list) -> list:
+        """What each of these cursors' statements returned: the first column of its one
+        row, or None when it returned none. Read when asked, so a statement waited for
+        since has brought them already."""
         values = []
         with self.errors():
-            for _ in range(count):
+            for cursor in cursors:
                 row = cursor.fetchone()
                 values.append(row[0] if row else None)
-                cursor.nextset()
         return values
 
     def sync(self) -> None:
@@ -104,8 +126,11 @@ class Pipeline:
         try:
             yield
         except self.connection.dialect.loaded_dbapi.Error as exc:
-            raise driver_failure(exc, self.connection.dialect, self.connection.connection.dbapi_connection,
-                                 self.connection.invalidate) from exc
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: BaseException) -> StoreUnavailable | StoreRefused:
+        return driver_failure(exc, self.connection.dialect, self.connection.connection.dbapi_connection,
+                              self.connection.invalidate)
 
     def _abandon(self) -> None:
         """After a failure: out of pipeline mode before the rollback.
@@ -126,3 +151,7 @@ class Pipeline:
             return
         if self.connection.connection.dbapi_connection.pgconn.pipeline_status:  # still in it: of no use to anyone
             self.connection.invalidate()
+
+
+def _new_cursor(dbapi_connection, rows: bool):
+    return dbapi_connection.cursor(row_factory=namedtuple_row) if rows else dbapi_connection.cursor()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,13 @@ class Transaction(DeletionsPort):
         outcome (``status``, ``processed_at``, ``last_error``), which then counts as its
         first attempt; otherwise it is ``received``.
         """
+
+    def record_events_later(self, events: list[dict[str, Any]]) -> Callable[[], list[Event | None]]:
+        """``record_events``, its answer given when the returned call is made: a database
+        sends the rows now and may read what they answered with the next statement it
+        waits for. The statements run in the same order either way."""
+        answers = self.record_events(events)
+        return lambda: answers
 
     @abc.abstractmethod
     def get_event(self, event_pk: int) -> Event | None: ...
@@ -187,6 +195,13 @@ class Transaction(DeletionsPort):
     def read_entitlements(self, user_subs: list[str]) -> tuple[dict[str, list[Grant]], set[str]]:
         """Each user's stored entitlement rows (the users locked first), and which of the
         users were deleted at their request (``delete_user``)."""
+
+    def read_users(self, user_subs: list[str], owners: list[str]) -> tuple[
+            dict[str, list[Grant]], set[str], dict[str, list[Subscription]]]:
+        """``read_entitlements(user_subs)`` and ``subscriptions_of_users(owners)`` (none
+        read when ``owners`` is empty): a database may send them together."""
+        before, deleted = self.read_entitlements(user_subs)
+        return before, deleted, self.subscriptions_of_users(owners) if owners else {}
 
     # The entitlement feed.
     @abc.abstractmethod

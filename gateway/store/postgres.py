@@ -6,8 +6,9 @@ state; a new row needs no existing row to lock.
 
 Round trips: in a write transaction, the statements every delivery makes run on psycopg's
 own cursor in pipeline mode (``driver.Pipeline``, ``statements.for_postgres``). A
-delivery to a known subscription then waits on the database six times: four, and two for the
-feed (the rows before the change, the clock).
+delivery to a known subscription then waits on the database four times: the subscription
+as locked (which brings the event's id too), the user's rows (entitlements
+before the change, tombstone, subscriptions), the feed's clock, and the commit.
 The rest (the admin's reads, reconcile's, the retry worker's) go through SQLAlchemy
 (``sql_base.SqlTransaction``), after the pipeline has been waited for.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Iterator
 
 import sqlalchemy as sa
@@ -100,14 +102,20 @@ class PostgresStore(SqlStore):
         return connection.execution_options(isolation_level="READ COMMITTED")
 
     def _connect(self, readonly: bool) -> sa.Connection:
-        # A read stays in autocommit (``engine``): under READ COMMITTED each statement
-        # saw the latest commits anyway.
-        connection = self.engine.connect()
-        return connection if readonly else self.transactional(connection)
+        # Every connection stays in autocommit (``engine``). A read needs nothing more:
+        # under READ COMMITTED each statement saw the latest commits anyway. A writing
+        # transaction sends its own BEGIN (``_opened``).
+        return self.engine.connect()
 
     @contextlib.contextmanager
     def _opened(self, connection: sa.Connection, readonly: bool) -> Iterator[PostgresTransaction]:
         with Pipeline(connection, pipelined=not readonly).committing() as pipeline:
+            if not readonly:
+                # Sent with the first statements, not waited for: psycopg's own BEGIN (out
+                # of autocommit) waits for its answer, a round trip. The statements after it,
+                # SQLAlchemy's included, run in this transaction; its COMMIT (``committing``,
+                # else SQLAlchemy's) or ROLLBACK (SQLAlchemy's, the pool's) ends it.
+                pipeline.send(statements.for_postgres().begin)
             yield PostgresTransaction(connection, pipeline)
 
     def listen(self, forget, forget_everyone) -> ChangeListener:
@@ -127,6 +135,14 @@ _JSON_COLUMNS = {table.name: rows.json_columns(table)
 def _for_driver(table: str, row: dict[str, Any]) -> dict[str, Any]:
     """A row's JSON values for psycopg: SQL NULL for None, as SQLAlchemy reads it back."""
     return {**row, **{name: None if row[name] is None else Jsonb(row[name]) for name in _JSON_COLUMNS[table]}}
+
+
+def _held_by_user(found, user_subs: list[str]) -> dict[str, list[Subscription]]:
+    """Rows of subscriptions, by owner: every one of ``user_subs``, holding none or some."""
+    held: dict[str, list[Subscription]] = {user_sub: [] for user_sub in user_subs}
+    for row in found:
+        held[row.user_sub].append(rows.subscription(row))
+    return held
 
 
 def _pairs(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -154,11 +170,15 @@ class PostgresTransaction(SqlTransaction):
             self.driver.send(self.sql.advisory_locks, {"space": space, "names": names})
 
     # Event log.
-    def _insert_events(self, inserted: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-        cursor = self.driver.send(self.sql.record_event, many=[_for_driver("events", row) for row in inserted],
-                                  returning=True)
-        pks = self.driver.returned_values(cursor, len(inserted))
-        return {(row["source"], row["event_id"]): pk for row, pk in zip(inserted, pks) if pk is not None}
+    def _send_events(self, inserted: list[dict[str, Any]]) -> Callable[[], dict[tuple[str, str], int]]:
+        # A statement (and a cursor) per row, none waited for: each row's answer comes
+        # with the next statement waited for (``record_events_later``).
+        cursors = [self.driver.send(self.sql.record_event, _for_driver("events", row), fresh=True) for row in inserted]
+
+        def ids() -> dict[tuple[str, str], int]:
+            pks = self.driver.first_values(cursors)
+            return {(row["source"], row["event_id"]): pk for row, pk in zip(inserted, pks) if pk is not None}
+        return ids
 
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self.driver.send(statements.postgres_update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk})
@@ -215,10 +235,7 @@ class PostgresTransaction(SqlTransaction):
             self.driver.send(self.sql.upsert_subscription, many=written)
 
     def subscriptions_of_users(self, user_subs: list[str]) -> dict[str, list[Subscription]]:
-        held: dict[str, list[Subscription]] = {user_sub: [] for user_sub in user_subs}
-        for row in self.driver.rows(self.sql.subscriptions_of_users, {"user_subs": list(user_subs)}):
-            held[row.user_sub].append(rows.subscription(row))
-        return held
+        return _held_by_user(self.driver.rows(self.sql.subscriptions_of_users, {"user_subs": list(user_subs)}), user_subs)
 
     def lock_held_by(self, source, accounts, owners) -> list[Subscription]:
         params = {"source": source, "accounts": list(accounts), "owners": list(owners)}
@@ -255,12 +272,18 @@ class PostgresTransaction(SqlTransaction):
         return rows.grants(self.driver.rows(self.sql.select_entitlements, {"user_sub": user_sub}, named=False))
 
     def read_entitlements(self, user_subs: list[str]) -> tuple[dict[str, list[Grant]], set[str]]:
-        # Both sent, then both read: one round trip.
+        before, deleted, _ = self.read_users(user_subs, [])
+        return before, deleted
+
+    def read_users(self, user_subs, owners):
+        # Every statement sent, then all read: one round trip.
         params = {"user_subs": list(user_subs)}
         grants = self.driver.send(self.sql.entitlements_of_users, params)
         deleted = self.driver.send(self.sql.deleted_among, params)
+        held = self.driver.send(self.sql.subscriptions_of_users, {"user_subs": list(owners)}, rows=True) if owners else None
         with self.driver.errors():
-            return feed.grants_by_user(grants.fetchall(), list(user_subs)), {row[0] for row in deleted.fetchall()}
+            before, gone = feed.grants_by_user(grants.fetchall(), list(user_subs)), {row[0] for row in deleted.fetchall()}
+            return before, gone, _held_by_user(held.fetchall() if held else [], owners)
 
     # The feed: its clock is the transaction's last lock (``feed.py``).
     def take_feed_positions(self, count: int) -> tuple[int, datetime]:
@@ -269,7 +292,7 @@ class PostgresTransaction(SqlTransaction):
 
     def append_feed(self, events, expiries_through=None) -> None:
         if events:
-            self.driver.send(self.sql.append_feed,
-                             many=[_for_driver("entitlement_events", feed.event_row(e)) for e in events])
+            self.driver.send(self.sql.append_feed, many=[_for_driver("entitlement_events", feed.event_row(e))
+                                                         for e in events])
         if expiries_through is not None:
             super().append_feed([], expiries_through)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -117,21 +118,27 @@ class SqlTransaction(FeedTransaction, AccountsTransaction, DeletedSubscriptionsT
 
     # Event log.
     def record_events(self, events: list[dict[str, Any]]) -> list[Event | None]:
+        return self.record_events_later(events)()
+
+    def record_events_later(self, events: list[dict[str, Any]]) -> Callable[[], list[Event | None]]:
         fresh: dict[tuple[str, str], dict] = {}  # the first of a repeated id is the one recorded
         for fields in events:
             fresh.setdefault((fields["source"], fields["event_id"]), rows.event_row(fields))
-        ids = self._insert_events(list(fresh.values()))
-        answers = []
-        for fields in events:
-            key = (fields["source"], fields["event_id"])
-            pk = ids.pop(key, None)  # popped: a repeat of the id in this call is None
-            answers.append(None if pk is None else rows.recorded(pk, fresh[key]))
+        read_ids = self._send_events(list(fresh.values()))
+
+        def answers() -> list[Event | None]:
+            ids, found = read_ids(), []
+            for fields in events:
+                key = (fields["source"], fields["event_id"])
+                pk = ids.pop(key, None)  # popped: a repeat of the id in this call is None
+                found.append(None if pk is None else rows.recorded(pk, fresh[key]))
+            return found
         return answers
 
     @abc.abstractmethod
-    def _insert_events(self, inserted: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-        """Insert these rows of distinct ids; the (source, event_id) -> id of those that
-        were not recorded yet."""
+    def _send_events(self, inserted: list[dict[str, Any]]) -> Callable[[], dict[tuple[str, str], int]]:
+        """Insert these rows of distinct ids; a call that answers the (source, event_id) ->
+        id of those that were not recorded yet."""
 
     def get_event(self, event_pk: int) -> Event | None:
         return rows.event(self._execute(statements.shared().select_event, {"id": event_pk}).first())

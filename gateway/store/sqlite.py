@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,11 +61,12 @@ class SqliteTransaction(SqlTransaction):
         self.sql = statements.for_sqlite()
 
     # Event log.
-    def _insert_events(self, inserted: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-        # One INSERT of every row (SQLAlchemy's "insertmanyvalues"); a row already
-        # recorded comes back as nothing, so the ids are matched by (source, event_id).
+    def _send_events(self, inserted: list[dict[str, Any]]) -> Callable[[], dict[tuple[str, str], int]]:
+        # One INSERT of every row (SQLAlchemy's "insertmanyvalues"), answered at once; a row
+        # already recorded comes back as nothing, so the ids are matched by (source, event_id).
         result = self._execute(self.sql.record_event, inserted[0] if len(inserted) == 1 else inserted)
-        return {(source, event_id): pk for pk, source, event_id in result}
+        ids = {(source, event_id): pk for pk, source, event_id in result}
+        return lambda: ids
 
     def update_event(self, event_pk: int, **fields: Any) -> None:
         self._execute(statements.update_event(tuple(sorted(fields))), {**fields, "event_pk": event_pk})

@@ -193,6 +193,7 @@ def for_postgres() -> SimpleNamespace:
         resolve="SELECT user_sub FROM identities WHERE source = %(source)s AND account = %(account)s",
         link_identity=_psycopg(_link_identity()),
         select_entitlements=_psycopg(_select_entitlements()),
+        begin="BEGIN ISOLATION LEVEL READ COMMITTED",
         commit="COMMIT",
         **_postgres_feed(),
     )
