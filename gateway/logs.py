@@ -41,6 +41,13 @@ def note_users(users):
     return users
 
 
+def forget_users() -> None:
+    """Forget the users noted, if any (a set only when there is something to forget: every
+    request starts with this)."""
+    if _users.get():
+        _users.set(())
+
+
 def take_users() -> list[str]:
     """The users noted since the last call, then forgets them."""
     users = _users.get()

@@ -7,9 +7,10 @@ from gateway.domain.entitlements import Grant, view
 
 
 def entitlements_answer(user_sub: str, grants: list[Grant], now: datetime) -> dict:
-    views = [(grant.name, view(grant, now)) for grant in grants]
-    return {
-        "user_id": user_sub,
-        "is_premium": any(shown["active"] for _, shown in views),  # domain.entitlements.is_premium, once judged
-        "entitlements": dict(views),
-    }
+    # One loop: every app launch builds this, and a comprehension and a generator are a
+    # function call each.
+    entitlements, premium = {}, False
+    for grant in grants:
+        shown = entitlements[grant.name] = view(grant, now)
+        premium = premium or shown["active"]  # domain.entitlements.is_premium, once judged
+    return {"user_id": user_sub, "is_premium": premium, "entitlements": entitlements}
