@@ -60,7 +60,7 @@ class Pipeline:
         self.sync()
 
     def send(self, sql: str, params: dict | None = None, *, many: list[dict] | None = None,
-             returning: bool = False, rows: bool = False, fresh: bool = False):
+             rows: bool = False, fresh: bool = False):
         """Send a statement and return its cursor without waiting for the answer.
 
         The cursor is the statement's own on this connection, kept from one transaction
@@ -74,7 +74,7 @@ class Pipeline:
                 self._open.enter_context(dbapi_connection.pipeline())
             cursor = _new_cursor(dbapi_connection, rows) if fresh else self._cursor(dbapi_connection, sql, rows)
             if many is not None:
-                cursor.executemany(sql, many, returning=returning)
+                cursor.executemany(sql, many)
             else:
                 cursor.execute(sql, params)
         except self.connection.dialect.loaded_dbapi.Error as exc:
