@@ -117,6 +117,31 @@ def call(port, method, path, body=None, headers=None):
     return response.status, response.read().decode()
 
 
+# A worker writes its samples every METRICS_FLUSH_MS (1 s by default): what another worker's
+# scrape reads is at most that old. Half a second more for a busy machine's scheduling.
+FLUSH_BOUND = 1.5
+
+
+def files_total(directory: Path, name: str, **labels) -> float:
+    """What a scrape by any other worker reads: every worker's files in the directory."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return total(generate_latest(registry).decode(), name, **labels)
+
+
+def await_files(directory: Path, count: int, *series: tuple) -> None:
+    """Until each ``(name, labels)`` totals ``count`` in the files, within FLUSH_BOUND. A flush
+    writes one series after another: a look in the middle of one sees some and not yet the
+    others, so all are awaited together."""
+    answered = time.monotonic()
+    while any(files_total(directory, name, **labels) != count for name, labels in series):
+        assert time.monotonic() - answered < FLUSH_BOUND, f"the samples are not in the files within {FLUSH_BOUND} s"
+        time.sleep(0.02)
+
+
 def burst(port, size: int, offset: int) -> list[int]:
     """``size`` signed deliveries from 8 concurrent senders, one connection each; the statuses."""
     events = [rc.event("RENEWAL", user=f"w{n % 6}", transaction=f"w{n % 6}", at_ms=1_900_000_000_000 + offset + n)
@@ -147,28 +172,14 @@ def test_counters_add_up_across_gunicorn_workers(database_url, tmp_path):
             assert burst(port, size, sent) == [200] * size
             sent += size
         assert len(worker_files(metrics_dir)) == 2
-        time.sleep(FLUSH_BOUND)  # every worker's samples have reached the files
+        await_files(metrics_dir, sent, ("gateway_webhook_deliveries_total", {"source": "revenuecat"}),
+                    ("gateway_webhook_processing_seconds_count", {"source": "revenuecat"}))
         # Whichever worker answers a scrape, it reports every worker's deliveries.
         for _ in range(4):
             status, text = call(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
             assert status == 200
             assert total(text, "gateway_webhook_deliveries_total", source="revenuecat") == sent
             assert total(text, "gateway_webhook_processing_seconds_count", source="revenuecat") == sent
-
-
-# A worker writes its samples every METRICS_FLUSH_MS (1 s by default): what another worker's
-# scrape reads is at most that old. Half a second more for a busy machine's scheduling.
-FLUSH_BOUND = 1.5
-
-
-def files_total(directory: Path, name: str, **labels) -> float:
-    """What a scrape by any other worker reads: every worker's files in the directory."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
-    return total(generate_latest(registry).decode(), name, **labels)
 
 
 def reads(port: int, count: int) -> None:
@@ -197,14 +208,8 @@ def test_a_workers_samples_reach_every_scrape_within_the_flush_interval(database
     with serve(read_env(database_url, metrics_dir), workers=2) as (url, _):
         port = urlsplit(url).port
         reads(port, 40)
-        answered = time.monotonic()
-        # A flush writes one series after another: a look in the middle of one sees the reads
-        # but not yet the latencies, so each is awaited, both within the bound.
-        while (files_total(metrics_dir, "gateway_entitlement_reads_total", endpoint="user", result="ok"),
-               files_total(metrics_dir, "gateway_http_request_seconds_count",
-                           route="/v1/users/<user_sub>/entitlements")) != (40, 40):
-            assert time.monotonic() - answered < FLUSH_BOUND, "the reads are not in the files within the bound"
-            time.sleep(0.02)
+        await_files(metrics_dir, 40, ("gateway_entitlement_reads_total", {"endpoint": "user", "result": "ok"}),
+                    ("gateway_http_request_seconds_count", {"route": "/v1/users/<user_sub>/entitlements"}))
         status, text = call(port, "GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         assert status == 200 and total(text, "gateway_entitlement_reads_total", endpoint="user", result="ok") == 40
 
