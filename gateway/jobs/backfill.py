@@ -1,7 +1,8 @@
 """``flask --app wsgi backfill-stripe-customers``: a Stripe customer for every Cognito user.
 
 The logic lives in ``cognito_triggers.backfill`` (shared with the Lambda package); this
-wires it to a Cognito client and the gateway's Stripe settings.
+wires it to a Cognito client, the gateway's Stripe settings, and the gateway's tombstones:
+a user whose account was deleted here is not made a Stripe customer again.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flask.cli import with_appcontext
 
 from cognito_triggers.backfill import STRIPE_RETRIES, backfill_customers
 from cognito_triggers.stripe_customers import StripeCustomers
+from gateway.store.port import Store
 
 
 #: A user pool id: its region, "_", its own part (``us-east-1_AbC123``; the API's pattern is
@@ -27,6 +29,15 @@ def pool_region(user_pool_id: str) -> str:
     if found is None:
         raise click.ClickException(f"{user_pool_id} is not a user pool id: one names its region, as us-east-1_AbC123")
     return found["region"]
+
+
+def tombstones(store: Store):
+    """``backfill_customers``'s ``deleted``: which of the subs have a tombstone, read at once
+    for a page of users (``Transaction.deleted_among``). ``StoreUnavailable`` fails them."""
+    def deleted(subs: list[str]) -> set[str]:
+        with store.transaction(readonly=True) as tx:
+            return tx.deleted_among(subs)
+    return deleted
 
 
 @click.command("backfill-stripe-customers")
@@ -49,6 +60,7 @@ def backfill_command(user_pool_id: str, attribute: str | None, dry_run: bool) ->
     cognito = boto3.client("cognito-idp", region_name=region)
     customers = StripeCustomers(settings.stripe_api_key, settings.stripe_api_base, timeout=10.0,
                                 max_network_retries=STRIPE_RETRIES)
-    summary = backfill_customers(cognito, customers, user_pool_id, attribute, dry_run=dry_run, echo=click.echo)
+    summary = backfill_customers(cognito, customers, user_pool_id, attribute, dry_run=dry_run, echo=click.echo,
+                                 deleted=tombstones(current_app.extensions["gateway"].store))
     if summary.failed:
         raise click.ClickException(f"{summary.failed} users could not be linked; run again to retry them")

@@ -161,6 +161,11 @@ def gateway(monkeypatch):
         yield fake
 
 
+def naming(stripe_api, user: dict) -> list:
+    """The requests to Stripe that name the user (``UserPool.add_user``'s sub or email) anywhere."""
+    return [r for r in stripe_api.requests if user["sub"] in str(r.params) or user["email"] in str(r.params)]
+
+
 def log_lines(captured: str) -> list[dict]:
     """The JSON log records in captured stderr (every line must parse)."""
     return [json.loads(line) for line in captured.splitlines() if line.strip()]

@@ -1,6 +1,10 @@
 """``flask --app wsgi backfill-stripe-customers`` against moto's Cognito and the Stripe fake."""
 from __future__ import annotations
 
+import sqlalchemy as sa
+
+from tests.cognito.conftest import naming
+
 
 def run(app, *args):
     return app.test_cli_runner().invoke(args=["backfill-stripe-customers", *args])
@@ -89,3 +93,54 @@ def test_a_stripe_outage_fails_each_user_after_a_bounded_number_of_tries(make_ap
                  "--user-pool-id", user_pool.id)
     assert result.exit_code != 0 and "failed=1" in result.output
     assert stripe_api.calls("GET", "/v1/customers/search") == 1 + STRIPE_RETRIES
+
+
+def test_a_user_deleted_in_the_gateway_is_skipped_dry_run_or_not(make_app, user_pool, stripe_api):
+    """The deletion keeps a tombstone and erases the user's personal data; Cognito keeps the
+    user until the app removes it. A customer made now would hand Stripe the email again."""
+    alice = user_pool.add_user("alice@example.com", name="Alice")
+    bob = user_pool.add_user("bob@example.com", name="Bob")
+    app = make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url)
+    deleted = app.test_cli_runner().invoke(args=["users", "delete", bob["sub"]])
+    assert deleted.exit_code == 0, deleted.output
+    skipped = "bob@example.com: account deleted in the gateway; not linked"
+
+    dry = run(app, "--user-pool-id", user_pool.id, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert skipped in dry.output and "skipped_deleted=1" in dry.output and "bob@example.com: would" not in dry.output
+
+    linked = run(app, "--user-pool-id", user_pool.id)
+    assert linked.exit_code == 0, linked.output
+    assert skipped in linked.output and "created_or_linked=1" in linked.output and "skipped_deleted=1" in linked.output
+    assert [c["metadata"]["cognito_sub"] for c in stripe_api.customers] == [alice["sub"]]
+    assert user_pool.attributes("alice@example.com")["custom:stripe_customer_id"] == stripe_api.customers[0]["id"]
+    assert "custom:stripe_customer_id" not in user_pool.attributes("bob@example.com")
+    assert naming(stripe_api, bob) == []
+
+
+def test_tombstones_that_cannot_be_read_fail_the_run_and_nothing_is_made(make_app, user_pool, stripe_api,
+                                                                          database_url):
+    """The database cannot answer whether the users were deleted: each fails, as on a Stripe
+    outage, Stripe is asked nothing about them, and the command exits 1 for a rerun."""
+    user_pool.add_user("alice@example.com")
+    user_pool.add_user("bob@example.com")
+    app = make_app(STRIPE_API_KEY=stripe_api.api_key, STRIPE_API_BASE=stripe_api.url)
+    engine = sa.create_engine(database_url)
+
+    def rename(old: str, new: str) -> None:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"ALTER TABLE {old} RENAME TO {new}")
+
+    rename("deleted_users", "deleted_users_away")
+    try:
+        for args in (("--dry-run",), ()):
+            result = run(app, "--user-pool-id", user_pool.id, *args)
+            assert result.exit_code != 0 and "failed=2" in result.output, result.output
+            assert "2 users could not be linked" in result.output
+            assert "alice@example.com: failed: cannot tell whether the account was deleted in the gateway: " \
+                   "StoreUnavailable" in result.output
+    finally:
+        rename("deleted_users_away", "deleted_users")
+        engine.dispose()
+    assert stripe_api.requests == []
+    assert "custom:stripe_customer_id" not in user_pool.attributes("alice@example.com")
