@@ -12,7 +12,6 @@ holds the deletion there, by the database alone, while the portal reads.
 """
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timezone
 
@@ -20,9 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.store import tables
-from gateway.store.postgres import _USER_LOCK
 from tests.conftest import DATABASE
-from tests.e2e.test_checkout_deletion_races import DELAYS, ROUNDS, delete, while_held
+from tests.e2e.test_checkout_deletion_races import (
+    DELAYS, HELD_BY_THE_DATABASE, ROUNDS, delete, while_held, while_the_deletion_holds_the_lock)
 from tests.e2e.test_races import together
 from tests.e2e.test_stripe_checkout import USER, checkout, client, env, portal  # noqa: F401 (fixtures)
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
@@ -133,73 +132,21 @@ def test_portal_and_deletion_released_together_end_refused(client, cognito, fake
     assert_no_url_once_deleted(client, cognito, api, opened, deleted)
 
 
-#: The backend waiting, on a lock of the kind given, for one that ``pid`` holds.
-WAITING_ON = sa.text("SELECT pid FROM pg_locks WHERE NOT granted AND locktype = :kind "
-                     "AND CAST(:pid AS int) = ANY(pg_blocking_pids(pid))")
-#: Whether ``pid`` holds the user's lock (``lock_users``: one advisory lock per user).
-HOLDS_USER_LOCK = sa.text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND granted AND locktype = 'advisory' "
-                          "AND classid = :space AND objid = CAST(hashtext(:user) AS oid)")
-
-
-def waiting_on(watch, pid: int, kind: str, until: threading.Event | None = None) -> int | None:
-    """The backend that waits for ``pid`` on a lock of ``kind``, once one does; ``None`` if
-    ``until`` is set first."""
-    deadline = time.monotonic() + 10
-    while (waiter := watch.execute(WAITING_ON, {"pid": pid, "kind": kind}).scalar()) is None:
-        if until is not None and until.is_set():
-            return None
-        assert time.monotonic() < deadline, f"nothing waited for backend {pid} on a {kind} lock"
-        time.sleep(0.005)
-    return waiter
-
-
-@pytest.mark.skipif(DATABASE != "postgresql", reason="SQLite runs one writer at a time: lock_users takes nothing "
-                    "there, and an open write would stop the deletion before it took anything")
+@pytest.mark.skipif(DATABASE != "postgresql", reason=HELD_BY_THE_DATABASE)
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_a_portal_rechecking_while_the_deletion_holds_the_users_lock_waits_for_its_tombstone(
         client, cognito, fake, api, database_url, round_):
     """The deletion has taken the user's lock and is about to write its tombstone when the
     portal, its session made, reads the tombstone again: that read waits for the deletion's
     commit and refuses. Read without the lock it would find no tombstone yet and hand out
-    the URL. The deletion is held there by the database alone: a tombstone of the same user,
-    inserted and not committed by the test, makes its insert wait until that rolls back."""
+    the URL. A tombstone of the same user, inserted by the test and not committed, holds the
+    deletion's insert until it rolls back."""
     assert checkout(client, cognito).status_code == 200
     made = fake.hold("/v1/billing_portal/sessions", "POST")  # past its first read and the customer's link
-    engine = sa.create_engine(database_url)
-    blocker, watch = engine.connect(), engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    blocking, answered = threading.Event(), threading.Event()
+    tombstone = {"user_sub": USER, "deleted_at": datetime.now(timezone.utc), "report": {}}
 
-    def opening():
-        try:
-            return portal(client, cognito)
-        finally:
-            answered.set()
-
-    def deleting():
-        assert blocking.wait(10), "the test's tombstone was never inserted"
-        return delete(client, cognito)
-
-    def conduct():
-        try:
-            assert made.read.wait(5), "the portal never reached Stripe"
-            held_by = blocker.execute(sa.text("SELECT pg_backend_pid()")).scalar()
-            blocker.execute(sa.insert(tables.deleted_users), {
-                "user_sub": USER, "deleted_at": datetime.now(timezone.utc), "report": {}})
-            blocking.set()
-            deletion = waiting_on(watch, held_by, "transactionid")  # to insert its tombstone, the user locked
-            assert watch.execute(HOLDS_USER_LOCK, {"pid": deletion, "space": _USER_LOCK, "user": USER}).scalar() == 1
-            made.release()  # the session made: the portal reads the tombstone again
-            return waiting_on(watch, deletion, "advisory", until=answered)
-        finally:
-            made.release()
-            blocker.rollback()  # the deletion writes its tombstone and commits
-
-    try:
-        opened, deleted, waited = together(opening, deleting, conduct)
-    finally:
-        blocker.close()
-        watch.close()
-        engine.dispose()
+    opened, deleted, waited = while_the_deletion_holds_the_lock(
+        database_url, made, tables.deleted_users, tombstone, lambda: portal(client, cognito), lambda: delete(client, cognito))
 
     assert_no_url_once_deleted(client, cognito, api, opened, deleted)
     assert opened.status_code == 403, "the portal read the tombstone past the deletion's lock and handed out its URL"
