@@ -7,16 +7,21 @@ portal URL: their billing details, payment methods and any subscription still li
 customer the gateway has let go. Stripe cannot expire a portal session, so the URL must not
 be handed out: the portal reads the tombstone again under the user's lock once the session
 exists. On PostgreSQL the two really overlap; on SQLite they queue on the one writer, which
-must give the same answers.
+must give the same answers. That read waits for a deletion holding the user's lock: one test
+holds the deletion there, by the database alone, while the portal reads.
 """
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.test_checkout_deletion_races import DELAYS, ROUNDS, delete, while_held
+from gateway.store import tables
+from tests.conftest import DATABASE
+from tests.e2e.test_checkout_deletion_races import (
+    DELAYS, HELD_BY_THE_DATABASE, ROUNDS, delete, while_held, while_the_deletion_holds_the_lock)
 from tests.e2e.test_races import together
 from tests.e2e.test_stripe_checkout import USER, checkout, client, env, portal  # noqa: F401 (fixtures)
 from tests.support.stripe_gateway import fake, stripe_catalog, stripe_server  # noqa: F401 (fixtures)
@@ -125,3 +130,24 @@ def test_portal_and_deletion_released_together_end_refused(client, cognito, fake
     opened, deleted = together(lambda: portal(client, cognito), lambda: time.sleep(delay) or delete(client, cognito))
 
     assert_no_url_once_deleted(client, cognito, api, opened, deleted)
+
+
+@pytest.mark.skipif(DATABASE != "postgresql", reason=HELD_BY_THE_DATABASE)
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_a_portal_rechecking_while_the_deletion_holds_the_users_lock_waits_for_its_tombstone(
+        client, cognito, fake, api, database_url, round_):
+    """The deletion has taken the user's lock and is about to write its tombstone when the
+    portal, its session made, reads the tombstone again: that read waits for the deletion's
+    commit and refuses. Read without the lock it would find no tombstone yet and hand out
+    the URL. A tombstone of the same user, inserted by the test and not committed, holds the
+    deletion's insert until it rolls back."""
+    assert checkout(client, cognito).status_code == 200
+    made = fake.hold("/v1/billing_portal/sessions", "POST")  # past its first read and the customer's link
+    tombstone = {"user_sub": USER, "deleted_at": datetime.now(timezone.utc), "report": {}}
+
+    opened, deleted, waited = while_the_deletion_holds_the_lock(
+        database_url, made, tables.deleted_users, tombstone, lambda: portal(client, cognito), lambda: delete(client, cognito))
+
+    assert_no_url_once_deleted(client, cognito, api, opened, deleted)
+    assert opened.status_code == 403, "the portal read the tombstone past the deletion's lock and handed out its URL"
+    assert waited is not None  # the portal's read waited for the deletion's lock
