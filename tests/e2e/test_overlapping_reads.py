@@ -16,7 +16,6 @@ import time
 from datetime import timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from devtools import revenuecat as rc
 from devtools import stripe_objects as so
@@ -25,6 +24,7 @@ from devtools.google_pubsub import subscription
 from tests.conftest import DATABASE
 from tests.e2e.reconcile_world import *  # noqa: F401,F403 (fixtures)
 from tests.e2e.reconcile_world import new_user, soon
+from tests.support.pg_locks import WAITING
 from tests.e2e.test_reconcile import PRODUCT, rc_purchase
 from tests.e2e.test_races import ok, push, two_play_gateways  # noqa: F401 (fixture)
 from tests.support.stripe_scenarios import signup
@@ -206,7 +206,7 @@ def waiting(store, count: int) -> None:
     """Until ``count`` transactions wait for a lock."""
     deadline = time.monotonic() + 10
     with store.engine.connect() as connection:
-        while connection.execute(sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one() < count:
+        while connection.execute(WAITING).scalar_one() < count:
             assert time.monotonic() < deadline, "the deliveries never waited for the subscription's lock"
             time.sleep(0.01)
             connection.rollback()

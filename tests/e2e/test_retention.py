@@ -20,6 +20,7 @@ from gateway.store.retention import Retention
 from tests.conftest import DATABASE
 from tests.e2e import test_admin as admin
 from tests.e2e.conftest import API_KEY
+from tests.support.pg_locks import WAITING
 
 NOW = utcnow()
 OLD, YOUNG = NOW - timedelta(days=100), NOW - timedelta(days=1)
@@ -338,8 +339,7 @@ def waiting_for_a_lock(store) -> None:
     """Returns once a session of this database waits for a lock."""
     deadline = time.monotonic() + 10
     with Retention.of(store).engine.connect() as connection:
-        while not connection.execute(sa.text(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one():
+        while not connection.execute(WAITING).scalar_one():
             assert time.monotonic() < deadline, "the replay never waited for the subscription's lock"
             time.sleep(0.01)
             connection.rollback()

@@ -63,7 +63,8 @@ def waiting(connect, statement: str, timeout: float = 10.0) -> None:
     with connect(autocommit=True) as watcher:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+            if watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+                               " AND datname = current_database()",
                                (statement + "%",)).fetchone():
                 return
             time.sleep(0.01)
@@ -76,7 +77,8 @@ def reached(connect, sessions: int, *statements: str, timeout: float = 30.0) -> 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             (count,) = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE ANY(%s)"
-                                       " AND pid <> pg_backend_pid()", (list(statements),)).fetchone()
+                                       " AND pid <> pg_backend_pid() AND datname = current_database()",
+                                       (list(statements),)).fetchone()
             if count >= sessions:
                 return
             time.sleep(0.01)
@@ -252,4 +254,5 @@ def test_through_a_transaction_pooler_the_upgrade_leaves_nothing_on_the_sessions
             assert gateway.execute("SHOW lock_timeout").fetchone() == ("0",)
     with connect() as check:
         assert check.execute("SELECT version_num FROM alembic_version").fetchone() == HEAD
-        assert check.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+        assert check.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                             "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchone() == (0,)
