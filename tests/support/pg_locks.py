@@ -1,5 +1,5 @@
 """What the PostgreSQL tests watch in ``pg_locks``, of their own database alone: the cluster is
-shared with other runs (CI's two databases, a developer's benchmarks), whose sessions lock too."""
+shared with other databases (another test run, a benchmark), whose sessions lock too."""
 from __future__ import annotations
 
 import sqlalchemy as sa
